@@ -1,0 +1,228 @@
+"""Commands an actor applies, and the replies it gives.
+
+Commands are frozen, tagged msgspec Structs: one tagged union decodes and encodes all of
+them, and an idempotency fingerprint is the hash of a command's canonical encoding.
+Amounts are units (`engine.core.amounts`), times are epoch milliseconds, and every id the
+command creates (grant, reservation) is chosen by the caller so the core stays
+deterministic.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from engine.core.model import GrantStatus, GrantType, ReservationStatus
+
+__all__ = [
+    "Command",
+    "CreateGrant",
+    "VoidGrant",
+    "Consume",
+    "Reserve",
+    "Release",
+    "ConfigurePool",
+    "ConfirmPayment",
+    "GetBalances",
+    "Tick",
+    "Reply",
+    "Refused",
+    "BalanceView",
+    "GrantView",
+    "ReservationView",
+    "ConsumeReply",
+    "GrantReply",
+    "ReserveReply",
+    "ReleaseReply",
+    "BalancesReply",
+    "TickReply",
+    "PoolSettingsReply",
+    "MUTATING",
+]
+
+
+class _Command(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    # Optional: a command with a key is applied at most once per customer.
+    idempotency_key: str | None = None
+    # Optional: the caller's hash of the request as the client sent it. When given it is the
+    # idempotency fingerprint; otherwise the command's own encoding is hashed, less the ids
+    # the caller generated for it. Callers that derive fields from the clock (a TTL turned
+    # into an absolute expiry) must pass it, or a retry would look like a different body.
+    request_hash: str | None = None
+
+
+class CreateGrant(_Command, frozen=True, kw_only=True, tag="grant"):
+    grant_id: str
+    currency_id: str
+    amount: int
+    grant_type: GrantType
+    display_name: str
+    resource_id: str | None = None
+    priority: int = 50
+    effective_at: int | None = None  # None = now
+    expire_at: int | None = None
+    cost_amount: int | None = None
+    cost_currency: str | None = None
+    comment: str | None = None
+    metadata: dict[str, str] | None = None
+    # PAYMENT_PENDING until ConfirmPayment (invoice-style grants).
+    await_payment: bool = False
+
+
+class VoidGrant(_Command, frozen=True, kw_only=True, tag="void"):
+    grant_id: str
+
+
+class ConfirmPayment(_Command, frozen=True, kw_only=True, tag="confirm_payment"):
+    grant_id: str
+
+
+class Consume(_Command, frozen=True, kw_only=True, tag="consume"):
+    currency_id: str
+    amount: int
+    resource_id: str | None = None
+    feature_id: str | None = None
+    dimensions: dict[str, str | int | float | bool] | None = None
+    # When the usage happened, if the client said so; ordering uses `now` regardless.
+    created_at: int | None = None
+
+
+class Reserve(_Command, frozen=True, kw_only=True, tag="reserve"):
+    reservation_id: str
+    currency_id: str
+    amount: int
+    expires_at: int
+    resource_id: str | None = None
+    metadata: dict[str, str] | None = None
+
+
+class Release(_Command, frozen=True, kw_only=True, tag="release"):
+    reservation_id: str
+    consumed_amount: int
+    # When given, they must match the reservation's pool (the contract sends them).
+    currency_id: str | None = None
+    resource_id: str | None = None
+    feature_id: str | None = None
+
+
+class ConfigurePool(_Command, frozen=True, kw_only=True, tag="configure_pool"):
+    currency_id: str
+    resource_id: str | None = None
+    hard_limit: bool | None = None
+    low_balance_units: int | None = None
+    clear_low_balance: bool = False
+    usage_low_percent: int | None = None
+
+
+class GetBalances(_Command, frozen=True, kw_only=True, tag="balances"):
+    currency_id: str | None = None
+    resource_id: str | None = None
+    # Filter by resource only when asked: None means "any resource" unless this is set.
+    match_resource: bool = False
+
+
+class Tick(_Command, frozen=True, kw_only=True, tag="tick"):
+    """Fire whatever is due (expiries, activations, reservation TTLs) at `now`."""
+
+
+Command = CreateGrant | VoidGrant | ConfirmPayment | Consume | Reserve | Release | ConfigurePool | GetBalances | Tick
+
+# Read-only commands never produce rows; the runtime may skip the store for them.
+MUTATING = (CreateGrant, VoidGrant, ConfirmPayment, Consume, Reserve, Release, ConfigurePool, Tick)
+
+
+# ---------------------------------------------------------------------------------------
+# Replies
+
+
+class Reply(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    pass
+
+
+class Refused(Reply, frozen=True, kw_only=True, tag="refused"):
+    """A business refusal: nothing was applied. `code` is a `engine.core.refusals.Refusal`."""
+
+    code: str
+    message: str
+    field: str | None = None
+
+
+class BalanceView(msgspec.Struct, frozen=True, kw_only=True):
+    currency_id: str
+    resource_id: str | None
+    current_balance: int
+    total_granted: int
+    total_consumed: int
+    reserved: int
+    timestamp: int
+    hard_limit: bool = True
+
+
+class GrantView(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    currency_id: str
+    resource_id: str | None
+    grant_type: GrantType
+    status: GrantStatus
+    priority: int
+    amount: int
+    consumed_amount: int
+    available: int
+    held: int
+    effective_at: int
+    expire_at: int | None
+    created_at: int
+    updated_at: int
+    voided_at: int | None
+    cost_amount: int | None
+    cost_currency: str | None
+    display_name: str
+    comment: str | None
+    metadata: dict[str, str]
+
+
+class ReservationView(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    currency_id: str
+    resource_id: str | None
+    amount: int
+    status: ReservationStatus
+    expires_at: int
+    consumed_amount: int | None = None
+
+
+class ConsumeReply(Reply, frozen=True, kw_only=True, tag="consumed"):
+    amount: int
+    # [(grant id, units)] in the order the grants were drawn; the overdraft last.
+    breakdown: list[tuple[str, int]]
+    balance: BalanceView
+    timestamp: int
+    overdraft: int = 0
+
+
+class GrantReply(Reply, frozen=True, kw_only=True, tag="grant"):
+    grant: GrantView
+    balance: BalanceView
+
+
+class ReserveReply(Reply, frozen=True, kw_only=True, tag="reserved"):
+    reservation: ReservationView
+    balance: BalanceView
+
+
+class ReleaseReply(Reply, frozen=True, kw_only=True, tag="released"):
+    reservation: ReservationView
+    balance: BalanceView
+
+
+class BalancesReply(Reply, frozen=True, kw_only=True, tag="balances"):
+    balances: list[BalanceView]
+
+
+class PoolSettingsReply(Reply, frozen=True, kw_only=True, tag="pool_settings"):
+    balance: BalanceView
+    low_balance_units: int | None
+    usage_low_percent: int
+
+
+class TickReply(Reply, frozen=True, kw_only=True, tag="tick"):
+    next_due: int | None

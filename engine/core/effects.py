@@ -1,0 +1,86 @@
+"""What applying commands produces besides replies: ledger rows, domain events, and the
+set of rows that changed. The runtime hands one `Effects` per batch to the store and
+replies only once the store says it is durable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from engine.core.commands import BalanceView, GrantView, Reply
+from engine.core.model import EventType, Grant, LedgerEventType, Pool, Reservation
+
+__all__ = ["LedgerEntry", "DomainEvent", "IdempotencyRecord", "Effects"]
+
+
+class LedgerEntry(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One append-only ledger row: one grant touched by one operation.
+
+    `amount` is the signed change to the pool's current balance caused on this grant, so
+    a pool's balance is the sum of its entries' amounts. The event type says which
+    component moved (see `engine.core.replay`).
+    """
+
+    seq: int  # per customer, gapless, in apply order
+    op_seq: int  # the operation (command) the entry belongs to; the wire's eventId
+    event_type: LedgerEventType
+    grant_id: str
+    currency_id: str
+    resource_id: str | None
+    amount: int
+    timestamp: int
+    reservation_id: str | None = None
+    feature_id: str | None = None
+    idempotency_key: str | None = None
+    dimensions: dict[str, Any] | None = None
+
+
+class DomainEvent(msgspec.Struct, frozen=True, kw_only=True):
+    seq: int  # per customer, gapless
+    type: EventType
+    customer_id: str
+    currency_id: str
+    resource_id: str | None
+    timestamp: int
+    grant_id: str | None = None
+    # The pool's balance right after the event, and the grant it concerns (if any).
+    balance: BalanceView | None = None
+    grant: GrantView | None = None
+    # The amount the event is about (expired, granted), where one applies.
+    amount: int | None = None
+
+
+class IdempotencyRecord(msgspec.Struct, frozen=True, kw_only=True):
+    key: str
+    fingerprint: bytes
+    reply: Reply
+    created_at: int
+
+
+class Effects:
+    """Accumulates a batch's output. Touched rows are kept as live objects: the actor does
+    not mutate them again until the store has taken its copy."""
+
+    __slots__ = ("entries", "events", "grants", "reservations", "pools", "keys")
+
+    def __init__(self) -> None:
+        self.entries: list[LedgerEntry] = []
+        self.events: list[DomainEvent] = []
+        self.grants: dict[str, Grant] = {}
+        self.reservations: dict[str, Reservation] = {}
+        self.pools: dict[tuple[str, str | None], Pool] = {}
+        self.keys: list[IdempotencyRecord] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.entries or self.events or self.grants or self.reservations
+                    or self.pools or self.keys)
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.events.clear()
+        self.grants.clear()
+        self.reservations.clear()
+        self.pools.clear()
+        self.keys.clear()

@@ -1,0 +1,433 @@
+"""The primitive moves of credits between a pool's grants, each written to the ledger.
+
+Every function here mutates state *and* appends the ledger rows and domain events that
+describe the mutation, so the two cannot drift apart. Callers (engine.core.machine) have
+already checked that the move is allowed; the asserts here guard programmer errors only.
+
+Invariant kept by every move: an ACTIVE non-overdraft grant is in `pool.active` exactly
+when its `available` is positive, and while the pool's overdraft has a deficit no active
+grant has anything available (new credits repay the overdraft first).
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from heapq import heappush
+
+from engine.core.effects import DomainEvent, Effects, LedgerEntry
+from engine.core.model import (
+    CustomerState,
+    EventType,
+    Grant,
+    GrantStatus,
+    GrantType,
+    LedgerEventType as L,
+    Pool,
+    Reservation,
+    ReservationStatus,
+)
+from engine.core.views import balance_view, grant_view
+
+__all__ = [
+    "TIMER_ACTIVATE",
+    "TIMER_RESERVATION",
+    "TIMER_EXPIRE",
+    "entry",
+    "event",
+    "pool_for",
+    "activate",
+    "draw",
+    "overdraw",
+    "repay",
+    "forfeit",
+    "hold",
+    "settle",
+    "pool_thresholds",
+    "grant_thresholds",
+    "grant_is_low",
+    "grant_is_depleted",
+    "pool_is_low",
+    "push_timer",
+]
+
+# Timer kinds, in the order they fire when due at the same millisecond: a reservation's
+# holds return before the grant they sit on expires.
+TIMER_ACTIVATE = 0
+TIMER_RESERVATION = 1
+TIMER_EXPIRE = 2
+
+_order = lambda g: g.order_key  # noqa: E731 - the sort key for pool.active
+
+
+def entry(
+    state: CustomerState,
+    fx: Effects,
+    op: int,
+    event_type: L,
+    g: Grant,
+    amount: int,
+    now: int,
+    reservation_id: str | None = None,
+    feature_id: str | None = None,
+    key: str | None = None,
+    dimensions: dict | None = None,
+) -> None:
+    state.ledger_seq += 1
+    fx.entries.append(
+        LedgerEntry(
+            seq=state.ledger_seq,
+            op_seq=op,
+            event_type=event_type,
+            grant_id=g.id,
+            currency_id=g.currency_id,
+            resource_id=g.resource_id,
+            amount=amount,
+            timestamp=now,
+            reservation_id=reservation_id,
+            feature_id=feature_id,
+            idempotency_key=key,
+            dimensions=dimensions,
+        )
+    )
+    fx.grants[g.id] = g
+
+
+def event(
+    state: CustomerState,
+    fx: Effects,
+    type_: EventType,
+    pool: Pool,
+    now: int,
+    g: Grant | None = None,
+    amount: int | None = None,
+) -> None:
+    state.event_seq += 1
+    fx.events.append(
+        DomainEvent(
+            seq=state.event_seq,
+            type=type_,
+            customer_id=state.customer_id,
+            currency_id=pool.currency_id,
+            resource_id=pool.resource_id,
+            timestamp=now,
+            grant_id=g.id if g is not None else None,
+            balance=balance_view(pool, now),
+            grant=grant_view(g) if g is not None else None,
+            amount=amount,
+        )
+    )
+
+
+def pool_for(state: CustomerState, currency_id: str, resource_id: str | None) -> Pool:
+    key = (currency_id, resource_id)
+    pool = state.pools.get(key)
+    if pool is None:
+        pool = Pool(currency_id, resource_id)
+        state.pools[key] = pool
+    return pool
+
+
+def activate(state: CustomerState, pool: Pool, g: Grant, now: int, fx: Effects, op: int) -> None:
+    assert g.status in (GrantStatus.SCHEDULED, GrantStatus.PAYMENT_PENDING, GrantStatus.ACTIVE)
+    assert not g.activated and g.grant_type is not GrantType.OVERDRAFT
+    g.status = GrantStatus.ACTIVE
+    g.activated = True
+    g.available = g.amount
+    g.updated_at = now
+    pool.balance += g.amount
+    pool.granted += g.amount
+    pool.active_granted += g.amount
+    insort(pool.active, g, key=_order)
+    entry(state, fx, op, L.CREDITS_GRANTED, g, g.amount, now)
+    event(state, fx, EventType.GRANTED, pool, now, g, g.amount)
+    repay(state, pool, now, fx, op)
+    pool_thresholds(state, pool, now, fx)
+
+
+def draw(
+    state: CustomerState,
+    pool: Pool,
+    amount: int,
+    now: int,
+    fx: Effects,
+    op: int,
+    breakdown: list[tuple[str, int]],
+    feature_id: str | None = None,
+    key: str | None = None,
+    dimensions: dict | None = None,
+) -> int:
+    """Consume up to `amount` from active grants in consumption order; return the rest."""
+    active = pool.active
+    rest = amount
+    spent = 0
+    for g in active:
+        avail = g.available
+        take = avail if avail < rest else rest
+        g.available = avail - take
+        g.consumed += take
+        g.updated_at = now
+        rest -= take
+        entry(state, fx, op, L.CREDITS_CONSUMED, g, -take, now, None, feature_id, key, dimensions)
+        breakdown.append((g.id, take))
+        grant_thresholds(state, pool, g, now, fx)
+        if g.available:
+            break
+        spent += 1
+        if not rest:
+            break
+    if spent:
+        del active[:spent]
+    taken = amount - rest
+    pool.balance -= taken
+    pool.consumed += taken
+    return rest
+
+
+def overdraw(
+    state: CustomerState,
+    pool: Pool,
+    amount: int,
+    now: int,
+    fx: Effects,
+    op: int,
+    breakdown: list[tuple[str, int]],
+    feature_id: str | None = None,
+    key: str | None = None,
+    dimensions: dict | None = None,
+) -> None:
+    """Soft limit: put a consumption the grants could not cover on the pool's overdraft."""
+    assert not pool.hard_limit and amount > 0
+    od = pool.overdraft
+    if od is None:
+        od = Grant(
+            id=f"overdraft:{pool.currency_id}:{pool.resource_id or ''}",
+            seq=0,
+            currency_id=pool.currency_id,
+            resource_id=pool.resource_id,
+            grant_type=GrantType.OVERDRAFT,
+            status=GrantStatus.ACTIVE,
+            priority=100,
+            effective_at=now,
+            expire_at=None,
+            created_at=now,
+            amount=0,
+            display_name="Overdraft",
+        )
+        od.activated = True
+        pool.overdraft = od
+        state.grants[od.id] = od
+    od.available -= amount
+    od.consumed += amount
+    od.updated_at = now
+    pool.balance -= amount
+    pool.consumed += amount
+    entry(state, fx, op, L.CREDITS_CONSUMED, od, -amount, now, None, feature_id, key, dimensions)
+    breakdown.append((od.id, amount))
+
+
+def repay(state: CustomerState, pool: Pool, now: int, fx: Effects, op: int) -> None:
+    """Move an open overdraft's consumption onto grants that have credits available.
+
+    The balance does not change: consumption moves from the overdraft (whose deficit
+    shrinks) to the paying grant, recorded as a TRANSFER_SOURCE/TRANSFER_TARGET pair.
+    """
+    od = pool.overdraft
+    if od is None or od.available >= 0 or not pool.active:
+        return
+    deficit = -od.available
+    active = pool.active
+    spent = 0
+    for g in active:
+        x = g.available if g.available < deficit else deficit
+        g.available -= x
+        g.consumed += x
+        g.updated_at = now
+        od.available += x
+        od.consumed -= x
+        deficit -= x
+        entry(state, fx, op, L.CREDITS_CONSUMPTION_TRANSFER_SOURCE, g, -x, now)
+        entry(state, fx, op, L.CREDITS_CONSUMPTION_TRANSFER_TARGET, od, x, now)
+        grant_thresholds(state, pool, g, now, fx)
+        if g.available:
+            break
+        spent += 1
+        if not deficit:
+            break
+    del active[:spent]
+    od.updated_at = now
+
+
+def forfeit(
+    state: CustomerState, pool: Pool, g: Grant, status: GrantStatus, now: int, fx: Effects, op: int
+) -> int:
+    """Expire or void what is left available on a grant; held credits stay with their
+    reservation and are forfeited when it settles. Returns the units forfeited."""
+    assert status in (GrantStatus.EXPIRED, GrantStatus.VOIDED)
+    x = g.available
+    if g.status is GrantStatus.ACTIVE:
+        if x:
+            pool.active.remove(g)
+        pool.active_granted -= g.amount
+    g.available = 0
+    pool.balance -= x
+    if status is GrantStatus.EXPIRED:
+        g.expired += x
+        pool.expired += x
+        entry(state, fx, op, L.CREDITS_EXPIRED, g, -x, now)
+    else:
+        g.voided += x
+        pool.voided += x
+        g.voided_at = now
+        entry(state, fx, op, L.CREDITS_VOIDED, g, -x, now)
+    g.status = status
+    g.updated_at = now
+    grant_thresholds(state, pool, g, now, fx)
+    return x
+
+
+def hold(
+    state: CustomerState, pool: Pool, r: Reservation, now: int, fx: Effects, op: int
+) -> None:
+    """Hold `r.amount` on active grants in consumption order (the caller checked cover)."""
+    rest = r.amount
+    active = pool.active
+    spent = 0
+    for g in active:
+        take = g.available if g.available < rest else rest
+        g.available -= take
+        g.held += take
+        g.updated_at = now
+        r.holds[g.id] = take
+        rest -= take
+        entry(state, fx, op, L.CREDITS_RESERVED, g, -take, now, r.id)
+        if g.available:
+            break
+        spent += 1
+        if not rest:
+            break
+    del active[:spent]
+    assert rest == 0, "hold() needs a covered amount"
+    pool.balance -= r.amount
+    pool.reserved += r.amount
+
+
+def settle(
+    state: CustomerState,
+    pool: Pool,
+    r: Reservation,
+    consumed: int,
+    now: int,
+    fx: Effects,
+    op: int,
+    expired: bool,
+    feature_id: str | None = None,
+    key: str | None = None,
+) -> None:
+    """End a reservation: consume `consumed` from its holds in order, return the rest.
+
+    Each hold is first returned whole (a RELEASED or RESERVATION_EXPIRED row), then the
+    consumed part is drawn from it (a CONSUMED row). Returned credits on a grant that has
+    expired or been voided meanwhile leave the balance at once (EXPIRED/VOIDED row).
+    """
+    assert r.status is ReservationStatus.ACTIVE and 0 <= consumed <= r.amount
+    returned_type = L.CREDITS_RESERVATION_EXPIRED if expired else L.CREDITS_RESERVATION_RELEASED
+    rest = consumed
+    for gid, h in r.holds.items():
+        g = state.grants[gid]
+        was_available = g.available > 0
+        take = h if h < rest else rest
+        rest -= take
+        g.held -= h
+        g.available += h
+        g.updated_at = now
+        pool.reserved -= h
+        pool.balance += h
+        entry(state, fx, op, returned_type, g, h, now, r.id)
+        if take:
+            g.available -= take
+            g.consumed += take
+            pool.balance -= take
+            pool.consumed += take
+            entry(state, fx, op, L.CREDITS_CONSUMED, g, -take, now, r.id, feature_id, key)
+        left = h - take
+        if g.status is GrantStatus.ACTIVE:
+            if g.available and not was_available:
+                insort(pool.active, g, key=_order)
+        elif left:
+            g.available -= left
+            pool.balance -= left
+            if g.status is GrantStatus.EXPIRED:
+                g.expired += left
+                pool.expired += left
+                entry(state, fx, op, L.CREDITS_EXPIRED, g, -left, now, r.id)
+            else:
+                g.voided += left
+                pool.voided += left
+                entry(state, fx, op, L.CREDITS_VOIDED, g, -left, now, r.id)
+        grant_thresholds(state, pool, g, now, fx)
+    assert rest == 0
+    r.status = ReservationStatus.EXPIRED if expired else ReservationStatus.RELEASED
+    r.consumed_amount = consumed
+    r.released_at = now
+    fx.reservations[r.id] = r
+    repay(state, pool, now, fx, op)
+
+
+def grant_is_low(pool: Pool, g: Grant) -> bool:
+    return (
+        g.grant_type is not GrantType.OVERDRAFT
+        and g.amount > 0
+        and g.consumed * 100 >= g.amount * pool.usage_low_percent
+    )
+
+
+def grant_is_depleted(g: Grant) -> bool:
+    return (
+        g.grant_type is not GrantType.OVERDRAFT
+        and g.status is GrantStatus.ACTIVE
+        and g.available + g.held == 0
+    )
+
+
+def pool_is_low(pool: Pool) -> bool:
+    if pool.low_balance_units is not None:
+        return pool.balance <= pool.low_balance_units
+    granted = pool.active_granted
+    return granted > 0 and pool.balance * 100 <= granted * (100 - pool.usage_low_percent)
+
+
+def grant_thresholds(state: CustomerState, pool: Pool, g: Grant, now: int, fx: Effects) -> None:
+    """Fire credits.grant.usage_low / credits.grant.depleted once per crossing.
+
+    The `*_fired` flags always equal their condition after every command, so they are
+    derivable: a restored state recomputes them (engine.core.replay) instead of storing them.
+    """
+    low = grant_is_low(pool, g)
+    if low is not g.usage_low_fired:
+        g.usage_low_fired = low
+        if low:
+            event(state, fx, EventType.GRANT_USAGE_LOW, pool, now, g)
+    depleted = grant_is_depleted(g)
+    if depleted is not g.depleted_fired:
+        g.depleted_fired = depleted
+        if depleted:
+            event(state, fx, EventType.GRANT_DEPLETED, pool, now, g)
+
+
+def pool_thresholds(state: CustomerState, pool: Pool, now: int, fx: Effects) -> None:
+    """Fire credits.balance.usage_low / credits.balance.depleted once per crossing; a
+    balance that recovers above the line re-arms the event."""
+    low = pool_is_low(pool)
+    if low is not pool.usage_low_fired:
+        pool.usage_low_fired = low
+        if low:
+            event(state, fx, EventType.BALANCE_USAGE_LOW, pool, now)
+    depleted = pool.balance <= 0
+    if depleted is not pool.depleted_fired:
+        pool.depleted_fired = depleted
+        if depleted:
+            event(state, fx, EventType.BALANCE_DEPLETED, pool, now)
+
+
+def push_timer(state: CustomerState, due: int, kind: int, ident: str) -> None:
+    heappush(state.timers, (due, kind, ident))

@@ -1,0 +1,488 @@
+"""The credit state machine: `apply(state, command, now, effects) -> reply`.
+
+Pure and synchronous: no I/O, no clock, no awaiting. The runtime passes `now` (epoch ms,
+never decreasing for one customer) and an `Effects` collector; the machine mutates the
+customer's state, appends ledger rows and domain events to the collector, and returns a
+reply. A refusal (`Refused`) is returned before anything is mutated, so a refused command
+leaves no trace. See `engine.core.refusals` for the order in which checks are made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from heapq import heappop
+
+import msgspec
+
+from engine.core import ledger_ops as ops
+from engine.core.amounts import AMOUNT_UNITS_MAX
+from engine.core.commands import (
+    BalancesReply,
+    Command,
+    ConfigurePool,
+    ConfirmPayment,
+    Consume,
+    ConsumeReply,
+    CreateGrant,
+    GetBalances,
+    GrantReply,
+    PoolSettingsReply,
+    Refused,
+    Release,
+    ReleaseReply,
+    Reply,
+    Reserve,
+    ReserveReply,
+    Tick,
+    TickReply,
+    VoidGrant,
+)
+from engine.core.effects import Effects, IdempotencyRecord
+from engine.core.model import (
+    CustomerState,
+    EventType,
+    Grant,
+    GrantStatus,
+    GrantType,
+    Pool,
+    Reservation,
+    ReservationStatus,
+)
+from engine.core.refusals import Refusal, refuse
+from engine.core.views import balance_view, grant_view, reservation_view
+
+__all__ = ["apply", "advance", "fingerprint", "purge"]
+
+_GRANTABLE = (GrantType.PAID, GrantType.PROMOTIONAL, GrantType.RECURRING)
+
+
+# ---------------------------------------------------------------------------------------
+# Validation of a command's own fields (precedence 1)
+
+
+def _bad_amount(value: object, field: str, *, allow_zero: bool = False) -> Refused | None:
+    if type(value) is not int:
+        return refuse(Refusal.INVALID_AMOUNT, "must be an integer number of units", field)
+    if value < 0 or (value == 0 and not allow_zero):
+        return refuse(Refusal.INVALID_AMOUNT, "must be greater than zero", field)
+    if value > AMOUNT_UNITS_MAX:
+        return refuse(Refusal.INVALID_AMOUNT, "exceeds the maximum amount", field)
+    return None
+
+
+def _validate_grant(cmd: CreateGrant, now: int) -> Refused | None:
+    if bad := _bad_amount(cmd.amount, "amount"):
+        return bad
+    if cmd.cost_amount is not None and (
+        bad := _bad_amount(cmd.cost_amount, "cost.amount", allow_zero=True)
+    ):
+        return bad
+    if cmd.grant_type not in _GRANTABLE:
+        return refuse(Refusal.INVALID_AMOUNT, "OVERDRAFT grants are created by the engine", "grantType")
+    if type(cmd.priority) is not int or not 0 <= cmd.priority <= 100:
+        return refuse(Refusal.INVALID_PRIORITY, "must be an integer from 0 to 100", "priority")
+    if cmd.expire_at is not None:
+        effective = now if cmd.effective_at is None else max(cmd.effective_at, now)
+        if cmd.expire_at <= effective:
+            return refuse(
+                Refusal.INVALID_DATES, "must be later than effectiveAt and than now", "expireAt"
+            )
+    return None
+
+
+def _validate_consume(cmd: Consume, now: int) -> Refused | None:
+    return _bad_amount(cmd.amount, "amount")
+
+
+def _validate_reserve(cmd: Reserve, now: int) -> Refused | None:
+    if bad := _bad_amount(cmd.amount, "amount"):
+        return bad
+    if cmd.expires_at <= now:
+        return refuse(Refusal.INVALID_DATES, "must be in the future", "expiresAt")
+    return None
+
+
+def _validate_release(cmd: Release, now: int) -> Refused | None:
+    return _bad_amount(cmd.consumed_amount, "consumedAmount", allow_zero=True)
+
+
+def _validate_configure(cmd: ConfigurePool, now: int) -> Refused | None:
+    if cmd.low_balance_units is not None and (
+        bad := _bad_amount(cmd.low_balance_units, "lowBalanceThreshold", allow_zero=True)
+    ):
+        return bad
+    if cmd.usage_low_percent is not None and (
+        type(cmd.usage_low_percent) is not int or not 1 <= cmd.usage_low_percent <= 100
+    ):
+        return refuse(Refusal.INVALID_PERCENT, "must be an integer from 1 to 100", "usageLowPercent")
+    return None
+
+
+def _no_validation(cmd: Command, now: int) -> Refused | None:
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# Handlers (precedence 3-5, then the mutation)
+
+
+def _next_op(state: CustomerState) -> int:
+    state.op_seq += 1
+    return state.op_seq
+
+
+def _create_grant(state: CustomerState, cmd: CreateGrant, now: int, fx: Effects) -> Reply:
+    if cmd.grant_id in state.grants:
+        return refuse(Refusal.GRANT_ID_TAKEN, "a grant with this id exists", "id")
+    existing = state.pools.get((cmd.currency_id, cmd.resource_id))
+    if existing is not None and existing.balance + existing.reserved + cmd.amount > AMOUNT_UNITS_MAX:
+        return refuse(
+            Refusal.BALANCE_LIMIT_EXCEEDED, "the pool's balance would exceed the maximum", "amount"
+        )
+    op = _next_op(state)
+    pool = ops.pool_for(state, cmd.currency_id, cmd.resource_id)
+    fx.pools[pool.key] = pool
+    effective = now if cmd.effective_at is None else cmd.effective_at
+    state.grant_seq += 1
+    g = Grant(
+        id=cmd.grant_id,
+        seq=state.grant_seq,
+        currency_id=cmd.currency_id,
+        resource_id=cmd.resource_id,
+        grant_type=cmd.grant_type,
+        status=GrantStatus.ACTIVE,
+        priority=cmd.priority,
+        effective_at=effective,
+        expire_at=cmd.expire_at,
+        created_at=now,
+        amount=cmd.amount,
+        cost_amount=cmd.cost_amount,
+        cost_currency=cmd.cost_currency,
+        display_name=cmd.display_name,
+        comment=cmd.comment,
+        metadata=dict(cmd.metadata) if cmd.metadata else None,
+    )
+    state.grants[g.id] = g
+    fx.grants[g.id] = g
+    if cmd.await_payment:
+        g.status = GrantStatus.PAYMENT_PENDING
+    elif effective > now:
+        g.status = GrantStatus.SCHEDULED
+        ops.push_timer(state, effective, ops.TIMER_ACTIVATE, g.id)
+    else:
+        ops.activate(state, pool, g, now, fx, op)
+    if g.expire_at is not None:
+        ops.push_timer(state, g.expire_at, ops.TIMER_EXPIRE, g.id)
+    ops.pool_thresholds(state, pool, now, fx)
+    return GrantReply(grant=grant_view(g), balance=balance_view(pool, now))
+
+
+def _grant_of(state: CustomerState, grant_id: str) -> Grant | Refused:
+    g = state.grants.get(grant_id)
+    if g is None:
+        return refuse(Refusal.GRANT_NOT_FOUND, "no such grant for this customer", "id")
+    return g
+
+
+def _void_grant(state: CustomerState, cmd: VoidGrant, now: int, fx: Effects) -> Reply:
+    g = _grant_of(state, cmd.grant_id)
+    if isinstance(g, Refused):
+        return g
+    if g.grant_type is GrantType.OVERDRAFT:
+        return refuse(Refusal.GRANT_NOT_VOIDABLE, "an overdraft is repaid, not voided", "id")
+    if g.status is GrantStatus.VOIDED:
+        return refuse(Refusal.GRANT_ALREADY_VOIDED, "the grant is already voided", "id")
+    if g.status is GrantStatus.EXPIRED:
+        return refuse(Refusal.GRANT_ALREADY_EXPIRED, "the grant has expired", "id")
+    op = _next_op(state)
+    pool = state.pools[(g.currency_id, g.resource_id)]
+    ops.forfeit(state, pool, g, GrantStatus.VOIDED, now, fx, op)
+    ops.event(state, fx, EventType.GRANT_UPDATED, pool, now, g)
+    ops.pool_thresholds(state, pool, now, fx)
+    return GrantReply(grant=grant_view(g), balance=balance_view(pool, now))
+
+
+def _confirm_payment(state: CustomerState, cmd: ConfirmPayment, now: int, fx: Effects) -> Reply:
+    g = _grant_of(state, cmd.grant_id)
+    if isinstance(g, Refused):
+        return g
+    if g.status is not GrantStatus.PAYMENT_PENDING:
+        return refuse(Refusal.GRANT_NOT_PENDING, f"the grant is {g.status}, not PAYMENT_PENDING", "id")
+    op = _next_op(state)
+    pool = state.pools[(g.currency_id, g.resource_id)]
+    fx.grants[g.id] = g
+    if g.effective_at > now:
+        g.status = GrantStatus.SCHEDULED
+        g.updated_at = now
+        ops.push_timer(state, g.effective_at, ops.TIMER_ACTIVATE, g.id)
+    else:
+        ops.activate(state, pool, g, now, fx, op)
+    return GrantReply(grant=grant_view(g), balance=balance_view(pool, now))
+
+
+def _consume(state: CustomerState, cmd: Consume, now: int, fx: Effects) -> Reply:
+    pool = state.pools.get((cmd.currency_id, cmd.resource_id))
+    amount = cmd.amount
+    if pool is None or (amount > pool.balance and pool.hard_limit):
+        available = 0 if pool is None else max(pool.balance, 0)
+        return refuse(
+            Refusal.INSUFFICIENT_CREDITS,
+            f"requested {amount} units, {available} available",
+            "amount",
+        )
+    op = _next_op(state)
+    breakdown: list[tuple[str, int]] = []
+    rest = ops.draw(
+        state, pool, amount, now, fx, op, breakdown,
+        cmd.feature_id, cmd.idempotency_key, cmd.dimensions,
+    )
+    if rest:
+        ops.overdraw(
+            state, pool, rest, now, fx, op, breakdown,
+            cmd.feature_id, cmd.idempotency_key, cmd.dimensions,
+        )
+    fx.pools[pool.key] = pool
+    ops.pool_thresholds(state, pool, now, fx)
+    return ConsumeReply(
+        amount=amount, breakdown=breakdown, balance=balance_view(pool, now), timestamp=now,
+        overdraft=rest,
+    )
+
+
+def _reserve(state: CustomerState, cmd: Reserve, now: int, fx: Effects) -> Reply:
+    if cmd.reservation_id in state.reservations:
+        return refuse(Refusal.RESERVATION_ID_TAKEN, "a reservation with this id exists", "reservationId")
+    pool = state.pools.get((cmd.currency_id, cmd.resource_id))
+    # A hold must be backed by real credits, so reservations never overdraw, soft limit or not.
+    if pool is None or cmd.amount > pool.balance:
+        available = 0 if pool is None else max(pool.balance, 0)
+        return refuse(
+            Refusal.INSUFFICIENT_CREDITS,
+            f"requested {cmd.amount} units, {available} available",
+            "reserveAmount",
+        )
+    op = _next_op(state)
+    r = Reservation(
+        id=cmd.reservation_id,
+        currency_id=cmd.currency_id,
+        resource_id=cmd.resource_id,
+        amount=cmd.amount,
+        holds={},
+        created_at=now,
+        expires_at=cmd.expires_at,
+        metadata=dict(cmd.metadata) if cmd.metadata else None,
+    )
+    ops.hold(state, pool, r, now, fx, op)
+    state.reservations[r.id] = r
+    fx.reservations[r.id] = r
+    fx.pools[pool.key] = pool
+    ops.push_timer(state, r.expires_at, ops.TIMER_RESERVATION, r.id)
+    ops.pool_thresholds(state, pool, now, fx)
+    return ReserveReply(reservation=reservation_view(r), balance=balance_view(pool, now))
+
+
+def _release(state: CustomerState, cmd: Release, now: int, fx: Effects) -> Reply:
+    r = state.reservations.get(cmd.reservation_id)
+    if r is None:
+        return refuse(Refusal.RESERVATION_NOT_FOUND, "no such reservation for this customer", "reservationId")
+    if (cmd.currency_id is not None and cmd.currency_id != r.currency_id) or (
+        cmd.resource_id is not None and cmd.resource_id != r.resource_id
+    ):
+        return refuse(
+            Refusal.RESERVATION_POOL_MISMATCH,
+            "the reservation belongs to another currency or resource",
+            "currencyId" if cmd.currency_id != r.currency_id else "resourceId",
+        )
+    if r.status is not ReservationStatus.ACTIVE:
+        return refuse(Refusal.RESERVATION_NOT_ACTIVE, f"the reservation is {r.status}", "reservationId")
+    if cmd.consumed_amount > r.amount:
+        return refuse(
+            Refusal.RELEASE_EXCEEDS_RESERVED,
+            f"consumed {cmd.consumed_amount} units but only {r.amount} were reserved",
+            "consumedAmount",
+        )
+    op = _next_op(state)
+    pool = state.pools[(r.currency_id, r.resource_id)]
+    ops.settle(
+        state, pool, r, cmd.consumed_amount, now, fx, op, expired=False,
+        feature_id=cmd.feature_id, key=cmd.idempotency_key,
+    )
+    fx.pools[pool.key] = pool
+    ops.pool_thresholds(state, pool, now, fx)
+    return ReleaseReply(reservation=reservation_view(r), balance=balance_view(pool, now))
+
+
+def _configure_pool(state: CustomerState, cmd: ConfigurePool, now: int, fx: Effects) -> Reply:
+    pool = ops.pool_for(state, cmd.currency_id, cmd.resource_id)
+    if cmd.hard_limit is not None:
+        pool.hard_limit = cmd.hard_limit
+    if cmd.clear_low_balance:
+        pool.low_balance_units = None
+    elif cmd.low_balance_units is not None:
+        pool.low_balance_units = cmd.low_balance_units
+    if cmd.usage_low_percent is not None:
+        pool.usage_low_percent = cmd.usage_low_percent
+        for g in state.grants.values():
+            if (g.currency_id, g.resource_id) == pool.key:
+                ops.grant_thresholds(state, pool, g, now, fx)
+    _next_op(state)
+    fx.pools[pool.key] = pool
+    ops.pool_thresholds(state, pool, now, fx)
+    return PoolSettingsReply(
+        balance=balance_view(pool, now),
+        low_balance_units=pool.low_balance_units,
+        usage_low_percent=pool.usage_low_percent,
+    )
+
+
+def _get_balances(state: CustomerState, cmd: GetBalances, now: int, fx: Effects) -> Reply:
+    views = [
+        balance_view(p, now)
+        for p in state.pools.values()
+        if (cmd.currency_id is None or p.currency_id == cmd.currency_id)
+        and (not cmd.match_resource or p.resource_id == cmd.resource_id)
+    ]
+    return BalancesReply(balances=views)
+
+
+def _tick(state: CustomerState, cmd: Tick, now: int, fx: Effects) -> Reply:
+    return TickReply(next_due=state.next_due())
+
+
+_Validator = Callable[[Command, int], Refused | None]
+_Handler = Callable[[CustomerState, Command, int, Effects], Reply]
+
+_DISPATCH: dict[type, tuple[_Validator, _Handler]] = {
+    CreateGrant: (_validate_grant, _create_grant),
+    VoidGrant: (_no_validation, _void_grant),
+    ConfirmPayment: (_no_validation, _confirm_payment),
+    Consume: (_validate_consume, _consume),
+    Reserve: (_validate_reserve, _reserve),
+    Release: (_validate_release, _release),
+    ConfigurePool: (_validate_configure, _configure_pool),
+    GetBalances: (_no_validation, _get_balances),
+    Tick: (_no_validation, _tick),
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Entry points
+
+
+_encode = msgspec.msgpack.Encoder().encode
+# Ids the caller generates afresh for each request; a retry would carry new ones.
+_GENERATED_ID = {CreateGrant: "grant_id", Reserve: "reservation_id"}
+
+
+def fingerprint(cmd: Command) -> bytes:
+    """What "the same body" means for idempotency."""
+    if cmd.request_hash is not None:
+        return cmd.request_hash.encode()
+    changes: dict[str, object] = {"idempotency_key": None}
+    generated = _GENERATED_ID.get(type(cmd))
+    if generated is not None:
+        changes[generated] = ""
+    body = _encode(msgspec.structs.replace(cmd, **changes))
+    return hashlib.blake2b(body, digest_size=16).digest()
+
+
+def apply(state: CustomerState, cmd: Command, now: int, fx: Effects) -> Reply:
+    """Apply one command at time `now`. Never raises for a business outcome."""
+    timers = state.timers
+    if timers and timers[0][0] <= now:
+        advance(state, now, fx)
+    validate, handle = _DISPATCH[type(cmd)]
+    bad = validate(cmd, now)
+    if bad is not None:
+        return bad
+    key = cmd.idempotency_key
+    if key is None:
+        return handle(state, cmd, now, fx)
+    fp = fingerprint(cmd)
+    record = state.idempotency.get(key)
+    if record is not None:
+        if record.fingerprint == fp:
+            return record.reply
+        return refuse(
+            Refusal.IDEMPOTENCY_KEY_REUSED,
+            "this idempotency key was used with a different request",
+            "idempotencyKey",
+        )
+    reply = handle(state, cmd, now, fx)
+    if type(reply) is not Refused:
+        record = IdempotencyRecord(key=key, fingerprint=fp, reply=reply, created_at=now)
+        state.idempotency[key] = record
+        fx.keys.append(record)
+    return reply
+
+
+def advance(state: CustomerState, now: int, fx: Effects) -> None:
+    """Fire every timer due at or before `now`, in time order, each at its own due time.
+
+    Timers are checked when popped: a grant voided before its expiry, or a reservation
+    released before its TTL, leaves a stale timer that is skipped here.
+    """
+    timers = state.timers
+    while timers and timers[0][0] <= now:
+        due, kind, ident = heappop(timers)
+        if kind == ops.TIMER_RESERVATION:
+            r = state.reservations.get(ident)
+            if r is None or r.status is not ReservationStatus.ACTIVE or r.expires_at != due:
+                continue
+            pool = state.pools[(r.currency_id, r.resource_id)]
+            ops.settle(state, pool, r, 0, due, fx, _next_op(state), expired=True)
+        else:
+            g = state.grants.get(ident)
+            if g is None:
+                continue
+            pool = state.pools[(g.currency_id, g.resource_id)]
+            if kind == ops.TIMER_ACTIVATE:
+                if g.status is not GrantStatus.SCHEDULED or g.effective_at != due:
+                    continue
+                ops.activate(state, pool, g, due, fx, _next_op(state))
+            else:
+                if g.expire_at != due or g.status in (GrantStatus.EXPIRED, GrantStatus.VOIDED):
+                    continue
+                x = ops.forfeit(state, pool, g, GrantStatus.EXPIRED, due, fx, _next_op(state))
+                ops.event(state, fx, EventType.EXPIRED, pool, due, g, x)
+        fx.pools[pool.key] = pool
+        ops.pool_thresholds(state, pool, due, fx)
+
+
+def purge(state: CustomerState, before: int, limit: int) -> int:
+    """Forget idempotency keys and settled reservations older than `before`, at most
+    `limit` of them (so a purge never stalls the actor); returns how many went."""
+    removed = 0
+    for key in [k for k, rec in state.idempotency.items() if rec.created_at < before][:limit]:
+        del state.idempotency[key]
+        removed += 1
+    if removed < limit:
+        done = [
+            rid
+            for rid, r in state.reservations.items()
+            if r.status is not ReservationStatus.ACTIVE and (r.released_at or 0) < before
+        ][: limit - removed]
+        for rid in done:
+            del state.reservations[rid]
+        removed += len(done)
+    return removed
+
+
+def check_pool(state: CustomerState, pool: Pool) -> None:
+    """Assert that a pool's projections agree with its grants (used by tests and replay)."""
+    grants = [g for g in state.grants.values() if (g.currency_id, g.resource_id) == pool.key]
+    for g in grants:
+        g.check()
+    assert pool.balance == sum(g.available for g in grants if g.status is GrantStatus.ACTIVE)
+    assert pool.reserved == sum(g.held for g in grants)
+    assert pool.consumed == sum(g.consumed for g in grants)
+    assert pool.expired == sum(g.expired for g in grants)
+    assert pool.voided == sum(g.voided for g in grants)
+    assert pool.granted == sum(g.amount for g in grants if g.activated)
+    assert pool.balance == pool.granted - pool.consumed - pool.expired - pool.voided - pool.reserved
+    active = [g for g in grants if g.status is GrantStatus.ACTIVE and g.available > 0
+              and g.grant_type is not GrantType.OVERDRAFT]
+    assert pool.active == sorted(active, key=lambda g: g.order_key)
+    if pool.overdraft is not None and pool.overdraft.available < 0:
+        assert not pool.active, "an open overdraft must be repaid before credits are available"

@@ -1,0 +1,35 @@
+"""Why a command could not be handled at all (as opposed to a business refusal).
+
+    EngineError
+     ├── Overloaded        mailbox or resident limit reached, or the deadline passed
+     │                     before the command was applied: nothing applied; retry later
+     │                     (the gateway maps it to 429 + Retry-After)
+     ├── StoreUnavailable  the store failed to make the batch durable: nothing applied,
+     │                     in-memory state rolled back; retry later (503 + Retry-After)
+     └── EngineClosed      the runtime is shutting down
+"""
+
+from __future__ import annotations
+
+__all__ = ["EngineError", "Overloaded", "StoreUnavailable", "EngineClosed"]
+
+
+class EngineError(Exception):
+    retry_after_s: float = 1.0
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s
+
+
+class Overloaded(EngineError):
+    pass
+
+
+class StoreUnavailable(EngineError):
+    pass
+
+
+class EngineClosed(EngineError):
+    pass

@@ -1,0 +1,391 @@
+"""Per-customer actors served by a fixed set of worker tasks.
+
+Why not one task per customer: a parked task costs 5-9 KB, and most customers are idle
+most of the time. An actor here is a small object (state + mailbox); when its mailbox goes
+from empty to non-empty it is put on the ready queue once, and one of `workers_count`
+worker tasks drains it: it takes everything queued (up to `batch_max`) as one batch,
+applies it synchronously through the pure core, hands the batch's effects to the store,
+and replies once the store says they are durable. While an actor's batch is in flight no
+other worker touches it, which is what serializes a customer's commands.
+
+Limits and what happens at each (all raise `Overloaded`, nothing applied):
+- `mailbox_max` commands queued for one customer;
+- `pending_max` commands queued across all customers;
+- `resident_max` customers in memory, when none idle can be passivated to make room;
+- a command's deadline passing before its batch is applied.
+The ready queue holds each resident actor at most once, so it is bounded by `resident_max`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from heapq import heappop, heappush
+from types import TracebackType
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup
+
+from engine.core.commands import Command, Reply, Tick
+from engine.core.effects import Effects
+from engine.core.machine import apply
+from engine.core.model import CustomerState
+from engine.runtime.clock import Clock, SystemClock
+from engine.runtime.errors import EngineClosed, EngineError, Overloaded, StoreUnavailable
+from engine.runtime.store import Store
+
+__all__ = ["Runtime", "MailboxStatistics", "RuntimeStatistics"]
+
+
+class MailboxStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    customer_id: str
+    fill: int  # commands queued now
+    peak: int  # most ever queued at once
+    capacity: int  # mailbox_max
+    waiting_senders: int  # callers awaiting a reply (queued plus in the batch in flight)
+    resident: bool
+
+
+class RuntimeStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    resident: int
+    resident_max: int
+    pending: int
+    pending_max: int
+    ready: int
+    timers: int
+    activations: int
+    passivations: int
+    batches: int
+    commands: int
+    overloads: int
+
+
+class _Call:
+    __slots__ = ("command", "deadline_ms", "done", "reply", "error")
+
+    def __init__(self, command: Command, deadline_ms: int | None) -> None:
+        self.command = command
+        self.deadline_ms = deadline_ms
+        self.done: anyio.Event | None = anyio.Event()
+        self.reply: Reply | None = None
+        self.error: EngineError | None = None
+
+
+class _Actor:
+    __slots__ = ("customer_id", "state", "mailbox", "busy", "in_flight", "peak", "last_now",
+                 "last_used_ms")
+
+    def __init__(self, customer_id: str) -> None:
+        self.customer_id = customer_id
+        self.state: CustomerState | None = None
+        self.mailbox: list[_Call] | None = None  # None while empty: idle actors stay small
+        self.busy = False  # on the ready queue or being served
+        self.in_flight = 0
+        self.peak = 0
+        self.last_now = 0
+        self.last_used_ms = 0
+
+
+class Runtime:
+    """Use as `async with Runtime(store) as rt: reply = await rt.submit(cid, cmd)`."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock | None = None,
+        *,
+        mailbox_max: int = 4096,
+        pending_max: int = 200_000,
+        resident_max: int = 200_000,
+        batch_max: int = 512,
+        workers_count: int = 32,
+        passivate_after_ms: int | None = 600_000,
+        on_committed: Callable[[str, Effects], None] | None = None,
+    ) -> None:
+        assert mailbox_max > 0 and pending_max > 0 and resident_max > 0 and batch_max > 0
+        assert workers_count > 0
+        self.store = store
+        self.clock = clock or SystemClock()
+        self.mailbox_max = mailbox_max
+        self.pending_max = pending_max
+        self.resident_max = resident_max
+        self.batch_max = batch_max
+        self.workers_count = workers_count
+        self.passivate_after_ms = passivate_after_ms
+        # Called synchronously after each durable batch: where the outbox relay, feed and
+        # webhooks will hook in. Must not block.
+        self.on_committed = on_committed
+        self._actors: dict[str, _Actor] = {}  # in least-recently-used order
+        self._pending = 0
+        self._ready_send, self._ready_recv = anyio.create_memory_object_stream[_Actor](math.inf)
+        self._ready = 0
+        # Global timer heap: (due ms, customer id); `_timer_due` holds the live entry per
+        # customer, so stale heap entries are skipped when popped.
+        self._timers: list[tuple[int, str]] = []
+        self._timer_due: dict[str, int] = {}
+        self._timer_wakeup = anyio.Event()
+        self._tg: TaskGroup | None = None
+        self._closed = False
+        self._activations = self._passivations = self._batches = 0
+        self._commands = self._overloads = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Runtime:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        for _ in range(self.workers_count):
+            self._tg.start_soon(self._worker)
+        self._tg.start_soon(self._timer_loop)
+        if self.passivate_after_ms is not None:
+            self._tg.start_soon(self._janitor)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self._closed = True
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        return await self._tg.__aexit__(exc_type, exc, tb)
+
+    # -- submitting -----------------------------------------------------------------------
+
+    async def submit(
+        self, customer_id: str, command: Command, *, deadline_ms: int | None = None
+    ) -> Reply:
+        """Apply `command` to the customer's state; return its reply once durable.
+
+        Raises `Overloaded` (nothing applied) or `StoreUnavailable` (nothing applied).
+        A business refusal is a reply (`Refused`), not an exception.
+        """
+        call = self._enqueue(customer_id, command, deadline_ms)
+        assert call.done is not None
+        await call.done.wait()
+        if call.error is not None:
+            raise call.error
+        assert call.reply is not None
+        return call.reply
+
+    def _enqueue(self, customer_id: str, command: Command, deadline_ms: int | None) -> _Call:
+        if self._closed:
+            raise EngineClosed("the engine is shutting down")
+        if self._pending >= self.pending_max:
+            self._overloads += 1
+            raise Overloaded("too many commands queued", retry_after_s=1.0)
+        actor = self._actor_for(customer_id)
+        mailbox = actor.mailbox
+        if mailbox is None:
+            mailbox = actor.mailbox = []
+        elif len(mailbox) >= self.mailbox_max:
+            self._overloads += 1
+            raise Overloaded(f"customer {customer_id!r} has too many commands queued",
+                             retry_after_s=0.5)
+        call = _Call(command, deadline_ms)
+        mailbox.append(call)
+        self._pending += 1
+        actor.in_flight += 1
+        if len(mailbox) > actor.peak:
+            actor.peak = len(mailbox)
+        if not actor.busy:
+            actor.busy = True
+            self._ready += 1
+            self._ready_send.send_nowait(actor)
+        return call
+
+    def _actor_for(self, customer_id: str) -> _Actor:
+        actors = self._actors
+        actor = actors.pop(customer_id, None)
+        if actor is None:
+            if len(actors) >= self.resident_max and not self._evict(len(actors) - self.resident_max + 1):
+                self._overloads += 1
+                raise Overloaded("too many customers resident; none idle to passivate",
+                                 retry_after_s=1.0)
+            actor = _Actor(customer_id)
+        actors[customer_id] = actor  # most recently used last
+        return actor
+
+    def _evict(self, count: int, scan_max: int = 1024) -> bool:
+        """Passivate up to `count` idle actors, least recently used first, looking at no
+        more than `scan_max` of them (so a full runtime answers fast). A passivated actor's
+        state is durable in the store and is loaded again on its next command."""
+        victims = []
+        for scanned, (cid, actor) in enumerate(self._actors.items()):
+            if len(victims) >= count or scanned >= scan_max:
+                break
+            if not actor.busy and actor.mailbox is None:
+                victims.append(cid)
+        for cid in victims:
+            del self._actors[cid]
+        self._passivations += len(victims)
+        return len(victims) >= count
+
+    # -- serving --------------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        async for actor in self._ready_recv:
+            self._ready -= 1
+            await self._serve(actor)
+
+    async def _serve(self, actor: _Actor) -> None:
+        try:
+            while actor.mailbox:
+                batch = actor.mailbox
+                if len(batch) > self.batch_max:
+                    actor.mailbox = batch[self.batch_max:]
+                    batch = batch[: self.batch_max]
+                else:
+                    actor.mailbox = None
+                await self._serve_batch(actor, batch)
+        finally:
+            actor.busy = False
+            actor.last_used_ms = self.clock.now_ms()
+
+    async def _serve_batch(self, actor: _Actor, batch: list[_Call]) -> None:
+        try:
+            if actor.state is None:
+                actor.state = await self.store.load(actor.customer_id)
+                self._activations += 1
+            state = actor.state
+            now = self.clock.now_ms()
+            if now < actor.last_now:
+                now = actor.last_now  # the core needs time that never goes back
+            actor.last_now = now
+            fx = Effects()
+            for call in batch:
+                if call.deadline_ms is not None and now > call.deadline_ms:
+                    call.error = Overloaded("deadline passed before the command ran",
+                                            retry_after_s=0.5)
+                else:
+                    call.reply = apply(state, call.command, now, fx)
+            if fx:
+                await self.store.commit(actor.customer_id, state, fx)
+        except StoreUnavailable as exc:
+            # Roll back to what is durable: drop the state, reload on next use.
+            actor.state = None
+            for call in batch:
+                call.reply = None
+                call.error = exc
+            self._finish(actor, batch)
+            return
+        except BaseException:
+            actor.state = None
+            for call in batch:
+                call.reply = None
+                call.error = EngineClosed("the engine stopped before this command was durable")
+            self._finish(actor, batch)
+            raise
+        self._batches += 1
+        self._commands += len(batch)
+        self._finish(actor, batch)
+        if fx and self.on_committed is not None:
+            self.on_committed(actor.customer_id, fx)
+        self._schedule_timer(actor.customer_id, state.next_due())
+
+    def _finish(self, actor: _Actor, batch: list[_Call]) -> None:
+        self._pending -= len(batch)
+        actor.in_flight -= len(batch)
+        for call in batch:
+            done = call.done
+            if done is not None:
+                done.set()
+
+    # -- timers ---------------------------------------------------------------------------
+
+    def _schedule_timer(self, customer_id: str, due: int | None) -> None:
+        if due is None:
+            return
+        current = self._timer_due.get(customer_id)
+        if current is not None and current <= due:
+            return
+        self._timer_due[customer_id] = due
+        earliest = self._timers[0][0] if self._timers else None
+        heappush(self._timers, (due, customer_id))
+        if earliest is None or due < earliest:
+            self._timer_wakeup.set()
+
+    def fire_due_timers(self) -> int:
+        """Send a Tick to every customer whose earliest timer is due; return how many.
+
+        A customer whose mailbox is full is skipped: whatever is queued for it advances its
+        time first anyway, and the next batch re-registers its timer.
+        """
+        now = self.clock.now_ms()
+        fired = 0
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            due, cid = heappop(timers)
+            if self._timer_due.get(cid) != due:
+                continue  # stale
+            del self._timer_due[cid]
+            try:
+                call = self._enqueue(cid, Tick(), None)
+            except Overloaded:
+                continue
+            call.done = None  # nobody waits for a timer's reply
+            fired += 1
+        # Drop stale entries when they dominate, so the heap stays near one per customer.
+        if len(timers) > 2 * len(self._timer_due) + 1024:
+            self._timers = [(d, c) for d, c in timers if self._timer_due.get(c) == d]
+            self._timers.sort()
+        return fired
+
+    async def _timer_loop(self) -> None:
+        while True:
+            self.fire_due_timers()
+            self._timer_wakeup = anyio.Event()
+            next_due = self._timers[0][0] if self._timers else None
+            await self.clock.wait_until(next_due, self._timer_wakeup)
+
+    async def _janitor(self) -> None:
+        """Passivate actors idle for `passivate_after_ms`, a bounded number per sweep."""
+        assert self.passivate_after_ms is not None
+        period_s = max(self.passivate_after_ms / 4000, 0.05)
+        while True:
+            await anyio.sleep(period_s)
+            cutoff = self.clock.now_ms() - self.passivate_after_ms
+            victims = []
+            for cid, actor in self._actors.items():
+                if len(victims) >= 10_000 or actor.last_used_ms > cutoff:
+                    break
+                if not actor.busy and actor.mailbox is None:
+                    victims.append(cid)
+            for cid in victims:
+                del self._actors[cid]
+            self._passivations += len(victims)
+
+    # -- inspection -----------------------------------------------------------------------
+
+    def statistics(self, customer_id: str) -> MailboxStatistics:
+        actor = self._actors.get(customer_id)
+        if actor is None:
+            return MailboxStatistics(customer_id=customer_id, fill=0, peak=0,
+                                     capacity=self.mailbox_max, waiting_senders=0,
+                                     resident=False)
+        return MailboxStatistics(
+            customer_id=customer_id,
+            fill=len(actor.mailbox) if actor.mailbox else 0,
+            peak=actor.peak,
+            capacity=self.mailbox_max,
+            waiting_senders=actor.in_flight,
+            resident=True,
+        )
+
+    def runtime_statistics(self) -> RuntimeStatistics:
+        return RuntimeStatistics(
+            resident=len(self._actors), resident_max=self.resident_max,
+            pending=self._pending, pending_max=self.pending_max, ready=self._ready,
+            timers=len(self._timer_due), activations=self._activations,
+            passivations=self._passivations, batches=self._batches,
+            commands=self._commands, overloads=self._overloads,
+        )
+
+    def passivate_idle(self) -> int:
+        """Passivate every idle resident actor now (operators, tests); returns the count."""
+        before = self._passivations
+        self._evict(len(self._actors), scan_max=len(self._actors))
+        return self._passivations - before

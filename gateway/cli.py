@@ -1,0 +1,43 @@
+"""The `creditd` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main"]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    # The HTTP gateway lands with issue 4; until then `serve` runs the engine with the
+    # in-process store and says so, rather than pretending to listen.
+    from engine import __version__
+
+    print(f"creditd {__version__}: the HTTP gateway is not built yet (issue 4). "
+          "The engine and its benchmark are available: python scripts/bench_engine.py")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="creditd", description="Usage metering and prepaid credits")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--database-url", default=None)
+    serve.set_defaults(func=_serve)
+    args = parser.parse_args(argv)
+    if args.version:
+        from engine import __version__
+
+        print(__version__)
+        return 0
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

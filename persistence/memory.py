@@ -1,0 +1,92 @@
+"""An in-process store: durable only for the life of the process.
+
+It keeps exactly what a database store keeps (rows, ledger, outbox, keys), in dicts, and
+rebuilds actors from those rows the same way, so passivation and reload are exercised
+without a database. Tests use `fail_commits` to simulate an outage.
+"""
+
+from __future__ import annotations
+
+import anyio
+
+from engine.core.effects import DomainEvent, Effects, IdempotencyRecord, LedgerEntry
+from engine.core.model import CustomerState
+from engine.core.replay import (
+    CustomerRow,
+    GrantRow,
+    PoolRow,
+    ReservationRow,
+    customer_row,
+    grant_row,
+    pool_row,
+    reservation_row,
+    restore,
+)
+from engine.runtime.errors import StoreUnavailable
+
+__all__ = ["MemoryStore"]
+
+
+class _Customer:
+    __slots__ = ("row", "grants", "reservations", "pools", "keys", "ledger")
+
+    def __init__(self, customer_id: str) -> None:
+        self.row = CustomerRow(customer_id=customer_id, ledger_seq=0, event_seq=0, op_seq=0,
+                               grant_seq=0)
+        self.grants: dict[str, GrantRow] = {}
+        self.reservations: dict[str, ReservationRow] = {}
+        self.pools: dict[tuple[str, str | None], PoolRow] = {}
+        self.keys: dict[str, IdempotencyRecord] = {}
+        self.ledger: list[LedgerEntry] = []
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.customers: dict[str, _Customer] = {}
+        # Outbox: (global sequence, customer id, event), gapless in commit order.
+        self.outbox: list[tuple[int, str, DomainEvent]] = []
+        self.fail_commits = False
+        self.commits = 0
+        self.loads = 0
+
+    async def load(self, customer_id: str) -> CustomerState:
+        await anyio.lowlevel.checkpoint()
+        self.loads += 1
+        c = self.customers.get(customer_id)
+        if c is None:
+            return CustomerState(customer_id)
+        return restore(c.row, c.grants.values(), c.reservations.values(), c.pools.values(),
+                       c.keys.values())
+
+    async def commit(self, customer_id: str, state: CustomerState, fx: Effects) -> None:
+        # Copy before the first await: the store contract.
+        row = customer_row(state)
+        grants = [grant_row(g) for g in fx.grants.values()]
+        reservations = [reservation_row(r) for r in fx.reservations.values()]
+        pools = [pool_row(p) for p in fx.pools.values()]
+        entries = list(fx.entries)
+        events = list(fx.events)
+        keys = list(fx.keys)
+        await anyio.lowlevel.checkpoint()
+        if self.fail_commits:
+            raise StoreUnavailable("the store is unavailable (simulated)", retry_after_s=1.0)
+        c = self.customers.get(customer_id)
+        if c is None:
+            c = self.customers[customer_id] = _Customer(customer_id)
+        c.row = row
+        for g in grants:
+            c.grants[g.id] = g
+        for r in reservations:
+            c.reservations[r.id] = r
+        for p in pools:
+            c.pools[(p.currency_id, p.resource_id)] = p
+        for k in keys:
+            c.keys[k.key] = k
+        c.ledger.extend(entries)
+        base = len(self.outbox)
+        self.outbox.extend((base + i + 1, customer_id, e) for i, e in enumerate(events))
+        self.commits += 1
+
+    def ledger(self, customer_id: str) -> list[LedgerEntry]:
+        c = self.customers.get(customer_id)
+        return list(c.ledger) if c else []
