@@ -22,11 +22,14 @@ __all__ = [
 
 DECIMALS = 5
 SCALE = 10**DECIMALS
-# The largest amount accepted anywhere (a grant, a consumption, a balance): 10^12 credits.
-# Ten thousand such grants still sum far below 2^63 units, so totals never overflow BIGINT.
+# The largest amount accepted anywhere (a grant, a consumption, a pool's outstanding credits
+# or overdraft): 10^12 credits = 10^17 units, so every stored amount fits a BIGINT (< 9.2e18)
+# with room to spare. Lifetime totals (granted, consumed) are derived, never stored, and
+# Python integers do not overflow.
 AMOUNT_UNITS_MAX = 10**12 * SCALE
 
 _QUANTUM = Decimal(1).scaleb(-DECIMALS)
+_AMOUNT_MAX_DECIMAL = Decimal(AMOUNT_UNITS_MAX // SCALE) + 1
 
 
 class AmountError(ValueError):
@@ -54,6 +57,12 @@ def to_units(value: object, *, allow_zero: bool = False) -> int:
             raise AmountError("must be a decimal number") from None
         if not number.is_finite():
             raise AmountError("must be a finite number")
+        # Check the magnitude before quantizing: quantize() raises on values whose digits
+        # exceed the context precision (1E+1000), and we want our own error for those.
+        if number < -_AMOUNT_MAX_DECIMAL:
+            raise AmountError("must not be negative")
+        if number > _AMOUNT_MAX_DECIMAL:
+            raise AmountError(f"must be at most {AMOUNT_UNITS_MAX // SCALE}")
         # ROUND_HALF_UP in the decimal module rounds half away from zero, as the contract does.
         units = int(number.quantize(_QUANTUM, rounding=ROUND_HALF_UP).scaleb(DECIMALS))
     else:

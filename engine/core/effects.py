@@ -9,18 +9,19 @@ from typing import Any
 
 import msgspec
 
-from engine.core.commands import BalanceView, GrantView, Reply
+from engine.core.commands import BalanceView, Command, GrantView, Reply
 from engine.core.model import EventType, Grant, LedgerEventType, Pool, Reservation
 
 __all__ = ["LedgerEntry", "DomainEvent", "IdempotencyRecord", "Effects"]
 
 
-class LedgerEntry(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class LedgerEntry(msgspec.Struct, frozen=True, gc=False):
     """One append-only ledger row: one grant touched by one operation.
 
     `amount` is the signed change to the pool's current balance caused on this grant, so
     a pool's balance is the sum of its entries' amounts. The event type says which
-    component moved (see `engine.core.replay`).
+    component moved (see `engine.core.replay`). Positional construction is allowed (the
+    hot path uses it); the field order is part of the interface.
     """
 
     seq: int  # per customer, gapless, in apply order
@@ -37,7 +38,7 @@ class LedgerEntry(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     dimensions: dict[str, Any] | None = None
 
 
-class DomainEvent(msgspec.Struct, frozen=True, kw_only=True):
+class DomainEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     seq: int  # per customer, gapless
     type: EventType
     customer_id: str
@@ -52,9 +53,13 @@ class DomainEvent(msgspec.Struct, frozen=True, kw_only=True):
     amount: int | None = None
 
 
-class IdempotencyRecord(msgspec.Struct, frozen=True, kw_only=True):
+class IdempotencyRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A remembered request: the command as first applied and the reply it got. A replay
+    is compared field by field with `command` (engine.core.machine.same_request) rather
+    than through a hash: cheaper on the hot path, and exact."""
+
     key: str
-    fingerprint: bytes
+    command: Command
     reply: Reply
     created_at: int
 

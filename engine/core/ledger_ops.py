@@ -29,6 +29,7 @@ from engine.core.model import (
 from engine.core.views import balance_view, grant_view
 
 __all__ = [
+    "OVERDRAFT_ID_PREFIX",
     "TIMER_ACTIVATE",
     "TIMER_RESERVATION",
     "TIMER_EXPIRE",
@@ -57,6 +58,9 @@ TIMER_RESERVATION = 1
 TIMER_EXPIRE = 2
 
 _order = lambda g: g.order_key  # noqa: E731 - the sort key for pool.active
+_CONSUMED = L.CREDITS_CONSUMED
+# Grant ids with this prefix belong to the engine's overdraft grants; clients cannot use it.
+OVERDRAFT_ID_PREFIX = "overdraft:"
 
 
 def entry(
@@ -73,22 +77,10 @@ def entry(
     dimensions: dict | None = None,
 ) -> None:
     state.ledger_seq += 1
-    fx.entries.append(
-        LedgerEntry(
-            seq=state.ledger_seq,
-            op_seq=op,
-            event_type=event_type,
-            grant_id=g.id,
-            currency_id=g.currency_id,
-            resource_id=g.resource_id,
-            amount=amount,
-            timestamp=now,
-            reservation_id=reservation_id,
-            feature_id=feature_id,
-            idempotency_key=key,
-            dimensions=dimensions,
-        )
-    )
+    fx.entries.append(LedgerEntry(
+        state.ledger_seq, op, event_type, g.id, g.currency_id, g.resource_id, amount, now,
+        reservation_id, feature_id, key, dimensions,
+    ))
     fx.grants[g.id] = g
 
 
@@ -156,30 +148,50 @@ def draw(
     key: str | None = None,
     dimensions: dict | None = None,
 ) -> int:
-    """Consume up to `amount` from active grants in consumption order; return the rest."""
+    """Consume up to `amount` from active grants in consumption order; return the rest.
+
+    This is the hottest loop in creditd, so the ledger row is built inline and the
+    threshold checks run only when a flag can flip: consumption only raises `consumed` and
+    lowers `available`, so a flag already set cannot change here.
+    """
     active = pool.active
+    entries = fx.entries
+    touched = fx.grants
+    pct = pool.usage_low_percent
+    seq = state.ledger_seq
     rest = amount
     spent = 0
     for g in active:
         avail = g.available
         take = avail if avail < rest else rest
-        g.available = avail - take
+        g.available = avail = avail - take
         g.consumed += take
         g.updated_at = now
+        # Pool totals move with each grant, so an event fired below shows the balance
+        # right after this consumption.
+        pool.balance -= take
+        pool.consumed += take
         rest -= take
-        entry(state, fx, op, L.CREDITS_CONSUMED, g, -take, now, None, feature_id, key, dimensions)
+        seq += 1
+        entries.append(LedgerEntry(
+            seq, op, _CONSUMED, g.id, g.currency_id, g.resource_id, -take, now,
+            None, feature_id, key, dimensions,
+        ))
+        touched[g.id] = g
         breakdown.append((g.id, take))
-        grant_thresholds(state, pool, g, now, fx)
-        if g.available:
+        if (not g.usage_low_fired and g.consumed * 100 >= g.amount * pct) or (
+            not avail and not g.depleted_fired and not g.held
+        ):
+            state.ledger_seq = seq
+            grant_thresholds(state, pool, g, now, fx)
+        if avail:
             break
         spent += 1
         if not rest:
             break
+    state.ledger_seq = seq
     if spent:
         del active[:spent]
-    taken = amount - rest
-    pool.balance -= taken
-    pool.consumed += taken
     return rest
 
 
@@ -200,7 +212,7 @@ def overdraw(
     od = pool.overdraft
     if od is None:
         od = Grant(
-            id=f"overdraft:{pool.currency_id}:{pool.resource_id or ''}",
+            id=f"{OVERDRAFT_ID_PREFIX}{pool.currency_id}:{pool.resource_id or ''}",
             seq=0,
             currency_id=pool.currency_id,
             resource_id=pool.resource_id,
@@ -374,8 +386,10 @@ def settle(
 
 
 def grant_is_low(pool: Pool, g: Grant) -> bool:
+    # Only an ACTIVE grant can run low: an expired or voided one is gone, not low.
     return (
-        g.grant_type is not GrantType.OVERDRAFT
+        g.status is GrantStatus.ACTIVE
+        and g.grant_type is not GrantType.OVERDRAFT
         and g.amount > 0
         and g.consumed * 100 >= g.amount * pool.usage_low_percent
     )

@@ -9,7 +9,6 @@ leaves no trace. See `engine.core.refusals` for the order in which checks are ma
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from heapq import heappop
 
@@ -52,7 +51,7 @@ from engine.core.model import (
 from engine.core.refusals import Refusal, refuse
 from engine.core.views import balance_view, grant_view, reservation_view
 
-__all__ = ["apply", "advance", "fingerprint", "purge"]
+__all__ = ["apply", "advance", "same_request", "purge", "check_pool"]
 
 _GRANTABLE = (GrantType.PAID, GrantType.PROMOTIONAL, GrantType.RECURRING)
 
@@ -74,6 +73,9 @@ def _bad_amount(value: object, field: str, *, allow_zero: bool = False) -> Refus
 def _validate_grant(cmd: CreateGrant, now: int) -> Refused | None:
     if bad := _bad_amount(cmd.amount, "amount"):
         return bad
+    if not cmd.grant_id or cmd.grant_id.startswith(ops.OVERDRAFT_ID_PREFIX):
+        return refuse(Refusal.INVALID_GRANT_ID,
+                      f"must be non-empty and not start with {ops.OVERDRAFT_ID_PREFIX!r}", "id")
     if cmd.cost_amount is not None and (
         bad := _bad_amount(cmd.cost_amount, "cost.amount", allow_zero=True)
     ):
@@ -82,25 +84,21 @@ def _validate_grant(cmd: CreateGrant, now: int) -> Refused | None:
         return refuse(Refusal.INVALID_AMOUNT, "OVERDRAFT grants are created by the engine", "grantType")
     if type(cmd.priority) is not int or not 0 <= cmd.priority <= 100:
         return refuse(Refusal.INVALID_PRIORITY, "must be an integer from 0 to 100", "priority")
-    if cmd.expire_at is not None:
-        effective = now if cmd.effective_at is None else max(cmd.effective_at, now)
-        if cmd.expire_at <= effective:
-            return refuse(
-                Refusal.INVALID_DATES, "must be later than effectiveAt and than now", "expireAt"
-            )
+    if cmd.expire_at is not None and cmd.effective_at is not None:
+        if cmd.expire_at <= cmd.effective_at:
+            return refuse(Refusal.INVALID_DATES, "must be later than effectiveAt", "expireAt")
     return None
 
 
 def _validate_consume(cmd: Consume, now: int) -> Refused | None:
-    return _bad_amount(cmd.amount, "amount")
+    amount = cmd.amount
+    if type(amount) is int and 0 < amount <= AMOUNT_UNITS_MAX:
+        return None
+    return _bad_amount(amount, "amount")
 
 
 def _validate_reserve(cmd: Reserve, now: int) -> Refused | None:
-    if bad := _bad_amount(cmd.amount, "amount"):
-        return bad
-    if cmd.expires_at <= now:
-        return refuse(Refusal.INVALID_DATES, "must be in the future", "expiresAt")
-    return None
+    return _bad_amount(cmd.amount, "amount")
 
 
 def _validate_release(cmd: Release, now: int) -> Refused | None:
@@ -135,10 +133,13 @@ def _next_op(state: CustomerState) -> int:
 def _create_grant(state: CustomerState, cmd: CreateGrant, now: int, fx: Effects) -> Reply:
     if cmd.grant_id in state.grants:
         return refuse(Refusal.GRANT_ID_TAKEN, "a grant with this id exists", "id")
-    existing = state.pools.get((cmd.currency_id, cmd.resource_id))
-    if existing is not None and existing.balance + existing.reserved + cmd.amount > AMOUNT_UNITS_MAX:
+    # Checks against `now` come after idempotency (here, not in the validator): a replay
+    # of a request that was valid when first applied must get its original reply.
+    if cmd.expire_at is not None and cmd.expire_at <= now:
+        return refuse(Refusal.INVALID_DATES, "must be in the future", "expireAt")
+    if _outstanding(state, cmd.currency_id, cmd.resource_id) + cmd.amount > AMOUNT_UNITS_MAX:
         return refuse(
-            Refusal.BALANCE_LIMIT_EXCEEDED, "the pool's balance would exceed the maximum", "amount"
+            Refusal.BALANCE_LIMIT_EXCEEDED, "the pool's credits would exceed the maximum", "amount"
         )
     op = _next_op(state)
     pool = ops.pool_for(state, cmd.currency_id, cmd.resource_id)
@@ -176,6 +177,23 @@ def _create_grant(state: CustomerState, cmd: CreateGrant, now: int, fx: Effects)
         ops.push_timer(state, g.expire_at, ops.TIMER_EXPIRE, g.id)
     ops.pool_thresholds(state, pool, now, fx)
     return GrantReply(grant=grant_view(g), balance=balance_view(pool, now))
+
+
+def _outstanding(state: CustomerState, currency_id: str, resource_id: str | None) -> int:
+    """Credits a pool has or will have: its balance, its holds, and grants waiting to
+    become active. Bounded by AMOUNT_UNITS_MAX so no stored amount overflows. Grant
+    creation is rare, so walking the pool's grants here costs nothing that matters."""
+    pool = state.pools.get((currency_id, resource_id))
+    if pool is None:
+        return 0
+    waiting = sum(
+        g.amount
+        for g in state.grants.values()
+        if g.status in (GrantStatus.SCHEDULED, GrantStatus.PAYMENT_PENDING)
+        and g.currency_id == currency_id
+        and g.resource_id == resource_id
+    )
+    return max(pool.balance, 0) + pool.reserved + waiting
 
 
 def _grant_of(state: CustomerState, grant_id: str) -> Grant | Refused:
@@ -222,7 +240,8 @@ def _confirm_payment(state: CustomerState, cmd: ConfirmPayment, now: int, fx: Ef
 
 
 def _consume(state: CustomerState, cmd: Consume, now: int, fx: Effects) -> Reply:
-    pool = state.pools.get((cmd.currency_id, cmd.resource_id))
+    pool_key = (cmd.currency_id, cmd.resource_id)
+    pool = state.pools.get(pool_key)
     amount = cmd.amount
     if pool is None or (amount > pool.balance and pool.hard_limit):
         available = 0 if pool is None else max(pool.balance, 0)
@@ -231,28 +250,35 @@ def _consume(state: CustomerState, cmd: Consume, now: int, fx: Effects) -> Reply
             f"requested {amount} units, {available} available",
             "amount",
         )
-    op = _next_op(state)
+    if pool.balance - amount < -AMOUNT_UNITS_MAX:
+        # A soft limit still has a floor: the overdraft is an amount like any other.
+        return refuse(Refusal.BALANCE_LIMIT_EXCEEDED,
+                      "the overdraft would exceed the maximum amount", "amount")
+    state.op_seq = op = state.op_seq + 1
     breakdown: list[tuple[str, int]] = []
+    key = cmd.idempotency_key
     rest = ops.draw(
-        state, pool, amount, now, fx, op, breakdown,
-        cmd.feature_id, cmd.idempotency_key, cmd.dimensions,
+        state, pool, amount, now, fx, op, breakdown, cmd.feature_id, key, cmd.dimensions
     )
     if rest:
         ops.overdraw(
-            state, pool, rest, now, fx, op, breakdown,
-            cmd.feature_id, cmd.idempotency_key, cmd.dimensions,
+            state, pool, rest, now, fx, op, breakdown, cmd.feature_id, key, cmd.dimensions
         )
-    fx.pools[pool.key] = pool
-    ops.pool_thresholds(state, pool, now, fx)
+    fx.pools[pool_key] = pool
+    # Consumption only lowers the balance, so only an unset flag can flip.
+    if not pool.usage_low_fired or (not pool.depleted_fired and pool.balance <= 0):
+        ops.pool_thresholds(state, pool, now, fx)
     return ConsumeReply(
-        amount=amount, breakdown=breakdown, balance=balance_view(pool, now), timestamp=now,
-        overdraft=rest,
+        amount=amount, breakdown=tuple(breakdown), balance=balance_view(pool, now),
+        timestamp=now, overdraft=rest,
     )
 
 
 def _reserve(state: CustomerState, cmd: Reserve, now: int, fx: Effects) -> Reply:
     if cmd.reservation_id in state.reservations:
         return refuse(Refusal.RESERVATION_ID_TAKEN, "a reservation with this id exists", "reservationId")
+    if cmd.expires_at <= now:
+        return refuse(Refusal.INVALID_DATES, "must be in the future", "expiresAt")
     pool = state.pools.get((cmd.currency_id, cmd.resource_id))
     # A hold must be backed by real credits, so reservations never overdraw, soft limit or not.
     if pool is None or cmd.amount > pool.balance:
@@ -286,14 +312,12 @@ def _release(state: CustomerState, cmd: Release, now: int, fx: Effects) -> Reply
     r = state.reservations.get(cmd.reservation_id)
     if r is None:
         return refuse(Refusal.RESERVATION_NOT_FOUND, "no such reservation for this customer", "reservationId")
-    if (cmd.currency_id is not None and cmd.currency_id != r.currency_id) or (
-        cmd.resource_id is not None and cmd.resource_id != r.resource_id
-    ):
-        return refuse(
-            Refusal.RESERVATION_POOL_MISMATCH,
-            "the reservation belongs to another currency or resource",
-            "currencyId" if cmd.currency_id != r.currency_id else "resourceId",
-        )
+    if cmd.currency_id is not None and cmd.currency_id != r.currency_id:
+        return refuse(Refusal.RESERVATION_POOL_MISMATCH,
+                      "the reservation belongs to another currency", "currencyId")
+    if cmd.resource_id is not None and cmd.resource_id != r.resource_id:
+        return refuse(Refusal.RESERVATION_POOL_MISMATCH,
+                      "the reservation belongs to another resource", "resourceId")
     if r.status is not ReservationStatus.ACTIVE:
         return refuse(Refusal.RESERVATION_NOT_ACTIVE, f"the reservation is {r.status}", "reservationId")
     if cmd.consumed_amount > r.amount:
@@ -337,12 +361,12 @@ def _configure_pool(state: CustomerState, cmd: ConfigurePool, now: int, fx: Effe
 
 
 def _get_balances(state: CustomerState, cmd: GetBalances, now: int, fx: Effects) -> Reply:
-    views = [
+    views = tuple(
         balance_view(p, now)
         for p in state.pools.values()
         if (cmd.currency_id is None or p.currency_id == cmd.currency_id)
         and (not cmd.match_resource or p.resource_id == cmd.resource_id)
-    ]
+    )
     return BalancesReply(balances=views)
 
 
@@ -370,21 +394,27 @@ _DISPATCH: dict[type, tuple[_Validator, _Handler]] = {
 # Entry points
 
 
-_encode = msgspec.msgpack.Encoder().encode
 # Ids the caller generates afresh for each request; a retry would carry new ones.
 _GENERATED_ID = {CreateGrant: "grant_id", Reserve: "reservation_id"}
 
 
-def fingerprint(cmd: Command) -> bytes:
-    """What "the same body" means for idempotency."""
-    if cmd.request_hash is not None:
-        return cmd.request_hash.encode()
-    changes: dict[str, object] = {"idempotency_key": None}
-    generated = _GENERATED_ID.get(type(cmd))
+def same_request(first: Command, again: Command) -> bool:
+    """Whether `again` is a replay of `first` under the same idempotency key: the same
+    command with the same fields, ignoring ids the caller generated for each request, or
+    the same caller-supplied request hash when either has one."""
+    if type(first) is not type(again):
+        return False
+    if first.request_hash is not None or again.request_hash is not None:
+        return first.request_hash == again.request_hash
+    generated = _GENERATED_ID.get(type(first))
     if generated is not None:
-        changes[generated] = ""
-    body = _encode(msgspec.structs.replace(cmd, **changes))
-    return hashlib.blake2b(body, digest_size=16).digest()
+        again = msgspec.structs.replace(again, **{generated: getattr(first, generated)})
+    # Compare encodings, not Python values: True == 1 == 1.0 in Python, not on the wire.
+    # Deterministic order makes two dicts with the same items in another order equal.
+    return _encode_sorted(first) == _encode_sorted(again)
+
+
+_encode_sorted = msgspec.msgpack.Encoder(order="deterministic").encode
 
 
 def apply(state: CustomerState, cmd: Command, now: int, fx: Effects) -> Reply:
@@ -399,10 +429,9 @@ def apply(state: CustomerState, cmd: Command, now: int, fx: Effects) -> Reply:
     key = cmd.idempotency_key
     if key is None:
         return handle(state, cmd, now, fx)
-    fp = fingerprint(cmd)
     record = state.idempotency.get(key)
     if record is not None:
-        if record.fingerprint == fp:
+        if same_request(record.command, cmd):
             return record.reply
         return refuse(
             Refusal.IDEMPOTENCY_KEY_REUSED,
@@ -411,7 +440,7 @@ def apply(state: CustomerState, cmd: Command, now: int, fx: Effects) -> Reply:
         )
     reply = handle(state, cmd, now, fx)
     if type(reply) is not Refused:
-        record = IdempotencyRecord(key=key, fingerprint=fp, reply=reply, created_at=now)
+        record = IdempotencyRecord(key=key, command=cmd, reply=reply, created_at=now)
         state.idempotency[key] = record
         fx.keys.append(record)
     return reply

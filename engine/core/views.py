@@ -11,15 +11,10 @@ _EMPTY: dict[str, str] = {}
 
 
 def balance_view(pool: Pool, now: int) -> BalanceView:
+    # Positional: this runs once per consumption.
     return BalanceView(
-        currency_id=pool.currency_id,
-        resource_id=pool.resource_id,
-        current_balance=pool.balance,
-        total_granted=pool.granted,
-        total_consumed=pool.consumed,
-        reserved=pool.reserved,
-        timestamp=now,
-        hard_limit=pool.hard_limit,
+        pool.currency_id, pool.resource_id, pool.balance, pool.granted, pool.consumed,
+        pool.reserved, now, pool.hard_limit,
     )
 
 

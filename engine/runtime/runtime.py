@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable
 from heapq import heappop, heappush
 from types import TracebackType
+from typing import Any
 
 import anyio
 import msgspec
@@ -34,6 +35,7 @@ from engine.core.model import CustomerState
 from engine.runtime.clock import Clock, SystemClock
 from engine.runtime.errors import EngineClosed, EngineError, Overloaded, StoreUnavailable
 from engine.runtime.store import Store
+from engine.runtime.waiter import Waiters, waiters_for_current_backend
 
 __all__ = ["Runtime", "MailboxStatistics", "RuntimeStatistics"]
 
@@ -64,10 +66,10 @@ class RuntimeStatistics(msgspec.Struct, frozen=True, kw_only=True):
 class _Call:
     __slots__ = ("command", "deadline_ms", "done", "reply", "error")
 
-    def __init__(self, command: Command, deadline_ms: int | None) -> None:
+    def __init__(self, command: Command, deadline_ms: int | None, done: Any) -> None:
         self.command = command
         self.deadline_ms = deadline_ms
-        self.done: anyio.Event | None = anyio.Event()
+        self.done = done  # a waiter token (engine.runtime.waiter); None: nobody waits
         self.reply: Reply | None = None
         self.error: EngineError | None = None
 
@@ -126,6 +128,7 @@ class Runtime:
         self._timer_due: dict[str, int] = {}
         self._timer_wakeup = anyio.Event()
         self._tg: TaskGroup | None = None
+        self._waiters: Waiters | None = None
         self._closed = False
         self._activations = self._passivations = self._batches = 0
         self._commands = self._overloads = 0
@@ -133,6 +136,7 @@ class Runtime:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def __aenter__(self) -> Runtime:
+        self._waiters = waiters_for_current_backend()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         for _ in range(self.workers_count):
@@ -151,7 +155,17 @@ class Runtime:
         self._closed = True
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
-        return await self._tg.__aexit__(exc_type, exc, tb)
+        try:
+            return await self._tg.__aexit__(exc_type, exc, tb)
+        finally:
+            # Callers still queued were never applied: tell them, rather than leave them
+            # parked forever. (Batches in flight were failed by their worker's cancellation.)
+            for actor in self._actors.values():
+                if actor.mailbox:
+                    batch, actor.mailbox = actor.mailbox, None
+                    for call in batch:
+                        call.error = EngineClosed("the engine stopped before this command ran")
+                    self._finish(actor, batch)
 
     # -- submitting -----------------------------------------------------------------------
 
@@ -163,15 +177,20 @@ class Runtime:
         Raises `Overloaded` (nothing applied) or `StoreUnavailable` (nothing applied).
         A business refusal is a reply (`Refused`), not an exception.
         """
-        call = self._enqueue(customer_id, command, deadline_ms)
-        assert call.done is not None
-        await call.done.wait()
+        waiters = self._waiters
+        if waiters is None:
+            raise EngineClosed("the runtime is not running (use `async with Runtime(...)`)")
+        done = waiters.new()
+        call = self._enqueue(customer_id, command, deadline_ms, done)
+        await waiters.wait(done)
         if call.error is not None:
             raise call.error
         assert call.reply is not None
         return call.reply
 
-    def _enqueue(self, customer_id: str, command: Command, deadline_ms: int | None) -> _Call:
+    def _enqueue(
+        self, customer_id: str, command: Command, deadline_ms: int | None, done: Any
+    ) -> _Call:
         if self._closed:
             raise EngineClosed("the engine is shutting down")
         if self._pending >= self.pending_max:
@@ -185,7 +204,7 @@ class Runtime:
             self._overloads += 1
             raise Overloaded(f"customer {customer_id!r} has too many commands queued",
                              retry_after_s=0.5)
-        call = _Call(command, deadline_ms)
+        call = _Call(command, deadline_ms, done)
         mailbox.append(call)
         self._pending += 1
         actor.in_flight += 1
@@ -258,6 +277,7 @@ class Runtime:
             fx = Effects()
             for call in batch:
                 if call.deadline_ms is not None and now > call.deadline_ms:
+                    self._overloads += 1
                     call.error = Overloaded("deadline passed before the command ran",
                                             retry_after_s=0.5)
                 else:
@@ -265,12 +285,15 @@ class Runtime:
             if fx:
                 await self.store.commit(actor.customer_id, state, fx)
         except StoreUnavailable as exc:
-            # Roll back to what is durable: drop the state, reload on next use.
+            # Roll back to what is durable: drop the state, reload on next use. Whatever
+            # timer this batch was firing is still due in the durable state, so try again.
             actor.state = None
             for call in batch:
                 call.reply = None
                 call.error = exc
             self._finish(actor, batch)
+            self._schedule_timer(actor.customer_id,
+                                 self.clock.now_ms() + int(exc.retry_after_s * 1000))
             return
         except BaseException:
             actor.state = None
@@ -289,10 +312,11 @@ class Runtime:
     def _finish(self, actor: _Actor, batch: list[_Call]) -> None:
         self._pending -= len(batch)
         actor.in_flight -= len(batch)
+        wake = self._waiters.wake  # type: ignore[union-attr]
         for call in batch:
             done = call.done
             if done is not None:
-                done.set()
+                wake(done)
 
     # -- timers ---------------------------------------------------------------------------
 
@@ -323,10 +347,13 @@ class Runtime:
                 continue  # stale
             del self._timer_due[cid]
             try:
-                call = self._enqueue(cid, Tick(), None)
-            except Overloaded:
+                self._enqueue(cid, Tick(), None, None)  # nobody waits for a timer's reply
+            except Overloaded as exc:
+                # No room now: keep the timer, due again after the overload's retry delay.
+                retry = now + int(exc.retry_after_s * 1000)
+                self._timer_due[cid] = retry
+                heappush(timers, (retry, cid))
                 continue
-            call.done = None  # nobody waits for a timer's reply
             fired += 1
         # Drop stale entries when they dominate, so the heap stays near one per customer.
         if len(timers) > 2 * len(self._timer_due) + 1024:
