@@ -28,7 +28,7 @@ __all__ = ["MemoryStore"]
 
 
 class _Customer:
-    __slots__ = ("row", "grants", "reservations", "pools", "keys", "ledger")
+    __slots__ = ("row", "grants", "reservations", "pools", "keys", "ledger", "next_due")
 
     def __init__(self, customer_id: str) -> None:
         self.row = CustomerRow(customer_id=customer_id, ledger_seq=0, event_seq=0, op_seq=0,
@@ -38,6 +38,7 @@ class _Customer:
         self.pools: dict[tuple[str, str | None], PoolRow] = {}
         self.keys: dict[str, IdempotencyRecord] = {}
         self.ledger: list[LedgerEntry] = []
+        self.next_due: int | None = None
 
 
 class MemoryStore:
@@ -48,6 +49,31 @@ class MemoryStore:
         self.fail_commits = False
         self.commits = 0
         self.loads = 0
+
+    async def __aenter__(self) -> MemoryStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+    async def lookup_keys(self, customer_id: str, keys: list[str]) -> list[IdempotencyRecord]:
+        c = self.customers.get(customer_id)
+        return [c.keys[k] for k in keys if c is not None and k in c.keys]
+
+    async def due_customers(self, until_ms: int, limit: int) -> list[tuple[str, int]]:
+        due = sorted((c.next_due, cid) for cid, c in self.customers.items()
+                     if c.next_due is not None and c.next_due <= until_ms)
+        return [(cid, at) for at, cid in due[:limit]]
+
+    async def purge(self, before_ms: int, limit: int) -> int:
+        removed = 0
+        for c in self.customers.values():
+            for key in [k for k, rec in c.keys.items() if rec.created_at < before_ms]:
+                if removed >= limit:
+                    return removed
+                del c.keys[key]
+                removed += 1
+        return removed
 
     async def load(self, customer_id: str) -> CustomerState:
         await anyio.lowlevel.checkpoint()
@@ -61,6 +87,7 @@ class MemoryStore:
     async def commit(self, customer_id: str, state: CustomerState, fx: Effects) -> None:
         # Copy before the first await: the store contract.
         row = customer_row(state)
+        next_due = state.next_due()
         grants = [grant_row(g) for g in fx.grants.values()]
         reservations = [reservation_row(r) for r in fx.reservations.values()]
         pools = [pool_row(p) for p in fx.pools.values()]
@@ -74,6 +101,7 @@ class MemoryStore:
         if c is None:
             c = self.customers[customer_id] = _Customer(customer_id)
         c.row = row
+        c.next_due = next_due
         for g in grants:
             c.grants[g.id] = g
         for r in reservations:

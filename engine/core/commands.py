@@ -37,6 +37,7 @@ __all__ = [
     "TickReply",
     "PoolSettingsReply",
     "MUTATING",
+    "AnyReply",
 ]
 
 
@@ -229,3 +230,9 @@ class PoolSettingsReply(Reply, frozen=True, kw_only=True, tag="pool_settings", g
 
 class TickReply(Reply, frozen=True, kw_only=True, tag="tick", gc=False):
     next_due: int | None
+
+
+AnyReply = (
+    Refused | ConsumeReply | GrantReply | ReserveReply | ReleaseReply | BalancesReply
+    | PoolSettingsReply | TickReply
+)

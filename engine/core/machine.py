@@ -51,7 +51,7 @@ from engine.core.model import (
 from engine.core.refusals import Refusal, refuse
 from engine.core.views import balance_view, grant_view, reservation_view
 
-__all__ = ["apply", "advance", "same_request", "purge", "check_pool"]
+__all__ = ["apply", "advance", "same_request", "purge", "trim_keys", "check_pool"]
 
 _GRANTABLE = (GrantType.PAID, GrantType.PROMOTIONAL, GrantType.RECURRING)
 
@@ -496,6 +496,18 @@ def purge(state: CustomerState, before: int, limit: int) -> int:
             del state.reservations[rid]
         removed += len(done)
     return removed
+
+
+def trim_keys(state: CustomerState, keep: int) -> int:
+    """Drop the oldest remembered keys beyond `keep` from memory (they stay in the store);
+    returns how many were dropped."""
+    excess = len(state.idempotency) - keep
+    if excess <= 0:
+        return 0
+    for key in list(state.idempotency)[:excess]:  # dicts keep insertion (= age) order
+        del state.idempotency[key]
+    state.keys_complete = False
+    return excess
 
 
 def check_pool(state: CustomerState, pool: Pool) -> None:

@@ -311,6 +311,7 @@ class CustomerState:
         "event_seq",
         "grant_seq",
         "op_seq",
+        "keys_complete",
     )
 
     def __init__(self, customer_id: str) -> None:
@@ -327,6 +328,10 @@ class CustomerState:
         self.event_seq = 0
         self.grant_seq = 0
         self.op_seq = 0
+        # False when the store remembers keys for this customer that are not in
+        # `idempotency` (too many to load, or trimmed): the runtime then looks up unknown
+        # keys in the store before applying a batch.
+        self.keys_complete = True
 
     def next_due(self) -> int | None:
         return self.timers[0][0] if self.timers else None

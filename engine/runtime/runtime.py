@@ -30,7 +30,7 @@ from anyio.abc import TaskGroup
 
 from engine.core.commands import Command, Reply, Tick
 from engine.core.effects import Effects
-from engine.core.machine import apply
+from engine.core.machine import apply, trim_keys
 from engine.core.model import CustomerState
 from engine.runtime.clock import Clock, SystemClock
 from engine.runtime.errors import EngineClosed, EngineError, Overloaded, StoreUnavailable
@@ -103,6 +103,8 @@ class Runtime:
         batch_max: int = 512,
         workers_count: int = 32,
         passivate_after_ms: int | None = 600_000,
+        keys_cached_max: int = 100_000,
+        timer_horizon_ms: int = 3_600_000,
         on_committed: Callable[[str, Effects], None] | None = None,
     ) -> None:
         assert mailbox_max > 0 and pending_max > 0 and resident_max > 0 and batch_max > 0
@@ -115,6 +117,12 @@ class Runtime:
         self.batch_max = batch_max
         self.workers_count = workers_count
         self.passivate_after_ms = passivate_after_ms
+        # Idempotency keys kept in memory per customer; older ones are looked up in the
+        # store when a command names them (stores that can: `lookup_keys`).
+        self.keys_cached_max = keys_cached_max
+        # How far ahead timers are read from the store (`due_customers`), so start-up
+        # finds due customers through an index instead of loading every customer.
+        self.timer_horizon_ms = timer_horizon_ms
         # Called synchronously after each durable batch: where the outbox relay, feed and
         # webhooks will hook in. Must not block.
         self.on_committed = on_committed
@@ -142,6 +150,8 @@ class Runtime:
         for _ in range(self.workers_count):
             self._tg.start_soon(self._worker)
         self._tg.start_soon(self._timer_loop)
+        if hasattr(self.store, "due_customers"):
+            self._tg.start_soon(self._timer_recovery)
         if self.passivate_after_ms is not None:
             self._tg.start_soon(self._janitor)
         return self
@@ -270,6 +280,8 @@ class Runtime:
                 actor.state = await self.store.load(actor.customer_id)
                 self._activations += 1
             state = actor.state
+            if not state.keys_complete:
+                await self._prefetch_keys(actor.customer_id, state, batch)
             now = self.clock.now_ms()
             if now < actor.last_now:
                 now = actor.last_now  # the core needs time that never goes back
@@ -284,6 +296,8 @@ class Runtime:
                     call.reply = apply(state, call.command, now, fx)
             if fx:
                 await self.store.commit(actor.customer_id, state, fx)
+            if len(state.idempotency) > self.keys_cached_max:
+                trim_keys(state, self.keys_cached_max)
         except StoreUnavailable as exc:
             # Roll back to what is durable: drop the state, reload on next use. Whatever
             # timer this batch was firing is still due in the durable state, so try again.
@@ -308,6 +322,31 @@ class Runtime:
         if fx and self.on_committed is not None:
             self.on_committed(actor.customer_id, fx)
         self._schedule_timer(actor.customer_id, state.next_due())
+
+    async def _prefetch_keys(self, customer_id: str, state: CustomerState,
+                             batch: list[_Call]) -> None:
+        """Load remembered keys this batch names that are not in memory (TigerBeetle's
+        prefetch: the core stays synchronous, the I/O happens before it runs)."""
+        known = state.idempotency
+        missing = [c.command.idempotency_key for c in batch
+                   if c.command.idempotency_key is not None
+                   and c.command.idempotency_key not in known]
+        if missing:
+            for record in await self.store.lookup_keys(customer_id, missing):  # type: ignore[attr-defined]
+                known[record.key] = record
+
+    async def _timer_recovery(self) -> None:
+        """Register timers of customers not resident here (after a restart), read from
+        the store within the horizon, then again every half horizon."""
+        while True:
+            until = self.clock.now_ms() + self.timer_horizon_ms
+            try:
+                due = await self.store.due_customers(until, 10_000)  # type: ignore[attr-defined]
+            except StoreUnavailable:
+                due = []
+            for customer_id, at in due:
+                self._schedule_timer(customer_id, at)
+            await anyio.sleep(self.timer_horizon_ms / 2000)
 
     def _finish(self, actor: _Actor, batch: list[_Call]) -> None:
         self._pending -= len(batch)

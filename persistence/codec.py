@@ -1,0 +1,147 @@
+"""Between engine rows and SQL parameters, for both backends.
+
+A commit is turned into a `Unit` of plain tuples synchronously, before the store's first
+await (the store contract in engine/runtime/store.py): after that the actor may mutate its
+state again. Column order here is the column order of the INSERT statements in
+persistence/sql.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from engine.core.commands import AnyReply, Command
+from engine.core.effects import DomainEvent, Effects, IdempotencyRecord, LedgerEntry
+from engine.core.model import (
+    CustomerState,
+    GrantStatus,
+    GrantType,
+    LedgerEventType,
+    ReservationStatus,
+)
+from engine.core.replay import CustomerRow, GrantRow, PoolRow, ReservationRow
+
+__all__ = ["Unit", "make_unit", "grant_from", "reservation_from", "pool_from", "customer_from",
+           "key_from", "entry_from", "event_from", "encode_event"]
+
+_json_encode = msgspec.json.Encoder(order="deterministic").encode
+_json_decode = msgspec.json.decode
+_pack = msgspec.msgpack.Encoder().encode
+_unpack_command = msgspec.msgpack.Decoder(Command).decode
+_unpack_reply = msgspec.msgpack.Decoder(AnyReply).decode
+_unpack_event = msgspec.msgpack.Decoder(DomainEvent).decode
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else _json_encode(value).decode()
+
+
+class Unit:
+    """One actor batch's rows: written all-or-nothing, in one transaction with others."""
+
+    __slots__ = ("customer_id", "customer", "grants", "reservations", "pools", "ledger",
+                 "keys", "events", "rows")
+
+    def __init__(self, customer_id: str) -> None:
+        self.customer_id = customer_id
+        self.customer: tuple = ()
+        self.grants: list[tuple] = []
+        self.reservations: list[tuple] = []
+        self.pools: list[tuple] = []
+        self.ledger: list[tuple] = []
+        self.keys: list[tuple] = []
+        self.events: list[tuple] = []  # outbox rows without their id (the writer assigns it)
+        self.rows = 0
+
+
+def make_unit(customer_id: str, state: CustomerState, fx: Effects) -> Unit:
+    u = Unit(customer_id)
+    cid = customer_id
+    u.customer = (cid, state.ledger_seq, state.event_seq, state.op_seq, state.grant_seq,
+                  state.next_due())
+    u.grants = [
+        (cid, g.id, g.seq, g.currency_id, g.resource_id, g.grant_type.value, g.status.value,
+         g.priority, g.effective_at, g.expire_at, g.created_at, g.updated_at, g.voided_at,
+         g.amount, g.available, g.held, g.consumed, g.expired, g.voided, g.activated,
+         g.cost_amount, g.cost_currency, g.display_name, g.comment, _json(g.metadata))
+        for g in fx.grants.values()
+    ]
+    u.reservations = [
+        (cid, r.id, r.currency_id, r.resource_id, r.amount, _json(list(r.holds.items())),
+         r.status.value, r.created_at, r.expires_at, r.released_at, r.consumed_amount,
+         _json(r.metadata))
+        for r in fx.reservations.values()
+    ]
+    u.pools = [
+        (cid, p.currency_id, p.resource_id or "", p.resource_id, p.hard_limit,
+         p.low_balance_units, p.usage_low_percent)
+        for p in fx.pools.values()
+    ]
+    u.ledger = [
+        (cid, e.seq, e.op_seq, e.event_type.value, e.grant_id, e.currency_id, e.resource_id,
+         e.amount, e.timestamp, e.reservation_id, e.feature_id, e.idempotency_key,
+         _json(e.dimensions))
+        for e in fx.entries
+    ]
+    u.keys = [(cid, k.key, _pack(k.command), _pack(k.reply), k.created_at) for k in fx.keys]
+    u.events = [(cid, e.seq, e.type.value, _pack(e), e.timestamp) for e in fx.events]
+    u.rows = (1 + len(u.grants) + len(u.reservations) + len(u.pools) + len(u.ledger)
+              + len(u.keys) + len(u.events))
+    return u
+
+
+# -- reading back ----------------------------------------------------------------------
+# Each takes a row in SELECT column order (see persistence/sql.py).
+
+
+def customer_from(r: Sequence[Any]) -> CustomerRow:
+    return CustomerRow(customer_id=r[0], ledger_seq=r[1], event_seq=r[2], op_seq=r[3],
+                       grant_seq=r[4])
+
+
+def grant_from(r: Sequence[Any]) -> GrantRow:
+    return GrantRow(
+        id=r[1], seq=r[2], currency_id=r[3], resource_id=r[4], grant_type=GrantType(r[5]),
+        status=GrantStatus(r[6]), priority=r[7], effective_at=r[8], expire_at=r[9],
+        created_at=r[10], updated_at=r[11], voided_at=r[12], amount=r[13], available=r[14],
+        held=r[15], consumed=r[16], expired=r[17], voided=r[18], activated=bool(r[19]),
+        cost_amount=r[20], cost_currency=r[21], display_name=r[22], comment=r[23],
+        metadata=_json_decode(r[24]) if r[24] is not None else None,
+    )
+
+
+def reservation_from(r: Sequence[Any]) -> ReservationRow:
+    return ReservationRow(
+        id=r[1], currency_id=r[2], resource_id=r[3], amount=r[4],
+        holds=[(gid, units) for gid, units in _json_decode(r[5])],
+        status=ReservationStatus(r[6]), created_at=r[7], expires_at=r[8], released_at=r[9],
+        consumed_amount=r[10], metadata=_json_decode(r[11]) if r[11] is not None else None,
+    )
+
+
+def pool_from(r: Sequence[Any]) -> PoolRow:
+    return PoolRow(currency_id=r[1], resource_id=r[3], hard_limit=bool(r[4]),
+                   low_balance_units=r[5], usage_low_percent=r[6])
+
+
+def key_from(r: Sequence[Any]) -> IdempotencyRecord:
+    return IdempotencyRecord(key=r[1], command=_unpack_command(bytes(r[2])),
+                             reply=_unpack_reply(bytes(r[3])), created_at=r[4])
+
+
+def entry_from(r: Sequence[Any]) -> LedgerEntry:
+    return LedgerEntry(
+        r[1], r[2], LedgerEventType(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
+        _json_decode(r[12]) if r[12] is not None else None,
+    )
+
+
+def event_from(payload: bytes) -> DomainEvent:
+    return _unpack_event(bytes(payload))
+
+
+def encode_event(e: DomainEvent) -> bytes:
+    return _pack(e)

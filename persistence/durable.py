@@ -1,0 +1,297 @@
+"""What both database stores share: group commit, loading, and the outbox sequence.
+
+Group commit. `commit()` turns a batch's effects into a `Unit` of rows (synchronously, as
+the store contract requires) and appends it to the batch being accumulated. One writer
+task flushes batches one at a time, each in a single transaction: while a flush is in
+flight the next batch accumulates, so under load every transaction carries many actors'
+units. A unit is never split across transactions. Limits:
+
+- `flush_rows_max` rows per transaction (a batch closes when it reaches this; the next
+  unit starts a new one);
+- `backlog_rows_max` rows waiting in total; past it `commit()` blocks until the writer
+  catches up (backpressure reaches the actors, whose mailboxes then fill and refuse with
+  Overloaded — nothing grows without bound).
+
+Gapless outbox. The single writer assigns outbox ids itself, in flush order, starting
+from max(id)+1 read at start-up; a failed flush resets the counter to where it was. One
+writer per database is what makes the order gapless in commit order; a second process
+writing the same database would need a lock around the flush (scale-out, later).
+
+Durability. `sync` (default): `commit()` returns when the transaction has committed, so
+the runtime acknowledges only durable changes. `async`: `commit()` returns once the unit
+is queued; a crash loses what was queued and not yet flushed (at most `backlog_rows_max`
+rows, typically one flush, a few milliseconds). If a flush fails in async mode, every
+queued unit is dropped and their customers are marked lost: their next commit fails with
+StoreUnavailable, which makes the runtime reload them from what is durable.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Literal
+
+import anyio
+from anyio.abc import TaskGroup
+
+from engine.core.effects import DomainEvent, Effects, IdempotencyRecord, LedgerEntry
+from engine.core.model import CustomerState
+from engine.core.replay import restore
+from engine.runtime.errors import StoreUnavailable
+from persistence import sql
+from persistence.codec import (
+    Unit,
+    customer_from,
+    entry_from,
+    event_from,
+    grant_from,
+    key_from,
+    make_unit,
+    pool_from,
+    reservation_from,
+)
+from persistence.schema import LATEST_VERSION, MIGRATIONS, SchemaTooNew
+
+__all__ = ["DurableStore", "Durability", "OutboxRow"]
+
+Durability = Literal["sync", "async"]
+OutboxRow = tuple[int, str, DomainEvent]
+
+
+class _Batch:
+    __slots__ = ("units", "rows", "done", "error", "customers")
+
+    def __init__(self) -> None:
+        self.units: list[Unit] = []
+        self.rows = 0
+        self.done = anyio.Event()
+        self.error: StoreUnavailable | None = None
+        self.customers: set[str] = set()
+
+
+class DurableStore:
+    """Base of SQLiteStore and PostgresStore; subclasses provide the driver calls."""
+
+    dialect: str = ""
+
+    def __init__(
+        self,
+        *,
+        durability: Durability = "sync",
+        flush_rows_max: int = 8192,
+        backlog_rows_max: int = 131_072,
+        keys_loaded_max: int = 100_000,
+    ) -> None:
+        assert durability in ("sync", "async")
+        assert 0 < flush_rows_max <= backlog_rows_max
+        self.durability = durability
+        self.flush_rows_max = flush_rows_max
+        self.backlog_rows_max = backlog_rows_max
+        self.keys_loaded_max = keys_loaded_max
+        self._batches: deque[_Batch] = deque()
+        self._backlog_rows = 0
+        self._work = anyio.Event()
+        self._space = anyio.Event()
+        self._next_outbox_id = 1
+        self._lost: set[str] = set()
+        self._unflushed: dict[str, _Batch] = {}  # customer -> last batch holding its rows
+        self._inflight: _Batch | None = None
+        self._tg: TaskGroup | None = None
+        self.flushes = 0
+        self.flushed_units = 0
+        self.flushed_rows = 0
+
+    # -- driver hooks ---------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        raise NotImplementedError
+
+    async def _disconnect(self) -> None:
+        raise NotImplementedError
+
+    async def _fetch(self, query: str, *params: Any) -> Sequence[Sequence[Any]]:
+        raise NotImplementedError
+
+    async def _write(self, units: list[Unit], first_outbox_id: int) -> None:
+        """Write every unit in one transaction, outbox ids from `first_outbox_id` on."""
+        raise NotImplementedError
+
+    async def _migrate(self) -> int:
+        """Apply pending migrations; return the schema version now in force."""
+        raise NotImplementedError
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable | None:
+        """Translate a driver error into StoreUnavailable, or None if it is a bug."""
+        raise NotImplementedError
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> DurableStore:
+        await self._connect()
+        version = await self._migrate()
+        if version > LATEST_VERSION:
+            await self._disconnect()
+            raise SchemaTooNew(
+                f"the database schema is version {version}, newer than this creditd "
+                f"understands ({LATEST_VERSION}); upgrade creditd or use another database"
+            )
+        (row,) = await self._fetch(sql.MAX_OUTBOX_ID)
+        self._next_outbox_id = int(row[0]) + 1
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._writer)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Flush what is queued before closing (async mode relies on this for a clean stop).
+        with anyio.move_on_after(10):
+            while self._batches or self._inflight is not None:
+                last = self._batches[-1] if self._batches else self._inflight
+                assert last is not None
+                await last.done.wait()
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(exc_type, exc, tb)
+        await self._disconnect()
+
+    # -- the engine seam ------------------------------------------------------------------
+
+    async def load(self, customer_id: str) -> CustomerState:
+        pending = self._unflushed.get(customer_id)
+        if pending is not None:
+            await pending.done.wait()  # async mode: read what we wrote
+        self._lost.discard(customer_id)
+        try:
+            customer = await self._fetch(sql.SELECT_CUSTOMER, customer_id)
+            if not customer:
+                return CustomerState(customer_id)
+            grants = await self._fetch(sql.SELECT_GRANTS, customer_id)
+            reservations = await self._fetch(sql.SELECT_RESERVATIONS, customer_id)
+            pools = await self._fetch(sql.SELECT_POOLS, customer_id)
+            keys = await self._fetch(sql.SELECT_RECENT_KEYS, customer_id, self.keys_loaded_max + 1)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        state = restore(
+            customer_from(customer[0]),
+            [grant_from(r) for r in grants],
+            [reservation_from(r) for r in reservations],
+            [pool_from(r) for r in pools],
+            [key_from(r) for r in reversed(keys[: self.keys_loaded_max])],
+        )
+        # More keys than we loaded: the runtime must ask for the others when it meets them.
+        state.keys_complete = len(keys) <= self.keys_loaded_max
+        return state
+
+    async def commit(self, customer_id: str, state: CustomerState, fx: Effects) -> None:
+        if customer_id in self._lost:
+            raise StoreUnavailable("earlier writes for this customer were lost; reloading",
+                                   retry_after_s=0.1)
+        unit = make_unit(customer_id, state, fx)  # before any await: the store contract
+        while self._backlog_rows >= self.backlog_rows_max:
+            self._space = anyio.Event() if self._space.is_set() else self._space
+            await self._space.wait()
+        batch = self._batches[-1] if self._batches else None
+        if batch is None or batch.rows >= self.flush_rows_max:
+            batch = _Batch()
+            self._batches.append(batch)
+        batch.units.append(unit)
+        batch.rows += unit.rows
+        batch.customers.add(customer_id)
+        self._backlog_rows += unit.rows
+        self._unflushed[customer_id] = batch
+        self._work.set()
+        if self.durability == "async":
+            return
+        await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+
+    async def lookup_keys(self, customer_id: str, keys: list[str]) -> list[IdempotencyRecord]:
+        """Remembered keys among `keys` (for customers with more keys than were loaded)."""
+        found: list[IdempotencyRecord] = []
+        try:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                query = sql.SELECT_KEYS_IN.replace("{marks}", ", ".join("?" for _ in chunk))
+                found += [key_from(r) for r in await self._fetch(query, customer_id, *chunk)]
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        return found
+
+    async def due_customers(self, until_ms: int, limit: int) -> list[tuple[str, int]]:
+        rows = await self._fetch(sql.SELECT_DUE, until_ms, limit)
+        return [(r[0], int(r[1])) for r in rows]
+
+    # -- reading the log ------------------------------------------------------------------
+
+    async def ledger(self, customer_id: str, after_seq: int = 0, limit: int = 1000) -> list[LedgerEntry]:
+        rows = await self._fetch(sql.SELECT_LEDGER, customer_id, after_seq, limit)
+        return [entry_from(r) for r in rows]
+
+    async def outbox_after(self, after_id: int, limit: int = 1000) -> list[OutboxRow]:
+        rows = await self._fetch(sql.SELECT_OUTBOX_AFTER, after_id, limit)
+        return [(int(r[0]), r[1], event_from(r[4])) for r in rows]
+
+    async def purge(self, before_ms: int, limit: int) -> int:
+        """Forget idempotency keys and settled reservations older than `before_ms`, at
+        most `limit` rows of each; returns how many rows went."""
+        raise NotImplementedError
+
+    # -- the writer -----------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        while True:
+            while not self._batches:
+                self._work = anyio.Event()
+                await self._work.wait()
+            # Taking the batch off the queue lets commit() start accumulating the next one
+            # while this one is in flight.
+            batch = self._inflight = self._batches.popleft()
+            first = self._next_outbox_id
+            try:
+                await self._write(batch.units, first)
+                self._next_outbox_id = first + sum(len(u.events) for u in batch.units)
+                self.flushes += 1
+                self.flushed_units += len(batch.units)
+                self.flushed_rows += batch.rows
+            except anyio.get_cancelled_exc_class():
+                batch.error = StoreUnavailable("the store closed before this was written")
+                self._settle(batch)
+                raise
+            except Exception as exc:
+                batch.error = self._unavailable(exc) or StoreUnavailable(
+                    f"the store failed to write: {exc!r}", retry_after_s=1.0)
+                if self.durability == "async":
+                    # Later units were built on state this flush lost: drop them too, and
+                    # make their customers reload (see the module docstring).
+                    while self._batches:
+                        later = self._batches.popleft()
+                        later.error = StoreUnavailable("dropped after an earlier flush failed")
+                        self._settle(later)
+            self._inflight = None
+            self._settle(batch)
+
+    def _settle(self, batch: _Batch) -> None:
+        if batch.error is not None and self.durability == "async":
+            self._lost |= batch.customers
+        self._backlog_rows -= batch.rows
+        for cid in batch.customers:
+            if self._unflushed.get(cid) is batch:
+                del self._unflushed[cid]
+        batch.done.set()
+        self._space.set()
+
+    def _translate(self, exc: BaseException) -> StoreUnavailable:
+        """Reads: a driver failure becomes StoreUnavailable; anything else is a bug."""
+        if isinstance(exc, StoreUnavailable):
+            return exc
+        translated = self._unavailable(exc)
+        if translated is None:
+            raise exc
+        return translated

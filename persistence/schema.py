@@ -1,0 +1,134 @@
+"""Versioned schema migrations, one list per dialect, applied in order at start-up and by
+`creditd migrate`. A database whose version is newer than the last migration here was
+written by a newer creditd and is refused rather than misread.
+
+Amounts are BIGINT units of 10^-5 credits and times BIGINT epoch milliseconds (see
+engine/core/amounts.py); every stored amount is bounded by 10^17 units.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "SchemaTooNew", "LATEST_VERSION"]
+
+
+class SchemaTooNew(RuntimeError):
+    pass
+
+
+_COMMON_V1 = [
+    """CREATE TABLE customers (
+        customer_id TEXT PRIMARY KEY,
+        ledger_seq BIGINT NOT NULL,
+        event_seq BIGINT NOT NULL,
+        op_seq BIGINT NOT NULL,
+        grant_seq BIGINT NOT NULL,
+        next_due_at BIGINT
+    )""",
+    # Start-up finds customers with timers through this index, never by scanning them all.
+    "CREATE INDEX customers_next_due ON customers (next_due_at) WHERE next_due_at IS NOT NULL",
+    """CREATE TABLE grants (
+        customer_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        currency_id TEXT NOT NULL,
+        resource_id TEXT,
+        grant_type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        effective_at BIGINT NOT NULL,
+        expire_at BIGINT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        voided_at BIGINT,
+        amount BIGINT NOT NULL,
+        available BIGINT NOT NULL,
+        held BIGINT NOT NULL,
+        consumed BIGINT NOT NULL,
+        expired BIGINT NOT NULL,
+        voided BIGINT NOT NULL,
+        activated BOOLEAN NOT NULL,
+        cost_amount BIGINT,
+        cost_currency TEXT,
+        display_name TEXT NOT NULL,
+        comment TEXT,
+        metadata TEXT,
+        PRIMARY KEY (customer_id, id)
+    )""",
+    "CREATE INDEX grants_by_created ON grants (customer_id, created_at, id)",
+    """CREATE TABLE reservations (
+        customer_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        currency_id TEXT NOT NULL,
+        resource_id TEXT,
+        amount BIGINT NOT NULL,
+        holds TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        released_at BIGINT,
+        consumed_amount BIGINT,
+        metadata TEXT,
+        PRIMARY KEY (customer_id, id)
+    )""",
+    "CREATE INDEX reservations_settled ON reservations (released_at) WHERE released_at IS NOT NULL",
+    """CREATE TABLE pools (
+        customer_id TEXT NOT NULL,
+        currency_id TEXT NOT NULL,
+        resource_key TEXT NOT NULL,
+        resource_id TEXT,
+        hard_limit BOOLEAN NOT NULL,
+        low_balance_units BIGINT,
+        usage_low_percent INTEGER NOT NULL,
+        PRIMARY KEY (customer_id, currency_id, resource_key)
+    )""",
+    # Append-only: rows are inserted, never updated or deleted.
+    """CREATE TABLE ledger (
+        customer_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        op_seq BIGINT NOT NULL,
+        event_type TEXT NOT NULL,
+        grant_id TEXT NOT NULL,
+        currency_id TEXT NOT NULL,
+        resource_id TEXT,
+        amount BIGINT NOT NULL,
+        ts BIGINT NOT NULL,
+        reservation_id TEXT,
+        feature_id TEXT,
+        idempotency_key TEXT,
+        dimensions TEXT,
+        PRIMARY KEY (customer_id, seq)
+    )""",
+    """CREATE TABLE idempotency_keys (
+        customer_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        command BYTES NOT NULL,
+        reply BYTES NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (customer_id, key)
+    )""",
+    "CREATE INDEX idempotency_keys_age ON idempotency_keys (created_at)",
+    # The outbox id is assigned by the single writer in commit order, so it is gapless and a
+    # relay tailing `id > last_seen` never skips a row (see persistence/committer.py).
+    """CREATE TABLE outbox (
+        id BIGINT PRIMARY KEY,
+        customer_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        type TEXT NOT NULL,
+        payload BYTES NOT NULL,
+        created_at BIGINT NOT NULL
+    )""",
+]
+
+
+def _dialect(statements: list[str], dialect: str) -> list[str]:
+    if dialect == "postgresql":
+        return [s.replace("BYTES", "BYTEA") for s in statements]
+    return [s.replace("BYTES", "BLOB").replace("BOOLEAN", "INTEGER") for s in statements]
+
+
+MIGRATIONS: dict[str, list[list[str]]] = {
+    "sqlite": [_dialect(_COMMON_V1, "sqlite")],
+    "postgresql": [_dialect(_COMMON_V1, "postgresql")],
+}
+LATEST_VERSION = 1
+assert all(len(m) == LATEST_VERSION for m in MIGRATIONS.values())

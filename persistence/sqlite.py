@@ -1,0 +1,137 @@
+"""SQLite backend (aiosqlite): the embedded default, a file created on first start.
+
+WAL mode with synchronous=FULL: a commit is on disk before the writer returns, so an
+acknowledged change survives kill -9 and power loss. Two connections: the writer (one
+transaction per group-committed flush) and a reader (loads and log reads, which WAL lets
+run beside the writer without blocking it).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import anyio
+
+from engine.runtime.errors import StoreUnavailable
+from persistence import sql
+from persistence.codec import Unit
+from persistence.durable import DurableStore
+from persistence.schema import MIGRATIONS
+
+__all__ = ["SQLiteStore"]
+
+
+class SQLiteStore(DurableStore):
+    dialect = "sqlite"
+
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path = Path(path)
+        self.busy_timeout_ms = busy_timeout_ms
+        self._wdb: aiosqlite.Connection | None = None
+        self._rdb: aiosqlite.Connection | None = None
+        # The writer connection also runs migrations and purges; one at a time, never
+        # inside a flush's transaction.
+        self._wlock = anyio.Lock()
+
+    async def _open_connection(self) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        await db.execute("PRAGMA journal_mode = WAL")
+        await db.execute("PRAGMA synchronous = FULL")
+        await db.execute("PRAGMA foreign_keys = OFF")
+        return db
+
+    async def _connect(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._wdb = await self._open_connection()
+        self._rdb = await self._open_connection()
+
+    async def _disconnect(self) -> None:
+        for db in (self._rdb, self._wdb):
+            if db is not None:
+                await db.close()
+        self._rdb = self._wdb = None
+
+    async def _fetch(self, query: str, *params: Any) -> Sequence[Sequence[Any]]:
+        assert self._rdb is not None
+        async with self._rdb.execute(query, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def _migrate(self) -> int:
+        assert self._wdb is not None
+        db = self._wdb
+        async with self._wlock:
+            await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            async with db.execute("SELECT max(version) FROM schema_version") as cur:
+                row = await cur.fetchone()
+            version = (row[0] if row else None) or 0
+            for number, statements in enumerate(MIGRATIONS["sqlite"], start=1):
+                if number <= version:
+                    continue
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in statements:
+                        await db.execute(statement)
+                    await db.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+                    await db.execute("COMMIT")
+                except BaseException:
+                    await db.execute("ROLLBACK")
+                    raise
+                version = number
+            return version
+
+    async def _write(self, units: list[Unit], first_outbox_id: int) -> None:
+        assert self._wdb is not None
+        db = self._wdb
+        outbox = []
+        next_id = first_outbox_id
+        for u in units:
+            for event in u.events:
+                outbox.append((next_id, *event))
+                next_id += 1
+        async with self._wlock:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.executemany(sql.UPSERT_CUSTOMER, [u.customer for u in units])
+                await db.executemany(sql.UPSERT_GRANT, [r for u in units for r in u.grants])
+                await db.executemany(sql.UPSERT_RESERVATION,
+                                     [r for u in units for r in u.reservations])
+                await db.executemany(sql.UPSERT_POOL, [r for u in units for r in u.pools])
+                await db.executemany(sql.INSERT_LEDGER, [r for u in units for r in u.ledger])
+                await db.executemany(sql.INSERT_KEY, [r for u in units for r in u.keys])
+                await db.executemany(sql.INSERT_OUTBOX, outbox)
+                await db.execute("COMMIT")
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                raise
+
+    async def purge(self, before_ms: int, limit: int) -> int:
+        assert self._wdb is not None
+        async with self._wlock:
+            removed = 0
+            for query in (
+                "DELETE FROM idempotency_keys WHERE rowid IN (SELECT rowid FROM "
+                "idempotency_keys WHERE created_at < ? LIMIT ?)",
+                "DELETE FROM reservations WHERE rowid IN (SELECT rowid FROM reservations "
+                "WHERE released_at IS NOT NULL AND released_at < ? LIMIT ?)",
+            ):
+                cursor = await self._wdb.execute(query, (before_ms, limit))
+                removed += cursor.rowcount
+                await cursor.close()
+            return removed
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable | None:
+        if isinstance(exc, (sqlite3.OperationalError, sqlite3.DatabaseError, OSError, ValueError)):
+            # Locked, busy, disk full or I/O errors; aiosqlite raises ValueError when the
+            # connection is closed.
+            return StoreUnavailable(f"SQLite is unavailable: {exc}", retry_after_s=1.0)
+        return None
