@@ -18,6 +18,28 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    import anyio
+
+    from persistence import open_store
+    from persistence.schema import LATEST_VERSION, SchemaTooNew
+
+    async def run() -> None:
+        async with open_store(args.database_url):
+            pass
+
+    try:
+        anyio.run(run)
+    except SchemaTooNew as exc:
+        print(f"creditd migrate: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"creditd migrate: cannot open the database: {exc}", file=sys.stderr)
+        return 1
+    print(f"database schema is at version {LATEST_VERSION}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="creditd", description="Usage metering and prepaid credits")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -27,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--database-url", default=None)
     serve.set_defaults(func=_serve)
+    migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
+    migrate.add_argument("--database-url", default=None,
+                         help="sqlite:///path or postgresql://…; default $CREDITD_DATABASE_URL "
+                              "or sqlite:///data/creditd.db")
+    migrate.set_defaults(func=_migrate)
     args = parser.parse_args(argv)
     if args.version:
         from engine import __version__

@@ -24,6 +24,51 @@ from persistence.schema import MIGRATIONS
 __all__ = ["PostgresStore"]
 
 _N = {name: sql.numbered(getattr(sql, name)) for name in sql.__all__ if name.isupper()}
+
+# One flush is one statement: a data-modifying CTE per table over unnest()ed column arrays.
+# A single statement is its own transaction (all or nothing) and costs one round trip,
+# however many actors' units it carries; per-row executemany cost ~10x more here.
+_BULK = [
+    ("customers", sql.CUSTOMER_COLUMNS,
+     ["text", "bigint", "bigint", "bigint", "bigint", "bigint"], ["customer_id"]),
+    ("grants", sql.GRANT_COLUMNS,
+     ["text", "text", "bigint", "text", "text", "text", "text", "integer", "bigint", "bigint",
+      "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint",
+      "boolean", "bigint", "text", "text", "text", "text"], ["customer_id", "id"]),
+    ("reservations", sql.RESERVATION_COLUMNS,
+     ["text", "text", "text", "text", "bigint", "text", "text", "bigint", "bigint", "bigint",
+      "bigint", "text"], ["customer_id", "id"]),
+    ("pools", sql.POOL_COLUMNS,
+     ["text", "text", "text", "text", "boolean", "bigint", "integer"],
+     ["customer_id", "currency_id", "resource_key"]),
+    ("ledger", sql.LEDGER_COLUMNS,
+     ["text", "bigint", "bigint", "text", "text", "text", "text", "bigint", "bigint", "text",
+      "text", "text", "text"], None),
+    ("idempotency_keys", sql.KEY_COLUMNS, ["text", "text", "bytea", "bytea", "bigint"], None),
+    ("outbox", sql.OUTBOX_COLUMNS, ["bigint", "text", "bigint", "text", "bytea", "bigint"], None),
+]
+
+
+def _flush_statement() -> str:
+    ctes = []
+    n = 0
+    for table, columns, types, key in _BULK:
+        assert len(columns) == len(types), table
+        arrays = ", ".join(f"${n + i + 1}::{t}[]" for i, t in enumerate(types))
+        n += len(types)
+        statement = f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
+        if key is not None:
+            updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+            statement += f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+        ctes.append(f"w_{table} AS ({statement} RETURNING 1)")
+    return "WITH " + ",\n".join(ctes) + "\nSELECT 1"
+
+
+_FLUSH = _flush_statement()
+
+
+def _last(rows_by_key: dict) -> list[tuple]:
+    return list(rows_by_key.values())
 # Serializes concurrent `migrate` runs from several processes.
 _MIGRATION_LOCK = 0x63726564  # "cred"
 
@@ -84,18 +129,23 @@ class PostgresStore(DurableStore):
             for event in u.events:
                 outbox.append((next_id, *event))
                 next_id += 1
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.executemany(_N["UPSERT_CUSTOMER"], [u.customer for u in units])
-            for name, rows in (
-                ("UPSERT_GRANT", [r for u in units for r in u.grants]),
-                ("UPSERT_RESERVATION", [r for u in units for r in u.reservations]),
-                ("UPSERT_POOL", [r for u in units for r in u.pools]),
-                ("INSERT_LEDGER", [r for u in units for r in u.ledger]),
-                ("INSERT_KEY", [r for u in units for r in u.keys]),
-                ("INSERT_OUTBOX", outbox),
-            ):
-                if rows:
-                    await conn.executemany(_N[name], rows)
+        # Upserts keep the last version of a row: one statement may not update a row twice.
+        tables = {
+            "customers": _last({u.customer[0]: u.customer for u in units}),
+            "grants": _last({r[:2]: r for u in units for r in u.grants}),
+            "reservations": _last({r[:2]: r for u in units for r in u.reservations}),
+            "pools": _last({r[:3]: r for u in units for r in u.pools}),
+            "ledger": [r for u in units for r in u.ledger],
+            "idempotency_keys": [r for u in units for r in u.keys],
+            "outbox": outbox,
+        }
+        params = []
+        for table, _columns, types, _key in _BULK:
+            rows = tables[table]
+            columns = list(zip(*rows)) if rows else [()] * len(types)
+            params.extend(list(col) for col in columns)
+        async with self._pool.acquire() as conn:
+            await conn.execute(_FLUSH, *params)
 
     async def purge(self, before_ms: int, limit: int) -> int:
         assert self._pool is not None

@@ -101,10 +101,13 @@ class Runtime:
         pending_max: int = 200_000,
         resident_max: int = 200_000,
         batch_max: int = 512,
-        workers_count: int = 32,
+        workers_count: int = 128,
         passivate_after_ms: int | None = 600_000,
         keys_cached_max: int = 100_000,
         timer_horizon_ms: int = 3_600_000,
+        key_retention_ms: int = 7 * 24 * 3_600_000,
+        purge_every_ms: int = 3_600_000,
+        purge_rows_max: int = 10_000,
         on_committed: Callable[[str, Effects], None] | None = None,
     ) -> None:
         assert mailbox_max > 0 and pending_max > 0 and resident_max > 0 and batch_max > 0
@@ -123,6 +126,13 @@ class Runtime:
         # How far ahead timers are read from the store (`due_customers`), so start-up
         # finds due customers through an index instead of loading every customer.
         self.timer_horizon_ms = timer_horizon_ms
+        # Idempotency keys are remembered at least this long; then the purge job deletes
+        # them (and settled reservations) from the store, at most `purge_rows_max` rows
+        # per step so it never holds a long transaction.
+        assert key_retention_ms > 0 and purge_every_ms > 0 and purge_rows_max > 0
+        self.key_retention_ms = key_retention_ms
+        self.purge_every_ms = purge_every_ms
+        self.purge_rows_max = purge_rows_max
         # Called synchronously after each durable batch: where the outbox relay, feed and
         # webhooks will hook in. Must not block.
         self.on_committed = on_committed
@@ -152,6 +162,8 @@ class Runtime:
         self._tg.start_soon(self._timer_loop)
         if hasattr(self.store, "due_customers"):
             self._tg.start_soon(self._timer_recovery)
+        if hasattr(self.store, "purge"):
+            self._tg.start_soon(self._purger)
         if self.passivate_after_ms is not None:
             self._tg.start_soon(self._janitor)
         return self
@@ -347,6 +359,25 @@ class Runtime:
             for customer_id, at in due:
                 self._schedule_timer(customer_id, at)
             await anyio.sleep(self.timer_horizon_ms / 2000)
+
+    async def purge_once(self) -> int:
+        """One bounded purge round; returns the rows removed (tests call it directly)."""
+        before = self.clock.now_ms() - self.key_retention_ms
+        removed = 0
+        for _ in range(100):  # at most 100 steps per round; the rest waits for the next
+            step = await self.store.purge(before, self.purge_rows_max)  # type: ignore[attr-defined]
+            removed += step
+            if step < self.purge_rows_max:
+                break
+        return removed
+
+    async def _purger(self) -> None:
+        while True:
+            await anyio.sleep(self.purge_every_ms / 1000)
+            try:
+                await self.purge_once()
+            except StoreUnavailable:
+                pass  # the next round tries again
 
     def _finish(self, actor: _Actor, batch: list[_Call]) -> None:
         self._pending -= len(batch)

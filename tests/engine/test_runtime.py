@@ -10,10 +10,10 @@ opens.
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import random
 import typing
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,11 @@ from persistence import MemoryStore
 
 pytestmark = pytest.mark.anyio
 
+# A broken runtime tends to hang a test (a reply that never comes) rather than fail it.
+# Every async test runs under this real-time limit so that it fails instead; it is a guard,
+# never a means of synchronization (each test takes well under two seconds).
+GUARD_S = 60
+
 CUR = "credits"
 CORE_DIR = Path(__file__).resolve().parents[2] / "engine" / "core"
 
@@ -73,9 +78,9 @@ class BlockingStore:
     commits waiting at the gate right now. `fail_next` makes the next N commits (after the
     gate) raise StoreUnavailable without writing anything.
 
-    The inner MemoryStore takes its copy of the rows after the gate. That is within the
-    store contract: the actor does not touch a customer's state while its batch is in
-    flight.
+    Every other attribute is the inner MemoryStore's. The inner store takes its copy of the
+    rows after the gate. That is within the store contract: the actor does not touch a
+    customer's state while its batch is in flight.
     """
 
     def __init__(self, inner: MemoryStore | None = None) -> None:
@@ -92,6 +97,11 @@ class BlockingStore:
         gate, self._gate = self._gate, None
         assert gate is not None, "not armed"
         gate.set()
+
+    def __getattr__(self, name: str) -> Any:
+        # Everything but commit behaves exactly as the MemoryStore (lookup_keys,
+        # due_customers, ...), so the runtime sees the same optional capabilities.
+        return getattr(self.inner, name)
 
     async def load(self, customer_id: str) -> CustomerState:
         return await self.inner.load(customer_id)
@@ -155,19 +165,18 @@ def without_timestamp(view: BalanceView) -> dict[str, Any]:
     return d
 
 
-def submit_refused_at_the_door(rt: Runtime, cid: str, command: Command,
-                               **kw: Any) -> BaseException:
-    """Run `rt.submit` for one step without yielding to the event loop and return what it
-    raised. A submit that is refused "immediately" must raise on that first step; one that
-    queued the command and waits would suspend instead, and that fails the test."""
-    coro: Coroutine[Any, Any, Reply] = rt.submit(cid, command, **kw)
-    try:
-        coro.send(None)
-    except StopIteration:  # pragma: no cover - only on a broken runtime
+async def submit_refused_at_the_door(rt: Runtime, cid: str, command: Command,
+                                     **kw: Any) -> Exception:
+    """Submit inside an already-cancelled scope and return what it raised. A submit that is
+    refused "immediately" raises before its first checkpoint; one that queued the command
+    and waits for a reply is cancelled at that wait instead, and that fails the test."""
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        try:
+            await rt.submit(cid, command, **kw)
+        except Exception as exc:  # noqa: BLE001 - returned for the caller to check
+            return exc
         pytest.fail("submit returned a reply without waiting for a commit")
-    except BaseException as exc:  # noqa: BLE001 - returned for the caller to check
-        return exc
-    coro.close()
     pytest.fail("submit queued the command and waited instead of refusing it at once")
 
 
@@ -457,7 +466,7 @@ async def test_mailbox_max_overload_and_statistics() -> None:
                 3, 3, 3, 4, True)
             assert rt.runtime_statistics().pending == 4
 
-            exc = submit_refused_at_the_door(rt, "c1", consume(10, key="k4"))
+            exc = await submit_refused_at_the_door(rt, "c1", consume(10, key="k4"))
             assert isinstance(exc, Overloaded), exc
             assert exc.retry_after_s > 0
             s = rt.statistics("c1")
@@ -500,9 +509,9 @@ async def test_pending_max_overload() -> None:
                 s = rt.statistics(cid)
                 assert (s.fill, s.peak, s.waiting_senders) == (1, 1, 2)
 
-            exc = submit_refused_at_the_door(rt, "c", grant("g", 5))
+            exc = await submit_refused_at_the_door(rt, "c", grant("g", 5))
             assert isinstance(exc, Overloaded), exc
-            exc = submit_refused_at_the_door(rt, "a", consume(1, key="a3"))
+            exc = await submit_refused_at_the_door(rt, "a", consume(1, key="a3"))
             assert isinstance(exc, Overloaded), exc
             stats = rt.runtime_statistics()
             assert stats.pending == 4 and stats.overloads == 2
@@ -530,7 +539,7 @@ async def test_resident_max_overload_when_nobody_is_idle() -> None:
             tg.start_soon(res.run, "b", "b", grant("g", 10))
             await settle()
             assert store.blocked == 2
-            exc = submit_refused_at_the_door(rt, "c", grant("g", 10))
+            exc = await submit_refused_at_the_door(rt, "c", grant("g", 10))
             assert isinstance(exc, Overloaded), exc
             stats = rt.runtime_statistics()
             assert stats.resident == 2 and stats.overloads == 1 and stats.passivations == 0
@@ -1031,3 +1040,20 @@ async def test_shutdown_wakes_every_waiting_caller() -> None:
     assert isinstance(outcome.get("in_flight"), EngineClosed), outcome
     assert isinstance(outcome.get("queued"), EngineClosed), outcome
     assert entries_of(store, "c1", L.CREDITS_CONSUMED) == []
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def _guarded(test: Any) -> Any:
+    @functools.wraps(test)
+    async def guarded(*args: Any, **kwargs: Any) -> None:
+        with anyio.fail_after(GUARD_S):
+            await test(*args, **kwargs)
+
+    return guarded
+
+
+for _name, _test in list(globals().items()):
+    if _name.startswith("test_") and inspect.iscoroutinefunction(_test):
+        globals()[_name] = _guarded(_test)
