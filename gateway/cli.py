@@ -9,12 +9,16 @@ __all__ = ["main"]
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # The HTTP gateway lands with issue 4; until then `serve` runs the engine with the
-    # in-process store and says so, rather than pretending to listen.
-    from engine import __version__
+    import uvicorn
 
-    print(f"creditd {__version__}: the HTTP gateway is not built yet (issue 4). "
-          "The engine and its benchmark are available: python scripts/bench_engine.py")
+    from gateway.app import create_app
+    from gateway.config import Settings
+    from gateway.logs import configure_logging
+
+    configure_logging()
+    settings = Settings.from_env(host=args.host, port=args.port, database_url=args.database_url)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level="warning", access_log=False, lifespan="on")
     return 0
 
 
@@ -45,9 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="run the server")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--database-url", default=None)
+    serve.add_argument("--host", default=None, help="default $CREDITD_HOST or 127.0.0.1")
+    serve.add_argument("--port", type=int, default=None, help="default $CREDITD_PORT or 8000")
+    serve.add_argument("--database-url", default=None,
+                       help="default $CREDITD_DATABASE_URL or sqlite:///data/creditd.db")
     serve.set_defaults(func=_serve)
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     migrate.add_argument("--database-url", default=None,

@@ -113,6 +113,17 @@ class DurableStore:
     async def _fetch(self, query: str, *params: Any) -> Sequence[Sequence[Any]]:
         raise NotImplementedError
 
+    async def execute(self, query: str, *params: Any) -> int:
+        """One statement outside the group commit (catalog writes: rare, admin-paced).
+        Returns the number of rows it changed."""
+        raise NotImplementedError
+
+    async def fetch(self, query: str, *params: Any) -> Sequence[Sequence[Any]]:
+        try:
+            return await self._fetch(query, *params)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
     async def _write(self, units: list[Unit], first_outbox_id: int) -> None:
         """Write every unit in one transaction, outbox ids from `first_outbox_id` on."""
         raise NotImplementedError

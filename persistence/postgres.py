@@ -147,6 +147,15 @@ class PostgresStore(DurableStore):
         async with self._pool.acquire() as conn:
             await conn.execute(_FLUSH, *params)
 
+    async def execute(self, query: str, *params: Any) -> int:
+        assert self._pool is not None
+        try:
+            status = await self._pool.execute(sql.numbered(query), *params)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        last = status.split()[-1]
+        return int(last) if last.isdigit() else 0
+
     async def purge(self, before_ms: int, limit: int) -> int:
         assert self._pool is not None
         removed = 0

@@ -120,6 +120,40 @@ _COMMON_V1 = [
 ]
 
 
+# v2: what the HTTP gateway keeps per environment (API keys, currencies, customer profiles).
+# Customer profiles are a JSON document: the contract's Customer has many optional fields
+# that are stored and returned, never computed on.
+_COMMON_V2 = [
+    """CREATE TABLE api_keys (
+        key_hash TEXT PRIMARY KEY,
+        environment TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    )""",
+    """CREATE TABLE currencies (
+        environment TEXT NOT NULL,
+        id TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        archived_at BIGINT,
+        PRIMARY KEY (environment, id)
+    )""",
+    "CREATE INDEX currencies_list ON currencies (environment, created_at, id)",
+    """CREATE TABLE customer_profiles (
+        environment TEXT NOT NULL,
+        id TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        archived_at BIGINT,
+        PRIMARY KEY (environment, id)
+    )""",
+    "CREATE INDEX customer_profiles_list ON customer_profiles (environment, created_at, id)",
+    # Voiding names only the grant, so the gateway finds its customer by grant id.
+    "CREATE INDEX grants_by_id ON grants (id)",
+]
+
+
 def _dialect(statements: list[str], dialect: str) -> list[str]:
     if dialect == "postgresql":
         return [s.replace("BYTES", "BYTEA") for s in statements]
@@ -127,8 +161,8 @@ def _dialect(statements: list[str], dialect: str) -> list[str]:
 
 
 MIGRATIONS: dict[str, list[list[str]]] = {
-    "sqlite": [_dialect(_COMMON_V1, "sqlite")],
-    "postgresql": [_dialect(_COMMON_V1, "postgresql")],
+    "sqlite": [_dialect(_COMMON_V1, "sqlite"), _dialect(_COMMON_V2, "sqlite")],
+    "postgresql": [_dialect(_COMMON_V1, "postgresql"), _dialect(_COMMON_V2, "postgresql")],
 }
-LATEST_VERSION = 1
+LATEST_VERSION = 2
 assert all(len(m) == LATEST_VERSION for m in MIGRATIONS.values())

@@ -114,6 +114,17 @@ class SQLiteStore(DurableStore):
                         pass
                 raise
 
+    async def execute(self, query: str, *params: Any) -> int:
+        assert self._wdb is not None
+        try:
+            async with self._wlock:
+                cursor = await self._wdb.execute(query, params)
+                count = cursor.rowcount
+                await cursor.close()
+                return count
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
     async def purge(self, before_ms: int, limit: int) -> int:
         assert self._wdb is not None
         async with self._wlock:

@@ -1,0 +1,131 @@
+"""The Litestar application: lifespan (store + runtime), authentication, routes.
+
+Request bodies are decoded by `gateway.wire.decode` (msgspec, Decimal amounts, errors that
+name the field) and responses encoded by `ok()` (msgspec, Decimal as JSON numbers), so
+amounts never pass through a binary float in either direction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Litestar, Request, Response, get
+from litestar.config.app import AppConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+
+from engine.runtime import Runtime
+from gateway.catalog import Catalog
+from gateway.config import Settings
+from gateway.errors import ApiError, exception_handlers
+from persistence import open_store
+
+__all__ = ["create_app", "ok", "Services", "services", "environment", "PUBLIC_PATHS"]
+
+log = structlog.get_logger("creditd.gateway")
+_encode = msgspec.json.Encoder(decimal_format="number").encode
+
+PUBLIC_PATHS = ("/health", "/ready", "/schema")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Any
+    runtime: Runtime
+    catalog: Catalog
+
+
+def ok(data: Any, status: int = 200, pagination: dict[str, Any] | None = None) -> Response:
+    body: dict[str, Any] = {"data": data}
+    if pagination is not None:
+        body["pagination"] = pagination
+    return Response(content=_encode(body), status_code=status, media_type="application/json")
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def environment(request: Request) -> str:
+    return request.state.environment
+
+
+async def _authenticate(request: Request) -> None:
+    """Every API call needs X-API-KEY; its environment scopes all data of the request."""
+    path = request.url.path
+    request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    structlog.contextvars.bind_contextvars(request_id=request.state.request_id)
+    if path.startswith(PUBLIC_PATHS):
+        return
+    key = request.headers.get("x-api-key")
+    if not key:
+        raise ApiError(401, "Unauthenticated", "the X-API-KEY header is missing", "X-API-KEY")
+    env = services(request).catalog.environment_of(key)
+    if env is None:
+        raise ApiError(401, "Unauthenticated", "the API key is not valid", "X-API-KEY")
+    asked = request.headers.get("x-environment-id")
+    if asked is not None and asked != env:
+        raise ApiError(403, "Forbidden",
+                       "X-ENVIRONMENT-ID does not match the API key's environment",
+                       "X-ENVIRONMENT-ID")
+    request.state.environment = env
+
+
+@get("/health", include_in_schema=False)
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/ready", include_in_schema=False)
+async def ready(request: Request) -> Response:
+    try:
+        await services(request).store.fetch("SELECT 1")
+    except Exception as exc:  # any failure to reach the database means "not ready"
+        return Response({"status": "unavailable", "reason": str(exc)}, status_code=503)
+    return Response({"status": "ready"})
+
+
+def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = None) -> Litestar:
+    from gateway.routes import ROUTES
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        store = open_store(settings.database_url, durability=settings.durability)
+        async with store:
+            catalog = Catalog(store)
+            await catalog.load_keys()
+            for entry in settings.api_keys:
+                env, _, key = entry.rpartition(":")
+                await catalog.add_key(key, env or "default")
+            if not catalog.has_keys():
+                key = Catalog.new_key()
+                await catalog.add_key(key, "default")
+                # Printed once: only its hash is stored.
+                print(f"creditd: generated an API key for environment 'default': {key}\n"
+                      "creditd: it is stored hashed and will not be shown again.", flush=True)
+            async with Runtime(store, **(runtime_options or {})) as runtime:
+                app.state.services = Services(settings, store, runtime, catalog)
+                log.info("creditd ready", database=settings.database_url or "default")
+                yield
+
+    def _on_app_init(config: AppConfig) -> AppConfig:
+        config.before_request = _authenticate
+        return config
+
+    return Litestar(
+        route_handlers=[health, ready, *ROUTES],
+        lifespan=[lifespan],
+        exception_handlers=exception_handlers,  # type: ignore[arg-type]
+        on_app_init=[_on_app_init],
+        request_max_body_size=settings.body_bytes_max,
+        openapi_config=OpenAPIConfig(title="creditd", version="0.1.0", path="/schema",
+                                     render_plugins=[SwaggerRenderPlugin()]),
+        debug=False,
+    )

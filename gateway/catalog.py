@@ -1,0 +1,149 @@
+"""Environment-scoped records the gateway keeps beside the engine: API keys, custom
+currencies and customer profiles. They change at admin pace, so they are written with
+single statements outside the group commit, and currencies are cached in memory (the
+consumption path checks one on every request)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from typing import Any
+
+import msgspec
+
+__all__ = ["Catalog", "Page", "hash_key", "now_ms"]
+
+_json = msgspec.json.Encoder(order="deterministic").encode
+_unjson = msgspec.json.decode
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def hash_key(key: str) -> str:
+    # API keys are random 32-byte tokens, so a plain SHA-256 is the right hash: nothing to
+    # brute-force, and it lets us look a key up by its hash in constant time.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Page(msgspec.Struct, frozen=True):
+    items: list[dict[str, Any]]
+    next: str | None
+    prev: str | None
+
+
+def _cursor(created_at: int, ident: str) -> str:
+    return f"{created_at}.{ident}"
+
+
+def _parse_cursor(cursor: str) -> tuple[int, str]:
+    created, _, ident = cursor.partition(".")
+    return int(created), ident
+
+
+class Catalog:
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self._currencies: dict[tuple[str, str], dict[str, Any]] = {}
+        self._keys: dict[str, str] = {}  # key hash -> environment
+
+    # -- API keys -------------------------------------------------------------------------
+
+    async def load_keys(self) -> None:
+        rows = await self.store.fetch("SELECT key_hash, environment FROM api_keys")
+        self._keys = {r[0]: r[1] for r in rows}
+
+    async def add_key(self, key: str, environment: str) -> None:
+        digest = hash_key(key)
+        await self.store.execute(
+            "INSERT INTO api_keys (key_hash, environment, created_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (key_hash) DO UPDATE SET environment = excluded.environment",
+            digest, environment, now_ms())
+        self._keys[digest] = environment
+
+    def has_keys(self) -> bool:
+        return bool(self._keys)
+
+    def environment_of(self, key: str) -> str | None:
+        digest = hash_key(key)
+        # Compare against every stored hash in constant time, so response timing says
+        # nothing about how much of a key matched.
+        found = None
+        for stored, environment in self._keys.items():
+            if hmac.compare_digest(stored, digest):
+                found = environment
+        return found
+
+    @staticmethod
+    def new_key() -> str:
+        return "cd_" + secrets.token_urlsafe(32)
+
+    # -- documents (currencies, customer profiles) ----------------------------------------
+
+    async def get(self, table: str, environment: str, ident: str) -> dict[str, Any] | None:
+        if table == "currencies" and (environment, ident) in self._currencies:
+            return self._currencies[(environment, ident)]
+        rows = await self.store.fetch(
+            f"SELECT doc FROM {table} WHERE environment = ? AND id = ?", environment, ident)
+        if not rows:
+            return None
+        doc = _unjson(rows[0][0])
+        if table == "currencies":
+            self._currencies[(environment, ident)] = doc
+        return doc
+
+    async def insert(self, table: str, environment: str, doc: dict[str, Any]) -> bool:
+        """False if a document with this id exists already."""
+        count = await self.store.execute(
+            f"INSERT INTO {table} (environment, id, doc, created_at, updated_at, archived_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (environment, id) DO NOTHING",
+            environment, doc["id"], _json(doc).decode(), doc["_createdAt"], doc["_updatedAt"],
+            doc.get("_archivedAt"))
+        if count and table == "currencies":
+            self._currencies[(environment, doc["id"])] = doc
+        return bool(count)
+
+    async def replace(self, table: str, environment: str, doc: dict[str, Any]) -> None:
+        await self.store.execute(
+            f"UPDATE {table} SET doc = ?, updated_at = ?, archived_at = ? "
+            "WHERE environment = ? AND id = ?",
+            _json(doc).decode(), doc["_updatedAt"], doc.get("_archivedAt"), environment,
+            doc["id"])
+        if table == "currencies":
+            self._currencies[(environment, doc["id"])] = doc
+
+    async def page(self, table: str, environment: str, limit: int, after: str | None,
+                   before: str | None, archived: bool | None = None) -> Page:
+        """Cursor pagination in creation order; cursors are opaque `createdAt.id`."""
+        where = ["environment = ?"]
+        params: list[Any] = [environment]
+        if archived is True:
+            where.append("archived_at IS NOT NULL")
+        elif archived is False:
+            where.append("archived_at IS NULL")
+        order = "ASC"
+        if after:
+            created, ident = _parse_cursor(after)
+            where.append("(created_at > ? OR (created_at = ? AND id > ?))")
+            params += [created, created, ident]
+        elif before:
+            created, ident = _parse_cursor(before)
+            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            params += [created, created, ident]
+            order = "DESC"
+        rows = await self.store.fetch(
+            f"SELECT doc, created_at, id FROM {table} WHERE {' AND '.join(where)} "
+            f"ORDER BY created_at {order}, id {order} LIMIT ?", *params, limit + 1)
+        more = len(rows) > limit
+        rows = list(rows[:limit])
+        if order == "DESC":
+            rows.reverse()
+        items = [_unjson(r[0]) for r in rows]
+        first = _cursor(rows[0][1], rows[0][2]) if rows else None
+        last = _cursor(rows[-1][1], rows[-1][2]) if rows else None
+        if order == "ASC":
+            return Page(items, last if more else None, first if after else None)
+        return Page(items, last, first if more else None)

@@ -1,0 +1,8 @@
+"""Route handlers by area; `ROUTES` is what the app mounts."""
+
+from gateway.routes.credits import ROUTES as _CREDITS
+from gateway.routes.currencies import ROUTES as _CURRENCIES
+from gateway.routes.customers import ROUTES as _CUSTOMERS
+from gateway.routes.entitlements import ROUTES as _ENTITLEMENTS
+
+ROUTES = [*_CURRENCIES, *_CUSTOMERS, *_CREDITS, *_ENTITLEMENTS]

@@ -1,0 +1,445 @@
+"""Credits: grants (create, list, void), ledger, consumption, balance summary.
+
+Writes go through the customer's actor (serialized, acknowledged once durable); lists read
+the durable rows straight from the store, so they show exactly what was acknowledged.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+import anyio
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.params import Parameter
+
+from engine.core.commands import (
+    BalancesReply,
+    Release,
+    ReleaseReply,
+    BalanceView,
+    Consume,
+    ConsumeReply,
+    CreateGrant,
+    GetBalances,
+    GrantReply,
+    Refused,
+    VoidGrant,
+)
+from engine.core.model import GrantType
+from gateway.app import environment, ok, services
+from gateway.errors import ApiError, bad_input, from_refusal
+from gateway.routes.common import engine_id, require_currency, require_customer
+from gateway.wire import amount_in, amount_out, decode, iso, limit_in, parse_time
+from persistence import codec, sql
+
+__all__ = ["ROUTES", "grant_json", "balance_json"]
+
+# Query parameters are camelCase on the wire.
+CustomerQ = Annotated[str | None, Parameter(query="customerId")]
+CurrencyQ = Annotated[str | None, Parameter(query="currencyId")]
+ResourceQ = Annotated[str | None, Parameter(query="resourceId")]
+EventTypeQ = Annotated[str | None, Parameter(query="eventType")]
+ReservationQ = Annotated[str | None, Parameter(query="reservationId")]
+
+
+class Cost(msgspec.Struct, forbid_unknown_fields=True):
+    amount: Decimal
+    currency: str
+
+
+class GrantCreate(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    amount: Decimal
+    currency_id: str
+    customer_id: str
+    display_name: str
+    grant_type: Literal["PAID", "PROMOTIONAL"]
+    await_payment_confirmation: bool = False
+    billing_information: dict[str, Any] | None = None
+    comment: str | None = None
+    cost: Cost | None = None
+    effective_at: str | None = None
+    expire_at: str | None = None
+    metadata: dict[str, str] | None = None
+    payment_collection_method: Literal["CHARGE", "INVOICE", "NONE"] | None = None
+    priority: int = 50
+    resource_id: str | None = None
+
+
+class ConsumptionCreate(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    amount: Decimal
+    currency_id: str
+    customer_id: str
+    idempotency_key: str
+    created_at: str | None = None
+    dimensions: dict[str, str | int | float | bool] | None = None
+    resource_id: str | None = None
+
+
+def grant_json(customer_id: str, g: Any) -> dict[str, Any]:
+    """A GrantView (engine) or GrantRow (store) as the contract's CreditGrant."""
+    consumed = getattr(g, "consumed_amount", None)
+    if consumed is None:
+        consumed = g.consumed
+    return {
+        "id": g.id,
+        "customerId": customer_id,
+        "currencyId": g.currency_id,
+        "resourceId": g.resource_id,
+        "amount": amount_out(g.amount),
+        "consumedAmount": amount_out(consumed),
+        "grantType": g.grant_type,
+        "status": g.status,
+        "priority": g.priority,
+        "effectiveAt": iso(g.effective_at),
+        "expireAt": iso(g.expire_at),
+        "createdAt": iso(g.created_at),
+        "updatedAt": iso(g.updated_at),
+        "voidedAt": iso(g.voided_at),
+        "cost": {"amount": amount_out(g.cost_amount or 0), "currency": g.cost_currency or "usd"},
+        "displayName": g.display_name,
+        "comment": g.comment,
+        "metadata": dict(g.metadata or {}),
+        "paymentCollection": "PROCESSING" if g.status == "PAYMENT_PENDING" else "NOT_REQUIRED",
+        "invoiceId": None,
+        "latestInvoice": None,
+        "sourceType": None,
+        "syncStates": [],
+    }
+
+
+def balance_json(b: BalanceView) -> dict[str, Any]:
+    return {
+        "currentBalance": amount_out(b.current_balance),
+        "totalConsumed": amount_out(b.total_consumed),
+        "totalGranted": amount_out(b.total_granted),
+        "reserved": amount_out(b.reserved),
+        "resourceId": b.resource_id,
+    }
+
+
+def credit_json(b: BalanceView) -> dict[str, Any]:
+    """The contract's `credit` usage block: usageLimit − currentUsage is what can still be
+    consumed now (the current balance)."""
+    return {
+        "currencyId": b.currency_id,
+        "currentUsage": amount_out(b.total_consumed),
+        "usageLimit": amount_out(b.total_consumed + max(b.current_balance, 0)),
+        "timestamp": iso(b.timestamp),
+        "usagePeriodEnd": None,
+    }
+
+
+def _unwrap(reply: Any) -> Any:
+    if isinstance(reply, Refused):
+        raise from_refusal(reply)
+    return reply
+
+
+@post("/api/v1/credits/grants")
+async def create_grant(request: Request) -> Response:
+    body = decode(await request.body(), GrantCreate)
+    env = environment(request)
+    await require_customer(request, body.customer_id)
+    await require_currency(request, body.currency_id)
+    if not 0 <= body.priority <= 100:
+        raise bad_input("must be an integer from 0 to 100", "priority")
+    command = CreateGrant(
+        grant_id=str(uuid.uuid4()),
+        currency_id=body.currency_id,
+        resource_id=body.resource_id,
+        amount=amount_in(body.amount, "amount"),
+        grant_type=GrantType(body.grant_type),
+        display_name=body.display_name,
+        priority=body.priority,
+        effective_at=parse_time(body.effective_at, "effectiveAt"),
+        expire_at=parse_time(body.expire_at, "expireAt"),
+        cost_amount=amount_in(body.cost.amount, "cost.amount", allow_zero=True) if body.cost else None,
+        cost_currency=body.cost.currency if body.cost else None,
+        comment=body.comment,
+        metadata=body.metadata,
+        await_payment=body.await_payment_confirmation,
+    )
+    reply: GrantReply = _unwrap(await services(request).runtime.submit(
+        engine_id(env, body.customer_id), command))
+    return ok(grant_json(body.customer_id, reply.grant))
+
+
+@post("/api/v1/credits/grants/{grant_id:str}/void")
+async def void_grant(request: Request, grant_id: str) -> Response:
+    env = environment(request)
+    rows = await services(request).store.fetch(
+        "SELECT customer_id FROM grants WHERE id = ? AND customer_id LIKE ?", grant_id,
+        env.replace("%", r"\%").replace("_", r"\_") + "/%")
+    if not rows:
+        raise ApiError(404, "CreditGrantNotFound", f"grant {grant_id!r} was not found", "id")
+    customer = rows[0][0]
+    reply: GrantReply = _unwrap(await services(request).runtime.submit(
+        customer, VoidGrant(grant_id=grant_id)))
+    return ok(grant_json(customer.split("/", 1)[1], reply.grant))
+
+
+@get("/api/v1/credits/grants")
+async def list_grants(request: Request, customer_id: CustomerQ = None,
+                      currency_id: CurrencyQ = None, resource_id: ResourceQ = None,
+                      limit: int | None = None, after: str | None = None,
+                      before: str | None = None) -> Response:
+    if not customer_id:
+        raise bad_input("is required", "customerId")
+    env = environment(request)
+    await require_customer(request, customer_id, allow_archived=True)
+    where = ["customer_id = ?"]
+    params: list[Any] = [engine_id(env, customer_id)]
+    if currency_id:
+        where.append("currency_id = ?")
+        params.append(currency_id)
+    if resource_id:
+        where.append("resource_id = ?")
+        params.append(resource_id)
+    for op, symbol in (("gt", ">"), ("gte", ">="), ("lt", "<"), ("lte", "<=")):
+        value = request.query_params.get(f"createdAt[{op}]")
+        if value is not None:
+            where.append(f"created_at {symbol} ?")
+            params.append(parse_time(value, f"createdAt[{op}]"))
+    size = limit_in(limit)
+    order = "ASC"
+    if after or before:
+        created, _, ident = (after or before or "").partition(".")
+        if not created.isdigit():
+            raise bad_input("is not a cursor this server issued", "after" if after else "before")
+        cmp = ">" if after else "<"
+        where.append(f"(created_at {cmp} ? OR (created_at = ? AND id {cmp} ?))")
+        params += [int(created), int(created), ident]
+        order = "ASC" if after else "DESC"
+    rows = await services(request).store.fetch(
+        f"SELECT {', '.join(sql.GRANT_COLUMNS)} FROM grants WHERE {' AND '.join(where)} "
+        f"ORDER BY created_at {order}, id {order} LIMIT ?", *params, size + 1)
+    more = len(rows) > size
+    rows = list(rows[:size])
+    if order == "DESC":
+        rows.reverse()
+    grants = [codec.grant_from(r) for r in rows]
+    cursors = [f"{g.created_at}.{g.id}" for g in grants]
+    if order == "ASC":
+        pagination = {"next": cursors[-1] if more and cursors else None,
+                      "prev": cursors[0] if after and cursors else None}
+    else:
+        pagination = {"next": cursors[-1] if cursors else None,
+                      "prev": cursors[0] if more and cursors else None}
+    return ok([grant_json(customer_id, g) for g in grants], pagination=pagination)
+
+
+_EVENT_TYPES = {t.value for t in codec.LedgerEventType}
+
+
+@get("/api/v1/credits/ledger")
+async def list_ledger(request: Request, customer_id: CustomerQ = None,
+                      currency_id: CurrencyQ = None, resource_id: ResourceQ = None,
+                      event_type: EventTypeQ = None, reservation_id: ReservationQ = None,
+                      limit: int | None = None, after: str | None = None,
+                      before: str | None = None) -> Response:
+    """Newest first; cursors are ledger sequence numbers."""
+    if not customer_id:
+        raise bad_input("is required", "customerId")
+    env = environment(request)
+    await require_customer(request, customer_id, allow_archived=True)
+    where = ["customer_id = ?"]
+    params: list[Any] = [engine_id(env, customer_id)]
+    if event_type:
+        types = [t.strip() for t in event_type.split(",") if t.strip()]
+        unknown = [t for t in types if t not in _EVENT_TYPES]
+        if unknown:
+            raise bad_input(f"unknown event type {unknown[0]!r}", "eventType")
+        where.append(f"event_type IN ({', '.join('?' for _ in types)})")
+        params += types
+    for column, value in (("currency_id", currency_id), ("resource_id", resource_id),
+                          ("reservation_id", reservation_id)):
+        if value:
+            where.append(f"{column} = ?")
+            params.append(value)
+    size = limit_in(limit)
+    order = "DESC"
+    for name, cursor in (("after", after), ("before", before)):
+        if cursor is not None and not cursor.isdigit():
+            raise bad_input("is not a cursor this server issued", name)
+    if after:
+        where.append("seq < ?")
+        params.append(int(after))
+    elif before:
+        where.append("seq > ?")
+        params.append(int(before))
+        order = "ASC"
+    rows = await services(request).store.fetch(
+        f"SELECT {', '.join(sql.LEDGER_COLUMNS)} FROM ledger WHERE {' AND '.join(where)} "
+        f"ORDER BY seq {order} LIMIT ?", *params, size + 1)
+    more = len(rows) > size
+    entries = [codec.entry_from(r) for r in rows[:size]]
+    if order == "ASC":
+        entries.reverse()
+    data = [{
+        "amount": amount_out(e.amount),
+        "creditCurrencyId": e.currency_id,
+        "creditGrantId": e.grant_id,
+        "customerId": customer_id,
+        "eventId": str(e.op_seq),
+        "eventType": e.event_type,
+        "featureId": e.feature_id,
+        "reservationId": e.reservation_id,
+        "resourceId": e.resource_id,
+        "timestamp": iso(e.timestamp),
+        "metadata": None,
+        "breakdown": None,
+    } for e in entries]
+    seqs = [str(e.seq) for e in entries]
+    if order == "DESC":
+        pagination = {"next": seqs[-1] if more and seqs else None,
+                      "prev": seqs[0] if after and seqs else None}
+    else:
+        pagination = {"next": seqs[-1] if seqs else None,
+                      "prev": seqs[0] if more and seqs else None}
+    return ok(data, pagination=pagination)
+
+
+@post("/api/v1/credits/consumption")
+async def consume(request: Request) -> Response:
+    body = decode(await request.body(), ConsumptionCreate)
+    env = environment(request)
+    await require_customer(request, body.customer_id)
+    await require_currency(request, body.currency_id)
+    if not body.idempotency_key:
+        raise bad_input("must not be empty", "idempotencyKey")
+    command = Consume(
+        currency_id=body.currency_id,
+        resource_id=body.resource_id,
+        amount=amount_in(body.amount, "amount"),
+        idempotency_key=body.idempotency_key,
+        dimensions=body.dimensions,
+        created_at=parse_time(body.created_at, "createdAt"),
+    )
+    reply: ConsumeReply = _unwrap(await services(request).runtime.submit(
+        engine_id(env, body.customer_id), command))
+    return ok({
+        "amount": amount_out(reply.amount),
+        "currencyId": body.currency_id,
+        "customerId": body.customer_id,
+        "resourceId": body.resource_id,
+        "timestamp": iso(reply.timestamp),
+        "credit": credit_json(reply.balance),
+        "entities": [],
+    })
+
+
+@get("/api/v1/credits/balance")
+async def balance(request: Request, customer_id: CustomerQ = None,
+                  currency_id: CurrencyQ = None, resource_id: ResourceQ = None) -> Response:
+    """The GraphQL creditBalanceSummary over REST (an extension of the contract)."""
+    if not customer_id:
+        raise bad_input("is required", "customerId")
+    env = environment(request)
+    await require_customer(request, customer_id, allow_archived=True)
+    reply: BalancesReply = _unwrap(await services(request).runtime.submit(
+        engine_id(env, customer_id),
+        GetBalances(currency_id=currency_id, resource_id=resource_id,
+                    match_resource=resource_id is not None)))
+    balances = []
+    for b in reply.balances:
+        currency = await require_currency(request, b.currency_id, allow_archived=True)
+        balances.append({
+            "currency": {"currencyId": b.currency_id, "displayName": currency["displayName"],
+                         "symbol": currency.get("symbol"), "units": currency.get("units")},
+            **balance_json(b),
+        })
+    return ok({"customerId": customer_id, "balances": balances})
+
+
+class ConsumptionBatch(msgspec.Struct, forbid_unknown_fields=True):
+    consumptions: list[ConsumptionCreate]
+
+
+CONSUMPTIONS_MAX = 1000
+
+
+@post("/api/v1/credits/consumption/async")
+async def consume_batch(request: Request) -> Response:
+    """Up to 1,000 consumptions. The whole batch is validated (shapes, amounts, customers,
+    currencies) before any item is applied; then each item is applied and made durable
+    before the reply. Business refusals (e.g. insufficient credits) are per item."""
+    body = decode(await request.body(), ConsumptionBatch)
+    if not 1 <= len(body.consumptions) <= CONSUMPTIONS_MAX:
+        raise bad_input(f"must hold 1 to {CONSUMPTIONS_MAX} items", "consumptions")
+    env = environment(request)
+    commands = []
+    for i, item in enumerate(body.consumptions):
+        at = f"consumptions[{i}]"
+        await require_customer(request, item.customer_id, field=f"{at}.customerId")
+        await require_currency(request, item.currency_id, field=f"{at}.currencyId")
+        if not item.idempotency_key:
+            raise bad_input("must not be empty", f"{at}.idempotencyKey")
+        commands.append((engine_id(env, item.customer_id), Consume(
+            currency_id=item.currency_id, resource_id=item.resource_id,
+            amount=amount_in(item.amount, f"{at}.amount"),
+            idempotency_key=item.idempotency_key, dimensions=item.dimensions,
+            created_at=parse_time(item.created_at, f"{at}.createdAt"))))
+    runtime = services(request).runtime
+    results: list[Any] = [None] * len(commands)
+
+    async def one(i: int, customer: str, command: Consume) -> None:
+        results[i] = await runtime.submit(customer, command)
+
+    async with anyio.create_task_group() as tg:
+        for i, (customer, command) in enumerate(commands):
+            tg.start_soon(one, i, customer, command)
+    refused = [{"index": i, "code": from_refusal(r).code, "message": from_refusal(r).message}
+               for i, r in enumerate(results) if isinstance(r, Refused)]
+    return ok({"accepted": len(results) - len(refused), "refused": refused})
+
+
+class ReleaseBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    consumed_amount: Decimal
+    currency_id: str
+    customer_id: str
+    resource_id: str | None = None
+
+
+@post("/api/v1/credits/reservations/{reservation_id:str}/release")
+async def release_reservation(request: Request, reservation_id: str) -> Response:
+    body = decode(await request.body(), ReleaseBody)
+    env = environment(request)
+    await require_customer(request, body.customer_id)
+    command = Release(reservation_id=reservation_id,
+                      consumed_amount=amount_in(body.consumed_amount, "consumedAmount",
+                                                allow_zero=True),
+                      currency_id=body.currency_id, resource_id=body.resource_id)
+    reply: ReleaseReply = _unwrap(await services(request).runtime.submit(
+        engine_id(env, body.customer_id), command))
+    return ok({"credit": credit_json(reply.balance),
+               "reservation": reservation_json(reply.reservation)})
+
+
+def reservation_json(r: Any) -> dict[str, Any]:
+    return {"id": r.id, "amount": amount_out(r.amount),
+            "consumedAmount": None if r.consumed_amount is None else amount_out(r.consumed_amount),
+            "expiresAt": iso(r.expires_at),
+            "status": "ACTIVE" if r.status == "ACTIVE" else "RELEASED"}
+
+
+@get("/api/v1/credits/auto-recharge")
+async def get_auto_recharge(request: Request, customer_id: CustomerQ = None,
+                            currency_id: CurrencyQ = None) -> Response:
+    """Disabled defaults until auto-recharge lands (issue 8)."""
+    if not customer_id:
+        raise bad_input("is required", "customerId")
+    if not currency_id:
+        raise bad_input("is required", "currencyId")
+    await require_customer(request, customer_id, allow_archived=True)
+    await require_currency(request, currency_id, allow_archived=True)
+    return ok({"id": None, "customerId": customer_id, "currencyId": currency_id,
+               "isEnabled": False, "thresholdType": "CREDIT_AMOUNT", "thresholdValue": 0,
+               "targetBalance": 0, "maxSpendLimit": None, "grantExpirationPeriod": "1_MONTH",
+               "createdAt": None, "updatedAt": None})
+
+
+ROUTES = [create_grant, void_grant, list_grants, list_ledger, consume, consume_batch,
+          release_reservation, balance, get_auto_recharge]

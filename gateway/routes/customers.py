@@ -1,0 +1,101 @@
+"""Customers: provision, retrieve, update, list (cursor), archive, unarchive.
+
+The profile is kept as a document of the fields the client sent (the contract's Customer
+has many optional billing fields that creditd stores and returns but never computes on).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get, patch, post
+
+from gateway.app import environment, ok, services
+from gateway.catalog import now_ms
+from gateway.errors import ApiError, bad_input
+from gateway.routes.common import public, require_customer, stamp
+from gateway.wire import decode, limit_in
+
+__all__ = ["ROUTES"]
+
+_BASE = "/api/v1/customers"
+
+
+class CustomerFields(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_defaults=True):
+    billing_currency: str | None = None
+    billing_id: str | None = None
+    coupon_id: str | None = None
+    default_payment_method: dict[str, Any] | None = None
+    email: str | None = None
+    integrations: list[dict[str, Any]] | None = None
+    language: str | None = None
+    metadata: dict[str, str] | None = None
+    name: str | None = None
+    passthrough: dict[str, Any] | None = None
+    timezone: str | None = None
+
+
+class CustomerCreate(CustomerFields, forbid_unknown_fields=True, rename="camel", omit_defaults=True):
+    id: str = ""
+
+
+def _fields(body: CustomerFields) -> dict[str, Any]:
+    # Only what the client sent: msgspec.to_builtins with omit_defaults drops the rest.
+    return {k: v for k, v in msgspec.to_builtins(body).items() if k != "id"}
+
+
+@post(_BASE)
+async def provision_customer(request: Request) -> Response:
+    body = decode(await request.body(), CustomerCreate)
+    if not body.id or "/" in body.id or len(body.id) > 255:
+        raise bad_input("must be 1-255 characters without '/'", "id")
+    doc = stamp({"id": body.id, "metadata": {}, **_fields(body)}, created=True)
+    if not await services(request).catalog.insert("customer_profiles", environment(request), doc):
+        raise ApiError(409, "DuplicatedEntityNotAllowed", f"customer {body.id!r} exists already",
+                       "id")
+    return ok(public(doc))
+
+
+@get(_BASE + "/{customer_id:str}")
+async def retrieve_customer(request: Request, customer_id: str) -> Response:
+    return ok(public(await require_customer(request, customer_id, field="id",
+                                            allow_archived=True)))
+
+
+@patch(_BASE + "/{customer_id:str}")
+async def update_customer(request: Request, customer_id: str) -> Response:
+    body = decode(await request.body(), CustomerFields)
+    doc = dict(await require_customer(request, customer_id, field="id"))
+    doc.update(_fields(body))
+    await services(request).catalog.replace("customer_profiles", environment(request), stamp(doc))
+    return ok(public(doc))
+
+
+@get(_BASE)
+async def list_customers(request: Request, limit: int | None = None, after: str | None = None,
+                         before: str | None = None) -> Response:
+    page = await services(request).catalog.page(
+        "customer_profiles", environment(request), limit_in(limit), after, before)
+    return ok([public(d) for d in page.items], pagination={"next": page.next, "prev": page.prev})
+
+
+async def _set_archived(request: Request, customer_id: str, archived: bool) -> Response:
+    doc = dict(await require_customer(request, customer_id, field="id", allow_archived=True))
+    doc["_archivedAt"] = now_ms() if archived else None
+    await services(request).catalog.replace("customer_profiles", environment(request), stamp(doc))
+    return ok(public(doc))
+
+
+@post(_BASE + "/{customer_id:str}/archive")
+async def archive_customer(request: Request, customer_id: str) -> Response:
+    return await _set_archived(request, customer_id, True)
+
+
+@post(_BASE + "/{customer_id:str}/unarchive")
+async def unarchive_customer(request: Request, customer_id: str) -> Response:
+    return await _set_archived(request, customer_id, False)
+
+
+ROUTES = [provision_customer, retrieve_customer, update_customer, list_customers,
+          archive_customer, unarchive_customer]

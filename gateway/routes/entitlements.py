@@ -1,0 +1,164 @@
+"""Entitlement checks and lists for credits.
+
+A check with `reserveAmount` is the atomic check-and-hold: the reservation is made in the
+customer's actor, so no concurrent consumption can take the credits between the check and
+the later report. Feature entitlements arrive with the catalog (issue 9); until then a
+feature check answers `FeatureNotFound`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from decimal import Decimal
+from typing import Annotated, Any
+
+from litestar import Request, Response, get
+from litestar.params import Parameter
+
+from engine.core.commands import BalancesReply, BalanceView, GetBalances, Refused, Reserve, ReserveReply
+from gateway.app import environment, ok, services
+from gateway.catalog import now_ms
+from gateway.errors import bad_input, from_refusal
+from gateway.routes.common import engine_id, require_currency
+from gateway.routes.credits import reservation_json
+from gateway.wire import amount_in, amount_out, iso, parse_time
+
+__all__ = ["ROUTES"]
+
+RESERVATION_TTL_S_DEFAULT = 60
+RESERVATION_TTL_S_MAX = 7 * 24 * 3600
+
+
+def _currency_json(doc: dict[str, Any]) -> dict[str, Any]:
+    units = doc.get("units") or {}
+    return {"currencyId": doc["id"], "displayName": doc["displayName"],
+            "description": doc.get("description"), "metadata": doc.get("metadata") or {},
+            "unitPlural": units.get("plural"), "unitSingular": units.get("singular")}
+
+
+def credit_entitlement(currency: dict[str, Any], b: BalanceView | None, *, granted: bool,
+                       denied: str | None, reservation: Any = None) -> dict[str, Any]:
+    consumed = b.total_consumed if b else 0
+    balance = max(b.current_balance, 0) if b else 0
+    updated = iso(b.timestamp) if b else iso(now_ms())
+    return {
+        "type": "CREDIT",
+        "isGranted": granted,
+        "accessDeniedReason": denied,
+        "currency": _currency_json(currency),
+        "currentUsage": amount_out(consumed),
+        "usageLimit": amount_out(consumed + balance),
+        "usageUpdatedAt": updated,
+        "entitlementUpdatedAt": updated,
+        "reservation": reservation_json(reservation) if reservation is not None else None,
+        "reserved": amount_out(b.reserved) if b else 0,
+        "reservedOnExpiredGrants": 0,
+        "usagePeriodEnd": None,
+        "validUntil": None,
+    }
+
+
+async def _customer_state(request: Request, customer_id: str) -> str | None:
+    """The accessDeniedReason for the customer itself, if any."""
+    doc = await services(request).catalog.get("customer_profiles", environment(request),
+                                              customer_id)
+    if doc is None:
+        return "CustomerNotFound"
+    if doc.get("_archivedAt") is not None:
+        return "CustomerIsArchived"
+    return None
+
+
+@get("/api/v1/customers/{customer_id:str}/entitlements/check")
+async def check_entitlement(
+    request: Request,
+    customer_id: str,
+    currency_id: Annotated[str | None, Parameter(query="currencyId")] = None,
+    feature_id: Annotated[str | None, Parameter(query="featureId")] = None,
+    requested_usage: Annotated[Decimal | None, Parameter(query="requestedUsage")] = None,
+    reserve_amount: Annotated[Decimal | None, Parameter(query="reserveAmount")] = None,
+    reservation_ttl_seconds: Annotated[int | None, Parameter(query="reservationTtlSeconds")] = None,
+    reservation_expires_at: Annotated[str | None, Parameter(query="reservationExpiresAt")] = None,
+    reservation_id: Annotated[str | None, Parameter(query="reservationId")] = None,
+    resource_id: Annotated[str | None, Parameter(query="resourceId")] = None,
+) -> Response:
+    if feature_id is not None and currency_id is None:
+        return ok({"type": "FEATURE", "isGranted": False, "accessDeniedReason": "FeatureNotFound",
+                   "feature": None, "currentUsage": None, "usageLimit": None})
+    if not currency_id:
+        raise bad_input("currencyId or featureId is required", "currencyId")
+    currency = await require_currency(request, currency_id)
+    denied = await _customer_state(request, customer_id)
+    if denied is not None:
+        return ok(credit_entitlement(currency, None, granted=False, denied=denied))
+    runtime = services(request).runtime
+    customer = engine_id(environment(request), customer_id)
+    if reserve_amount is not None:
+        amount = amount_in(reserve_amount, "reserveAmount")
+        if reservation_ttl_seconds is not None and reservation_expires_at is not None:
+            raise bad_input("give reservationTtlSeconds or reservationExpiresAt, not both",
+                            "reservationTtlSeconds")
+        if reservation_expires_at is not None:
+            expires_at = parse_time(reservation_expires_at, "reservationExpiresAt")
+        else:
+            ttl = RESERVATION_TTL_S_DEFAULT if reservation_ttl_seconds is None else reservation_ttl_seconds
+            if not 1 <= ttl <= RESERVATION_TTL_S_MAX:
+                raise bad_input(f"must be from 1 to {RESERVATION_TTL_S_MAX}", "reservationTtlSeconds")
+            expires_at = now_ms() + ttl * 1000
+        # A client-chosen reservationId makes the check idempotent: a retry returns the same
+        # reservation instead of holding twice. The hash covers what the client sent, not
+        # the expiry derived from the clock.
+        key = None if reservation_id is None else f"reserve:{reservation_id}"
+        sent = f"{currency_id}|{resource_id}|{reserve_amount}|{reservation_ttl_seconds}|{reservation_expires_at}"
+        reply = await runtime.submit(customer, Reserve(
+            reservation_id=reservation_id or str(uuid.uuid4()), currency_id=currency_id,
+            resource_id=resource_id, amount=amount, expires_at=expires_at,
+            idempotency_key=key, request_hash=hashlib.sha256(sent.encode()).hexdigest()))
+        if isinstance(reply, Refused):
+            if reply.code != "INSUFFICIENT_CREDITS":
+                raise from_refusal(reply)
+            balances = await runtime.submit(customer, GetBalances(
+                currency_id=currency_id, resource_id=resource_id, match_resource=True))
+            view = balances.balances[0] if isinstance(balances, BalancesReply) and balances.balances else None
+            return ok(credit_entitlement(currency, view, granted=False,
+                                         denied="InsufficientCredits"))
+        assert isinstance(reply, ReserveReply)
+        return ok(credit_entitlement(currency, reply.balance, granted=True, denied=None,
+                                     reservation=reply.reservation))
+    requested = 0 if requested_usage is None else amount_in(requested_usage, "requestedUsage",
+                                                              allow_zero=True)
+    balances = await runtime.submit(customer, GetBalances(
+        currency_id=currency_id, resource_id=resource_id, match_resource=True))
+    assert isinstance(balances, BalancesReply)
+    view = balances.balances[0] if balances.balances else None
+    available = view.current_balance if view else 0
+    # With no requested usage the question is "is there anything left?".
+    granted = available >= requested if requested else available > 0
+    return ok(credit_entitlement(currency, view, granted=granted,
+                                 denied=None if granted else "InsufficientCredits"))
+
+
+@get("/api/v1/customers/{customer_id:str}/entitlements")
+async def list_entitlements(
+    request: Request,
+    customer_id: str,
+    resource_id: Annotated[str | None, Parameter(query="resourceId")] = None,
+) -> Response:
+    denied = await _customer_state(request, customer_id)
+    if denied is not None:
+        return ok({"accessDeniedReason": denied, "entitlements": []})
+    balances = await services(request).runtime.submit(
+        engine_id(environment(request), customer_id),
+        GetBalances(resource_id=resource_id, match_resource=True))
+    assert isinstance(balances, BalancesReply)
+    entitlements = []
+    for view in balances.balances:
+        currency = await require_currency(request, view.currency_id, allow_archived=True)
+        granted = view.current_balance > 0
+        entitlements.append(credit_entitlement(
+            currency, view, granted=granted, denied=None if granted else "InsufficientCredits"))
+    return ok({"accessDeniedReason": None, "entitlements": entitlements})
+
+
+ROUTES = [check_entitlement, list_entitlements]

@@ -1,0 +1,73 @@
+"""Wire helpers: decoding request bodies and query values with errors that name the field,
+time and amount formatting in the contract's shapes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import msgspec
+
+from engine.core.amounts import AmountError, to_units, units_to_json
+from gateway.errors import bad_input, field_of
+
+__all__ = ["decode", "iso", "parse_time", "amount_in", "amount_out", "limit_in"]
+
+T = TypeVar("T")
+_decoders: dict[type, msgspec.json.Decoder] = {}
+
+
+def decode(body: bytes, kind: type[T]) -> T:
+    """Decode a JSON body into `kind` (a msgspec Struct); JSON numbers become Decimal
+    where the Struct says so, so amounts never pass through a binary float."""
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(kind, float_hook=Decimal)
+    if not body:
+        body = b"{}"
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        message, field = field_of(exc)
+        raise bad_input(message, field) from None
+    except msgspec.DecodeError as exc:
+        raise bad_input(f"the body is not valid JSON: {exc}") from None
+
+
+def iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str | None, field: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise bad_input("must be an ISO-8601 date-time", field) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return int(parsed.timestamp() * 1000)
+
+
+def amount_in(value: Any, field: str, *, allow_zero: bool = False) -> int:
+    try:
+        return to_units(value, allow_zero=allow_zero)
+    except AmountError as exc:
+        raise bad_input(exc.reason, field) from None
+
+
+def amount_out(units: int) -> int | Decimal:
+    return units_to_json(units)
+
+
+def limit_in(value: int | None, *, default: int = 20, maximum: int = 100) -> int:
+    if value is None:
+        return default
+    if not 1 <= value <= maximum:
+        raise bad_input(f"must be between 1 and {maximum}", "limit")
+    return value
