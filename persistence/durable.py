@@ -13,7 +13,8 @@ units. A unit is never split across transactions. Limits:
   Overloaded — nothing grows without bound).
 
 Gapless outbox. The single writer assigns outbox ids itself, in flush order, starting
-from max(id)+1 read at start-up; a failed flush resets the counter to where it was. One
+from max(id)+1 read at start-up; after a failed flush (which may have committed even so,
+if only its answer was lost) the next flush re-reads max(id) first. One
 writer per database is what makes the order gapless in commit order; a second process
 writing the same database would need a lock around the flush (scale-out, later).
 
@@ -94,6 +95,7 @@ class DurableStore:
         self._work = anyio.Event()
         self._space = anyio.Event()
         self._next_outbox_id = 1
+        self._outbox_id_uncertain = False
         self._lost: set[str] = set()
         self._unflushed: dict[str, _Batch] = {}  # customer -> last batch holding its rows
         self._inflight: _Batch | None = None
@@ -140,14 +142,20 @@ class DurableStore:
 
     async def __aenter__(self) -> DurableStore:
         await self._connect()
-        version = await self._migrate()
-        if version > LATEST_VERSION:
-            await self._disconnect()
-            raise SchemaTooNew(
-                f"the database schema is version {version}, newer than this creditd "
-                f"understands ({LATEST_VERSION}); upgrade creditd or use another database"
-            )
-        (row,) = await self._fetch(sql.MAX_OUTBOX_ID)
+        try:
+            version = await self._migrate()
+            if version > LATEST_VERSION:
+                raise SchemaTooNew(
+                    f"the database schema is version {version}, newer than this creditd "
+                    f"understands ({LATEST_VERSION}); upgrade creditd or use another database"
+                )
+            (row,) = await self._fetch(sql.MAX_OUTBOX_ID)
+        except BaseException:
+            # A store that failed to open must not keep its connections: aiosqlite's
+            # threads are not daemons, so a leak would keep the process from exiting.
+            with anyio.CancelScope(shield=True):
+                await self._disconnect()
+            raise
         self._next_outbox_id = int(row[0]) + 1
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
@@ -235,23 +243,35 @@ class DurableStore:
             raise self._translate(exc) from exc
         return found
 
+    def stale(self, customer_id: str) -> bool:
+        """True when writes acknowledged for this customer were lost (async durability, a
+        failed flush): the runtime must reload its state before serving it again, reads
+        included."""
+        return customer_id in self._lost
+
     async def due_customers(self, until_ms: int, limit: int) -> list[tuple[str, int]]:
-        rows = await self._fetch(sql.SELECT_DUE, until_ms, limit)
+        rows = await self.fetch(sql.SELECT_DUE, until_ms, limit)
         return [(r[0], int(r[1])) for r in rows]
 
     # -- reading the log ------------------------------------------------------------------
 
     async def ledger(self, customer_id: str, after_seq: int = 0, limit: int = 1000) -> list[LedgerEntry]:
-        rows = await self._fetch(sql.SELECT_LEDGER, customer_id, after_seq, limit)
+        rows = await self.fetch(sql.SELECT_LEDGER, customer_id, after_seq, limit)
         return [entry_from(r) for r in rows]
 
     async def outbox_after(self, after_id: int, limit: int = 1000) -> list[OutboxRow]:
-        rows = await self._fetch(sql.SELECT_OUTBOX_AFTER, after_id, limit)
+        rows = await self.fetch(sql.SELECT_OUTBOX_AFTER, after_id, limit)
         return [(int(r[0]), r[1], event_from(r[4])) for r in rows]
 
     async def purge(self, before_ms: int, limit: int) -> int:
         """Forget idempotency keys and settled reservations older than `before_ms`, at
         most `limit` rows of each; returns how many rows went."""
+        try:
+            return await self._purge(before_ms, limit)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    async def _purge(self, before_ms: int, limit: int) -> int:
         raise NotImplementedError
 
     # -- the writer -----------------------------------------------------------------------
@@ -264,18 +284,27 @@ class DurableStore:
             # Taking the batch off the queue lets commit() start accumulating the next one
             # while this one is in flight.
             batch = self._inflight = self._batches.popleft()
-            first = self._next_outbox_id
             try:
+                if self._outbox_id_uncertain:
+                    # The last flush failed, and it may have committed anyway (the
+                    # connection broke after the server committed, before its answer came):
+                    # only the database knows where the outbox ends now.
+                    (row,) = await self._fetch(sql.MAX_OUTBOX_ID)
+                    self._next_outbox_id = int(row[0]) + 1
+                    self._outbox_id_uncertain = False
+                first = self._next_outbox_id
                 await self._write(batch.units, first)
                 self._next_outbox_id = first + sum(len(u.events) for u in batch.units)
                 self.flushes += 1
                 self.flushed_units += len(batch.units)
                 self.flushed_rows += batch.rows
             except anyio.get_cancelled_exc_class():
+                self._outbox_id_uncertain = True
                 batch.error = StoreUnavailable("the store closed before this was written")
                 self._settle(batch)
                 raise
             except Exception as exc:
+                self._outbox_id_uncertain = True
                 batch.error = self._unavailable(exc) or StoreUnavailable(
                     f"the store failed to write: {exc!r}", retry_after_s=1.0)
                 if self.durability == "async":

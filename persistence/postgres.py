@@ -156,7 +156,7 @@ class PostgresStore(DurableStore):
         last = status.split()[-1]
         return int(last) if last.isdigit() else 0
 
-    async def purge(self, before_ms: int, limit: int) -> int:
+    async def _purge(self, before_ms: int, limit: int) -> int:
         assert self._pool is not None
         removed = 0
         for query in (

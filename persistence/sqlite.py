@@ -38,18 +38,44 @@ class SQLiteStore(DurableStore):
         # inside a flush's transaction.
         self._wlock = anyio.Lock()
 
-    async def _open_connection(self) -> aiosqlite.Connection:
+    async def _open_connection(self, *, writer: bool) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self.path, isolation_level=None)
-        await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-        await db.execute("PRAGMA journal_mode = WAL")
-        await db.execute("PRAGMA synchronous = FULL")
-        await db.execute("PRAGMA foreign_keys = OFF")
+        try:
+            await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            if writer:
+                await self._enable_wal(db)
+            await db.execute("PRAGMA synchronous = FULL")
+            await db.execute("PRAGMA foreign_keys = OFF")
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await db.close()
+            raise
         return db
+
+    async def _enable_wal(self, db: aiosqlite.Connection) -> None:
+        """WAL is a property of the file, set once by the writer connection. Switching to
+        it needs a moment of exclusive access, and SQLite answers "database is locked" at
+        once, without waiting out the busy timeout, when another process is opening the
+        same new file; so retry within the busy timeout."""
+        deadline = anyio.current_time() + self.busy_timeout_ms / 1000
+        while True:
+            try:
+                await db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or anyio.current_time() >= deadline:
+                    raise
+            await anyio.sleep(0.01)
 
     async def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._wdb = await self._open_connection()
-        self._rdb = await self._open_connection()
+        self._wdb = await self._open_connection(writer=True)
+        try:
+            self._rdb = await self._open_connection(writer=False)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._disconnect()
+            raise
 
     async def _disconnect(self) -> None:
         for db in (self._rdb, self._wdb):
@@ -66,23 +92,31 @@ class SQLiteStore(DurableStore):
         assert self._wdb is not None
         db = self._wdb
         async with self._wlock:
-            await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            async with db.execute("SELECT max(version) FROM schema_version") as cur:
-                row = await cur.fetchone()
-            version = (row[0] if row else None) or 0
+            version = 0
             for number, statements in enumerate(MIGRATIONS["sqlite"], start=1):
-                if number <= version:
-                    continue
+                # Read the version inside the write transaction: several processes may
+                # start on an empty file at once, and only one may apply each step.
                 await db.execute("BEGIN IMMEDIATE")
                 try:
-                    for statement in statements:
-                        await db.execute(statement)
-                    await db.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+                    await db.execute(
+                        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+                    async with db.execute("SELECT max(version) FROM schema_version") as cur:
+                        row = await cur.fetchone()
+                    version = (row[0] if row else None) or 0
+                    if number > version:
+                        for statement in statements:
+                            await db.execute(statement)
+                        await db.execute("INSERT INTO schema_version (version) VALUES (?)",
+                                         (number,))
+                        version = number
                     await db.execute("COMMIT")
                 except BaseException:
-                    await db.execute("ROLLBACK")
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            await db.execute("ROLLBACK")
+                        except sqlite3.Error:
+                            pass  # the failure may have ended the transaction already
                     raise
-                version = number
             return version
 
     async def _write(self, units: list[Unit], first_outbox_id: int) -> None:
@@ -125,7 +159,7 @@ class SQLiteStore(DurableStore):
         except Exception as exc:
             raise self._translate(exc) from exc
 
-    async def purge(self, before_ms: int, limit: int) -> int:
+    async def _purge(self, before_ms: int, limit: int) -> int:
         assert self._wdb is not None
         async with self._wlock:
             removed = 0

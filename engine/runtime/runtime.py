@@ -136,6 +136,9 @@ class Runtime:
         # Called synchronously after each durable batch: where the outbox relay, feed and
         # webhooks will hook in. Must not block.
         self.on_committed = on_committed
+        # Stores that can lose acknowledged writes (async durability) say which customers'
+        # in-memory state no longer matches what is durable; those are reloaded first.
+        self._stale: Callable[[str], bool] | None = getattr(store, "stale", None)
         self._actors: dict[str, _Actor] = {}  # in least-recently-used order
         self._pending = 0
         self._ready_send, self._ready_recv = anyio.create_memory_object_stream[_Actor](math.inf)
@@ -288,7 +291,8 @@ class Runtime:
 
     async def _serve_batch(self, actor: _Actor, batch: list[_Call]) -> None:
         try:
-            if actor.state is None:
+            if actor.state is None or (self._stale is not None
+                                       and self._stale(actor.customer_id)):
                 actor.state = await self.store.load(actor.customer_id)
                 self._activations += 1
             state = actor.state

@@ -12,11 +12,17 @@ pool, and checks after every step that:
 - no non-overdraft grant has a negative component;
 - a pool that has always been hard-limited never goes negative, and a hard-limited
   consumption is accepted exactly when it is covered by the balance;
+- a soft-limited consumption is accepted down to the overdraft floor (-AMOUNT_UNITS_MAX);
+- a grant creation gets exactly the refusal the documented precedence predicts;
 - a refused command changes nothing and produces empty Effects;
 - `rebuild()` from the definitions and the ledger, and `restore()` from rows, reproduce the
-  live state, and a restored state answers the next command exactly as the live one does;
+  live state (grant and reservation rows, pool totals and active order, threshold flags),
+  and a restored state answers the next command with the same reply, ledger entries and
+  events as the live one (a Tick's `next_due` may differ: the live timer heap keeps stale
+  entries that it skips lazily, so it may wake earlier than a restored one);
 - ledger and event sequence numbers are gapless;
-- a same-body idempotent replay returns the original reply and produces no effects.
+- a same-body idempotent replay, however late, returns the original reply and produces no
+  effects; a different body or command under the key is refused as a reused key.
 
 `AuditorMachine` checks the engine against a small independent model of a hard-limited
 pool (grant remainders, consumption order, holds, expiries and activations).
@@ -27,6 +33,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+import msgspec
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -76,6 +83,7 @@ POOLS: list[tuple[str, str | None]] = [
     ("tok", RESOURCE),
 ]
 GRANTABLE = [GrantType.PAID, GrantType.PROMOTIONAL, GrantType.RECURRING]
+
 
 def mostly(valid, invalid):
     """`valid` nine times in ten, else `invalid` (refusal paths stay covered but rare)."""
@@ -223,6 +231,13 @@ class CoreMachine(RuleBasedStateMachine):
             assert sreply == reply, (cmd, reply, sreply)
         assert sfx.entries == fx.entries, (cmd, fx.entries, sfx.entries)
         assert sfx.events == fx.events, (cmd, fx.events, sfx.events)
+        assert sfx.keys == fx.keys
+        # ... and both end in the same state.
+        assert grants_by_id(shadow) == grants_by_id(self.state)
+        assert reservations_by_id(shadow) == reservations_by_id(self.state)
+        assert totals_by_key(shadow) == totals_by_key(self.state)
+        assert flags(shadow) == flags(self.state)
+        assert customer_row(shadow) == customer_row(self.state)
         self.effects.append(fx)
         self.entries.extend(fx.entries)
         self.events.extend(fx.events)
@@ -246,30 +261,62 @@ class CoreMachine(RuleBasedStateMachine):
         expire_off=st.one_of(st.none(), mostly(st.integers(1, 20_000), st.integers(-50, 0))),
         effective_off=st.one_of(st.none(), st.none(), st.integers(-1_000, 10_000)),
         await_payment=st.integers(0, 9).map(lambda x: x in (3, 5, 7)),
-        reuse_id=RARE,
+        id_mode=mostly(st.just("fresh"), st.sampled_from(["taken", "overdraft", "empty"])),
         keyed=st.booleans(),
     )
     def create_grant(
         self, pool_i, gtype, amount, priority, expire_off, effective_off, await_payment,
-        reuse_id, keyed,
+        id_mode, keyed,
     ):
         cur, res = POOLS[pool_i]
         ids = list(self.state.grants)
-        gid = ids[0] if ids and reuse_id else self.fresh("g")
+        if id_mode == "taken" and ids:
+            gid = ids[0]
+        elif id_mode == "overdraft":
+            gid = f"overdraft:{cur}:"
+        elif id_mode == "empty":
+            gid = ""
+        else:
+            gid = self.fresh("g")
         effective_at = None if effective_off is None else self.now + effective_off
+        # Relative to effectiveAt when given: a grant effective in the past may then have
+        # an expiry that has already passed too.
         expire_at = None
         if expire_off is not None:
-            base = self.now if effective_at is None else max(effective_at, self.now)
-            expire_at = base + expire_off
+            expire_at = (self.now if effective_at is None else effective_at) + expire_off
         cmd = CreateGrant(
             grant_id=gid, currency_id=cur, resource_id=res, amount=amount, grant_type=gtype,
             display_name=f"grant {gid}", priority=priority, effective_at=effective_at,
             expire_at=expire_at, await_payment=await_payment,
             idempotency_key=self.key_for(keyed),
         )
+        # The refusal, in the documented order of precedence (the key, if any, is fresh).
         pool = self.state.pools.get((cur, res))
+        waiting = sum(
+            g.amount for g in self.state.grants.values()
+            if (g.currency_id, g.resource_id) == (cur, res)
+            and g.status in (GrantStatus.SCHEDULED, GrantStatus.PAYMENT_PENDING)
+        )
+        outstanding = 0 if pool is None else max(pool.balance, 0) + pool.reserved + waiting
+        if not 0 < amount <= AMOUNT_UNITS_MAX:
+            expected = "INVALID_AMOUNT"
+        elif not gid or gid.startswith("overdraft:"):
+            expected = "INVALID_GRANT_ID"
+        elif not 0 <= priority <= 100:
+            expected = "INVALID_PRIORITY"
+        elif expire_at is not None and effective_at is not None and expire_at <= effective_at:
+            expected = "INVALID_DATES"
+        elif gid in self.state.grants:
+            expected = "GRANT_ID_TAKEN"
+        elif expire_at is not None and expire_at <= self.now:
+            expected = "INVALID_DATES"
+        elif outstanding + amount > AMOUNT_UNITS_MAX:
+            expected = "BALANCE_LIMIT_EXCEEDED"
+        else:
+            expected = None
         balance_before = None if pool is None else pool.balance
         reply, fx = self.run(cmd)
+        assert (reply.code if isinstance(reply, Refused) else None) == expected, (cmd, reply)
         if not isinstance(reply, Refused):
             g = self.state.grants[gid]
             assert g.amount == amount
@@ -291,7 +338,8 @@ class CoreMachine(RuleBasedStateMachine):
 
     @rule(
         pool_i=POOL_I,
-        amount=mostly(st.integers(1, 150), st.just(0)),
+        # 0 is refused; a maximal amount overdraws a soft pool down to its floor.
+        amount=mostly(st.integers(1, 150), st.sampled_from([0, AMOUNT_UNITS_MAX])),
         keyed=st.booleans(),
         feature=st.sampled_from([None, "feat-a", "feat-b"]),
     )
@@ -317,8 +365,8 @@ class CoreMachine(RuleBasedStateMachine):
         hard = pool is None or pool.hard_limit
         balance = 0 if pool is None else pool.balance
         reply, fx = self.run(cmd)
-        if amount <= 0:
-            assert isinstance(reply, Refused) and reply.code == "INVALID_AMOUNT"
+        if not 0 < amount <= AMOUNT_UNITS_MAX:
+            assert isinstance(reply, Refused) and reply.code == "INVALID_AMOUNT", reply
             return
         if pool is None:
             assert isinstance(reply, Refused) and reply.code == "INSUFFICIENT_CREDITS"
@@ -327,7 +375,9 @@ class CoreMachine(RuleBasedStateMachine):
             # Hard limit: accepted iff covered by the current balance.
             assert isinstance(reply, ConsumeReply) == (amount <= balance), (amount, balance, reply)
         else:
-            assert isinstance(reply, ConsumeReply), reply
+            # Soft limit: accepted down to the overdraft floor.
+            ok = balance - amount >= -AMOUNT_UNITS_MAX
+            assert isinstance(reply, ConsumeReply) == ok, (amount, balance, reply)
         if isinstance(reply, ConsumeReply):
             assert reply.amount == amount
             assert sum(units for _, units in reply.breakdown) == amount
@@ -376,12 +426,12 @@ class CoreMachine(RuleBasedStateMachine):
         pick=st.integers(0, 1_000),
         unknown=RARE,
         consumed_mode=st.sampled_from(["zero", "part", "all", "over"]),
-        frac=st.floats(0, 1),
+        percent=st.integers(0, 100),
         pool_arg=st.sampled_from(["none", "none", "right", "right", "wrong"]),
         keyed=st.booleans(),
         feature=st.sampled_from([None, "feat-a"]),
     )
-    def release(self, pick, unknown, consumed_mode, frac, pool_arg, keyed, feature):
+    def release(self, pick, unknown, consumed_mode, percent, pool_arg, keyed, feature):
         ids = [rid for rid, r in self.state.reservations.items()
                if r.status.value == "ACTIVE" or pick % 4 == 0]
         rid = "no-such-reservation" if unknown or not ids else ids[pick % len(ids)]
@@ -389,7 +439,7 @@ class CoreMachine(RuleBasedStateMachine):
         amount = 0 if r is None else r.amount
         consumed = {
             "zero": 0,
-            "part": int(amount * frac),
+            "part": amount * percent // 100,
             "all": amount,
             "over": amount + 1,
         }[consumed_mode]
@@ -414,6 +464,48 @@ class CoreMachine(RuleBasedStateMachine):
             # What was held returns, less what was consumed, less what a grant that expired
             # or was voided meanwhile forfeits.
             assert pool.balance <= balance + amount - consumed
+
+    @rule(
+        pool_i=POOL_I,
+        percent=st.integers(1, 100),
+        void_held=st.booleans(),
+        consumed_mode=st.sampled_from(["zero", "part", "all", "over"]),
+        consume_between=st.integers(0, 200),
+    )
+    def reserve_then_release(self, pool_i, percent, void_held, consumed_mode, consume_between):
+        """A reservation's whole life in one step, possibly with the grant under its holds
+        voided, and a consumption (maybe overdrawing a soft pool) while it is held."""
+        cur, res = POOLS[pool_i]
+        pool = self.state.pools.get((cur, res))
+        if pool is None or pool.balance <= 0:
+            return
+        amount = max(1, pool.balance * percent // 100)
+        rid = self.fresh("r")
+        reply, _ = self.run(
+            Reserve(reservation_id=rid, currency_id=cur, resource_id=res, amount=amount,
+                    expires_at=self.now + 60_000)
+        )
+        assert not isinstance(reply, Refused), reply
+        r = self.state.reservations[rid]
+        if void_held:
+            gid = next(iter(r.holds))
+            reply, _ = self.run(VoidGrant(grant_id=gid))
+            assert not isinstance(reply, Refused), reply
+            assert self.state.grants[gid].held >= r.holds[gid]
+        if consume_between:
+            self._consume((cur, res), consume_between, False, None)
+        consumed = {"zero": 0, "part": amount // 2, "all": amount, "over": amount + 1}[
+            consumed_mode
+        ]
+        balance = pool.balance
+        reply, _ = self.run(Release(reservation_id=rid, consumed_amount=consumed))
+        if consumed > amount:
+            assert isinstance(reply, Refused) and reply.code == "RELEASE_EXCEEDS_RESERVED"
+            return
+        assert not isinstance(reply, Refused), reply
+        assert r.status.value == "RELEASED" and r.consumed_amount == consumed
+        forfeited = r.holds[gid] - min(r.holds[gid], consumed) if void_held else 0
+        assert pool.balance == balance + amount - consumed - forfeited
 
     @rule(
         pool_i=POOL_I,
@@ -451,12 +543,23 @@ class CoreMachine(RuleBasedStateMachine):
         }
 
     @precondition(lambda self: bool(self.keys))
-    @rule(pick=st.integers(0, 1_000), same=st.booleans())
-    def replay_key(self, pick, same):
+    @rule(pick=st.integers(0, 1_000), how=st.sampled_from(["same", "same", "body", "type"]))
+    def replay_key(self, pick, how):
+        """Replay a remembered key, possibly long after its dates (expiry, TTL) passed:
+        checks against `now` come after the idempotency check, so a same-body replay still
+        gets its original reply, and a different body (or command) is refused as a reused
+        key."""
         keys = list(self.keys)
         key = keys[pick % len(keys)]
         original, original_reply = self.keys[key]
-        if same:
+        same = how == "same"
+        if how == "type":
+            cmd = (
+                VoidGrant(grant_id="g-any", idempotency_key=key)
+                if isinstance(original, Consume)
+                else Consume(currency_id="cred", amount=1, idempotency_key=key)
+            )
+        elif same:
             # A retry carries freshly generated ids; they are not part of the body.
             if isinstance(original, CreateGrant):
                 cmd = _replace(original, grant_id=self.fresh("g"))
@@ -466,6 +569,7 @@ class CoreMachine(RuleBasedStateMachine):
                 cmd = original
         else:
             cmd = _different_body(original)
+        assert cmd.idempotency_key == key
         before = fingerprint_state(self.state)
         n_entries = len(self.entries)
         reply, fx = self.run(cmd)
@@ -564,8 +668,6 @@ class CoreMachine(RuleBasedStateMachine):
 
 
 def _replace(cmd, **changes):
-    import msgspec
-
     return msgspec.structs.replace(cmd, **changes)
 
 
@@ -765,15 +867,15 @@ class AuditorMachine(RuleBasedStateMachine):
             self.reservations[rid] = [pool, holds, self.now + ttl, True]
             assert list(self.state.reservations[rid].holds.items()) == holds
 
-    @rule(pick=st.integers(0, 1_000), frac=st.floats(0, 1))
-    def release(self, pick, frac):
+    @rule(pick=st.integers(0, 1_000), percent=st.integers(0, 100))
+    def release(self, pick, percent):
         if not self.reservations:
             return
         ids = list(self.reservations)
         rid = ids[pick % len(ids)]
         r = self.reservations[rid]
         amount = sum(h for _, h in r[1])
-        consumed = int(amount * frac)
+        consumed = amount * percent // 100
         reply = self.do(Release(reservation_id=rid, consumed_amount=consumed))
         assert isinstance(reply, Refused) != r[3], reply
         if r[3]:
