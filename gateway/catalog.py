@@ -13,7 +13,9 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["Catalog", "Page", "hash_key", "now_ms"]
+from gateway.errors import bad_input
+
+__all__ = ["Catalog", "Page", "hash_key", "now_ms", "page_by_creation"]
 
 _json = msgspec.json.Encoder(order="deterministic").encode
 _unjson = msgspec.json.decode
@@ -39,9 +41,45 @@ def _cursor(created_at: int, ident: str) -> str:
     return f"{created_at}.{ident}"
 
 
-def _parse_cursor(cursor: str) -> tuple[int, str]:
+def _parse_cursor(cursor: str, field: str) -> tuple[int, str]:
     created, _, ident = cursor.partition(".")
+    if not created.isdigit() or not ident:
+        raise bad_input("is not a cursor this server issued", field)
     return int(created), ident
+
+
+async def page_by_creation(
+    store: Any, select: str, where: list[str], params: list[Any], limit: int,
+    after: str | None, before: str | None,
+) -> tuple[list[Any], str | None, str | None]:
+    """Keyset pagination in creation order over `select` (whose last two columns are
+    created_at and id): the rows of the page and the `next`/`prev` cursors, which are
+    opaque `createdAt.id` strings. With `before`, the page ends just before that cursor.
+    Keyset rather than offset pagination: a page costs the same however deep it is, and
+    rows inserted meanwhile never shift what the next page holds."""
+    where, params = list(where), list(params)
+    order = "ASC"
+    if after:
+        created_ms, ident = _parse_cursor(after, "after")
+        where.append("(created_at > ? OR (created_at = ? AND id > ?))")
+        params += [created_ms, created_ms, ident]
+    elif before:
+        created_ms, ident = _parse_cursor(before, "before")
+        where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+        params += [created_ms, created_ms, ident]
+        order = "DESC"
+    rows = await store.fetch(
+        f"{select} WHERE {' AND '.join(where)} ORDER BY created_at {order}, id {order} "
+        "LIMIT ?", *params, limit + 1)
+    more = len(rows) > limit
+    rows = list(rows[:limit])
+    if order == "DESC":
+        rows.reverse()
+    first = _cursor(rows[0][-2], rows[0][-1]) if rows else None
+    last = _cursor(rows[-1][-2], rows[-1][-1]) if rows else None
+    if order == "ASC":
+        return rows, last if more else None, first if after else None
+    return rows, last, first if more else None
 
 
 class Catalog:
@@ -95,55 +133,56 @@ class Catalog:
             self._currencies[(environment, ident)] = doc
         return doc
 
+    # Document fields copied into columns of their own, so lists can filter on them.
+    _COLUMNS = {"customer_profiles": ("email", "name")}
+
     async def insert(self, table: str, environment: str, doc: dict[str, Any]) -> bool:
         """False if a document with this id exists already."""
+        extra = self._COLUMNS.get(table, ())
+        names = ", ".join(("environment", "id", "doc", "created_at", "updated_at",
+                           "archived_at", *extra))
+        marks = ", ".join("?" for _ in range(6 + len(extra)))
         count = await self.store.execute(
-            f"INSERT INTO {table} (environment, id, doc, created_at, updated_at, archived_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (environment, id) DO NOTHING",
+            f"INSERT INTO {table} ({names}) VALUES ({marks}) "
+            "ON CONFLICT (environment, id) DO NOTHING",
             environment, doc["id"], _json(doc).decode(), doc["_createdAt"], doc["_updatedAt"],
-            doc.get("_archivedAt"))
+            doc.get("_archivedAt"), *(doc.get(c) for c in extra))
         if count and table == "currencies":
             self._currencies[(environment, doc["id"])] = doc
         return bool(count)
 
     async def replace(self, table: str, environment: str, doc: dict[str, Any]) -> None:
+        extra = self._COLUMNS.get(table, ())
+        sets = "".join(f", {c} = ?" for c in extra)
         await self.store.execute(
-            f"UPDATE {table} SET doc = ?, updated_at = ?, archived_at = ? "
+            f"UPDATE {table} SET doc = ?, updated_at = ?, archived_at = ?{sets} "
             "WHERE environment = ? AND id = ?",
-            _json(doc).decode(), doc["_updatedAt"], doc.get("_archivedAt"), environment,
-            doc["id"])
+            _json(doc).decode(), doc["_updatedAt"], doc.get("_archivedAt"),
+            *(doc.get(c) for c in extra), environment, doc["id"])
         if table == "currencies":
             self._currencies[(environment, doc["id"])] = doc
 
     async def page(self, table: str, environment: str, limit: int, after: str | None,
-                   before: str | None, archived: bool | None = None) -> Page:
-        """Cursor pagination in creation order; cursors are opaque `createdAt.id`."""
+                   before: str | None, archived: bool | None = None, *,
+                   created: list[tuple[str, int]] | None = None,
+                   equal: dict[str, str | None] | None = None) -> Page:
+        """Cursor pagination in creation order; cursors are opaque `createdAt.id`.
+        `created` bounds the creation time ((">=", ms), …); `equal` matches columns."""
         where = ["environment = ?"]
         params: list[Any] = [environment]
         if archived is True:
             where.append("archived_at IS NOT NULL")
         elif archived is False:
             where.append("archived_at IS NULL")
-        order = "ASC"
-        if after:
-            created, ident = _parse_cursor(after)
-            where.append("(created_at > ? OR (created_at = ? AND id > ?))")
-            params += [created, created, ident]
-        elif before:
-            created, ident = _parse_cursor(before)
-            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
-            params += [created, created, ident]
-            order = "DESC"
-        rows = await self.store.fetch(
-            f"SELECT doc, created_at, id FROM {table} WHERE {' AND '.join(where)} "
-            f"ORDER BY created_at {order}, id {order} LIMIT ?", *params, limit + 1)
-        more = len(rows) > limit
-        rows = list(rows[:limit])
-        if order == "DESC":
-            rows.reverse()
-        items = [_unjson(r[0]) for r in rows]
-        first = _cursor(rows[0][1], rows[0][2]) if rows else None
-        last = _cursor(rows[-1][1], rows[-1][2]) if rows else None
-        if order == "ASC":
-            return Page(items, last if more else None, first if after else None)
-        return Page(items, last, first if more else None)
+        for symbol, ms in created or ():
+            where.append(f"created_at {symbol} ?")
+            params.append(ms)
+        for column, value in (equal or {}).items():
+            if value is not None:
+                assert column in self._COLUMNS.get(table, ()), column
+                where.append(f"{column} = ?")
+                params.append(value)
+        rows, next_cursor, prev_cursor = await page_by_creation(
+            self.store, f"SELECT doc, created_at, id FROM {table}", where, params, limit,
+            after, before)
+        return Page([_unjson(r[0]) for r in rows], next_cursor, prev_cursor)

@@ -17,8 +17,13 @@ def _serve(args: argparse.Namespace) -> int:
 
     configure_logging()
     settings = Settings.from_env(host=args.host, port=args.port, database_url=args.database_url)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level="warning", access_log=False, lifespan="on")
+    where: dict[str, object] = {"host": settings.host, "port": settings.port}
+    if args.fd is not None:
+        # A socket bound and listening already (systemd socket activation, or a test
+        # harness that must know the port before the server starts).
+        where = {"fd": args.fd}
+    uvicorn.run(create_app(settings), **where, log_level="warning", access_log=False,
+                lifespan="on")
     return 0
 
 
@@ -53,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=None, help="default $CREDITD_PORT or 8000")
     serve.add_argument("--database-url", default=None,
                        help="default $CREDITD_DATABASE_URL or sqlite:///data/creditd.db")
+    serve.add_argument("--fd", type=int, default=None,
+                       help="serve on this already-listening socket instead of host:port")
     serve.set_defaults(func=_serve)
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     migrate.add_argument("--database-url", default=None,

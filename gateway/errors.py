@@ -15,7 +15,7 @@ import re
 import msgspec
 import structlog
 from litestar import Request, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 
 from engine.core.commands import Refused
 from engine.runtime.errors import EngineError, Overloaded, StoreUnavailable
@@ -63,6 +63,9 @@ def field_of(error: msgspec.ValidationError) -> tuple[str, str | None]:
     match = _PATH.search(text)
     message = text if match is None else text[: match.start()]
     path = None if match is None else (match.group(1) or None)
+    if path is not None:
+        # msgspec names a dict value `metadata[...]` (without the key): name the dict.
+        path = path.replace("[...]", "") or None
     named = re.search(r"(?:missing required|unknown) field `([^`]+)`", message)
     if named:
         path = f"{path}.{named.group(1)}" if path else named.group(1)
@@ -122,7 +125,17 @@ def _engine_error(request: Request, exc: EngineError) -> Response:
 def _http_error(request: Request, exc: HTTPException) -> Response:
     code = {400: "BadUserInput", 401: "Unauthenticated", 403: "Forbidden", 404: "NotFound",
             405: "MethodNotAllowed", 413: "PayloadTooLarge"}.get(exc.status_code, "Error")
-    return ApiError(exc.status_code, code, str(exc.detail)).response()
+    message, field = str(exc.detail), None
+    # Litestar's own parameter validation lists what failed in `extra`; name the first
+    # parameter rather than echo "Validation failed for GET …".
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        first = exc.extra[0]
+        if isinstance(first, dict) and first.get("key"):
+            # Litestar names the handler's parameter; the wire name is its camelCase alias.
+            head, *rest = str(first["key"]).split("_")
+            message, field = str(first.get("message") or message), head + "".join(
+                part.title() for part in rest)
+    return ApiError(exc.status_code, code, message, field).response()
 
 
 def _unexpected(request: Request, exc: Exception) -> Response:

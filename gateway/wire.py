@@ -12,7 +12,8 @@ import msgspec
 from engine.core.amounts import AmountError, to_units, units_to_json
 from gateway.errors import bad_input, field_of
 
-__all__ = ["decode", "iso", "parse_time", "amount_in", "amount_out", "limit_in"]
+__all__ = ["decode", "iso", "parse_time", "amount_in", "amount_out", "limit_in",
+           "created_at_bounds"]
 
 T = TypeVar("T")
 _decoders: dict[type, msgspec.json.Decoder] = {}
@@ -52,6 +53,22 @@ def parse_time(value: str | None, field: str) -> int | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return int(parsed.timestamp() * 1000)
+
+
+_BOUNDS = (("gt", ">"), ("gte", ">="), ("lt", "<"), ("lte", "<="))
+
+
+def created_at_bounds(request: Any) -> list[tuple[str, int]]:
+    """`createdAt[gt|gte|lt|lte]=<ISO time>` query parameters (the client's bracket form)
+    as ((SQL operator, epoch ms), …)."""
+    bounds = []
+    for op, symbol in _BOUNDS:
+        value = request.query_params.get(f"createdAt[{op}]")
+        if value is not None:
+            ms = parse_time(value, f"createdAt[{op}]")
+            assert ms is not None
+            bounds.append((symbol, ms))
+    return bounds
 
 
 def amount_in(value: Any, field: str, *, allow_zero: bool = False) -> int:

@@ -143,12 +143,17 @@ _COMMON_V2 = [
         environment TEXT NOT NULL,
         id TEXT NOT NULL,
         doc TEXT NOT NULL,
+        email TEXT,
+        name TEXT,
         created_at BIGINT NOT NULL,
         updated_at BIGINT NOT NULL,
         archived_at BIGINT,
         PRIMARY KEY (environment, id)
     )""",
     "CREATE INDEX customer_profiles_list ON customer_profiles (environment, created_at, id)",
+    # The customer list filters on these two exact matches.
+    "CREATE INDEX customer_profiles_email ON customer_profiles (environment, email)",
+    "CREATE INDEX customer_profiles_name ON customer_profiles (environment, name)",
     # Voiding names only the grant, so the gateway finds its customer by grant id.
     "CREATE INDEX grants_by_id ON grants (id)",
 ]

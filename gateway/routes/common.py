@@ -11,12 +11,39 @@ from gateway.catalog import now_ms
 from gateway.errors import ApiError
 from gateway.wire import iso
 
-__all__ = ["engine_id", "public", "stamp", "require_customer", "require_currency"]
+__all__ = ["engine_id", "public", "stamp", "require_customer", "require_currency", "scoped_key",
+           "header_key", "check_key"]
 
 
 def engine_id(env: str, customer_id: str) -> str:
     # Environment names cannot contain "/", so the first "/" separates the two.
     return f"{env}/{customer_id}"
+
+
+def scoped_key(scope: str, key: str) -> str:
+    """An idempotency key in the engine's per-customer key space. Each endpoint has a
+    space of its own, so a consumption key can never collide with a reservation id or a
+    grant's Idempotency-Key header that happens to have the same text."""
+    return f"{scope}:{key}"
+
+
+IDEMPOTENCY_KEY_BYTES_MAX = 255
+
+
+def check_key(key: str, field: str) -> None:
+    if not key or len(key.encode()) > IDEMPOTENCY_KEY_BYTES_MAX:
+        raise ApiError(400, "BadUserInput", f"must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes",
+                       field)
+
+
+def header_key(request: Request, scope: str) -> str | None:
+    """The optional `Idempotency-Key` header (for endpoints whose body has no key field in
+    the contract, such as grant creation and void): the request is applied at most once."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    check_key(key, "Idempotency-Key")
+    return scoped_key(scope, key)
 
 
 def public(doc: dict[str, Any]) -> dict[str, Any]:

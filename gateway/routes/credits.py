@@ -6,6 +6,7 @@ the durable rows straight from the store, so they show exactly what was acknowle
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -30,9 +31,25 @@ from engine.core.commands import (
 )
 from engine.core.model import GrantType
 from gateway.app import environment, ok, services
+from gateway.catalog import page_by_creation
 from gateway.errors import ApiError, bad_input, from_refusal
-from gateway.routes.common import engine_id, require_currency, require_customer
-from gateway.wire import amount_in, amount_out, decode, iso, limit_in, parse_time
+from gateway.routes.common import (
+    check_key,
+    engine_id,
+    header_key,
+    require_currency,
+    require_customer,
+    scoped_key,
+)
+from gateway.wire import (
+    amount_in,
+    amount_out,
+    created_at_bounds,
+    decode,
+    iso,
+    limit_in,
+    parse_time,
+)
 from persistence import codec, sql
 
 __all__ = ["ROUTES", "grant_json", "balance_json"]
@@ -161,6 +178,7 @@ async def create_grant(request: Request) -> Response:
         comment=body.comment,
         metadata=body.metadata,
         await_payment=body.await_payment_confirmation,
+        idempotency_key=header_key(request, "grant"),
     )
     reply: GrantReply = _unwrap(await services(request).runtime.submit(
         engine_id(env, body.customer_id), command))
@@ -177,7 +195,7 @@ async def void_grant(request: Request, grant_id: str) -> Response:
         raise ApiError(404, "CreditGrantNotFound", f"grant {grant_id!r} was not found", "id")
     customer = rows[0][0]
     reply: GrantReply = _unwrap(await services(request).runtime.submit(
-        customer, VoidGrant(grant_id=grant_id)))
+        customer, VoidGrant(grant_id=grant_id, idempotency_key=header_key(request, "void"))))
     return ok(grant_json(customer.split("/", 1)[1], reply.grant))
 
 
@@ -195,39 +213,21 @@ async def list_grants(request: Request, customer_id: CustomerQ = None,
     if currency_id:
         where.append("currency_id = ?")
         params.append(currency_id)
+    # As the contract says: without resourceId, only grants without a resource.
     if resource_id:
         where.append("resource_id = ?")
         params.append(resource_id)
-    for op, symbol in (("gt", ">"), ("gte", ">="), ("lt", "<"), ("lte", "<=")):
-        value = request.query_params.get(f"createdAt[{op}]")
-        if value is not None:
-            where.append(f"created_at {symbol} ?")
-            params.append(parse_time(value, f"createdAt[{op}]"))
-    size = limit_in(limit)
-    order = "ASC"
-    if after or before:
-        created, _, ident = (after or before or "").partition(".")
-        if not created.isdigit():
-            raise bad_input("is not a cursor this server issued", "after" if after else "before")
-        cmp = ">" if after else "<"
-        where.append(f"(created_at {cmp} ? OR (created_at = ? AND id {cmp} ?))")
-        params += [int(created), int(created), ident]
-        order = "ASC" if after else "DESC"
-    rows = await services(request).store.fetch(
-        f"SELECT {', '.join(sql.GRANT_COLUMNS)} FROM grants WHERE {' AND '.join(where)} "
-        f"ORDER BY created_at {order}, id {order} LIMIT ?", *params, size + 1)
-    more = len(rows) > size
-    rows = list(rows[:size])
-    if order == "DESC":
-        rows.reverse()
-    grants = [codec.grant_from(r) for r in rows]
-    cursors = [f"{g.created_at}.{g.id}" for g in grants]
-    if order == "ASC":
-        pagination = {"next": cursors[-1] if more and cursors else None,
-                      "prev": cursors[0] if after and cursors else None}
     else:
-        pagination = {"next": cursors[-1] if cursors else None,
-                      "prev": cursors[0] if more and cursors else None}
+        where.append("resource_id IS NULL")
+    for symbol, ms in created_at_bounds(request):
+        where.append(f"created_at {symbol} ?")
+        params.append(ms)
+    rows, next_cursor, prev_cursor = await page_by_creation(
+        services(request).store,
+        f"SELECT {', '.join(sql.GRANT_COLUMNS)}, created_at, id FROM grants",
+        where, params, limit_in(limit), after, before)
+    grants = [codec.grant_from(r) for r in rows]
+    pagination = {"next": next_cursor, "prev": prev_cursor}
     return ok([grant_json(customer_id, g) for g in grants], pagination=pagination)
 
 
@@ -308,13 +308,12 @@ async def consume(request: Request) -> Response:
     env = environment(request)
     await require_customer(request, body.customer_id)
     await require_currency(request, body.currency_id)
-    if not body.idempotency_key:
-        raise bad_input("must not be empty", "idempotencyKey")
+    check_key(body.idempotency_key, "idempotencyKey")
     command = Consume(
         currency_id=body.currency_id,
         resource_id=body.resource_id,
         amount=amount_in(body.amount, "amount"),
-        idempotency_key=body.idempotency_key,
+        idempotency_key=scoped_key("consume", body.idempotency_key),
         dimensions=body.dimensions,
         created_at=parse_time(body.created_at, "createdAt"),
     )
@@ -375,12 +374,12 @@ async def consume_batch(request: Request) -> Response:
         at = f"consumptions[{i}]"
         await require_customer(request, item.customer_id, field=f"{at}.customerId")
         await require_currency(request, item.currency_id, field=f"{at}.currencyId")
-        if not item.idempotency_key:
-            raise bad_input("must not be empty", f"{at}.idempotencyKey")
+        check_key(item.idempotency_key, f"{at}.idempotencyKey")
         commands.append((engine_id(env, item.customer_id), Consume(
             currency_id=item.currency_id, resource_id=item.resource_id,
             amount=amount_in(item.amount, f"{at}.amount"),
-            idempotency_key=item.idempotency_key, dimensions=item.dimensions,
+            idempotency_key=scoped_key("consume", item.idempotency_key),
+            dimensions=item.dimensions,
             created_at=parse_time(item.created_at, f"{at}.createdAt"))))
     runtime = services(request).runtime
     results: list[Any] = [None] * len(commands)
@@ -408,10 +407,15 @@ async def release_reservation(request: Request, reservation_id: str) -> Response
     body = decode(await request.body(), ReleaseBody)
     env = environment(request)
     await require_customer(request, body.customer_id)
+    # Retrying a release is applied once (the contract): the reservation id is the key,
+    # and the same release sent again gets the original answer.
+    sent = msgspec.json.encode([str(body.consumed_amount), body.currency_id, body.resource_id])
     command = Release(reservation_id=reservation_id,
                       consumed_amount=amount_in(body.consumed_amount, "consumedAmount",
                                                 allow_zero=True),
-                      currency_id=body.currency_id, resource_id=body.resource_id)
+                      currency_id=body.currency_id, resource_id=body.resource_id,
+                      idempotency_key=scoped_key("release", reservation_id),
+                      request_hash=hashlib.sha256(sent).hexdigest())
     reply: ReleaseReply = _unwrap(await services(request).runtime.submit(
         engine_id(env, body.customer_id), command))
     return ok({"credit": credit_json(reply.balance),

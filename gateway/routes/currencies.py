@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import msgspec
+from msgspec import UNSET, UnsetType
 from litestar import Request, Response, get, patch, post
 
 from gateway.app import environment, ok, services
@@ -31,15 +32,15 @@ class CurrencyCreate(msgspec.Struct, forbid_unknown_fields=True, rename="camel")
 
 
 class CurrencyUpdate(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
-    display_name: str | None = None
-    description: str | None = None
-    metadata: dict[str, str] | None = None
-    symbol: str | None = None
-    units: Units | None = None
+    # Absent (UNSET) leaves a field alone; null clears the optional ones.
+    display_name: str | UnsetType = UNSET
+    description: str | None | UnsetType = UNSET
+    metadata: dict[str, str] | None | UnsetType = UNSET
+    symbol: str | None | UnsetType = UNSET
+    units: Units | None | UnsetType = UNSET
 
 
-_UPDATABLE = {"display_name": "displayName", "description": "description",
-              "metadata": "metadata", "symbol": "symbol"}
+_UPDATABLE = {"display_name": "displayName", "description": "description", "symbol": "symbol"}
 
 
 def _units(units: Units | None) -> dict[str, str] | None:
@@ -79,9 +80,11 @@ async def update_currency(request: Request, currency_id: str) -> Response:
                                       allow_archived=True))
     for attribute, wire_name in _UPDATABLE.items():
         value = getattr(body, attribute)
-        if value is not None:
+        if value is not UNSET:
             doc[wire_name] = value
-    if body.units is not None:
+    if body.metadata is not UNSET:
+        doc["metadata"] = body.metadata or {}
+    if body.units is not UNSET:
         doc["units"] = _units(body.units)
     await services(request).catalog.replace("currencies", environment(request), stamp(doc))
     return ok(public(doc))

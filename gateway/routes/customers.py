@@ -9,40 +9,45 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from msgspec import UNSET, UnsetType
 from litestar import Request, Response, get, patch, post
 
 from gateway.app import environment, ok, services
 from gateway.catalog import now_ms
 from gateway.errors import ApiError, bad_input
 from gateway.routes.common import public, require_customer, stamp
-from gateway.wire import decode, limit_in
+from gateway.wire import created_at_bounds, decode, limit_in
 
 __all__ = ["ROUTES"]
 
 _BASE = "/api/v1/customers"
 
 
-class CustomerFields(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_defaults=True):
-    billing_currency: str | None = None
-    billing_id: str | None = None
-    coupon_id: str | None = None
-    default_payment_method: dict[str, Any] | None = None
-    email: str | None = None
-    integrations: list[dict[str, Any]] | None = None
-    language: str | None = None
-    metadata: dict[str, str] | None = None
-    name: str | None = None
-    passthrough: dict[str, Any] | None = None
-    timezone: str | None = None
+class CustomerFields(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    # UNSET (absent) leaves a field alone on update; an explicit null clears it.
+    billing_currency: str | None | UnsetType = UNSET
+    billing_id: str | None | UnsetType = UNSET
+    coupon_id: str | None | UnsetType = UNSET
+    default_payment_method: dict[str, Any] | None | UnsetType = UNSET
+    email: str | None | UnsetType = UNSET
+    integrations: list[dict[str, Any]] | None | UnsetType = UNSET
+    language: str | None | UnsetType = UNSET
+    metadata: dict[str, str] | None | UnsetType = UNSET
+    name: str | None | UnsetType = UNSET
+    passthrough: dict[str, Any] | None | UnsetType = UNSET
+    timezone: str | None | UnsetType = UNSET
 
 
-class CustomerCreate(CustomerFields, forbid_unknown_fields=True, rename="camel", omit_defaults=True):
+class CustomerCreate(CustomerFields, forbid_unknown_fields=True, rename="camel"):
     id: str = ""
 
 
 def _fields(body: CustomerFields) -> dict[str, Any]:
-    # Only what the client sent: msgspec.to_builtins with omit_defaults drops the rest.
-    return {k: v for k, v in msgspec.to_builtins(body).items() if k != "id"}
+    # Only what the client sent: msgspec.to_builtins drops UNSET fields.
+    fields = {k: v for k, v in msgspec.to_builtins(body).items() if k != "id"}
+    if "metadata" in fields and fields["metadata"] is None:
+        fields["metadata"] = {}
+    return fields
 
 
 @post(_BASE)
@@ -74,9 +79,13 @@ async def update_customer(request: Request, customer_id: str) -> Response:
 
 @get(_BASE)
 async def list_customers(request: Request, limit: int | None = None, after: str | None = None,
-                         before: str | None = None) -> Response:
+                         before: str | None = None, email: str | None = None,
+                         name: str | None = None) -> Response:
+    """Creation order; `email` and `name` match exactly, `createdAt[gt|gte|lt|lte]` bound
+    the creation time."""
     page = await services(request).catalog.page(
-        "customer_profiles", environment(request), limit_in(limit), after, before)
+        "customer_profiles", environment(request), limit_in(limit), after, before,
+        created=created_at_bounds(request), equal={"email": email, "name": name})
     return ok([public(d) for d in page.items], pagination={"next": page.next, "prev": page.prev})
 
 

@@ -9,10 +9,10 @@ feature check answers `FeatureNotFound`.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from decimal import Decimal
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Request, Response, get
 from litestar.params import Parameter
 
@@ -20,14 +20,15 @@ from engine.core.commands import BalancesReply, BalanceView, GetBalances, Refuse
 from gateway.app import environment, ok, services
 from gateway.catalog import now_ms
 from gateway.errors import bad_input, from_refusal
-from gateway.routes.common import engine_id, require_currency
+from gateway.routes.common import engine_id, require_currency, scoped_key
 from gateway.routes.credits import reservation_json
 from gateway.wire import amount_in, amount_out, iso, parse_time
 
 __all__ = ["ROUTES"]
 
-RESERVATION_TTL_S_DEFAULT = 60
-RESERVATION_TTL_S_MAX = 7 * 24 * 3600
+# The contract: a TTL of 1 s to 24 h (default 1 h), or an absolute expiry at most 24 h ahead.
+RESERVATION_TTL_S_DEFAULT = 3600
+RESERVATION_TTL_S_MAX = 24 * 3600
 
 
 def _currency_json(doc: dict[str, Any]) -> dict[str, Any]:
@@ -70,6 +71,17 @@ async def _customer_state(request: Request, customer_id: str) -> str | None:
     return None
 
 
+def _metadata(raw: str | None) -> dict[str, str] | None:
+    """`reservationMetadata`: a JSON-encoded object of string values."""
+    if raw is None:
+        return None
+    try:
+        return msgspec.json.decode(raw, type=dict[str, str])
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        raise bad_input("must be a JSON object of string values",
+                        "reservationMetadata") from None
+
+
 @get("/api/v1/customers/{customer_id:str}/entitlements/check")
 async def check_entitlement(
     request: Request,
@@ -81,9 +93,12 @@ async def check_entitlement(
     reservation_ttl_seconds: Annotated[int | None, Parameter(query="reservationTtlSeconds")] = None,
     reservation_expires_at: Annotated[str | None, Parameter(query="reservationExpiresAt")] = None,
     reservation_id: Annotated[str | None, Parameter(query="reservationId")] = None,
+    reservation_metadata: Annotated[str | None, Parameter(query="reservationMetadata")] = None,
     resource_id: Annotated[str | None, Parameter(query="resourceId")] = None,
 ) -> Response:
-    if feature_id is not None and currency_id is None:
+    if feature_id is not None and currency_id is not None:
+        raise bad_input("give currencyId or featureId, not both", "featureId")
+    if feature_id is not None:
         return ok({"type": "FEATURE", "isGranted": False, "accessDeniedReason": "FeatureNotFound",
                    "feature": None, "currentUsage": None, "usageLimit": None})
     if not currency_id:
@@ -96,25 +111,38 @@ async def check_entitlement(
     customer = engine_id(environment(request), customer_id)
     if reserve_amount is not None:
         amount = amount_in(reserve_amount, "reserveAmount")
+        if not reservation_id:
+            raise bad_input("is required with reserveAmount (retries reuse it)", "reservationId")
         if reservation_ttl_seconds is not None and reservation_expires_at is not None:
             raise bad_input("give reservationTtlSeconds or reservationExpiresAt, not both",
                             "reservationTtlSeconds")
+        now = now_ms()
         if reservation_expires_at is not None:
             expires_at = parse_time(reservation_expires_at, "reservationExpiresAt")
+            assert expires_at is not None
+            if not now < expires_at <= now + RESERVATION_TTL_S_MAX * 1000:
+                raise bad_input("must be in the future and at most 24 hours ahead",
+                                "reservationExpiresAt")
         else:
-            ttl = RESERVATION_TTL_S_DEFAULT if reservation_ttl_seconds is None else reservation_ttl_seconds
+            ttl = (RESERVATION_TTL_S_DEFAULT if reservation_ttl_seconds is None
+                   else reservation_ttl_seconds)
             if not 1 <= ttl <= RESERVATION_TTL_S_MAX:
-                raise bad_input(f"must be from 1 to {RESERVATION_TTL_S_MAX}", "reservationTtlSeconds")
-            expires_at = now_ms() + ttl * 1000
-        # A client-chosen reservationId makes the check idempotent: a retry returns the same
-        # reservation instead of holding twice. The hash covers what the client sent, not
-        # the expiry derived from the clock.
-        key = None if reservation_id is None else f"reserve:{reservation_id}"
-        sent = f"{currency_id}|{resource_id}|{reserve_amount}|{reservation_ttl_seconds}|{reservation_expires_at}"
+                raise bad_input(f"must be from 1 to {RESERVATION_TTL_S_MAX}",
+                                "reservationTtlSeconds")
+            expires_at = now + ttl * 1000
+        metadata = _metadata(reservation_metadata)
+        # The client-chosen reservationId makes the check idempotent: a retry returns the
+        # same reservation instead of holding twice, and the same id with other parameters
+        # is a conflict. The hash covers what the client sent, not the expiry derived
+        # from the clock.
+        sent = msgspec.json.encode([currency_id, resource_id, str(reserve_amount),
+                                    reservation_ttl_seconds, reservation_expires_at,
+                                    reservation_metadata])
         reply = await runtime.submit(customer, Reserve(
-            reservation_id=reservation_id or str(uuid.uuid4()), currency_id=currency_id,
-            resource_id=resource_id, amount=amount, expires_at=expires_at,
-            idempotency_key=key, request_hash=hashlib.sha256(sent.encode()).hexdigest()))
+            reservation_id=reservation_id, currency_id=currency_id, resource_id=resource_id,
+            amount=amount, expires_at=expires_at, metadata=metadata,
+            idempotency_key=scoped_key("reserve", reservation_id),
+            request_hash=hashlib.sha256(sent).hexdigest()))
         if isinstance(reply, Refused):
             if reply.code != "INSUFFICIENT_CREDITS":
                 raise from_refusal(reply)
