@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections import OrderedDict
 from typing import Any
 
 import msgspec
@@ -83,9 +84,16 @@ async def page_by_creation(
 
 
 class Catalog:
-    def __init__(self, store: Any) -> None:
+    """Documents are cached per table, least recently used first out, up to
+    `docs_cached_max` each: every consumption checks its customer and currency, and a
+    database read per request would cost more than the consumption. The cache is coherent
+    because one creditd process owns a database and every write goes through here."""
+
+    def __init__(self, store: Any, *, docs_cached_max: int = 100_000) -> None:
+        assert docs_cached_max > 0
         self.store = store
-        self._currencies: dict[tuple[str, str], dict[str, Any]] = {}
+        self.docs_cached_max = docs_cached_max
+        self._docs: dict[str, OrderedDict[tuple[str, str], dict[str, Any]]] = {}
         self._keys: dict[str, str] = {}  # key hash -> environment
 
     # -- API keys -------------------------------------------------------------------------
@@ -122,16 +130,25 @@ class Catalog:
     # -- documents (currencies, customer profiles) ----------------------------------------
 
     async def get(self, table: str, environment: str, ident: str) -> dict[str, Any] | None:
-        if table == "currencies" and (environment, ident) in self._currencies:
-            return self._currencies[(environment, ident)]
+        cache = self._docs.setdefault(table, OrderedDict())
+        doc = cache.get((environment, ident))
+        if doc is not None:
+            cache.move_to_end((environment, ident))
+            return doc
         rows = await self.store.fetch(
             f"SELECT doc FROM {table} WHERE environment = ? AND id = ?", environment, ident)
         if not rows:
-            return None
+            return None  # not cached: the document may be created later
         doc = _unjson(rows[0][0])
-        if table == "currencies":
-            self._currencies[(environment, ident)] = doc
+        self._remember(table, environment, doc)
         return doc
+
+    def _remember(self, table: str, environment: str, doc: dict[str, Any]) -> None:
+        cache = self._docs.setdefault(table, OrderedDict())
+        cache[(environment, doc["id"])] = doc
+        cache.move_to_end((environment, doc["id"]))
+        if len(cache) > self.docs_cached_max:
+            cache.popitem(last=False)
 
     # Document fields copied into columns of their own, so lists can filter on them.
     _COLUMNS = {"customer_profiles": ("email", "name")}
@@ -147,8 +164,8 @@ class Catalog:
             "ON CONFLICT (environment, id) DO NOTHING",
             environment, doc["id"], _json(doc).decode(), doc["_createdAt"], doc["_updatedAt"],
             doc.get("_archivedAt"), *(doc.get(c) for c in extra))
-        if count and table == "currencies":
-            self._currencies[(environment, doc["id"])] = doc
+        if count:
+            self._remember(table, environment, doc)
         return bool(count)
 
     async def replace(self, table: str, environment: str, doc: dict[str, Any]) -> None:
@@ -159,8 +176,7 @@ class Catalog:
             "WHERE environment = ? AND id = ?",
             _json(doc).decode(), doc["_updatedAt"], doc.get("_archivedAt"),
             *(doc.get(c) for c in extra), environment, doc["id"])
-        if table == "currencies":
-            self._currencies[(environment, doc["id"])] = doc
+        self._remember(table, environment, doc)
 
     async def page(self, table: str, environment: str, limit: int, after: str | None,
                    before: str | None, archived: bool | None = None, *,

@@ -36,11 +36,20 @@ def decode(body: bytes, kind: type[T]) -> T:
         raise bad_input(f"the body is not valid JSON: {exc}") from None
 
 
+_SECOND_CACHED: list[tuple[int, str]] = [(-1, "")]
+
+
 def iso(ms: int | None) -> str | None:
+    """Epoch milliseconds as `2026-11-28T06:02:14.282Z`. Every response carries a few of
+    these, mostly within the same second, so the part up to the second is reused."""
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(
-        timespec="milliseconds").replace("+00:00", "Z")
+    second, millis = divmod(ms, 1000)
+    cached_second, prefix = _SECOND_CACHED[0]
+    if second != cached_second:
+        prefix = datetime.fromtimestamp(second, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        _SECOND_CACHED[0] = (second, prefix)
+    return f"{prefix}.{millis:03d}Z"
 
 
 def parse_time(value: str | None, field: str) -> int | None:

@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Synchronous consumptions over HTTP against a running creditd, durable mode.
+
+Starts `creditd serve` (a subprocess) on a fresh SQLite file and on a fresh PostgreSQL
+database, provisions a currency and customers with large grants, then drives
+`POST /api/v1/credits/consumption` with wrk (a C load generator in a separate process;
+Debian package `wrk`) at concurrency 1, 16 and 64. Every request carries a fresh
+idempotency key, so each one is a real, durable consumption. Server, database and load
+generator share the machine, as they would on a small host.
+
+Per backend, concurrency and customer spread it prints the median over --runs runs of
+requests/s and of wrk's p50/p99 latency, and checks afterwards that the ledger holds
+exactly one consumption per 2xx answer (nothing acknowledged lost, nothing doubled).
+
+Usage: .venv/bin/python scripts/bench_http.py [--runs 3] [--seconds 10]
+       [--only sqlite|postgresql] [--pg postgresql://postgres@127.0.0.1:5432/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import anyio
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "bench-" + secrets.token_hex(8)
+CURRENCY = "tokens"
+
+LUA = textwrap.dedent("""
+    -- One consumption per request: a fresh idempotency key (thread id + counter) and a
+    -- customer picked round-robin from the provisioned ones.
+    local counter = 0
+    local thread_id = 0
+    local customers = tonumber(os.getenv("BENCH_CUSTOMERS"))
+    local run = os.getenv("BENCH_RUN")
+    local ids = 0
+    function setup(thread)
+      ids = ids + 1
+      thread:set("tid", ids)
+    end
+    function init(args)
+      thread_id = tid
+    end
+    function request()
+      counter = counter + 1
+      local customer = "cust-" .. ((counter * 7919 + thread_id) % customers)
+      local body = '{"customerId":"' .. customer .. '","currencyId":"tokens","amount":0.5,'
+        .. '"idempotencyKey":"' .. run .. '-' .. thread_id .. '-' .. counter .. '"}'
+      return wrk.format("POST", "/api/v1/credits/consumption",
+        {["Content-Type"] = "application/json", ["X-API-KEY"] = os.getenv("BENCH_KEY")}, body)
+    end
+""")
+
+
+class Server:
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(4096)
+        self.port = sock.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITD_")}
+        env["CREDITD_API_KEYS"] = KEY
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve", "--fd", str(sock.fileno()),
+             "--database-url", database_url],
+            cwd=ROOT, env=env, pass_fds=[sock.fileno()], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        sock.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+
+
+def provision(server: Server, customers: int) -> None:
+    with httpx.Client(base_url=server.url, headers={"X-API-KEY": KEY}, timeout=60) as http:
+        r = http.post("/api/v1/credits/custom-currencies",
+                      json={"id": CURRENCY, "displayName": "Tokens"})
+        assert r.status_code in (200, 409), r.text
+        for i in range(customers):
+            cid = f"cust-{i}"
+            if http.post("/api/v1/customers", json={"id": cid}).status_code == 409:
+                continue
+            r = http.post("/api/v1/credits/grants", json={
+                "customerId": cid, "currencyId": CURRENCY, "amount": 10**11,
+                "displayName": "bench", "grantType": "PAID"})
+            assert r.status_code == 200, r.text
+
+
+def consumed_total(server: Server, customers: int) -> float:
+    total = 0.0
+    with httpx.Client(base_url=server.url, headers={"X-API-KEY": KEY}, timeout=60) as http:
+        for i in range(customers):
+            r = http.get("/api/v1/credits/balance", params={"customerId": f"cust-{i}"})
+            total += sum(b["totalConsumed"] for b in r.json()["data"]["balances"])
+    return total
+
+
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * _UNIT[unit]
+
+
+def wrk(server: Server, script: Path, connections: int, seconds: int, customers: int,
+        run: str) -> dict[str, float]:
+    threads = min(connections, 2)
+    env = {**os.environ, "BENCH_CUSTOMERS": str(customers), "BENCH_RUN": run,
+           "BENCH_KEY": KEY}
+    out = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency",
+         "-s", str(script), server.url],
+        env=env, capture_output=True, text=True, check=True).stdout
+    ok = int(re.search(r"(\d+) requests in", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": _ms(re.search(r"50%\s+(\S+)", out).group(1)),
+        "p99": _ms(re.search(r"99%\s+(\S+)", out).group(1)),
+        "requests": ok,
+        "non2xx": int(bad.group(1)) if bad else 0,
+        "socket_errors": sum(map(int, errors.groups())) if errors else 0,
+    }
+
+
+async def _pg(admin: str, statement: str) -> None:
+    conn = await asyncpg.connect(admin, timeout=5)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def bench_backend(label: str, database_url: str, args: argparse.Namespace,
+                  script: Path) -> None:
+    server = Server(database_url)
+    try:
+        for customers in (1, 1000):
+            provision(server, customers)
+            before = consumed_total(server, customers)
+            answered = 0
+            for connections in (1, 16, 64):
+                results = []
+                for n in range(args.runs):
+                    r = wrk(server, script, connections, args.seconds, customers,
+                            f"{label}-{customers}-{connections}-{n}-{secrets.token_hex(3)}")
+                    assert r["non2xx"] == 0 and r["socket_errors"] == 0, r
+                    answered += r["requests"]
+                    results.append(r)
+                med = {k: statistics.median(r[k] for r in results) for k in ("rps", "p50", "p99")}
+                print(f"{label:10} {customers:>5} customer(s)  c={connections:<3} "
+                      f"{med['rps']:>8,.0f} consumptions/s   p50 {med['p50']:6.2f} ms   "
+                      f"p99 {med['p99']:6.2f} ms", flush=True)
+            # Every answered request consumed 0.5 credits exactly once. wrk does not count
+            # the requests still in flight when a run ends (at most one per connection),
+            # which the server may still have applied.
+            spent = consumed_total(server, customers) - before
+            in_flight_max = args.runs * (1 + 16 + 64)
+            assert 0.5 * answered <= spent <= 0.5 * (answered + in_flight_max), (spent, answered)
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--only", choices=["sqlite", "postgresql"])
+    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench_http needs wrk (Debian/Ubuntu: apt-get install wrk)")
+    print(f"# creditd HTTP benchmark: Python {platform.python_version()}, {platform.machine()}, "
+          f"{os.cpu_count()} cores; server, database and wrk on the same machine; "
+          f"median of {args.runs} runs of {args.seconds} s; durability=sync")
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "consume.lua"
+        script.write_text(LUA)
+        if args.only in (None, "sqlite"):
+            bench_backend("sqlite", f"sqlite:///{tmp}/bench.db", args, script)
+        if args.only in (None, "postgresql"):
+            name = f"creditd_bench_{secrets.token_hex(4)}"
+            anyio.run(_pg, args.pg, f'CREATE DATABASE "{name}"')
+            try:
+                bench_backend("postgresql", f"{args.pg.rsplit('/', 1)[0]}/{name}", args, script)
+            finally:
+                anyio.run(_pg, args.pg, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()
