@@ -92,12 +92,17 @@ async def ready(request: Request) -> Response:
     return Response({"status": "ready"})
 
 
-def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = None) -> Litestar:
+def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = None,
+               store: Any = None) -> Litestar:
+    """The application. `store` replaces the one `settings.database_url` names (tests
+    inject stores that fail or stall on cue)."""
     from gateway.routes import ROUTES
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        store = open_store(settings.database_url, durability=settings.durability)
+        nonlocal store
+        if store is None:
+            store = open_store(settings.database_url, durability=settings.durability)
         async with store:
             catalog = Catalog(store)
             await catalog.load_keys()

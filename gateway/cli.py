@@ -56,7 +56,8 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="creditd", description="Usage metering and prepaid credits")
+    parser = argparse.ArgumentParser(prog="creditd",
+                                     description="Usage metering and prepaid credits")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="run the server")

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import anyio
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from engine.core.commands import (
     BalancesReply,
@@ -55,11 +55,11 @@ from persistence import codec, sql
 __all__ = ["ROUTES", "grant_json", "balance_json"]
 
 # Query parameters are camelCase on the wire.
-CustomerQ = Annotated[str | None, Parameter(query="customerId")]
-CurrencyQ = Annotated[str | None, Parameter(query="currencyId")]
-ResourceQ = Annotated[str | None, Parameter(query="resourceId")]
-EventTypeQ = Annotated[str | None, Parameter(query="eventType")]
-ReservationQ = Annotated[str | None, Parameter(query="reservationId")]
+CustomerQ = Annotated[str | None, QueryParameter(name="customerId")]
+CurrencyQ = Annotated[str | None, QueryParameter(name="currencyId")]
+ResourceQ = Annotated[str | None, QueryParameter(name="resourceId")]
+EventTypeQ = Annotated[str | None, QueryParameter(name="eventType")]
+ReservationQ = Annotated[str | None, QueryParameter(name="reservationId")]
 
 
 class Cost(msgspec.Struct, forbid_unknown_fields=True):
@@ -173,7 +173,8 @@ async def create_grant(request: Request) -> Response:
         priority=body.priority,
         effective_at=parse_time(body.effective_at, "effectiveAt"),
         expire_at=parse_time(body.expire_at, "expireAt"),
-        cost_amount=amount_in(body.cost.amount, "cost.amount", allow_zero=True) if body.cost else None,
+        cost_amount=(amount_in(body.cost.amount, "cost.amount", allow_zero=True)
+                     if body.cost else None),
         cost_currency=body.cost.currency if body.cost else None,
         comment=body.comment,
         metadata=body.metadata,
@@ -186,7 +187,7 @@ async def create_grant(request: Request) -> Response:
 
 
 @post("/api/v1/credits/grants/{grant_id:str}/void")
-async def void_grant(request: Request, grant_id: str) -> Response:
+async def void_grant(request: Request, grant_id: FromPath[str]) -> Response:
     env = environment(request)
     rows = await services(request).store.fetch(
         "SELECT customer_id FROM grants WHERE id = ? AND customer_id LIKE ?", grant_id,
@@ -200,10 +201,15 @@ async def void_grant(request: Request, grant_id: str) -> Response:
 
 
 @get("/api/v1/credits/grants")
-async def list_grants(request: Request, customer_id: CustomerQ = None,
-                      currency_id: CurrencyQ = None, resource_id: ResourceQ = None,
-                      limit: int | None = None, after: str | None = None,
-                      before: str | None = None) -> Response:
+async def list_grants(
+    request: Request,
+    customer_id: CustomerQ = None,
+    currency_id: CurrencyQ = None,
+    resource_id: ResourceQ = None,
+    limit: FromQuery[int | None] = None,
+    after: FromQuery[str | None] = None,
+    before: FromQuery[str | None] = None,
+) -> Response:
     if not customer_id:
         raise bad_input("is required", "customerId")
     env = environment(request)
@@ -235,11 +241,17 @@ _EVENT_TYPES = {t.value for t in codec.LedgerEventType}
 
 
 @get("/api/v1/credits/ledger")
-async def list_ledger(request: Request, customer_id: CustomerQ = None,
-                      currency_id: CurrencyQ = None, resource_id: ResourceQ = None,
-                      event_type: EventTypeQ = None, reservation_id: ReservationQ = None,
-                      limit: int | None = None, after: str | None = None,
-                      before: str | None = None) -> Response:
+async def list_ledger(
+    request: Request,
+    customer_id: CustomerQ = None,
+    currency_id: CurrencyQ = None,
+    resource_id: ResourceQ = None,
+    event_type: EventTypeQ = None,
+    reservation_id: ReservationQ = None,
+    limit: FromQuery[int | None] = None,
+    after: FromQuery[str | None] = None,
+    before: FromQuery[str | None] = None,
+) -> Response:
     """Newest first; cursors are ledger sequence numbers."""
     if not customer_id:
         raise bad_input("is required", "customerId")
@@ -403,7 +415,7 @@ class ReleaseBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 
 
 @post("/api/v1/credits/reservations/{reservation_id:str}/release")
-async def release_reservation(request: Request, reservation_id: str) -> Response:
+async def release_reservation(request: Request, reservation_id: FromPath[str]) -> Response:
     body = decode(await request.body(), ReleaseBody)
     env = environment(request)
     await require_customer(request, body.customer_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 from msgspec import UNSET, UnsetType
+from litestar.params import FromPath, FromQuery
 from litestar import Request, Response, get, patch, post
 
 from gateway.app import environment, ok, services
@@ -62,8 +63,13 @@ async def create_currency(request: Request) -> Response:
 
 
 @get(_BASE)
-async def list_currencies(request: Request, limit: int | None = None, after: str | None = None,
-                          before: str | None = None, status: str | None = None) -> Response:
+async def list_currencies(
+    request: Request,
+    limit: FromQuery[int | None] = None,
+    after: FromQuery[str | None] = None,
+    before: FromQuery[str | None] = None,
+    status: FromQuery[str | None] = None,
+) -> Response:
     wanted = {s.strip() for s in (status or "").split(",") if s.strip()}
     if wanted - {"ACTIVE", "ARCHIVED"}:
         raise bad_input("must be ACTIVE, ARCHIVED or both, comma-separated", "status")
@@ -74,7 +80,7 @@ async def list_currencies(request: Request, limit: int | None = None, after: str
 
 
 @patch(_BASE + "/{currency_id:str}")
-async def update_currency(request: Request, currency_id: str) -> Response:
+async def update_currency(request: Request, currency_id: FromPath[str]) -> Response:
     body = decode(await request.body(), CurrencyUpdate)
     doc = dict(await require_currency(request, currency_id, field="currencyId",
                                       allow_archived=True))
@@ -98,12 +104,12 @@ async def _set_archived(request: Request, currency_id: str, archived: bool) -> R
 
 
 @post(_BASE + "/{currency_id:str}/archive")
-async def archive_currency(request: Request, currency_id: str) -> Response:
+async def archive_currency(request: Request, currency_id: FromPath[str]) -> Response:
     return await _set_archived(request, currency_id, True)
 
 
 @post(_BASE + "/{currency_id:str}/unarchive")
-async def unarchive_currency(request: Request, currency_id: str) -> Response:
+async def unarchive_currency(request: Request, currency_id: FromPath[str]) -> Response:
     return await _set_archived(request, currency_id, False)
 
 

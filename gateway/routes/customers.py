@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 from msgspec import UNSET, UnsetType
+from litestar.params import FromPath, FromQuery
 from litestar import Request, Response, get, patch, post
 
 from gateway.app import environment, ok, services
@@ -63,13 +64,13 @@ async def provision_customer(request: Request) -> Response:
 
 
 @get(_BASE + "/{customer_id:str}")
-async def retrieve_customer(request: Request, customer_id: str) -> Response:
+async def retrieve_customer(request: Request, customer_id: FromPath[str]) -> Response:
     return ok(public(await require_customer(request, customer_id, field="id",
                                             allow_archived=True)))
 
 
 @patch(_BASE + "/{customer_id:str}")
-async def update_customer(request: Request, customer_id: str) -> Response:
+async def update_customer(request: Request, customer_id: FromPath[str]) -> Response:
     body = decode(await request.body(), CustomerFields)
     doc = dict(await require_customer(request, customer_id, field="id"))
     doc.update(_fields(body))
@@ -78,9 +79,14 @@ async def update_customer(request: Request, customer_id: str) -> Response:
 
 
 @get(_BASE)
-async def list_customers(request: Request, limit: int | None = None, after: str | None = None,
-                         before: str | None = None, email: str | None = None,
-                         name: str | None = None) -> Response:
+async def list_customers(
+    request: Request,
+    limit: FromQuery[int | None] = None,
+    after: FromQuery[str | None] = None,
+    before: FromQuery[str | None] = None,
+    email: FromQuery[str | None] = None,
+    name: FromQuery[str | None] = None,
+) -> Response:
     """Creation order; `email` and `name` match exactly, `createdAt[gt|gte|lt|lte]` bound
     the creation time."""
     page = await services(request).catalog.page(
@@ -97,12 +103,12 @@ async def _set_archived(request: Request, customer_id: str, archived: bool) -> R
 
 
 @post(_BASE + "/{customer_id:str}/archive")
-async def archive_customer(request: Request, customer_id: str) -> Response:
+async def archive_customer(request: Request, customer_id: FromPath[str]) -> Response:
     return await _set_archived(request, customer_id, True)
 
 
 @post(_BASE + "/{customer_id:str}/unarchive")
-async def unarchive_customer(request: Request, customer_id: str) -> Response:
+async def unarchive_customer(request: Request, customer_id: FromPath[str]) -> Response:
     return await _set_archived(request, customer_id, False)
 
 

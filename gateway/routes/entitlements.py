@@ -14,9 +14,16 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, get
-from litestar.params import Parameter
+from litestar.params import FromPath, QueryParameter
 
-from engine.core.commands import BalancesReply, BalanceView, GetBalances, Refused, Reserve, ReserveReply
+from engine.core.commands import (
+    BalancesReply,
+    BalanceView,
+    GetBalances,
+    Refused,
+    Reserve,
+    ReserveReply,
+)
 from gateway.app import environment, ok, services
 from gateway.catalog import now_ms
 from gateway.errors import bad_input, from_refusal
@@ -85,16 +92,18 @@ def _metadata(raw: str | None) -> dict[str, str] | None:
 @get("/api/v1/customers/{customer_id:str}/entitlements/check")
 async def check_entitlement(
     request: Request,
-    customer_id: str,
-    currency_id: Annotated[str | None, Parameter(query="currencyId")] = None,
-    feature_id: Annotated[str | None, Parameter(query="featureId")] = None,
-    requested_usage: Annotated[Decimal | None, Parameter(query="requestedUsage")] = None,
-    reserve_amount: Annotated[Decimal | None, Parameter(query="reserveAmount")] = None,
-    reservation_ttl_seconds: Annotated[int | None, Parameter(query="reservationTtlSeconds")] = None,
-    reservation_expires_at: Annotated[str | None, Parameter(query="reservationExpiresAt")] = None,
-    reservation_id: Annotated[str | None, Parameter(query="reservationId")] = None,
-    reservation_metadata: Annotated[str | None, Parameter(query="reservationMetadata")] = None,
-    resource_id: Annotated[str | None, Parameter(query="resourceId")] = None,
+    customer_id: FromPath[str],
+    currency_id: Annotated[str | None, QueryParameter(name="currencyId")] = None,
+    feature_id: Annotated[str | None, QueryParameter(name="featureId")] = None,
+    requested_usage: Annotated[Decimal | None, QueryParameter(name="requestedUsage")] = None,
+    reserve_amount: Annotated[Decimal | None, QueryParameter(name="reserveAmount")] = None,
+    reservation_ttl_seconds: Annotated[
+        int | None, QueryParameter(name="reservationTtlSeconds")] = None,
+    reservation_expires_at: Annotated[
+        str | None, QueryParameter(name="reservationExpiresAt")] = None,
+    reservation_id: Annotated[str | None, QueryParameter(name="reservationId")] = None,
+    reservation_metadata: Annotated[str | None, QueryParameter(name="reservationMetadata")] = None,
+    resource_id: Annotated[str | None, QueryParameter(name="resourceId")] = None,
 ) -> Response:
     if feature_id is not None and currency_id is not None:
         raise bad_input("give currencyId or featureId, not both", "featureId")
@@ -148,7 +157,8 @@ async def check_entitlement(
                 raise from_refusal(reply)
             balances = await runtime.submit(customer, GetBalances(
                 currency_id=currency_id, resource_id=resource_id, match_resource=True))
-            view = balances.balances[0] if isinstance(balances, BalancesReply) and balances.balances else None
+            assert isinstance(balances, BalancesReply)
+            view = balances.balances[0] if balances.balances else None
             return ok(credit_entitlement(currency, view, granted=False,
                                          denied="InsufficientCredits"))
         assert isinstance(reply, ReserveReply)
@@ -170,8 +180,8 @@ async def check_entitlement(
 @get("/api/v1/customers/{customer_id:str}/entitlements")
 async def list_entitlements(
     request: Request,
-    customer_id: str,
-    resource_id: Annotated[str | None, Parameter(query="resourceId")] = None,
+    customer_id: FromPath[str],
+    resource_id: Annotated[str | None, QueryParameter(name="resourceId")] = None,
 ) -> Response:
     denied = await _customer_state(request, customer_id)
     if denied is not None:

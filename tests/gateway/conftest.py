@@ -7,10 +7,9 @@ polls or sleeps to find out when the server is up. The child's output is read by
 (so its pipe never fills) and kept, so a test can wait for a line (the generated API key).
 
 Fixtures:
-- `server`: one server per test module on a fresh SQLite file, with two environments'
+- `server`: one server per test module, on a fresh SQLite file and on a fresh PostgreSQL
+  database (skipped without PostgreSQL, a failure under CI=true), with two environments'
   keys (`KEY` in `default`, `OTHER_KEY` in `other`).
-- `pg_server`: the same on a fresh PostgreSQL database (skipped without PostgreSQL, a
-  failure under CI=true).
 - `make_server`: start servers with other settings (no keys, restarts).
 - `client` / `raw`: the official `stigg` client and a plain httpx client on `server`.
 """
@@ -45,7 +44,8 @@ class Server:
     key = KEY  # environment `default`
     other_key = OTHER_KEY  # environment `other`
 
-    def __init__(self, database_url: str, *, api_keys: str | None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, database_url: str, *, api_keys: str | None,
+                 env: dict[str, str] | None = None) -> None:
         self.database_url = database_url
         self.api_keys = api_keys
         self.extra_env = env or {}
@@ -93,9 +93,10 @@ class Server:
             return next((line for line in self.lines if needle in line), None)
 
         with self._changed:
-            if not self._changed.wait_for(lambda: found() is not None
-                                          or (self.proc is not None and self.proc.poll() is not None),
-                                          timeout):
+            def done() -> bool:
+                return found() is not None or self.proc is None or self.proc.poll() is not None
+
+            if not self._changed.wait_for(done, timeout):
                 raise AssertionError(f"no line with {needle!r} in {timeout} s: {self.lines}")
             line = found()
         if line is None:
@@ -149,25 +150,22 @@ def fresh_pg_url() -> tuple[str, Callable[[], None]]:
     return f"{base}/{name}", drop
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    path = tmp_path_factory.mktemp("creditd") / "creditd.db"
-    s = Server(f"sqlite:///{path}", api_keys=f"{KEY},other:{OTHER_KEY}").start()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[Server]:
-    url, drop = fresh_pg_url()
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Every gateway test runs against both stores."""
+    drop = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('creditd') / 'creditd.db'}"
+    else:
+        url, drop = fresh_pg_url()
     s = Server(url, api_keys=f"{KEY},other:{OTHER_KEY}").start()
     try:
         yield s
     finally:
         s.stop()
-        drop()
+        if drop is not None:
+            drop()
 
 
 @pytest.fixture

@@ -40,7 +40,8 @@ def test_the_official_client_raises_authentication_error(server) -> None:
 
 def test_environment_header_must_match_the_key(server, uid) -> None:
     with server.http() as http:
-        assert http.get("/api/v1/customers", headers={"X-ENVIRONMENT-ID": "default"}).status_code == 200
+        r = http.get("/api/v1/customers", headers={"X-ENVIRONMENT-ID": "default"})
+        assert r.status_code == 200
         r = http.get("/api/v1/customers", headers={"X-ENVIRONMENT-ID": "other"})
         assert r.status_code == 403
         assert r.json()["code"] == "Forbidden" and r.json()["field"] == "X-ENVIRONMENT-ID"

@@ -45,8 +45,8 @@ def balance(server, customer: str, **params) -> list[dict]:
 def test_currency_lifecycle(client, uid) -> None:
     cid = uid("cur")
     created = client.v1.credits.custom_currencies.create(
-        id=cid, display_name="Credits", symbol="C", units={"singular": "credit", "plural": "credits"},
-        metadata={"a": "1"}).data
+        id=cid, display_name="Credits", symbol="C",
+        units={"singular": "credit", "plural": "credits"}, metadata={"a": "1"}).data
     assert (created.id, created.display_name, created.symbol) == (cid, "Credits", "C")
     assert created.units.singular == "credit" and created.metadata == {"a": "1"}
     assert created.archived_at is None
