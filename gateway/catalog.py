@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from gateway.errors import bad_input
+from gateway.names import camel
 
 __all__ = ["Catalog", "Page", "hash_key", "now_ms", "page_by_creation"]
 
@@ -150,8 +151,10 @@ class Catalog:
         if len(cache) > self.docs_cached_max:
             cache.popitem(last=False)
 
-    # Document fields copied into columns of their own, so lists can filter on them.
-    _COLUMNS = {"customer_profiles": ("email", "name")}
+    # Document fields copied into columns of their own (`feature_type` holds the
+    # document's `featureType`), so lists can filter on them.
+    _COLUMNS = {"customer_profiles": ("email", "name"),
+                "features": ("feature_type", "meter_type", "feature_status")}
 
     async def insert(self, table: str, environment: str, doc: dict[str, Any]) -> bool:
         """False if a document with this id exists already."""
@@ -163,7 +166,7 @@ class Catalog:
             f"INSERT INTO {table} ({names}) VALUES ({marks}) "
             "ON CONFLICT (environment, id) DO NOTHING",
             environment, doc["id"], _json(doc).decode(), doc["_createdAt"], doc["_updatedAt"],
-            doc.get("_archivedAt"), *(doc.get(c) for c in extra))
+            doc.get("_archivedAt"), *(doc.get(camel(c)) for c in extra))
         if count:
             self._remember(table, environment, doc)
         return bool(count)
@@ -175,13 +178,14 @@ class Catalog:
             f"UPDATE {table} SET doc = ?, updated_at = ?, archived_at = ?{sets} "
             "WHERE environment = ? AND id = ?",
             _json(doc).decode(), doc["_updatedAt"], doc.get("_archivedAt"),
-            *(doc.get(c) for c in extra), environment, doc["id"])
+            *(doc.get(camel(c)) for c in extra), environment, doc["id"])
         self._remember(table, environment, doc)
 
     async def page(self, table: str, environment: str, limit: int, after: str | None,
                    before: str | None, archived: bool | None = None, *,
                    created: list[tuple[str, int]] | None = None,
-                   equal: dict[str, str | None] | None = None) -> Page:
+                   equal: dict[str, str | None] | None = None,
+                   any_of: dict[str, list[str]] | None = None) -> Page:
         """Cursor pagination in creation order; cursors are opaque `createdAt.id`.
         `created` bounds the creation time ((">=", ms), …); `equal` matches columns."""
         where = ["environment = ?"]
@@ -198,6 +202,11 @@ class Catalog:
                 assert column in self._COLUMNS.get(table, ()), column
                 where.append(f"{column} = ?")
                 params.append(value)
+        for column, values in (any_of or {}).items():
+            if values:
+                assert column in self._COLUMNS.get(table, ()), column
+                where.append(f"{column} IN ({', '.join('?' for _ in values)})")
+                params.extend(values)
         rows, next_cursor, prev_cursor = await page_by_creation(
             self.store, f"SELECT doc, created_at, id FROM {table}", where, params, limit,
             after, before)

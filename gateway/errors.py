@@ -18,6 +18,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from engine.core.commands import Refused
+from gateway.names import camel
 from engine.runtime.errors import EngineError, Overloaded, StoreUnavailable
 
 __all__ = ["ApiError", "bad_input", "from_refusal", "exception_handlers", "field_of"]
@@ -132,9 +133,7 @@ def _http_error(request: Request, exc: HTTPException) -> Response:
         first = exc.extra[0]
         if isinstance(first, dict) and first.get("key"):
             # Litestar names the handler's parameter; the wire name is its camelCase alias.
-            head, *rest = str(first["key"]).split("_")
-            message, field = str(first.get("message") or message), head + "".join(
-                part.title() for part in rest)
+            message, field = str(first.get("message") or message), camel(str(first["key"]))
     return ApiError(exc.status_code, code, message, field).response()
 
 

@@ -159,15 +159,34 @@ _COMMON_V2 = [
 ]
 
 
+# v3: metering. Features are documents like currencies, with the columns lists filter on.
+_COMMON_V3 = [
+    """CREATE TABLE features (
+        environment TEXT NOT NULL,
+        id TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        feature_type TEXT,
+        meter_type TEXT,
+        feature_status TEXT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        archived_at BIGINT,
+        PRIMARY KEY (environment, id)
+    )""",
+    "CREATE INDEX features_list ON features (environment, created_at, id)",
+]
+
+
 def _dialect(statements: list[str], dialect: str) -> list[str]:
     if dialect == "postgresql":
         return [s.replace("BYTES", "BYTEA") for s in statements]
     return [s.replace("BYTES", "BLOB").replace("BOOLEAN", "INTEGER") for s in statements]
 
 
+_VERSIONS = [_COMMON_V1, _COMMON_V2, _COMMON_V3]
 MIGRATIONS: dict[str, list[list[str]]] = {
-    "sqlite": [_dialect(_COMMON_V1, "sqlite"), _dialect(_COMMON_V2, "sqlite")],
-    "postgresql": [_dialect(_COMMON_V1, "postgresql"), _dialect(_COMMON_V2, "postgresql")],
+    dialect: [_dialect(statements, dialect) for statements in _VERSIONS]
+    for dialect in ("sqlite", "postgresql")
 }
-LATEST_VERSION = 2
+LATEST_VERSION = len(_VERSIONS)
 assert all(len(m) == LATEST_VERSION for m in MIGRATIONS.values())

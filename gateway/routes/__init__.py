@@ -4,5 +4,6 @@ from gateway.routes.credits import ROUTES as _CREDITS
 from gateway.routes.currencies import ROUTES as _CURRENCIES
 from gateway.routes.customers import ROUTES as _CUSTOMERS
 from gateway.routes.entitlements import ROUTES as _ENTITLEMENTS
+from gateway.routes.features import ROUTES as _FEATURES
 
-ROUTES = [*_CURRENCIES, *_CUSTOMERS, *_CREDITS, *_ENTITLEMENTS]
+ROUTES = [*_CURRENCIES, *_CUSTOMERS, *_CREDITS, *_ENTITLEMENTS, *_FEATURES]
