@@ -13,11 +13,18 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
-    from gateway.config import Settings
+    from gateway.config import ConfigError, Settings
     from gateway.logs import configure_logging
 
     configure_logging()
-    settings = Settings.from_env(host=args.host, port=args.port, database_url=args.database_url)
+    try:
+        settings = Settings.from_env(host=args.host, port=args.port,
+                                     database_url=args.database_url)
+    except ConfigError as exc:
+        print(f"creditd serve: {exc}", file=sys.stderr)
+        return 2
+    if not _open_database(settings.database_url, "serve"):
+        return 1
     config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
                             log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
@@ -33,23 +40,35 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _migrate(args: argparse.Namespace) -> int:
+def _open_database(url: str | None, command: str) -> bool:
+    """Open (and migrate) the database once, reporting failure in one line: a wrong URL,
+    an unreachable server or a schema from a newer creditd is an operator's problem to
+    read, not a traceback."""
     import anyio
 
     from persistence import open_store
-    from persistence.schema import LATEST_VERSION, SchemaTooNew
+    from persistence.schema import SchemaTooNew
 
     async def run() -> None:
-        async with open_store(args.database_url):
+        async with open_store(url):
             pass
 
     try:
         anyio.run(run)
     except SchemaTooNew as exc:
-        print(f"creditd migrate: {exc}", file=sys.stderr)
-        return 1
-    except (OSError, ValueError) as exc:
-        print(f"creditd migrate: cannot open the database: {exc}", file=sys.stderr)
+        print(f"creditd {command}: {exc}", file=sys.stderr)
+        return False
+    except Exception as exc:  # noqa: BLE001 - any driver error: say what it was, and stop
+        reason = str(exc) or type(exc).__name__
+        print(f"creditd {command}: cannot open the database: {reason}", file=sys.stderr)
+        return False
+    return True
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from persistence.schema import LATEST_VERSION
+
+    if not _open_database(args.database_url, "migrate"):
         return 1
     print(f"database schema is at version {LATEST_VERSION}")
     return 0

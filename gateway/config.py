@@ -1,15 +1,46 @@
-"""Server settings, from the command line and the environment (CLI wins)."""
+"""Server settings, from the command line and the environment (the command line wins).
+
+| setting | environment | default |
+|---|---|---|
+| host | CREDITD_HOST | 127.0.0.1 |
+| port | CREDITD_PORT | 8000 |
+| database URL | CREDITD_DATABASE_URL | sqlite:///$CREDITD_DATA_DIR/creditd.db (data/) |
+| API keys | CREDITD_API_KEYS | none: one is generated on first start and printed once |
+| durability | CREDITD_DURABILITY | sync |
+
+A bad value is refused at start-up with a message naming the variable, never a traceback.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it."""
 
 
 def _keys(raw: str | None) -> list[str]:
-    return [k.strip() for k in (raw or "").split(",") if k.strip()]
+    keys = [k.strip() for k in (raw or "").split(",") if k.strip()]
+    for entry in keys:
+        env, _, key = entry.rpartition(":")
+        if not key or "/" in env:
+            raise ConfigError(f"CREDITD_API_KEYS: {entry!r} is not 'key' or 'environment:key' "
+                              "(environment names cannot contain '/')")
+    return keys
+
+
+def _port(raw: str) -> int:
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ConfigError(f"CREDITD_PORT: {raw!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"CREDITD_PORT: {port} is not between 0 and 65535")
+    return port
 
 
 @dataclass(frozen=True)
@@ -22,11 +53,15 @@ class Settings:
     durability: str = "sync"
     body_bytes_max: int = 1_048_576
 
+    def __post_init__(self) -> None:
+        if self.durability not in ("sync", "async"):
+            raise ConfigError(f"CREDITD_DURABILITY: {self.durability!r} is not 'sync' or 'async'")
+
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         values: dict[str, object] = {
             "host": os.environ.get("CREDITD_HOST", cls.host),
-            "port": int(os.environ.get("CREDITD_PORT", cls.port)),
+            "port": _port(os.environ.get("CREDITD_PORT", str(cls.port))),
             "database_url": os.environ.get("CREDITD_DATABASE_URL") or None,
             "api_keys": _keys(os.environ.get("CREDITD_API_KEYS")),
             "durability": os.environ.get("CREDITD_DURABILITY", "sync"),
