@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from engine.core.meters import Meter
 from gateway.errors import bad_input
 from gateway.names import camel
 
@@ -96,6 +97,9 @@ class Catalog:
         self.docs_cached_max = docs_cached_max
         self._docs: dict[str, OrderedDict[tuple[str, str], dict[str, Any]]] = {}
         self._keys: dict[str, str] = {}  # key hash -> environment
+        # environment -> features with a meter (events are matched against all of them);
+        # dropped whenever a feature of the environment is written.
+        self._metered: dict[str, list[tuple[dict[str, Any], Meter]]] = {}
 
     # -- API keys -------------------------------------------------------------------------
 
@@ -144,7 +148,21 @@ class Catalog:
         self._remember(table, environment, doc)
         return doc
 
+    async def metered_features(self, environment: str) -> list[tuple[dict[str, Any], Meter]]:
+        """The environment's active features that have a meter, with the meter parsed."""
+        found = self._metered.get(environment)
+        if found is None:
+            rows = await self.store.fetch(
+                "SELECT doc FROM features WHERE environment = ? AND archived_at IS NULL "
+                "AND meter_type <> 'None'", environment)
+            docs = [d for d in (_unjson(r[0]) for r in rows) if d.get("meter")]
+            found = [(d, msgspec.convert(d["meter"], Meter)) for d in docs]
+            self._metered[environment] = found
+        return found
+
     def _remember(self, table: str, environment: str, doc: dict[str, Any]) -> None:
+        if table == "features":
+            self._metered.pop(environment, None)
         cache = self._docs.setdefault(table, OrderedDict())
         cache[(environment, doc["id"])] = doc
         cache.move_to_end((environment, doc["id"]))

@@ -19,7 +19,7 @@ from litestar.exceptions import HTTPException, ValidationException
 
 from engine.core.commands import Refused
 from gateway.names import camel
-from engine.runtime.errors import EngineError, Overloaded, StoreUnavailable
+from engine.runtime.errors import EngineError, EngineFault, Overloaded, StoreUnavailable
 
 __all__ = ["ApiError", "bad_input", "from_refusal", "exception_handlers", "field_of"]
 
@@ -86,7 +86,6 @@ _REFUSALS: dict[str, tuple[int, str]] = {
     "RESERVATION_NOT_FOUND": (404, "CreditReservationNotFound"),
     "RESERVATION_NOT_ACTIVE": (409, "CreditReservationNotActive"),
     "RESERVATION_POOL_MISMATCH": (400, "BadUserInput"),
-    "RELEASE_EXCEEDS_RESERVED": (400, "BadUserInput"),
     "IDEMPOTENCY_KEY_REUSED": (409, "IdempotencyKeyReused"),
     "BALANCE_LIMIT_EXCEEDED": (400, "BadUserInput"),
 }
@@ -96,7 +95,6 @@ _REFUSALS: dict[str, tuple[int, str]] = {
 _MESSAGES = {
     "INSUFFICIENT_CREDITS": "the balance cannot cover this request; nothing was consumed",
     "BALANCE_LIMIT_EXCEEDED": "the amount would take the balance past 10^12 credits",
-    "RELEASE_EXCEEDS_RESERVED": "consumedAmount is more than the reservation holds",
 }
 
 
@@ -115,6 +113,9 @@ def _api_error(request: Request, exc: ApiError) -> Response:
 
 
 def _engine_error(request: Request, exc: EngineError) -> Response:
+    if isinstance(exc, EngineFault):
+        log.error("engine fault", path=request.url.path, error=repr(exc.__cause__ or exc))
+        return ApiError(500, "InternalServerError", "internal error").response()
     if isinstance(exc, Overloaded):
         return ApiError(429, "TooManyRequests", str(exc), headers=_retry_after(exc)).response()
     if isinstance(exc, StoreUnavailable):

@@ -9,11 +9,12 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from engine.core.amounts import AmountError, to_units, units_to_json
+from engine.core.amounts import AMOUNT_UNITS_MAX, SCALE, AmountError, to_units, units_to_json
+from engine.core.meters import signed_units
 from gateway.errors import bad_input, field_of
 
 __all__ = ["decode", "iso", "parse_time", "amount_in", "amount_out", "limit_in",
-           "created_at_bounds"]
+           "created_at_bounds", "signed_amount_in"]
 
 T = TypeVar("T")
 _decoders: dict[type, msgspec.json.Decoder] = {}
@@ -85,6 +86,20 @@ def amount_in(value: Any, field: str, *, allow_zero: bool = False) -> int:
         return to_units(value, allow_zero=allow_zero)
     except AmountError as exc:
         raise bad_input(exc.reason, field) from None
+
+
+def signed_amount_in(value: Any, field: str) -> int:
+    """A signed wire number (usage deltas may be negative) as units, rounded half away
+    from zero to 5 decimals, within ±10^12."""
+    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+        raise bad_input("must be a number", field)
+    number = Decimal(value)
+    if not number.is_finite():
+        raise bad_input("must be a finite number", field)
+    units = signed_units(number)
+    if units is None:
+        raise bad_input(f"must be within ±{AMOUNT_UNITS_MAX // SCALE}", field)
+    return units
 
 
 def amount_out(units: int) -> int | Decimal:

@@ -40,28 +40,35 @@ def _json(value: Any) -> str | None:
 
 
 class Unit:
-    """One actor batch's rows: written all-or-nothing, in one transaction with others."""
+    """One actor batch's rows: written all-or-nothing, in one transaction with others.
+    Each attribute holds the rows of one table (persistence.sql.WRITES says which)."""
 
-    __slots__ = ("customer_id", "customer", "grants", "reservations", "pools", "ledger",
-                 "keys", "events", "rows")
+    __slots__ = ("customer_id", "customers", "grants", "reservations", "pools", "ledger",
+                 "keys", "events", "usage", "uniques", "buckets", "dimension_keys",
+                 "raw_events", "rows")
 
     def __init__(self, customer_id: str) -> None:
         self.customer_id = customer_id
-        self.customer: tuple = ()
+        self.customers: list[tuple] = []  # the customer's row
         self.grants: list[tuple] = []
         self.reservations: list[tuple] = []
         self.pools: list[tuple] = []
         self.ledger: list[tuple] = []
         self.keys: list[tuple] = []
         self.events: list[tuple] = []  # outbox rows without their id (the writer assigns it)
+        self.usage: list[tuple] = []
+        self.uniques: list[tuple] = []
+        self.buckets: list[tuple] = []
+        self.dimension_keys: list[tuple] = []
+        self.raw_events: list[tuple] = []
         self.rows = 0
 
 
 def make_unit(customer_id: str, state: CustomerState, fx: Effects) -> Unit:
     u = Unit(customer_id)
     cid = customer_id
-    u.customer = (cid, state.ledger_seq, state.event_seq, state.op_seq, state.grant_seq,
-                  state.next_due())
+    u.customers = [(cid, state.ledger_seq, state.event_seq, state.op_seq, state.grant_seq,
+                    state.next_due())]
     u.grants = [
         (cid, g.id, g.seq, g.currency_id, g.resource_id, g.grant_type.value, g.status.value,
          g.priority, g.effective_at, g.expire_at, g.created_at, g.updated_at, g.voided_at,
@@ -88,9 +95,41 @@ def make_unit(customer_id: str, state: CustomerState, fx: Effects) -> Unit:
     ]
     u.keys = [(cid, k.key, _pack(k.command), _pack(k.reply), k.created_at) for k in fx.keys]
     u.events = [(cid, e.seq, e.type.value, _pack(e), e.timestamp) for e in fx.events]
+    if fx.usage or fx.buckets or fx.event_keys:
+        _metering(u, fx)
     u.rows = (1 + len(u.grants) + len(u.reservations) + len(u.pools) + len(u.ledger)
-              + len(u.keys) + len(u.events))
+              + len(u.keys) + len(u.events) + len(u.usage) + len(u.uniques) + len(u.buckets)
+              + len(u.dimension_keys) + len(u.raw_events))
     return u
+
+
+def _metering(u: Unit, fx: Effects) -> None:
+    cid = u.customer_id
+    u.usage = [(cid, c.feature_id, c.resource_id or "", c.resource_id, c.function, c.value,
+                c.total, c.count, c.updated_at) for c in fx.usage.values()]
+    u.uniques = [(cid, f, r or "", v) for f, r, v in fx.unique_values]
+    # Increments of the same bucket are summed here: a flush may not touch a row twice.
+    sums: dict[tuple, list[int]] = {}
+    keys: set[str] = set()
+    for b in fx.buckets:
+        dims = _json(b.dimensions) or ""
+        if b.dimensions:
+            keys.update(b.dimensions)
+        k = (b.hour, b.feature_id or "", b.resource_id or "", b.currency_id or "", dims,
+             b.feature_id, b.resource_id, b.currency_id)
+        tally = sums.get(k)
+        if tally is None:
+            sums[k] = [b.usage, b.credits, b.events]
+        else:
+            tally[0] += b.usage
+            tally[1] += b.credits
+            tally[2] += b.events
+    u.buckets = [(cid, *k, *t) for k, t in sums.items()]
+    u.dimension_keys = [(cid, key) for key in sorted(keys)]
+    # Kept (and purged) by the time they were accepted, not the time they say they happened:
+    # a late event stays deduplicated for the whole retention too.
+    u.raw_events = [(cid, e.key, e.event_name, e.timestamp, e.resource_id,
+                     _json(e.dimensions), accepted_at) for e, accepted_at in fx.event_keys]
 
 
 # -- reading back ----------------------------------------------------------------------

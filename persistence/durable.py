@@ -39,6 +39,7 @@ from anyio.abc import TaskGroup
 from engine.core.effects import DomainEvent, Effects, IdempotencyRecord, LedgerEntry
 from engine.core.model import CustomerState
 from engine.core.replay import restore
+from engine.core.usage import restore_usage
 from engine.runtime.errors import StoreUnavailable
 from persistence import sql
 from persistence.codec import (
@@ -126,6 +127,23 @@ class DurableStore:
         except Exception as exc:
             raise self._translate(exc) from exc
 
+    async def transact(self, steps: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        """Several statements in one transaction, outside the group commit: each statement
+        runs once per parameter row (an executemany), and either every row of every
+        statement applies or none does. For writers that must move two things together,
+        such as the webhook relay's cursor and the deliveries it created. Statements with
+        no rows are skipped."""
+        steps = [(query, rows) for query, rows in steps if rows]
+        if not steps:
+            return
+        try:
+            await self._transact(steps)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    async def _transact(self, steps: list[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        raise NotImplementedError
+
     async def _write(self, units: list[Unit], first_outbox_id: int) -> None:
         """Write every unit in one transaction, outbox ids from `first_outbox_id` on."""
         raise NotImplementedError
@@ -194,6 +212,9 @@ class DurableStore:
             reservations = await self._fetch(sql.SELECT_RESERVATIONS, customer_id)
             pools = await self._fetch(sql.SELECT_POOLS, customer_id)
             keys = await self._fetch(sql.SELECT_RECENT_KEYS, customer_id, self.keys_loaded_max + 1)
+            counters = await self._fetch(sql.SELECT_USAGE, customer_id)
+            uniques = await self._fetch(sql.SELECT_UNIQUES, customer_id) if any(
+                r[4] == "UNIQUE" for r in counters) else []
         except Exception as exc:
             raise self._translate(exc) from exc
         state = restore(
@@ -203,6 +224,8 @@ class DurableStore:
             [pool_from(r) for r in pools],
             [key_from(r) for r in reversed(keys[: self.keys_loaded_max])],
         )
+        restore_usage(state, [(r[1], r[3], r[4], r[5], r[6], r[7], r[8]) for r in counters],
+                      [(r[0], r[1] or None, r[2]) for r in uniques])
         # More keys than we loaded: the runtime must ask for the others when it meets them.
         state.keys_complete = len(keys) <= self.keys_loaded_max
         return state
@@ -248,6 +271,19 @@ class DurableStore:
         failed flush): the runtime must reload its state before serving it again, reads
         included."""
         return customer_id in self._lost
+
+    async def lookup_event_keys(self, customer_id: str, keys: list[str]) -> dict[str, int]:
+        """Raw-event keys among `keys` that were accepted before -> their event time."""
+        found: dict[str, int] = {}
+        try:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                query = sql.SELECT_EVENT_KEYS_IN.replace("{marks}", ", ".join("?" for _ in chunk))
+                found.update((r[0], int(r[1])) for r in await self._fetch(query, customer_id,
+                                                                          *chunk))
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        return found
 
     async def due_customers(self, until_ms: int, limit: int) -> list[tuple[str, int]]:
         rows = await self.fetch(sql.SELECT_DUE, until_ms, limit)

@@ -22,13 +22,15 @@ from engine.core.replay import (
     reservation_row,
     restore,
 )
+from engine.core.usage import restore_usage
 from engine.runtime.errors import StoreUnavailable
 
 __all__ = ["MemoryStore"]
 
 
 class _Customer:
-    __slots__ = ("row", "grants", "reservations", "pools", "keys", "ledger", "next_due")
+    __slots__ = ("row", "grants", "reservations", "pools", "keys", "ledger", "next_due",
+                 "usage", "uniques", "event_keys")
 
     def __init__(self, customer_id: str) -> None:
         self.row = CustomerRow(customer_id=customer_id, ledger_seq=0, event_seq=0, op_seq=0,
@@ -39,6 +41,9 @@ class _Customer:
         self.keys: dict[str, IdempotencyRecord] = {}
         self.ledger: list[LedgerEntry] = []
         self.next_due: int | None = None
+        self.usage: dict[tuple[str, str | None], tuple] = {}
+        self.uniques: set[tuple[str, str | None, str]] = set()
+        self.event_keys: dict[str, int] = {}
 
 
 class MemoryStore:
@@ -59,6 +64,10 @@ class MemoryStore:
     async def lookup_keys(self, customer_id: str, keys: list[str]) -> list[IdempotencyRecord]:
         c = self.customers.get(customer_id)
         return [c.keys[k] for k in keys if c is not None and k in c.keys]
+
+    async def lookup_event_keys(self, customer_id: str, keys: list[str]) -> dict[str, int]:
+        c = self.customers.get(customer_id)
+        return {k: c.event_keys[k] for k in keys if c is not None and k in c.event_keys}
 
     async def due_customers(self, until_ms: int, limit: int) -> list[tuple[str, int]]:
         due = sorted((c.next_due, cid) for cid, c in self.customers.items()
@@ -81,8 +90,10 @@ class MemoryStore:
         c = self.customers.get(customer_id)
         if c is None:
             return CustomerState(customer_id)
-        return restore(c.row, c.grants.values(), c.reservations.values(), c.pools.values(),
-                       c.keys.values())
+        state = restore(c.row, c.grants.values(), c.reservations.values(), c.pools.values(),
+                        c.keys.values())
+        restore_usage(state, c.usage.values(), c.uniques)
+        return state
 
     async def commit(self, customer_id: str, state: CustomerState, fx: Effects) -> None:
         # Copy before the first await: the store contract.
@@ -94,6 +105,10 @@ class MemoryStore:
         entries = list(fx.entries)
         events = list(fx.events)
         keys = list(fx.keys)
+        usage = [(u.feature_id, u.resource_id, u.function, u.value, u.total, u.count,
+                  u.updated_at) for u in fx.usage.values()]
+        uniques = list(fx.unique_values)
+        event_keys = [(e.key, e.timestamp) for e, _ in fx.event_keys]
         await anyio.lowlevel.checkpoint()
         if self.fail_commits:
             raise StoreUnavailable("the store is unavailable (simulated)", retry_after_s=1.0)
@@ -111,6 +126,10 @@ class MemoryStore:
         for k in keys:
             c.keys[k.key] = k
         c.ledger.extend(entries)
+        for row in usage:
+            c.usage[(row[0], row[1])] = row
+        c.uniques.update(uniques)
+        c.event_keys.update(event_keys)
         base = len(self.outbox)
         self.outbox.extend((base + i + 1, customer_id, e) for i, e in enumerate(events))
         self.commits += 1

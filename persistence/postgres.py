@@ -9,6 +9,7 @@ once the server is reachable again.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,54 +24,64 @@ from persistence.schema import MIGRATIONS
 
 __all__ = ["PostgresStore"]
 
-_N = {name: sql.numbered(getattr(sql, name)) for name in sql.__all__ if name.isupper()}
+_N = {name: sql.numbered(value) for name in sql.__all__
+      if name.isupper() and isinstance(value := getattr(sql, name), str)}
 
 # One flush is one statement: a data-modifying CTE per table over unnest()ed column arrays.
 # A single statement is its own transaction (all or nothing) and costs one round trip,
 # however many actors' units it carries; per-row executemany cost ~10x more here.
-_BULK = [
-    ("customers", sql.CUSTOMER_COLUMNS,
-     ["text", "bigint", "bigint", "bigint", "bigint", "bigint"], ["customer_id"]),
-    ("grants", sql.GRANT_COLUMNS,
-     ["text", "text", "bigint", "text", "text", "text", "text", "integer", "bigint", "bigint",
-      "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint",
-      "boolean", "bigint", "text", "text", "text", "text"], ["customer_id", "id"]),
-    ("reservations", sql.RESERVATION_COLUMNS,
-     ["text", "text", "text", "text", "bigint", "text", "text", "bigint", "bigint", "bigint",
-      "bigint", "text"], ["customer_id", "id"]),
-    ("pools", sql.POOL_COLUMNS,
-     ["text", "text", "text", "text", "boolean", "bigint", "integer"],
-     ["customer_id", "currency_id", "resource_key"]),
-    ("ledger", sql.LEDGER_COLUMNS,
-     ["text", "bigint", "bigint", "text", "text", "text", "text", "bigint", "bigint", "text",
-      "text", "text", "text"], None),
-    ("idempotency_keys", sql.KEY_COLUMNS, ["text", "text", "bytea", "bytea", "bigint"], None),
-    ("outbox", sql.OUTBOX_COLUMNS, ["bigint", "text", "bigint", "text", "bytea", "bigint"], None),
-]
-
-
 def _flush_statement() -> str:
     ctes = []
     n = 0
-    for table, columns, types, key in _BULK:
-        assert len(columns) == len(types), table
-        arrays = ", ".join(f"${n + i + 1}::{t}[]" for i, t in enumerate(types))
-        n += len(types)
-        statement = f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
-        if key is not None:
-            updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
-            statement += f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
-        ctes.append(f"w_{table} AS ({statement} RETURNING 1)")
+    for w in sql.WRITES:
+        arrays = ", ".join(f"${n + i + 1}::{t}[]" for i, t in enumerate(w.pg_types))
+        n += len(w.pg_types)
+        statement = (f"INSERT INTO {w.table} ({', '.join(w.columns)}) "
+                     f"SELECT * FROM unnest({arrays}){sql.conflict_clause(w)}")
+        ctes.append(f"w_{w.table} AS ({statement} RETURNING 1)")
     return "WITH " + ",\n".join(ctes) + "\nSELECT 1"
 
 
 _FLUSH = _flush_statement()
 
 
-def _last(rows_by_key: dict) -> list[tuple]:
-    return list(rows_by_key.values())
+def _one_per_key(w: sql.Write, rows: list[tuple]) -> list[tuple]:
+    """One statement may not update a row twice (ON CONFLICT DO UPDATE), so rows of the
+    same key across the flush's units are merged first: the last wins (`replace`), the
+    first stays (`ignore`), or the added columns are summed (`add`)."""
+    if w.key is None or len(rows) < 2:
+        return rows
+    at = [w.columns.index(c) for c in w.key]
+    merged: dict[tuple, tuple] = {}
+    if w.mode == "replace":
+        for r in rows:
+            merged[tuple(r[i] for i in at)] = r
+    elif w.mode == "ignore":
+        for r in rows:
+            merged.setdefault(tuple(r[i] for i in at), r)
+    else:
+        added = [w.columns.index(c) for c in w.added]
+        for r in rows:
+            k = tuple(r[i] for i in at)
+            before = merged.get(k)
+            if before is None:
+                merged[k] = r
+            else:
+                row = list(before)
+                for i in added:
+                    row[i] += r[i]
+                merged[k] = tuple(row)
+    return list(merged.values())
+
+
 # Serializes concurrent `migrate` runs from several processes.
 _MIGRATION_LOCK = 0x63726564  # "cred"
+
+
+@functools.lru_cache(maxsize=256)
+def _numbered(query: str) -> str:
+    # `transact` runs the same few statements over and over (the webhook relay's).
+    return sql.numbered(query)
 
 
 class PostgresStore(DurableStore):
@@ -129,23 +140,20 @@ class PostgresStore(DurableStore):
             for event in u.events:
                 outbox.append((next_id, *event))
                 next_id += 1
-        # Upserts keep the last version of a row: one statement may not update a row twice.
-        tables = {
-            "customers": _last({u.customer[0]: u.customer for u in units}),
-            "grants": _last({r[:2]: r for u in units for r in u.grants}),
-            "reservations": _last({r[:2]: r for u in units for r in u.reservations}),
-            "pools": _last({r[:3]: r for u in units for r in u.pools}),
-            "ledger": [r for u in units for r in u.ledger],
-            "idempotency_keys": [r for u in units for r in u.keys],
-            "outbox": outbox,
-        }
         params = []
-        for table, _columns, types, _key in _BULK:
-            rows = tables[table]
-            columns = list(zip(*rows)) if rows else [()] * len(types)
+        for w in sql.WRITES:
+            rows = outbox if w.unit == "outbox" else _one_per_key(
+                w, [r for u in units for r in getattr(u, w.unit)])
+            columns = list(zip(*rows)) if rows else [()] * len(w.columns)
             params.extend(list(col) for col in columns)
         async with self._pool.acquire() as conn:
             await conn.execute(_FLUSH, *params)
+
+    async def _transact(self, steps: list[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            for query, rows in steps:
+                await conn.executemany(_numbered(query), rows)
 
     async def execute(self, query: str, *params: Any) -> int:
         assert self._pool is not None
@@ -164,6 +172,8 @@ class PostgresStore(DurableStore):
             "WHERE created_at < $1 LIMIT $2)",
             "DELETE FROM reservations WHERE ctid IN (SELECT ctid FROM reservations "
             "WHERE released_at IS NOT NULL AND released_at < $1 LIMIT $2)",
+            "DELETE FROM events WHERE ctid IN (SELECT ctid FROM events "
+            "WHERE created_at < $1 LIMIT $2)",
         ):
             status = await self._pool.execute(query, before_ms, limit)
             removed += int(status.split()[-1])

@@ -174,6 +174,62 @@ _COMMON_V3 = [
         PRIMARY KEY (environment, id)
     )""",
     "CREATE INDEX features_list ON features (environment, created_at, id)",
+    # Current usage per customer, feature and resource (engine.core.usage).
+    """CREATE TABLE usage_counters (
+        customer_id TEXT NOT NULL,
+        feature_id TEXT NOT NULL,
+        resource_key TEXT NOT NULL,
+        resource_id TEXT,
+        function TEXT NOT NULL,
+        value BIGINT NOT NULL,
+        total BIGINT NOT NULL,
+        count BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (customer_id, feature_id, resource_key)
+    )""",
+    """CREATE TABLE usage_unique_values (
+        customer_id TEXT NOT NULL,
+        feature_id TEXT NOT NULL,
+        resource_key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (customer_id, feature_id, resource_key, value)
+    )""",
+    # Hourly pre-aggregates for the usage and credit-usage series: a query over a range
+    # reads at most one row per hour per (feature, resource, currency, dimensions), however
+    # many events and consumptions happened, and the primary key orders them by time.
+    """CREATE TABLE usage_buckets (
+        customer_id TEXT NOT NULL,
+        hour BIGINT NOT NULL,
+        feature_key TEXT NOT NULL,
+        resource_key TEXT NOT NULL,
+        currency_key TEXT NOT NULL,
+        dims TEXT NOT NULL,
+        feature_id TEXT,
+        resource_id TEXT,
+        currency_id TEXT,
+        usage BIGINT NOT NULL,
+        credits BIGINT NOT NULL,
+        events BIGINT NOT NULL,
+        PRIMARY KEY (customer_id, hour, feature_key, resource_key, currency_key, dims)
+    )""",
+    """CREATE TABLE usage_dimension_keys (
+        customer_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        PRIMARY KEY (customer_id, key)
+    )""",
+    # Raw events as accepted; the primary key deduplicates their idempotency keys, and
+    # they are purged after the key retention (by acceptance time).
+    """CREATE TABLE events (
+        customer_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        event_name TEXT NOT NULL,
+        ts BIGINT NOT NULL,
+        resource_id TEXT,
+        dimensions TEXT,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (customer_id, key)
+    )""",
+    "CREATE INDEX events_age ON events (created_at)",
 ]
 
 

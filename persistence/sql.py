@@ -4,23 +4,13 @@ backend numbers them (`$1`, `$2`, …) with `numbered()`."""
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
-__all__ = ["UPSERT_CUSTOMER", "UPSERT_GRANT", "UPSERT_RESERVATION", "UPSERT_POOL",
-           "INSERT_LEDGER", "INSERT_KEY", "INSERT_OUTBOX", "SELECT_CUSTOMER", "SELECT_GRANTS",
+__all__ = ["SELECT_CUSTOMER", "SELECT_GRANTS",
            "SELECT_RESERVATIONS", "SELECT_POOLS", "SELECT_RECENT_KEYS", "COUNT_KEYS",
            "SELECT_KEYS_IN", "SELECT_LEDGER", "SELECT_OUTBOX_AFTER", "SELECT_DUE",
-           "MAX_OUTBOX_ID", "numbered"]
-
-
-def _upsert(table: str, columns: list[str], key: list[str]) -> str:
-    marks = ", ".join("?" for _ in columns)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
-    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
-            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}")
-
-
-def _insert(table: str, columns: list[str]) -> str:
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+           "MAX_OUTBOX_ID", "numbered", "Write", "WRITES", "conflict_clause",
+           "insert_statement", "SELECT_USAGE", "SELECT_UNIQUES", "SELECT_EVENT_KEYS_IN"]
 
 
 CUSTOMER_COLUMNS = ["customer_id", "ledger_seq", "event_seq", "op_seq", "grant_seq",
@@ -40,14 +30,82 @@ LEDGER_COLUMNS = ["customer_id", "seq", "op_seq", "event_type", "grant_id", "cur
                   "idempotency_key", "dimensions"]
 KEY_COLUMNS = ["customer_id", "key", "command", "reply", "created_at"]
 OUTBOX_COLUMNS = ["id", "customer_id", "seq", "type", "payload", "created_at"]
+# Metering (engine.core.usage). Keys that may be absent are '' in `*_key` columns, since
+# primary-key columns cannot be NULL.
+USAGE_COLUMNS = ["customer_id", "feature_id", "resource_key", "resource_id", "function",
+                 "value", "total", "count", "updated_at"]
+UNIQUE_COLUMNS = ["customer_id", "feature_id", "resource_key", "value"]
+BUCKET_COLUMNS = ["customer_id", "hour", "feature_key", "resource_key", "currency_key",
+                  "dims", "feature_id", "resource_id", "currency_id", "usage", "credits",
+                  "events"]
+DIMENSION_KEY_COLUMNS = ["customer_id", "key"]
+EVENT_COLUMNS = ["customer_id", "key", "event_name", "ts", "resource_id", "dimensions",
+                 "created_at"]
 
-UPSERT_CUSTOMER = _upsert("customers", CUSTOMER_COLUMNS, ["customer_id"])
-UPSERT_GRANT = _upsert("grants", GRANT_COLUMNS, ["customer_id", "id"])
-UPSERT_RESERVATION = _upsert("reservations", RESERVATION_COLUMNS, ["customer_id", "id"])
-UPSERT_POOL = _upsert("pools", POOL_COLUMNS, ["customer_id", "currency_id", "resource_key"])
-INSERT_LEDGER = _insert("ledger", LEDGER_COLUMNS)
-INSERT_KEY = _insert("idempotency_keys", KEY_COLUMNS)
-INSERT_OUTBOX = _insert("outbox", OUTBOX_COLUMNS)
+
+class Write(NamedTuple):
+    """How one table takes a flush's rows (both backends build their statements from
+    this): `unit` names the Unit attribute holding the rows; on a conflict with `key`,
+    `replace` overwrites the row, `add` adds the `added` columns to it, `ignore` keeps the
+    existing row, and no key means a plain insert (append-only tables)."""
+
+    table: str
+    unit: str
+    columns: list[str]
+    pg_types: list[str]
+    key: list[str] | None = None
+    mode: str = "insert"
+    added: tuple[str, ...] = ()
+
+
+_T, _B, _I, _Y, _L = "text", "bigint", "integer", "bytea", "boolean"
+WRITES = [
+    Write("customers", "customers", CUSTOMER_COLUMNS, [_T, _B, _B, _B, _B, _B],
+          ["customer_id"], "replace"),
+    Write("grants", "grants", GRANT_COLUMNS,
+          [_T, _T, _B, _T, _T, _T, _T, _I, _B, _B, _B, _B, _B, _B, _B, _B, _B, _B, _B, _L,
+           _B, _T, _T, _T, _T], ["customer_id", "id"], "replace"),
+    Write("reservations", "reservations", RESERVATION_COLUMNS,
+          [_T, _T, _T, _T, _B, _T, _T, _B, _B, _B, _B, _T], ["customer_id", "id"], "replace"),
+    Write("pools", "pools", POOL_COLUMNS, [_T, _T, _T, _T, _L, _B, _I],
+          ["customer_id", "currency_id", "resource_key"], "replace"),
+    Write("ledger", "ledger", LEDGER_COLUMNS,
+          [_T, _B, _B, _T, _T, _T, _T, _B, _B, _T, _T, _T, _T]),
+    Write("idempotency_keys", "keys", KEY_COLUMNS, [_T, _T, _Y, _Y, _B]),
+    Write("outbox", "outbox", OUTBOX_COLUMNS, [_B, _T, _B, _T, _Y, _B]),
+    Write("usage_counters", "usage", USAGE_COLUMNS, [_T, _T, _T, _T, _T, _B, _B, _B, _B],
+          ["customer_id", "feature_id", "resource_key"], "replace"),
+    Write("usage_unique_values", "uniques", UNIQUE_COLUMNS, [_T, _T, _T, _T],
+          ["customer_id", "feature_id", "resource_key", "value"], "ignore"),
+    Write("usage_buckets", "buckets", BUCKET_COLUMNS,
+          [_B if c in ("hour", "usage", "credits", "events") else _T for c in BUCKET_COLUMNS],
+          ["customer_id", "hour", "feature_key", "resource_key", "currency_key", "dims"],
+          "add", ("usage", "credits", "events")),
+    Write("usage_dimension_keys", "dimension_keys", DIMENSION_KEY_COLUMNS, [_T, _T],
+          ["customer_id", "key"], "ignore"),
+    Write("events", "raw_events", EVENT_COLUMNS, [_T, _T, _T, _B, _T, _T, _B],
+          ["customer_id", "key"], "ignore"),
+]
+
+
+def conflict_clause(w: Write) -> str:
+    """The ON CONFLICT clause of `w` (empty for plain inserts); `excluded` is the row that
+    was to be inserted, in both SQLite and PostgreSQL."""
+    if w.key is None:
+        return ""
+    target = f" ON CONFLICT ({', '.join(w.key)})"
+    if w.mode == "ignore":
+        return target + " DO NOTHING"
+    if w.mode == "add":
+        sets = ", ".join(f"{c} = {w.table}.{c} + excluded.{c}" for c in w.added)
+    else:
+        sets = ", ".join(f"{c} = excluded.{c}" for c in w.columns if c not in w.key)
+    return f"{target} DO UPDATE SET {sets}"
+
+
+def insert_statement(w: Write) -> str:
+    marks = ", ".join("?" for _ in w.columns)
+    return f"INSERT INTO {w.table} ({', '.join(w.columns)}) VALUES ({marks}){conflict_clause(w)}"
 
 SELECT_CUSTOMER = f"SELECT {', '.join(CUSTOMER_COLUMNS)} FROM customers WHERE customer_id = ?"
 SELECT_GRANTS = f"SELECT {', '.join(GRANT_COLUMNS)} FROM grants WHERE customer_id = ?"
@@ -66,6 +124,10 @@ SELECT_OUTBOX_AFTER = (f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM outbox WHERE id
 SELECT_DUE = ("SELECT customer_id, next_due_at FROM customers WHERE next_due_at IS NOT NULL "
               "AND next_due_at <= ? ORDER BY next_due_at LIMIT ?")
 MAX_OUTBOX_ID = "SELECT coalesce(max(id), 0) FROM outbox"
+SELECT_USAGE = f"SELECT {', '.join(USAGE_COLUMNS)} FROM usage_counters WHERE customer_id = ?"
+SELECT_UNIQUES = ("SELECT feature_id, resource_key, value FROM usage_unique_values "
+                  "WHERE customer_id = ?")
+SELECT_EVENT_KEYS_IN = "SELECT key, ts FROM events WHERE customer_id = ? AND key IN ({marks})"
 
 _MARK = re.compile(r"\?")
 

@@ -24,6 +24,8 @@ from persistence.schema import MIGRATIONS
 
 __all__ = ["SQLiteStore"]
 
+_STATEMENTS = [(w, sql.insert_statement(w)) for w in sql.WRITES]
+
 
 class SQLiteStore(DurableStore):
     dialect = "sqlite"
@@ -131,14 +133,13 @@ class SQLiteStore(DurableStore):
         async with self._wlock:
             await db.execute("BEGIN IMMEDIATE")
             try:
-                await db.executemany(sql.UPSERT_CUSTOMER, [u.customer for u in units])
-                await db.executemany(sql.UPSERT_GRANT, [r for u in units for r in u.grants])
-                await db.executemany(sql.UPSERT_RESERVATION,
-                                     [r for u in units for r in u.reservations])
-                await db.executemany(sql.UPSERT_POOL, [r for u in units for r in u.pools])
-                await db.executemany(sql.INSERT_LEDGER, [r for u in units for r in u.ledger])
-                await db.executemany(sql.INSERT_KEY, [r for u in units for r in u.keys])
-                await db.executemany(sql.INSERT_OUTBOX, outbox)
+                for w, statement in _STATEMENTS:
+                    if w.unit == "outbox":
+                        rows = outbox
+                    else:
+                        rows = [r for u in units for r in getattr(u, w.unit)]
+                    if rows:
+                        await db.executemany(statement, rows)
                 await db.execute("COMMIT")
             except BaseException:
                 with anyio.CancelScope(shield=True):
@@ -146,6 +147,23 @@ class SQLiteStore(DurableStore):
                         await db.execute("ROLLBACK")
                     except sqlite3.Error:
                         pass
+                raise
+
+    async def _transact(self, steps: list[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        assert self._wdb is not None
+        db = self._wdb
+        async with self._wlock:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for query, rows in steps:
+                    await db.executemany(query, rows)
+                await db.execute("COMMIT")
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # the failure may have ended the transaction already
                 raise
 
     async def execute(self, query: str, *params: Any) -> int:
@@ -168,6 +186,8 @@ class SQLiteStore(DurableStore):
                 "idempotency_keys WHERE created_at < ? LIMIT ?)",
                 "DELETE FROM reservations WHERE rowid IN (SELECT rowid FROM reservations "
                 "WHERE released_at IS NOT NULL AND released_at < ? LIMIT ?)",
+                "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events "
+                "WHERE created_at < ? LIMIT ?)",
             ):
                 cursor = await self._wdb.execute(query, (before_ms, limit))
                 removed += cursor.rowcount

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Engine benchmark: pure core, actor runtime, and resident memory per idle customer.
 
-Prints the median of --runs runs for each figure, on asyncio and trio:
+Prints the median of --runs runs for each figure, on asyncio, trio, and asyncio on uvloop
+(the loop `creditd serve` runs on: uvicorn installs it when it is available):
   - pure-core consumptions/s (engine.core.machine.apply, no runtime), with and without
     idempotency keys;
   - actor consumptions/s through Runtime.submit with 1 and 64 concurrent senders on one
@@ -108,6 +109,14 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
@@ -120,11 +129,15 @@ def main() -> None:
         runs = [bench_core(args.ops, keys) for _ in range(args.runs)]
         label = "with idempotency keys" if keys else "no keys"
         print(f"pure core consumptions/s ({label}): {median(runs):,.0f}")
-    for backend in ("asyncio", "trio"):
+    loops = [("asyncio", "asyncio", {}), ("trio", "trio", {})]
+    if _has_uvloop():
+        loops.append(("asyncio on uvloop", "asyncio", {"use_uvloop": True}))
+    for label, backend, options in loops:
         for senders in (1, 64):
             n = args.ops // 4 if senders == 1 else args.ops
-            runs = [anyio.run(bench_actor, n, senders, backend=backend) for _ in range(args.runs)]
-            print(f"actor consumptions/s, {backend}, {senders} sender(s): {median(runs):,.0f}")
+            runs = [anyio.run(bench_actor, n, senders, backend=backend, backend_options=options)
+                    for _ in range(args.runs)]
+            print(f"actor consumptions/s, {label}, {senders} sender(s): {median(runs):,.0f}")
     for backend in ("asyncio", "trio"):
         runs = [anyio.run(bench_memory, args.customers, backend=backend) for _ in range(max(1, args.runs // 2))]
         print(f"resident bytes per idle customer with one grant, {backend} "

@@ -38,6 +38,16 @@ __all__ = [
     "PoolSettingsReply",
     "MUTATING",
     "AnyReply",
+    "ReportUsage",
+    "Measurement",
+    "UsageResult",
+    "Metered",
+    "MeteredEvent",
+    "IngestEvents",
+    "UsageView",
+    "UsageReply",
+    "Burn",
+    "EventsReply",
 ]
 
 
@@ -128,10 +138,65 @@ class Tick(_Command, frozen=True, kw_only=True, tag="tick", gc=False):
     """Fire whatever is due (expiries, activations, reservation TTLs) at `now`."""
 
 
-Command = CreateGrant | VoidGrant | ConfirmPayment | Consume | Reserve | Release | ConfigurePool | GetBalances | Tick
+class Measurement(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """Calculated usage of a feature: `value` units added (DELTA) or the new total (SET).
+    For a credit-backed feature, `credit_rate` credit units burn per unit of usage, from
+    the (currency, resource) pool, atomically with the usage update."""
+
+    feature_id: str
+    value: int  # signed units of usage (10^-5)
+    set_value: bool = False  # SET: `value` is the new total; the delta is computed
+    resource_id: str | None = None
+    created_at: int | None = None  # when it happened (analytics bucket); default now
+    dimensions: dict[str, str | int | float | bool] | None = None
+    currency_id: str | None = None
+    credit_rate: int | None = None
+    # Per measurement: a replay answers as first applied (with nothing burned this time).
+    idempotency_key: str | None = None
+
+
+class ReportUsage(_Command, frozen=True, kw_only=True, tag="usage", gc=False):
+    """One customer's measurements, applied together or not at all: if any would burn more
+    than a hard-limited pool holds (counting the others), none is applied."""
+
+    measurements: tuple[Measurement, ...]
+
+
+class Metered(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """What one raw event means for one feature whose meter it matched (the gateway
+    evaluates meters, `engine.core.meters`): the aggregation, the event's contribution
+    (units, or the distinct value's text for UNIQUE), and the feature's credit rate."""
+
+    feature_id: str
+    function: str
+    value: int | str
+    currency_id: str | None = None
+    credit_rate: int | None = None
+
+
+class MeteredEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    key: str  # the client's idempotency key: an event is applied at most once
+    event_name: str
+    timestamp: int
+    resource_id: str | None = None
+    dimensions: dict[str, str | int | float | bool] | None = None
+    metered: tuple[Metered, ...] = ()
+
+
+class IngestEvents(_Command, frozen=True, kw_only=True, tag="events", gc=False):
+    """Raw events of one customer, applied in order; duplicates (a key seen before) skip."""
+
+    events: tuple[MeteredEvent, ...]
+
+
+Command = (
+    CreateGrant | VoidGrant | ConfirmPayment | Consume | Reserve | Release | ConfigurePool
+    | GetBalances | Tick | ReportUsage | IngestEvents
+)
 
 # Read-only commands never produce rows; the runtime may skip the store for them.
-MUTATING = (CreateGrant, VoidGrant, ConfirmPayment, Consume, Reserve, Release, ConfigurePool, Tick)
+MUTATING = (CreateGrant, VoidGrant, ConfirmPayment, Consume, Reserve, Release, ConfigurePool, Tick,
+            ReportUsage, IngestEvents)
 
 
 # ---------------------------------------------------------------------------------------
@@ -232,7 +297,42 @@ class TickReply(Reply, frozen=True, kw_only=True, tag="tick", gc=False):
     next_due: int | None
 
 
+class UsageView(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    feature_id: str
+    resource_id: str | None
+    current_usage: int  # units
+    updated_at: int
+
+
+class UsageResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    usage: UsageView
+    previous_usage: int
+    consumed: int  # credit units burned (0 when this was a replay)
+    currency_id: str | None
+    balance: BalanceView | None
+    timestamp: int
+
+
+class UsageReply(Reply, frozen=True, kw_only=True, tag="usage", gc=False):
+    results: tuple[UsageResult, ...]  # one per measurement, in order
+
+
+class Burn(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    currency_id: str
+    resource_id: str | None
+    consumed: int  # credit units taken from the pool
+    uncovered: int  # credit units a hard-limited pool could not cover
+
+
+class EventsReply(Reply, frozen=True, kw_only=True, tag="events", gc=False):
+    accepted: int
+    duplicates: int
+    burns: tuple[Burn, ...]
+    usage: tuple[UsageView, ...]  # counters the batch changed, as they are now
+    timestamp: int
+
+
 AnyReply = (
     Refused | ConsumeReply | GrantReply | ReserveReply | ReleaseReply | BalancesReply
-    | PoolSettingsReply | TickReply
+    | PoolSettingsReply | TickReply | UsageReply | EventsReply
 )

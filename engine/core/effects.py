@@ -10,9 +10,16 @@ from typing import Any
 import msgspec
 
 from engine.core.commands import BalanceView, Command, GrantView, Reply
-from engine.core.model import EventType, Grant, LedgerEventType, Pool, Reservation
+from engine.core.model import (
+    EventType,
+    Grant,
+    LedgerEventType,
+    Pool,
+    Reservation,
+    UsageCounter,
+)
 
-__all__ = ["LedgerEntry", "DomainEvent", "IdempotencyRecord", "Effects"]
+__all__ = ["LedgerEntry", "DomainEvent", "IdempotencyRecord", "Bucket", "Effects"]
 
 
 class LedgerEntry(msgspec.Struct, frozen=True, gc=False):
@@ -55,7 +62,7 @@ class DomainEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 class IdempotencyRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A remembered request: the command as first applied and the reply it got. A replay
-    is compared field by field with `command` (engine.core.machine.same_request) rather
+    is compared field by field with `command` (engine.core.idempotency.same_request) rather
     than through a hash: cheaper on the hot path, and exact."""
 
     key: str
@@ -64,11 +71,26 @@ class IdempotencyRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     created_at: int
 
 
+class Bucket(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """An increment to an hourly usage bucket (analytics): the store adds the increments
+    of equal keys (feature, resource, currency, dimensions, hour) together."""
+
+    feature_id: str | None  # None: credits consumed directly, without a feature
+    resource_id: str | None
+    currency_id: str | None  # the currency burned, if any
+    dimensions: dict[str, Any] | None
+    hour: int  # epoch ms at the start of the hour the usage happened in
+    usage: int  # change in usage, units
+    credits: int  # credit units burned
+    events: int
+
+
 class Effects:
     """Accumulates a batch's output. Touched rows are kept as live objects: the actor does
     not mutate them again until the store has taken its copy."""
 
-    __slots__ = ("entries", "events", "grants", "reservations", "pools", "keys")
+    __slots__ = ("entries", "events", "grants", "reservations", "pools", "keys", "usage",
+                 "buckets", "unique_values", "event_keys")
 
     def __init__(self) -> None:
         self.entries: list[LedgerEntry] = []
@@ -77,10 +99,17 @@ class Effects:
         self.reservations: dict[str, Reservation] = {}
         self.pools: dict[tuple[str, str | None], Pool] = {}
         self.keys: list[IdempotencyRecord] = []
+        # Metering (engine.core.usage): counters changed, analytics increments, distinct
+        # values new to UNIQUE counters, and raw events accepted (their keys deduplicate).
+        self.usage: dict[tuple[str, str | None], UsageCounter] = {}
+        self.buckets: list[Bucket] = []
+        self.unique_values: list[tuple[str, str | None, str]] = []
+        self.event_keys: list[tuple[Any, int]] = []  # (MeteredEvent, accepted at)
 
     def __bool__(self) -> bool:
         return bool(self.entries or self.events or self.grants or self.reservations
-                    or self.pools or self.keys)
+                    or self.pools or self.keys or self.usage or self.buckets
+                    or self.event_keys)
 
     def clear(self) -> None:
         self.entries.clear()
@@ -89,3 +118,7 @@ class Effects:
         self.reservations.clear()
         self.pools.clear()
         self.keys.clear()
+        self.usage.clear()
+        self.buckets.clear()
+        self.unique_values.clear()
+        self.event_keys.clear()

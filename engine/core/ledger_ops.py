@@ -48,6 +48,7 @@ __all__ = [
     "grant_is_low",
     "grant_is_depleted",
     "pool_is_low",
+    "low_line",
     "push_timer",
 ]
 
@@ -129,6 +130,7 @@ def activate(state: CustomerState, pool: Pool, g: Grant, now: int, fx: Effects, 
     pool.balance += g.amount
     pool.granted += g.amount
     pool.active_granted += g.amount
+    pool.low_line = low_line(pool)
     insort(pool.active, g, key=_order)
     entry(state, fx, op, L.CREDITS_GRANTED, g, g.amount, now)
     event(state, fx, EventType.GRANTED, pool, now, g, g.amount)
@@ -143,12 +145,13 @@ def draw(
     now: int,
     fx: Effects,
     op: int,
-    breakdown: list[tuple[str, int]],
     feature_id: str | None = None,
     key: str | None = None,
     dimensions: dict | None = None,
-) -> int:
-    """Consume up to `amount` from active grants in consumption order; return the rest.
+    reservation_id: str | None = None,
+) -> tuple[tuple[tuple[str, int], ...], int]:
+    """Consume up to `amount` from active grants in consumption order; return the
+    breakdown ((grant id, units) per grant drawn) and the rest that was not covered.
 
     This is the hottest loop in creditd, so the ledger row is built inline and the
     threshold checks run only when a flag can flip: consumption only raises `consumed` and
@@ -161,6 +164,9 @@ def draw(
     seq = state.ledger_seq
     rest = amount
     spent = 0
+    # A tuple from the start, because that is what the reply stores: almost every
+    # consumption touches one grant, and `() + (x,)` returns `(x,)` without a copy.
+    breakdown: tuple[tuple[str, int], ...] = ()
     for g in active:
         avail = g.available
         take = avail if avail < rest else rest
@@ -175,10 +181,10 @@ def draw(
         seq += 1
         entries.append(LedgerEntry(
             seq, op, _CONSUMED, g.id, g.currency_id, g.resource_id, -take, now,
-            None, feature_id, key, dimensions,
+            reservation_id, feature_id, key, dimensions,
         ))
         touched[g.id] = g
-        breakdown.append((g.id, take))
+        breakdown += ((g.id, take),)
         if (not g.usage_low_fired and g.consumed * 100 >= g.amount * pct) or (
             not avail and not g.depleted_fired and not g.held
         ):
@@ -192,7 +198,7 @@ def draw(
     state.ledger_seq = seq
     if spent:
         del active[:spent]
-    return rest
+    return breakdown, rest
 
 
 def overdraw(
@@ -202,12 +208,13 @@ def overdraw(
     now: int,
     fx: Effects,
     op: int,
-    breakdown: list[tuple[str, int]],
     feature_id: str | None = None,
     key: str | None = None,
     dimensions: dict | None = None,
-) -> None:
-    """Soft limit: put a consumption the grants could not cover on the pool's overdraft."""
+    reservation_id: str | None = None,
+) -> tuple[str, int]:
+    """Soft limit: put a consumption the grants could not cover on the pool's overdraft;
+    return its breakdown line."""
     assert not pool.hard_limit and amount > 0
     od = pool.overdraft
     if od is None:
@@ -233,8 +240,9 @@ def overdraw(
     od.updated_at = now
     pool.balance -= amount
     pool.consumed += amount
-    entry(state, fx, op, L.CREDITS_CONSUMED, od, -amount, now, None, feature_id, key, dimensions)
-    breakdown.append((od.id, amount))
+    entry(state, fx, op, L.CREDITS_CONSUMED, od, -amount, now, reservation_id, feature_id, key,
+          dimensions)
+    return (od.id, amount)
 
 
 def repay(state: CustomerState, pool: Pool, now: int, fx: Effects, op: int) -> None:
@@ -280,6 +288,7 @@ def forfeit(
         if x:
             pool.active.remove(g)
         pool.active_granted -= g.amount
+        pool.low_line = low_line(pool)
     g.available = 0
     pool.balance -= x
     if status is GrantStatus.EXPIRED:
@@ -404,10 +413,24 @@ def grant_is_depleted(g: Grant) -> bool:
 
 
 def pool_is_low(pool: Pool) -> bool:
+    line = pool.low_line
+    return line is not None and pool.balance <= line
+
+
+def low_line(pool: Pool) -> int | None:
+    """The balance at or below which `pool` counts as low, or None when it cannot be low:
+    `low_balance_units` when set, else (100 - usage_low_percent) % of the active granted
+    amount. For an integer balance, `balance * 100 <= granted * (100 - percent)` holds
+    exactly when `balance <= granted * (100 - percent) // 100`, so the line is exact.
+
+    Stored as `pool.low_line`; whoever changes the settings or `active_granted` calls
+    this again (`check_pool` asserts that nobody forgot)."""
     if pool.low_balance_units is not None:
-        return pool.balance <= pool.low_balance_units
+        return pool.low_balance_units
     granted = pool.active_granted
-    return granted > 0 and pool.balance * 100 <= granted * (100 - pool.usage_low_percent)
+    if granted <= 0:
+        return None
+    return granted * (100 - pool.usage_low_percent) // 100
 
 
 def grant_thresholds(state: CustomerState, pool: Pool, g: Grant, now: int, fx: Effects) -> None:

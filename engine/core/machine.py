@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from heapq import heappop
 
-import msgspec
-
 from engine.core import ledger_ops as ops
+from engine.core import usage
 from engine.core.amounts import AMOUNT_UNITS_MAX
 from engine.core.commands import (
     BalancesReply,
@@ -26,18 +25,21 @@ from engine.core.commands import (
     CreateGrant,
     GetBalances,
     GrantReply,
+    IngestEvents,
     PoolSettingsReply,
     Refused,
     Release,
     ReleaseReply,
     Reply,
+    ReportUsage,
     Reserve,
     ReserveReply,
     Tick,
     TickReply,
     VoidGrant,
 )
-from engine.core.effects import Effects, IdempotencyRecord
+from engine.core.effects import Bucket, Effects, IdempotencyRecord
+from engine.core.idempotency import same_request
 from engine.core.model import (
     CustomerState,
     EventType,
@@ -114,6 +116,40 @@ def _validate_configure(cmd: ConfigurePool, now: int) -> Refused | None:
         type(cmd.usage_low_percent) is not int or not 1 <= cmd.usage_low_percent <= 100
     ):
         return refuse(Refusal.INVALID_PERCENT, "must be an integer from 1 to 100", "usageLowPercent")
+    return None
+
+
+def _validate_usage(cmd: ReportUsage, now: int) -> Refused | None:
+    if cmd.idempotency_key is not None:
+        return refuse(Refusal.INVALID_AMOUNT, "usage carries a key per measurement",
+                      "idempotencyKey")
+    for i, m in enumerate(cmd.measurements):
+        at = f"usages[{i}]"
+        if type(m.value) is not int or abs(m.value) > AMOUNT_UNITS_MAX:
+            return refuse(Refusal.INVALID_AMOUNT, "must be an integer number of units within "
+                          "the maximum amount", f"{at}.value")
+        if m.set_value and m.value < 0:
+            return refuse(Refusal.INVALID_AMOUNT, "a SET value must not be negative",
+                          f"{at}.value")
+        if m.credit_rate is not None and (
+                bad := _bad_amount(m.credit_rate, f"{at}.creditRate")):
+            return bad
+        if (m.credit_rate is None) != (m.currency_id is None):
+            return refuse(Refusal.INVALID_AMOUNT, "a credit rate needs its currency",
+                          f"{at}.creditRate")
+    return None
+
+
+def _validate_events(cmd: IngestEvents, now: int) -> Refused | None:
+    for i, event in enumerate(cmd.events):
+        for m in event.metered:
+            if m.credit_rate is not None and (
+                    bad := _bad_amount(m.credit_rate, f"events[{i}].creditRate")):
+                return bad
+            if m.function == "UNIQUE" and type(m.value) is not str or (
+                    m.function != "UNIQUE" and type(m.value) is not int):
+                return refuse(Refusal.INVALID_AMOUNT, "a contribution of the wrong kind",
+                              f"events[{i}]")
     return None
 
 
@@ -255,21 +291,29 @@ def _consume(state: CustomerState, cmd: Consume, now: int, fx: Effects) -> Reply
         return refuse(Refusal.BALANCE_LIMIT_EXCEEDED,
                       "the overdraft would exceed the maximum amount", "amount")
     state.op_seq = op = state.op_seq + 1
-    breakdown: list[tuple[str, int]] = []
     key = cmd.idempotency_key
-    rest = ops.draw(
-        state, pool, amount, now, fx, op, breakdown, cmd.feature_id, key, cmd.dimensions
+    breakdown, rest = ops.draw(
+        state, pool, amount, now, fx, op, cmd.feature_id, key, cmd.dimensions
     )
     if rest:
-        ops.overdraw(
-            state, pool, rest, now, fx, op, breakdown, cmd.feature_id, key, cmd.dimensions
-        )
+        breakdown += (ops.overdraw(
+            state, pool, rest, now, fx, op, cmd.feature_id, key, cmd.dimensions
+        ),)
     fx.pools[pool_key] = pool
-    # Consumption only lowers the balance, so only an unset flag can flip.
-    if not pool.usage_low_fired or (not pool.depleted_fired and pool.balance <= 0):
+    # Credit-usage analytics count direct consumption too (as feature-less usage).
+    at = now if cmd.created_at is None else cmd.created_at
+    fx.buckets.append(Bucket(cmd.feature_id, cmd.resource_id, cmd.currency_id, cmd.dimensions,
+                             at - at % usage.HOUR_MS, 0, amount, 1))
+    # Consumption only lowers the balance, so only an unset flag can flip, and only once
+    # the balance has reached its line: most consumptions skip the threshold check.
+    balance = pool.balance
+    low_line = pool.low_line
+    if (balance <= 0 and not pool.depleted_fired) or (
+        low_line is not None and balance <= low_line and not pool.usage_low_fired
+    ):
         ops.pool_thresholds(state, pool, now, fx)
     return ConsumeReply(
-        amount=amount, breakdown=tuple(breakdown), balance=balance_view(pool, now),
+        amount=amount, breakdown=breakdown, balance=balance_view(pool, now),
         timestamp=now, overdraft=rest,
     )
 
@@ -320,19 +364,36 @@ def _release(state: CustomerState, cmd: Release, now: int, fx: Effects) -> Reply
                       "the reservation belongs to another resource", "resourceId")
     if r.status is not ReservationStatus.ACTIVE:
         return refuse(Refusal.RESERVATION_NOT_ACTIVE, f"the reservation is {r.status}", "reservationId")
-    if cmd.consumed_amount > r.amount:
-        return refuse(
-            Refusal.RELEASE_EXCEEDS_RESERVED,
-            f"consumed {cmd.consumed_amount} units but only {r.amount} were reserved",
-            "consumedAmount",
-        )
-    op = _next_op(state)
     pool = state.pools[(r.currency_id, r.resource_id)]
+    # The contract: what goes beyond the reservation is consumed normally, under the
+    # pool's limit. Decided before anything moves, so a refusal leaves the hold in place.
+    excess = cmd.consumed_amount - r.amount
+    if excess > 0:
+        if excess > pool.balance and pool.hard_limit:
+            return refuse(
+                Refusal.INSUFFICIENT_CREDITS,
+                f"consumed {excess} units beyond the reservation, "
+                f"{max(pool.balance, 0)} available", "consumedAmount")
+        if pool.balance - excess < -AMOUNT_UNITS_MAX:
+            return refuse(Refusal.BALANCE_LIMIT_EXCEEDED,
+                          "the overdraft would exceed the maximum amount", "consumedAmount")
+    op = _next_op(state)
     ops.settle(
-        state, pool, r, cmd.consumed_amount, now, fx, op, expired=False,
+        state, pool, r, min(cmd.consumed_amount, r.amount), now, fx, op, expired=False,
         feature_id=cmd.feature_id, key=cmd.idempotency_key,
     )
+    if excess > 0:
+        # Tagged with the reservation, so the ledger alone still says what it consumed.
+        _, rest = ops.draw(state, pool, excess, now, fx, op, cmd.feature_id,
+                           cmd.idempotency_key, None, r.id)
+        if rest:
+            ops.overdraw(state, pool, rest, now, fx, op, cmd.feature_id, cmd.idempotency_key,
+                         None, r.id)
+        r.consumed_amount = cmd.consumed_amount
     fx.pools[pool.key] = pool
+    if cmd.consumed_amount:
+        fx.buckets.append(Bucket(cmd.feature_id, r.resource_id, r.currency_id, None,
+                                 now - now % usage.HOUR_MS, 0, cmd.consumed_amount, 1))
     ops.pool_thresholds(state, pool, now, fx)
     return ReleaseReply(reservation=reservation_view(r), balance=balance_view(pool, now))
 
@@ -350,6 +411,7 @@ def _configure_pool(state: CustomerState, cmd: ConfigurePool, now: int, fx: Effe
         for g in state.grants.values():
             if (g.currency_id, g.resource_id) == pool.key:
                 ops.grant_thresholds(state, pool, g, now, fx)
+    pool.low_line = ops.low_line(pool)
     _next_op(state)
     fx.pools[pool.key] = pool
     ops.pool_thresholds(state, pool, now, fx)
@@ -387,34 +449,13 @@ _DISPATCH: dict[type, tuple[_Validator, _Handler]] = {
     ConfigurePool: (_validate_configure, _configure_pool),
     GetBalances: (_no_validation, _get_balances),
     Tick: (_no_validation, _tick),
+    ReportUsage: (_validate_usage, usage.report_usage),
+    IngestEvents: (_validate_events, usage.ingest_events),
 }
 
 
 # ---------------------------------------------------------------------------------------
 # Entry points
-
-
-# Ids the caller generates afresh for each request; a retry would carry new ones.
-_GENERATED_ID = {CreateGrant: "grant_id", Reserve: "reservation_id"}
-
-
-def same_request(first: Command, again: Command) -> bool:
-    """Whether `again` is a replay of `first` under the same idempotency key: the same
-    command with the same fields, ignoring ids the caller generated for each request, or
-    the same caller-supplied request hash when either has one."""
-    if type(first) is not type(again):
-        return False
-    if first.request_hash is not None or again.request_hash is not None:
-        return first.request_hash == again.request_hash
-    generated = _GENERATED_ID.get(type(first))
-    if generated is not None:
-        again = msgspec.structs.replace(again, **{generated: getattr(first, generated)})
-    # Compare encodings, not Python values: True == 1 == 1.0 in Python, not on the wire.
-    # Deterministic order makes two dicts with the same items in another order equal.
-    return _encode_sorted(first) == _encode_sorted(again)
-
-
-_encode_sorted = msgspec.msgpack.Encoder(order="deterministic").encode
 
 
 def apply(state: CustomerState, cmd: Command, now: int, fx: Effects) -> Reply:
@@ -522,6 +563,11 @@ def check_pool(state: CustomerState, pool: Pool) -> None:
     assert pool.voided == sum(g.voided for g in grants)
     assert pool.granted == sum(g.amount for g in grants if g.activated)
     assert pool.balance == pool.granted - pool.consumed - pool.expired - pool.voided - pool.reserved
+    assert pool.active_granted == sum(g.amount for g in grants if g.status is GrantStatus.ACTIVE
+                                      and g.grant_type is not GrantType.OVERDRAFT)
+    assert pool.low_line == ops.low_line(pool)
+    assert pool.usage_low_fired is ops.pool_is_low(pool)
+    assert pool.depleted_fired is (pool.balance <= 0)
     active = [g for g in grants if g.status is GrantStatus.ACTIVE and g.available > 0
               and g.grant_type is not GrantType.OVERDRAFT]
     assert pool.active == sorted(active, key=lambda g: g.order_key)

@@ -31,6 +31,7 @@ __all__ = [
     "Pool",
     "CustomerState",
     "PoolKey",
+    "UsageCounter",
 ]
 
 
@@ -264,6 +265,7 @@ class Pool:
         "expired",
         "voided",
         "active_granted",
+        "low_line",
         "usage_low_fired",
         "depleted_fired",
     )
@@ -288,6 +290,10 @@ class Pool:
         self.voided = 0
         # Σ amount over ACTIVE non-overdraft grants: the base for the usage-low percentage.
         self.active_granted = 0
+        # The balance at or below which the pool counts as low (None: it cannot be),
+        # derived from the settings and `active_granted` by `ledger_ops.low_line` whenever
+        # one of them changes, so a consumption checks its threshold with one comparison.
+        self.low_line: int | None = None
         # Threshold flags equal their condition: an empty pool is depleted, not low.
         self.usage_low_fired = False
         self.depleted_fired = True
@@ -312,6 +318,8 @@ class CustomerState:
         "grant_seq",
         "op_seq",
         "keys_complete",
+        "usage",
+        "event_keys",
     )
 
     def __init__(self, customer_id: str) -> None:
@@ -332,6 +340,34 @@ class CustomerState:
         # `idempotency` (too many to load, or trimmed): the runtime then looks up unknown
         # keys in the store before applying a batch.
         self.keys_complete = True
+        # (feature id, resource id) -> UsageCounter; see engine.core.usage.
+        self.usage: dict[tuple[str, str | None], UsageCounter] = {}
+        # Recent raw-event idempotency keys -> event time, oldest first (bounded; the
+        # runtime looks up the others in the store before a batch that names them).
+        self.event_keys: dict[str, int] = {}
 
     def next_due(self) -> int | None:
         return self.timers[0][0] if self.timers else None
+
+
+class UsageCounter:
+    """A customer's current usage of one feature (optionally per resource), in units.
+
+    `function` is how the value moves: CALCULATED (reported usage: DELTA/SET), or a meter's
+    aggregation (COUNT, SUM, MAX, MIN, AVG, UNIQUE). `total` and `count` carry what AVG
+    (sum, events) and MAX/MIN (events seen) need; `uniques` the distinct values of UNIQUE.
+    """
+
+    __slots__ = ("feature_id", "resource_id", "function", "value", "total", "count",
+                 "uniques", "updated_at")
+
+    def __init__(self, feature_id: str, resource_id: str | None, function: str,
+                 updated_at: int) -> None:
+        self.feature_id = feature_id
+        self.resource_id = resource_id
+        self.function = function
+        self.value = 0
+        self.total = 0
+        self.count = 0
+        self.uniques: set[str] = set()
+        self.updated_at = updated_at

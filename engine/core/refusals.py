@@ -12,8 +12,8 @@ refusal (nothing is applied when any check fails):
    and the time now               expiry not in the future), GRANT_ALREADY_VOIDED,
                                   GRANT_ALREADY_EXPIRED, GRANT_NOT_VOIDABLE, GRANT_NOT_PENDING,
                                   RESERVATION_POOL_MISMATCH, RESERVATION_NOT_ACTIVE
-5. Amounts against the state      RELEASE_EXCEEDS_RESERVED, BALANCE_LIMIT_EXCEEDED,
-                                  INSUFFICIENT_CREDITS
+5. Amounts against the state      BALANCE_LIMIT_EXCEEDED, INSUFFICIENT_CREDITS (also a
+                                  release consuming beyond its hold more than the balance)
 
 Checks against the time `now` come after the idempotency check, so a replay of a request
 that was valid when first applied gets its original reply however much later it comes.
@@ -48,7 +48,6 @@ class Refusal(StrEnum):
     GRANT_NOT_PENDING = "GRANT_NOT_PENDING"
     RESERVATION_POOL_MISMATCH = "RESERVATION_POOL_MISMATCH"
     RESERVATION_NOT_ACTIVE = "RESERVATION_NOT_ACTIVE"
-    RELEASE_EXCEEDS_RESERVED = "RELEASE_EXCEEDS_RESERVED"
     BALANCE_LIMIT_EXCEEDED = "BALANCE_LIMIT_EXCEEDED"
     INSUFFICIENT_CREDITS = "INSUFFICIENT_CREDITS"
 

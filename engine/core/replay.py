@@ -194,6 +194,7 @@ def _finish(state: CustomerState, pool_rows: Iterable[PoolRow]) -> CustomerState
             ops.push_timer(state, g.expire_at, ops.TIMER_EXPIRE, g.id)
     for pool in state.pools.values():
         pool.active.sort(key=lambda g: g.order_key)
+        pool.low_line = ops.low_line(pool)
         pool.usage_low_fired = ops.pool_is_low(pool)
         pool.depleted_fired = pool.balance <= 0
     for g in state.grants.values():

@@ -5,7 +5,13 @@ Runs on anyio, so on asyncio and trio alike; everything it applies goes through 
 """
 
 from engine.runtime.clock import Clock, ManualClock, SystemClock
-from engine.runtime.errors import EngineClosed, EngineError, Overloaded, StoreUnavailable
+from engine.runtime.errors import (
+    EngineClosed,
+    EngineError,
+    EngineFault,
+    Overloaded,
+    StoreUnavailable,
+)
 from engine.runtime.runtime import MailboxStatistics, Runtime, RuntimeStatistics
 from engine.runtime.store import Store
 
@@ -15,6 +21,7 @@ __all__ = [
     "SystemClock",
     "EngineError",
     "EngineClosed",
+    "EngineFault",
     "Overloaded",
     "StoreUnavailable",
     "Runtime",

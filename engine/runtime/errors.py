@@ -6,12 +6,15 @@
      │                     (the gateway maps it to 429 + Retry-After)
      ├── StoreUnavailable  the store failed to make the batch durable: nothing applied,
      │                     in-memory state rolled back; retry later (503 + Retry-After)
-     └── EngineClosed      the runtime is shutting down
+     ├── EngineClosed      the runtime is shutting down
+     └── EngineFault       an unexpected error (a bug) failed the batch; its outcome is
+                           unknown, the customer's state was dropped and reloads from the
+                           store (the gateway answers 500; a retry with the key is safe)
 """
 
 from __future__ import annotations
 
-__all__ = ["EngineError", "Overloaded", "StoreUnavailable", "EngineClosed"]
+__all__ = ["EngineError", "Overloaded", "StoreUnavailable", "EngineClosed", "EngineFault"]
 
 
 class EngineError(Exception):
@@ -32,4 +35,8 @@ class StoreUnavailable(EngineError):
 
 
 class EngineClosed(EngineError):
+    pass
+
+
+class EngineFault(EngineError):
     pass

@@ -18,7 +18,7 @@ The ready queue holds each resident actor at most once, so it is bounded by `res
 
 from __future__ import annotations
 
-import math
+from collections import deque
 from collections.abc import Callable
 from heapq import heappop, heappush
 from types import TracebackType
@@ -28,12 +28,18 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
-from engine.core.commands import Command, Reply, Tick
+from engine.core.commands import Command, IngestEvents, Reply, ReportUsage, Tick
 from engine.core.effects import Effects
 from engine.core.machine import apply, trim_keys
 from engine.core.model import CustomerState
 from engine.runtime.clock import Clock, SystemClock
-from engine.runtime.errors import EngineClosed, EngineError, Overloaded, StoreUnavailable
+from engine.runtime.errors import (
+    EngineClosed,
+    EngineError,
+    EngineFault,
+    Overloaded,
+    StoreUnavailable,
+)
 from engine.runtime.store import Store
 from engine.runtime.waiter import Waiters, waiters_for_current_backend
 
@@ -61,17 +67,18 @@ class RuntimeStatistics(msgspec.Struct, frozen=True, kw_only=True):
     batches: int
     commands: int
     overloads: int
+    faults: int  # batches failed by an unexpected error (see EngineFault)
 
 
-class _Call:
-    __slots__ = ("command", "deadline_ms", "done", "reply", "error")
+class _Call(msgspec.Struct):
+    """One queued command and what became of it. A Struct rather than a class with
+    `__slots__`: it is built once per command, and its constructor runs in C."""
 
-    def __init__(self, command: Command, deadline_ms: int | None, done: Any) -> None:
-        self.command = command
-        self.deadline_ms = deadline_ms
-        self.done = done  # a waiter token (engine.runtime.waiter); None: nobody waits
-        self.reply: Reply | None = None
-        self.error: EngineError | None = None
+    command: Command
+    deadline_ms: int | None
+    done: Any  # a waiter token (engine.runtime.waiter); None: nobody waits
+    reply: Reply | None = None
+    error: EngineError | None = None
 
 
 class _Actor:
@@ -141,8 +148,10 @@ class Runtime:
         self._stale: Callable[[str], bool] | None = getattr(store, "stale", None)
         self._actors: dict[str, _Actor] = {}  # in least-recently-used order
         self._pending = 0
-        self._ready_send, self._ready_recv = anyio.create_memory_object_stream[_Actor](math.inf)
-        self._ready = 0
+        # Actors with commands queued and no worker yet, and the waiter tokens of the
+        # workers parked because there was nothing to serve.
+        self._ready: deque[_Actor] = deque()
+        self._idle_workers: list[Any] = []
         # Global timer heap: (due ms, customer id); `_timer_due` holds the live entry per
         # customer, so stale heap entries are skipped when popped.
         self._timers: list[tuple[int, str]] = []
@@ -152,7 +161,7 @@ class Runtime:
         self._waiters: Waiters | None = None
         self._closed = False
         self._activations = self._passivations = self._batches = 0
-        self._commands = self._overloads = 0
+        self._commands = self._overloads = self._faults = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -221,7 +230,9 @@ class Runtime:
         if self._pending >= self.pending_max:
             self._overloads += 1
             raise Overloaded("too many commands queued", retry_after_s=1.0)
-        actor = self._actor_for(customer_id)
+        actor = self._actors.get(customer_id)
+        if actor is None:
+            actor = self._activate(customer_id)
         mailbox = actor.mailbox
         if mailbox is None:
             mailbox = actor.mailbox = []
@@ -237,21 +248,34 @@ class Runtime:
             actor.peak = len(mailbox)
         if not actor.busy:
             actor.busy = True
-            self._ready += 1
-            self._ready_send.send_nowait(actor)
+            self._ready.append(actor)
+            if self._idle_workers:
+                self._waiters.wake(self._idle_workers.pop())  # type: ignore[union-attr]
         return call
 
-    def _actor_for(self, customer_id: str) -> _Actor:
+    def _activate(self, customer_id: str) -> _Actor:
+        """A resident actor for a customer that has none (its state loads on first use)."""
         actors = self._actors
-        actor = actors.pop(customer_id, None)
-        if actor is None:
-            if len(actors) >= self.resident_max and not self._evict(len(actors) - self.resident_max + 1):
-                self._overloads += 1
-                raise Overloaded("too many customers resident; none idle to passivate",
-                                 retry_after_s=1.0)
-            actor = _Actor(customer_id)
-        actors[customer_id] = actor  # most recently used last
+        if len(actors) >= self.resident_max and not self._evict(len(actors) - self.resident_max + 1):
+            self._overloads += 1
+            raise Overloaded("too many customers resident; none idle to passivate",
+                             retry_after_s=1.0)
+        actor = actors[customer_id] = _Actor(customer_id)  # most recently used last
         return actor
+
+    def _touch(self, actor: _Actor) -> None:
+        """Move a resident actor to the most recently used end once a batch is served.
+
+        Per batch rather than per command: a busy actor is never passivated, so only its
+        place once idle matters, and that then follows `last_used_ms`. An actor that is
+        the most recent already (a new one, or one customer's burst) stays put: moving it
+        would only leave a deleted entry in the dict, which holds its memory until the
+        dict is resized."""
+        actors = self._actors
+        customer_id = actor.customer_id
+        if next(reversed(actors)) != customer_id:
+            del actors[customer_id]
+            actors[customer_id] = actor
 
     def _evict(self, count: int, scan_max: int = 1024) -> bool:
         """Passivate up to `count` idle actors, least recently used first, looking at no
@@ -271,9 +295,20 @@ class Runtime:
     # -- serving --------------------------------------------------------------------------
 
     async def _worker(self) -> None:
-        async for actor in self._ready_recv:
-            self._ready -= 1
-            await self._serve(actor)
+        ready = self._ready
+        waiters = self._waiters
+        assert waiters is not None
+        while True:
+            if not ready:
+                token = waiters.new()
+                self._idle_workers.append(token)
+                await waiters.wait(token)
+                continue
+            await self._serve(ready.popleft())
+            if ready:
+                # Yield before the next batch even if this one never awaited (nothing to
+                # commit), so one worker cannot serve a long ready queue in one go.
+                await waiters.checkpoint()
 
     async def _serve(self, actor: _Actor) -> None:
         try:
@@ -288,6 +323,7 @@ class Runtime:
         finally:
             actor.busy = False
             actor.last_used_ms = self.clock.now_ms()
+            self._touch(actor)
 
     async def _serve_batch(self, actor: _Actor, batch: list[_Call]) -> None:
         try:
@@ -298,6 +334,10 @@ class Runtime:
             state = actor.state
             if not state.keys_complete:
                 await self._prefetch_keys(actor.customer_id, state, batch)
+            for call in batch:
+                if type(call.command) is IngestEvents:
+                    await self._prefetch_event_keys(actor.customer_id, state, batch)
+                    break
             now = self.clock.now_ms()
             if now < actor.last_now:
                 now = actor.last_now  # the core needs time that never goes back
@@ -325,13 +365,29 @@ class Runtime:
             self._schedule_timer(actor.customer_id,
                                  self.clock.now_ms() + int(exc.retry_after_s * 1000))
             return
-        except BaseException:
+        except anyio.get_cancelled_exc_class():
             actor.state = None
             for call in batch:
                 call.reply = None
                 call.error = EngineClosed("the engine stopped before this command was durable")
             self._finish(actor, batch)
             raise
+        except Exception as exc:
+            # A bug, in the core (a broken invariant is an assertion) or in a store (an
+            # error it should have translated). The in-memory state may be half-mutated and
+            # the batch's durability is unknown, so it is handled like a failed commit:
+            # drop the state, reload what is durable next time, and fail these commands
+            # with EngineFault. The worker lives on: one customer's bug must not stop the
+            # engine for everyone.
+            self._faults += 1
+            actor.state = None
+            fault = EngineFault(f"an internal error stopped this command: {exc!r}")
+            fault.__cause__ = exc
+            for call in batch:
+                call.reply = None
+                call.error = fault
+            self._finish(actor, batch)
+            return
         self._batches += 1
         self._commands += len(batch)
         self._finish(actor, batch)
@@ -344,12 +400,26 @@ class Runtime:
         """Load remembered keys this batch names that are not in memory (TigerBeetle's
         prefetch: the core stays synchronous, the I/O happens before it runs)."""
         known = state.idempotency
-        missing = [c.command.idempotency_key for c in batch
-                   if c.command.idempotency_key is not None
-                   and c.command.idempotency_key not in known]
+        named = [c.command.idempotency_key for c in batch]
+        for c in batch:
+            if type(c.command) is ReportUsage:  # usage measurements carry keys of their own
+                named += [m.idempotency_key for m in c.command.measurements]
+        missing = [key for key in named if key is not None and key not in known]
         if missing:
             for record in await self.store.lookup_keys(customer_id, missing):  # type: ignore[attr-defined]
                 known[record.key] = record
+
+    async def _prefetch_event_keys(self, customer_id: str, state: CustomerState,
+                                   batch: list[_Call]) -> None:
+        """Raw events deduplicate on keys kept for the whole retention, far more than
+        memory holds: look up the store for the keys of this batch's events that memory
+        does not have, so the core can skip the ones accepted before."""
+        seen = state.event_keys
+        missing = [e.key for c in batch if type(c.command) is IngestEvents
+                   for e in c.command.events if e.key not in seen]
+        lookup = getattr(self.store, "lookup_event_keys", None)
+        if missing and lookup is not None:
+            seen.update(await lookup(customer_id, missing))
 
     async def _timer_recovery(self) -> None:
         """Register timers of customers not resident here (after a restart), read from
@@ -479,10 +549,10 @@ class Runtime:
     def runtime_statistics(self) -> RuntimeStatistics:
         return RuntimeStatistics(
             resident=len(self._actors), resident_max=self.resident_max,
-            pending=self._pending, pending_max=self.pending_max, ready=self._ready,
+            pending=self._pending, pending_max=self.pending_max, ready=len(self._ready),
             timers=len(self._timer_due), activations=self._activations,
             passivations=self._passivations, batches=self._batches,
-            commands=self._commands, overloads=self._overloads,
+            commands=self._commands, overloads=self._overloads, faults=self._faults,
         )
 
     def passivate_idle(self) -> int:

@@ -8,6 +8,9 @@ allocation). Any other backend falls back to anyio.Event.
 
 A waiter is created and parked in the same synchronous step as the command is enqueued, so
 a wake-up can never come before the wait.
+
+The same primitives park the runtime's idle workers, and `checkpoint` is the backend's own
+yield, which the workers take between batches.
 """
 
 from __future__ import annotations
@@ -16,26 +19,30 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import sniffio
 
 __all__ = ["Waiters", "waiters_for_current_backend"]
 
 
 class Waiters:
-    """`new()` makes a token; `wait(token)` parks until `wake(token)`. A waiter cancelled
-    while parked is simply never woken; `wake()` on it is a no-op."""
+    """`new()` makes a token; `await wait(token)` parks until `wake(token)`. A waiter
+    cancelled while parked is simply never woken; `wake()` on it is a no-op.
+    `checkpoint()` yields to the scheduler once."""
 
-    __slots__ = ("new", "wait", "wake")
+    __slots__ = ("new", "wait", "wake", "checkpoint")
 
     def __init__(
         self,
         new: Callable[[], Any],
         wait: Callable[[Any], Awaitable[None]],
         wake: Callable[[Any], None],
+        checkpoint: Callable[[], Awaitable[None]],
     ) -> None:
         self.new = new
         self.wait = wait
         self.wake = wake
+        self.checkpoint = checkpoint
 
 
 def _asyncio_waiters() -> Waiters:
@@ -43,14 +50,19 @@ def _asyncio_waiters() -> Waiters:
 
     loop = asyncio.get_running_loop()
 
-    async def wait(future: asyncio.Future[None]) -> None:
-        await future
+    # A future is awaitable itself: returning it, rather than awaiting it inside a
+    # coroutine, saves creating and running a coroutine for every command.
+    def wait(future: asyncio.Future[None]) -> asyncio.Future[None]:
+        return future
 
     def wake(future: asyncio.Future[None]) -> None:
         if not future.done():
             future.set_result(None)
 
-    return Waiters(loop.create_future, wait, wake)
+    async def checkpoint() -> None:
+        await asyncio.sleep(0)
+
+    return Waiters(loop.create_future, wait, wake, checkpoint)
 
 
 class _TrioSlot:
@@ -83,14 +95,14 @@ def _trio_waiters() -> Waiters:
         if task:
             lowlevel.reschedule(task)
 
-    return Waiters(_TrioSlot, wait, wake)
+    return Waiters(_TrioSlot, wait, wake, lowlevel.checkpoint)
 
 
 def _anyio_waiters() -> Waiters:
     async def wait(event: anyio.Event) -> None:
         await event.wait()
 
-    return Waiters(anyio.Event, wait, lambda event: event.set())
+    return Waiters(anyio.Event, wait, lambda event: event.set(), anyio.lowlevel.checkpoint)
 
 
 def waiters_for_current_backend() -> Waiters:

@@ -1,9 +1,12 @@
 """Route handlers by area; `ROUTES` is what the app mounts."""
 
+from gateway.routes.analytics import ROUTES as _ANALYTICS
 from gateway.routes.credits import ROUTES as _CREDITS
 from gateway.routes.currencies import ROUTES as _CURRENCIES
 from gateway.routes.customers import ROUTES as _CUSTOMERS
 from gateway.routes.entitlements import ROUTES as _ENTITLEMENTS
 from gateway.routes.features import ROUTES as _FEATURES
+from gateway.routes.usage import ROUTES as _USAGE
 
-ROUTES = [*_CURRENCIES, *_CUSTOMERS, *_CREDITS, *_ENTITLEMENTS, *_FEATURES]
+ROUTES = [*_CURRENCIES, *_CUSTOMERS, *_CREDITS, *_ENTITLEMENTS, *_FEATURES, *_USAGE,
+          *_ANALYTICS]

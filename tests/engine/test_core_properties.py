@@ -457,7 +457,10 @@ class CoreMachine(RuleBasedStateMachine):
                 resource_id=res, feature_id=feature, idempotency_key=self.key_for(keyed),
             )
         )
-        if consumed > amount:
+        if consumed > amount and pool is not None and pool.hard_limit and (
+                consumed - amount > balance):
+            # Beyond the hold is consumed normally, so a hard limit refuses what the
+            # balance cannot cover.
             assert isinstance(reply, Refused)
         if not isinstance(reply, Refused):
             assert active and r.consumed_amount == consumed
@@ -499,8 +502,11 @@ class CoreMachine(RuleBasedStateMachine):
         ]
         balance = pool.balance
         reply, _ = self.run(Release(reservation_id=rid, consumed_amount=consumed))
-        if consumed > amount:
-            assert isinstance(reply, Refused) and reply.code == "RELEASE_EXCEEDS_RESERVED"
+        if consumed > amount and pool.hard_limit and consumed - amount > balance:
+            # Beyond the hold is consumed normally: a hard limit refuses what the balance
+            # cannot cover, and the reservation stays as it was.
+            assert isinstance(reply, Refused) and reply.code == "INSUFFICIENT_CREDITS"
+            assert r.status.value == "ACTIVE" and pool.balance == balance
             return
         assert not isinstance(reply, Refused), reply
         assert r.status.value == "RELEASED" and r.consumed_amount == consumed

@@ -583,8 +583,8 @@ REFUSALS = [
     ("release_expired", _reservation_expired, release_cmd(), R.RESERVATION_NOT_ACTIVE,
      "reservationId"),
     # -- amounts against the state
-    ("release_exceeds_reserved", _reserved, release_cmd(consumed_amount=41),
-     R.RELEASE_EXCEEDS_RESERVED, "consumedAmount"),
+    ("release_beyond_reserved_and_balance", _reserved, release_cmd(consumed_amount=101),
+     R.INSUFFICIENT_CREDITS, "consumedAmount"),
     ("grant_beyond_max_balance", _at_max, grant_cmd(amount=1), R.BALANCE_LIMIT_EXCEEDED, "amount"),
     ("consume_more_than_balance", _granted, consume_cmd(amount=101), R.INSUFFICIENT_CREDITS,
      "amount"),
@@ -1101,15 +1101,29 @@ def test_release_with_consumed_at_most_reserved_returns_the_rest(consumed, balan
     assert c.pool.consumed == consumed and c.pool.reserved == 0
 
 
-def test_release_of_more_than_reserved_is_refused_and_the_reservation_stays_active():
+def test_release_beyond_the_reservation_consumes_the_excess_normally():
     c = Customer()
     c.grant("a", 100)
     c.reserve("r", 40)
-    reply = assert_refused(c, Release(reservation_id="r", consumed_amount=41),
-                           R.RELEASE_EXCEEDS_RESERVED)
-    assert reply.message == "consumed 41 units but only 40 were reserved"
+    reply, fx = c.release("r", 45)
+    assert reply.reservation.consumed_amount == 45
+    assert reply.balance.current_balance == c.balance == 55
+    assert c.pool.consumed == 45 and c.pool.reserved == 0
+    # Every row of the release names the reservation, the excess included.
+    assert {e.reservation_id for e in fx.entries} == {"r"}
+
+
+def test_release_beyond_the_reservation_and_the_balance_is_refused_whole():
+    c = Customer()
+    c.grant("a", 100)
+    c.reserve("r", 40)
+    reply = assert_refused(c, Release(reservation_id="r", consumed_amount=101),
+                           R.INSUFFICIENT_CREDITS)
+    assert reply.field == "consumedAmount"
     assert c.state.reservations["r"].status is ReservationStatus.ACTIVE
-    c.ok(Release(reservation_id="r", consumed_amount=40))
+    assert c.balance == 60
+    c.ok(Release(reservation_id="r", consumed_amount=100))
+    assert c.balance == 0
 
 
 def test_a_reservation_that_reaches_its_ttl_returns_everything():

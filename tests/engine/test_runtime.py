@@ -22,7 +22,15 @@ import anyio.lowlevel
 import pytest
 
 from engine.core import machine
+from engine.core.amounts import SCALE
 from engine.core.commands import (
+    EventsReply,
+    IngestEvents,
+    Measurement,
+    Metered,
+    MeteredEvent,
+    ReportUsage,
+    UsageReply,
     BalancesReply,
     BalanceView,
     Command,
@@ -49,6 +57,7 @@ from engine.core.model import CustomerState, EventType, GrantType, LedgerEventTy
 from engine.core.refusals import Refusal
 from engine.runtime import (
     EngineClosed,
+    EngineFault,
     ManualClock,
     Overloaded,
     Runtime,
@@ -381,6 +390,13 @@ async def test_core_apply_never_checkpoints() -> None:
         # Due timers (r2's TTL, g2's activation, g1's expiry) fire inside apply.
         (t0 + 20_000, Tick(), TickReply),
         (t0 + 20_001, consume(10, key="k2"), ConsumeReply),
+        # Usage burning 1 unit of credit per unit of usage, then an event burning 1 unit.
+        (t0 + 20_002, ReportUsage(measurements=(Measurement(
+            feature_id="f", value=3, currency_id=CUR, credit_rate=SCALE,
+            idempotency_key="u1"),)), UsageReply),
+        (t0 + 20_003, IngestEvents(events=(MeteredEvent(
+            key="e1", event_name="call", timestamp=t0, metered=(
+                Metered("f", "COUNT", SCALE, CUR, 1),)),)), EventsReply),
     ]
     covered = set()
     for now, command, expected in steps:
@@ -881,6 +897,34 @@ async def test_store_failure_rolls_back_and_retry_applies_once() -> None:
         assert (await balance(rt, "c1")).current_balance == 1350
         seqs = [e.seq for e in store.ledger("c1")]
         assert seqs == list(range(1, len(seqs) + 1))
+
+
+async def test_an_unexpected_error_fails_the_batch_and_the_engine_lives_on() -> None:
+    """A bug (here a store raising something it should have translated) must not stop the
+    runtime: the batch fails with EngineFault, the customer's state is dropped and
+    reloaded from the store, and every other customer goes on."""
+    clock, store = ManualClock(), MemoryStore()
+    async with Runtime(store, clock, passivate_after_ms=None, workers_count=1) as rt:
+        await rt.submit("c1", grant("g1", 100))
+        await rt.submit("c2", grant("g1", 100))
+        real_commit = store.commit
+
+        async def broken(customer_id: str, state: Any, fx: Any) -> None:
+            if customer_id == "c1":
+                raise RuntimeError("a bug")
+            await real_commit(customer_id, state, fx)
+
+        store.commit = broken  # type: ignore[method-assign]
+        with pytest.raises(EngineFault) as info:
+            await rt.submit("c1", consume(10, key="k"))
+        assert isinstance(info.value.__cause__, RuntimeError)
+        # The one worker survived and serves everyone.
+        assert isinstance(await rt.submit("c2", consume(10, key="k")), ConsumeReply)
+        store.commit = real_commit  # type: ignore[method-assign]
+        assert (await balance(rt, "c1")).current_balance == 100  # reloaded: nothing applied
+        assert isinstance(await rt.submit("c1", consume(10, key="k")), ConsumeReply)
+        assert (await balance(rt, "c1")).current_balance == 90
+        assert rt.runtime_statistics().faults == 1
 
 
 async def test_store_failure_fails_the_whole_batch() -> None:

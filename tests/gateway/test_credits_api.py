@@ -415,7 +415,6 @@ def test_reservation_is_refused_whole_when_not_covered(server, client, customer,
     assert balance(server, customer)[0]["reserved"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="the engine still refuses a release above the hold")
 def test_release_above_the_reservation_consumes_the_excess_normally(server, client, customer,
                                                                     currency, uid) -> None:
     grant(client, customer, currency, 10)
