@@ -25,6 +25,8 @@ from gateway.catalog import Catalog
 from gateway.config import Settings
 from gateway.errors import ApiError, exception_handlers
 from persistence import open_store
+from webhooks import Options as WebhookOptions
+from webhooks import RetryPolicy, Webhooks
 
 __all__ = ["create_app", "ok", "Services", "services", "environment", "PUBLIC_PATHS"]
 
@@ -92,6 +94,31 @@ async def ready(request: Request) -> Response:
     return Response({"status": "ready"})
 
 
+def _webhooks(store: Any, settings: Settings) -> Webhooks:
+    options = WebhookOptions(
+        allow_private=settings.webhooks_allow_private,
+        timeout_s=settings.webhooks_timeout_ms / 1000,
+        concurrency_max=settings.webhooks_concurrency_max,
+        endpoint_concurrency_max=min(32, settings.webhooks_concurrency_max),
+        retry=RetryPolicy(base_ms=settings.webhooks_retry_base_ms,
+                          cap_ms=max(settings.webhooks_retry_cap_ms,
+                                     settings.webhooks_retry_base_ms),
+                          attempts_max=settings.webhooks_attempts_max))
+    return Webhooks(store, options=options,
+                    sender=Webhooks.make_sender(settings.webhooks_client, options))
+
+
+def _chain(first: Any, second: Any) -> Any:
+    if first is None:
+        return second
+
+    def both(customer_id: str, effects: Any) -> None:
+        first(customer_id, effects)
+        second(customer_id, effects)
+
+    return both
+
+
 def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = None,
                store: Any = None) -> Litestar:
     """The application. `store` replaces the one `settings.database_url` names (tests
@@ -115,10 +142,16 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
                 # Printed once: only its hash is stored.
                 print(f"creditd: generated an API key for environment 'default': {key}\n"
                       "creditd: it is stored hashed and will not be shown again.", flush=True)
-            async with Runtime(store, **(runtime_options or {})) as runtime:
-                app.state.services = Services(settings, store, runtime, catalog)
-                log.info("creditd ready", database=settings.database_url or "default")
-                yield
+            # Webhooks tail the outbox; the runtime's commit hook only wakes them, so
+            # deliveries start within milliseconds of a commit (webhooks/relay.py).
+            options = dict(runtime_options or {})
+            async with _webhooks(store, settings) as webhooks:
+                options["on_committed"] = _chain(options.get("on_committed"), webhooks.wake)
+                async with Runtime(store, **options) as runtime:
+                    app.state.services = Services(settings, store, runtime, catalog)
+                    app.state.webhooks = webhooks
+                    log.info("creditd ready", database=settings.database_url or "default")
+                    yield
 
     def _on_app_init(config: AppConfig) -> AppConfig:
         config.before_request = _authenticate

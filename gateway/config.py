@@ -7,6 +7,7 @@
 | database URL | CREDITD_DATABASE_URL | sqlite:///$CREDITD_DATA_DIR/creditd.db (data/) |
 | API keys | CREDITD_API_KEYS | none: one is generated on first start and printed once |
 | durability | CREDITD_DURABILITY | sync |
+| webhooks | CREDITD_WEBHOOKS_* | see docs/webhooks.md |
 
 A bad value is refused at start-up with a message naming the variable, never a traceback.
 """
@@ -21,6 +22,10 @@ __all__ = ["Settings", "ConfigError"]
 
 class ConfigError(ValueError):
     """A setting that cannot be used; the message names it."""
+
+
+def _flag(raw: str | None) -> bool:
+    return (raw or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _keys(raw: str | None) -> list[str]:
@@ -52,10 +57,27 @@ class Settings:
     api_keys: list[str] = field(default_factory=list)
     durability: str = "sync"
     body_bytes_max: int = 1_048_576
+    # Webhooks (docs/webhooks.md): whether endpoints may resolve to private, loopback or
+    # link-local addresses; which HTTP client sends ("pooled" or "httpx"); the per-attempt
+    # timeout, the concurrency, and the retry schedule.
+    webhooks_allow_private: bool = False
+    webhooks_client: str = "pooled"
+    webhooks_timeout_ms: int = 10_000
+    webhooks_concurrency_max: int = 64
+    webhooks_retry_base_ms: int = 30_000
+    webhooks_retry_cap_ms: int = 12 * 3_600_000
+    webhooks_attempts_max: int = 12
 
     def __post_init__(self) -> None:
         if self.durability not in ("sync", "async"):
             raise ConfigError(f"CREDITD_DURABILITY: {self.durability!r} is not 'sync' or 'async'")
+        if self.webhooks_client not in ("pooled", "httpx"):
+            raise ConfigError(f"CREDITD_WEBHOOKS_CLIENT: {self.webhooks_client!r} is not "
+                              "'pooled' or 'httpx'")
+        if min(self.webhooks_timeout_ms, self.webhooks_concurrency_max,
+               self.webhooks_retry_base_ms, self.webhooks_attempts_max) <= 0:
+            raise ConfigError("CREDITD_WEBHOOKS_*: timeouts, concurrency, retry base and "
+                              "attempts must be positive")
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -65,6 +87,17 @@ class Settings:
             "database_url": os.environ.get("CREDITD_DATABASE_URL") or None,
             "api_keys": _keys(os.environ.get("CREDITD_API_KEYS")),
             "durability": os.environ.get("CREDITD_DURABILITY", "sync"),
+            "webhooks_allow_private": _flag(os.environ.get("CREDITD_WEBHOOKS_ALLOW_PRIVATE")),
+            "webhooks_client": os.environ.get("CREDITD_WEBHOOKS_CLIENT", cls.webhooks_client),
         }
+        for name in ("timeout_ms", "concurrency_max", "retry_base_ms", "retry_cap_ms",
+                     "attempts_max"):
+            raw = os.environ.get(f"CREDITD_WEBHOOKS_{name.upper()}")
+            if raw:
+                try:
+                    values[f"webhooks_{name}"] = int(raw)
+                except ValueError:
+                    raise ConfigError(f"CREDITD_WEBHOOKS_{name.upper()}: {raw!r} is not an "
+                                      "integer") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -233,13 +233,99 @@ _COMMON_V3 = [
 ]
 
 
+# v4: webhooks (webhooks/tables.py holds the statements that use these tables).
+_COMMON_V4 = [
+    """CREATE TABLE webhook_endpoints (
+        id TEXT PRIMARY KEY,
+        environment TEXT NOT NULL,
+        url TEXT NOT NULL,
+        description TEXT,
+        event_types TEXT NOT NULL,
+        enabled BOOLEAN NOT NULL,
+        disabled_reason TEXT,
+        secret TEXT NOT NULL,
+        previous_secret TEXT,
+        previous_secret_until BIGINT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        -- A deleted endpoint stays as a tombstone until the purge has removed its
+        -- deliveries in bounded steps.
+        deleted_at BIGINT
+    )""",
+    "CREATE INDEX webhook_endpoints_list ON webhook_endpoints (environment, created_at, id)",
+    # One row per outbox event of an environment that has endpoints: the payload exactly as
+    # signed and sent, stored once however many endpoints receive it; replay reads it back.
+    """CREATE TABLE webhook_events (
+        outbox_id BIGINT PRIMARY KEY,
+        environment TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        customer_id TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        payload BYTES NOT NULL
+    )""",
+    "CREATE INDEX webhook_events_since ON webhook_events (environment, created_at)",
+    # One row per (endpoint, event) to deliver, and one more per replay. `next_attempt_at`
+    # is set on exactly one pending row per (endpoint, customer) lane, its head; the rest of
+    # the lane waits behind it, which is what keeps a customer's events in order.
+    """CREATE TABLE webhook_deliveries (
+        id BIGINT PRIMARY KEY,
+        endpoint_id TEXT NOT NULL,
+        outbox_id BIGINT NOT NULL,
+        customer_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at BIGINT,
+        last_attempt_at BIGINT,
+        last_status_code INTEGER,
+        last_latency_ms INTEGER,
+        last_error TEXT,
+        created_at BIGINT NOT NULL,
+        delivered_at BIGINT,
+        replay_of BIGINT
+    )""",
+    # The dispatcher's scan: due lane heads of one endpoint, earliest first.
+    "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (endpoint_id, next_attempt_at, id) "
+    "WHERE next_attempt_at IS NOT NULL",
+    # A lane's pending rows in queue order: finding the next head, and whether one exists.
+    "CREATE INDEX webhook_deliveries_lane ON webhook_deliveries (endpoint_id, customer_id, id) "
+    "WHERE status = 'PENDING'",
+    "CREATE INDEX webhook_deliveries_list ON webhook_deliveries (endpoint_id, status, id)",
+    "CREATE INDEX webhook_deliveries_recent ON webhook_deliveries (endpoint_id, id)",
+    # The purge keeps a stored event while any delivery still refers to it.
+    "CREATE INDEX webhook_deliveries_event ON webhook_deliveries (outbox_id)",
+    """CREATE TABLE webhook_attempts (
+        id BIGINT PRIMARY KEY,
+        delivery_id BIGINT NOT NULL,
+        endpoint_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        started_at BIGINT NOT NULL,
+        status_code INTEGER,
+        latency_ms INTEGER NOT NULL,
+        error TEXT,
+        response TEXT
+    )""",
+    "CREATE INDEX webhook_attempts_delivery ON webhook_attempts (delivery_id, attempt)",
+    "CREATE INDEX webhook_attempts_recent ON webhook_attempts (endpoint_id, id)",
+    # The relay's position in the outbox, moved in the same transaction as the deliveries it
+    # creates. A database that already has an outbox starts at its end: events committed
+    # before webhooks existed had no endpoints to go to.
+    """CREATE TABLE webhook_relay (
+        name TEXT PRIMARY KEY,
+        outbox_cursor BIGINT NOT NULL
+    )""",
+    "INSERT INTO webhook_relay (name, outbox_cursor) "
+    "SELECT 'webhooks', coalesce(max(id), 0) FROM outbox",
+]
+
+
 def _dialect(statements: list[str], dialect: str) -> list[str]:
     if dialect == "postgresql":
         return [s.replace("BYTES", "BYTEA") for s in statements]
     return [s.replace("BYTES", "BLOB").replace("BOOLEAN", "INTEGER") for s in statements]
 
 
-_VERSIONS = [_COMMON_V1, _COMMON_V2, _COMMON_V3]
+_VERSIONS = [_COMMON_V1, _COMMON_V2, _COMMON_V3, _COMMON_V4]
 MIGRATIONS: dict[str, list[list[str]]] = {
     dialect: [_dialect(statements, dialect) for statements in _VERSIONS]
     for dialect in ("sqlite", "postgresql")

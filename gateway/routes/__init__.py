@@ -7,6 +7,7 @@ from gateway.routes.customers import ROUTES as _CUSTOMERS
 from gateway.routes.entitlements import ROUTES as _ENTITLEMENTS
 from gateway.routes.features import ROUTES as _FEATURES
 from gateway.routes.usage import ROUTES as _USAGE
+from gateway.routes.webhooks import ROUTES as _WEBHOOKS
 
 ROUTES = [*_CURRENCIES, *_CUSTOMERS, *_CREDITS, *_ENTITLEMENTS, *_FEATURES, *_USAGE,
-          *_ANALYTICS]
+          *_ANALYTICS, *_WEBHOOKS]
