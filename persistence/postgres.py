@@ -24,8 +24,6 @@ from persistence.schema import MIGRATIONS
 
 __all__ = ["PostgresStore"]
 
-_N = {name: sql.numbered(value) for name in sql.__all__
-      if name.isupper() and isinstance(value := getattr(sql, name), str)}
 
 # One flush is one statement: a data-modifying CTE per table over unnest()ed column arrays.
 # A single statement is its own transaction (all or nothing) and costs one round trip,
@@ -78,10 +76,13 @@ def _one_per_key(w: sql.Write, rows: list[tuple]) -> list[tuple]:
 _MIGRATION_LOCK = 0x63726564  # "cred"
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=512)
 def _numbered(query: str) -> str:
-    # `transact` runs the same few statements over and over (the webhook relay's).
+    # Reads and transactions run the same few statements over and over.
     return sql.numbered(query)
+
+
+_PURGES = [_numbered(q) for q in sql.purge_statements("ctid")]
 
 
 class PostgresStore(DurableStore):
@@ -109,7 +110,7 @@ class PostgresStore(DurableStore):
 
     async def _fetch(self, query: str, *params: Any) -> Sequence[Sequence[Any]]:
         assert self._pool is not None
-        return await self._pool.fetch(_N.get(query) or sql.numbered(query), *params)
+        return await self._pool.fetch(_numbered(query), *params)
 
     async def _migrate(self) -> int:
         assert self._pool is not None
@@ -158,7 +159,7 @@ class PostgresStore(DurableStore):
     async def execute(self, query: str, *params: Any) -> int:
         assert self._pool is not None
         try:
-            status = await self._pool.execute(sql.numbered(query), *params)
+            status = await self._pool.execute(_numbered(query), *params)
         except Exception as exc:
             raise self._translate(exc) from exc
         last = status.split()[-1]
@@ -167,14 +168,7 @@ class PostgresStore(DurableStore):
     async def _purge(self, before_ms: int, limit: int) -> int:
         assert self._pool is not None
         removed = 0
-        for query in (
-            "DELETE FROM idempotency_keys WHERE ctid IN (SELECT ctid FROM idempotency_keys "
-            "WHERE created_at < $1 LIMIT $2)",
-            "DELETE FROM reservations WHERE ctid IN (SELECT ctid FROM reservations "
-            "WHERE released_at IS NOT NULL AND released_at < $1 LIMIT $2)",
-            "DELETE FROM events WHERE ctid IN (SELECT ctid FROM events "
-            "WHERE created_at < $1 LIMIT $2)",
-        ):
+        for query in _PURGES:
             status = await self._pool.execute(query, before_ms, limit)
             removed += int(status.split()[-1])
         return removed

@@ -10,7 +10,7 @@ __all__ = ["SELECT_CUSTOMER", "SELECT_GRANTS",
            "SELECT_RESERVATIONS", "SELECT_POOLS", "SELECT_RECENT_KEYS", "COUNT_KEYS",
            "SELECT_KEYS_IN", "SELECT_LEDGER", "SELECT_OUTBOX_AFTER", "SELECT_DUE",
            "MAX_OUTBOX_ID", "numbered", "Write", "WRITES", "conflict_clause",
-           "insert_statement", "SELECT_USAGE", "SELECT_UNIQUES", "SELECT_EVENT_KEYS_IN"]
+           "insert_statement", "PURGES", "purge_statements", "SELECT_USAGE", "SELECT_UNIQUES", "SELECT_EVENT_KEYS_IN"]
 
 
 CUSTOMER_COLUMNS = ["customer_id", "ledger_seq", "event_seq", "op_seq", "grant_seq",
@@ -86,6 +86,27 @@ WRITES = [
     Write("events", "raw_events", EVENT_COLUMNS, [_T, _T, _T, _B, _T, _T, _B],
           ["customer_id", "key"], "ignore"),
 ]
+
+
+# What the bounded purge job deletes: rows older than the retention (`created_at < ?`
+# style conditions take the cut-off), at most a limit per table per step. The outbox keeps
+# what a durable tailer (the webhook relay, table webhook_relay) has not read yet, however
+# old: it is their source of truth. It also keeps its newest row, whose id is where the
+# writer continues after a restart (MAX_OUTBOX_ID): ids must never be handed out twice.
+PURGES = [
+    ("idempotency_keys", "created_at < ?"),
+    ("reservations", "released_at IS NOT NULL AND released_at < ?"),
+    ("events", "created_at < ?"),
+    ("outbox", "created_at < ? AND id <= (SELECT coalesce(min(outbox_cursor), 0) "
+               "FROM webhook_relay) AND id < (SELECT max(id) FROM outbox)"),
+]
+
+
+def purge_statements(row_id: str) -> list[str]:
+    """The PURGES as deletes of at most `?` rows each, by the dialect's row id column
+    (`rowid` in SQLite, `ctid` in PostgreSQL); each takes (cut-off, limit)."""
+    return [f"DELETE FROM {t} WHERE {row_id} IN (SELECT {row_id} FROM {t} WHERE {cond} "
+            "LIMIT ?)" for t, cond in PURGES]
 
 
 def conflict_clause(w: Write) -> str:

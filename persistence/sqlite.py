@@ -25,6 +25,7 @@ from persistence.schema import MIGRATIONS
 __all__ = ["SQLiteStore"]
 
 _STATEMENTS = [(w, sql.insert_statement(w)) for w in sql.WRITES]
+_PURGES = sql.purge_statements("rowid")
 
 
 class SQLiteStore(DurableStore):
@@ -181,14 +182,7 @@ class SQLiteStore(DurableStore):
         assert self._wdb is not None
         async with self._wlock:
             removed = 0
-            for query in (
-                "DELETE FROM idempotency_keys WHERE rowid IN (SELECT rowid FROM "
-                "idempotency_keys WHERE created_at < ? LIMIT ?)",
-                "DELETE FROM reservations WHERE rowid IN (SELECT rowid FROM reservations "
-                "WHERE released_at IS NOT NULL AND released_at < ? LIMIT ?)",
-                "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events "
-                "WHERE created_at < ? LIMIT ?)",
-            ):
+            for query in _PURGES:
                 cursor = await self._wdb.execute(query, (before_ms, limit))
                 removed += cursor.rowcount
                 await cursor.close()

@@ -616,6 +616,30 @@ async def test_purge_removes_old_keys_and_settled_reservations_bounded_by_limit(
         assert kept.code == Refusal.IDEMPOTENCY_KEY_REUSED
 
 
+@pytest.mark.anyio
+async def test_purge_keeps_outbox_rows_a_tailer_has_not_read(store_url, engine, raw_sql) -> None:
+    """The outbox is the source of truth for the webhook relay: an old row goes only once
+    the relay's cursor (table webhook_relay) is past it."""
+    clock = ManualClock()
+    async with engine(store_url, clock) as (store, rt):
+        for i in range(4):  # four grants, one credits.granted event each
+            ok(await rt.submit("c", grant(f"g{i}", 10)), GrantReply)
+        ids = [i for i, _, _ in await store.outbox_after(0, 100)]
+        assert len(ids) == 4
+        await raw_sql(store_url, "UPDATE webhook_relay SET outbox_cursor = ?", ids[1])
+        clock.advance(10_000)
+        removed = await store.purge(clock.now_ms(), 100)
+        assert [i for i, _, _ in await store.outbox_after(0, 100)] == ids[2:]
+        assert removed >= 2
+        await raw_sql(store_url, "UPDATE webhook_relay SET outbox_cursor = ?", ids[-1])
+        await store.purge(clock.now_ms(), 100)
+        # The newest row stays, however old: it is where the ids go on after a restart.
+        assert [i for i, _, _ in await store.outbox_after(0, 100)] == ids[-1:]
+    async with engine(store_url, clock) as (store, rt):
+        ok(await rt.submit("c", grant("g-next", 10)), GrantReply)
+        assert [i for i, _, _ in await store.outbox_after(ids[-1], 100)] == [ids[-1] + 1]
+
+
 # ---------------------------------------------------------------------------------------
 # durability="async"
 
