@@ -21,14 +21,18 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from engine.runtime import Runtime
+from engine.runtime.clock import SystemClock
 from gateway.catalog import Catalog
 from gateway.config import Settings
 from gateway.errors import ApiError, exception_handlers
+from gateway.feed.hub import Hub
+from gateway.feed.service import Feed, FeedOptions
+from gateway.feed.tokens import Tokens, load_secret
 from persistence import open_store
 from webhooks import Options as WebhookOptions
 from webhooks import RetryPolicy, Webhooks
 
-__all__ = ["create_app", "ok", "Services", "services", "environment", "PUBLIC_PATHS"]
+__all__ = ["PUBLIC_PATHS", "Services", "create_app", "environment", "ok", "services"]
 
 log = structlog.get_logger("creditd.gateway")
 _encode = msgspec.json.Encoder(decimal_format="number").encode
@@ -108,6 +112,18 @@ def _webhooks(store: Any, settings: Settings) -> Webhooks:
                     sender=Webhooks.make_sender(settings.webhooks_client, options))
 
 
+def _feed(settings: Settings, clock: Any, secret: str) -> Feed:
+    options = FeedOptions(subscribers_max=settings.feed_subscribers_max,
+                          customer_subscribers_max=settings.feed_customer_subscribers_max,
+                          backlog_max=settings.feed_backlog_max,
+                          replay_max=settings.feed_replay_max,
+                          heartbeat_s=settings.feed_heartbeat_s)
+    hub = Hub(subscribers_max=options.subscribers_max,
+              customer_subscribers_max=options.customer_subscribers_max,
+              backlog_max=options.backlog_max, now_ms=clock.now_ms)
+    return Feed(hub, Tokens(secret), options)
+
+
 def _chain(first: Any, second: Any) -> Any:
     if first is None:
         return second
@@ -143,10 +159,16 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
                 print(f"creditd: generated an API key for environment 'default': {key}\n"
                       "creditd: it is stored hashed and will not be shown again.", flush=True)
             # Webhooks tail the outbox; the runtime's commit hook only wakes them, so
-            # deliveries start within milliseconds of a commit (webhooks/relay.py).
+            # deliveries start within milliseconds of a commit (webhooks/relay.py). The
+            # live feed gets the committed effects themselves from the same hook.
             options = dict(runtime_options or {})
+            clock = options.get("clock") or SystemClock()
+            app.state.feed = _feed(settings, clock, settings.token_secret
+                                   or await load_secret(store, clock.now_ms()))
             async with _webhooks(store, settings) as webhooks:
-                options["on_committed"] = _chain(options.get("on_committed"), webhooks.wake)
+                options["on_committed"] = _chain(
+                    _chain(options.get("on_committed"), webhooks.wake),
+                    app.state.feed.hub.publish)
                 async with Runtime(store, **options) as runtime:
                     app.state.services = Services(settings, store, runtime, catalog)
                     app.state.webhooks = webhooks

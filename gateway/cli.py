@@ -26,7 +26,10 @@ def _serve(args: argparse.Namespace) -> int:
     if not _open_database(settings.database_url, "serve"):
         return 1
     config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                            log_level="warning", access_log=False, lifespan="on")
+                            log_level="warning", access_log=False, lifespan="on",
+                            # Protocol pings close dead feed connections (docs/feed.md).
+                            ws_ping_interval=settings.feed_ping_interval_s,
+                            ws_ping_timeout=settings.feed_ping_timeout_s)
     server = uvicorn.Server(config)
     if args.fd is None:
         server.run()

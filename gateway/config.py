@@ -8,6 +8,7 @@
 | API keys | CREDITD_API_KEYS | none: one is generated on first start and printed once |
 | durability | CREDITD_DURABILITY | sync |
 | webhooks | CREDITD_WEBHOOKS_* | see docs/webhooks.md |
+| live feed | CREDITD_FEED_*, CREDITD_TOKEN_SECRET | see docs/feed.md |
 
 A bad value is refused at start-up with a message naming the variable, never a traceback.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-__all__ = ["Settings", "ConfigError"]
+__all__ = ["ConfigError", "Settings"]
 
 
 class ConfigError(ValueError):
@@ -48,6 +49,12 @@ def _port(raw: str) -> int:
     return port
 
 
+_FEED_NUMBERS: dict[str, type] = {
+    "subscribers_max": int, "customer_subscribers_max": int, "backlog_max": int,
+    "replay_max": int, "heartbeat_s": float, "ping_interval_s": float, "ping_timeout_s": float,
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -67,6 +74,17 @@ class Settings:
     webhooks_retry_base_ms: int = 30_000
     webhooks_retry_cap_ms: int = 12 * 3_600_000
     webhooks_attempts_max: int = 12
+    # Live feed (docs/feed.md): subscriber limits, per-subscriber backlog of unsent events,
+    # how far back a resume may replay, heartbeat and protocol ping periods; the secret that
+    # signs customer tokens (None: generated once and kept in the database).
+    feed_subscribers_max: int = 10_000
+    feed_customer_subscribers_max: int = 1_000
+    feed_backlog_max: int = 1_000
+    feed_replay_max: int = 10_000
+    feed_heartbeat_s: float = 15.0
+    feed_ping_interval_s: float = 20.0
+    feed_ping_timeout_s: float = 20.0
+    token_secret: str | None = None
 
     def __post_init__(self) -> None:
         if self.durability not in ("sync", "async"):
@@ -78,6 +96,12 @@ class Settings:
                self.webhooks_retry_base_ms, self.webhooks_attempts_max) <= 0:
             raise ConfigError("CREDITD_WEBHOOKS_*: timeouts, concurrency, retry base and "
                               "attempts must be positive")
+        for name in _FEED_NUMBERS:
+            if getattr(self, f"feed_{name}") <= 0:
+                raise ConfigError(f"CREDITD_FEED_{name.upper()}: must be positive")
+        if self.token_secret is not None and len(self.token_secret) < 32:
+            raise ConfigError("CREDITD_TOKEN_SECRET: must be at least 32 characters "
+                              "(HS256 wants a key as long as its hash)")
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -99,5 +123,14 @@ class Settings:
                 except ValueError:
                     raise ConfigError(f"CREDITD_WEBHOOKS_{name.upper()}: {raw!r} is not an "
                                       "integer") from None
+        for name, kind in _FEED_NUMBERS.items():
+            raw = os.environ.get(f"CREDITD_FEED_{name.upper()}")
+            if raw:
+                try:
+                    values[f"feed_{name}"] = kind(raw)
+                except ValueError:
+                    raise ConfigError(f"CREDITD_FEED_{name.upper()}: {raw!r} is not a "
+                                      "number") from None
+        values["token_secret"] = os.environ.get("CREDITD_TOKEN_SECRET") or None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

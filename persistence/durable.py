@@ -299,6 +299,14 @@ class DurableStore:
         rows = await self.fetch(sql.SELECT_OUTBOX_AFTER, after_id, limit)
         return [(int(r[0]), r[1], event_from(r[4])) for r in rows]
 
+    async def customer_events(self, customer_id: str, after_seq: int,
+                              limit: int = 1000) -> list[DomainEvent]:
+        """A customer's outbox events with sequence numbers above `after_seq`, in order
+        (what the live feed replays on resume). Purged rows are simply absent: the caller
+        checks the first sequence number for a gap."""
+        rows = await self.fetch(sql.SELECT_CUSTOMER_OUTBOX, customer_id, after_seq, limit)
+        return [event_from(r[1]) for r in rows]
+
     async def purge(self, before_ms: int, limit: int) -> int:
         """Forget idempotency keys and settled reservations older than `before_ms`, at
         most `limit` rows of each; returns how many rows went."""

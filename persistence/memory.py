@@ -134,6 +134,11 @@ class MemoryStore:
         self.outbox.extend((base + i + 1, customer_id, e) for i, e in enumerate(events))
         self.commits += 1
 
+    async def customer_events(self, customer_id: str, after_seq: int,
+                              limit: int = 1000) -> list[DomainEvent]:
+        found = [e for _, c, e in self.outbox if c == customer_id and e.seq > after_seq]
+        return found[:limit]
+
     def ledger(self, customer_id: str) -> list[LedgerEntry]:
         c = self.customers.get(customer_id)
         return list(c.ledger) if c else []

@@ -319,13 +319,26 @@ _COMMON_V4 = [
 ]
 
 
+# v5: the live feed (gateway/feed). Resuming a customer's feed reads its outbox rows by
+# sequence; customer tokens are signed with a secret generated once and kept here, so
+# tokens survive restarts and work on every server sharing the database.
+_COMMON_V5 = [
+    "CREATE INDEX outbox_customer ON outbox (customer_id, seq)",
+    """CREATE TABLE server_secrets (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    )""",
+]
+
+
 def _dialect(statements: list[str], dialect: str) -> list[str]:
     if dialect == "postgresql":
         return [s.replace("BYTES", "BYTEA") for s in statements]
     return [s.replace("BYTES", "BLOB").replace("BOOLEAN", "INTEGER") for s in statements]
 
 
-_VERSIONS = [_COMMON_V1, _COMMON_V2, _COMMON_V3, _COMMON_V4]
+_VERSIONS = [_COMMON_V1, _COMMON_V2, _COMMON_V3, _COMMON_V4, _COMMON_V5]
 MIGRATIONS: dict[str, list[list[str]]] = {
     dialect: [_dialect(statements, dialect) for statements in _VERSIONS]
     for dialect in ("sqlite", "postgresql")

@@ -9,7 +9,7 @@ from typing import NamedTuple
 __all__ = ["SELECT_CUSTOMER", "SELECT_GRANTS",
            "SELECT_RESERVATIONS", "SELECT_POOLS", "SELECT_RECENT_KEYS", "COUNT_KEYS",
            "SELECT_KEYS_IN", "SELECT_LEDGER", "SELECT_OUTBOX_AFTER", "SELECT_DUE",
-           "MAX_OUTBOX_ID", "numbered", "Write", "WRITES", "conflict_clause",
+           "MAX_OUTBOX_ID", "SELECT_CUSTOMER_OUTBOX", "numbered", "Write", "WRITES", "conflict_clause",
            "insert_statement", "PURGES", "purge_statements", "SELECT_USAGE", "SELECT_UNIQUES", "SELECT_EVENT_KEYS_IN"]
 
 
@@ -144,6 +144,8 @@ SELECT_OUTBOX_AFTER = (f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM outbox WHERE id
                        "ORDER BY id LIMIT ?")
 SELECT_DUE = ("SELECT customer_id, next_due_at FROM customers WHERE next_due_at IS NOT NULL "
               "AND next_due_at <= ? ORDER BY next_due_at LIMIT ?")
+SELECT_CUSTOMER_OUTBOX = ("SELECT seq, payload FROM outbox WHERE customer_id = ? AND seq > ? "
+                          "ORDER BY seq LIMIT ?")
 MAX_OUTBOX_ID = "SELECT coalesce(max(id), 0) FROM outbox"
 SELECT_USAGE = f"SELECT {', '.join(USAGE_COLUMNS)} FROM usage_counters WHERE customer_id = ?"
 SELECT_UNIQUES = ("SELECT feature_id, resource_key, value FROM usage_unique_values "

@@ -68,15 +68,17 @@ LUA = textwrap.dedent("""
 
 
 class Server:
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, env: dict[str, str] | None = None) -> None:
         self.database_url = database_url
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         sock.listen(4096)
         self.port = sock.getsockname()[1]
+        extra = env or {}
         env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITD_")}
         env["CREDITD_API_KEYS"] = KEY
+        env.update(extra)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--fd", str(sock.fileno()),
              "--database-url", database_url],
@@ -117,11 +119,15 @@ def consumed_total(server: Server, customers: int) -> float:
     return total
 
 
-_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
 
 
-def _ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+def _ms(text: str, out: str) -> float:
+    """wrk's latency figure ("812.00us", "1.62ms", "2.01s", "1.00m") in milliseconds."""
+    found = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if found is None:
+        raise RuntimeError(f"cannot read wrk's latency {text!r} in:\n{out}")
+    value, unit = found.groups()
     return float(value) * _UNIT[unit]
 
 
@@ -139,8 +145,9 @@ def wrk(server: Server, script: Path, connections: int, seconds: int, customers:
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50": _ms(re.search(r"50%\s+(\S+)", out).group(1)),
-        "p99": _ms(re.search(r"99%\s+(\S+)", out).group(1)),
+        # Anchored: "60.50%" in the thread stats above the distribution must not match.
+        "p50": _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1), out),
+        "p99": _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1), out),
         "requests": ok,
         "non2xx": int(bad.group(1)) if bad else 0,
         "socket_errors": sum(map(int, errors.groups())) if errors else 0,

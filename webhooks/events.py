@@ -16,7 +16,7 @@ from engine.core.effects import DomainEvent
 from engine.core.model import EventType
 from gateway.wire import amount_out, iso
 
-__all__ = ["EVENT_TYPES", "Built", "build", "split_customer"]
+__all__ = ["EVENT_TYPES", "Built", "build", "event_data", "split_customer"]
 
 # Every event type the engine emits; a new engine event type (auto-recharge) becomes
 # deliverable and filterable without a change here.
@@ -88,6 +88,21 @@ def _balance(b: BalanceView) -> dict[str, Any]:
     }
 
 
+def event_data(customer_id: str, e: DomainEvent) -> dict[str, Any]:
+    """The `data` of an event: the same in webhook payloads and live feed frames."""
+    return {
+        "customerId": customer_id,
+        "currencyId": e.currency_id,
+        "resourceId": e.resource_id,
+        # Gapless per customer: a receiver can order a customer's events and spot one
+        # it missed (replayed or dead-lettered deliveries arrive out of order).
+        "sequence": e.seq,
+        "amount": None if e.amount is None else amount_out(e.amount),
+        "grant": None if e.grant is None else _grant(customer_id, e.grant),
+        "balance": None if e.balance is None else _balance(e.balance),
+    }
+
+
 def build(outbox_id: int, engine_customer_id: str, e: DomainEvent) -> Built:
     environment, customer_id = split_customer(engine_customer_id)
     ident = event_id(outbox_id, engine_customer_id, e.seq, e.timestamp)
@@ -95,16 +110,6 @@ def build(outbox_id: int, engine_customer_id: str, e: DomainEvent) -> Built:
         "id": ident,
         "type": e.type.value,
         "timestamp": iso(e.timestamp),
-        "data": {
-            "customerId": customer_id,
-            "currencyId": e.currency_id,
-            "resourceId": e.resource_id,
-            # Gapless per customer: a receiver can order a customer's events and spot one
-            # it missed (replayed or dead-lettered deliveries arrive out of order).
-            "sequence": e.seq,
-            "amount": None if e.amount is None else amount_out(e.amount),
-            "grant": None if e.grant is None else _grant(customer_id, e.grant),
-            "balance": None if e.balance is None else _balance(e.balance),
-        },
+        "data": event_data(customer_id, e),
     })
     return Built(environment, customer_id, ident, e.type.value, e.timestamp, body)

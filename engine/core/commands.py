@@ -285,6 +285,11 @@ class ReleaseReply(Reply, frozen=True, kw_only=True, tag="released", gc=False):
 
 class BalancesReply(Reply, frozen=True, kw_only=True, tag="balances", gc=False):
     balances: tuple[BalanceView, ...]
+    # Where the customer's sequences stood when the balances were read: the last domain
+    # event (the feed's resume point) and the last operation (orders the read against
+    # committed batches; see gateway/feed).
+    seq: int = 0
+    op: int = 0
 
 
 class PoolSettingsReply(Reply, frozen=True, kw_only=True, tag="pool_settings", gc=False):

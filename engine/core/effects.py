@@ -90,9 +90,13 @@ class Effects:
     not mutate them again until the store has taken its copy."""
 
     __slots__ = ("entries", "events", "grants", "reservations", "pools", "keys", "usage",
-                 "buckets", "unique_values", "event_keys")
+                 "buckets", "unique_values", "event_keys", "seq", "op")
 
     def __init__(self) -> None:
+        # The customer's last event and operation sequence numbers after the batch; the
+        # runtime sets them before it hands committed effects to `on_committed`.
+        self.seq = 0
+        self.op = 0
         self.entries: list[LedgerEntry] = []
         self.events: list[DomainEvent] = []
         self.grants: dict[str, Grant] = {}

@@ -429,7 +429,7 @@ def _get_balances(state: CustomerState, cmd: GetBalances, now: int, fx: Effects)
         if (cmd.currency_id is None or p.currency_id == cmd.currency_id)
         and (not cmd.match_resource or p.resource_id == cmd.resource_id)
     )
-    return BalancesReply(balances=views)
+    return BalancesReply(balances=views, seq=state.event_seq, op=state.op_seq)
 
 
 def _tick(state: CustomerState, cmd: Tick, now: int, fx: Effects) -> Reply:

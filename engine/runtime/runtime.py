@@ -392,6 +392,8 @@ class Runtime:
         self._commands += len(batch)
         self._finish(actor, batch)
         if fx and self.on_committed is not None:
+            fx.seq = state.event_seq
+            fx.op = state.op_seq
             self.on_committed(actor.customer_id, fx)
         self._schedule_timer(actor.customer_id, state.next_due())
 

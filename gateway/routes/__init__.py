@@ -8,6 +8,7 @@ from gateway.routes.entitlements import ROUTES as _ENTITLEMENTS
 from gateway.routes.features import ROUTES as _FEATURES
 from gateway.routes.usage import ROUTES as _USAGE
 from gateway.routes.webhooks import ROUTES as _WEBHOOKS
+from gateway.feed.stream import ROUTES as _FEED
 
 ROUTES = [*_CURRENCIES, *_CUSTOMERS, *_CREDITS, *_ENTITLEMENTS, *_FEATURES, *_USAGE,
-          *_ANALYTICS, *_WEBHOOKS]
+          *_ANALYTICS, *_WEBHOOKS, *_FEED]

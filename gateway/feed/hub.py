@@ -1,0 +1,216 @@
+"""The feed's fan-out: committed effects in, per-subscriber bounded backlogs out.
+
+The runtime calls `Hub.publish` synchronously after each durable batch (its `on_committed`
+hook), on the engine's worker. So `publish` never awaits and never blocks: it encodes the
+batch's frames once per customer and appends them to each subscriber's backlog; the
+subscriber's own task (gateway/feed/stream.py) sends them at whatever pace its socket
+takes. A customer nobody watches costs one dict lookup per batch.
+
+Backlog. Balance frames coalesce: a subscriber that has not sent a pool's balance yet has it
+replaced by the newer one, moved to the end so it stays after the events it follows. So
+balances take at most one slot per pool. Event frames cannot be dropped: when a
+subscriber has `backlog_max` unsent events it is marked overflowed and its task closes
+the socket (code 4409, docs/feed.md); the client resumes from the last sequence it saw.
+
+Ordering against the snapshot. A subscriber registers before it reads its snapshot, so
+nothing committed after the snapshot can be missed, and batches committed just before it
+may land in the backlog too. The snapshot reports the customer's event sequence and
+operation counter at the read; the sender drops events at or below the first and balance
+frames at or below the second (engine.core.effects.Effects.seq/op).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import msgspec
+import structlog
+
+from engine.core.commands import BalanceView
+from engine.core.effects import DomainEvent, Effects
+from engine.core.views import balance_view
+from gateway.wire import amount_out, iso
+from webhooks.events import event_data
+
+__all__ = ["Hub", "LimitReached", "Subscriber", "balance_json", "event_frame"]
+
+log = structlog.get_logger("creditd.feed")
+_encode = msgspec.json.Encoder(decimal_format="number").encode
+
+
+class LimitReached(Exception):
+    """No room for another subscriber; the message says which limit."""
+
+
+def balance_json(b: BalanceView) -> dict[str, Any]:
+    return {
+        "currencyId": b.currency_id,
+        "resourceId": b.resource_id,
+        "currentBalance": amount_out(b.current_balance),
+        "totalGranted": amount_out(b.total_granted),
+        "totalConsumed": amount_out(b.total_consumed),
+        "reserved": amount_out(b.reserved),
+        "hardLimit": b.hard_limit,
+        "timestamp": iso(b.timestamp),
+    }
+
+
+def event_frame(customer_id: str, e: DomainEvent) -> str:
+    return _encode({"type": e.type.value, "seq": e.seq, "timestamp": iso(e.timestamp),
+                    "data": event_data(customer_id, e)}).decode()
+
+
+class Subscriber:
+    """One websocket's view of one customer's feed, optionally narrowed to a currency
+    and/or a resource (`resource_id` None with `match_resource` False: every resource)."""
+
+    __slots__ = (
+        "backlog",
+        "backlog_max",
+        "currency_id",
+        "engine_customer_id",
+        "events",
+        "match_resource",
+        "on_overflow",
+        "op_floor",
+        "overflowed",
+        "pong_due",
+        "resource_id",
+        "seq_floor",
+        "wake",
+    )
+
+    def __init__(self, engine_customer_id: str, *, currency_id: str | None,
+                 resource_id: str | None, match_resource: bool, backlog_max: int) -> None:
+        self.engine_customer_id = engine_customer_id
+        self.currency_id = currency_id
+        self.resource_id = resource_id
+        self.match_resource = match_resource
+        # key -> (seq or op, seq, frame text): events are keyed by their sequence number,
+        # balances by ("b", currency, resource) so a newer one replaces an unsent one.
+        self.backlog: OrderedDict[Any, tuple[int, int, str]] = OrderedDict()
+        self.events = 0  # events in the backlog
+        self.backlog_max = backlog_max
+        self.wake = anyio.Event()
+        self.overflowed = False
+        self.seq_floor = -1  # set from the snapshot (see the module docstring)
+        self.op_floor = -1
+        self.on_overflow: Callable[[], None] | None = None
+        self.pong_due = False  # the client sent a ping
+
+    def wants(self, currency_id: str, resource_id: str | None) -> bool:
+        return ((self.currency_id is None or currency_id == self.currency_id)
+                and (not self.match_resource or resource_id == self.resource_id))
+
+    def offer_event(self, seq: int, frame: str) -> bool:
+        """False when this event overflows the backlog (the subscriber is then closed)."""
+        if self.overflowed:
+            return True
+        if self.events >= self.backlog_max:
+            self.overflowed = True
+            self.backlog.clear()
+            self.wake.set()
+            if self.on_overflow is not None:
+                self.on_overflow()
+            return False
+        self.backlog[seq] = (seq, seq, frame)
+        self.events += 1
+        self.wake.set()
+        return True
+
+    def offer_balance(self, key: tuple[str, str, str | None], op: int, seq: int,
+                      frame: str) -> None:
+        if self.overflowed:
+            return
+        self.backlog.pop(key, None)
+        self.backlog[key] = (op, seq, frame)
+        self.wake.set()
+
+    def take(self) -> list[tuple[int, str]]:
+        """Everything unsent as (seq, frame), in order, less what the snapshot covered."""
+        out: list[tuple[int, str]] = []
+        seq_floor, op_floor = self.seq_floor, self.op_floor
+        for key, (n, seq, frame) in self.backlog.items():
+            if (n > op_floor) if type(key) is tuple else (n > seq_floor):
+                out.append((seq, frame))
+        self.backlog.clear()
+        self.events = 0
+        self.wake = anyio.Event()
+        return out
+
+
+class Hub:
+    def __init__(self, *, subscribers_max: int, customer_subscribers_max: int,
+                 backlog_max: int, now_ms: Callable[[], int]) -> None:
+        self.subscribers_max = subscribers_max
+        self.customer_subscribers_max = customer_subscribers_max
+        self.backlog_max = backlog_max
+        self._now_ms = now_ms
+        self._by_customer: dict[str, list[Subscriber]] = {}
+        self.count = 0
+        self.overflows = 0
+        self.frames_offered = 0
+
+    def subscribe(self, engine_customer_id: str, *, currency_id: str | None = None,
+                  resource_id: str | None = None, match_resource: bool = False) -> Subscriber:
+        subs = self._by_customer.get(engine_customer_id)
+        if self.count >= self.subscribers_max:
+            raise LimitReached(f"the server has {self.subscribers_max} subscribers, its limit")
+        if subs is not None and len(subs) >= self.customer_subscribers_max:
+            raise LimitReached(f"this customer has {self.customer_subscribers_max} "
+                               "subscribers, the limit per customer")
+        sub = Subscriber(engine_customer_id, currency_id=currency_id, resource_id=resource_id,
+                         match_resource=match_resource, backlog_max=self.backlog_max)
+        if subs is None:
+            self._by_customer[engine_customer_id] = [sub]
+        else:
+            subs.append(sub)
+        self.count += 1
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        subs = self._by_customer.get(sub.engine_customer_id)
+        if subs is None or sub not in subs:
+            return
+        subs.remove(sub)
+        self.count -= 1
+        if not subs:
+            del self._by_customer[sub.engine_customer_id]
+
+    def publish(self, engine_customer_id: str, fx: Effects) -> None:
+        """The runtime's commit hook. Must not raise: it runs on the engine's worker."""
+        subs = self._by_customer.get(engine_customer_id)
+        if not subs:
+            return
+        try:
+            self._publish(engine_customer_id, fx, subs)
+        except Exception:  # a bug here must cost the feed, never the engine
+            log.exception("feed: publishing a committed batch failed",
+                          customer=engine_customer_id)
+
+    def _publish(self, engine_customer_id: str, fx: Effects, subs: list[Subscriber]) -> None:
+        customer_id = engine_customer_id.partition("/")[2]
+        for e in fx.events:
+            frame = event_frame(customer_id, e)
+            for sub in subs:
+                if sub.wants(e.currency_id, e.resource_id):
+                    if not sub.offer_event(e.seq, frame):
+                        self.overflows += 1
+                    self.frames_offered += 1
+        if fx.pools:
+            now = self._now_ms()
+            for pool in fx.pools.values():
+                frame = _encode({"type": "balance", "seq": fx.seq,
+                                 **balance_json(balance_view(pool, now))}).decode()
+                key = ("b", pool.currency_id, pool.resource_id)
+                for sub in subs:
+                    if sub.wants(pool.currency_id, pool.resource_id):
+                        sub.offer_balance(key, fx.op, fx.seq, frame)
+                        self.frames_offered += 1
+
+    def statistics(self) -> dict[str, int]:
+        return {"subscribers": self.count, "customers": len(self._by_customer),
+                "overflows": self.overflows, "framesOffered": self.frames_offered}
