@@ -101,7 +101,7 @@ async def _authenticate(socket: WebSocket) -> tuple[str, Claims | None]:
         if env is None:
             raise Close(UNAUTHORIZED, "Unauthenticated", "X-API-KEY: the API key is not valid")
         asked = socket.headers.get("x-environment-id")
-        if asked is not None and not hmac.compare_digest(asked, env):
+        if asked is not None and not hmac.compare_digest(asked.encode(), env.encode()):
             raise Close(FORBIDDEN, "Forbidden",
                         "X-ENVIRONMENT-ID does not match the API key's environment")
         return env, None
@@ -135,7 +135,7 @@ async def _parse(socket: WebSocket) -> _Request:
     raw_since = _query(socket, "since")
     since = None
     if raw_since is not None:
-        if not raw_since.isdigit() or len(raw_since) > 18:
+        if not (raw_since.isascii() and raw_since.isdigit()) or len(raw_since) > 18:
             raise Close(BAD_REQUEST, "BadUserInput",
                         "since: must be a sequence number this feed sent (an integer >= 0)")
         since = int(raw_since)
@@ -310,6 +310,9 @@ async def _send_loop(socket: WebSocket, feed: Feed, req: _Request,
                 return (TOKEN_EXPIRED, "TokenExpired",
                         "the token has expired; mint a new one and reconnect with since=")
             timeout = min(timeout, left)
+        # Only a wait that ran a whole heartbeat period earns a heartbeat; one cut short by
+        # the token's expiry loops back to the expiry check instead.
+        heartbeat_wait = timeout == heartbeat_s
         with anyio.move_on_after(timeout) as waited:
             await sub.wake.wait()
         if sub.overflowed:
@@ -321,8 +324,7 @@ async def _send_loop(socket: WebSocket, feed: Feed, req: _Request,
         if not frames:
             # Quiet for a whole heartbeat period: tell the client the server is alive (a
             # browser cannot see protocol pings, so this is how it detects a dead link).
-            if waited.cancelled_caught and (req.expires_at_ms is None
-                                            or time.time() * 1000 < req.expires_at_ms):
+            if waited.cancelled_caught and heartbeat_wait:
                 await _send(socket, _encode({"type": "heartbeat", "seq": last_seq}).decode())
             continue
         for seq, frame in frames:
