@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import msgspec
 import structlog
 from litestar import Litestar, Request, Response, get
@@ -22,6 +23,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from engine.runtime import Runtime
 from engine.runtime.clock import SystemClock
+from engine.runtime.recharge import RechargeExecutor, RecordingProvider, ScriptedProvider
 from gateway.catalog import Catalog
 from gateway.config import Settings
 from gateway.errors import ApiError, exception_handlers
@@ -112,6 +114,15 @@ def _webhooks(store: Any, settings: Settings) -> Webhooks:
                     sender=Webhooks.make_sender(settings.webhooks_client, options))
 
 
+def _recharge_executor(settings: Settings, store: Any, clock: Any) -> RechargeExecutor:
+    recording = RecordingProvider(store, clock.now_ms)
+    provider: Any = recording
+    if settings.recharge_provider != "record":
+        provider = ScriptedProvider(settings.recharge_provider, inner=recording)
+    return RechargeExecutor(provider, timeout_s=settings.recharge_timeout_s,
+                            retry_base_s=settings.recharge_retry_base_s)
+
+
 def _feed(settings: Settings, clock: Any, secret: str) -> Feed:
     options = FeedOptions(subscribers_max=settings.feed_subscribers_max,
                           customer_subscribers_max=settings.feed_customer_subscribers_max,
@@ -165,15 +176,23 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
             clock = options.get("clock") or SystemClock()
             app.state.feed = _feed(settings, clock, settings.token_secret
                                    or await load_secret(store, clock.now_ms()))
+            # Auto-recharge payments run beside the engine, fed by the same hook.
+            recharges = _recharge_executor(settings, store, clock)
+            app.state.recharges = recharges
             async with _webhooks(store, settings) as webhooks:
-                options["on_committed"] = _chain(
-                    _chain(options.get("on_committed"), webhooks.wake),
-                    app.state.feed.hub.publish)
-                async with Runtime(store, **options) as runtime:
+                options["on_committed"] = _chain(_chain(_chain(
+                    options.get("on_committed"), webhooks.wake),
+                    app.state.feed.hub.publish), recharges.on_committed)
+                async with Runtime(store, **options) as runtime, \
+                        anyio.create_task_group() as tasks:
+                    tasks.start_soon(recharges.run, runtime, store)
                     app.state.services = Services(settings, store, runtime, catalog)
                     app.state.webhooks = webhooks
                     log.info("creditd ready", database=settings.database_url or "default")
-                    yield
+                    try:
+                        yield
+                    finally:
+                        tasks.cancel_scope.cancel()
 
     def _on_app_init(config: AppConfig) -> AppConfig:
         config.before_request = _authenticate

@@ -9,6 +9,7 @@
 | durability | CREDITD_DURABILITY | sync |
 | webhooks | CREDITD_WEBHOOKS_* | see docs/webhooks.md |
 | live feed | CREDITD_FEED_*, CREDITD_TOKEN_SECRET | see docs/feed.md |
+| auto-recharge | CREDITD_RECHARGE_PROVIDER, CREDITD_RECHARGE_TIMEOUT_S | see docs/auto-recharge.md |
 
 A bad value is refused at start-up with a message naming the variable, never a traceback.
 """
@@ -85,6 +86,12 @@ class Settings:
     feed_ping_interval_s: float = 20.0
     feed_ping_timeout_s: float = 20.0
     token_secret: str | None = None
+    # Auto-recharge (docs/auto-recharge.md): the payment provider ("record", the default,
+    # records charges invoice-style; "decline", "hang" and "charge-then-hang" are for tests
+    # and demonstrations), the per-attempt timeout and the first retry delay.
+    recharge_provider: str = "record"
+    recharge_timeout_s: float = 30.0
+    recharge_retry_base_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.durability not in ("sync", "async"):
@@ -99,6 +106,11 @@ class Settings:
         for name in _FEED_NUMBERS:
             if getattr(self, f"feed_{name}") <= 0:
                 raise ConfigError(f"CREDITD_FEED_{name.upper()}: must be positive")
+        if self.recharge_provider not in ("record", "decline", "hang", "charge-then-hang"):
+            raise ConfigError(f"CREDITD_RECHARGE_PROVIDER: {self.recharge_provider!r} is not "
+                              "'record', 'decline', 'hang' or 'charge-then-hang'")
+        if self.recharge_timeout_s <= 0 or self.recharge_retry_base_s <= 0:
+            raise ConfigError("CREDITD_RECHARGE_TIMEOUT_S / _RETRY_BASE_S: must be positive")
         if self.token_secret is not None and len(self.token_secret) < 32:
             raise ConfigError("CREDITD_TOKEN_SECRET: must be at least 32 characters "
                               "(HS256 wants a key as long as its hash)")
@@ -132,5 +144,14 @@ class Settings:
                     raise ConfigError(f"CREDITD_FEED_{name.upper()}: {raw!r} is not a "
                                       "number") from None
         values["token_secret"] = os.environ.get("CREDITD_TOKEN_SECRET") or None
+        values["recharge_provider"] = os.environ.get("CREDITD_RECHARGE_PROVIDER", "record")
+        for name in ("timeout_s", "retry_base_s"):
+            raw = os.environ.get(f"CREDITD_RECHARGE_{name.upper()}")
+            if raw:
+                try:
+                    values[f"recharge_{name}"] = float(raw)
+                except ValueError:
+                    raise ConfigError(f"CREDITD_RECHARGE_{name.upper()}: {raw!r} is not a "
+                                      "number") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

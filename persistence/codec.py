@@ -16,6 +16,7 @@ import msgspec
 from engine.core.commands import AnyReply, Command
 from engine.core.effects import DomainEvent, Effects, IdempotencyRecord, LedgerEntry
 from engine.core.model import (
+    AutoRecharge,
     CustomerState,
     GrantStatus,
     GrantType,
@@ -33,6 +34,7 @@ _pack = msgspec.msgpack.Encoder().encode
 _unpack_command = msgspec.msgpack.Decoder(Command).decode
 _unpack_reply = msgspec.msgpack.Decoder(AnyReply).decode
 _unpack_event = msgspec.msgpack.Decoder(DomainEvent).decode
+_unpack_recharge = msgspec.msgpack.Decoder(AutoRecharge).decode
 
 
 def _json(value: Any) -> str | None:
@@ -84,7 +86,9 @@ def make_unit(customer_id: str, state: CustomerState, fx: Effects) -> Unit:
     ]
     u.pools = [
         (cid, p.currency_id, p.resource_id or "", p.resource_id, p.hard_limit,
-         p.low_balance_units, p.usage_low_percent)
+         p.low_balance_units, p.usage_low_percent,
+         None if p.recharge is None else _pack(p.recharge),
+         None if p.recharge is None else p.recharge.in_flight)
         for p in fx.pools.values()
     ]
     u.ledger = [
@@ -163,7 +167,8 @@ def reservation_from(r: Sequence[Any]) -> ReservationRow:
 
 def pool_from(r: Sequence[Any]) -> PoolRow:
     return PoolRow(currency_id=r[1], resource_id=r[3], hard_limit=bool(r[4]),
-                   low_balance_units=r[5], usage_low_percent=r[6])
+                   low_balance_units=r[5], usage_low_percent=r[6],
+                   recharge=None if r[7] is None else _unpack_recharge(bytes(r[7])))
 
 
 def key_from(r: Sequence[Any]) -> IdempotencyRecord:

@@ -53,7 +53,7 @@ from persistence.codec import (
     pool_from,
     reservation_from,
 )
-from persistence.schema import LATEST_VERSION, MIGRATIONS, SchemaTooNew
+from persistence.schema import LATEST_VERSION, SchemaTooNew
 
 __all__ = ["DurableStore", "Durability", "OutboxRow"]
 
@@ -298,6 +298,11 @@ class DurableStore:
     async def outbox_after(self, after_id: int, limit: int = 1000) -> list[OutboxRow]:
         rows = await self.fetch(sql.SELECT_OUTBOX_AFTER, after_id, limit)
         return [(int(r[0]), r[1], event_from(r[4])) for r in rows]
+
+    async def pending_recharges(self) -> list[str]:
+        """Customers with an auto-recharge in flight."""
+        rows = await self.fetch(sql.SELECT_PENDING_RECHARGES)
+        return [r[0] for r in rows]
 
     async def customer_events(self, customer_id: str, after_seq: int,
                               limit: int = 1000) -> list[DomainEvent]:

@@ -134,6 +134,11 @@ class MemoryStore:
         self.outbox.extend((base + i + 1, customer_id, e) for i, e in enumerate(events))
         self.commits += 1
 
+    async def pending_recharges(self) -> list[str]:
+        return [cid for cid, c in self.customers.items()
+                if any(p.recharge is not None and p.recharge.in_flight is not None
+                       for p in c.pools.values())]
+
     async def customer_events(self, customer_id: str, after_seq: int,
                               limit: int = 1000) -> list[DomainEvent]:
         found = [e for _, c, e in self.outbox if c == customer_id and e.seq > after_seq]

@@ -13,7 +13,6 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-import anyio
 import asyncpg
 
 from engine.runtime.errors import StoreUnavailable

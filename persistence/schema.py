@@ -332,13 +332,36 @@ _COMMON_V5 = [
 ]
 
 
+# v6: auto-recharge (engine.core.recharge). A pool keeps its settings and month state as
+# one msgpack document, and the grant id of a recharge in flight in a column of its own so
+# that start-up finds the recharges to resume without reading every pool.
+_COMMON_V6 = [
+    "ALTER TABLE pools ADD COLUMN recharge BYTES",
+    "ALTER TABLE pools ADD COLUMN recharge_pending TEXT",
+    "CREATE INDEX pools_recharge_pending ON pools (recharge_pending)",
+    # What the default payment provider records: one charge per idempotency key (the
+    # recharge's grant id), so a retried or resumed payment finds its charge again.
+    """CREATE TABLE recharge_charges (
+        idempotency_key TEXT PRIMARY KEY,
+        customer_id TEXT NOT NULL,
+        currency_id TEXT NOT NULL,
+        resource_id TEXT,
+        credits BIGINT NOT NULL,
+        amount BIGINT NOT NULL,
+        amount_currency TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    )""",
+    "CREATE INDEX recharge_charges_customer ON recharge_charges (customer_id, created_at)",
+]
+
+
 def _dialect(statements: list[str], dialect: str) -> list[str]:
     if dialect == "postgresql":
         return [s.replace("BYTES", "BYTEA") for s in statements]
     return [s.replace("BYTES", "BLOB").replace("BOOLEAN", "INTEGER") for s in statements]
 
 
-_VERSIONS = [_COMMON_V1, _COMMON_V2, _COMMON_V3, _COMMON_V4, _COMMON_V5]
+_VERSIONS = [_COMMON_V1, _COMMON_V2, _COMMON_V3, _COMMON_V4, _COMMON_V5, _COMMON_V6]
 MIGRATIONS: dict[str, list[list[str]]] = {
     dialect: [_dialect(statements, dialect) for statements in _VERSIONS]
     for dialect in ("sqlite", "postgresql")

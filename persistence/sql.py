@@ -9,7 +9,7 @@ from typing import NamedTuple
 __all__ = ["SELECT_CUSTOMER", "SELECT_GRANTS",
            "SELECT_RESERVATIONS", "SELECT_POOLS", "SELECT_RECENT_KEYS", "COUNT_KEYS",
            "SELECT_KEYS_IN", "SELECT_LEDGER", "SELECT_OUTBOX_AFTER", "SELECT_DUE",
-           "MAX_OUTBOX_ID", "SELECT_CUSTOMER_OUTBOX", "numbered", "Write", "WRITES", "conflict_clause",
+           "MAX_OUTBOX_ID", "SELECT_CUSTOMER_OUTBOX", "SELECT_PENDING_RECHARGES", "numbered", "Write", "WRITES", "conflict_clause",
            "insert_statement", "PURGES", "purge_statements", "SELECT_USAGE", "SELECT_UNIQUES", "SELECT_EVENT_KEYS_IN"]
 
 
@@ -24,7 +24,7 @@ RESERVATION_COLUMNS = ["customer_id", "id", "currency_id", "resource_id", "amoun
                        "status", "created_at", "expires_at", "released_at", "consumed_amount",
                        "metadata"]
 POOL_COLUMNS = ["customer_id", "currency_id", "resource_key", "resource_id", "hard_limit",
-                "low_balance_units", "usage_low_percent"]
+                "low_balance_units", "usage_low_percent", "recharge", "recharge_pending"]
 LEDGER_COLUMNS = ["customer_id", "seq", "op_seq", "event_type", "grant_id", "currency_id",
                   "resource_id", "amount", "ts", "reservation_id", "feature_id",
                   "idempotency_key", "dimensions"]
@@ -67,7 +67,7 @@ WRITES = [
            _B, _T, _T, _T, _T], ["customer_id", "id"], "replace"),
     Write("reservations", "reservations", RESERVATION_COLUMNS,
           [_T, _T, _T, _T, _B, _T, _T, _B, _B, _B, _B, _T], ["customer_id", "id"], "replace"),
-    Write("pools", "pools", POOL_COLUMNS, [_T, _T, _T, _T, _L, _B, _I],
+    Write("pools", "pools", POOL_COLUMNS, [_T, _T, _T, _T, _L, _B, _I, _Y, _T],
           ["customer_id", "currency_id", "resource_key"], "replace"),
     Write("ledger", "ledger", LEDGER_COLUMNS,
           [_T, _B, _B, _T, _T, _T, _T, _B, _B, _T, _T, _T, _T]),
@@ -144,6 +144,9 @@ SELECT_OUTBOX_AFTER = (f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM outbox WHERE id
                        "ORDER BY id LIMIT ?")
 SELECT_DUE = ("SELECT customer_id, next_due_at FROM customers WHERE next_due_at IS NOT NULL "
               "AND next_due_at <= ? ORDER BY next_due_at LIMIT ?")
+# Customers with an auto-recharge in flight (engine.runtime.recharge resumes them).
+SELECT_PENDING_RECHARGES = ("SELECT DISTINCT customer_id FROM pools "
+                            "WHERE recharge_pending IS NOT NULL")
 SELECT_CUSTOMER_OUTBOX = ("SELECT seq, payload FROM outbox WHERE customer_id = ? AND seq > ? "
                           "ORDER BY seq LIMIT ?")
 MAX_OUTBOX_ID = "SELECT coalesce(max(id), 0) FROM outbox"

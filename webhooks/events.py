@@ -14,6 +14,7 @@ import msgspec
 from engine.core.commands import BalanceView, GrantView
 from engine.core.effects import DomainEvent
 from engine.core.model import EventType
+from engine.core.recharge import AMOUNT_DETAILS
 from gateway.wire import amount_out, iso
 
 __all__ = ["EVENT_TYPES", "Built", "build", "event_data", "split_customer"]
@@ -88,6 +89,11 @@ def _balance(b: BalanceView) -> dict[str, Any]:
     }
 
 
+def _details(details: dict[str, Any]) -> dict[str, Any]:
+    return {k: amount_out(v) if k in AMOUNT_DETAILS and isinstance(v, int) else v
+            for k, v in details.items()}
+
+
 def event_data(customer_id: str, e: DomainEvent) -> dict[str, Any]:
     """The `data` of an event: the same in webhook payloads and live feed frames."""
     return {
@@ -100,6 +106,8 @@ def event_data(customer_id: str, e: DomainEvent) -> dict[str, Any]:
         "amount": None if e.amount is None else amount_out(e.amount),
         "grant": None if e.grant is None else _grant(customer_id, e.grant),
         "balance": None if e.balance is None else _balance(e.balance),
+        # Facts particular to the type (auto-recharge: cost, spend, cap, reason), else null.
+        "details": None if e.details is None else _details(e.details),
     }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import msgspec
 
-from engine.core.model import GrantStatus, GrantType, ReservationStatus
+from engine.core.model import AutoRecharge, GrantStatus, GrantType, ReservationStatus
 
 __all__ = [
     "Command",
@@ -23,6 +23,12 @@ __all__ = [
     "ConfigurePool",
     "ConfirmPayment",
     "GetBalances",
+    "ConfigureAutoRecharge",
+    "GetAutoRecharge",
+    "SettleRecharge",
+    "PendingRecharges",
+    "AutoRechargeReply",
+    "PendingRechargesReply",
     "Tick",
     "Reply",
     "Refused",
@@ -189,14 +195,53 @@ class IngestEvents(_Command, frozen=True, kw_only=True, tag="events", gc=False):
     events: tuple[MeteredEvent, ...]
 
 
+class ConfigureAutoRecharge(_Command, frozen=True, kw_only=True, tag="auto_recharge",
+                            gc=False):
+    """Save a pool's auto-recharge settings (engine.core.recharge). Amounts in units:
+    credits for thresholds of type CREDIT_AMOUNT, target and purchases; money (10^-5 of
+    `price_currency`) for DOLLAR_AMOUNT thresholds, the cap and the price per credit. The
+    price comes from the currency's top-up price when the settings are saved."""
+
+    currency_id: str
+    resource_id: str | None = None
+    enabled: bool
+    threshold_type: str
+    threshold_value: int
+    target_balance: int
+    max_spend: int | None = None
+    expiration: str = "1_MONTH"
+    price: int
+    price_currency: str = "usd"
+    min_purchase: int | None = None
+    max_purchase: int | None = None
+
+
+class GetAutoRecharge(_Command, frozen=True, kw_only=True, tag="get_auto_recharge", gc=False):
+    currency_id: str
+    resource_id: str | None = None
+
+
+class SettleRecharge(_Command, frozen=True, kw_only=True, tag="settle_recharge", gc=False):
+    """The payment for an in-flight recharge (its grant) succeeded or failed."""
+
+    grant_id: str
+    paid: bool
+    reason: str | None = None
+
+
+class PendingRecharges(_Command, frozen=True, kw_only=True, tag="pending_recharges", gc=False):
+    """The customer's recharges in flight (the executor resumes them after a restart)."""
+
+
 Command = (
     CreateGrant | VoidGrant | ConfirmPayment | Consume | Reserve | Release | ConfigurePool
-    | GetBalances | Tick | ReportUsage | IngestEvents
+    | GetBalances | Tick | ReportUsage | IngestEvents | ConfigureAutoRecharge
+    | GetAutoRecharge | SettleRecharge | PendingRecharges
 )
 
 # Read-only commands never produce rows; the runtime may skip the store for them.
 MUTATING = (CreateGrant, VoidGrant, ConfirmPayment, Consume, Reserve, Release, ConfigurePool, Tick,
-            ReportUsage, IngestEvents)
+            ReportUsage, IngestEvents, ConfigureAutoRecharge, SettleRecharge)
 
 
 # ---------------------------------------------------------------------------------------
@@ -337,7 +382,20 @@ class EventsReply(Reply, frozen=True, kw_only=True, tag="events", gc=False):
     timestamp: int
 
 
+class AutoRechargeReply(Reply, frozen=True, kw_only=True, tag="auto_recharge", gc=False):
+    settings: AutoRecharge | None  # a copy; None: never configured
+    balance: BalanceView
+    current_monthly_spend: int
+
+
+class PendingRechargesReply(Reply, frozen=True, kw_only=True, tag="pending_recharges",
+                            gc=False):
+    # (grant id, currency id, resource id, credits, cost, price currency)
+    recharges: tuple[tuple[str, str, str | None, int, int, str], ...]
+
+
 AnyReply = (
     Refused | ConsumeReply | GrantReply | ReserveReply | ReleaseReply | BalancesReply
-    | PoolSettingsReply | TickReply | UsageReply | EventsReply
+    | PoolSettingsReply | TickReply | UsageReply | EventsReply | AutoRechargeReply
+    | PendingRechargesReply
 )

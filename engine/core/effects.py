@@ -19,7 +19,8 @@ from engine.core.model import (
     UsageCounter,
 )
 
-__all__ = ["LedgerEntry", "DomainEvent", "IdempotencyRecord", "Bucket", "Effects"]
+__all__ = ["LedgerEntry", "DomainEvent", "IdempotencyRecord", "Bucket", "Effects",
+           "RechargeRequest"]
 
 
 class LedgerEntry(msgspec.Struct, frozen=True, gc=False):
@@ -58,6 +59,8 @@ class DomainEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     grant: GrantView | None = None
     # The amount the event is about (expired, granted), where one applies.
     amount: int | None = None
+    # Event-specific facts (auto-recharge: cost, spend, cap, reason), JSON-ready values.
+    details: dict[str, Any] | None = None
 
 
 class IdempotencyRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -85,12 +88,25 @@ class Bucket(msgspec.Struct, frozen=True, array_like=True, gc=False):
     events: int
 
 
+class RechargeRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A recharge the actor started: what the executor (engine.runtime.recharge) charges.
+    The grant id is the payment's idempotency key."""
+
+    customer_id: str
+    grant_id: str
+    currency_id: str
+    resource_id: str | None
+    credits: int
+    cost: int
+    price_currency: str
+
+
 class Effects:
     """Accumulates a batch's output. Touched rows are kept as live objects: the actor does
     not mutate them again until the store has taken its copy."""
 
     __slots__ = ("entries", "events", "grants", "reservations", "pools", "keys", "usage",
-                 "buckets", "unique_values", "event_keys", "seq", "op")
+                 "buckets", "unique_values", "event_keys", "seq", "op", "recharges")
 
     def __init__(self) -> None:
         # The customer's last event and operation sequence numbers after the batch; the
@@ -109,6 +125,7 @@ class Effects:
         self.buckets: list[Bucket] = []
         self.unique_values: list[tuple[str, str | None, str]] = []
         self.event_keys: list[tuple[Any, int]] = []  # (MeteredEvent, accepted at)
+        self.recharges: list[RechargeRequest] = []  # started; for the executor
 
     def __bool__(self) -> bool:
         return bool(self.entries or self.events or self.grants or self.reservations
@@ -126,3 +143,4 @@ class Effects:
         self.buckets.clear()
         self.unique_values.clear()
         self.event_keys.clear()
+        self.recharges.clear()

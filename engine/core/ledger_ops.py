@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from bisect import insort
 from heapq import heappush
+from typing import Any
 
 from engine.core.effects import DomainEvent, Effects, LedgerEntry
 from engine.core.model import (
@@ -93,6 +94,7 @@ def event(
     now: int,
     g: Grant | None = None,
     amount: int | None = None,
+    details: dict[str, Any] | None = None,
 ) -> None:
     state.event_seq += 1
     fx.events.append(
@@ -107,6 +109,7 @@ def event(
             balance=balance_view(pool, now),
             grant=grant_view(g) if g is not None else None,
             amount=amount,
+            details=details,
         )
     )
 
@@ -464,6 +467,11 @@ def pool_thresholds(state: CustomerState, pool: Pool, now: int, fx: Effects) -> 
         pool.depleted_fired = depleted
         if depleted:
             event(state, fx, EventType.BALANCE_DEPLETED, pool, now)
+    line = pool.recharge_line
+    if line is not None and pool.balance < line:
+        from engine.core import recharge  # a cycle at import time; rare path
+
+        recharge.check(state, pool, now, fx)
 
 
 def push_timer(state: CustomerState, due: int, kind: int, ident: str) -> None:

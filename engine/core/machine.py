@@ -12,20 +12,27 @@ from __future__ import annotations
 from collections.abc import Callable
 from heapq import heappop
 
+import msgspec
+
 from engine.core import ledger_ops as ops
-from engine.core import usage
-from engine.core.amounts import AMOUNT_UNITS_MAX
+from engine.core import recharge, usage
+from engine.core.amounts import AMOUNT_UNITS_MAX, SCALE
 from engine.core.commands import (
+    AutoRechargeReply,
     BalancesReply,
     Command,
+    ConfigureAutoRecharge,
     ConfigurePool,
     ConfirmPayment,
     Consume,
     ConsumeReply,
     CreateGrant,
+    GetAutoRecharge,
     GetBalances,
     GrantReply,
     IngestEvents,
+    PendingRecharges,
+    PendingRechargesReply,
     PoolSettingsReply,
     Refused,
     Release,
@@ -34,6 +41,7 @@ from engine.core.commands import (
     ReportUsage,
     Reserve,
     ReserveReply,
+    SettleRecharge,
     Tick,
     TickReply,
     VoidGrant,
@@ -41,6 +49,7 @@ from engine.core.commands import (
 from engine.core.effects import Bucket, Effects, IdempotencyRecord
 from engine.core.idempotency import same_request
 from engine.core.model import (
+    AutoRecharge,
     CustomerState,
     EventType,
     Grant,
@@ -153,6 +162,33 @@ def _validate_events(cmd: IngestEvents, now: int) -> Refused | None:
     return None
 
 
+def _validate_auto_recharge(cmd: ConfigureAutoRecharge, now: int) -> Refused | None:
+    def bad(message: str, field: str) -> Refused:
+        return refuse(Refusal.INVALID_AUTO_RECHARGE, message, field)
+
+    if cmd.threshold_type not in (recharge.CREDIT_AMOUNT, recharge.DOLLAR_AMOUNT):
+        return bad("must be CREDIT_AMOUNT or DOLLAR_AMOUNT", "thresholdType")
+    if cmd.expiration not in recharge.PERIOD_MONTHS:
+        return bad("must be 1_MONTH or 1_YEAR", "grantExpirationPeriod")
+    for value, field in ((cmd.threshold_value, "thresholdValue"),
+                         (cmd.target_balance, "targetBalance"), (cmd.price, "topUpPrice"),
+                         (cmd.max_spend, "maxSpendLimit"), (cmd.min_purchase, "minimumPurchase"),
+                         (cmd.max_purchase, "maximumPurchase")):
+        if value is not None and (refused := _bad_amount(value, field)):
+            return refused
+    # The target must be above the threshold, compared in the threshold's own terms.
+    if cmd.threshold_type == recharge.DOLLAR_AMOUNT:
+        above = cmd.target_balance * cmd.price > cmd.threshold_value * SCALE
+    else:
+        above = cmd.target_balance > cmd.threshold_value
+    if not above:
+        return bad("must be above the threshold", "targetBalance")
+    if (cmd.min_purchase is not None and cmd.max_purchase is not None
+            and cmd.min_purchase > cmd.max_purchase):
+        return bad("the minimum purchase is above the maximum", "minimumPurchase")
+    return None
+
+
 def _no_validation(cmd: Command, now: int) -> Refused | None:
     return None
 
@@ -251,6 +287,10 @@ def _void_grant(state: CustomerState, cmd: VoidGrant, now: int, fx: Effects) -> 
         return refuse(Refusal.GRANT_ALREADY_EXPIRED, "the grant has expired", "id")
     op = _next_op(state)
     pool = state.pools[(g.currency_id, g.resource_id)]
+    if pool.recharge is not None and pool.recharge.in_flight == g.id:
+        # An operator voiding a recharge in flight: it failed, as if the payment had.
+        recharge.settle(state, pool, g, False, "voided by an operator", now, fx, op)
+        return GrantReply(grant=grant_view(g), balance=balance_view(pool, now))
     ops.forfeit(state, pool, g, GrantStatus.VOIDED, now, fx, op)
     ops.event(state, fx, EventType.GRANT_UPDATED, pool, now, g)
     ops.pool_thresholds(state, pool, now, fx)
@@ -265,6 +305,9 @@ def _confirm_payment(state: CustomerState, cmd: ConfirmPayment, now: int, fx: Ef
         return refuse(Refusal.GRANT_NOT_PENDING, f"the grant is {g.status}, not PAYMENT_PENDING", "id")
     op = _next_op(state)
     pool = state.pools[(g.currency_id, g.resource_id)]
+    if pool.recharge is not None and pool.recharge.in_flight == g.id:
+        recharge.settle(state, pool, g, True, None, now, fx, op)  # paid out of band
+        return GrantReply(grant=grant_view(g), balance=balance_view(pool, now))
     fx.grants[g.id] = g
     if g.effective_at > now:
         g.status = GrantStatus.SCHEDULED
@@ -308,9 +351,10 @@ def _consume(state: CustomerState, cmd: Consume, now: int, fx: Effects) -> Reply
     # the balance has reached its line: most consumptions skip the threshold check.
     balance = pool.balance
     low_line = pool.low_line
+    recharge_line = pool.recharge_line
     if (balance <= 0 and not pool.depleted_fired) or (
         low_line is not None and balance <= low_line and not pool.usage_low_fired
-    ):
+    ) or (recharge_line is not None and balance < recharge_line):
         ops.pool_thresholds(state, pool, now, fx)
     return ConsumeReply(
         amount=amount, breakdown=breakdown, balance=balance_view(pool, now),
@@ -432,6 +476,57 @@ def _get_balances(state: CustomerState, cmd: GetBalances, now: int, fx: Effects)
     return BalancesReply(balances=views, seq=state.event_seq, op=state.op_seq)
 
 
+def _recharge_reply(pool: Pool, now: int) -> AutoRechargeReply:
+    r = pool.recharge
+    return AutoRechargeReply(
+        settings=None if r is None else msgspec.structs.replace(r),
+        balance=balance_view(pool, now),
+        current_monthly_spend=0 if r is None else recharge.current_spend(r, now))
+
+
+def _configure_auto_recharge(state: CustomerState, cmd: ConfigureAutoRecharge, now: int,
+                             fx: Effects) -> Reply:
+    pool = ops.pool_for(state, cmd.currency_id, cmd.resource_id)
+    recharge.configure(state, pool, AutoRecharge(
+        enabled=cmd.enabled, threshold_type=cmd.threshold_type,
+        threshold_value=cmd.threshold_value, target_balance=cmd.target_balance,
+        max_spend=cmd.max_spend, expiration=cmd.expiration, price=cmd.price,
+        price_currency=cmd.price_currency, min_purchase=cmd.min_purchase,
+        max_purchase=cmd.max_purchase), now, fx)
+    return _recharge_reply(pool, now)
+
+
+def _get_auto_recharge(state: CustomerState, cmd: GetAutoRecharge, now: int,
+                       fx: Effects) -> Reply:
+    pool = state.pools.get((cmd.currency_id, cmd.resource_id))
+    if pool is None:
+        pool = Pool(cmd.currency_id, cmd.resource_id)  # not kept: a read creates nothing
+    return _recharge_reply(pool, now)
+
+
+def _settle_recharge(state: CustomerState, cmd: SettleRecharge, now: int,
+                     fx: Effects) -> Reply:
+    g = state.grants.get(cmd.grant_id)
+    pool = None if g is None else state.pools.get((g.currency_id, g.resource_id))
+    if (g is None or pool is None or pool.recharge is None
+            or pool.recharge.in_flight != g.id or g.status is not GrantStatus.PAYMENT_PENDING):
+        return refuse(Refusal.GRANT_NOT_PENDING, "no recharge in flight with this grant", "id")
+    recharge.settle(state, pool, g, cmd.paid, cmd.reason, now, fx, _next_op(state))
+    return _recharge_reply(pool, now)
+
+
+def _pending_recharges(state: CustomerState, cmd: PendingRecharges, now: int,
+                       fx: Effects) -> Reply:
+    found = []
+    for pool in state.pools.values():
+        r = pool.recharge
+        if r is not None and r.in_flight is not None:
+            g = state.grants[r.in_flight]
+            found.append((g.id, pool.currency_id, pool.resource_id, g.amount,
+                          r.in_flight_cost, r.price_currency))
+    return PendingRechargesReply(recharges=tuple(found))
+
+
 def _tick(state: CustomerState, cmd: Tick, now: int, fx: Effects) -> Reply:
     return TickReply(next_due=state.next_due())
 
@@ -451,6 +546,10 @@ _DISPATCH: dict[type, tuple[_Validator, _Handler]] = {
     Tick: (_no_validation, _tick),
     ReportUsage: (_validate_usage, usage.report_usage),
     IngestEvents: (_validate_events, usage.ingest_events),
+    ConfigureAutoRecharge: (_validate_auto_recharge, _configure_auto_recharge),
+    GetAutoRecharge: (_no_validation, _get_auto_recharge),
+    SettleRecharge: (_no_validation, _settle_recharge),
+    PendingRecharges: (_no_validation, _pending_recharges),
 }
 
 
@@ -566,6 +665,7 @@ def check_pool(state: CustomerState, pool: Pool) -> None:
     assert pool.active_granted == sum(g.amount for g in grants if g.status is GrantStatus.ACTIVE
                                       and g.grant_type is not GrantType.OVERDRAFT)
     assert pool.low_line == ops.low_line(pool)
+    assert pool.recharge_line == recharge.recharge_line(pool)
     assert pool.usage_low_fired is ops.pool_is_low(pool)
     assert pool.depleted_fired is (pool.balance <= 0)
     active = [g for g in grants if g.status is GrantStatus.ACTIVE and g.available > 0

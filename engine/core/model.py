@@ -20,6 +20,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+import msgspec
+
 __all__ = [
     "GrantType",
     "GrantStatus",
@@ -79,6 +81,13 @@ class EventType(StrEnum):
     EXPIRED = "credits.expired"
     BALANCE_USAGE_LOW = "credits.balance.usage_low"
     BALANCE_DEPLETED = "credits.balance.depleted"
+    # Auto-recharge (engine.core.recharge).
+    AUTO_RECHARGE_ATTEMPTED = "credits.auto_recharge.attempted"
+    AUTO_RECHARGE_SUCCEEDED = "credits.auto_recharge.succeeded"
+    AUTO_RECHARGE_FAILED = "credits.auto_recharge.failed"
+    AUTO_RECHARGE_LIMIT_EXCEEDED = "credits.auto_recharge.limit_exceeded"
+    AUTO_RECHARGE_SPEND_ALERT = "credits.auto_recharge.spend_alert"
+    AUTO_RECHARGE_CONFIGURATION_CHANGED = "credits.auto_recharge.configuration_changed"
 
 
 # Consumption order puts free credits before paid ones; RECURRING plan credits count as free
@@ -268,6 +277,8 @@ class Pool:
         "low_line",
         "usage_low_fired",
         "depleted_fired",
+        "recharge",
+        "recharge_line",
     )
 
     def __init__(self, currency_id: str, resource_id: str | None) -> None:
@@ -297,10 +308,41 @@ class Pool:
         # Threshold flags equal their condition: an empty pool is depleted, not low.
         self.usage_low_fired = False
         self.depleted_fired = True
+        # Auto-recharge settings and month state (engine.core.recharge), and the balance
+        # below which a recharge starts (None: it cannot start one now), derived like
+        # `low_line` so that a consumption checks it with one comparison.
+        self.recharge: AutoRecharge | None = None
+        self.recharge_line: int | None = None
 
     @property
     def key(self) -> PoolKey:
         return (self.currency_id, self.resource_id)
+
+
+class AutoRecharge(msgspec.Struct, kw_only=True):
+    """Settings and the month's state of one pool's auto-recharge (kept on the pool row;
+    engine.core.recharge has the rules). Money is in units of 10^-5 of `price_currency`."""
+
+    enabled: bool
+    threshold_type: str  # CREDIT_AMOUNT (credit units) | DOLLAR_AMOUNT (money units)
+    threshold_value: int
+    target_balance: int  # credit units
+    max_spend: int | None  # money units per calendar month (UTC); None: no cap
+    expiration: str  # 1_MONTH | 1_YEAR
+    price: int  # money units per credit
+    price_currency: str = "usd"
+    min_purchase: int | None = None  # credit units
+    max_purchase: int | None = None
+    month: int = 0  # recharge.month_of() of the month `spent` belongs to
+    spent: int = 0  # money units paid this month
+    alerts: int = 0  # the highest spend alert fired this month (0, 80, 90, 100)
+    limit_fired: bool = False  # limit_exceeded fired this month
+    attempts: int = 0  # recharges started, ever: numbers the grant ids
+    in_flight: str | None = None  # the PAYMENT_PENDING grant of the running recharge
+    in_flight_cost: int = 0
+    failure: str | None = None  # why the last recharge failed (auto-recharge disabled)
+    created_at: int = 0
+    updated_at: int = 0
 
 
 class CustomerState:

@@ -50,6 +50,7 @@ class Refusal(StrEnum):
     RESERVATION_NOT_ACTIVE = "RESERVATION_NOT_ACTIVE"
     BALANCE_LIMIT_EXCEEDED = "BALANCE_LIMIT_EXCEEDED"
     INSUFFICIENT_CREDITS = "INSUFFICIENT_CREDITS"
+    INVALID_AUTO_RECHARGE = "INVALID_AUTO_RECHARGE"
 
 
 def refuse(code: Refusal, message: str, field: str | None = None) -> Refused:

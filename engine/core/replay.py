@@ -17,8 +17,10 @@ from collections.abc import Iterable
 import msgspec
 
 from engine.core import ledger_ops as ops
+from engine.core import recharge
 from engine.core.effects import IdempotencyRecord, LedgerEntry
 from engine.core.model import (
+    AutoRecharge,
     CustomerState,
     Grant,
     GrantStatus,
@@ -90,6 +92,7 @@ class PoolRow(msgspec.Struct, frozen=True, kw_only=True):
     hard_limit: bool
     low_balance_units: int | None
     usage_low_percent: int
+    recharge: AutoRecharge | None = None  # a copy: the live one keeps changing
 
 
 class CustomerRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -126,6 +129,7 @@ def pool_row(p: Pool) -> PoolRow:
     return PoolRow(
         currency_id=p.currency_id, resource_id=p.resource_id, hard_limit=p.hard_limit,
         low_balance_units=p.low_balance_units, usage_low_percent=p.usage_low_percent,
+        recharge=None if p.recharge is None else msgspec.structs.replace(p.recharge),
     )
 
 
@@ -171,6 +175,8 @@ def _finish(state: CustomerState, pool_rows: Iterable[PoolRow]) -> CustomerState
         pool.hard_limit = row.hard_limit
         pool.low_balance_units = row.low_balance_units
         pool.usage_low_percent = row.usage_low_percent
+        if row.recharge is not None:
+            pool.recharge = msgspec.structs.replace(row.recharge)
     for g in sorted(state.grants.values(), key=lambda g: g.seq):
         pool = ops.pool_for(state, g.currency_id, g.resource_id)
         state.grant_seq = max(state.grant_seq, g.seq)
@@ -195,6 +201,7 @@ def _finish(state: CustomerState, pool_rows: Iterable[PoolRow]) -> CustomerState
     for pool in state.pools.values():
         pool.active.sort(key=lambda g: g.order_key)
         pool.low_line = ops.low_line(pool)
+        pool.recharge_line = recharge.recharge_line(pool)
         pool.usage_low_fired = ops.pool_is_low(pool)
         pool.depleted_fired = pool.balance <= 0
     for g in state.grants.values():

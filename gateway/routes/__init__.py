@@ -6,9 +6,10 @@ from gateway.routes.currencies import ROUTES as _CURRENCIES
 from gateway.routes.customers import ROUTES as _CUSTOMERS
 from gateway.routes.entitlements import ROUTES as _ENTITLEMENTS
 from gateway.routes.features import ROUTES as _FEATURES
+from gateway.routes.recharge import ROUTES as _RECHARGE
 from gateway.routes.usage import ROUTES as _USAGE
 from gateway.routes.webhooks import ROUTES as _WEBHOOKS
 from gateway.feed.stream import ROUTES as _FEED
 
 ROUTES = [*_CURRENCIES, *_CUSTOMERS, *_CREDITS, *_ENTITLEMENTS, *_FEATURES, *_USAGE,
-          *_ANALYTICS, *_WEBHOOKS, *_FEED]
+          *_ANALYTICS, *_WEBHOOKS, *_FEED, *_RECHARGE]

@@ -441,21 +441,5 @@ def reservation_json(r: Any) -> dict[str, Any]:
             "status": "ACTIVE" if r.status == "ACTIVE" else "RELEASED"}
 
 
-@get("/api/v1/credits/auto-recharge")
-async def get_auto_recharge(request: Request, customer_id: CustomerQ = None,
-                            currency_id: CurrencyQ = None) -> Response:
-    """Disabled defaults until auto-recharge lands (issue 8)."""
-    if not customer_id:
-        raise bad_input("is required", "customerId")
-    if not currency_id:
-        raise bad_input("is required", "currencyId")
-    await require_customer(request, customer_id, allow_archived=True)
-    await require_currency(request, currency_id, allow_archived=True)
-    return ok({"id": None, "customerId": customer_id, "currencyId": currency_id,
-               "isEnabled": False, "thresholdType": "CREDIT_AMOUNT", "thresholdValue": 0,
-               "targetBalance": 0, "maxSpendLimit": None, "grantExpirationPeriod": "1_MONTH",
-               "createdAt": None, "updatedAt": None})
-
-
 ROUTES = [create_grant, void_grant, list_grants, list_ledger, consume, consume_batch,
-          release_reservation, balance, get_auto_recharge]
+          release_reservation, balance]

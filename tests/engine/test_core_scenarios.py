@@ -19,6 +19,7 @@ import pytest
 from engine.core.amounts import AMOUNT_UNITS_MAX, SCALE
 from engine.core.commands import (
     BalancesReply,
+    ConfigureAutoRecharge,
     ConfigurePool,
     ConfirmPayment,
     Consume,
@@ -478,6 +479,12 @@ def reserve_cmd(ttl: int = 1_000, **kw):
                                 "expires_at": c.now + ttl, **kw})
 
 
+def recharge_cmd(**kw):
+    return lambda c: ConfigureAutoRecharge(**{
+        "currency_id": CUR, "enabled": True, "threshold_type": "CREDIT_AMOUNT",
+        "threshold_value": 10, "target_balance": 100, "price": SCALE, **kw})
+
+
 def release_cmd(**kw):
     return lambda c: Release(**{"reservation_id": "r1", "consumed_amount": 10, **kw})
 
@@ -598,6 +605,22 @@ REFUSALS = [
     ("reserve_unknown_pool", _nothing, reserve_cmd(), R.INSUFFICIENT_CREDITS, "reserveAmount"),
     ("reserve_while_overdrawn_soft_limit", _overdrawn, reserve_cmd(amount=1),
      R.INSUFFICIENT_CREDITS, "reserveAmount"),
+    # -- INVALID_AUTO_RECHARGE: settings that cannot work (amount fields: INVALID_AMOUNT)
+    ("recharge_target_at_threshold", _nothing, recharge_cmd(target_balance=10),
+     R.INVALID_AUTO_RECHARGE, "targetBalance"),
+    ("recharge_dollar_target_below", _nothing,
+     recharge_cmd(threshold_type="DOLLAR_AMOUNT", threshold_value=50 * SCALE,
+                  target_balance=25 * SCALE, price=2 * SCALE),
+     R.INVALID_AUTO_RECHARGE, "targetBalance"),
+    ("recharge_bad_threshold_type", _nothing, recharge_cmd(threshold_type="PERCENT"),
+     R.INVALID_AUTO_RECHARGE, "thresholdType"),
+    ("recharge_bad_period", _nothing, recharge_cmd(expiration="1_WEEK"),
+     R.INVALID_AUTO_RECHARGE, "grantExpirationPeriod"),
+    ("recharge_min_above_max", _nothing, recharge_cmd(min_purchase=50, max_purchase=40),
+     R.INVALID_AUTO_RECHARGE, "minimumPurchase"),
+    ("recharge_zero_price", _nothing, recharge_cmd(price=0), R.INVALID_AMOUNT, "topUpPrice"),
+    ("recharge_zero_cap", _nothing, recharge_cmd(max_spend=0), R.INVALID_AMOUNT,
+     "maxSpendLimit"),
 ]
 
 

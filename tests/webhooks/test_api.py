@@ -241,7 +241,9 @@ def test_every_event_type_reaches_a_real_receiver_with_a_verifiable_signature(
     voided = grant(http, customer, currency, 5)
     assert http.post(f"/api/v1/credits/grants/{voided['id']}/void").status_code == 200
 
-    receiver.wait_for(lambda rs: {r.json["type"] for r in rs} >= set(EVENT_TYPES))
+    # Auto-recharge events have their own delivery test (tests/gateway/test_auto_recharge.py).
+    credit_types = {t for t in EVENT_TYPES if not t.startswith("credits.auto_recharge.")}
+    receiver.wait_for(lambda rs: {r.json["type"] for r in rs} >= credit_types)
     verifier = Webhook(endpoint["secret"])
     for r in receiver.delivered():
         body = verifier.verify(r.body, r.headers)

@@ -45,7 +45,9 @@ async def test_every_event_type_is_delivered_with_a_signature_standardwebhooks_v
         await h.grant("acme", "g4", 1)  # a command applies what is due first: g2 expires
         await h.wait_relayed()
         await h.wait_seen(h.webhooks.relay.deliveries_created)
-        assert set(Counter(s.json["type"] for s in h.seen)) == set(EVENT_TYPES)
+        # Auto-recharge events: tests/gateway/test_auto_recharge.py delivers each of them.
+        credit_types = {t for t in EVENT_TYPES if not t.startswith("credits.auto_recharge.")}
+        assert set(Counter(s.json["type"] for s in h.seen)) == credit_types
 
     verifier = Webhook(endpoint.secret)
     for s in h.seen:

@@ -126,5 +126,6 @@ def test_a_payload_names_the_customer_without_its_environment_and_has_a_stable_i
         "data": {"customerId": "acme", "currencyId": "tokens", "resourceId": None,
                  "sequence": 4, "amount": None, "grant": None,
                  "balance": {"currentBalance": 0, "totalGranted": 1.5, "totalConsumed": 1.5,
-                             "reserved": 0, "hardLimit": True}}}
+                             "reserved": 0, "hardLimit": True},
+                 "details": None}}
     assert Counter(built.event_id)["_"] == 1
