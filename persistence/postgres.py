@@ -1,7 +1,8 @@
 """PostgreSQL backend (asyncpg, pooled connections): production.
 
 The writer takes one pooled connection per flush and writes the whole flush in one
-transaction with pipelined `executemany` calls; reads use the pool. A broken connection is
+transaction, each table's rows in one statement (a CTE over `unnest` of arrays, see
+`_flush_statement`); reads use the pool. A broken connection is
 dropped by the pool and replaced on the next acquire, so the store reconnects by itself
 once the server is reachable again.
 """

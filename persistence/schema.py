@@ -108,7 +108,7 @@ _COMMON_V1 = [
     )""",
     "CREATE INDEX idempotency_keys_age ON idempotency_keys (created_at)",
     # The outbox id is assigned by the single writer in commit order, so it is gapless and a
-    # relay tailing `id > last_seen` never skips a row (see persistence/committer.py).
+    # relay tailing `id > last_seen` never skips a row (see persistence/durable.py).
     """CREATE TABLE outbox (
         id BIGINT PRIMARY KEY,
         customer_id TEXT NOT NULL,

@@ -140,8 +140,9 @@ class Runtime:
         self.key_retention_ms = key_retention_ms
         self.purge_every_ms = purge_every_ms
         self.purge_rows_max = purge_rows_max
-        # Called synchronously after each durable batch: where the outbox relay, feed and
-        # webhooks will hook in. Must not block.
+        # Called synchronously after each durable batch, with its effects: the webhook relay
+        # (a wake-up), the live feed and the auto-recharge executor hook in here (gateway/
+        # app.py). Must not block.
         self.on_committed = on_committed
         # Stores that can lose acknowledged writes (async durability) say which customers'
         # in-memory state no longer matches what is durable; those are reloaded first.
