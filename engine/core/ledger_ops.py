@@ -34,6 +34,7 @@ __all__ = [
     "TIMER_ACTIVATE",
     "TIMER_RESERVATION",
     "TIMER_EXPIRE",
+    "TIMER_RECHARGE",
     "entry",
     "event",
     "pool_for",
@@ -58,6 +59,7 @@ __all__ = [
 TIMER_ACTIVATE = 0
 TIMER_RESERVATION = 1
 TIMER_EXPIRE = 2
+TIMER_RECHARGE = 3  # the month turned: look at a capped auto-recharge again
 
 _order = lambda g: g.order_key  # noqa: E731 - the sort key for pool.active
 _CONSUMED = L.CREDITS_CONSUMED

@@ -65,6 +65,8 @@ from engine.core.views import balance_view, grant_view, reservation_view
 __all__ = ["apply", "advance", "same_request", "purge", "trim_keys", "check_pool"]
 
 _GRANTABLE = (GrantType.PAID, GrantType.PROMOTIONAL, GrantType.RECURRING)
+# Grant ids the engine makes for itself.
+_RESERVED_ID_PREFIXES = (ops.OVERDRAFT_ID_PREFIX, recharge.GRANT_ID_PREFIX)
 
 
 # ---------------------------------------------------------------------------------------
@@ -84,9 +86,9 @@ def _bad_amount(value: object, field: str, *, allow_zero: bool = False) -> Refus
 def _validate_grant(cmd: CreateGrant, now: int) -> Refused | None:
     if bad := _bad_amount(cmd.amount, "amount"):
         return bad
-    if not cmd.grant_id or cmd.grant_id.startswith(ops.OVERDRAFT_ID_PREFIX):
-        return refuse(Refusal.INVALID_GRANT_ID,
-                      f"must be non-empty and not start with {ops.OVERDRAFT_ID_PREFIX!r}", "id")
+    if not cmd.grant_id or cmd.grant_id.startswith(_RESERVED_ID_PREFIXES):
+        return refuse(Refusal.INVALID_GRANT_ID, "must be non-empty and not start with "
+                      f"{' or '.join(map(repr, _RESERVED_ID_PREFIXES))}", "id")
     if cmd.cost_amount is not None and (
         bad := _bad_amount(cmd.cost_amount, "cost.amount", allow_zero=True)
     ):
@@ -183,6 +185,9 @@ def _validate_auto_recharge(cmd: ConfigureAutoRecharge, now: int) -> Refused | N
         above = cmd.target_balance > cmd.threshold_value
     if not above:
         return bad("must be above the threshold", "targetBalance")
+    if recharge.cost_of(cmd.target_balance, cmd.price) > AMOUNT_UNITS_MAX:
+        return bad("a recharge to this target would cost more than the maximum amount",
+                   "targetBalance")
     if (cmd.min_purchase is not None and cmd.max_purchase is not None
             and cmd.min_purchase > cmd.max_purchase):
         return bad("the minimum purchase is above the maximum", "minimumPurchase")
@@ -595,6 +600,11 @@ def advance(state: CustomerState, now: int, fx: Effects) -> None:
     timers = state.timers
     while timers and timers[0][0] <= now:
         due, kind, ident = heappop(timers)
+        if kind == ops.TIMER_RECHARGE:
+            pool = recharge.pool_of_timer(state, ident)
+            if pool is not None:
+                recharge.check(state, pool, due, fx)
+            continue
         if kind == ops.TIMER_RESERVATION:
             r = state.reservations.get(ident)
             if r is None or r.status is not ReservationStatus.ACTIVE or r.expires_at != due:

@@ -28,10 +28,11 @@ Pure: no I/O, time passed in.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from engine.core import ledger_ops as ops
-from engine.core.amounts import SCALE
+from engine.core.amounts import AMOUNT_UNITS_MAX, SCALE
 from engine.core.effects import Effects, RechargeRequest
 from engine.core.model import (
     AutoRecharge,
@@ -43,7 +44,8 @@ from engine.core.model import (
     Pool,
 )
 
-__all__ = ["AutoRecharge", "RechargeRequest", "recharge_line", "check", "settle", "AMOUNT_DETAILS",
+__all__ = ["grant_id_for", "next_month_start", "month_start", "limit_timer", "timer_id",
+           "pool_of_timer", "AutoRecharge", "RechargeRequest", "recharge_line", "check", "settle", "AMOUNT_DETAILS",
            "configure", "month_of", "add_months", "cost_of", "current_spend",
            "ALERT_PERCENTS", "GRANT_ID_PREFIX"]
 
@@ -51,7 +53,7 @@ CREDIT_AMOUNT = "CREDIT_AMOUNT"
 DOLLAR_AMOUNT = "DOLLAR_AMOUNT"
 PERIOD_MONTHS = {"1_MONTH": 1, "1_YEAR": 12}
 ALERT_PERCENTS = (80, 90, 100)
-GRANT_ID_PREFIX = "autorecharge:"
+GRANT_ID_PREFIX = "autorecharge-"  # reserved: clients cannot create grants with it
 
 
 _DAY_MS = 86_400_000
@@ -98,12 +100,47 @@ def add_months(ms: int, months: int) -> int:
     return _days(year, month, min(day, last)) * _DAY_MS + time_of_day
 
 
+def next_month_start(ms: int) -> int:
+    return month_start(month_of(ms) + 1)
+
+
+def month_start(month: int) -> int:
+    """Epoch ms at the start of `month` (a month_of() value)."""
+    return _days(month // 12, month % 12 + 1, 1) * _DAY_MS
+
+
+def limit_timer(r: AutoRecharge) -> int | None:
+    """When a capped pool looks again (the start of the month after the cap was hit), or
+    None when it is not waiting for one."""
+    if r.limit_fired and r.enabled and r.in_flight is None:
+        return month_start(r.month + 1)
+    return None
+
+
+def grant_id_for(customer_id: str, currency_id: str, resource_id: str | None, n: int) -> str:
+    """The id of a pool's n-th recharge grant; also the payment's idempotency key, so it
+    must be unique across customers (a provider sees keys from all of them), and safe in a
+    URL path (operators void a stuck one by id). A digest of the customer and pool does
+    both whatever characters their ids hold."""
+    pool = f"{customer_id}\0{currency_id}\0{resource_id or ''}".encode()
+    return f"{GRANT_ID_PREFIX}{hashlib.blake2b(pool, digest_size=10).hexdigest()}-{n}"
+
+
 def cost_of(credits: int, price: int) -> int:
     return -(-credits * price // SCALE)  # rounded up
 
 
 def current_spend(r: AutoRecharge, now: int) -> int:
     return r.spent if r.month == month_of(now) else 0
+
+
+def timer_id(pool: Pool) -> str:
+    return f"{pool.currency_id}\0{pool.resource_id or ''}"
+
+
+def pool_of_timer(state: CustomerState, ident: str) -> Pool | None:
+    currency, _, resource = ident.partition("\0")
+    return state.pools.get((currency, resource or None))
 
 
 def recharge_line(pool: Pool) -> int | None:
@@ -150,6 +187,10 @@ def check(state: CustomerState, pool: Pool, now: int, fx: Effects) -> None:
     want = r.target_balance - pool.balance
     if r.max_purchase is not None:
         want = min(want, r.max_purchase)
+    # Within what any stored amount may be: the grant, the pool's total and the cost (a
+    # soft-limited pool deep in overdraft could otherwise ask for more).
+    want = min(want, AMOUNT_UNITS_MAX - max(pool.balance, 0) - pool.reserved,
+               AMOUNT_UNITS_MAX * SCALE // r.price)
     capped = False
     if r.max_spend is not None:
         affordable = max(r.max_spend - r.spent, 0) * SCALE // r.price
@@ -157,30 +198,33 @@ def check(state: CustomerState, pool: Pool, now: int, fx: Effects) -> None:
             want, capped = affordable, True
     if want <= 0 or (r.min_purchase is not None and want < r.min_purchase):
         # Nothing the cap allows (or less than the smallest purchase): stop until next
-        # month, telling once. The line stays, so the next month's first change below it
-        # starts a recharge again.
+        # month, telling once. A timer looks again when the month turns, so a pool that
+        # can take no more consumptions (a hard limit at 0) is topped up then, not only
+        # after its next change.
         if not r.limit_fired:
             r.limit_fired = True
             _event(state, fx, EventType.AUTO_RECHARGE_LIMIT_EXCEEDED, pool, now,
                    _details(r, now, wanted=r.target_balance - pool.balance))
             fx.pools[pool.key] = pool
+            ops.push_timer(state, month_start(r.month + 1), ops.TIMER_RECHARGE, timer_id(pool))
         return
     cost = cost_of(want, r.price)
     r.attempts += 1
-    grant_id = f"{GRANT_ID_PREFIX}{pool.currency_id}:{pool.resource_id or ''}:{r.attempts}"
+    grant_id = grant_id_for(state.customer_id, pool.currency_id, pool.resource_id, r.attempts)
     state.grant_seq += 1
     g = Grant(
         id=grant_id, seq=state.grant_seq, currency_id=pool.currency_id,
         resource_id=pool.resource_id, grant_type=GrantType.PAID,
+        # No expiry while the payment is pending: however long that takes, the grant must
+        # still be there to settle. It gets one when it is paid (`settle`).
         status=GrantStatus.PAYMENT_PENDING, priority=50, effective_at=now,
-        expire_at=add_months(now, PERIOD_MONTHS[r.expiration]), created_at=now,
+        expire_at=None, created_at=now,
         amount=want, cost_amount=cost, cost_currency=r.price_currency,
         display_name="Automatic recharge", comment=None,
         metadata={"autoRecharge": "true", "capped": "true" if capped else "false"},
     )
     state.grants[g.id] = g
     fx.grants[g.id] = g
-    ops.push_timer(state, g.expire_at, ops.TIMER_EXPIRE, g.id)
     r.in_flight, r.in_flight_cost, r.updated_at = grant_id, cost, now
     pool.recharge_line = None
     fx.pools[pool.key] = pool
@@ -204,8 +248,12 @@ def settle(state: CustomerState, pool: Pool, g: Grant, paid: bool, reason: str |
     if paid:
         _roll_month(r, now)
         r.spent += cost
-        pool.recharge_line = recharge_line(pool)
-        ops.activate(state, pool, g, now, fx, op)  # also fires thresholds and checks again
+        g.expire_at = add_months(now, PERIOD_MONTHS[r.expiration])
+        g.order_key = (g.priority, g.expire_at, *g.order_key[2:])  # the expiry orders it
+        ops.push_timer(state, g.expire_at, ops.TIMER_EXPIRE, g.id)
+        # The line stays down while the grant activates, so what the success leads to (a
+        # further recharge, the cap) is reported after the success itself.
+        ops.activate(state, pool, g, now, fx, op)
         _event(state, fx, EventType.AUTO_RECHARGE_SUCCEEDED, pool, now,
                _details(r, now, rechargeId=g.id, credits=g.amount, cost=cost), g, g.amount)
         if r.max_spend:
@@ -214,6 +262,8 @@ def settle(state: CustomerState, pool: Pool, g: Grant, paid: bool, reason: str |
                     r.alerts = percent
                     _event(state, fx, EventType.AUTO_RECHARGE_SPEND_ALERT, pool, now,
                            _details(r, now, percent=percent))
+        pool.recharge_line = recharge_line(pool)
+        check(state, pool, now, fx)
         return
     g.status = GrantStatus.VOIDED
     g.voided_at = g.updated_at = now

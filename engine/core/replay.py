@@ -202,6 +202,8 @@ def _finish(state: CustomerState, pool_rows: Iterable[PoolRow]) -> CustomerState
         pool.active.sort(key=lambda g: g.order_key)
         pool.low_line = ops.low_line(pool)
         pool.recharge_line = recharge.recharge_line(pool)
+        if pool.recharge is not None and (due := recharge.limit_timer(pool.recharge)):
+            ops.push_timer(state, due, ops.TIMER_RECHARGE, recharge.timer_id(pool))
         pool.usage_low_fired = ops.pool_is_low(pool)
         pool.depleted_fired = pool.balance <= 0
     for g in state.grants.values():

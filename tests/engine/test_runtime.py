@@ -59,6 +59,7 @@ from engine.core.commands import (
     VoidGrant,
 )
 from engine.core.effects import DomainEvent, Effects, LedgerEntry
+from engine.core.recharge import grant_id_for
 from engine.core.model import CustomerState, EventType, GrantType, LedgerEventType as L
 from engine.core.refusals import Refusal
 from engine.runtime import (
@@ -408,7 +409,7 @@ async def test_core_apply_never_checkpoints() -> None:
             currency_id=CUR, enabled=True, threshold_type="CREDIT_AMOUNT",
             threshold_value=5_000, target_balance=10_000, price=SCALE), AutoRechargeReply),
         (t0 + 20_005, PendingRecharges(), PendingRechargesReply),
-        (t0 + 20_006, SettleRecharge(grant_id=f"autorecharge:{CUR}::1", paid=True),
+        (t0 + 20_006, SettleRecharge(grant_id=grant_id_for("c1", CUR, None, 1), paid=True),
          AutoRechargeReply),
         (t0 + 20_007, ConfigureAutoRecharge(
             currency_id=CUR, enabled=False, threshold_type="CREDIT_AMOUNT",
