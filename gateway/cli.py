@@ -25,11 +25,16 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     if not _open_database(settings.database_url, "serve"):
         return 1
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+    config = uvicorn.Config(create_app(settings, tune_gc=True), host=settings.host,
+                            port=settings.port,
                             log_level="warning", access_log=False, lifespan="on",
                             # Protocol pings close dead feed connections (docs/feed.md).
                             ws_ping_interval=settings.feed_ping_interval_s,
-                            ws_ping_timeout=settings.feed_ping_timeout_s)
+                            ws_ping_timeout=settings.feed_ping_timeout_s,
+                            # Feed frames are small JSON sent to many sockets at once:
+                            # compressing each copy cost a quarter of the server's time
+                            # in scripts/bench_feed.py for a few bytes saved.
+                            ws_per_message_deflate=False)
     server = uvicorn.Server(config)
     if args.fd is None:
         server.run()

@@ -21,6 +21,7 @@ frames at or below the second (engine.core.effects.Effects.seq/op).
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -73,11 +74,15 @@ class Subscriber:
         "currency_id",
         "engine_customer_id",
         "events",
+        "expired",
+        "expires_at_ms",
+        "heartbeat_due",
         "match_resource",
         "on_overflow",
         "op_floor",
         "overflowed",
         "pong_due",
+        "quiet_since",
         "resource_id",
         "seq_floor",
         "wake",
@@ -100,6 +105,12 @@ class Subscriber:
         self.op_floor = -1
         self.on_overflow: Callable[[], None] | None = None
         self.pong_due = False  # the client sent a ping
+        # Set by the hub's ticker (`Hub.tick`), which keeps time for every subscriber at
+        # once: a timeout per subscriber per wake-up costs more than the frames themselves.
+        self.expires_at_ms: int | None = None  # the token's expiry (wall clock)
+        self.expired = False
+        self.quiet_since = time.monotonic()  # when the last frame went out
+        self.heartbeat_due = False
 
     def wants(self, currency_id: str, resource_id: str | None) -> bool:
         return ((self.currency_id is None or currency_id == self.currency_id)
@@ -210,6 +221,24 @@ class Hub:
                     if sub.wants(pool.currency_id, pool.resource_id):
                         sub.offer_balance(key, fx.op, fx.seq, frame)
                         self.frames_offered += 1
+
+    def tick(self, now_wall_ms: int, now_monotonic: float, heartbeat_s: float) -> None:
+        """Wake the subscribers whose token has expired or who have been quiet for a
+        heartbeat period; the ticker (`run_ticker`) calls this a few times a period."""
+        for subs in self._by_customer.values():
+            for sub in subs:
+                if sub.expires_at_ms is not None and now_wall_ms >= sub.expires_at_ms:
+                    sub.expired = True
+                    sub.wake.set()
+                elif now_monotonic - sub.quiet_since >= heartbeat_s:
+                    sub.heartbeat_due = True
+                    sub.wake.set()
+
+    async def run_ticker(self, heartbeat_s: float) -> None:
+        period = min(1.0, heartbeat_s / 2)
+        while True:
+            await anyio.sleep(period)
+            self.tick(time.time_ns() // 1_000_000, time.monotonic(), heartbeat_s)
 
     def statistics(self) -> dict[str, int]:
         return {"subscribers": self.count, "customers": len(self._by_customer),

@@ -227,6 +227,7 @@ async def stream(socket: WebSocket) -> None:
         sub = feed.hub.subscribe(engine_id(req.env, req.customer_id),
                                  currency_id=req.currency_id, resource_id=req.resource_id,
                                  match_resource=req.resource_id is not None)
+        sub.expires_at_ms = req.expires_at_ms
     except Close as c:
         await _close(socket, c.code, c.error, c.message)
         return
@@ -300,36 +301,32 @@ async def _send_loop(socket: WebSocket, feed: Feed, req: _Request,
         "customerId": req.customer_id,
         "balances": [balance_json(b) for b in snapshot.balances]}).decode())
     sub.seq_floor, sub.op_floor = snapshot.seq, snapshot.op
+    sub.quiet_since = time.monotonic()
     last_seq = snapshot.seq
-    heartbeat_s = feed.options.heartbeat_s
     while True:
-        timeout = heartbeat_s
-        if req.expires_at_ms is not None:
-            left = (req.expires_at_ms - time.time() * 1000) / 1000
-            if left <= 0:
-                return (TOKEN_EXPIRED, "TokenExpired",
-                        "the token has expired; mint a new one and reconnect with since=")
-            timeout = min(timeout, left)
-        # Only a wait that ran a whole heartbeat period earns a heartbeat; one cut short by
-        # the token's expiry loops back to the expiry check instead.
-        heartbeat_wait = timeout == heartbeat_s
-        with anyio.move_on_after(timeout) as waited:
-            await sub.wake.wait()
+        # No timeout here: the hub's ticker wakes us for heartbeats and token expiry.
+        await sub.wake.wait()
         if sub.overflowed:
             return None  # `overflowed` has queued the close
+        if sub.expired:
+            return (TOKEN_EXPIRED, "TokenExpired",
+                    "the token has expired; mint a new one and reconnect with since=")
+        frames = sub.take()
         if sub.pong_due:
             sub.pong_due = False
             await _send(socket, _encode({"type": "pong", "seq": last_seq}).decode())
-        frames = sub.take()
-        if not frames:
+        if frames:
+            for seq, frame in frames:
+                await _send(socket, frame)
+                last_seq = seq
+        elif sub.heartbeat_due:
             # Quiet for a whole heartbeat period: tell the client the server is alive (a
             # browser cannot see protocol pings, so this is how it detects a dead link).
-            if waited.cancelled_caught and heartbeat_wait:
-                await _send(socket, _encode({"type": "heartbeat", "seq": last_seq}).decode())
+            await _send(socket, _encode({"type": "heartbeat", "seq": last_seq}).decode())
+        else:
             continue
-        for seq, frame in frames:
-            await _send(socket, frame)
-            last_seq = seq
+        sub.heartbeat_due = False
+        sub.quiet_since = time.monotonic()
 
 
 ROUTES = [mint_token, stream]

@@ -96,3 +96,20 @@ def test_a_key_is_generated_once_when_none_is_configured(make_server) -> None:
     second.stop()
     assert not any("generated an API key" in line for line in second.lines)
     assert all(key not in line for line in second.lines)
+
+
+def test_every_response_carries_its_request_id(server) -> None:
+    """X-Request-ID ties a response to the server's log lines: the caller's own id when it
+    sends a sane one, else a fresh one; on errors too."""
+    with server.http() as http:
+        mine = http.get("/api/v1/customers", headers={"X-Request-ID": "req-7f3a"})
+        assert mine.status_code == 200 and mine.headers["x-request-id"] == "req-7f3a"
+        fresh = http.get("/api/v1/customers")
+        assert re.fullmatch(r"[0-9a-f]{32}", fresh.headers["x-request-id"])
+        other = http.get("/api/v1/customers")
+        assert other.headers["x-request-id"] != fresh.headers["x-request-id"]
+        too_long = http.get("/api/v1/customers", headers={"X-Request-ID": "x" * 200})
+        assert re.fullmatch(r"[0-9a-f]{32}", too_long.headers["x-request-id"])
+    with server.http(key=None) as http:
+        refused = http.get("/api/v1/customers", headers={"X-Request-ID": "req-401"})
+        assert refused.status_code == 401 and refused.headers["x-request-id"] == "req-401"

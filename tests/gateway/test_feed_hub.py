@@ -170,3 +170,17 @@ def test_tokens_round_trip_and_refusals() -> None:
                           algorithm="none")
     with pytest.raises(TokenError):
         tokens.verify(unsigned)
+
+
+def test_the_ticker_wakes_expired_and_quiet_subscribers_only() -> None:
+    h = hub()
+    expiring, quiet, busy = h.subscribe("env/a"), h.subscribe("env/b"), h.subscribe("env/c")
+    expiring.expires_at_ms = 5_000
+    expiring.quiet_since = quiet.quiet_since = 100.0
+    busy.quiet_since = 109.5
+    h.tick(4_999, 110.0, heartbeat_s=10.0)
+    assert not expiring.expired and expiring.heartbeat_due  # quiet for 10 s, not expired
+    assert quiet.heartbeat_due and quiet.wake.is_set()
+    assert not busy.heartbeat_due and not busy.wake.is_set()
+    h.tick(5_000, 110.0, heartbeat_s=10.0)
+    assert expiring.expired and expiring.wake.is_set()
