@@ -172,7 +172,8 @@ class Catalog:
     # Document fields copied into columns of their own (`feature_type` holds the
     # document's `featureType`), so lists can filter on them.
     _COLUMNS = {"customer_profiles": ("email", "name"),
-                "features": ("feature_type", "meter_type", "feature_status")}
+                "features": ("feature_type", "meter_type", "feature_status"),
+                "coupons": ("type",)}
 
     async def insert(self, table: str, environment: str, doc: dict[str, Any]) -> bool:
         """False if a document with this id exists already."""
@@ -217,7 +218,7 @@ class Catalog:
             params.append(ms)
         for column, value in (equal or {}).items():
             if value is not None:
-                assert column in self._COLUMNS.get(table, ()), column
+                assert column == "id" or column in self._COLUMNS.get(table, ()), column
                 where.append(f"{column} = ?")
                 params.append(value)
         for column, values in (any_of or {}).items():

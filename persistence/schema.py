@@ -355,13 +355,31 @@ _COMMON_V6 = [
 ]
 
 
+# v7: the catalog of issue 9, starting with coupons (documents like currencies; `type`
+# is copied into a column for the list filter).
+_COMMON_V7 = [
+    """CREATE TABLE coupons (
+        environment TEXT NOT NULL,
+        id TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        type TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        archived_at BIGINT,
+        PRIMARY KEY (environment, id)
+    )""",
+    "CREATE INDEX coupons_list ON coupons (environment, created_at, id)",
+]
+
+
 def _dialect(statements: list[str], dialect: str) -> list[str]:
     if dialect == "postgresql":
         return [s.replace("BYTES", "BYTEA") for s in statements]
     return [s.replace("BYTES", "BLOB").replace("BOOLEAN", "INTEGER") for s in statements]
 
 
-_VERSIONS = [_COMMON_V1, _COMMON_V2, _COMMON_V3, _COMMON_V4, _COMMON_V5, _COMMON_V6]
+_VERSIONS = [_COMMON_V1, _COMMON_V2, _COMMON_V3, _COMMON_V4, _COMMON_V5, _COMMON_V6,
+             _COMMON_V7]
 MIGRATIONS: dict[str, list[list[str]]] = {
     dialect: [_dialect(statements, dialect) for statements in _VERSIONS]
     for dialect in ("sqlite", "postgresql")

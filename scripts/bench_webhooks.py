@@ -211,7 +211,9 @@ def wrk(url: str, kind: str, delay_ms: int, seconds: int, run: str) -> subproces
     request (see `pace`)."""
     env = {**os.environ, "BENCH_CUSTOMERS": str(CUSTOMERS), "BENCH_RUN": run, "BENCH_KEY": KEY,
            "BENCH_KIND": kind, "BENCH_DELAY_MS": str(delay_ms), "BENCH_THREADS": str(THREADS)}
-    script = Path(tempfile.gettempdir()) / "creditd-bench-webhooks.lua"
+    # One file per wrk: two start at once, and rewriting a shared file while the other
+    # reads it made wrk fail now and then (a truncated script).
+    script = Path(tempfile.gettempdir()) / f"creditd-bench-webhooks-{run}-{kind}.lua"
     script.write_text(LUA)
     return subprocess.Popen(["wrk", "-t", str(THREADS), "-c", str(THREADS), "-d", f"{seconds}s",
                              "-s", str(script), url], env=env, stdout=subprocess.PIPE,
@@ -236,8 +238,10 @@ def pace(url: str, rates: dict[str, int]) -> dict[str, int]:
 def wrk_result(proc: subprocess.Popen) -> dict[str, int]:
     out = proc.communicate(timeout=300)[0]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"requests": int(re.search(r"(\d+) requests in", out).group(1)),
-            "non2xx": int(bad.group(1)) if bad else 0}
+    done = re.search(r"(\d+) requests in", out)
+    if done is None:
+        raise RuntimeError(f"wrk did not report its requests:\n{out}")
+    return {"requests": int(done.group(1)), "non2xx": int(bad.group(1)) if bad else 0}
 
 
 def stats(http, receiver: Process) -> dict:

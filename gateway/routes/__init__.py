@@ -1,6 +1,7 @@
 """Route handlers by area; `ROUTES` is what the app mounts."""
 
 from gateway.routes.analytics import ROUTES as _ANALYTICS
+from gateway.routes.coupons import ROUTES as _COUPONS
 from gateway.routes.credits import ROUTES as _CREDITS
 from gateway.routes.currencies import ROUTES as _CURRENCIES
 from gateway.routes.customers import ROUTES as _CUSTOMERS
@@ -12,4 +13,5 @@ from gateway.routes.webhooks import ROUTES as _WEBHOOKS
 from gateway.feed.stream import ROUTES as _FEED
 
 ROUTES = [*_CURRENCIES, *_CUSTOMERS, *_CREDITS, *_ENTITLEMENTS, *_FEATURES, *_USAGE,
-          *_ANALYTICS, *_WEBHOOKS, *_FEED, *_RECHARGE]
+          *_ANALYTICS, *_WEBHOOKS, *_FEED, *_RECHARGE,
+          *_COUPONS]
