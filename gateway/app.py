@@ -74,7 +74,7 @@ _ID_PREFIX = uuid.uuid4().hex[:22]
 _ids = itertools.count()
 
 
-async def _authenticate(request: Request) -> None:
+async def authenticate(request: Request) -> None:
     """Every API call needs X-API-KEY; its environment scopes all data of the request."""
     path = request.url.path
     asked = request.headers.get("x-request-id")
@@ -233,7 +233,7 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
                         tasks.cancel_scope.cancel()
 
     def _on_app_init(config: AppConfig) -> AppConfig:
-        config.before_request = _authenticate
+        config.before_request = authenticate
         config.before_send = [*config.before_send, _echo_request_id]
         return config
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from heapq import heappop
+from itertools import islice
 
 import msgspec
 
@@ -654,7 +655,10 @@ def trim_keys(state: CustomerState, keep: int) -> int:
     excess = len(state.idempotency) - keep
     if excess <= 0:
         return 0
-    for key in list(state.idempotency)[:excess]:  # dicts keep insertion (= age) order
+    # Dicts keep insertion (= age) order, so the oldest are the first `excess`; take just
+    # those (islice), not a copy of every key: this runs after every batch of a customer
+    # at its limit, and copying all of them was a third of the server's time under load.
+    for key in list(islice(state.idempotency, excess)):
         del state.idempotency[key]
     state.keys_complete = False
     return excess
