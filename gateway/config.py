@@ -50,6 +50,18 @@ def _port(raw: str) -> int:
     return port
 
 
+def _number(values: dict[str, object], group: str, name: str, kind: type) -> None:
+    """`CREDITD_<GROUP>_<NAME>` into values["<group>_<name>"] when set, as `kind`."""
+    variable = f"CREDITD_{group.upper()}_{name.upper()}"
+    raw = os.environ.get(variable)
+    if raw:
+        try:
+            values[f"{group}_{name}"] = kind(raw)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise ConfigError(f"{variable}: {raw!r} is not {what}") from None
+
+
 _FEED_NUMBERS: dict[str, type] = {
     "subscribers_max": int, "customer_subscribers_max": int, "backlog_max": int,
     "replay_max": int, "heartbeat_s": float, "ping_interval_s": float, "ping_timeout_s": float,
@@ -128,30 +140,12 @@ class Settings:
         }
         for name in ("timeout_ms", "concurrency_max", "retry_base_ms", "retry_cap_ms",
                      "attempts_max"):
-            raw = os.environ.get(f"CREDITD_WEBHOOKS_{name.upper()}")
-            if raw:
-                try:
-                    values[f"webhooks_{name}"] = int(raw)
-                except ValueError:
-                    raise ConfigError(f"CREDITD_WEBHOOKS_{name.upper()}: {raw!r} is not an "
-                                      "integer") from None
+            _number(values, "webhooks", name, int)
         for name, kind in _FEED_NUMBERS.items():
-            raw = os.environ.get(f"CREDITD_FEED_{name.upper()}")
-            if raw:
-                try:
-                    values[f"feed_{name}"] = kind(raw)
-                except ValueError:
-                    raise ConfigError(f"CREDITD_FEED_{name.upper()}: {raw!r} is not a "
-                                      "number") from None
+            _number(values, "feed", name, kind)
         values["token_secret"] = os.environ.get("CREDITD_TOKEN_SECRET") or None
         values["recharge_provider"] = os.environ.get("CREDITD_RECHARGE_PROVIDER", "record")
         for name in ("timeout_s", "retry_base_s"):
-            raw = os.environ.get(f"CREDITD_RECHARGE_{name.upper()}")
-            if raw:
-                try:
-                    values[f"recharge_{name}"] = float(raw)
-                except ValueError:
-                    raise ConfigError(f"CREDITD_RECHARGE_{name.upper()}: {raw!r} is not a "
-                                      "number") from None
+            _number(values, "recharge", name, float)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
