@@ -4,7 +4,6 @@ retrieve, update, archive, and the refusals."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
 
 import pytest
 import stigg
