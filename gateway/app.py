@@ -194,9 +194,15 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
         async with store:
             catalog = Catalog(store)
             await catalog.load_keys()
-            for entry in settings.api_keys:
-                env, _, key = entry.rpartition(":")
+            configured = [entry.rpartition(":") for entry in settings.api_keys]
+            for env, _, key in configured:
                 await catalog.add_key(key, env or "default")
+            if configured:
+                # CREDITD_API_KEYS is the whole set: a key taken out of it is revoked (a
+                # key generated before keys were configured too).
+                revoked = await catalog.keep_only([key for _, _, key in configured])
+                if revoked:
+                    log.info("revoked API keys no longer configured", count=revoked)
             if not catalog.has_keys():
                 key = Catalog.new_key()
                 await catalog.add_key(key, "default")

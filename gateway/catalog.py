@@ -115,6 +115,15 @@ class Catalog:
             digest, environment, now_ms())
         self._keys[digest] = environment
 
+    async def keep_only(self, keys: list[str]) -> int:
+        """Revoke every stored key but `keys`; returns how many went."""
+        keep = {hash_key(k) for k in keys}
+        gone = [digest for digest in self._keys if digest not in keep]
+        for digest in gone:
+            await self.store.execute("DELETE FROM api_keys WHERE key_hash = ?", digest)
+            del self._keys[digest]
+        return len(gone)
+
     def has_keys(self) -> bool:
         return bool(self._keys)
 

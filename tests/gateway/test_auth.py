@@ -98,6 +98,30 @@ def test_a_key_is_generated_once_when_none_is_configured(make_server) -> None:
     assert all(key not in line for line in second.lines)
 
 
+def test_configured_keys_are_the_whole_set(make_server) -> None:
+    """A key taken out of CREDITD_API_KEYS stops working at the next start, and so does a
+    key generated before keys were configured."""
+    first = make_server(api_keys=None).start()
+    generated = re.search(r"'default': (\S+)", first.wait_for_line("generated an API key")
+                          ).group(1)
+    first.stop()
+    second = make_server(first.database_url, api_keys="key-a-0123456789,other:key-b-0123456789"
+                         ).start()
+    with second.http(key=generated) as http:
+        assert http.get("/api/v1/customers").status_code == 401
+    for key in ("key-a-0123456789", "key-b-0123456789"):
+        with second.http(key=key) as http:
+            assert http.get("/api/v1/customers").status_code == 200
+    second.stop()
+    third = make_server(first.database_url, api_keys="other:key-b-0123456789").start()
+    with third.http(key="key-a-0123456789") as http:
+        assert http.get("/api/v1/customers").status_code == 401
+    with third.http(key="key-b-0123456789") as http:
+        assert http.get("/api/v1/customers").status_code == 200
+    third.stop()
+    assert not any("generated an API key" in line for line in third.lines)
+
+
 def test_every_response_carries_its_request_id(server) -> None:
     """X-Request-ID ties a response to the server's log lines: the caller's own id when it
     sends a sane one, else a fresh one; on errors too."""
