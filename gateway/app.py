@@ -146,7 +146,7 @@ def _recharge_executor(settings: Settings, store: Any, clock: Any) -> RechargeEx
                             retry_base_s=settings.recharge_retry_base_s)
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """Move everything built at start-up out of the cyclic collector's way, and let the
     youngest generation grow larger before a collection: requests allocate many short-lived
     objects, and with the default threshold (700) collections ran every few requests and
@@ -232,7 +232,7 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
                     app.state.webhooks = webhooks
                     log.info("creditd ready", database=settings.database_url or "default")
                     if tune_gc:
-                        _tune_gc()
+                        tune_gc()
                     try:
                         yield
                     finally:

@@ -9,10 +9,12 @@ acknowledged only after its transaction committed (durability=sync).
 In the same run, the baseline a team would write by hand on PostgreSQL: per request, one
 transaction doing `UPDATE balances SET balance = balance - $1 WHERE customer_id = $2 AND
 balance >= $1 RETURNING balance` and an INSERT into a ledger table, from a pool of as many
-connections as clients. The ratio column is creditd / baseline for the same shape.
+connections as clients. The ratio column is creditd / baseline for the same shape. Both
+run in this one process with the garbage collector set as `creditd serve` sets it
+(`--default-gc` keeps Python's defaults).
 
 Usage: .venv/bin/python scripts/bench_store.py [--runs 3] [--ops 20000]
-       [--pg postgresql://postgres@127.0.0.1/test] [--only sqlite|postgresql]
+       [--pg postgresql://postgres@127.0.0.1/test] [--only sqlite|postgresql] [--default-gc]
 It creates and drops its own databases (PostgreSQL) and files (SQLite, in a temp dir).
 """
 
@@ -154,7 +156,16 @@ def main() -> None:
     parser.add_argument("--pg", default=os.environ.get("CREDITD_BENCH_PG",
                                                        "postgresql://postgres@127.0.0.1/test"))
     parser.add_argument("--only", choices=["sqlite", "postgresql"])
+    parser.add_argument("--default-gc", action="store_true",
+                        help="keep Python's default GC settings instead of creditd serve's")
     args = parser.parse_args()
+    if not args.default_gc:
+        # The process is tuned as `creditd serve` tunes its own (gateway.app.tune_gc): with
+        # Python's defaults, full collections over 10,000 resident customers paused every
+        # client for up to ~100 ms, which is the tail of a library, not of the server.
+        from gateway.app import tune_gc
+
+        tune_gc()
     print(f"# creditd store benchmark — Python {platform.python_version()}, {os.cpu_count()} cores, "
           f"durable (sync) consumptions with idempotency keys, median of {args.runs} runs")
     shapes = [(1, 1), (64, 1), (1, 10_000), (64, 10_000)]
