@@ -180,10 +180,11 @@ def _chain(first: Any, second: Any) -> Any:
 
 
 def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = None,
-               store: Any = None, tune_gc: bool = False) -> Litestar:
+               store: Any = None, server_process: bool = False) -> Litestar:
     """The application. `store` replaces the one `settings.database_url` names (tests
-    inject stores that fail or stall on cue). `tune_gc` (what `creditd serve` asks for)
-    tunes the process's garbage collector once started: a server's own process only."""
+    inject stores that fail or stall on cue). With `server_process` (what `creditd serve`
+    says), the garbage collector is tuned once started (`tune_gc`): a server's own process
+    only."""
     from gateway.routes import ROUTES
 
     @asynccontextmanager
@@ -231,7 +232,7 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
                     app.state.services = Services(settings, store, runtime, catalog)
                     app.state.webhooks = webhooks
                     log.info("creditd ready", database=settings.database_url or "default")
-                    if tune_gc:
+                    if server_process:
                         tune_gc()
                     try:
                         yield

@@ -25,7 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     if not _open_database(settings.database_url, "serve"):
         return 1
-    config = uvicorn.Config(create_app(settings, tune_gc=True), host=settings.host,
+    config = uvicorn.Config(create_app(settings, server_process=True), host=settings.host,
                             port=settings.port,
                             log_level="warning", access_log=False, lifespan="on",
                             # Protocol pings close dead feed connections (docs/feed.md).
