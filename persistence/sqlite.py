@@ -9,7 +9,8 @@ run beside the writer without blocking it).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,24 @@ __all__ = ["SQLiteStore"]
 _STATEMENTS = [(w, sql.insert_statement(w)) for w in sql.WRITES]
 _PURGES = sql.purge_statements("rowid")
 
+
+
+@asynccontextmanager
+async def _immediate(db: aiosqlite.Connection) -> AsyncIterator[None]:
+    """One write transaction: BEGIN IMMEDIATE (takes the write lock at once, so a reader
+    never has to be upgraded), COMMIT on success, ROLLBACK on any failure or cancellation,
+    shielded so a cancelled caller still leaves the connection outside a transaction."""
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        await db.execute("COMMIT")
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            try:
+                await db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the failure may have ended the transaction already
+        raise
 
 class SQLiteStore(DurableStore):
     dialect = "sqlite"
@@ -99,8 +118,7 @@ class SQLiteStore(DurableStore):
             for number, statements in enumerate(MIGRATIONS["sqlite"], start=1):
                 # Read the version inside the write transaction: several processes may
                 # start on an empty file at once, and only one may apply each step.
-                await db.execute("BEGIN IMMEDIATE")
-                try:
+                async with _immediate(db):
                     await db.execute(
                         "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
                     async with db.execute("SELECT max(version) FROM schema_version") as cur:
@@ -112,14 +130,6 @@ class SQLiteStore(DurableStore):
                         await db.execute("INSERT INTO schema_version (version) VALUES (?)",
                                          (number,))
                         version = number
-                    await db.execute("COMMIT")
-                except BaseException:
-                    with anyio.CancelScope(shield=True):
-                        try:
-                            await db.execute("ROLLBACK")
-                        except sqlite3.Error:
-                            pass  # the failure may have ended the transaction already
-                    raise
             return version
 
     async def _write(self, units: list[Unit], first_outbox_id: int) -> None:
@@ -131,41 +141,21 @@ class SQLiteStore(DurableStore):
             for event in u.events:
                 outbox.append((next_id, *event))
                 next_id += 1
-        async with self._wlock:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                for w, statement in _STATEMENTS:
-                    if w.unit == "outbox":
-                        rows = outbox
-                    else:
-                        rows = [r for u in units for r in getattr(u, w.unit)]
-                    if rows:
-                        await db.executemany(statement, rows)
-                await db.execute("COMMIT")
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await db.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
-                raise
+        async with self._wlock, _immediate(db):
+            for w, statement in _STATEMENTS:
+                if w.unit == "outbox":
+                    rows = outbox
+                else:
+                    rows = [r for u in units for r in getattr(u, w.unit)]
+                if rows:
+                    await db.executemany(statement, rows)
 
     async def _transact(self, steps: list[tuple[str, Sequence[Sequence[Any]]]]) -> None:
         assert self._wdb is not None
         db = self._wdb
-        async with self._wlock:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                for query, rows in steps:
-                    await db.executemany(query, rows)
-                await db.execute("COMMIT")
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await db.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass  # the failure may have ended the transaction already
-                raise
+        async with self._wlock, _immediate(db):
+            for query, rows in steps:
+                await db.executemany(query, rows)
 
     async def execute(self, query: str, *params: Any) -> int:
         assert self._wdb is not None
