@@ -42,8 +42,8 @@ CUSTOMERS = 100
 FEATURE = "calls"
 CURRENCY = "tokens"
 
-EVENTS_LUA = textwrap.dedent("""
-    -- A batch of 1,000 `call` events over the customers, fresh keys every time.
+# What both wrk scripts start with: a counter, and an id per wrk thread (for unique keys).
+_LUA_PROLOGUE = textwrap.dedent("""
     local counter = 0
     local thread_id = 0
     local ids = 0
@@ -56,6 +56,10 @@ EVENTS_LUA = textwrap.dedent("""
     function init(args)
       thread_id = tid
     end
+""")
+
+EVENTS_LUA = _LUA_PROLOGUE + textwrap.dedent("""
+    -- A batch of 1,000 `call` events over the customers, fresh keys every time.
     function request()
       local parts = {}
       for i = 1, 1000 do
@@ -70,19 +74,7 @@ EVENTS_LUA = textwrap.dedent("""
     end
 """)
 
-USAGE_LUA = textwrap.dedent("""
-    local counter = 0
-    local thread_id = 0
-    local ids = 0
-    local customers = tonumber(os.getenv("BENCH_CUSTOMERS"))
-    local run = os.getenv("BENCH_RUN")
-    function setup(thread)
-      ids = ids + 1
-      thread:set("tid", ids)
-    end
-    function init(args)
-      thread_id = tid
-    end
+USAGE_LUA = _LUA_PROLOGUE + textwrap.dedent("""
     function request()
       counter = counter + 1
       local body = '{"usages":[{"customerId":"cust-' .. ((counter * 7919 + thread_id) % customers)
