@@ -182,7 +182,10 @@ class Catalog:
     # document's `featureType`), so lists can filter on them.
     _COLUMNS = {"customer_profiles": ("email", "name"),
                 "features": ("feature_type", "meter_type", "feature_status"),
-                "coupons": ("type",)}
+                "coupons": ("type",),
+                "plans": ("product_id", "status"),
+                "addons": ("product_id", "status"),
+                "subscriptions": ("customer_id", "plan_id", "status", "resource_id")}
 
     async def insert(self, table: str, environment: str, doc: dict[str, Any]) -> bool:
         """False if a document with this id exists already."""

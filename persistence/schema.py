@@ -372,6 +372,64 @@ _COMMON_V7 = [
 ]
 
 
+def _documents(table: str, *extra: str) -> list[str]:
+    """A table of catalog documents (gateway.catalog.Catalog), with `extra` columns that
+    lists filter on copied out of the document."""
+    columns = "".join(f"        {c} TEXT,\n" for c in extra)
+    return [
+        f"""CREATE TABLE {table} (
+        environment TEXT NOT NULL,
+        id TEXT NOT NULL,
+        doc TEXT NOT NULL,
+{columns}        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        archived_at BIGINT,
+        PRIMARY KEY (environment, id)
+    )""",
+        f"CREATE INDEX {table}_list ON {table} (environment, created_at, id)",
+    ]
+
+
+# v8: the rest of issue 9's catalog. Products, plans and add-ons are documents; a plan's or
+# add-on's row is its working copy (latest version, draft or published), and every
+# published version is kept, immutable, in package_versions (subscriptions point at one).
+_COMMON_V8 = [
+    *_documents("products"),
+    *_documents("plans", "product_id", "status"),
+    *_documents("addons", "product_id", "status"),
+    """CREATE TABLE package_versions (
+        environment TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        doc TEXT NOT NULL,
+        published_at BIGINT NOT NULL,
+        PRIMARY KEY (environment, kind, id, version)
+    )""",
+    # Subscriptions: documents with the columns lists filter on, and `due_at`, when the
+    # next scheduled change (period rollover, trial end, cancellation) falls due, so the
+    # scheduler finds due subscriptions without reading every one.
+    *_documents("subscriptions", "customer_id", "plan_id", "status", "resource_id"),
+    "ALTER TABLE subscriptions ADD COLUMN due_at BIGINT",
+    "CREATE INDEX subscriptions_customer ON subscriptions (environment, customer_id)",
+    "CREATE INDEX subscriptions_due ON subscriptions (due_at)",
+    # One promotional entitlement per customer and feature (granting again replaces it).
+    """CREATE TABLE promotional_entitlements (
+        environment TEXT NOT NULL,
+        customer_id TEXT NOT NULL,
+        feature_id TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        archived_at BIGINT,
+        PRIMARY KEY (environment, customer_id, feature_id)
+    )""",
+    # The start of the usage window a counter counts (NULL: the feature never resets).
+    "ALTER TABLE usage_counters ADD COLUMN period_start BIGINT",
+]
+
+
 def _dialect(statements: list[str], dialect: str) -> list[str]:
     if dialect == "postgresql":
         return [s.replace("BYTES", "BYTEA") for s in statements]
@@ -379,7 +437,7 @@ def _dialect(statements: list[str], dialect: str) -> list[str]:
 
 
 _VERSIONS = [_COMMON_V1, _COMMON_V2, _COMMON_V3, _COMMON_V4, _COMMON_V5, _COMMON_V6,
-             _COMMON_V7]
+             _COMMON_V7, _COMMON_V8]
 MIGRATIONS: dict[str, list[list[str]]] = {
     dialect: [_dialect(statements, dialect) for statements in _VERSIONS]
     for dialect in ("sqlite", "postgresql")
