@@ -24,7 +24,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from engine.runtime import Runtime
-from engine.runtime.clock import SystemClock
+from engine.runtime.clock import ManualClock, SystemClock
 from engine.runtime.recharge import RechargeExecutor, RecordingProvider, ScriptedProvider
 from gateway.catalog import Catalog
 from gateway.config import Settings
@@ -50,6 +50,9 @@ class Services:
     store: Any
     runtime: Runtime
     catalog: Catalog
+    # The one clock of the process (the runtime's too): billing periods, trials, usage
+    # windows and promotions read `now` from it, so tests can move time (CREDITD_CLOCK).
+    clock: Any = None
 
 
 def ok(data: Any, status: int = 200, pagination: dict[str, Any] | None = None) -> Response:
@@ -137,6 +140,16 @@ def _webhooks(store: Any, settings: Settings) -> Webhooks:
                     sender=Webhooks.make_sender(settings.webhooks_client, options))
 
 
+def _clock(settings: Settings) -> Any:
+    kind, _, start = settings.clock.partition(":")
+    if kind != "manual":
+        return SystemClock()
+    from gateway.wire import parse_time  # noqa: PLC0415 (only for the manual clock)
+
+    start_ms = parse_time(start, "CREDITD_CLOCK") if start else None
+    return ManualClock(start_ms) if start_ms is not None else ManualClock(SystemClock().now_ms())
+
+
 def _recharge_executor(settings: Settings, store: Any, clock: Any) -> RechargeExecutor:
     recording = RecordingProvider(store, clock.now_ms)
     provider: Any = recording
@@ -214,12 +227,15 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
             # deliveries start within milliseconds of a commit (webhooks/relay.py). The
             # live feed gets the committed effects themselves from the same hook.
             options = dict(runtime_options or {})
-            clock = options.get("clock") or SystemClock()
+            clock = options.get("clock") or _clock(settings)
+            options["clock"] = clock
             app.state.feed = _feed(settings, clock, settings.token_secret
                                    or await load_secret(store, clock.now_ms()))
             # Auto-recharge payments run beside the engine, fed by the same hook.
             recharges = _recharge_executor(settings, store, clock)
             app.state.recharges = recharges
+            # Called with the new time after PUT /api/v1/test-clock moved a manual clock.
+            app.state.on_clock_moved = []
             async with _webhooks(store, settings) as webhooks:
                 options["on_committed"] = _chain(_chain(_chain(
                     options.get("on_committed"), webhooks.wake),
@@ -229,7 +245,7 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
                     tasks.start_soon(recharges.run, runtime, store)
                     tasks.start_soon(app.state.feed.hub.run_ticker,
                                      app.state.feed.options.heartbeat_s)
-                    app.state.services = Services(settings, store, runtime, catalog)
+                    app.state.services = Services(settings, store, runtime, catalog, clock)
                     app.state.webhooks = webhooks
                     log.info("creditd ready", database=settings.database_url or "default")
                     if server_process:

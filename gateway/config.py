@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 
 __all__ = ["ConfigError", "Settings"]
 
@@ -104,6 +105,10 @@ class Settings:
     recharge_provider: str = "record"
     recharge_timeout_s: float = 30.0
     recharge_retry_base_s: float = 1.0
+    # "system", or "manual" (optionally "manual:<ISO time>" to start there): a clock that
+    # moves only through PUT /api/v1/test-clock, for integration tests of renewals, trials
+    # and usage resets (docs/operations.md). Never in production.
+    clock: str = "system"
 
     def __post_init__(self) -> None:
         if self.durability not in ("sync", "async"):
@@ -123,6 +128,15 @@ class Settings:
                               "'record', 'decline', 'hang' or 'charge-then-hang'")
         if self.recharge_timeout_s <= 0 or self.recharge_retry_base_s <= 0:
             raise ConfigError("CREDITD_RECHARGE_TIMEOUT_S / _RETRY_BASE_S: must be positive")
+        kind, _, start = self.clock.partition(":")
+        if self.clock != "system" and kind != "manual":
+            raise ConfigError(f"CREDITD_CLOCK: {self.clock!r} is not 'system' or "
+                              "'manual[:<ISO time>]'")
+        if start:
+            try:
+                datetime.fromisoformat(start.replace("Z", "+00:00"))
+            except ValueError:
+                raise ConfigError(f"CREDITD_CLOCK: {start!r} is not an ISO-8601 time") from None
         if self.token_secret is not None and len(self.token_secret) < 32:
             raise ConfigError("CREDITD_TOKEN_SECRET: must be at least 32 characters "
                               "(HS256 wants a key as long as its hash)")
@@ -145,6 +159,7 @@ class Settings:
             _number(values, "feed", name, kind)
         values["token_secret"] = os.environ.get("CREDITD_TOKEN_SECRET") or None
         values["recharge_provider"] = os.environ.get("CREDITD_RECHARGE_PROVIDER", "record")
+        values["clock"] = os.environ.get("CREDITD_CLOCK") or "system"
         for name in ("timeout_s", "retry_base_s"):
             _number(values, "recharge", name, float)
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -8,10 +8,11 @@ from gateway.routes.customers import ROUTES as _CUSTOMERS
 from gateway.routes.entitlements import ROUTES as _ENTITLEMENTS
 from gateway.routes.features import ROUTES as _FEATURES
 from gateway.routes.recharge import ROUTES as _RECHARGE
+from gateway.routes.test_clock import ROUTES as _TEST_CLOCK
 from gateway.routes.usage import ROUTES as _USAGE
 from gateway.routes.webhooks import ROUTES as _WEBHOOKS
 from gateway.feed.stream import ROUTES as _FEED
 
 ROUTES = [*_CURRENCIES, *_CUSTOMERS, *_CREDITS, *_ENTITLEMENTS, *_FEATURES, *_USAGE,
           *_ANALYTICS, *_WEBHOOKS, *_FEED, *_RECHARGE,
-          *_COUPONS]
+          *_COUPONS, *_TEST_CLOCK]
