@@ -110,7 +110,7 @@ def make_unit(customer_id: str, state: CustomerState, fx: Effects) -> Unit:
 def _metering(u: Unit, fx: Effects) -> None:
     cid = u.customer_id
     u.usage = [(cid, c.feature_id, c.resource_id or "", c.resource_id, c.function, c.value,
-                c.total, c.count, c.updated_at) for c in fx.usage.values()]
+                c.total, c.count, c.updated_at, c.period_start) for c in fx.usage.values()]
     u.uniques = [(cid, f, r or "", v) for f, r, v in fx.unique_values]
     # Increments of the same bucket are summed here: a flush may not touch a row twice.
     sums: dict[tuple, list[int]] = {}

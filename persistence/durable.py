@@ -224,7 +224,8 @@ class DurableStore:
             [pool_from(r) for r in pools],
             [key_from(r) for r in reversed(keys[: self.keys_loaded_max])],
         )
-        restore_usage(state, [(r[1], r[3], r[4], r[5], r[6], r[7], r[8]) for r in counters],
+        restore_usage(state, [(r[1], r[3], r[4], r[5], r[6], r[7], r[8], r[9])
+                              for r in counters],
                       [(r[0], r[1] or None, r[2]) for r in uniques])
         # More keys than we loaded: the runtime must ask for the others when it meets them.
         state.keys_complete = len(keys) <= self.keys_loaded_max

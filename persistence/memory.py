@@ -106,7 +106,7 @@ class MemoryStore:
         events = list(fx.events)
         keys = list(fx.keys)
         usage = [(u.feature_id, u.resource_id, u.function, u.value, u.total, u.count,
-                  u.updated_at) for u in fx.usage.values()]
+                  u.updated_at, u.period_start) for u in fx.usage.values()]
         uniques = list(fx.unique_values)
         event_keys = [(e.key, e.timestamp) for e, _ in fx.event_keys]
         await anyio.lowlevel.checkpoint()

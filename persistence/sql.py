@@ -33,7 +33,7 @@ OUTBOX_COLUMNS = ["id", "customer_id", "seq", "type", "payload", "created_at"]
 # Metering (engine.core.usage). Keys that may be absent are '' in `*_key` columns, since
 # primary-key columns cannot be NULL.
 USAGE_COLUMNS = ["customer_id", "feature_id", "resource_key", "resource_id", "function",
-                 "value", "total", "count", "updated_at"]
+                 "value", "total", "count", "updated_at", "period_start"]
 UNIQUE_COLUMNS = ["customer_id", "feature_id", "resource_key", "value"]
 BUCKET_COLUMNS = ["customer_id", "hour", "feature_key", "resource_key", "currency_key",
                   "dims", "feature_id", "resource_id", "currency_id", "usage", "credits",
@@ -73,7 +73,7 @@ WRITES = [
           [_T, _B, _B, _T, _T, _T, _T, _B, _B, _T, _T, _T, _T]),
     Write("idempotency_keys", "keys", KEY_COLUMNS, [_T, _T, _Y, _Y, _B]),
     Write("outbox", "outbox", OUTBOX_COLUMNS, [_B, _T, _B, _T, _Y, _B]),
-    Write("usage_counters", "usage", USAGE_COLUMNS, [_T, _T, _T, _T, _T, _B, _B, _B, _B],
+    Write("usage_counters", "usage", USAGE_COLUMNS, [_T, _T, _T, _T, _T, _B, _B, _B, _B, _B],
           ["customer_id", "feature_id", "resource_key"], "replace"),
     Write("usage_unique_values", "uniques", UNIQUE_COLUMNS, [_T, _T, _T, _T],
           ["customer_id", "feature_id", "resource_key", "value"], "ignore"),

@@ -159,6 +159,10 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     credit_rate: int | None = None
     # Per measurement: a replay answers as first applied (with nothing burned this time).
     idempotency_key: str | None = None
+    # The start (ms) of the feature's current usage period when its entitlement resets
+    # (the gateway computes it from the clock): a counter whose period started earlier
+    # restarts from 0 in this one. None: no reset period.
+    period_start: int | None = None
 
 
 class ReportUsage(_Command, frozen=True, kw_only=True, tag="usage", gc=False):
@@ -178,6 +182,7 @@ class Metered(msgspec.Struct, frozen=True, array_like=True, gc=False):
     value: int | str
     currency_id: str | None = None
     credit_rate: int | None = None
+    period_start: int | None = None  # as Measurement.period_start
 
 
 class MeteredEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -352,6 +357,7 @@ class UsageView(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     resource_id: str | None
     current_usage: int  # units
     updated_at: int
+    period_start: int | None = None  # the usage period the counter counts (None: no reset)
 
 
 class UsageResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):

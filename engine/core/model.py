@@ -398,10 +398,12 @@ class UsageCounter:
     `function` is how the value moves: CALCULATED (reported usage: DELTA/SET), or a meter's
     aggregation (COUNT, SUM, MAX, MIN, AVG, UNIQUE). `total` and `count` carry what AVG
     (sum, events) and MAX/MIN (events seen) need; `uniques` the distinct values of UNIQUE.
+    `period_start` is the start (ms) of the usage period it counts, for a feature whose
+    entitlement resets (None: it never resets); a later period restarts it from 0.
     """
 
     __slots__ = ("feature_id", "resource_id", "function", "value", "total", "count",
-                 "uniques", "updated_at")
+                 "uniques", "updated_at", "period_start")
 
     def __init__(self, feature_id: str, resource_id: str | None, function: str,
                  updated_at: int) -> None:
@@ -413,3 +415,4 @@ class UsageCounter:
         self.count = 0
         self.uniques: set[str] = set()
         self.updated_at = updated_at
+        self.period_start: int | None = None

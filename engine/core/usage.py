@@ -17,8 +17,17 @@ serialized with every other credit command):
   `ReportUsage` or reservations to enforce a limit before the usage happens.
 
 Event keys deduplicate events: a key seen before (in memory, or found in the store by the
-runtime's prefetch) skips its event. Counters have no reset period yet (plans and their
-reset periods arrive with the catalog).
+runtime's prefetch) skips its event.
+
+Reset periods: for a feature whose entitlement resets (hourly .. yearly), the gateway sends
+the start of the current usage period with each measurement and metered event
+(`period_start`, from its clock and the entitlement's anchor). A counter that counts an
+earlier period restarts from 0 in the new one before the change applies (a DELTA adds to
+0, a SET sets, an aggregation starts afresh); a period start at or before the counter's is
+counted in the counter's period (late data never reopens a closed period). Reads compare
+the counter's period with the current one and treat an older counter as 0, so usage
+reads 0 on time even before anything is reported in the new period.
+UNIQUE values are stored per period (`unique_text`), so a restart forgets them.
 
 Analytics: every change also adds to an hourly bucket (feature, resource, currency,
 dimensions, hour of the usage's own time), so late events land in the hour they happened;
@@ -52,11 +61,12 @@ from engine.core.refusals import Refusal, refuse
 from engine.core.views import balance_view
 
 __all__ = ["report_usage", "ingest_events", "burn_units", "usage_view", "restore_usage", "HOUR_MS",
-           "UNIQUE_VALUES_MAX", "EVENT_KEYS_CACHED_MAX"]
+           "UNIQUE_VALUES_MAX", "EVENT_KEYS_CACHED_MAX", "roll_period", "unique_text",
+           "usage_in_period"]
 
 HOUR_MS = 3_600_000
 # A UNIQUE counter remembers at most this many distinct values; past it, new values are
-# not counted (the counter saturates, and says so). Counters have no reset period yet.
+# not counted (the counter saturates, and says so) until the period resets.
 UNIQUE_VALUES_MAX = 10_000
 # Recent event keys kept in memory per customer; older ones are looked up in the store.
 EVENT_KEYS_CACHED_MAX = 50_000
@@ -73,28 +83,73 @@ def burn_units(usage_units: int, credit_rate: int) -> int:
 
 def usage_view(c: UsageCounter) -> UsageView:
     return UsageView(feature_id=c.feature_id, resource_id=c.resource_id,
-                     current_usage=c.value, updated_at=c.updated_at)
+                     current_usage=c.value, updated_at=c.updated_at,
+                     period_start=c.period_start)
+
+
+def usage_in_period(value: int, counter_period: int | None, period_start: int | None) -> int:
+    """A counter's usage as seen in the period starting at `period_start` (None: the
+    feature does not reset): a counter of an earlier period counts 0 in a later one."""
+    if period_start is not None and (counter_period is None or counter_period < period_start):
+        return 0
+    return value
+
+
+def unique_text(period_start: int | None, value: str) -> str:
+    """How a UNIQUE counter's distinct value is stored: as is without a reset period,
+    else prefixed with the period (`<start ms>:value`), so that a restart of the counter
+    does not bring back the previous periods' values when the customer is loaded again."""
+    return value if period_start is None else f"{period_start}:{value}"
 
 
 def restore_usage(state: CustomerState,
-                  counters: Iterable[tuple[str, str | None, str, int, int, int, int]],
+                  counters: Iterable[tuple[Any, ...]],
                   uniques: Iterable[tuple[str, str | None, str]]) -> None:
     """Put stored counters back: rows of (feature id, resource id, function, value,
-    total, count, updated at) and UNIQUE counters' distinct values."""
-    for feature_id, resource_id, function, value, total, count, updated_at in counters:
+    total, count, updated at[, period start]) and UNIQUE counters' stored distinct values
+    (`unique_text`; those of other periods than the counter's are left out)."""
+    for row in counters:
+        feature_id, resource_id, function, value, total, count, updated_at = row[:7]
         c = UsageCounter(feature_id, resource_id, function, updated_at)
         c.value, c.total, c.count = value, total, count
+        c.period_start = row[7] if len(row) > 7 else None
         state.usage[(feature_id, resource_id)] = c
-    for feature_id, resource_id, value in uniques:
-        state.usage[(feature_id, resource_id)].uniques.add(value)
+    for feature_id, resource_id, stored in uniques:
+        c = state.usage.get((feature_id, resource_id))
+        if c is None:
+            continue
+        if c.period_start is None:
+            c.uniques.add(stored)
+        else:
+            prefix = f"{c.period_start}:"
+            if stored.startswith(prefix):
+                c.uniques.add(stored[len(prefix):])
+
+
+def roll_period(counter: UsageCounter, period_start: int | None) -> bool:
+    """Restart `counter` from 0 if `period_start` is later than the period it counts (or
+    it counted without a period so far). Returns whether it restarted."""
+    if period_start is None:
+        return False
+    if counter.period_start is not None and period_start <= counter.period_start:
+        return False
+    counter.period_start = period_start
+    if counter.value or counter.count or counter.total or counter.uniques:
+        counter.value = counter.total = counter.count = 0
+        counter.uniques = set()
+        return True
+    return False
 
 
 def _counter(state: CustomerState, feature_id: str, resource_id: str | None, function: str,
-             now: int) -> UsageCounter:
+             now: int, period_start: int | None = None) -> UsageCounter:
     key = (feature_id, resource_id)
     counter = state.usage.get(key)
     if counter is None:
         counter = state.usage[key] = UsageCounter(feature_id, resource_id, function, now)
+        counter.period_start = period_start
+    else:
+        roll_period(counter, period_start)
     return counter
 
 
@@ -116,7 +171,11 @@ def _burn(state: CustomerState, pool: Pool, amount: int, now: int, fx: Effects, 
 
 
 def _one(m: Measurement) -> ReportUsage:
-    """The command a measurement's idempotency record remembers (one measurement)."""
+    """The command a measurement's idempotency record remembers (one measurement). The
+    period start is the gateway's, not the client's: a retry that crosses a period
+    boundary is still the same request."""
+    if m.period_start is not None:
+        m = msgspec.structs.replace(m, period_start=None)
     return ReportUsage(measurements=(m,))
 
 
@@ -143,7 +202,15 @@ def report_usage(state: CustomerState, cmd: ReportUsage, now: int, fx: Effects) 
                 continue
         key = (m.feature_id, m.resource_id)
         counter = state.usage.get(key)
-        previous = values.get(key, counter.value if counter is not None else 0)
+        if key in values:
+            previous = values[key]
+        elif counter is None:
+            previous = 0
+        elif m.period_start is not None and (counter.period_start is None
+                                             or m.period_start > counter.period_start):
+            previous = 0  # the counter restarts in this period (roll_period, below)
+        else:
+            previous = counter.value
         new = m.value if m.set_value else previous + m.value
         if new < 0:
             return refuse(Refusal.INVALID_AMOUNT,
@@ -183,7 +250,8 @@ def report_usage(state: CustomerState, cmd: ReportUsage, now: int, fx: Effects) 
             assert pool is not None
             _burn(state, pool, burn, now, fx, op, m.feature_id, m.idempotency_key,
                   m.dimensions)
-        counter = _counter(state, m.feature_id, m.resource_id, _CALCULATED, now)
+        counter = _counter(state, m.feature_id, m.resource_id, _CALCULATED, now,
+                           m.period_start)
         previous = counter.value
         counter.value = previous + delta
         counter.updated_at = now
@@ -229,7 +297,8 @@ def _aggregate(counter: UsageCounter, function: str, value: int | str, fx: Effec
         uniques = counter.uniques
         if value not in uniques and len(uniques) < UNIQUE_VALUES_MAX:
             uniques.add(value)
-            fx.unique_values.append((counter.feature_id, counter.resource_id, value))
+            fx.unique_values.append((counter.feature_id, counter.resource_id,
+                                     unique_text(counter.period_start, value)))
             counter.value = len(uniques) * SCALE
     return counter.value - before
 
@@ -252,7 +321,8 @@ def ingest_events(state: CustomerState, cmd: IngestEvents, now: int, fx: Effects
         fx.event_keys.append((event, now))
         accepted += 1
         for m in event.metered:
-            counter = _counter(state, m.feature_id, event.resource_id, m.function, now)
+            counter = _counter(state, m.feature_id, event.resource_id, m.function, now,
+                               m.period_start)
             change = _aggregate(counter, m.function, m.value, fx)
             counter.updated_at = now
             touched[(m.feature_id, event.resource_id)] = counter
