@@ -10,6 +10,7 @@
 | webhooks | CREDITD_WEBHOOKS_* | see docs/webhooks.md |
 | live feed | CREDITD_FEED_*, CREDITD_TOKEN_SECRET | see docs/feed.md |
 | auto-recharge | CREDITD_RECHARGE_PROVIDER, CREDITD_RECHARGE_TIMEOUT_S | see docs/auto-recharge.md |
+| estimate tax rates | CREDITD_TAX_RATES | none ("DE=19,GB=20": percent per billing country) |
 
 A bad value is refused at start-up with a message naming the variable, never a traceback.
 """
@@ -19,6 +20,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
+
+from engine.billing.pricing import parse_tax_rates
 
 __all__ = ["ConfigError", "Settings"]
 
@@ -109,6 +113,9 @@ class Settings:
     # moves only through PUT /api/v1/test-clock, for integration tests of renewals, trials
     # and usage resets (docs/operations.md). Never in production.
     clock: str = "system"
+    # Exclusive tax per billing country for subscription estimates (CREDITD_TAX_RATES,
+    # "DE=19,GB=20": percent, exact decimals; country codes compared case-insensitively).
+    tax_rates: dict[str, Decimal] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.durability not in ("sync", "async"):
@@ -160,6 +167,10 @@ class Settings:
         values["token_secret"] = os.environ.get("CREDITD_TOKEN_SECRET") or None
         values["recharge_provider"] = os.environ.get("CREDITD_RECHARGE_PROVIDER", "record")
         values["clock"] = os.environ.get("CREDITD_CLOCK") or "system"
+        try:
+            values["tax_rates"] = parse_tax_rates(os.environ.get("CREDITD_TAX_RATES"))
+        except ValueError as exc:
+            raise ConfigError(f"CREDITD_TAX_RATES: {exc}") from None
         for name in ("timeout_s", "retry_base_s"):
             _number(values, "recharge", name, float)
         values.update({k: v for k, v in overrides.items() if v is not None})
