@@ -1,9 +1,16 @@
-"""Entitlement checks and lists for credits.
+"""Entitlement checks and lists: credits and features.
 
 A check with `reserveAmount` is the atomic check-and-hold: the reservation is made in the
 customer's actor, so no concurrent consumption can take the credits between the check and
-the later report. Feature entitlements arrive with the catalog (issue 9); until then a
-feature check answers `FeatureNotFound`.
+the later report.
+
+Feature entitlements come from the customer's subscriptions and promotional entitlements
+(`gateway.entitlements_state`). A check answers why access is denied: FeatureNotFound,
+CustomerNotFound, CustomerIsArchived, NoActiveSubscription (no subscription and no
+promotion at all), NoFeatureEntitlementInSubscription, RequestedUsageExceedingLimit (a
+hard limit: current usage in the window + requestedUsage above the limit; without
+requestedUsage, nothing left), RequestedValuesMismatch (an ENUM value not granted). A soft
+limit never denies. Current usage is the engine's counter for the current reset window.
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ from engine.core.commands import (
     Reserve,
     ReserveReply,
 )
+from engine.core.amounts import SCALE
 from gateway.app import environment, ok, services
 from gateway.catalog import now_ms
+from gateway.entitlements_state import Effective, effective_entitlements, usage_of
 from gateway.errors import bad_input, from_refusal
 from gateway.routes.common import engine_id, require_currency, scoped_key
 from gateway.routes.credits import reservation_json
@@ -89,6 +98,85 @@ def _metadata(raw: str | None) -> dict[str, str] | None:
                         "reservationMetadata") from None
 
 
+def _feature_json(feature: dict[str, Any]) -> dict[str, Any]:
+    return {"id": feature["id"], "displayName": feature.get("displayName") or feature["id"],
+            "featureStatus": feature.get("featureStatus") or "ACTIVE",
+            "featureType": feature["featureType"]}
+
+
+def feature_entitlement(feature: dict[str, Any] | None, eff: Effective | None,
+                        usage: tuple[int, int] | None, *, granted: bool,
+                        denied: str | None) -> dict[str, Any]:
+    window = eff.window if eff is not None else None
+    metered = feature is not None and feature.get("featureType") == "NUMBER"
+    current = usage[0] if usage is not None else 0
+    limit = eff.usage_limit if eff is not None else None
+    return {
+        "type": "FEATURE",
+        "isGranted": granted,
+        "accessDeniedReason": denied,
+        "feature": _feature_json(feature) if feature is not None else None,
+        "currentUsage": amount_out(current) if metered and eff is not None else None,
+        "usageLimit": None if eff is None or eff.unlimited else limit,
+        "hasUnlimitedUsage": eff.unlimited if eff is not None else None,
+        "hasSoftLimit": eff.soft_limit if eff is not None else None,  # extension
+        "enumValues": eff.enum_values if eff is not None else None,  # extension
+        "resetPeriod": eff.reset_period if eff is not None else None,
+        "usagePeriodAnchor": iso(eff.anchor_ms) if window is not None and eff else None,
+        "usagePeriodStart": iso(window[0]) if window is not None else None,
+        "usagePeriodEnd": iso(window[1]) if window is not None else None,
+        "validUntil": iso(eff.valid_until) if eff is not None else None,
+        "entitlementUpdatedAt": iso(eff.updated_at) if eff is not None else None,
+    }
+
+
+def _decide(feature: dict[str, Any], eff: Effective | None, usage: tuple[int, int] | None,
+            any_source: bool, requested: int | None, values: list[str]) -> str | None:
+    """Why access to `feature` is denied, or None."""
+    if eff is None or not eff.granted:
+        return "NoFeatureEntitlementInSubscription" if any_source else "NoActiveSubscription"
+    kind = feature.get("featureType")
+    if kind == "NUMBER" and not eff.unlimited and not eff.soft_limit:
+        limit = (eff.usage_limit or 0) * SCALE
+        current = usage[0] if usage is not None else 0
+        if current + requested > limit if requested is not None else current >= limit:
+            return "RequestedUsageExceedingLimit"
+    if kind == "ENUM" and values:
+        allowed = set(eff.enum_values or ())
+        if any(v not in allowed for v in values):
+            return "RequestedValuesMismatch"
+    return None
+
+
+async def _check_feature(request: Request, customer_id: str, feature_id: str,
+                         requested_usage: Decimal | None, resource_id: str | None) -> Response:
+    env = environment(request)
+    svc = services(request)
+    feature = await svc.catalog.get("features", env, feature_id)
+    if feature is None or feature.get("_archivedAt") is not None:
+        return ok(feature_entitlement(None, None, None, granted=False,
+                                      denied="FeatureNotFound"))
+    denied = await _customer_state(request, customer_id)
+    if denied is not None:
+        return ok(feature_entitlement(feature, None, None, granted=False, denied=denied))
+    requested = None
+    if requested_usage is not None:
+        requested = amount_in(requested_usage, "requestedUsage", allow_zero=True)
+    values = [v.strip() for raw in request.query_params.getall("requestedValues", [])
+              for v in raw.split(",") if v.strip()]
+    now = svc.clock.now_ms()
+    sources = await effective_entitlements(svc, env, customer_id, resource_id, now)
+    eff = sources.features.get(feature_id)
+    usage = None
+    if eff is not None and feature.get("featureType") == "NUMBER":
+        windows = {feature_id: eff.window} if eff.window is not None else {}
+        usage = (await usage_of(svc, env, customer_id, resource_id, windows)).get(feature_id)
+    denied = _decide(feature, eff, usage, bool(sources.subscriptions or sources.promotions),
+                     requested, values)
+    return ok(feature_entitlement(feature, eff if eff is not None and eff.granted else None,
+                                  usage, granted=denied is None, denied=denied))
+
+
 @get("/api/v1/customers/{customer_id:str}/entitlements/check")
 async def check_entitlement(
     request: Request,
@@ -108,8 +196,8 @@ async def check_entitlement(
     if feature_id is not None and currency_id is not None:
         raise bad_input("give currencyId or featureId, not both", "featureId")
     if feature_id is not None:
-        return ok({"type": "FEATURE", "isGranted": False, "accessDeniedReason": "FeatureNotFound",
-                   "feature": None, "currentUsage": None, "usageLimit": None})
+        return await _check_feature(request, customer_id, feature_id, requested_usage,
+                                    resource_id)
     if not currency_id:
         raise bad_input("currencyId or featureId is required", "currencyId")
     currency = await require_currency(request, currency_id)
@@ -196,6 +284,24 @@ async def list_entitlements(
         granted = view.current_balance > 0
         entitlements.append(credit_entitlement(
             currency, view, granted=granted, denied=None if granted else "InsufficientCredits"))
+    env = environment(request)
+    svc = services(request)
+    now = svc.clock.now_ms()
+    sources = await effective_entitlements(svc, env, customer_id, resource_id, now)
+    granted_features = {f: e for f, e in sources.features.items() if e.granted}
+    if granted_features:
+        windows = {f: e.window for f, e in granted_features.items() if e.window is not None}
+        usage = await usage_of(svc, env, customer_id, resource_id, windows)
+        features = []
+        for feature_id in sorted(granted_features):
+            feature = await svc.catalog.get("features", env, feature_id)
+            if feature is None or feature.get("_archivedAt") is not None:
+                continue
+            eff = granted_features[feature_id]
+            denied = _decide(feature, eff, usage.get(feature_id), True, None, [])
+            features.append(feature_entitlement(feature, eff, usage.get(feature_id),
+                                                granted=denied is None, denied=denied))
+        entitlements = features + entitlements
     return ok({"accessDeniedReason": None, "entitlements": entitlements})
 
 

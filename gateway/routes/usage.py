@@ -6,6 +6,11 @@ actor as one atomic step, credit burn included, and the answer carries the new b
 Raw events (`POST /api/v1/events`): validated whole, matched against every metered feature
 of the environment here, then applied per customer (`engine.core.usage`); the answer comes
 once they are durable, so an accepted event has already moved the balance.
+
+Reset periods: for a feature whose entitlement resets (`gateway.entitlements_state`), each
+measurement and metered event carries the start of the customer's current usage window,
+so the engine restarts the counter at the boundary; the answer names the window
+(`usagePeriodStart/End`, `nextResetDate`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from engine.core.meters import ADDITIVE, contribution, matches
 from engine.core.usage import burn_units
 from gateway.app import environment, ok, services
 from gateway.catalog import now_ms
+from gateway.entitlements_state import effective_entitlements, period_starts
 from gateway.errors import ApiError, bad_input, from_refusal
 from gateway.routes.common import (
     check_key,
@@ -104,12 +110,31 @@ def _renumber(refused: Refused, indexes: list[int], name: str) -> ApiError:
     return error
 
 
+Windows = dict[str, tuple[int, int]]
+
+
+async def _windows(request: Request, customer_id: str, resource_id: str | None,
+                   cache: dict[tuple[str, str | None], Windows]) -> Windows:
+    """The current usage window of each of the customer's resetting features."""
+    key = (customer_id, resource_id)
+    found = cache.get(key)
+    if found is None:
+        svc = services(request)
+        sources = await effective_entitlements(svc, environment(request), customer_id,
+                                               resource_id, svc.clock.now_ms())
+        found = cache[key] = period_starts(sources)
+    return found
+
+
 async def _measurements(request: Request) -> tuple[list[UsageItem], dict[str, list[int]],
-                                                   dict[str, list[Measurement]]]:
-    """Validate the whole usage batch; group it by customer (in first-seen order)."""
+                                                   dict[str, list[Measurement]], list[Any]]:
+    """Validate the whole usage batch; group it by customer (in first-seen order). Also
+    the usage window of each item (None: its feature does not reset)."""
     body = decode(await request.body(), UsageBody)
     _batch(body.usages, "usages")
     env = environment(request)
+    windows: dict[tuple[str, str | None], Windows] = {}
+    item_windows: list[Any] = []
     indexes: dict[str, list[int]] = defaultdict(list)
     groups: dict[str, list[Measurement]] = defaultdict(list)
     checked: set[str] = set()
@@ -134,6 +159,9 @@ async def _measurements(request: Request) -> tuple[list[UsageItem], dict[str, li
         _dimensions(item.dimensions, f"{at}.dimensions")
         rate = credit_rate_units(feature)
         customer = engine_id(env, item.customer_id)
+        window = (await _windows(request, item.customer_id, item.resource_id,
+                                 windows)).get(item.feature_id)
+        item_windows.append(window)
         indexes[customer].append(i)
         groups[customer].append(Measurement(
             feature_id=item.feature_id, value=value, set_value=item.update_behavior == "SET",
@@ -142,13 +170,16 @@ async def _measurements(request: Request) -> tuple[list[UsageItem], dict[str, li
             dimensions=item.dimensions,
             currency_id=rate[0] if rate else None, credit_rate=rate[1] if rate else None,
             idempotency_key=(None if item.idempotency_key is None
-                             else scoped_key("usage", item.idempotency_key))))
-    return body.usages, indexes, groups
+                             else scoped_key("usage", item.idempotency_key)),
+            period_start=window[0] if window is not None else None))
+    return body.usages, indexes, groups, item_windows
 
 
-async def _report(request: Request) -> tuple[list[UsageItem], list[Any], dict[tuple, Any]]:
-    """Apply a usage batch; the per-item results and the balances they left, per pool."""
-    items, indexes, groups = await _measurements(request)
+async def _report(request: Request) -> tuple[list[UsageItem], list[Any], dict[tuple, Any],
+                                             list[Any]]:
+    """Apply a usage batch; the per-item results and the balances they left, per pool,
+    and each item's usage window."""
+    items, indexes, groups, windows = await _measurements(request)
     runtime = services(request).runtime
     results: list[Any] = [None] * len(items)
     balances: dict[tuple, BalanceView] = {}
@@ -164,7 +195,7 @@ async def _report(request: Request) -> tuple[list[UsageItem], list[Any], dict[tu
             if result.balance is not None:
                 b = result.balance
                 balances[(items[i].customer_id, b.currency_id, b.resource_id)] = b
-    return items, results, balances
+    return items, results, balances, windows
 
 
 def _credit_v1(result: Any) -> dict[str, Any] | None:
@@ -177,7 +208,8 @@ def _credit_v1(result: Any) -> dict[str, Any] | None:
             "timestamp": iso(b.timestamp), "usagePeriodEnd": None}
 
 
-def _usage_json(item: UsageItem, result: Any, v1: bool) -> dict[str, Any]:
+def _usage_json(item: UsageItem, result: Any, v1: bool,
+                window: tuple[int, int] | None = None) -> dict[str, Any]:
     credit: dict[str, Any] | None
     if v1:
         credit = _credit_v1(result)
@@ -191,35 +223,39 @@ def _usage_json(item: UsageItem, result: Any, v1: bool) -> dict[str, Any]:
         "currentUsage": amount_out(result.usage.current_usage),
         "createdAt": item.created_at or iso(result.timestamp),
         "timestamp": iso(result.timestamp),
-        "credit": credit, "nextResetDate": None, "usagePeriodStart": None,
-        "usagePeriodEnd": None,
+        "credit": credit,
+        "nextResetDate": iso(window[1]) if window is not None else None,
+        "usagePeriodStart": iso(window[0]) if window is not None else None,
+        "usagePeriodEnd": iso(window[1]) if window is not None else None,
     }
 
 
 @post("/api/v2/usage")
 async def report_usage_v2(request: Request) -> Response:
-    items, results, balances = await _report(request)
+    items, results, balances, windows = await _report(request)
     credits = [{"customerId": customer, "currencyId": currency, "resourceId": resource,
                 "currentUsage": amount_out(b.total_consumed),
                 "usageLimit": amount_out(b.total_consumed + max(b.current_balance, 0)),
                 "timestamp": iso(b.timestamp), "usagePeriodEnd": None}
                for (customer, currency, resource), b in balances.items()]
-    return ok({"usages": [_usage_json(item, r, v1=False) for item, r in zip(items, results)],
+    return ok({"usages": [_usage_json(item, r, False, w)
+                          for item, r, w in zip(items, results, windows)],
                "credits": credits, "entities": []})
 
 
 @post("/api/v1/usage")
 async def report_usage_v1(request: Request) -> Response:
-    items, results, _ = await _report(request)
-    return ok([_usage_json(item, r, v1=True) for item, r in zip(items, results)])
+    items, results, _, windows = await _report(request)
+    return ok([_usage_json(item, r, True, w) for item, r, w in zip(items, results, windows)])
 
 
 # -- raw events ----------------------------------------------------------------------------
 
 
 def _metered(metered: list[tuple[dict[str, Any], Any]], event_name: str,
-             dims: dict[str, Any]) -> tuple[Metered, ...]:
-    """What an event means for each metered feature it matches."""
+             dims: dict[str, Any], windows: Windows | None = None) -> tuple[Metered, ...]:
+    """What an event means for each metered feature it matches (with the customer's
+    current usage window of the feature, when its entitlement resets)."""
     out = []
     for doc, meter in metered:
         if not matches(meter, event_name, dims):
@@ -228,8 +264,10 @@ def _metered(metered: list[tuple[dict[str, Any], Any]], event_name: str,
         if value is None:
             continue  # matched, but lacks the aggregated field: nothing to add
         rate = credit_rate_units(doc)
+        window = windows.get(doc["id"]) if windows else None
         out.append(Metered(doc["id"], meter.aggregation.function.value, value,
-                           rate[0] if rate else None, rate[1] if rate else None))
+                           rate[0] if rate else None, rate[1] if rate else None,
+                           window[0] if window is not None else None))
     return tuple(out)
 
 
@@ -246,6 +284,7 @@ async def report_events(request: Request) -> Response:
     now = now_ms()
     groups: dict[str, list[MeteredEvent]] = defaultdict(list)
     checked: set[str] = set()  # customers known to exist (a batch names few, many times)
+    windows: dict[tuple[str, str | None], Windows] = {}
     for i, item in enumerate(body.events):
         at = f"events[{i}]"
         if item.customer_id not in checked:
@@ -264,7 +303,9 @@ async def report_events(request: Request) -> Response:
         groups[engine_id(env, item.customer_id)].append(MeteredEvent(
             key=item.idempotency_key, event_name=item.event_name, timestamp=ts,
             resource_id=item.resource_id, dimensions=item.dimensions,
-            metered=_metered(metered, item.event_name, dims)))
+            metered=_metered(metered, item.event_name, dims,
+                             await _windows(request, item.customer_id, item.resource_id,
+                                            windows) if metered else None)))
     runtime = services(request).runtime
     replies: dict[str, EventsReply] = {}
 

@@ -1,0 +1,204 @@
+"""The effective feature entitlements of a customer (issue 9, docs/catalog-design.md).
+
+Sources: the customer's active subscriptions (`gateway.subscriptions.active_subscriptions`)
+through the published plan and add-on versions they point at (`gateway.packages.published`),
+and the customer's promotional entitlements (table `promotional_entitlements`, written by
+`gateway.routes.promotions`). Per feature they combine as:
+
+- granted if any source grants it (a plan entitlement with `isGranted: false` grants
+  nothing);
+- usage limits add up (an add-on's times its quantity); unlimited if any is unlimited;
+  a soft limit if any source has one; enum values are the union;
+- the reset period is the plan's (or the first add-on's that has one); the promotion's
+  own only when no subscription source resets; the usage window is
+  `engine.billing.periods.reset_window` anchored at the subscription's start (the
+  promotion's start for the promotion's own period);
+- a promotion counts from its start until its end date (`now >= endDate`: expired), by
+  the injected clock.
+
+Usage counters count the window they were last written in (`engine.core.usage`); reads
+here treat a counter of an earlier window as 0 (`usage_in_period`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from engine.billing.periods import reset_window
+from engine.core.usage import usage_in_period
+from gateway.routes.common import engine_id
+from gateway.wire import parse_time
+
+__all__ = ["Effective", "Sources", "effective_entitlements", "promotions_of", "promo_active",
+           "usage_of", "period_starts"]
+
+_unjson = msgspec.json.decode
+
+
+@dataclass
+class Effective:
+    feature_id: str
+    granted: bool = False
+    usage_limit: int | None = None  # plain usage units (not 10^-5)
+    unlimited: bool = False
+    soft_limit: bool = False
+    reset_period: str | None = None
+    according_to: str | None = None
+    anchor_ms: int | None = None
+    enum_values: list[str] | None = None
+    valid_until: int | None = None
+    updated_at: int | None = None
+    from_subscription: bool = False
+    window: tuple[int, int] | None = None  # the current usage window [start, end)
+
+
+@dataclass
+class Sources:
+    """What the customer's entitlements come from, and the combined result per feature."""
+
+    subscriptions: list[dict[str, Any]] = field(default_factory=list)
+    promotions: list[dict[str, Any]] = field(default_factory=list)
+    features: dict[str, Effective] = field(default_factory=dict)
+
+
+def _ms(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        return parse_time(str(value), "startDate")
+    except Exception:  # noqa: BLE001 (a malformed stored date: no anchor)
+        return None
+
+
+def promo_active(doc: dict[str, Any], now: int) -> bool:
+    """A promotion counts from its start until its end date, unless revoked."""
+    if doc.get("_archivedAt") is not None:
+        return False
+    start = doc.get("_startDate")
+    end = doc.get("_endDate")
+    return (start is None or start <= now) and (end is None or now < end)
+
+
+async def promotions_of(services: Any, env: str, customer_id: str) -> list[dict[str, Any]]:
+    """Every promotional entitlement of the customer, revoked ones included (as stored)."""
+    rows = await services.store.fetch(
+        "SELECT doc FROM promotional_entitlements WHERE environment = ? AND customer_id = ?",
+        env, customer_id)
+    return [_unjson(r[0]) for r in rows]
+
+
+async def _subscriptions(services: Any, env: str, customer_id: str,
+                         resource_id: str | None) -> list[dict[str, Any]]:
+    try:
+        from gateway.subscriptions import active_subscriptions  # noqa: PLC0415
+    except ImportError:  # subscriptions not built yet: promotions only
+        return []
+    return list(await active_subscriptions(services, env, customer_id, resource_id))
+
+
+async def _published(services: Any, env: str, kind: str, ident: str,
+                     version: int | None) -> dict[str, Any] | None:
+    try:
+        from gateway.packages import published  # noqa: PLC0415
+    except ImportError:
+        return None
+    return await published(services.catalog, env, kind, ident, version)
+
+
+def _add(eff: Effective, ent: dict[str, Any], quantity: int, anchor: int | None,
+         *, subscription: bool, now: int) -> None:
+    if ent.get("isGranted", True) is False:
+        return
+    eff.granted = True
+    if ent.get("hasUnlimitedUsage"):
+        eff.unlimited = True
+    limit = ent.get("usageLimit")
+    if limit is not None:
+        eff.usage_limit = (eff.usage_limit or 0) + int(limit) * quantity
+    if ent.get("hasSoftLimit"):
+        eff.soft_limit = True
+    values = ent.get("enumValues")
+    if values:
+        merged = list(eff.enum_values or [])
+        merged += [v for v in values if v not in merged]
+        eff.enum_values = merged
+    period = ent.get("resetPeriod")
+    # The subscription's reset period wins over a promotion's; the first one found wins.
+    if period and anchor is not None and (
+            eff.reset_period is None or (subscription and not eff.from_subscription)):
+        eff.reset_period = period
+        eff.according_to = (ent.get("resetPeriodConfiguration") or {}).get("accordingTo")
+        eff.anchor_ms = anchor
+        eff.from_subscription = subscription
+    elif subscription:
+        eff.from_subscription = True
+    updated = ent.get("_updatedAt")
+    if isinstance(updated, int):
+        eff.updated_at = max(eff.updated_at or 0, updated)
+
+
+async def effective_entitlements(services: Any, env: str, customer_id: str,
+                                 resource_id: str | None, now: int) -> Sources:
+    """The customer's feature entitlements at `now` (see the module docstring)."""
+    out = Sources()
+    out.subscriptions = await _subscriptions(services, env, customer_id, resource_id)
+    for sub in out.subscriptions:
+        anchor = _ms(sub.get("_startDate", sub.get("startDate")))
+        plan = await _published(services, env, "plan", sub["planId"], sub.get("planVersion"))
+        packages: list[tuple[dict[str, Any], int]] = [(plan, 1)] if plan else []
+        for addon in sub.get("addons") or ():
+            doc = await _published(services, env, "addon", addon["id"], addon.get("version"))
+            if doc is not None:
+                packages.append((doc, int(addon.get("quantity") or 1)))
+        for doc, quantity in packages:
+            for ent in doc.get("entitlements") or ():
+                if ent.get("type", "FEATURE") != "FEATURE":
+                    continue
+                eff = out.features.setdefault(ent["id"], Effective(ent["id"]))
+                _add(eff, ent, quantity, anchor, subscription=True, now=now)
+    promos = await promotions_of(services, env, customer_id)
+    out.promotions = [p for p in promos if promo_active(p, now)]
+    for promo in out.promotions:
+        eff = out.features.setdefault(promo["featureId"], Effective(promo["featureId"]))
+        _add(eff, promo, 1, promo.get("_startDate"), subscription=False, now=now)
+        end = promo.get("_endDate")
+        if end is not None and not eff.from_subscription:
+            eff.valid_until = end if eff.valid_until is None else max(eff.valid_until, end)
+        updated = promo.get("_updatedAt")
+        if isinstance(updated, int):
+            eff.updated_at = max(eff.updated_at or 0, updated)
+    for eff in out.features.values():
+        if eff.reset_period and eff.anchor_ms is not None:
+            try:
+                eff.window = reset_window(eff.reset_period, eff.according_to, eff.anchor_ms,
+                                          now)
+            except ValueError:
+                eff.window = None
+    return out
+
+
+def period_starts(sources: Sources) -> dict[str, tuple[int, int]]:
+    """The current usage window of each feature whose entitlement resets."""
+    return {f: e.window for f, e in sources.features.items() if e.window is not None}
+
+
+async def usage_of(services: Any, env: str, customer_id: str,
+                   resource_id: str | None, windows: dict[str, tuple[int, int]]
+                   ) -> dict[str, tuple[int, int]]:
+    """feature id -> (usage units in the current window, updated at) from the customer's
+    counters (a counter of an earlier window counts 0)."""
+    rows = await services.store.fetch(
+        "SELECT feature_id, value, period_start, updated_at FROM usage_counters "
+        "WHERE customer_id = ? AND resource_key = ?",
+        engine_id(env, customer_id), resource_id or "")
+    out = {}
+    for feature_id, value, period_start, updated_at in rows:
+        window = windows.get(feature_id)
+        out[feature_id] = (usage_in_period(value, period_start, window[0] if window else None),
+                           updated_at)
+    return out
