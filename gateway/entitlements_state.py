@@ -148,7 +148,7 @@ async def effective_entitlements(services: Any, env: str, customer_id: str,
     out = Sources()
     out.subscriptions = await _subscriptions(services, env, customer_id, resource_id)
     for sub in out.subscriptions:
-        anchor = _ms(sub.get("_startDate", sub.get("startDate")))
+        anchor = _ms(sub.get("_start", sub.get("startDate")))
         plan = await _published(services, env, "plan", sub["planId"], sub.get("planVersion"))
         packages: list[tuple[dict[str, Any], int]] = [(plan, 1)] if plan else []
         for addon in sub.get("addons") or ():
