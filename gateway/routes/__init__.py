@@ -7,6 +7,8 @@ from gateway.routes.currencies import ROUTES as _CURRENCIES
 from gateway.routes.customers import ROUTES as _CUSTOMERS
 from gateway.routes.entitlements import ROUTES as _ENTITLEMENTS
 from gateway.routes.features import ROUTES as _FEATURES
+from gateway.routes.plans import ROUTES as _PLANS
+from gateway.routes.products import ROUTES as _PRODUCTS
 from gateway.routes.promotions import ROUTES as _PROMOTIONS
 from gateway.routes.recharge import ROUTES as _RECHARGE
 from gateway.routes.test_clock import ROUTES as _TEST_CLOCK
@@ -16,4 +18,4 @@ from gateway.feed.stream import ROUTES as _FEED
 
 ROUTES = [*_CURRENCIES, *_CUSTOMERS, *_CREDITS, *_ENTITLEMENTS, *_FEATURES, *_USAGE,
           *_ANALYTICS, *_WEBHOOKS, *_FEED, *_RECHARGE,
-          *_COUPONS, *_TEST_CLOCK, *_PROMOTIONS]
+          *_COUPONS, *_PRODUCTS, *_PLANS, *_TEST_CLOCK, *_PROMOTIONS]

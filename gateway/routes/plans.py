@@ -1,0 +1,208 @@
+"""Plans and add-ons (issue 9): the REST endpoints of the official client's `v1.plans` and
+`v1.addons`, over `gateway.packages` (which holds the rules and the stored documents).
+
+    POST   /api/v1/{plans|addons}                          create (DRAFT v1)
+    GET    /api/v1/{plans|addons}                          list: productId, status, createdAt
+    GET    /api/v1/{plans|addons}/{id}                     the working copy
+    PATCH  /api/v1/{plans|addons}/{id}                     update; `charges` sets the prices
+    POST   /api/v1/{plans|addons}/{id}/archive
+    POST   /api/v1/{plans|addons}/{id}/draft               create_draft
+    DELETE /api/v1/{plans|addons}/{id}/draft               remove_draft
+    POST   /api/v1/{plans|addons}/{id}/publish             {migrationType}
+    GET    /api/v1/{plans|addons}/{id}/charges             one row per model × price period
+    GET    /api/v1/{plans|addons}/{id}/overage-charges
+    POST|GET /api/v1/{plans|addons}/{pid}/entitlements
+    PATCH|DELETE /api/v1/{plans|addons}/{pid}/entitlements/{id}
+`PATCH /api/v1/addons/{id}` with `charges` is the client's AddonUpdateParams shape too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+from litestar import Request, Response, delete, get, patch, post
+from litestar.params import FromPath, FromQuery
+
+from gateway import packages
+from gateway.app import environment, ok, services
+from gateway.errors import bad_input
+from gateway.packages import EntitlementIn, PackageCreate, PackageUpdate
+from gateway.wire import created_at_bounds, decode, limit_in
+
+__all__ = ["ROUTES"]
+
+_STATUSES = {"DRAFT", "PUBLISHED", "ARCHIVED"}
+
+
+class PublishBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    migration_type: Literal["NEW_CUSTOMERS", "ALL_CUSTOMERS"] | None = None
+
+
+class EntitlementsBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    entitlements: list[EntitlementIn]
+
+
+def _csv(request: Request, name: str, allowed: set[str]) -> list[str]:
+    items = [s.strip() for value in request.query_params.getall(name, [])
+             for s in value.split(",") if s.strip()]
+    unknown = [v for v in items if v not in allowed]
+    if unknown:
+        raise bad_input(f"unknown value {unknown[0]!r}; one of {', '.join(sorted(allowed))}",
+                        name)
+    return items
+
+
+def _offset(cursor: str | None, field: str, size: int) -> int | None:
+    if cursor is None:
+        return None
+    if not cursor.isdigit() or int(cursor) > size:
+        raise bad_input("is not a cursor this server issued", field)
+    return int(cursor)
+
+
+def page_rows(rows: list[Any], limit: int, after: str | None,
+              before: str | None) -> tuple[list[Any], dict[str, str | None]]:
+    """A page of an in-memory list with the `{next, prev}` cursors (row offsets)."""
+    start = _offset(after, "after", len(rows))
+    end = _offset(before, "before", len(rows))
+    if end is not None and start is None:
+        start = max(0, end - limit)
+        page = rows[start:end]
+        return page, {"next": str(end) if end < len(rows) else None,
+                      "prev": str(start) if start > 0 else None}
+    start = start or 0
+    page = rows[start:start + limit]
+    stop = start + len(page)
+    return page, {"next": str(stop) if stop < len(rows) else None,
+                  "prev": str(start) if start > 0 else None}
+
+
+def _routes(kind: str) -> list[Any]:
+    base = f"/api/v1/{packages.KINDS[kind]}"
+    pid = "plan_id" if kind == "plan" else "addon_id"
+
+    async def _doc(request: Request, ident: str) -> dict[str, Any]:
+        return await packages.require_package(services(request).catalog, environment(request), kind,
+                                       ident)
+
+    @post(base, name=f"{kind}_create")
+    async def create(request: Request) -> Response:
+        body = decode(await request.body(), PackageCreate)
+        doc = await packages.create_package(services(request).catalog, environment(request),
+                                            kind, body)
+        return ok(packages.package_json(doc, kind))
+
+    @get(base, name=f"{kind}_list")
+    async def list_packages(
+        request: Request,
+        limit: FromQuery[int | None] = None,
+        after: FromQuery[str | None] = None,
+        before: FromQuery[str | None] = None,
+    ) -> Response:
+        """Creation order; `productId` matches exactly, `status` is one or more of DRAFT,
+        PUBLISHED, ARCHIVED (comma-separated), `createdAt[gt|gte|lt|lte]` bound the time."""
+        product = request.query_params.get("productId")
+        page = await services(request).catalog.page(
+            packages.KINDS[kind], environment(request), limit_in(limit), after, before,
+            created=created_at_bounds(request), equal={"product_id": product},
+            any_of={"status": _csv(request, "status", _STATUSES)})
+        return ok([packages.package_json(d, kind) for d in page.items],
+                  pagination={"next": page.next, "prev": page.prev})
+
+    @get(base + "/{ident:str}", name=f"{kind}_retrieve")
+    async def retrieve(request: Request, ident: FromPath[str]) -> Response:
+        return ok(packages.package_json(await _doc(request, ident), kind))
+
+    @patch(base + "/{ident:str}", name=f"{kind}_update")
+    async def update(request: Request, ident: FromPath[str]) -> Response:
+        body = decode(await request.body(), PackageUpdate)
+        doc = await packages.update_package(services(request).catalog, environment(request),
+                                            kind, ident, body)
+        return ok(packages.package_json(doc, kind))
+
+    @post(base + "/{ident:str}/archive", name=f"{kind}_archive")
+    async def archive(request: Request, ident: FromPath[str]) -> Response:
+        doc = await packages.archive(services(request).catalog, environment(request), kind,
+                                     ident)
+        return ok(packages.package_json(doc, kind))
+
+    @post(base + "/{ident:str}/draft", name=f"{kind}_create_draft")
+    async def create_draft(request: Request, ident: FromPath[str]) -> Response:
+        doc = await packages.create_draft(services(request).catalog, environment(request),
+                                          kind, ident)
+        return ok(packages.package_json(doc, kind))
+
+    @delete(base + "/{ident:str}/draft", name=f"{kind}_remove_draft", status_code=200)
+    async def remove_draft(request: Request, ident: FromPath[str]) -> Response:
+        doc = await packages.remove_draft(services(request).catalog, environment(request),
+                                          kind, ident)
+        return ok({"id": doc["id"]})
+
+    @post(base + "/{ident:str}/publish", name=f"{kind}_publish")
+    async def publish(request: Request, ident: FromPath[str]) -> Response:
+        body = decode(await request.body(), PublishBody)
+        if body.migration_type is None:
+            raise bad_input("is required: NEW_CUSTOMERS or ALL_CUSTOMERS", "migrationType")
+        await packages.publish(services(request).catalog, environment(request), kind, ident,
+                               migration_type=body.migration_type)
+        return ok({"taskId": None})
+
+    async def _charges(request: Request, ident: str, limit: int | None, after: str | None,
+                       before: str | None, overage: bool) -> Response:
+        doc = await _doc(request, ident)
+        rows, pagination = page_rows(packages.charge_rows(doc, overage=overage),
+                                     limit_in(limit), after, before)
+        return ok(rows, pagination=pagination)
+
+    @get(base + "/{ident:str}/charges", name=f"{kind}_charges")
+    async def list_charges(request: Request, ident: FromPath[str],
+                           limit: FromQuery[int | None] = None,
+                           after: FromQuery[str | None] = None,
+                           before: FromQuery[str | None] = None) -> Response:
+        return await _charges(request, ident, limit, after, before, False)
+
+    @get(base + "/{ident:str}/overage-charges", name=f"{kind}_overage_charges")
+    async def list_overage_charges(request: Request, ident: FromPath[str],
+                                   limit: FromQuery[int | None] = None,
+                                   after: FromQuery[str | None] = None,
+                                   before: FromQuery[str | None] = None) -> Response:
+        return await _charges(request, ident, limit, after, before, True)
+
+    ents = base + "/{%s:str}/entitlements" % pid
+
+    @post(ents, name=f"{kind}_entitlements_create")
+    async def create_entitlements(request: Request) -> Response:
+        body = decode(await request.body(), EntitlementsBody)
+        written = await packages.set_entitlements(
+            services(request).catalog, environment(request), kind,
+            request.path_params[pid], list(body.entitlements), replace=False)
+        return ok([packages.entitlement_json(e) for e in written])
+
+    @get(ents, name=f"{kind}_entitlements_list")
+    async def list_entitlements(request: Request) -> Response:
+        doc = await _doc(request, request.path_params[pid])
+        return ok([packages.entitlement_json(e) for e in doc["entitlements"]],
+                  pagination={"next": None, "prev": None})
+
+    @patch(ents + "/{ent_id:str}", name=f"{kind}_entitlements_update")
+    async def update_entitlement(request: Request, ent_id: FromPath[str]) -> Response:
+        body = decode(await request.body(), EntitlementIn)
+        ent = await packages.update_entitlement(
+            services(request).catalog, environment(request), kind, request.path_params[pid],
+            ent_id, body)
+        return ok(packages.entitlement_json(ent))
+
+    @delete(ents + "/{ent_id:str}", name=f"{kind}_entitlements_delete", status_code=200)
+    async def delete_entitlement(request: Request, ent_id: FromPath[str]) -> Response:
+        gone = await packages.delete_entitlement(
+            services(request).catalog, environment(request), kind, request.path_params[pid],
+            ent_id)
+        return ok(packages.entitlement_json(gone))
+
+    return [create, list_packages, retrieve, update, archive, create_draft, remove_draft,
+            publish, list_charges, list_overage_charges, create_entitlements,
+            list_entitlements, update_entitlement, delete_entitlement]
+
+
+ROUTES = [*_routes("plan"), *_routes("addon")]

@@ -1,0 +1,99 @@
+"""Products (issue 9): the official client's `v1.products` (create, list, update, archive,
+unarchive, duplicate) over `gateway.packages`, plus `GET /api/v1/products/{id}` (an
+extension: the client has no retrieve)."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import Request, Response, get, patch, post
+from litestar.params import FromPath, FromQuery
+from msgspec import UNSET, UnsetType
+
+from gateway import packages
+from gateway.app import environment, ok, services
+from gateway.errors import ApiError, bad_input
+from gateway.packages import ProductCreate, ProductUpdate
+from gateway.wire import created_at_bounds, decode, limit_in
+
+__all__ = ["ROUTES"]
+
+_BASE = "/api/v1/products"
+
+
+class DuplicateBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    target_id: str
+    display_name: str | None = None
+    description: str | None | UnsetType = UNSET
+
+
+@post(_BASE)
+async def create_product(request: Request) -> Response:
+    body = decode(await request.body(), ProductCreate)
+    doc = await packages.create_product(services(request).catalog, environment(request), body)
+    return ok(packages.product_json(doc))
+
+
+@get(_BASE)
+async def list_products(
+    request: Request,
+    limit: FromQuery[int | None] = None,
+    after: FromQuery[str | None] = None,
+    before: FromQuery[str | None] = None,
+    id: FromQuery[str | None] = None,  # noqa: A002 - the contract's parameter name
+) -> Response:
+    """Creation order; `id` matches exactly, `status` is PUBLISHED, ARCHIVED or both
+    (comma-separated), `createdAt[gt|gte|lt|lte]` bound the creation time."""
+    wanted = {s.strip() for value in request.query_params.getall("status", [])
+              for s in value.split(",") if s.strip()}
+    if wanted - {"PUBLISHED", "ARCHIVED"}:
+        raise bad_input("must be PUBLISHED, ARCHIVED or both, comma-separated", "status")
+    archived = None if len(wanted) != 1 else wanted == {"ARCHIVED"}
+    page = await services(request).catalog.page(
+        "products", environment(request), limit_in(limit), after, before, archived,
+        created=created_at_bounds(request), equal={"id": id})
+    return ok([packages.product_json(d) for d in page.items],
+              pagination={"next": page.next, "prev": page.prev})
+
+
+@get(_BASE + "/{product_id:str}")
+async def retrieve_product(request: Request, product_id: FromPath[str]) -> Response:
+    doc = await packages.get_product(services(request).catalog, environment(request),
+                                     product_id)
+    if doc is None:
+        raise ApiError(404, "ProductNotFound", f"product {product_id!r} was not found", "id")
+    return ok(packages.product_json(doc))
+
+
+@patch(_BASE + "/{product_id:str}")
+async def update_product(request: Request, product_id: FromPath[str]) -> Response:
+    body = decode(await request.body(), ProductUpdate)
+    doc = await packages.update_product(services(request).catalog, environment(request),
+                                        product_id, body)
+    return ok(packages.product_json(doc))
+
+
+@post(_BASE + "/{product_id:str}/archive")
+async def archive_product(request: Request, product_id: FromPath[str]) -> Response:
+    doc = await packages.archive_product(services(request).catalog, environment(request),
+                                         product_id)
+    return ok(packages.product_json(doc))
+
+
+@post(_BASE + "/{product_id:str}/unarchive")
+async def unarchive_product(request: Request, product_id: FromPath[str]) -> Response:
+    doc = await packages.unarchive_product(services(request).catalog, environment(request),
+                                           product_id)
+    return ok(packages.product_json(doc))
+
+
+@post(_BASE + "/{product_id:str}/duplicate")
+async def duplicate_product(request: Request, product_id: FromPath[str]) -> Response:
+    body = decode(await request.body(), DuplicateBody)
+    doc = await packages.duplicate_product(
+        services(request).catalog, environment(request), product_id, body.target_id,
+        display_name=body.display_name, description=body.description)
+    return ok(packages.product_json(doc))
+
+
+ROUTES = [create_product, list_products, retrieve_product, update_product, archive_product,
+          unarchive_product, duplicate_product]
