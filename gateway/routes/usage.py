@@ -38,7 +38,7 @@ from engine.core.commands import (
     UsageReply,
 )
 from engine.core.meters import ADDITIVE, contribution, matches
-from engine.core.usage import burn_units
+from engine.core.usage import burn_units, usage_in_period
 from gateway.app import environment, ok, services
 from gateway.catalog import now_ms
 from gateway.entitlements_state import effective_entitlements, period_starts
@@ -392,9 +392,14 @@ async def estimate_usage(request: Request) -> Response:
     delta = value
     if body.update_behavior == "SET":
         rows = await services(request).store.fetch(
-            "SELECT value FROM usage_counters WHERE customer_id = ? AND feature_id = ? "
-            "AND resource_key = ?", customer, body.feature_id, body.resource_id or "")
-        delta = value - (rows[0][0] if rows else 0)
+            "SELECT value, period_start FROM usage_counters WHERE customer_id = ? "
+            "AND feature_id = ? AND resource_key = ?", customer, body.feature_id,
+            body.resource_id or "")
+        window = (await _windows(request, body.customer_id, body.resource_id, {})).get(
+            body.feature_id)
+        current = usage_in_period(rows[0][0], rows[0][1],
+                                  window[0] if window else None) if rows else 0
+        delta = value - current
     cost = burn_units(delta, rate[1]) if delta > 0 else 0
     estimates = await _estimates(request, customer, body.resource_id,
                                  [(rate[0], body.feature_id, cost, None)])
