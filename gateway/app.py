@@ -199,6 +199,7 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
     says), the garbage collector is tuned once started (`tune_gc`): a server's own process
     only."""
     from gateway.routes import ROUTES
+    from gateway.subscriptions import Scheduler
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -246,6 +247,10 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
                     tasks.start_soon(app.state.feed.hub.run_ticker,
                                      app.state.feed.options.heartbeat_s)
                     app.state.services = Services(settings, store, runtime, catalog, clock)
+                    # Renewals, trial ends and scheduled changes of subscriptions.
+                    scheduler = Scheduler(lambda: app.state.services)
+                    tasks.start_soon(scheduler.run)
+                    app.state.on_clock_moved.append(scheduler.catch_up)
                     app.state.webhooks = webhooks
                     log.info("creditd ready", database=settings.database_url or "default")
                     if server_process:

@@ -185,7 +185,7 @@ class Catalog:
                 "coupons": ("type",),
                 "plans": ("product_id", "status"),
                 "addons": ("product_id", "status"),
-                "subscriptions": ("customer_id", "plan_id", "status", "resource_id")}
+                "subscriptions": ("customer_id", "plan_id", "status", "resource_id", "due_at")}
 
     async def insert(self, table: str, environment: str, doc: dict[str, Any]) -> bool:
         """False if a document with this id exists already."""

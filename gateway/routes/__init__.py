@@ -11,6 +11,7 @@ from gateway.routes.plans import ROUTES as _PLANS
 from gateway.routes.products import ROUTES as _PRODUCTS
 from gateway.routes.promotions import ROUTES as _PROMOTIONS
 from gateway.routes.recharge import ROUTES as _RECHARGE
+from gateway.routes.subscriptions import ROUTES as _SUBSCRIPTIONS
 from gateway.routes.test_clock import ROUTES as _TEST_CLOCK
 from gateway.routes.usage import ROUTES as _USAGE
 from gateway.routes.webhooks import ROUTES as _WEBHOOKS
@@ -18,4 +19,5 @@ from gateway.feed.stream import ROUTES as _FEED
 
 ROUTES = [*_CURRENCIES, *_CUSTOMERS, *_CREDITS, *_ENTITLEMENTS, *_FEATURES, *_USAGE,
           *_ANALYTICS, *_WEBHOOKS, *_FEED, *_RECHARGE,
-          *_COUPONS, *_PRODUCTS, *_PLANS, *_TEST_CLOCK, *_PROMOTIONS]
+          *_COUPONS, *_PRODUCTS, *_PLANS, *_TEST_CLOCK, *_PROMOTIONS,
+          *_SUBSCRIPTIONS]

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from datetime import datetime, timedelta
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,58 @@ def server(request: pytest.FixtureRequest,
         s.stop()
         if drop is not None:
             drop()
+
+
+CLOCK_START = "2026-01-01T00:00:00+00:00"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def clock_server(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Like `server`, on a manual clock (CREDITD_CLOCK) that starts at CLOCK_START and
+    moves only through `PUT /api/v1/test-clock` (see `move_clock`). Tests of one module
+    share it, so each reads the time it starts at (`clock_now`) rather than assuming it."""
+    drop = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('creditd') / 'creditd.db'}"
+    else:
+        url, drop = fresh_pg_url()
+    s = Server(url, api_keys=f"{KEY},other:{OTHER_KEY}",
+               env={"CREDITD_CLOCK": f"manual:{CLOCK_START}"}).start()
+    try:
+        yield s
+    finally:
+        s.stop()
+        if drop is not None:
+            drop()
+
+
+class TestClock:
+    """The server's manual clock: `now()` reads it, `move(to=…)` / `move(by=…)` moves it
+    (whatever falls due — renewals, trial ends, expiries — runs before the answer)."""
+
+    __test__ = False  # not a test class
+
+    def __init__(self, raw: httpx.Client) -> None:
+        self.raw = raw
+
+    def now(self) -> datetime:
+        r = self.raw.get("/api/v1/test-clock")
+        assert r.status_code == 200, r.text
+        return datetime.fromisoformat(r.json()["data"]["now"].replace("Z", "+00:00"))
+
+    def move(self, *, to: datetime | None = None, by: timedelta | None = None) -> datetime:
+        body = {"now": to.isoformat()} if to is not None else {
+            "advanceSeconds": int(by.total_seconds())}  # type: ignore[union-attr]
+        r = self.raw.put("/api/v1/test-clock", json=body)
+        assert r.status_code == 200, r.text
+        return datetime.fromisoformat(r.json()["data"]["now"].replace("Z", "+00:00"))
+
+
+@pytest.fixture
+def clock(clock_server: Server) -> Iterator[TestClock]:
+    with clock_server.http() as raw:
+        yield TestClock(raw)
 
 
 @pytest.fixture

@@ -1,0 +1,558 @@
+"""Subscriptions over REST: provision, retrieve, list, update, cancel, migrate, transfer,
+and cancelling a scheduled update. The life of a subscription in time (renewals, trials,
+recurring credits, scheduled changes) is in gateway/subscriptions.py.
+
+Extensions to the contract, all optional: `planId` and `unitQuantity` on PATCH (a change of
+plan keeps the subscription's id; the contract's way — provisioning the other plan of the
+product — works too), and `billingPeriod`, `unitQuantity`, `planVersion`,
+`billingCountryCode` in the answer."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Literal
+
+import msgspec
+from litestar import Request, Response, delete, get, patch, post
+from litestar.params import FromPath, FromQuery
+from msgspec import UNSET, UnsetType
+
+from gateway import subscriptions as subs
+from gateway.app import environment, ok, services
+from gateway.errors import ApiError, bad_input
+from gateway.routes.common import require_customer
+from gateway.subscription_changes import apply_changes, resolve
+from gateway.wire import created_at_bounds, decode, iso, limit_in, parse_time
+
+__all__ = ["ROUTES", "subscription_json"]
+
+_BASE = "/api/v1/subscriptions"
+_STATUSES = ("PAYMENT_PENDING", "ACTIVE", "EXPIRED", "IN_TRIAL", "CANCELED", "NOT_STARTED")
+
+
+class AddonIn(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    quantity: int
+
+
+class ChargeIn(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    quantity: Decimal
+    type: Literal["FEATURE", "CREDIT"]
+
+
+class CouponIn(msgspec.Struct, rename="camel"):
+    coupon_id: str | None = None
+    promotion_code: str | None = None
+    billing_coupon_id: str | None = None
+    configuration: Any = None
+    discount: Any = None
+
+
+class TrialOverride(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    is_trial: bool
+    trial_end_date: str | None = None
+    trial_end_behavior: Literal["CONVERT_TO_PAID", "CANCEL_SUBSCRIPTION"] | None = None
+
+
+# Fields of the contract that creditd accepts and keeps but that change nothing here (no
+# billing provider is connected): billing details, payment confirmation, CRM ids.
+class _Passive(msgspec.Struct, rename="camel"):
+    await_payment_confirmation: bool | None = None
+    billing_id: str | None = None
+    billing_information: Any = None
+    payment_collection_method: Literal["CHARGE", "INVOICE", "NONE"] | None = None
+    salesforce_id: str | None = None
+    billing_cycle_anchor: Literal["UNCHANGED", "NOW"] | None = None
+    paying_customer_id: str | None = None
+    metadata: dict[str, str] | None = None
+    budget: Any = None
+
+
+class ProvisionBody(_Passive, forbid_unknown_fields=True, rename="camel"):
+    customer_id: str = ""
+    plan_id: str = ""
+    id: str | None = None
+    addons: list[AddonIn] | None = None
+    applied_coupon: CouponIn | None = None
+    billing_country_code: str | None = None
+    billing_period: Literal["MONTHLY", "ANNUALLY"] | None = None
+    charges: list[ChargeIn] | None = None
+    resource_id: str | None = None
+    schedule_strategy: Literal["END_OF_BILLING_PERIOD", "END_OF_BILLING_MONTH",
+                               "IMMEDIATE"] | None = None
+    start_date: str | None = None
+    cancellation_date: str | None = None
+    trial_override_configuration: TrialOverride | None = None
+    unit_quantity: int | None = None
+    # Custom subscription-level entitlements, price overrides, minimum spend and hosted
+    # checkout are not built; sending them is a 400 naming the field, not a silent no-op.
+    entitlements: Any = UNSET
+    price_overrides: Any = UNSET
+    minimum_spend: Any = UNSET
+    checkout_options: Any = UNSET
+    salesforce_id: str | None = None
+
+
+class UpdateBody(_Passive, forbid_unknown_fields=True, rename="camel"):
+    addons: list[AddonIn] | None = None
+    applied_coupon: CouponIn | None = None
+    billing_period: Literal["MONTHLY", "ANNUALLY"] | None = None
+    cancellation_date: str | None | UnsetType = UNSET
+    charges: list[ChargeIn] | None = None
+    promotion_code: str | None = None
+    schedule_strategy: Literal["END_OF_BILLING_PERIOD", "END_OF_BILLING_MONTH",
+                               "IMMEDIATE"] | None = None
+    trial_end_date: str | None = None
+    plan_id: str | None = None  # extension
+    unit_quantity: int | None = None  # extension
+    entitlements: Any = UNSET
+    price_overrides: Any = UNSET
+    minimum_spend: Any = UNSET
+
+
+class CancelBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    cancellation_action: Literal["DEFAULT", "REVOKE_ENTITLEMENTS"] = "DEFAULT"
+    cancellation_time: Literal["END_OF_BILLING_PERIOD", "IMMEDIATE",
+                               "SPECIFIC_DATE"] = "IMMEDIATE"
+    end_date: str | None = None
+    prorate: bool | None = None
+
+
+class MigrateBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    subscription_migration_time: Literal["END_OF_BILLING_PERIOD", "IMMEDIATE"] = "IMMEDIATE"
+
+
+class TransferBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    destination_resource_id: str
+
+
+def _unsupported(body: Any) -> None:
+    for name, wire in (("entitlements", "entitlements"), ("price_overrides", "priceOverrides"),
+                       ("minimum_spend", "minimumSpend"), ("checkout_options", "checkoutOptions")):
+        if getattr(body, name, UNSET) not in (UNSET, None, []):
+            raise bad_input("is not supported by creditd (define it on the plan instead)", wire)
+
+
+def subscription_json(doc: dict[str, Any]) -> dict[str, Any]:
+    trial_end = doc.get("_trialEnd")
+    return {
+        "id": doc["id"],
+        "customerId": doc["customerId"],
+        "payingCustomerId": doc.get("payingCustomerId"),
+        "resourceId": doc.get("resourceId"),
+        "planId": doc["planId"],
+        "planVersion": doc["planVersion"],
+        "pricingType": doc["pricingType"],
+        "status": doc["status"],
+        "billingPeriod": doc["billingPeriod"],
+        "unitQuantity": doc.get("unitQuantity"),
+        "billingCountryCode": doc.get("billingCountryCode"),
+        "addons": [{"id": a["id"], "quantity": a["quantity"]} for a in doc.get("addons") or ()],
+        "charges": doc.get("charges") or [],
+        "startDate": iso(doc["_start"]),
+        "billingCycleAnchor": iso(doc["_anchor"]),
+        "currentBillingPeriodStart": iso(doc.get("_periodStart")),
+        "currentBillingPeriodEnd": iso(doc.get("_periodEnd")),
+        "trialEndDate": iso(trial_end),
+        "trial": {"trialEndBehavior": doc.get("_trialEndBehavior") or "CONVERT_TO_PAID"}
+        if trial_end is not None else None,
+        "cancellationDate": iso(doc.get("_cancelAt")),
+        "cancelReason": doc.get("cancelReason"),
+        "endDate": iso(doc.get("_end")),
+        "effectiveEndDate": iso(doc.get("_end")),
+        "coupons": doc.get("coupons") or [],
+        "futureUpdates": [
+            {"scheduledExecutionTime": iso(u["at"]), "scheduleStatus": u["status"],
+             "subscriptionScheduleType": u["type"],
+             "targetPackage": {"id": u["changes"]["planId"]} if "planId" in u["changes"]
+             else None}
+            for u in doc.get("_scheduled") or ()],
+        "metadata": doc.get("metadata") or {},
+        "budget": doc.get("budget"),
+        "paymentCollection": "NOT_REQUIRED",
+        "paymentCollectionMethod": doc.get("paymentCollectionMethod") or "NONE",
+        "billingId": doc.get("billingId"),
+        "latestInvoice": None,
+        "minimumSpend": None,
+        "contractId": None,
+        "prices": doc.get("prices") or [],
+        "subscriptionEntitlements": [],
+        "createdAt": iso(doc["_createdAt"]),
+        "updatedAt": iso(doc["_updatedAt"]),
+    }
+
+
+async def _coupon_of(request: Request, body: CouponIn | None, promotion_code: str | None,
+                     field: str) -> list[dict[str, Any]] | None:
+    """The subscription's coupon list from `appliedCoupon` (a coupon id; a promotion code
+    is a coupon id too, as creditd has no separate codes)."""
+    ident = (body.coupon_id or body.promotion_code) if body is not None else None
+    ident = ident or promotion_code
+    if ident is None:
+        if body is not None and body.discount is not None:
+            raise bad_input("ad-hoc discounts are not supported; create a coupon and pass its "
+                            "id", f"{field}.discount")
+        return None
+    coupon = await services(request).catalog.get("coupons", environment(request), ident)
+    if coupon is None:
+        raise ApiError(404, "CouponNotFound", f"coupon {ident!r} was not found",
+                       f"{field}.couponId")
+    if coupon.get("_archivedAt") is not None:
+        raise bad_input(f"coupon {ident!r} is archived", f"{field}.couponId")
+    return [{"id": coupon["id"], "name": coupon["name"], "status": "ACTIVE",
+             "percentOff": coupon.get("percentOff"),
+             "amountsOff": coupon.get("amountsOff")}]
+
+
+def _country(code: str | None) -> str | None:
+    if code is None:
+        return None
+    if not (len(code) == 2 and code.isascii() and code.isalpha()):
+        raise bad_input("must be a two-letter country code", "billingCountryCode")
+    return code.upper()
+
+
+async def _trial(request: Request, env: str, customer_id: str, plan_id: str, product_id: str,
+                 start: int, override: TrialOverride | None) -> tuple[int | None, str]:
+    """(trial end, end behavior): the override's, or the plan's default trial if the
+    customer has never had a trial on this product."""
+    from gateway import packages  # noqa: PLC0415
+
+    if override is not None:
+        behavior = override.trial_end_behavior or "CONVERT_TO_PAID"
+        if not override.is_trial:
+            return None, behavior
+        end = parse_time(override.trial_end_date, "trialOverrideConfiguration.trialEndDate")
+        if end is None:
+            raise bad_input("is required when isTrial is true",
+                            "trialOverrideConfiguration.trialEndDate")
+        if end <= start:
+            raise bad_input("must be after the start date",
+                            "trialOverrideConfiguration.trialEndDate")
+        return end, behavior
+    plan = await packages.published(services(request).catalog, env, "plan", plan_id)
+    config = (plan or {}).get("defaultTrialConfig")
+    if not config:
+        return None, "CONVERT_TO_PAID"
+    for doc in await subs.customer_subscriptions(services(request), env, customer_id):
+        if doc.get("_trialEnd") is not None and doc.get("productId") == product_id:
+            return None, "CONVERT_TO_PAID"  # one trial per product
+    from engine.billing.lifecycle import trial_end_of  # noqa: PLC0415
+
+    return (trial_end_of(start, int(Decimal(str(config["duration"]))), config["units"]),
+            config.get("trialEndBehavior") or "CONVERT_TO_PAID")
+
+
+async def _replace_running(request: Request, env: str, doc: dict[str, Any], now: int) -> None:
+    """A product that does not allow several subscriptions: the customer's running one on
+    it (same resource) ends now, replaced by the new one."""
+    from gateway import packages  # noqa: PLC0415
+
+    product = await packages.get_product(services(request).catalog, env, doc["productId"])
+    if product and product.get("multipleSubscriptions"):
+        return
+    for other in await subs.customer_subscriptions(services(request), env, doc["customerId"]):
+        if other["id"] == doc["id"] or other.get("productId") != doc["productId"] or (
+                other.get("resourceId") != doc.get("resourceId")) or other["status"] not in (
+                *subs.RUNNING, "NOT_STARTED"):
+            continue
+        await _end(request, env, other, now, "UPGRADE_OR_DOWNGRADE", revoke=True)
+
+
+async def _end(request: Request, env: str, doc: dict[str, Any], at: int, reason: str, *,
+               revoke: bool) -> dict[str, Any]:
+    svc = services(request)
+    doc = dict(doc)
+    doc["_end"] = at
+    doc["_cancelAt"] = at
+    doc["cancelReason"] = reason
+    if revoke:
+        await subs.void_current_credits(svc, env, doc)
+    doc["dueAt"] = svc.clock.now_ms()  # let the catch-up move the status
+    async with subs.lock_of(env, doc["customerId"]):
+        await subs.save(svc, env, doc)
+        return await subs.catch_up(svc, env, doc)
+
+
+@post(_BASE)
+async def provision(request: Request) -> Response:
+    svc = services(request)
+    env = environment(request)
+    body = decode(await request.body(), ProvisionBody)
+    if not body.customer_id:
+        raise bad_input("is required", "customerId")
+    if not body.plan_id:
+        raise bad_input("is required", "planId")
+    _unsupported(body)
+    if body.id is not None and (not body.id or "/" in body.id or len(body.id) > 255):
+        raise bad_input("must be 1-255 characters without '/'", "id")
+    await require_customer(request, body.customer_id)
+    now = svc.clock.now_ms()
+    start = parse_time(body.start_date, "startDate")
+    start = now if start is None else start
+    changes = await resolve(svc, env, None, plan_id=body.plan_id,
+                            billing_period=body.billing_period, addons=body.addons,
+                            unit_quantity=body.unit_quantity, charges=body.charges)
+    coupons = await _coupon_of(request, body.applied_coupon, None, "appliedCoupon")
+    trial_end, behavior = await _trial(request, env, body.customer_id, body.plan_id,
+                                       changes["productId"], start,
+                                       body.trial_override_configuration)
+    cancel_at = parse_time(body.cancellation_date, "cancellationDate")
+    if cancel_at is not None and cancel_at <= start:
+        raise bad_input("must be after the start date", "cancellationDate")
+    if body.id is not None and await svc.catalog.get("subscriptions", env, body.id):
+        raise ApiError(409, "DuplicatedEntityNotAllowed", f"subscription {body.id!r} exists "
+                       "already", "id")
+    doc: dict[str, Any] = {
+        "id": body.id or subs.new_id(body.plan_id),
+        "customerId": body.customer_id,
+        "payingCustomerId": body.paying_customer_id,
+        "resourceId": body.resource_id,
+        "status": "NOT_STARTED",
+        "billingCountryCode": _country(body.billing_country_code),
+        "coupons": coupons,
+        "metadata": body.metadata or {},
+        "budget": msgspec.to_builtins(body.budget) if body.budget is not None else None,
+        "billingId": body.billing_id,
+        "paymentCollectionMethod": body.payment_collection_method,
+        "_start": start,
+        "_anchor": trial_end if trial_end is not None else start,
+        "_trialEnd": trial_end,
+        "_trialEndBehavior": behavior,
+        "_end": cancel_at,
+        "_cancelAt": cancel_at,
+        "_scheduled": [],
+        **changes,
+    }
+    await _replace_running(request, env, doc, now)
+    async with subs.lock_of(env, body.customer_id):
+        doc = await subs.catch_up(svc, env, doc, new=True)
+    entitlements = await _entitlements(request, env, doc)
+    return ok({"id": doc["id"], "status": "SUCCESS", "subscription": subscription_json(doc),
+               "entitlements": entitlements, "isScheduled": doc["status"] == "NOT_STARTED",
+               "checkoutUrl": None, "checkoutBillingId": None}, status=201)
+
+
+async def _entitlements(request: Request, env: str, doc: dict[str, Any]) -> list[Any]:
+    """The customer's entitlements after a change (the feature part, when available)."""
+    try:
+        from gateway import entitlements_state  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - the module ships with the feature checks
+        return []
+    listing = getattr(entitlements_state, "entitlements_json", None)
+    if listing is None:
+        return []
+    return await listing(request, doc["customerId"], doc.get("resourceId"))
+
+
+@get(_BASE)
+async def list_subscriptions(
+    request: Request,
+    limit: FromQuery[int | None] = None,
+    after: FromQuery[str | None] = None,
+    before: FromQuery[str | None] = None,
+) -> Response:
+    svc = services(request)
+    env = environment(request)
+    q = request.query_params
+    statuses = [s.strip() for v in q.getall("status", []) for s in v.split(",") if s.strip()]
+    for s in statuses:
+        if s not in _STATUSES:
+            raise bad_input(f"must be among {', '.join(_STATUSES)}", "status")
+    pricing = [s.strip() for v in q.getall("pricingType", []) for s in v.split(",") if s.strip()]
+    for p in pricing:
+        if p not in ("FREE", "PAID", "CUSTOM"):
+            raise bad_input("must be FREE, PAID or CUSTOM", "pricingType")
+    # Statuses move with time: bring every due subscription up to now before filtering.
+    while await subs.catch_up_due(svc, svc.clock.now_ms()) >= subs.DUE_BATCH_MAX:
+        pass
+    page = await svc.catalog.page(
+        "subscriptions", env, limit_in(limit), after, before,
+        created=created_at_bounds(request),
+        equal={"customer_id": q.get("customerId"), "plan_id": q.get("planId"),
+               "resource_id": q.get("resourceId")},
+        any_of={"status": statuses})
+    items = [d for d in page.items if not pricing or d.get("pricingType") in pricing]
+    return ok([subscription_json(d) for d in items],
+              pagination={"next": page.next, "prev": page.prev})
+
+
+@get(_BASE + "/{subscription_id:str}")
+async def retrieve(request: Request, subscription_id: FromPath[str]) -> Response:
+    doc = await subs.require_subscription(services(request), environment(request),
+                                          subscription_id)
+    return ok(subscription_json(doc))
+
+
+def _schedule_type(changes: dict[str, Any]) -> str:
+    if "planId" in changes:
+        return "PLAN"
+    if "billingPeriod" in changes:
+        return "BILLING_PERIOD"
+    if "addons" in changes:
+        return "ADDON"
+    return "UNIT_AMOUNT"
+
+
+@patch(_BASE + "/{subscription_id:str}")
+async def update(request: Request, subscription_id: FromPath[str]) -> Response:
+    svc = services(request)
+    env = environment(request)
+    body = decode(await request.body(), UpdateBody)
+    _unsupported(body)
+    doc = await subs.require_subscription(svc, env, subscription_id)
+    if doc["status"] not in (*subs.RUNNING, "NOT_STARTED"):
+        raise bad_input(f"the subscription is {doc['status']}; only a running one can change",
+                        "id")
+    now = svc.clock.now_ms()
+    changes = await resolve(svc, env, doc, plan_id=body.plan_id,
+                            billing_period=body.billing_period, addons=body.addons,
+                            unit_quantity=body.unit_quantity, charges=body.charges)
+    coupons = await _coupon_of(request, body.applied_coupon, body.promotion_code,
+                               "appliedCoupon")
+    trial_end = parse_time(body.trial_end_date, "trialEndDate")
+    if trial_end is not None and (doc.get("_trialEnd") is None or doc["status"] != "IN_TRIAL"):
+        raise bad_input("the subscription is not in a trial", "trialEndDate")
+    if trial_end is not None and trial_end <= now:
+        raise bad_input("must be in the future", "trialEndDate")
+    cancel: int | None | UnsetType = UNSET
+    if body.cancellation_date is not UNSET:
+        cancel = parse_time(body.cancellation_date, "cancellationDate")
+        if cancel is not None and cancel <= now:
+            raise bad_input("must be in the future", "cancellationDate")
+    doc = dict(doc)
+    if body.metadata is not None:
+        doc["metadata"] = body.metadata
+    if coupons is not None:
+        doc["coupons"] = coupons
+    if body.budget is not None:
+        doc["budget"] = msgspec.to_builtins(body.budget)
+    if trial_end is not None:
+        # The paid phase (and its billing cycle) starts when the trial ends.
+        doc["_trialEnd"] = doc["_anchor"] = trial_end
+    if cancel is not UNSET:
+        doc["_end"] = doc["_cancelAt"] = cancel
+        doc["cancelReason"] = None
+    strategy = body.schedule_strategy or "IMMEDIATE"
+    if changes and strategy != "IMMEDIATE":
+        at = doc["_periodEnd"]
+        doc["_scheduled"] = [*(doc.get("_scheduled") or ()), {
+            "at": at, "status": "SCHEDULED", "type": _schedule_type(changes),
+            "changes": changes}]
+    elif changes:
+        await apply_changes(svc, env, doc, changes, now)
+    if "planId" in changes and strategy == "IMMEDIATE":
+        doc["prices"] = []
+    doc["dueAt"] = now  # catch up at once: status, period, credit top-ups
+    async with subs.lock_of(env, doc["customerId"]):
+        await subs.save(svc, env, doc)
+        doc = await subs.catch_up(svc, env, doc)
+    return ok(subscription_json(doc))
+
+
+@post(_BASE + "/{subscription_id:str}/cancel")
+async def cancel(request: Request, subscription_id: FromPath[str]) -> Response:
+    svc = services(request)
+    env = environment(request)
+    body = decode(await request.body(), CancelBody)
+    doc = await subs.require_subscription(svc, env, subscription_id)
+    if doc["status"] in ("CANCELED", "EXPIRED"):
+        raise bad_input(f"the subscription is {doc['status']} already", "id")
+    now = svc.clock.now_ms()
+    revoke = body.cancellation_action == "REVOKE_ENTITLEMENTS"
+    if body.cancellation_time == "IMMEDIATE":
+        if body.end_date is not None:
+            raise bad_input("is only for SPECIFIC_DATE", "endDate")
+        at, reason = now, "Immediate"
+    elif body.cancellation_time == "END_OF_BILLING_PERIOD":
+        if body.end_date is not None:
+            raise bad_input("is only for SPECIFIC_DATE", "endDate")
+        at, reason = doc["_periodEnd"], None
+        if doc["status"] == "NOT_STARTED":
+            at = now
+    else:
+        at = parse_time(body.end_date, "endDate")
+        if at is None:
+            raise bad_input("is required with SPECIFIC_DATE", "endDate")
+        if at <= now:
+            raise bad_input("must be in the future", "endDate")
+        reason = None
+    if at <= now:
+        return ok(subscription_json(await _end(request, env, doc, now, reason or "Immediate",
+                                               revoke=revoke)))
+    doc = dict(doc)
+    doc["_end"] = doc["_cancelAt"] = at
+    doc["cancelReason"] = None
+    if revoke:
+        await subs.void_current_credits(svc, env, doc)
+    doc["dueAt"] = now
+    async with subs.lock_of(env, doc["customerId"]):
+        await subs.save(svc, env, doc)
+        doc = await subs.catch_up(svc, env, doc)
+    return ok(subscription_json(doc))
+
+
+@delete(_BASE + "/{subscription_id:str}/future-update/schedule", status_code=200)
+async def cancel_schedule(request: Request, subscription_id: FromPath[str]) -> Response:
+    """Cancel the subscription's scheduled updates (a scheduled cancellation is undone
+    with PATCH cancellationDate: null)."""
+    svc = services(request)
+    env = environment(request)
+    doc = dict(await subs.require_subscription(svc, env, subscription_id))
+    pending = [u for u in doc.get("_scheduled") or () if u["status"] == "SCHEDULED"]
+    if not pending:
+        raise bad_input("the subscription has no scheduled update", "id")
+    doc["_scheduled"] = [{**u, "status": "CANCELED"} if u["status"] == "SCHEDULED" else u
+                         for u in doc["_scheduled"]]
+    doc["dueAt"] = svc.clock.now_ms()
+    async with subs.lock_of(env, doc["customerId"]):
+        await subs.save(svc, env, doc)
+        doc = await subs.catch_up(svc, env, doc)
+    return ok(subscription_json(doc))
+
+
+@post(_BASE + "/{subscription_id:str}/migrate")
+async def migrate(request: Request, subscription_id: FromPath[str]) -> Response:
+    """Move to the latest published versions of the plan and add-ons."""
+    svc = services(request)
+    env = environment(request)
+    body = decode(await request.body(), MigrateBody)
+    doc = dict(await subs.require_subscription(svc, env, subscription_id))
+    if doc["status"] not in (*subs.RUNNING, "NOT_STARTED"):
+        raise bad_input(f"the subscription is {doc['status']}", "id")
+    changes = await resolve(svc, env, doc, latest=True)
+    now = svc.clock.now_ms()
+    if body.subscription_migration_time == "IMMEDIATE":
+        await apply_changes(svc, env, doc, changes, now)
+    else:
+        doc["_scheduled"] = [*(doc.get("_scheduled") or ()), {
+            "at": doc["_periodEnd"], "status": "SCHEDULED", "type": "MIGRATE_TO_LATEST",
+            "changes": changes}]
+    doc["dueAt"] = now
+    async with subs.lock_of(env, doc["customerId"]):
+        await subs.save(svc, env, doc)
+        doc = await subs.catch_up(svc, env, doc)
+    return ok(subscription_json(doc))
+
+
+@post(_BASE + "/{subscription_id:str}/transfer")
+async def transfer(request: Request, subscription_id: FromPath[str]) -> Response:
+    """Move the subscription to another resource of the same customer. Recurring credits
+    already granted stay with the resource they were granted to."""
+    svc = services(request)
+    env = environment(request)
+    body = decode(await request.body(), TransferBody)
+    if not body.destination_resource_id:
+        raise bad_input("must not be empty", "destinationResourceId")
+    doc = dict(await subs.require_subscription(svc, env, subscription_id))
+    doc["resourceId"] = body.destination_resource_id
+    doc["dueAt"] = svc.clock.now_ms()
+    async with subs.lock_of(env, doc["customerId"]):
+        await subs.save(svc, env, doc)
+        doc = await subs.catch_up(svc, env, doc)
+    return ok(subscription_json(doc))
+
+
+ROUTES = [provision, list_subscriptions, retrieve, update, cancel, cancel_schedule, migrate,
+          transfer]

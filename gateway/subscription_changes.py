@@ -1,0 +1,163 @@
+"""What a subscription is made of — plan, billing period, add-ons, quantities — checked
+against the catalog and applied. Provisioning, updates, scheduled updates and migrations
+all go through `resolve` (every check before anything is written) and `apply_changes`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.errors import ApiError, bad_input
+
+__all__ = ["resolve", "apply_changes", "price_periods", "pricing_type_of"]
+
+QUANTITY_MAX = 1_000_000
+
+
+async def _package(services: Any, env: str, kind: str, ident: str, field: str,
+                   ) -> dict[str, Any]:
+    from gateway import packages  # noqa: PLC0415
+
+    working = await packages.get_package(services.catalog, env, kind, ident)
+    version = await packages.published(services.catalog, env, kind, ident)
+    name = "PlanNotFound" if kind == "plan" else "AddonNotFound"
+    if working is None or version is None:
+        what = "was not found" if working is None else "has never been published"
+        raise ApiError(404, name, f"{kind} {ident!r} {what}", field)
+    if working.get("status") == "ARCHIVED" or working.get("_archivedAt") is not None:
+        raise bad_input(f"{kind} {ident!r} is archived", field)
+    return version
+
+
+def price_periods(package: dict[str, Any]) -> set[str]:
+    """The billing periods the package has prices for (empty: free, any period)."""
+    charges = package.get("charges") or {}
+    return {p.get("billingPeriod") for m in charges.get("pricingModels") or ()
+            for p in m.get("pricePeriods") or ()}
+
+
+def pricing_type_of(package: dict[str, Any]) -> str:
+    declared = package.get("pricingType") or (package.get("charges") or {}).get("pricingType")
+    if declared:
+        return declared
+    return "PAID" if price_periods(package) else "FREE"
+
+
+def _per_unit(package: dict[str, Any], feature_id: str | None) -> dict[str, Any] | None:
+    for m in (package.get("charges") or {}).get("pricingModels") or ():
+        if m.get("billingModel") == "PER_UNIT" and (
+                feature_id is None or m.get("featureId") == feature_id):
+            return m
+    return None
+
+
+def _check_quantity(model: dict[str, Any] | None, quantity: int, field: str) -> None:
+    if not 1 <= quantity <= QUANTITY_MAX:
+        raise bad_input(f"must be from 1 to {QUANTITY_MAX}", field)
+    if model is None:
+        return
+    low, high = model.get("minUnitQuantity"), model.get("maxUnitQuantity")
+    if low is not None and quantity < int(low):
+        raise bad_input(f"must be at least {low} (the plan's minimum)", field)
+    if high is not None and quantity > int(high):
+        raise bad_input(f"must be at most {high} (the plan's maximum)", field)
+
+
+async def resolve(services: Any, env: str, current: dict[str, Any] | None,
+                  *, plan_id: str | None = None, billing_period: str | None = None,
+                  addons: list[Any] | None = None, unit_quantity: int | None = None,
+                  charges: list[Any] | None = None, latest: bool = False,
+                  ) -> dict[str, Any]:
+    """The changes to make to `current` (None: a new subscription), every one checked.
+    `addons` items have `.id` and `.quantity`; `charges` items `.id`, `.quantity`, `.type`.
+    `latest`: move to the latest published versions (a migration)."""
+    changes: dict[str, Any] = {}
+    plan_id = plan_id or (current or {}).get("planId")
+    if plan_id is None:
+        raise bad_input("is required", "planId")
+    plan_changed = current is None or plan_id != current["planId"]
+    if plan_changed or latest:
+        plan = await _package(services, env, "plan", plan_id, "planId")
+        changes.update(planId=plan_id, planVersion=plan["versionNumber"],
+                       productId=plan["productId"], pricingType=pricing_type_of(plan))
+    else:
+        from gateway import packages  # noqa: PLC0415
+
+        plan = await packages.published(services.catalog, env, "plan", plan_id,
+                                        current["planVersion"])
+        assert plan is not None
+    period = billing_period or (current or {}).get("billingPeriod") or "MONTHLY"
+    if period not in ("MONTHLY", "ANNUALLY"):
+        raise bad_input("must be MONTHLY or ANNUALLY", "billingPeriod")
+    periods = price_periods(plan)
+    if periods and period not in periods:
+        raise bad_input(f"plan {plan_id!r} has no {period} price (it has "
+                        f"{', '.join(sorted(periods))})", "billingPeriod")
+    if current is None or period != current.get("billingPeriod"):
+        changes["billingPeriod"] = period
+    if addons is not None or plan_changed or latest:
+        wanted = addons if addons is not None else [
+            _Item(a["id"], a["quantity"]) for a in (current or {}).get("addons") or ()]
+        compatible = plan.get("compatibleAddonIds")
+        seen: set[str] = set()
+        resolved = []
+        for i, item in enumerate(wanted):
+            field = f"addons[{i}]"
+            if item.id in seen:
+                raise bad_input("each add-on at most once", f"{field}.id")
+            seen.add(item.id)
+            addon = await _package(services, env, "addon", item.id, f"{field}.id")
+            if addon.get("productId") != plan.get("productId"):
+                raise bad_input(f"add-on {item.id!r} belongs to another product", f"{field}.id")
+            if compatible is not None and item.id not in compatible:
+                raise bad_input(f"add-on {item.id!r} is not compatible with plan {plan_id!r}",
+                                f"{field}.id")
+            if type(item.quantity) is not int or item.quantity < 1:
+                raise bad_input("must be a whole number of at least 1", f"{field}.quantity")
+            limit = addon.get("maxQuantity")
+            if limit is not None and item.quantity > limit:
+                raise bad_input(f"must be at most {limit} (the add-on's maximum)",
+                                f"{field}.quantity")
+            resolved.append({"id": item.id, "quantity": item.quantity,
+                             "version": addon["versionNumber"]})
+        if current is None or resolved != current.get("addons"):
+            changes["addons"] = resolved
+    if unit_quantity is not None:
+        _check_quantity(_per_unit(plan, None), unit_quantity, "unitQuantity")
+        changes["unitQuantity"] = unit_quantity
+    elif current is None:
+        model = _per_unit(plan, None)
+        changes["unitQuantity"] = int(model.get("minUnitQuantity") or 1) if model else 1
+    if charges is not None:
+        out = []
+        for i, c in enumerate(charges):
+            field = f"charges[{i}]"
+            if c.type != "FEATURE":
+                raise bad_input("only FEATURE charges (per-unit quantities) are supported",
+                                f"{field}.type")
+            model = _per_unit(plan, c.id)
+            if model is None:
+                raise bad_input(f"plan {plan_id!r} has no per-unit price for feature {c.id!r}",
+                                f"{field}.id")
+            if c.quantity != int(c.quantity):
+                raise bad_input("must be a whole number", f"{field}.quantity")
+            _check_quantity(model, int(c.quantity), f"{field}.quantity")
+            out.append({"id": c.id, "quantity": int(c.quantity), "type": "FEATURE"})
+        changes["charges"] = out
+    return changes
+
+
+class _Item:
+    def __init__(self, ident: str, quantity: int) -> None:
+        self.id, self.quantity = ident, quantity
+
+
+async def apply_changes(services: Any, env: str, doc: dict[str, Any], changes: dict[str, Any],
+                        at: int) -> None:
+    """Apply resolved changes at time `at`. A new billing period restarts the billing
+    cycle at `at` (as a change of plan interval does with card processors); in a trial the
+    cycle still starts at the trial's end."""
+    if "billingPeriod" in changes and doc.get("billingPeriod") != changes["billingPeriod"]:
+        trial_end = doc.get("_trialEnd")
+        if trial_end is None or at >= trial_end:
+            doc["_anchor"] = at
+    doc.update(changes)

@@ -1,0 +1,343 @@
+"""Subscriptions: what a customer bought, kept up to date with time.
+
+A subscription is a document (table `subscriptions`) pointing at one published version of
+a plan and of each add-on, so republishing a plan never changes what existing subscribers
+have. Its status, billing period and recurring credits follow from its timeline
+(`engine.billing.lifecycle`) and the clock:
+
+- **Catch-up.** Before anything reads or changes a subscription, `_catch_up` brings it to
+  `now`: scheduled updates whose time has come are applied, the status moves (trial end,
+  scheduled cancellation), and the recurring credits of the window holding `now` are
+  granted. A background scheduler does the same for every subscription whose `due_at` has
+  passed, so credits land on time even when nobody asks (and `PUT /api/v1/test-clock`
+  runs it before answering).
+- **Recurring credits exactly once.** Each CREDIT entitlement (of the plan, or of an add-on
+  times its quantity) is granted per window of its cadence as a RECURRING grant that
+  expires at the window's end. The grant's id and idempotency key are derived from
+  (subscription, source, currency, window start, n), so a retry after a crash between the
+  grant and the document write replays the same grant instead of adding one; the document
+  records what each window got. Windows missed entirely (the server was down past their
+  end) are not granted late: their credits would be expired on arrival.
+- **Changes.** An immediate update that raises a credit amount tops the current window up
+  to the new amount; a lower amount takes effect from the next window (credits granted
+  stay). An update with `scheduleStrategy: END_OF_BILLING_PERIOD` waits in `futureUpdates`
+  until the period ends. A new subscription to a product that does not allow several
+  replaces the customer's running one on that product (cancelReason
+  UPGRADE_OR_DOWNGRADE, its unused recurring credits voided).
+- **Cancellation.** IMMEDIATE ends it now; END_OF_BILLING_PERIOD and SPECIFIC_DATE end it
+  then (the last credit window is cut there). `cancellationAction: REVOKE_ENTITLEMENTS`
+  also voids the recurring credits left in the current window; DEFAULT leaves them to
+  expire at the window's end.
+
+One writer per customer: changes to a customer's subscriptions are serialized by a lock
+per (environment, customer), so two requests never catch the same subscription up twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
+from weakref import WeakValueDictionary
+
+import anyio
+import msgspec
+import structlog
+
+from engine.billing.lifecycle import (
+    Timeline,
+    billing_window,
+    credit_window,
+    next_change,
+    status_at,
+    trial_end_of,
+)
+from engine.core.commands import CreateGrant, GrantReply, Refused, VoidGrant
+from engine.core.model import GrantType
+from gateway.errors import ApiError, bad_input
+from gateway.routes.common import engine_id, scoped_key
+from gateway.wire import amount_in
+
+__all__ = ["active_subscriptions", "subscription_doc", "customer_subscriptions", "catch_up_due",
+           "save", "lock_of", "timeline_of", "credit_sources", "RUNNING", "Scheduler"]
+
+log = structlog.get_logger("creditd.subscriptions")
+_TABLE = "subscriptions"
+_unjson = msgspec.json.decode
+RUNNING = ("ACTIVE", "IN_TRIAL")
+# Scheduler batch: at most this many due subscriptions per step (the rest wait a step).
+DUE_BATCH_MAX = 500
+# The scheduler looks again at least this often (a due_at written by another path is
+# picked up within this time even without a wake-up).
+SCHEDULER_POLL_S = 30.0
+
+_locks: WeakValueDictionary[tuple[str, str], anyio.Lock] = WeakValueDictionary()
+
+
+def lock_of(env: str, customer_id: str) -> anyio.Lock:
+    key = (env, customer_id)
+    lock = _locks.get(key)
+    if lock is None:
+        lock = _locks[key] = anyio.Lock()
+    return lock
+
+
+def new_id(plan_id: str) -> str:
+    return f"subscription-{plan_id}-{secrets.token_hex(6)}"
+
+
+def timeline_of(doc: dict[str, Any]) -> Timeline:
+    return Timeline(start=doc["_start"], anchor=doc["_anchor"],
+                    billing_period=doc["billingPeriod"], trial_end=doc.get("_trialEnd"),
+                    trial_end_behavior=doc.get("_trialEndBehavior") or "CONVERT_TO_PAID",
+                    end=doc.get("_end"))
+
+
+async def _published(services: Any, env: str, kind: str, ident: str,
+                     version: int | None) -> dict[str, Any] | None:
+    from gateway import packages  # noqa: PLC0415 (packages imports the routes' helpers)
+
+    return await packages.published(services.catalog, env, kind, ident, version)
+
+
+async def credit_sources(services: Any, env: str, doc: dict[str, Any]
+                         ) -> list[tuple[str, str, int, str, str]]:
+    """The subscription's recurring credits: (source key, currency, units per window,
+    cadence, display name) for the plan's CREDIT entitlements and each add-on's times its
+    quantity."""
+    out: list[tuple[str, str, int, str, str]] = []
+    plan = await _published(services, env, "plan", doc["planId"], doc["planVersion"])
+    packages = [("plan", plan, 1)]
+    for addon in doc.get("addons") or ():
+        packages.append((f"addon:{addon['id']}",
+                         await _published(services, env, "addon", addon["id"],
+                                          addon.get("version")),
+                         addon["quantity"]))
+    for source, package, quantity in packages:
+        if package is None:
+            continue
+        for e in package.get("entitlements") or ():
+            if e.get("type") != "CREDIT" or e.get("amount") in (None, "0"):
+                continue
+            units = amount_in(e["amount"], "amount", allow_zero=True) * quantity
+            if units > 0:
+                out.append((source, e["id"], units, e.get("cadence") or "MONTH",
+                            package.get("displayName") or package["id"]))
+    return out
+
+
+def _grant_id(doc: dict[str, Any], source: str, currency: str, window_start: int,
+              n: int) -> str:
+    digest = hashlib.blake2b(f"{doc['id']}\x00{source}\x00{currency}".encode(),
+                             digest_size=10).hexdigest()
+    return f"subscription-{digest}-{window_start}-{n}"
+
+
+async def _grant_window(services: Any, env: str, doc: dict[str, Any], source: str,
+                        currency: str, units: int, cadence: str, name: str, now: int) -> bool:
+    """Grant what the current window of this source still lacks; True if anything changed
+    in the document."""
+    window = credit_window(timeline_of(doc), cadence, now)
+    if window is None:
+        return False
+    start, end = window
+    key = f"{source}|{currency}"
+    ledger = doc.setdefault("_credits", {})
+    got = ledger.get(key)
+    if got is None or got["window"] != start:
+        got = {"window": start, "end": end, "units": 0, "ids": []}
+    if got["units"] >= units:
+        if ledger.get(key) is not got:
+            ledger[key] = got
+        return False
+    grant_id = _grant_id(doc, source, currency, start, len(got["ids"]))
+    reply = await services.runtime.submit(engine_id(env, doc["customerId"]), CreateGrant(
+        grant_id=grant_id, currency_id=currency, amount=units - got["units"],
+        grant_type=GrantType.RECURRING, display_name=f"{name} credits",
+        resource_id=doc.get("resourceId"), expire_at=end,
+        metadata={"subscriptionId": doc["id"], "source": source},
+        idempotency_key=scoped_key("subscription", grant_id)))
+    if isinstance(reply, Refused):
+        # The catalog validated the currency; a refusal here is a bug or a race with an
+        # archived currency: log it and try again at the next catch-up.
+        log.warning("recurring credits refused", subscription=doc["id"], currency=currency,
+                    code=reply.code, message=reply.message)
+        return False
+    assert isinstance(reply, GrantReply)
+    got = {"window": start, "end": end, "units": units, "ids": [*got["ids"], grant_id]}
+    ledger[key] = got
+    return True
+
+
+async def void_current_credits(services: Any, env: str, doc: dict[str, Any]) -> None:
+    """Void what is left of the recurring credits granted for the current windows."""
+    for got in (doc.get("_credits") or {}).values():
+        for grant_id in got["ids"]:
+            reply = await services.runtime.submit(
+                engine_id(env, doc["customerId"]),
+                VoidGrant(grant_id=grant_id, idempotency_key=scoped_key("subscription-void",
+                                                                         grant_id)))
+            if isinstance(reply, Refused) and reply.code not in (
+                    "GRANT_ALREADY_VOIDED", "GRANT_NOT_ACTIVE", "GRANT_EXPIRED"):
+                log.info("recurring credits not voided", grant=grant_id, code=reply.code)
+        got["ids"] = []
+
+
+def _apply_fields(doc: dict[str, Any], now: int) -> None:
+    """Status and billing period from the timeline at `now`."""
+    t = timeline_of(doc)
+    status = status_at(t, now)
+    doc["status"] = status
+    start, end = billing_window(t, now)
+    doc["_periodStart"], doc["_periodEnd"] = start, end
+    if status in ("CANCELED", "EXPIRED") and doc.get("cancelReason") is None:
+        doc["cancelReason"] = "TRIAL_ENDED" if status == "EXPIRED" else "ScheduledCancellation"
+
+
+async def _run_scheduled(services: Any, env: str, doc: dict[str, Any], now: int) -> bool:
+    from gateway.subscription_changes import apply_changes  # noqa: PLC0415 (cycle)
+
+    changed = False
+    for update in doc.get("_scheduled") or ():
+        if update["status"] == "SCHEDULED" and update["at"] <= now:
+            await apply_changes(services, env, doc, update["changes"], update["at"])
+            update["status"] = "DONE"
+            changed = True
+    return changed
+
+
+async def catch_up(services: Any, env: str, doc: dict[str, Any], *,
+                   new: bool = False) -> dict[str, Any]:
+    """Bring one subscription to the clock's `now` (the caller holds its customer's lock)
+    and save it if anything moved (`new`: insert it)."""
+    now = services.clock.now_ms()
+    if not new and "dueAt" in doc and (doc["dueAt"] is None or doc["dueAt"] > now):
+        return doc  # nothing has come due since it was last brought up to date
+    doc = msgspec.json.decode(msgspec.json.encode(doc))  # a private copy to change
+    changed = await _run_scheduled(services, env, doc, now)
+    before = (doc.get("status"), doc.get("_periodStart"))
+    _apply_fields(doc, now)
+    changed |= before != (doc["status"], doc.get("_periodStart"))
+    sources = await credit_sources(services, env, doc)
+    if new:
+        # Inserted before any grant: a grant always belongs to a stored subscription.
+        doc["dueAt"] = now
+        await save(services, env, doc, new=True)
+    if doc["status"] in RUNNING:
+        for source, currency, units, cadence, name in sources:
+            changed |= await _grant_window(services, env, doc, source, currency, units,
+                                           cadence, name, now)
+    due = _due(doc, now, [cadence for _s, _c, _u, cadence, _n in sources])
+    changed |= due != doc.get("dueAt")
+    doc["dueAt"] = due
+    if changed or new:
+        await save(services, env, doc)
+    return doc
+
+
+def _due(doc: dict[str, Any], now: int, cadences: list[str]) -> int | None:
+    t = timeline_of(doc)
+    candidates = [next_change(t, cadences, now)]
+    candidates += [u["at"] for u in doc.get("_scheduled") or () if u["status"] == "SCHEDULED"]
+    found = [c for c in candidates if c is not None]
+    return min(found) if found else None
+
+
+async def save(services: Any, env: str, doc: dict[str, Any], *, new: bool = False) -> None:
+    from gateway.routes.common import stamp  # noqa: PLC0415
+
+    stamp(doc, created=new)
+    if new:
+        if not await services.catalog.insert(_TABLE, env, doc):
+            raise ApiError(409, "DuplicatedEntityNotAllowed",
+                           f"subscription {doc['id']!r} exists already", "id")
+    else:
+        await services.catalog.replace(_TABLE, env, doc)
+
+
+async def customer_subscriptions(services: Any, env: str, customer_id: str
+                                 ) -> list[dict[str, Any]]:
+    """Every subscription of the customer, caught up to now, oldest first."""
+    rows = await services.store.fetch(
+        "SELECT doc FROM subscriptions WHERE environment = ? AND customer_id = ? "
+        "ORDER BY created_at, id", env, customer_id)
+    async with lock_of(env, customer_id):
+        return [await catch_up(services, env, _unjson(r[0])) for r in rows]
+
+
+async def active_subscriptions(services: Any, env: str, customer_id: str,
+                               resource_id: str | None = None) -> list[dict[str, Any]]:
+    """The customer's running subscriptions (ACTIVE or IN_TRIAL) at the clock's now, for
+    `resource_id` (None: those without a resource)."""
+    return [d for d in await customer_subscriptions(services, env, customer_id)
+            if d["status"] in RUNNING and d.get("resourceId") == resource_id]
+
+
+async def subscription_doc(services: Any, env: str, ident: str) -> dict[str, Any] | None:
+    doc = await services.catalog.get(_TABLE, env, ident)
+    if doc is None:
+        return None
+    async with lock_of(env, doc["customerId"]):
+        # Read again under the lock: another request may have caught it up meanwhile.
+        return await catch_up(services, env, await services.catalog.get(_TABLE, env, ident))
+
+
+async def require_subscription(services: Any, env: str, ident: str) -> dict[str, Any]:
+    doc = await subscription_doc(services, env, ident)
+    if doc is None:
+        raise ApiError(404, "SubscriptionNotFound", f"subscription {ident!r} was not found",
+                       "id")
+    return doc
+
+
+async def catch_up_due(services: Any, now: int, limit: int = DUE_BATCH_MAX) -> int:
+    """Catch up the subscriptions whose `due_at` has passed; returns how many."""
+    rows = await services.store.fetch(
+        "SELECT environment, id, customer_id FROM subscriptions WHERE due_at <= ? "
+        "ORDER BY due_at LIMIT ?", now, limit)
+    for env, ident, customer_id in rows:
+        async with lock_of(env, customer_id):
+            doc = await services.catalog.get(_TABLE, env, ident)
+            if doc is not None:
+                await catch_up(services, env, doc)
+    return len(rows)
+
+
+class Scheduler:
+    """Runs `catch_up_due` when the earliest due time passes (checked every
+    SCHEDULER_POLL_S at least), and at once when woken (a clock move)."""
+
+    def __init__(self, services_of: Any) -> None:
+        self._services_of = services_of
+        self._wake = anyio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def catch_up(self, now: int) -> None:
+        """Everything due at `now`, before returning (after the test clock moved)."""
+        while await catch_up_due(self._services_of(), now) >= DUE_BATCH_MAX:
+            pass
+        self.wake()
+
+    async def run(self) -> None:
+        while True:
+            services = self._services_of()
+            try:
+                while await catch_up_due(services, services.clock.now_ms()) >= DUE_BATCH_MAX:
+                    await anyio.sleep(0)
+            except Exception:  # the database may be away: log and try again later
+                log.exception("subscription scheduler step failed")
+            rows = await services.store.fetch("SELECT MIN(due_at) FROM subscriptions")
+            due = rows[0][0] if rows else None
+            now = services.clock.now_ms()
+            deadline = now + int(SCHEDULER_POLL_S * 1000)
+            if due is not None:
+                deadline = min(deadline, max(due, now))
+            await services.clock.wait_until(deadline, self._wake)
+            self._wake = anyio.Event()
+
+
+def bad_if(condition: bool, message: str, field: str) -> None:
+    if condition:
+        raise bad_input(message, field)
