@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import copy
 import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -277,9 +279,9 @@ def to_dict(struct: msgspec.Struct) -> dict[str, Any]:
 
 class _State:
     def __init__(self) -> None:
-        self.locks: dict[tuple[str, str, str], anyio.Lock] = {}
+        self.locks: dict[tuple[str, str, str], list[Any]] = {}  # [lock, users]
         self.versions: dict[tuple[str, str, str, int], dict[str, Any]] = {}
-        self.latest: dict[tuple[str, str, str], int | None] = {}
+        self.latest: dict[tuple[str, str, str], int] = {}
 
 
 _STATES: weakref.WeakKeyDictionary[Any, _State] = weakref.WeakKeyDictionary()
@@ -292,13 +294,23 @@ def _state(catalog: Catalog) -> _State:
     return state
 
 
-def _lock(catalog: Catalog, env: str, kind: str, ident: str) -> anyio.Lock:
+@asynccontextmanager
+async def _lock(catalog: Catalog, env: str, kind: str, ident: str) -> AsyncIterator[None]:
+    """Serialize the writers of one package (or product); the entry goes when no one
+    holds or waits for it, so ids that were only ever refused leave nothing behind."""
     locks = _state(catalog).locks
     key = (env, kind, ident)
-    lock = locks.get(key)
-    if lock is None:
-        lock = locks[key] = anyio.Lock()
-    return lock
+    entry = locks.get(key)
+    if entry is None:
+        entry = locks[key] = [anyio.Lock(), 0]
+    entry[1] += 1
+    try:
+        async with entry[0]:
+            yield
+    finally:
+        entry[1] -= 1
+        if entry[1] == 0:
+            del locks[key]
 
 
 _json = msgspec.json.Encoder(order="deterministic").encode
@@ -426,14 +438,14 @@ async def published(catalog: Catalog, env: str, kind: str, ident: str,
     state = _state(catalog)
     if version is None:
         key = (env, kind, ident)
-        if key not in state.latest:
+        version = state.latest.get(key)
+        if version is None:
             rows = await catalog.store.fetch(
                 "SELECT MAX(version) FROM package_versions WHERE environment = ? AND kind = ? "
                 "AND id = ?", env, kind, ident)
-            state.latest[key] = rows[0][0] if rows and rows[0][0] is not None else None
-        version = state.latest[key]
-        if version is None:
-            return None
+            if not rows or rows[0][0] is None:
+                return None  # not remembered: it may be published later
+            version = state.latest[key] = int(rows[0][0])
     vkey = (env, kind, ident, int(version))
     doc = state.versions.get(vkey)
     if doc is None:

@@ -149,9 +149,11 @@ def test_package_versions_are_kept(client, server, uid, cat) -> None:
     client.v1.plans.entitlements.update(cat["calls"], plan_id=p.id, type="FEATURE",
                                         usage_limit=20)
     client.v1.plans.publish(p.id, migration_type="NEW_CUSTOMERS")
+    # A name is not a price: renaming a published plan renames its published version too.
+    client.v1.plans.update(p.id, display_name="Renamed")
     rows = _versions(server.database_url, p.id)
-    assert [(v, d["status"], d["entitlements"][0]["usageLimit"]) for v, d in rows] == [
-        (1, "PUBLISHED", 10), (2, "PUBLISHED", 20)]
+    assert [(v, d["status"], d["entitlements"][0]["usageLimit"], d["displayName"])
+            for v, d in rows] == [(1, "PUBLISHED", 10, "Pro"), (2, "PUBLISHED", 20, "Renamed")]
 
 
 def _versions(url: str, ident: str) -> list[tuple[int, dict]]:
@@ -308,6 +310,20 @@ def test_unknown_ids(client, raw, uid, cat) -> None:
     with pytest.raises(stigg.ConflictError):
         client.v1.plans.entitlements.create(p.id, entitlements=[{"type": "FEATURE",
                                                                  "id": cat["flag"]}])
+    r = raw.patch(f"/api/v1/plans/{p.id}/entitlements/{cat['flag']}",
+                  json={"type": "CREDIT", "amount": 3})
+    assert r.status_code == 400 and r.json()["field"] == "type", r.text
+    r = raw.post(f"/api/v1/plans/{p.id}/entitlements", json={"entitlements": [
+        {"type": "FEATURE", "id": cat["calls"], "usageLimit": 1},
+        {"type": "FEATURE", "id": cat["calls"], "usageLimit": 2}]})
+    assert r.status_code == 400 and r.json()["field"] == "entitlements[1].id", r.text
+    client.v1.plans.archive(p.id)
+    assert client.v1.plans.archive(p.id).data.status == "ARCHIVED"  # again: a no-op
+    for call in (lambda: client.v1.plans.update(p.id, display_name="x"),
+                 lambda: client.v1.plans.entitlements.delete(cat["flag"], plan_id=p.id),
+                 lambda: client.v1.plans.publish(p.id, migration_type="NEW_CUSTOMERS")):
+        with pytest.raises(stigg.ConflictError):
+            call()
 
 
 def _fill(value, cat):
