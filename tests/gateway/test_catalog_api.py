@@ -471,3 +471,43 @@ def test_publish_needs_migration_type_and_amounts_are_exact(raw, client, uid, ca
     rows = raw.get(f"/api/v1/plans/{p.id}/charges").json()["data"]
     assert rows[0]["price"] == {"amount": 0.1, "currency": "usd"}
     assert Decimal(str(rows[0]["price"]["amount"])) == Decimal("0.1")
+
+
+def test_credit_top_ups_overage_and_minimum_spend(client, raw, uid, cat) -> None:
+    a = client.v1.addons.create(id=uid("addon"), display_name="Top-up",
+                                product_id=cat["product"]).data
+    client.v1.addons.update(a.id, charges={"pricing_type": "PAID", "pricing_models": [
+        {"billing_model": "CREDIT_BASED", "top_up_custom_currency_id": cat["tokens"],
+         "billing_cadence": "ONE_OFF", "price_periods": [
+             {"billing_period": "MONTHLY", "price": {"amount": 10, "currency": "usd"},
+              "credit_rate": {"amount": 1000, "currency_id": cat["tokens"]},
+              "credit_grant_cadence": "BEGINNING_OF_BILLING_PERIOD"}]}]})
+    row = next(iter(client.v1.addons.list_charges(a.id)))
+    assert (row.billing_model, row.billing_cadence, row.top_up_custom_currency_id) == (
+        "CREDIT_BASED", "ONE_OFF", cat["tokens"])
+    assert (row.credit_rate.amount, row.credit_rate.currency_id) == (1000, cat["tokens"])
+    # The client's addon update takes a status: PUBLISHED publishes.
+    assert client.v1.addons.update(a.id, status="PUBLISHED").data.status == "PUBLISHED"
+
+    p = plan(client, uid, cat)
+    client.v1.plans.update(p.id, charges={
+        **prices(cat),
+        "minimum_spend": [{"billing_period": "MONTHLY",
+                           "minimum": {"amount": 100, "currency": "usd"}}],
+        "overage_billing_period": "MONTHLY",
+        "overage_pricing_models": [{"feature_id": cat["calls"], "price_periods": [
+            {"billing_period": "MONTHLY", "price": {"amount": 0.01, "currency": "usd"},
+             "block_size": 100}]}]})
+    over = list(client.v1.plans.list_overage_charges(p.id))
+    assert [(o.feature_id, o.price.amount, o.block_size) for o in over] == [
+        (cat["calls"], 0.01, 100)]
+    assert over[0].id not in {c.id for c in client.v1.plans.list_charges(p.id)}
+    r = raw.patch(f"/api/v1/plans/{p.id}", json={"charges": {
+        "pricingType": "FREE", "minimumSpend": [
+            {"billingPeriod": "MONTHLY", "minimum": {"amount": -5, "currency": "usd"}}]}})
+    assert r.status_code == 400 and r.json()["field"] == "charges.minimumSpend[0].minimum.amount"
+    r = raw.patch(f"/api/v1/plans/{p.id}", json={"charges": {
+        "pricingType": "FREE", "overagePricingModels": [{"featureId": uid("nope"),
+                                                         "pricePeriods": []}]}})
+    assert r.status_code == 400 and r.json()["field"] == \
+        "charges.overagePricingModels[0].featureId"
