@@ -6,6 +6,7 @@ from gateway.routes.credits import ROUTES as _CREDITS
 from gateway.routes.currencies import ROUTES as _CURRENCIES
 from gateway.routes.customers import ROUTES as _CUSTOMERS
 from gateway.routes.entitlements import ROUTES as _ENTITLEMENTS
+from gateway.routes.estimates import ROUTES as _ESTIMATES
 from gateway.routes.features import ROUTES as _FEATURES
 from gateway.routes.plans import ROUTES as _PLANS
 from gateway.routes.products import ROUTES as _PRODUCTS
@@ -20,4 +21,4 @@ from gateway.feed.stream import ROUTES as _FEED
 ROUTES = [*_CURRENCIES, *_CUSTOMERS, *_CREDITS, *_ENTITLEMENTS, *_FEATURES, *_USAGE,
           *_ANALYTICS, *_WEBHOOKS, *_FEED, *_RECHARGE,
           *_COUPONS, *_PRODUCTS, *_PLANS, *_TEST_CLOCK, *_PROMOTIONS,
-          *_SUBSCRIPTIONS]
+          *_SUBSCRIPTIONS, *_ESTIMATES]

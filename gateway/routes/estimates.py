@@ -1,0 +1,648 @@
+"""Subscription estimates: what a new subscription or a change would cost, without making it.
+
+- `POST /api/v1/subscriptions/preview` — the REST contract's body; the answer holds the
+  REST fields (`immediateInvoice`, `recurringInvoice`, `billingPeriodRange`, `freeItems`,
+  `isPlanDowngrade`, `hasScheduledUpdates`) and, in the same `data`, the GraphQL
+  `SubscriptionPreview` fields (`subTotal`, `totalExcludingTax`, `total`, `discountAmount`,
+  `taxDetails`, `tax`, `discount`, `subscription`, `proration`, `credits`).
+- `POST /api/v1/subscriptions/estimate` — GraphQL `EstimateSubscriptionInput` (camelCase,
+  add-ons as `{addonId, quantity}`) → the same answer.
+- `POST /api/v1/subscriptions/estimate-update` — GraphQL `EstimateSubscriptionUpdateInput`
+  (`subscriptionId`, new add-ons / quantities / coupon) → the same answer, with `proration`.
+
+What is priced (engine/billing/pricing.py has the rules and the rounding):
+- a new subscription: the immediate invoice is the first billing period from the start
+  (`startDate` or now): recurring charges paid in advance plus one-off charges; nothing
+  during a trial (the plan's default trial unless `trialOverrideConfiguration.isTrial` is
+  false or `skipTrial`). The recurring invoice is the next period's (usage-based charges
+  with the `billableFeatures` quantities are billed with it). If the customer already runs
+  a subscription on the plan's product, the new one replaces it: `proration.credit` is the
+  unused part of the running one, `isPlanDowngrade` says the new recurring price is lower.
+- an update: `proration` of the change now inside the current billing period (credit for
+  the unused part of the current recurring price, debit for the new one, both after their
+  discount); the top-level amounts are that net amount plus tax, `subscription` is the
+  recurring price after the change. Nothing is due for a change during a trial.
+Coupons: `appliedCoupon.couponId` or a promotion code (a coupon id, as in provisioning),
+`appliedCoupon.discount` (ad hoc: estimates accept it although provisioning does not), else
+the customer's `couponId` (new) or the subscription's coupon (update). Tax: exclusive, the
+`billingInformation.taxPercentage` if given, else the billing country's rate from
+CREDITD_TAX_RATES, else none. GraphQL-shaped `Money` carries the currency as the GraphQL
+enum spells it (`USD`); REST invoices carry it lowercase (`usd`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal
+
+import msgspec
+from litestar import Request, Response, post
+
+from engine.billing.money import MoneyError
+from engine.billing.periods import billing_period, months_of
+from engine.billing.pricing import (
+    Coupon,
+    Invoice,
+    Line,
+    Quantities,
+    build_invoice,
+    coupon_applies,
+    coupon_from_discount,
+    coupon_from_doc,
+    invoice_currency,
+    minimum_spend_line,
+    months_between,
+    price_package,
+    tax_rate_for,
+)
+from engine.billing.proration import prorate, prorated
+from gateway.app import environment, ok, services
+from gateway.errors import ApiError, bad_input
+from gateway.routes.common import require_customer
+from gateway.wire import decode, iso, parse_time
+
+__all__ = ["ROUTES"]
+
+_BASE = "/api/v1/subscriptions"
+RUNNING = ("ACTIVE", "IN_TRIAL")
+QUANTITY_MAX = 1_000_000
+
+
+# --- bodies ----------------------------------------------------------------------------
+
+class _S(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    pass
+
+
+class AmountOff(_S):
+    amount: Decimal
+    currency: str
+
+
+class Discount(_S):
+    amounts_off: list[AmountOff] | None = None
+    description: str | None = None
+    duration_in_months: Decimal | None = None
+    name: str | None = None
+    percent_off: Decimal | None = None
+
+
+class CouponConfiguration(_S):
+    start_date: str | None = None
+
+
+class AppliedCoupon(_S):
+    billing_coupon_id: str | None = None
+    configuration: CouponConfiguration | None = None
+    coupon_id: str | None = None
+    discount: Discount | None = None
+    promotion_code: str | None = None
+
+
+class AddonIn(_S):
+    id: str
+    quantity: int
+
+
+class GqlAddonIn(_S):
+    addon_id: str
+    quantity: int = 1
+
+
+class BillableFeature(_S):
+    feature_id: str
+    quantity: Decimal
+
+
+class ChargeIn(_S):
+    id: str
+    quantity: Decimal
+    type: Literal["FEATURE", "CREDIT"]
+
+
+class TrialOverride(_S):
+    is_trial: bool
+    trial_end_behavior: Literal["CONVERT_TO_PAID", "CANCEL_SUBSCRIPTION"] | None = None
+    trial_end_date: str | None = None
+
+
+class _Common(_S):
+    applied_coupon: AppliedCoupon | None = None
+    billable_features: list[BillableFeature] | None = None
+    charges: list[ChargeIn] | None = None
+    environment_id: str | None = None  # GraphQL inputs: the key's environment wins
+
+
+class _New(_Common):
+    customer_id: str = ""
+    plan_id: str = ""
+    billing_country_code: str | None = None
+    billing_information: dict[str, Any] | None = None
+    billing_period: Literal["MONTHLY", "ANNUALLY"] | None = None
+    paying_customer_id: str | None = None
+    resource_id: str | None = None
+    start_date: str | None = None
+    trial_override_configuration: TrialOverride | None = None
+
+
+class PreviewBody(_New):
+    addons: list[AddonIn] | None = None
+    billing_cycle_anchor: Literal["UNCHANGED", "NOW"] | None = None
+    schedule_strategy: Literal["END_OF_BILLING_PERIOD", "END_OF_BILLING_MONTH",
+                               "IMMEDIATE"] | None = None
+    unit_quantity: int | None = None
+
+
+class EstimateBody(_New):
+    addons: list[GqlAddonIn] | None = None
+    price_unit_amount: Decimal | None = None
+    promotion_code: str | None = None
+    skip_trial: bool | None = None
+    unit_quantity: Decimal | None = None
+
+
+class EstimateUpdateBody(_Common):
+    subscription_id: str = ""
+    addons: list[GqlAddonIn] | None = None
+    promotion_code: str | None = None
+    unit_quantity: Decimal | None = None
+
+
+# --- catalog reads ---------------------------------------------------------------------
+
+async def _package(request: Request, kind: str, ident: str, field: str,
+                   version: int | None = None) -> dict[str, Any]:
+    """A published package (given or latest version) that may be subscribed to."""
+    from gateway import packages  # noqa: PLC0415 (packages imports route helpers)
+
+    catalog, env = services(request).catalog, environment(request)
+    name = "PlanNotFound" if kind == "plan" else "AddonNotFound"
+    if version is not None:  # what a subscription already has: archived or not
+        doc = await packages.published(catalog, env, kind, ident, version)
+        if doc is None:
+            raise ApiError(404, name, f"{kind} {ident!r} version {version} was not found", field)
+        return doc
+    working = await packages.get_package(catalog, env, kind, ident)
+    doc = await packages.published(catalog, env, kind, ident)
+    if working is None or doc is None:
+        what = "was not found" if working is None else "has never been published"
+        raise ApiError(404, name, f"{kind} {ident!r} {what}", field)
+    if working.get("status") == "ARCHIVED" or working.get("_archivedAt") is not None:
+        raise bad_input(f"{kind} {ident!r} is archived", field)
+    return doc
+
+
+def _periods_of(package: dict[str, Any]) -> set[str]:
+    return {p.get("billingPeriod") for m in (package.get("charges") or {}).get(
+        "pricingModels") or () for p in m.get("pricePeriods") or ()}
+
+
+async def _addons(request: Request, plan: dict[str, Any], items: list[tuple[str, int]],
+                  ) -> list[tuple[dict[str, Any], int]]:
+    out, seen = [], set()
+    compatible = plan.get("compatibleAddonIds")
+    for i, (ident, quantity) in enumerate(items):
+        field = f"addons[{i}]"
+        if ident in seen:
+            raise bad_input("each add-on at most once", f"{field}.id")
+        seen.add(ident)
+        addon = await _package(request, "addon", ident, f"{field}.id")
+        if addon.get("productId") != plan.get("productId"):
+            raise bad_input(f"add-on {ident!r} belongs to another product", f"{field}.id")
+        if compatible is not None and ident not in compatible:
+            raise bad_input(f"add-on {ident!r} is not compatible with plan {plan['id']!r}",
+                            f"{field}.id")
+        if not 1 <= quantity <= QUANTITY_MAX:
+            raise bad_input(f"must be from 1 to {QUANTITY_MAX}", f"{field}.quantity")
+        limit = addon.get("maxQuantity")
+        if limit is not None and quantity > limit:
+            raise bad_input(f"must be at most {limit} (the add-on's maximum)",
+                            f"{field}.quantity")
+        out.append((addon, quantity))
+    return out
+
+
+@dataclass
+class _Applied:
+    coupon: Coupon
+    start: int
+
+
+async def _coupon_by_id(request: Request, ident: str, field: str) -> Coupon:
+    doc = await services(request).catalog.get("coupons", environment(request), ident)
+    if doc is None:
+        raise ApiError(404, "CouponNotFound", f"coupon {ident!r} was not found", field)
+    if doc.get("_archivedAt") is not None:
+        raise bad_input(f"coupon {ident!r} is archived", field)
+    return coupon_from_doc(doc)
+
+
+async def _applied(request: Request, given: AppliedCoupon | None, promotion_code: str | None,
+                   default_start: int) -> _Applied | None:
+    """The coupon asked for: a stored coupon by id (a promotion code is a coupon id, as in
+    provisioning: creditd has no separate codes) or an ad-hoc discount."""
+    start = default_start
+    if given is not None and given.configuration is not None and \
+            given.configuration.start_date is not None:
+        start = parse_time(given.configuration.start_date,
+                           "appliedCoupon.configuration.startDate") or start
+    if given is not None and given.coupon_id:
+        ident, field = given.coupon_id, "appliedCoupon.couponId"
+    elif given is not None and given.promotion_code:
+        ident, field = given.promotion_code, "appliedCoupon.promotionCode"
+    elif promotion_code:
+        ident, field = promotion_code, "promotionCode"
+    else:
+        ident = field = None
+    if ident is not None and given is not None and given.discount is not None:
+        raise bad_input("give a coupon or a discount, not both", "appliedCoupon.discount")
+    if ident is not None:
+        return _Applied(await _coupon_by_id(request, ident, field), start)
+    if given is not None and given.discount is not None:
+        try:
+            coupon = coupon_from_discount(msgspec.to_builtins(given.discount))
+        except MoneyError as exc:
+            raise bad_input(exc.reason, exc.field) from None
+        return _Applied(coupon, start)
+    return None
+
+
+async def _stored_coupon(request: Request, ident: str | None, start: int) -> _Applied | None:
+    """A coupon a customer (`couponId`) or subscription (`coupons[0].id`) carries; one
+    deleted since is ignored, an archived one still counts (it was applied before)."""
+    if not ident:
+        return None
+    doc = await services(request).catalog.get("coupons", environment(request), ident)
+    return None if doc is None else _Applied(coupon_from_doc(doc), start)
+
+
+# --- pricing ---------------------------------------------------------------------------
+
+def _quantities(unit_quantity: Decimal | int | None, features: list[BillableFeature] | None,
+                charges: list[ChargeIn] | None, base: Quantities | None = None) -> Quantities:
+    feature_q = dict(base.features) if base else {}
+    credit_q = dict(base.credits) if base else {}
+    for i, f in enumerate(features or ()):
+        if f.quantity < 0:
+            raise bad_input("must not be negative", f"billableFeatures[{i}].quantity")
+        feature_q[f.feature_id] = f.quantity
+    for i, c in enumerate(charges or ()):
+        if c.quantity < 0:
+            raise bad_input("must not be negative", f"charges[{i}].quantity")
+        (feature_q if c.type == "FEATURE" else credit_q)[c.id] = c.quantity
+    unit = base.unit_quantity if base else None
+    if unit_quantity is not None:
+        if unit_quantity < 0:
+            raise bad_input("must not be negative", "unitQuantity")
+        unit = Decimal(unit_quantity)
+    return Quantities(unit_quantity=unit, features=feature_q, credits=credit_q)
+
+
+def _lines(plan: dict[str, Any], addons: list[tuple[dict[str, Any], int]], period: str,
+           country: str | None, quantities: Quantities) -> list[Line]:
+    try:
+        lines = price_package(plan.get("charges"), billing_period=period, country=country,
+                              quantities=quantities, package_id=plan["id"],
+                              name=plan.get("displayName") or plan["id"])
+        for addon, quantity in addons:
+            lines += price_package(addon.get("charges"), billing_period=period,
+                                   country=country, quantities=quantities,
+                                   package_id=addon["id"], multiplier=quantity,
+                                   name=addon.get("displayName") or addon["id"])
+        invoice_currency(lines)
+    except MoneyError as exc:
+        raise bad_input(exc.reason, exc.field) from None
+    return lines
+
+
+def _invoice(plan: dict[str, Any], lines: list[Line], period: str, currency: str,
+             applied: _Applied | None, invoice_start: int, first: bool,
+             tax_rate: Decimal | None) -> Invoice:
+    """An invoice of these lines (with the plan's minimum spend) for a period starting at
+    `invoice_start`, discounted if the coupon still applies then."""
+    sub_total = sum((ln.sub_total for ln in lines), Decimal(0))
+    extra = minimum_spend_line(plan.get("charges"), period, sub_total, currency)
+    if extra is not None:
+        lines = [*lines, extra]
+    coupon = None
+    if applied is not None and coupon_applies(
+            applied.coupon, months_elapsed=months_between(applied.start, invoice_start),
+            first_invoice=first):
+        coupon = applied.coupon
+    return build_invoice(lines, currency, coupon=coupon, tax_rate=tax_rate)
+
+
+def _tax_rate(request: Request, info: dict[str, Any] | None,
+              country: str | None) -> Decimal | None:
+    given = (info or {}).get("taxPercentage")
+    if given is not None:
+        try:
+            rate = Decimal(str(given))
+        except ArithmeticError:
+            raise bad_input("must be a number", "billingInformation.taxPercentage") from None
+        if not rate.is_finite() or not 0 <= rate <= 100:
+            raise bad_input("must be from 0 to 100", "billingInformation.taxPercentage")
+        return rate
+    return tax_rate_for(services(request).settings.tax_rates, country)
+
+
+# --- answers ---------------------------------------------------------------------------
+
+def _money(amount: Decimal, currency: str) -> dict[str, Any]:
+    return {"amount": amount, "currency": currency.upper()}
+
+
+def _range(start: int, end: int) -> dict[str, Any]:
+    return {"start": iso(start), "end": iso(end)}
+
+
+def _discount_json(coupon: Coupon | None, currency: str) -> dict[str, Any] | None:
+    if coupon is None:
+        return None
+    return {"name": coupon.name, "type": coupon.type, "value": coupon.value(currency),
+            "durationType": coupon.duration, "durationInMonths": coupon.duration_in_months}
+
+
+def _tax_details(inv: Invoice, country: str | None) -> dict[str, Any] | None:
+    if inv.tax_rate is None:
+        return None
+    return {"displayName": f"Tax ({country.upper()})" if country else "Tax",
+            "percentage": inv.tax_rate, "inclusive": False}
+
+
+def _rest_invoice(inv: Invoice, start: int, end: int) -> dict[str, Any]:
+    coupon = inv.coupon
+    return {
+        "subTotal": inv.sub_total, "total": inv.total, "tax": inv.tax,
+        "currency": inv.currency, "billingPeriodRange": _range(start, end),
+        "discount": inv.discount,
+        "discountDetails": None if coupon is None else {
+            "code": coupon.code,
+            "percentage": coupon.percent_off,
+            "fixedAmount": None if coupon.type != "FIXED" else coupon.value(inv.currency)},
+        "discounts": [] if coupon is None else [{
+            "amount": inv.discount, "currency": inv.currency,
+            "description": coupon.name or coupon.code or "Discount"}],
+        "lines": [{"description": ln.description, "quantity": ln.quantity,
+                   "unitPrice": ln.unit_price, "subTotal": ln.sub_total,
+                   "currency": ln.currency} for ln in inv.lines],
+    }
+
+
+def _price_preview(inv: Invoice, country: str | None) -> dict[str, Any]:
+    c = inv.currency
+    return {"subTotal": _money(inv.sub_total, c),
+            "totalExcludingTax": _money(inv.total_excluding_tax, c),
+            "total": _money(inv.total, c), "tax": _money(inv.tax, c),
+            "discountAmount": _money(inv.discount, c) if inv.coupon else None,
+            "taxDetails": _tax_details(inv, country),
+            "discount": _discount_json(inv.coupon, c)}
+
+
+def _answer(now_inv: Invoice, now_range: tuple[int, int], next_inv: Invoice,
+            next_range: tuple[int, int], country: str | None, *,
+            proration: dict[str, Any] | None, is_downgrade: bool, scheduled: bool,
+            free_items: list[dict[str, Any]]) -> dict[str, Any]:
+    top = _price_preview(now_inv, country)
+    return {
+        # REST SubscriptionPreview
+        "immediateInvoice": _rest_invoice(now_inv, *now_range),
+        "recurringInvoice": _rest_invoice(next_inv, *next_range),
+        "billingPeriodRange": _range(*now_range),
+        "freeItems": free_items,
+        "hasScheduledUpdates": scheduled,
+        "isPlanDowngrade": is_downgrade,
+        # GraphQL SubscriptionPreview (the immediate charge; `subscription` = recurring)
+        **top,
+        "subscription": _price_preview(next_inv, country),
+        "proration": proration,
+        "credits": None,
+    }
+
+
+def _proration_json(p: Any) -> dict[str, Any]:
+    return {"prorationDate": iso(p.proration_date_ms), "credit": _money(p.credit, p.currency),
+            "debit": _money(p.debit, p.currency), "netAmount": _money(p.net_amount, p.currency)}
+
+
+# --- a running subscription's price ------------------------------------------------------
+
+async def _running_price(request: Request, doc: dict[str, Any], at: int,
+                         ) -> tuple[dict[str, Any], list[tuple[dict[str, Any], int]],
+                                    Quantities, _Applied | None]:
+    plan = await _package(request, "plan", doc["planId"], "subscriptionId",
+                          version=doc.get("planVersion"))
+    addons = [(await _package(request, "addon", a["id"], "subscriptionId",
+                              version=a.get("version")), int(a["quantity"]))
+              for a in doc.get("addons") or ()]
+    charges = [ChargeIn(c["id"], Decimal(str(c["quantity"])), c.get("type") or "FEATURE")
+               for c in doc.get("charges") or ()]
+    unit = doc.get("unitQuantity")
+    quantities = _quantities(None if unit is None else Decimal(str(unit)), None, charges)
+    held = doc.get("coupons") or [{}]
+    applied = await _stored_coupon(request, held[0].get("id"), doc.get("_start") or at)
+    return plan, addons, quantities, applied
+
+
+def _in_advance(lines: list[Line]) -> list[Line]:
+    """What is paid at the start of a period (and prorated by a change): recurring charges
+    that are not billed in arrears."""
+    return [ln for ln in lines if ln.recurring and not ln.in_arrears]
+
+
+# --- handlers --------------------------------------------------------------------------
+
+async def _estimate_new(request: Request, body: PreviewBody | EstimateBody,
+                        addon_items: list[tuple[str, int]], skip_trial: bool,
+                        promotion_code: str | None) -> dict[str, Any]:
+    if not body.customer_id:
+        raise bad_input("is required", "customerId")
+    if not body.plan_id:
+        raise bad_input("is required", "planId")
+    customer = await require_customer(request, body.customer_id)
+    if body.paying_customer_id:
+        await require_customer(request, body.paying_customer_id, field="payingCustomerId")
+    now = services(request).clock.now_ms()
+    start = parse_time(body.start_date, "startDate") or now
+    plan = await _package(request, "plan", body.plan_id, "planId")
+    priced = _periods_of(plan)
+    period = body.billing_period or ("MONTHLY" if not priced or "MONTHLY" in priced
+                                     else sorted(priced)[0])
+    if priced and period not in priced:
+        raise bad_input(f"plan {body.plan_id!r} has no {period} price (it has "
+                        f"{', '.join(sorted(priced))})", "billingPeriod")
+    addons = await _addons(request, plan, addon_items)
+    unit = body.unit_quantity
+    if unit is not None and unit != int(unit):
+        raise bad_input("must be a whole number", "unitQuantity")
+    quantities = _quantities(unit, body.billable_features, body.charges)
+    country = body.billing_country_code
+    lines = _lines(plan, addons, period, country, quantities)
+    currency = invoice_currency(lines)
+    applied = await _applied(request, body.applied_coupon, promotion_code, start)
+    if applied is None and body.applied_coupon is None and promotion_code is None:
+        applied = await _stored_coupon(request, customer.get("couponId"), start)
+    tax_rate = _tax_rate(request, body.billing_information, country)
+
+    trial_end = _trial_end(plan, body.trial_override_configuration, skip_trial, start)
+    paid_start = trial_end if trial_end is not None else start
+    first = billing_period(paid_start, period, paid_start)
+    if trial_end is not None:
+        now_range = (start, trial_end)
+        now_inv = build_invoice([], currency, tax_rate=tax_rate)
+        next_range = first
+        # The first paid invoice, at the trial's end: in advance, with one-off charges.
+        next_inv = _invoice(plan, [ln for ln in lines if not ln.in_arrears], period, currency,
+                            applied, first[0], True, tax_rate)
+    else:
+        now_range = first
+        now_inv = _invoice(plan, [ln for ln in lines if not ln.in_arrears], period, currency,
+                           applied, first[0], True, tax_rate)
+        next_range = billing_period(paid_start, period, first[1])
+        next_inv = _invoice(plan, [ln for ln in lines if ln.recurring], period, currency,
+                            applied, next_range[0], False, tax_rate)
+
+    proration, downgrade = None, False
+    replaced = await _replaced(request, body.customer_id, body.resource_id, plan)
+    if replaced is not None:
+        r_plan, r_addons, r_quantities, r_applied = await _running_price(request, replaced, start)
+        r_period = replaced.get("billingPeriod") or "MONTHLY"
+        r_lines = _lines(r_plan, r_addons, r_period, replaced.get("billingCountryCode"),
+                         r_quantities)
+        r_currency = invoice_currency(r_lines, currency)
+        p_start, p_end = replaced.get("_periodStart"), replaced.get("_periodEnd")
+        r_inv = _invoice(r_plan, _in_advance(r_lines), r_period, r_currency, r_applied,
+                         p_start or start, False, None)
+        new_recurring = _invoice(plan, _in_advance(lines), period, currency, applied,
+                                 next_range[0], False, None)
+        if r_currency == currency and months_of(r_period) == months_of(period):
+            downgrade = new_recurring.total_excluding_tax < r_inv.total_excluding_tax
+        if (r_currency == currency and replaced.get("status") == "ACTIVE"
+                and p_start is not None and p_end is not None and p_end > p_start):
+            credit = prorated(r_inv.total_excluding_tax, p_start, p_end, start, currency)
+            debit = now_inv.total_excluding_tax
+            proration = {"prorationDate": iso(min(max(start, p_start), p_end)),
+                         "credit": _money(credit, currency), "debit": _money(debit, currency),
+                         "netAmount": _money(debit - credit, currency)}
+    free = [{"id": addon["id"], "quantity": quantity} for addon, quantity in addons
+            if not any(ln.package_id == addon["id"] for ln in lines)]
+    return _answer(now_inv, now_range, next_inv, next_range, country, proration=proration,
+                   is_downgrade=downgrade, scheduled=False, free_items=free)
+
+
+def _trial_end(plan: dict[str, Any], override: TrialOverride | None, skip: bool,
+               start: int) -> int | None:
+    from engine.billing.lifecycle import trial_end_of  # noqa: PLC0415
+
+    if skip:
+        return None
+    if override is not None:
+        if not override.is_trial:
+            return None
+        end = parse_time(override.trial_end_date, "trialOverrideConfiguration.trialEndDate")
+        if end is not None:
+            if end <= start:
+                raise bad_input("must be after the start",
+                                "trialOverrideConfiguration.trialEndDate")
+            return end
+    config = plan.get("defaultTrialConfig")
+    if not config:
+        if override is not None:
+            raise bad_input(f"plan {plan['id']!r} has no default trial: give trialEndDate",
+                            "trialOverrideConfiguration.trialEndDate")
+        return None
+    return trial_end_of(start, int(config["duration"]), config.get("units") or "DAY")
+
+
+async def _replaced(request: Request, customer_id: str, resource_id: str | None,
+                    plan: dict[str, Any]) -> dict[str, Any] | None:
+    """The customer's running subscription on the plan's product, which a new one replaces."""
+    from gateway import subscriptions  # noqa: PLC0415
+
+    running = await subscriptions.active_subscriptions(
+        services(request), environment(request), customer_id, resource_id)
+    for doc in running:
+        if doc.get("productId") == plan.get("productId"):
+            return doc
+    return None
+
+
+@post(_BASE + "/preview")
+async def preview_subscription(request: Request) -> Response:
+    body = decode(await request.body(), PreviewBody)
+    items = [(a.id, a.quantity) for a in body.addons or ()]
+    return ok(await _estimate_new(request, body, items, False, None))
+
+
+@post(_BASE + "/estimate")
+async def estimate_subscription(request: Request) -> Response:
+    body = decode(await request.body(), EstimateBody)
+    items = [(a.addon_id, a.quantity) for a in body.addons or ()]
+    return ok(await _estimate_new(request, body, items, bool(body.skip_trial),
+                                  body.promotion_code))
+
+
+@post(_BASE + "/estimate-update")
+async def estimate_subscription_update(request: Request) -> Response:
+    body = decode(await request.body(), EstimateUpdateBody)
+    if not body.subscription_id:
+        raise bad_input("is required", "subscriptionId")
+    from gateway import subscriptions  # noqa: PLC0415
+
+    doc = await subscriptions.subscription_doc(services(request), environment(request),
+                                               body.subscription_id)
+    if doc is None:
+        raise ApiError(404, "SubscriptionNotFound",
+                       f"subscription {body.subscription_id!r} was not found", "subscriptionId")
+    if doc.get("status") not in RUNNING:
+        raise bad_input(f"subscription {body.subscription_id!r} is {doc.get('status')}",
+                        "subscriptionId")
+    now = services(request).clock.now_ms()
+    plan, old_addons, old_q, old_applied = await _running_price(request, doc, now)
+    period = doc.get("billingPeriod") or "MONTHLY"
+    country = doc.get("billingCountryCode")
+    new_addons = old_addons
+    if body.addons is not None:
+        new_addons = await _addons(request, plan, [(a.addon_id, a.quantity) for a in body.addons])
+    unit = body.unit_quantity
+    if unit is not None and unit != int(unit):
+        raise bad_input("must be a whole number", "unitQuantity")
+    new_q = _quantities(unit, body.billable_features, body.charges, base=old_q)
+    old_lines = _lines(plan, old_addons, period, country, old_q)
+    new_lines = _lines(plan, new_addons, period, country, new_q)
+    currency = invoice_currency(new_lines, invoice_currency(old_lines))
+    new_applied = await _applied(request, body.applied_coupon, body.promotion_code,
+                                 doc.get("_start") or now) or old_applied
+    tax_rate = _tax_rate(request, doc.get("billingInformation"), country)
+
+    p_start = doc.get("_periodStart") or now
+    p_end = doc.get("_periodEnd") or billing_period(p_start, period, p_start)[1]
+    old_inv = _invoice(plan, _in_advance(old_lines), period, currency, old_applied, p_start,
+                       False, None)
+    new_inv = _invoice(plan, _in_advance(new_lines), period, currency, new_applied, p_start,
+                       False, None)
+    if doc.get("status") == "IN_TRIAL":  # nothing was paid, nothing is due for a change
+        old_price = new_price = Decimal(0)
+    else:
+        old_price, new_price = old_inv.total_excluding_tax, new_inv.total_excluding_tax
+    p = prorate(old_price, new_price, start_ms=p_start, end_ms=p_end, at_ms=now,
+                currency=currency)
+    name = plan.get("displayName") or plan["id"]
+    change = [Line(f"Remaining time on {name} after the change", Decimal(1), p.debit, p.debit,
+                   currency),
+              Line(f"Unused time on {name} before the change", Decimal(1), -p.credit,
+                   -p.credit, currency)]
+    now_inv = build_invoice([ln for ln in change if ln.sub_total], currency, tax_rate=tax_rate)
+    next_range = billing_period(doc.get("_anchor") or p_start, period, p_end)
+    next_inv = _invoice(plan, [ln for ln in new_lines if ln.recurring], period, currency,
+                        new_applied, next_range[0], False, tax_rate)
+    scheduled = any(u.get("status") == "SCHEDULED" for u in doc.get("_scheduled") or ())
+    free = [{"id": addon["id"], "quantity": quantity} for addon, quantity in new_addons
+            if not any(ln.package_id == addon["id"] for ln in new_lines)]
+    return ok(_answer(now_inv, (p_start, p_end), next_inv, next_range, country,
+                      proration=_proration_json(p), is_downgrade=False, scheduled=scheduled,
+                      free_items=free))
+
+
+ROUTES = [preview_subscription, estimate_subscription, estimate_subscription_update]
