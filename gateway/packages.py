@@ -353,7 +353,7 @@ def money(value: Any, field: str, *, positive: bool = False) -> str:
         raise bad_input("must be positive", field)
     if number >= PRICE_MAX:
         raise bad_input("must be less than 10^12", field)
-    if -number.as_tuple().exponent > PRICE_DECIMALS:  # type: ignore[operator]
+    if -number.normalize().as_tuple().exponent > PRICE_DECIMALS:  # type: ignore[operator]
         raise bad_input(f"must have at most {PRICE_DECIMALS} decimal places", field)
     return decimal_str(number)
 
@@ -1112,6 +1112,8 @@ async def update_package(catalog: Catalog, env: str, kind: str, ident: str,
     if b.status is UNSET or b.status == "DRAFT":
         async with _lock(catalog, env, kind, ident):
             doc = await _working(catalog, env, kind, ident)
+            if b.status == "DRAFT" and doc["status"] == "ARCHIVED":
+                raise ApiError(409, "PackageArchived", f"{_NAMES[kind]} {ident!r} is archived")
             if b.status == "DRAFT" and doc["status"] == "PUBLISHED":
                 doc = _draft_of(doc)
             await _apply(catalog, env, kind, doc, b)
