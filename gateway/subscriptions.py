@@ -303,6 +303,49 @@ async def catch_up_due(services: Any, now: int, limit: int = DUE_BATCH_MAX) -> i
     return len(rows)
 
 
+async def migrate_all(services: Any, env: str, kind: str, ident: str) -> int:
+    """Publishing with migrationType ALL_CUSTOMERS: every running subscription on the
+    package moves to its latest version now (credit amounts as in an immediate update).
+    Returns how many moved."""
+    from gateway.subscription_changes import apply_changes, resolve  # noqa: PLC0415
+
+    if kind == "plan":
+        rows = await services.store.fetch(
+            "SELECT customer_id, id FROM subscriptions WHERE environment = ? AND plan_id = ? "
+            "AND status IN ('ACTIVE', 'IN_TRIAL', 'NOT_STARTED')", env, ident)
+    else:
+        # Add-ons are inside the documents: read the environment's running subscriptions.
+        rows = [(r[0], r[1]) for r in await services.store.fetch(
+            "SELECT customer_id, id, doc FROM subscriptions WHERE environment = ? "
+            "AND status IN ('ACTIVE', 'IN_TRIAL', 'NOT_STARTED')", env)
+            if any(a["id"] == ident for a in _unjson(r[2]).get("addons") or ())]
+    moved = 0
+    for customer_id, sub_id in rows:
+        async with lock_of(env, customer_id):
+            doc = await services.catalog.get(_TABLE, env, sub_id)
+            if doc is None:
+                continue
+            doc = await catch_up(services, env, doc)
+            if doc["status"] not in (*RUNNING, "NOT_STARTED"):
+                continue
+            doc = msgspec.json.decode(msgspec.json.encode(doc))
+            now = services.clock.now_ms()
+            try:
+                changes = await resolve(services, env, doc, latest=True)
+            except ApiError as exc:
+                # The new version does not fit this subscription (an add-on no longer
+                # compatible, a billing period no longer priced): it stays where it is.
+                log.warning("subscription not migrated", subscription=sub_id,
+                            field=exc.field, reason=str(exc))
+                continue
+            await apply_changes(services, env, doc, changes, now)
+            doc["dueAt"] = now
+            await save(services, env, doc)
+            await catch_up(services, env, doc)
+            moved += 1
+    return moved
+
+
 class Scheduler:
     """Runs `catch_up_due` when the earliest due time passes (checked every
     SCHEDULER_POLL_S at least), and at once when woken (a clock move)."""

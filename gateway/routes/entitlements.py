@@ -40,7 +40,7 @@ from gateway.routes.common import engine_id, require_currency, scoped_key
 from gateway.routes.credits import reservation_json
 from gateway.wire import amount_in, amount_out, iso, parse_time
 
-__all__ = ["ROUTES"]
+__all__ = ["ROUTES", "entitlements_of"]
 
 # The contract: a TTL of 1 s to 24 h (default 1 h), or an absolute expiry at most 24 h ahead.
 RESERVATION_TTL_S_DEFAULT = 3600
@@ -265,15 +265,9 @@ async def check_entitlement(
                                  denied=None if granted else "InsufficientCredits"))
 
 
-@get("/api/v1/customers/{customer_id:str}/entitlements")
-async def list_entitlements(
-    request: Request,
-    customer_id: FromPath[str],
-    resource_id: Annotated[str | None, QueryParameter(name="resourceId")] = None,
-) -> Response:
-    denied = await _customer_state(request, customer_id)
-    if denied is not None:
-        return ok({"accessDeniedReason": denied, "entitlements": []})
+async def entitlements_of(request: Request, customer_id: str,
+                          resource_id: str | None) -> list[dict[str, Any]]:
+    """The customer's entitlements: granted features first (by id), then credits."""
     balances = await services(request).runtime.submit(
         engine_id(environment(request), customer_id),
         GetBalances(resource_id=resource_id, match_resource=True))
@@ -302,7 +296,20 @@ async def list_entitlements(
             features.append(feature_entitlement(feature, eff, usage.get(feature_id),
                                                 granted=denied is None, denied=denied))
         entitlements = features + entitlements
-    return ok({"accessDeniedReason": None, "entitlements": entitlements})
+    return entitlements
+
+
+@get("/api/v1/customers/{customer_id:str}/entitlements")
+async def list_entitlements(
+    request: Request,
+    customer_id: FromPath[str],
+    resource_id: Annotated[str | None, QueryParameter(name="resourceId")] = None,
+) -> Response:
+    denied = await _customer_state(request, customer_id)
+    if denied is not None:
+        return ok({"accessDeniedReason": denied, "entitlements": []})
+    return ok({"accessDeniedReason": None,
+               "entitlements": await entitlements_of(request, customer_id, resource_id)})
 
 
 ROUTES = [check_entitlement, list_entitlements]

@@ -146,6 +146,11 @@ def _routes(kind: str) -> list[Any]:
             raise bad_input("is required: NEW_CUSTOMERS or ALL_CUSTOMERS", "migrationType")
         await packages.publish(services(request).catalog, environment(request), kind, ident,
                                migration_type=body.migration_type)
+        if body.migration_type == "ALL_CUSTOMERS":
+            # Done before the answer (no background task to poll): taskId stays null.
+            from gateway.subscriptions import migrate_all  # noqa: PLC0415
+
+            await migrate_all(services(request), environment(request), kind, ident)
         return ok({"taskId": None})
 
     async def _charges(request: Request, ident: str, limit: int | None, after: str | None,

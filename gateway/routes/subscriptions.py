@@ -335,15 +335,10 @@ async def provision(request: Request) -> Response:
 
 
 async def _entitlements(request: Request, env: str, doc: dict[str, Any]) -> list[Any]:
-    """The customer's entitlements after a change (the feature part, when available)."""
-    try:
-        from gateway import entitlements_state  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - the module ships with the feature checks
-        return []
-    listing = getattr(entitlements_state, "entitlements_json", None)
-    if listing is None:
-        return []
-    return await listing(request, doc["customerId"], doc.get("resourceId"))
+    """The customer's entitlements once the subscription is in place."""
+    from gateway.routes.entitlements import entitlements_of  # noqa: PLC0415
+
+    return await entitlements_of(request, doc["customerId"], doc.get("resourceId"))
 
 
 @get(_BASE)

@@ -429,3 +429,32 @@ def test_a_future_start_waits(client, clock, catalog) -> None:
     assert client.v1.subscriptions.retrieve(made.id).data.status == "ACTIVE"
     [g] = recurring(client, customer, catalog.currency)
     assert g.amount == 25
+
+
+def test_publishing_for_all_customers_migrates_running_subscriptions(client, catalog) -> None:
+    plan = catalog.plan(credits=10)
+    customer = catalog.customer()
+    sub = client.v1.subscriptions.provision(customer_id=customer, plan_id=plan).data.subscription
+    c = catalog.client
+    c.v1.plans.create_draft(plan)
+    [ent] = c.v1.plans.entitlements.list(plan).data
+    c.v1.plans.entitlements.update(ent.id, plan_id=plan, type="CREDIT", amount=70)
+    c.v1.plans.publish(plan, migration_type="ALL_CUSTOMERS")
+    assert client.v1.subscriptions.retrieve(sub.id).data.model_extra["planVersion"] == 2
+    assert sorted(g.amount for g in recurring(client, customer, catalog.currency)) == [10, 60]
+
+
+def test_provisioning_answers_the_entitlements(client, catalog, uid) -> None:
+    feature = uid("sso")
+    client.v1.features.create_feature(id=feature, display_name="SSO", feature_type="BOOLEAN")
+    plan = catalog.plan(credits=100)
+    c = catalog.client
+    c.v1.plans.create_draft(plan)
+    c.v1.plans.entitlements.create(plan, entitlements=[{"type": "FEATURE", "id": feature}])
+    c.v1.plans.publish(plan, migration_type="NEW_CUSTOMERS")
+    customer = catalog.customer()
+    made = client.v1.subscriptions.provision(customer_id=customer, plan_id=plan).data
+    kinds = {(e.type, e.is_granted) for e in made.entitlements}
+    assert kinds == {("FEATURE", True), ("CREDIT", True)}
+    [feat] = [e for e in made.entitlements if e.type == "FEATURE"]
+    assert feat.feature.id == feature
