@@ -22,6 +22,7 @@ here treat a counter of an earlier window as 0 (`usage_in_period`).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,7 @@ from gateway.routes.common import engine_id
 from gateway.wire import parse_time
 
 __all__ = ["Effective", "Sources", "effective_entitlements", "promotions_of", "promo_active",
-           "usage_of", "period_starts"]
+           "usage_of", "period_starts", "invalidate"]
 
 _unjson = msgspec.json.decode
 
@@ -92,21 +93,22 @@ async def promotions_of(services: Any, env: str, customer_id: str) -> list[dict[
     return [_unjson(r[0]) for r in rows]
 
 
-async def _subscriptions(services: Any, env: str, customer_id: str,
-                         resource_id: str | None) -> list[dict[str, Any]]:
-    try:
-        from gateway.subscriptions import active_subscriptions  # noqa: PLC0415
-    except ImportError:  # subscriptions not built yet: promotions only
-        return []
-    return list(await active_subscriptions(services, env, customer_id, resource_id))
+async def _subscriptions(services: Any, env: str, customer_id: str, resource_id: str | None,
+                         now: int) -> tuple[list[dict[str, Any]], int]:
+    """The running subscriptions for the resource, and the next time any of the
+    customer's subscriptions changes (a future start, a renewal, an end)."""
+    from gateway.subscriptions import RUNNING, customer_subscriptions  # noqa: PLC0415
+
+    docs = await customer_subscriptions(services, env, customer_id)
+    due = [d["dueAt"] for d in docs if d.get("dueAt") is not None and d["dueAt"] > now]
+    running = [d for d in docs if d["status"] in RUNNING and d.get("resourceId") == resource_id]
+    return running, min(due, default=_FOREVER)
 
 
 async def _published(services: Any, env: str, kind: str, ident: str,
                      version: int | None) -> dict[str, Any] | None:
-    try:
-        from gateway.packages import published  # noqa: PLC0415
-    except ImportError:
-        return None
+    from gateway.packages import published  # noqa: PLC0415
+
     return await published(services.catalog, env, kind, ident, version)
 
 
@@ -142,11 +144,59 @@ def _add(eff: Effective, ent: dict[str, Any], quantity: int, anchor: int | None,
         eff.updated_at = max(eff.updated_at or 0, updated)
 
 
+# Effective entitlements are read on every usage report, event batch and entitlement
+# check, and change only when a subscription or promotion is written or a boundary in time
+# passes: they are cached per (environment, customer, resource) until the earliest such
+# boundary, least recently used out past CACHED_MAX customers.
+CACHED_MAX = 100_000
+_FOREVER = 1 << 62
+
+
+class _Cache:
+    def __init__(self) -> None:
+        # (env, customer) -> {resource: (sources, valid from, valid until)}
+        self.entries: OrderedDict[tuple[str, str], dict[str | None, tuple[Sources, int, int]]]
+        self.entries = OrderedDict()
+
+
+def _cache(services: Any) -> _Cache:
+    cache = getattr(services.catalog, "_entitlements_cache", None)
+    if cache is None:
+        cache = _Cache()
+        services.catalog._entitlements_cache = cache
+    return cache
+
+
+def invalidate(services: Any, env: str, customer_id: str) -> None:
+    """Forget the customer's cached entitlements (a subscription or promotion changed)."""
+    _cache(services).entries.pop((env, customer_id), None)
+
+
 async def effective_entitlements(services: Any, env: str, customer_id: str,
                                  resource_id: str | None, now: int) -> Sources:
-    """The customer's feature entitlements at `now` (see the module docstring)."""
+    """The customer's feature entitlements at `now` (see the module docstring). Shared
+    with other callers: read it, do not change it."""
+    cache = _cache(services)
+    key = (env, customer_id)
+    entry = cache.entries.get(key, {}).get(resource_id)
+    if entry is not None and entry[1] <= now < entry[2]:
+        cache.entries.move_to_end(key)
+        return entry[0]
+    sources, valid_until = await _effective(services, env, customer_id, resource_id, now)
+    cache.entries.setdefault(key, {})[resource_id] = (sources, now, valid_until)
+    cache.entries.move_to_end(key)
+    while len(cache.entries) > CACHED_MAX:
+        cache.entries.popitem(last=False)
+    return sources
+
+
+async def _effective(services: Any, env: str, customer_id: str, resource_id: str | None,
+                     now: int) -> tuple[Sources, int]:
+    """The entitlements at `now`, and until when they hold (the next boundary: a usage
+    window's end, a promotion's start or end, a subscription's next change)."""
     out = Sources()
-    out.subscriptions = await _subscriptions(services, env, customer_id, resource_id)
+    out.subscriptions, boundary = await _subscriptions(services, env, customer_id,
+                                                       resource_id, now)
     for sub in out.subscriptions:
         anchor = _ms(sub.get("_start", sub.get("startDate")))
         plan = await _published(services, env, "plan", sub["planId"], sub.get("planVersion"))
@@ -179,7 +229,12 @@ async def effective_entitlements(services: Any, env: str, customer_id: str,
                                           now)
             except ValueError:
                 eff.window = None
-    return out
+    edges = [boundary]
+    edges += [e.window[1] for e in out.features.values() if e.window is not None]
+    for promo in promos:
+        edges += [t for t in (promo.get("_startDate"), promo.get("_endDate"))
+                  if isinstance(t, int) and t > now]
+    return out, min(edges)
 
 
 def period_starts(sources: Sources) -> dict[str, tuple[int, int]]:

@@ -253,6 +253,9 @@ async def save(services: Any, env: str, doc: dict[str, Any], *, new: bool = Fals
                            f"subscription {doc['id']!r} exists already", "id")
     else:
         await services.catalog.replace(_TABLE, env, doc)
+    from gateway.entitlements_state import invalidate  # noqa: PLC0415
+
+    invalidate(services, env, doc["customerId"])
 
 
 async def customer_subscriptions(services: Any, env: str, customer_id: str

@@ -24,7 +24,7 @@ from litestar.params import FromPath, FromQuery
 
 from engine.billing.periods import ANCHORS, WEEK_MS, add_months
 from gateway.app import environment, ok, services
-from gateway.entitlements_state import promotions_of
+from gateway.entitlements_state import invalidate, promotions_of
 from gateway.errors import ApiError, bad_input
 from gateway.routes.common import require_customer
 from gateway.routes.features import require_feature
@@ -210,6 +210,7 @@ async def grant_promotions(request: Request, customer_id: FromPath[str]) -> Resp
     await svc.store.transact([(_UPSERT, [
         (env, customer_id, d["featureId"], _json(d).decode(), "Active", now, now)
         for d in docs])])
+    invalidate(svc, env, customer_id)
     return ok([promotion_json(d, env, now) for d in docs])
 
 
@@ -299,6 +300,7 @@ async def revoke_promotion(request: Request, customer_id: FromPath[str],
         "UPDATE promotional_entitlements SET doc = ?, status = ?, updated_at = ?, "
         "archived_at = ? WHERE environment = ? AND customer_id = ? AND feature_id = ?",
         _json(doc).decode(), "Revoked", now, now, env, customer_id, feature_id)
+    invalidate(svc, env, customer_id)
     return ok(promotion_json(doc, env, now))
 
 
