@@ -58,7 +58,7 @@ from gateway.errors import ApiError, bad_input
 from gateway.routes.common import engine_id, scoped_key
 from gateway.wire import amount_in
 
-__all__ = ["active_subscriptions", "subscription_doc", "customer_subscriptions", "catch_up_due",
+__all__ = ["trial_eligible", "active_subscriptions", "subscription_doc", "customer_subscriptions", "catch_up_due",
            "save", "lock_of", "timeline_of", "credit_sources", "RUNNING", "Scheduler"]
 
 log = structlog.get_logger("creditd.subscriptions")
@@ -283,6 +283,13 @@ async def subscription_doc(services: Any, env: str, ident: str) -> dict[str, Any
     async with lock_of(env, doc["customerId"]):
         # Read again under the lock: another request may have caught it up meanwhile.
         return await catch_up(services, env, await services.catalog.get(_TABLE, env, ident))
+
+
+async def trial_eligible(services: Any, env: str, customer_id: str, product_id: str) -> bool:
+    """One trial per customer and product: a customer who ever had a trial on one of the
+    product's plans gets the plan's default trial no more."""
+    return not any(d.get("_trialEnd") is not None and d.get("productId") == product_id
+                   for d in await customer_subscriptions(services, env, customer_id))
 
 
 async def require_subscription(services: Any, env: str, ident: str) -> dict[str, Any]:

@@ -485,6 +485,12 @@ async def _estimate_new(request: Request, body: PreviewBody | EstimateBody,
         applied = await _stored_coupon(request, customer.get("couponId"), start)
     tax_rate = _tax_rate(request, body.billing_information, country)
 
+    if body.trial_override_configuration is None and not skip_trial:
+        # The plan's default trial, as provisioning gives it: once per customer and product.
+        from gateway.subscriptions import trial_eligible  # noqa: PLC0415
+
+        skip_trial = not await trial_eligible(services(request), environment(request),
+                                              body.customer_id, plan["productId"])
     trial_end = _trial_end(plan, body.trial_override_configuration, skip_trial, start)
     paid_start = trial_end if trial_end is not None else start
     first = billing_period(paid_start, period, paid_start)

@@ -235,9 +235,8 @@ async def _trial(request: Request, env: str, customer_id: str, plan_id: str, pro
     config = (plan or {}).get("defaultTrialConfig")
     if not config:
         return None, "CONVERT_TO_PAID"
-    for doc in await subs.customer_subscriptions(services(request), env, customer_id):
-        if doc.get("_trialEnd") is not None and doc.get("productId") == product_id:
-            return None, "CONVERT_TO_PAID"  # one trial per product
+    if not await subs.trial_eligible(services(request), env, customer_id, product_id):
+        return None, "CONVERT_TO_PAID"
     from engine.billing.lifecycle import trial_end_of  # noqa: PLC0415
 
     return (trial_end_of(start, int(Decimal(str(config["duration"]))), config["units"]),

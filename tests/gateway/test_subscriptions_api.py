@@ -178,8 +178,13 @@ def test_trial_grants_trial_credits_then_converts_once(client, clock, catalog) -
     assert _t(paid.current_billing_period_start) == t0 + 14 * DAY
     assert _t(paid.billing_cycle_anchor) == t0 + 14 * DAY
     assert len(recurring(client, customer, catalog.currency)) == 2
-    # One trial per product: a second subscription to it starts paid.
+    # One trial per product: a second subscription to it starts paid, and the estimate
+    # says so (due now), while a new customer's estimate starts with the free trial.
     other = catalog.plan(credits=10, trial={"duration": 7, "units": "DAY"})
+    for who, due in ((customer, 20), (catalog.customer(), 0)):
+        r = client.post("/api/v1/subscriptions/estimate", cast_to=object,
+                        body={"customerId": who, "planId": other})
+        assert r["data"]["total"]["amount"] == due, r
     second = client.v1.subscriptions.provision(customer_id=customer, plan_id=other)
     assert second.data.subscription.status == "ACTIVE"
     assert second.data.subscription.trial_end_date is None
