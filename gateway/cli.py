@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 
@@ -24,6 +25,10 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"creditd serve: {exc}", file=sys.stderr)
         return 2
     if not _open_database(settings.database_url, "serve"):
+        return 1
+    catalog = args.catalog or os.environ.get("CREDITD_CATALOG") or None
+    if catalog and _apply_catalog(settings.database_url, args.catalog_environment, catalog,
+                                  dry_run=False, command="serve") != 0:
         return 1
     config = uvicorn.Config(create_app(settings, server_process=True), host=settings.host,
                             port=settings.port,
@@ -73,6 +78,38 @@ def _open_database(url: str | None, command: str) -> bool:
     return True
 
 
+def _apply_catalog(database_url: str | None, env: str, path: str, *, dry_run: bool,
+                   command: str) -> int:
+    """Apply a catalog file (gateway/catalog_file.py), printing one line per item that
+    changes; 1 with the reason on stderr if the file cannot be applied (nothing is)."""
+    import anyio
+
+    from gateway.catalog_file import CatalogError, apply_path
+
+    try:
+        changes = anyio.run(lambda: apply_path(database_url, env, path, dry_run=dry_run))
+    except CatalogError as exc:
+        print(f"creditd {command}: {exc}", file=sys.stderr)
+        return 1
+    prefix = "would " if dry_run else ""
+    changed = [c for c in changes if c.action != "unchanged"]
+    for change in changed:
+        print(f"{prefix}{change.line()}")
+    if not changed:
+        print(f"catalog {path}: no changes ({len(changes)} items unchanged)")
+    else:
+        print(f"catalog {path}: {len(changed)} {'to change' if dry_run else 'changed'}, "
+              f"{len(changes) - len(changed)} unchanged (environment {env!r})")
+    return 0
+
+
+def _catalog_apply(args: argparse.Namespace) -> int:
+    if not _open_database(args.database_url, "catalog apply"):
+        return 1
+    return _apply_catalog(args.database_url, args.environment, args.file,
+                          dry_run=args.dry_run, command="catalog apply")
+
+
 def _migrate(args: argparse.Namespace) -> int:
     from persistence.schema import LATEST_VERSION
 
@@ -94,7 +131,24 @@ def main(argv: list[str] | None = None) -> int:
                        help="default $CREDITD_DATABASE_URL or sqlite:///data/creditd.db")
     serve.add_argument("--fd", type=int, default=None,
                        help="serve on this already-listening socket instead of host:port")
+    serve.add_argument("--catalog", default=None, metavar="FILE",
+                       help="apply this catalog file (TOML, docs/catalog.md) at start-up; "
+                            "default $CREDITD_CATALOG")
+    serve.add_argument("--catalog-environment", default="default", metavar="ENV",
+                       help="the environment --catalog applies to (default: default)")
     serve.set_defaults(func=_serve)
+    catalog = sub.add_parser("catalog", help="manage the product catalog")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command")
+    apply_cmd = catalog_sub.add_parser(
+        "apply", help="make the catalog say what a TOML file says (docs/catalog.md)")
+    apply_cmd.add_argument("file", help="the catalog file (TOML)")
+    apply_cmd.add_argument("--environment", default="default",
+                           help="the environment to apply it to (default: default)")
+    apply_cmd.add_argument("--dry-run", action="store_true",
+                           help="print what would change, change nothing")
+    apply_cmd.add_argument("--database-url", default=None,
+                           help="default $CREDITD_DATABASE_URL or sqlite:///data/creditd.db")
+    apply_cmd.set_defaults(func=_catalog_apply)
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     migrate.add_argument("--database-url", default=None,
                          help="sqlite:///path or postgresql://…; default $CREDITD_DATABASE_URL "
