@@ -8,6 +8,7 @@ from gateway.routes.customers import ROUTES as _CUSTOMERS
 from gateway.routes.entitlements import ROUTES as _ENTITLEMENTS
 from gateway.routes.estimates import ROUTES as _ESTIMATES
 from gateway.routes.features import ROUTES as _FEATURES
+from gateway.routes.paywall import ROUTES as _PAYWALL
 from gateway.routes.plans import ROUTES as _PLANS
 from gateway.routes.products import ROUTES as _PRODUCTS
 from gateway.routes.promotions import ROUTES as _PROMOTIONS
@@ -21,4 +22,4 @@ from gateway.feed.stream import ROUTES as _FEED
 ROUTES = [*_CURRENCIES, *_CUSTOMERS, *_CREDITS, *_ENTITLEMENTS, *_FEATURES, *_USAGE,
           *_ANALYTICS, *_WEBHOOKS, *_FEED, *_RECHARGE,
           *_COUPONS, *_PRODUCTS, *_PLANS, *_TEST_CLOCK, *_PROMOTIONS,
-          *_SUBSCRIPTIONS, *_ESTIMATES]
+          *_SUBSCRIPTIONS, *_ESTIMATES, *_PAYWALL]
