@@ -1,0 +1,86 @@
+"""Recurring credits stay exactly once when the subscription's own write fails after its
+renewal grant committed (a crash between the two): the next catch-up makes the same grant
+again, the engine answers it as a replay, and the customer holds one renewal, not two.
+
+In-process app (see test_overload.py for the harness), on a SQLite store that fails the
+subscription's write on cue, with a manual clock the test moves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from engine.runtime.clock import ManualClock
+from engine.runtime.errors import StoreUnavailable
+from gateway.app import create_app
+from gateway.config import Settings
+from persistence.sqlite import SQLiteStore
+from tests.gateway.test_overload import serve
+
+pytestmark = pytest.mark.anyio
+KEY = "k-recovery"
+H = {"X-API-KEY": KEY}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # aiosqlite is asyncio-only
+
+
+class FlakyStore(SQLiteStore):
+    """Fails the next write of a subscription document while `fail_next` is set."""
+
+    fail_next = False
+
+    async def execute(self, sql: str, *args: Any) -> Any:
+        if self.fail_next and sql.lstrip().startswith("UPDATE subscriptions"):
+            self.fail_next = False
+            raise StoreUnavailable("simulated crash before the subscription was saved",
+                                   retry_after_s=1.0)
+        return await super().execute(sql, *args)
+
+
+async def _ok(r: httpx.Response) -> Any:
+    assert r.status_code in (200, 201), r.text
+    return r.json()["data"]
+
+
+async def test_a_renewal_is_granted_once_when_the_save_after_it_fails(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "creditd.db")
+    clock = ManualClock()
+    app = create_app(Settings(api_keys=[KEY]), store=store, runtime_options={"clock": clock})
+    async with serve(app) as http:
+        for path, body in (
+                ("/api/v1/credits/custom-currencies", {"id": "tokens", "displayName": "T"}),
+                ("/api/v1/products", {"id": "ai", "displayName": "AI"}),
+                ("/api/v1/plans", {"id": "pro", "displayName": "Pro", "productId": "ai"}),
+                ("/api/v1/plans/pro/entitlements", {"entitlements": [
+                    {"type": "CREDIT", "id": "tokens", "amount": 500, "cadence": "MONTH"}]}),
+                ("/api/v1/plans/pro/publish", {"migrationType": "NEW_CUSTOMERS"}),
+                ("/api/v1/customers", {"id": "c1"})):
+            await _ok(await http.post(path, json=body, headers=H))
+        made = await _ok(await http.post("/api/v1/subscriptions", headers=H,
+                                          json={"customerId": "c1", "planId": "pro"}))
+        sub = made["subscription"]
+        end = sub["currentBillingPeriodEnd"]
+        store.fail_next = True
+        # The renewal falls due: its grant commits, then the subscription's write fails.
+        r = await http.put("/api/v1/test-clock", json={"now": end}, headers=H)
+        assert r.status_code == 503, r.text
+        assert not store.fail_next  # the failure happened
+        # The next read catches the subscription up again: the same grant, replayed.
+        again = await _ok(await http.get(f"/api/v1/subscriptions/{sub['id']}", headers=H))
+        assert again["currentBillingPeriodStart"] == end
+        grants = await _ok(await http.get("/api/v1/credits/grants", headers=H,
+                                          params={"customerId": "c1"}))
+        recurring = [g for g in grants if g["grantType"] == "RECURRING"]
+        assert [g["amount"] for g in recurring] == [500, 500]
+        assert sorted(g["status"] for g in recurring) == ["ACTIVE", "EXPIRED"]
+        # And once more, nothing new.
+        await _ok(await http.get(f"/api/v1/subscriptions/{sub['id']}", headers=H))
+        grants = await _ok(await http.get("/api/v1/credits/grants", headers=H,
+                                          params={"customerId": "c1"}))
+        assert len([g for g in grants if g["grantType"] == "RECURRING"]) == 2
