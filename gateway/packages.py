@@ -816,9 +816,11 @@ async def _pricing_model(catalog: Catalog, env: str, m: PricingModel,
     for name in ("min_unit_quantity", "max_unit_quantity"):
         value = getattr(m, name)
         if value is not None:
-            if model != "PER_UNIT":
-                raise bad_input(f"only a PER_UNIT price has a {_camel(name)}",
-                                f"{field}.{_camel(name)}")
+            # Seats bought (PER_UNIT), or credits bought in one top-up (CREDIT_BASED:
+            # the prepaid plan's minimum and maximum purchase).
+            if model not in ("PER_UNIT", "CREDIT_BASED"):
+                raise bad_input(f"only a PER_UNIT or CREDIT_BASED price has a "
+                                f"{_camel(name)}", f"{field}.{_camel(name)}")
             if value < 0:
                 raise bad_input("must not be negative", f"{field}.{_camel(name)}")
     if (m.min_unit_quantity is not None and m.max_unit_quantity is not None

@@ -385,6 +385,8 @@ def _model(**fields):
      "charges.pricingModels[0].bogus"),
     ({"pricingType": "PAID", "pricingModels": [_model(
         billingModel="CREDIT_BASED")]}, "charges.pricingModels[0].topUpCustomCurrencyId"),
+    ({"pricingType": "PAID", "pricingModels": [_model(minUnitQuantity=1)]},
+     "charges.pricingModels[0].minUnitQuantity"),
 ])
 def test_bad_charges_name_the_field(raw, client, uid, cat, charges, field) -> None:
     charges = _fill(charges, cat)
@@ -485,6 +487,16 @@ def test_credit_top_ups_overage_and_minimum_spend(client, raw, uid, cat) -> None
     row = next(iter(client.v1.addons.list_charges(a.id)))
     assert (row.billing_model, row.billing_cadence, row.top_up_custom_currency_id) == (
         "CREDIT_BASED", "ONE_OFF", cat["tokens"])
+    # A prepaid top-up carries its minimum and maximum purchase.
+    bounded = client.v1.addons.create(id=uid("addon"), display_name="Bounded top-up",
+                                      product_id=cat["product"]).data
+    client.v1.addons.update(bounded.id, charges={"pricing_type": "PAID", "pricing_models": [
+        {"billing_model": "CREDIT_BASED", "top_up_custom_currency_id": cat["tokens"],
+         "billing_cadence": "ONE_OFF", "min_unit_quantity": 1000,
+         "max_unit_quantity": 50000, "price_periods": [
+             {"billing_period": "MONTHLY", "price": {"amount": "0.002", "currency": "usd"}}]}]})
+    top = next(iter(client.v1.addons.list_charges(bounded.id)))
+    assert (top.min_unit_quantity, top.max_unit_quantity) == (1000, 50000)
     assert (row.credit_rate.amount, row.credit_rate.currency_id) == (1000, cat["tokens"])
     # The client's addon update takes a status: PUBLISHED publishes.
     assert client.v1.addons.update(a.id, status="PUBLISHED").data.status == "PUBLISHED"
