@@ -1,4 +1,4 @@
-"""The effective feature entitlements of a customer (issue 9, docs/catalog-design.md).
+"""The effective feature entitlements of a customer (docs/subscriptions.md, Entitlements).
 
 Sources: the customer's active subscriptions (`gateway.subscriptions.active_subscriptions`)
 through the published plan and add-on versions they point at (`gateway.packages.published`),

@@ -14,11 +14,12 @@ published version is kept, immutable, in `package_versions` (subscriptions point
     remove_draft        DRAFT vN+1 -> the published vN again
     archive             the package can no longer be subscribed to
 
-Documents are the contract of docs/catalog-design.md. Bodies are camelCase dicts (what the
-REST routes decode and what the TOML catalog builds); they are validated as a whole before
-anything is written, and every refusal names its field. Money is exact: decimal strings in
-documents (`"9.99"`), Decimal on the way in, never a float. Writers of one package are
-serialized (a lock per package in this process, which owns the database).
+Documents have the shapes of docs/subscriptions.md (Packages and versions). Bodies are
+camelCase dicts (what the REST routes decode and what the TOML catalog builds); they are
+validated as a whole before anything is written, and every refusal names its field.
+Money is exact: decimal strings in documents (`"9.99"`), Decimal on the way in, never a
+float. Writers of one package are serialized (a lock per package in this process, which
+owns the database).
 """
 
 from __future__ import annotations

@@ -476,6 +476,40 @@ def test_core_module_is_pure(path: Path) -> None:
     assert not problems, f"{path.name} is not pure: {problems}"
 
 
+_BILLING_FILES = sorted((CORE_DIR.parent / "billing").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", _BILLING_FILES, ids=lambda p: p.name)
+def test_billing_module_is_pure(path: Path) -> None:
+    """engine/billing (periods, lifecycle, prices) is pure like the core, except that it
+    may use `datetime` for calendar arithmetic — never to read the clock."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    problems = []
+    for node in ast.walk(tree):
+        modules: list[str] = []
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules = [node.module]
+        for mod in modules:
+            for bad in _FORBIDDEN_MODULES - {"datetime"}:
+                if mod == bad or mod.startswith(bad + "."):
+                    problems.append(f"line {node.lineno}: imports {mod}")
+        if isinstance(node, (ast.AsyncFunctionDef, ast.Await, ast.AsyncFor, ast.AsyncWith)):
+            problems.append(f"line {node.lineno}: {type(node).__name__}")
+        if isinstance(node, ast.Attribute) and node.attr in ("now", "today", "utcnow"):
+            problems.append(f"line {node.lineno}: reads the clock ({node.attr})")
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id in _FORBIDDEN_CALLS):
+            problems.append(f"line {node.lineno}: calls {node.func.id}()")
+    assert not problems, f"{path.name} is not pure: {problems}"
+
+
+def test_billing_files_found() -> None:
+    assert {"periods.py", "lifecycle.py", "pricing.py", "money.py", "proration.py"} <= {
+        p.name for p in _BILLING_FILES}
+
+
 # ---------------------------------------------------------------------------------------
 # 3. Overload: mailbox_max, pending_max, resident_max
 
