@@ -24,13 +24,13 @@ import subprocess
 import sys
 import threading
 import uuid
-from datetime import datetime, timedelta
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import anyio
+import asyncpg
 import httpx
 import pytest
 from stigg import Stigg
@@ -151,16 +151,14 @@ def fresh_pg_url() -> tuple[str, Callable[[], None]]:
     return f"{base}/{name}", drop
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def server(request: pytest.FixtureRequest,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Every gateway test runs against both stores."""
+def _serve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           env: dict[str, str]) -> Iterator[Server]:
     drop = None
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('creditd') / 'creditd.db'}"
     else:
         url, drop = fresh_pg_url()
-    s = Server(url, api_keys=f"{KEY},other:{OTHER_KEY}").start()
+    s = Server(url, api_keys=f"{KEY},other:{OTHER_KEY}", env=env).start()
     try:
         yield s
     finally:
@@ -169,28 +167,28 @@ def server(request: pytest.FixtureRequest,
             drop()
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Every gateway test runs against both stores. A test module that needs settings
+    declares them as `SERVER_ENV = {"CREDITD_…": "…"}` (a manual clock, tax rates, a
+    catalog to load)."""
+    yield from _serve(request, tmp_path_factory, dict(getattr(request.module, "SERVER_ENV", {})))
+
+
+# A manual clock (CREDITD_CLOCK) that starts here and moves only through
+# `PUT /api/v1/test-clock`: `SERVER_ENV = {"CREDITD_CLOCK": "manual:2026-01-01T00:00:00Z"}`.
 CLOCK_START = "2026-01-01T00:00:00+00:00"
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def clock_server(request: pytest.FixtureRequest,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Like `server`, on a manual clock (CREDITD_CLOCK) that starts at CLOCK_START and
-    moves only through `PUT /api/v1/test-clock` (see `move_clock`). Tests of one module
-    share it, so each reads the time it starts at (`clock_now`) rather than assuming it."""
-    drop = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('creditd') / 'creditd.db'}"
-    else:
-        url, drop = fresh_pg_url()
-    s = Server(url, api_keys=f"{KEY},other:{OTHER_KEY}",
-               env={"CREDITD_CLOCK": f"manual:{CLOCK_START}"}).start()
-    try:
-        yield s
-    finally:
-        s.stop()
-        if drop is not None:
-            drop()
+    """A server on a manual clock starting at CLOCK_START, beside the module's `server`
+    (for modules whose `server` runs on the system clock)."""
+    env = {**getattr(request.module, "SERVER_ENV", {}),
+           "CREDITD_CLOCK": f"manual:{CLOCK_START}"}
+    yield from _serve(request, tmp_path_factory, env)
 
 
 class TestClock:
@@ -216,8 +214,13 @@ class TestClock:
 
 
 @pytest.fixture
-def clock(clock_server: Server) -> Iterator[TestClock]:
-    with clock_server.http() as raw:
+def clock(request: pytest.FixtureRequest) -> Iterator[TestClock]:
+    """The clock of the module's `server` when its SERVER_ENV sets CREDITD_CLOCK, else of
+    `clock_server`. Tests of a module share the server, so each reads the time it starts
+    at (`clock.now()`) rather than assuming it."""
+    manual = "CREDITD_CLOCK" in getattr(request.module, "SERVER_ENV", {})
+    s = request.getfixturevalue("server" if manual else "clock_server")
+    with s.http() as raw:
         yield TestClock(raw)
 
 

@@ -4,7 +4,7 @@ server whose clock the tests move: usage limits, reset windows that reset on tim
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,41 +12,12 @@ import httpx
 import pytest
 from stigg import Stigg
 
-from tests.gateway.conftest import KEY, OTHER_KEY, Server, fresh_pg_url
-
 START = "2026-01-01T00:00:00Z"
 HOUR_S = 3600
 DAY_S = 24 * HOUR_S
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def clocked(request: pytest.FixtureRequest,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    drop = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('creditd') / 'creditd.db'}"
-    else:
-        url, drop = fresh_pg_url()
-    s = Server(url, api_keys=f"{KEY},other:{OTHER_KEY}",
-               env={"CREDITD_CLOCK": f"manual:{START}"}).start()
-    try:
-        yield s
-    finally:
-        s.stop()
-        if drop is not None:
-            drop()
-
-
-@pytest.fixture
-def client(clocked: Server) -> Iterator[Stigg]:
-    with clocked.stigg() as c:
-        yield c
-
-
-@pytest.fixture
-def raw(clocked: Server) -> Iterator[httpx.Client]:
-    with clocked.http() as c:
-        yield c
+SERVER_ENV = {"CREDITD_CLOCK": f"manual:{START}"}
 
 
 def now(raw: httpx.Client) -> datetime:

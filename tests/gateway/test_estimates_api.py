@@ -9,48 +9,18 @@ previews pass an explicit `startDate`, so only the update test depends on the cl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-
-from tests.gateway.conftest import KEY, OTHER_KEY, Server, fresh_pg_url
 
 START = "2026-03-31T00:00:00Z"  # a month later: April 30 (the day clamps)
 APR_30 = "2026-04-30T00:00:00.000Z"
 MAY_31 = "2026-05-31T00:00:00.000Z"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def est_server(request: pytest.FixtureRequest,
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    drop = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('creditd') / 'creditd.db'}"
-    else:
-        url, drop = fresh_pg_url()
-    s = Server(url, api_keys=f"{KEY},other:{OTHER_KEY}",
-               env={"CREDITD_CLOCK": "manual:2026-01-01T00:00:00+00:00",
-                    "CREDITD_TAX_RATES": "DE=19,JP=10"}).start()
-    try:
-        yield s
-    finally:
-        s.stop()
-        if drop is not None:
-            drop()
-
-
-@pytest.fixture
-def client(est_server):
-    with est_server.stigg() as c:
-        yield c
-
-
-@pytest.fixture
-def raw(est_server):
-    with est_server.http() as c:
-        yield c
+SERVER_ENV = {"CREDITD_CLOCK": "manual:2026-01-01T00:00:00+00:00",
+              "CREDITD_TAX_RATES": "DE=19,JP=10"}
 
 
 class Cat:
@@ -233,7 +203,7 @@ def test_trial_then_paid_and_the_graphql_estimate(raw, cat):
     assert r.json()["data"]["total"]["amount"] == 20
 
 
-def test_estimate_update_prorates_the_change(client, raw, cat, est_server):
+def test_estimate_update_prorates_the_change(client, raw, cat, server):
     plan = cat.plan([{"billingModel": "PER_UNIT", "featureId": cat.seats,
                       "pricePeriods": [flat("10")]}])
     customer = cat.customer()

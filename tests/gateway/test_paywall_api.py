@@ -3,34 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.gateway.conftest import KEY, OTHER_KEY, ROOT, Server, fresh_pg_url
-
-EXAMPLE = str(ROOT / "scripts" / "example-catalog.toml")
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def server(request: pytest.FixtureRequest,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    drop = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('paywall') / 'creditd.db'}"
-    else:
-        url, drop = fresh_pg_url()
-    s = Server(url, api_keys=f"{KEY},other:{OTHER_KEY}",
-               env={"CREDITD_CATALOG": EXAMPLE}).start()
-    try:
-        yield s
-    finally:
-        s.stop()
-        if drop is not None:
-            drop()
+EXAMPLE = str(Path(__file__).resolve().parents[2] / "scripts" / "example-catalog.toml")
+SERVER_ENV = {"CREDITD_CATALOG": EXAMPLE}
 
 
 def paywall(raw: httpx.Client, **params: Any) -> dict[str, Any]:
@@ -171,6 +153,6 @@ def test_customer_and_active_subscriptions(raw: httpx.Client,
         assert [t["planRefId"] for t in data["customer"]["trialedPlans"]] == ["pro"]
 
 
-def test_environments_are_separate(server: Server) -> None:
-    with server.http(key=OTHER_KEY) as other:
+def test_environments_are_separate(server) -> None:
+    with server.http(key=server.other_key) as other:
         assert paywall(other)["plans"] == []

@@ -12,18 +12,7 @@ import pytest
 import stigg
 
 DAY = timedelta(days=1)
-
-
-@pytest.fixture
-def client(clock_server):
-    with clock_server.stigg() as c:
-        yield c
-
-
-@pytest.fixture
-def raw(clock_server):
-    with clock_server.http() as c:
-        yield c
+SERVER_ENV = {"CREDITD_CLOCK": "manual:2026-01-01T00:00:00Z"}
 
 
 def _t(value: Any) -> datetime:
