@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.errors import ApiError, bad_input
+from gateway.errors import bad_input
 
 __all__ = ["resolve", "apply_changes", "price_periods", "pricing_type_of"]
 
@@ -17,15 +17,7 @@ async def _package(services: Any, env: str, kind: str, ident: str, field: str,
                    ) -> dict[str, Any]:
     from gateway import packages  # noqa: PLC0415
 
-    working = await packages.get_package(services.catalog, env, kind, ident)
-    version = await packages.published(services.catalog, env, kind, ident)
-    name = "PlanNotFound" if kind == "plan" else "AddonNotFound"
-    if working is None or version is None:
-        what = "was not found" if working is None else "has never been published"
-        raise ApiError(404, name, f"{kind} {ident!r} {what}", field)
-    if working.get("status") == "ARCHIVED" or working.get("_archivedAt") is not None:
-        raise bad_input(f"{kind} {ident!r} is archived", field)
-    return version
+    return await packages.require_published(services.catalog, env, kind, ident, field=field)
 
 
 def price_periods(package: dict[str, Any]) -> set[str]:

@@ -50,7 +50,6 @@ from engine.billing.lifecycle import (
     credit_window,
     next_change,
     status_at,
-    trial_end_of,
 )
 from engine.core.commands import CreateGrant, GrantReply, Refused, VoidGrant
 from engine.core.model import GrantType
@@ -58,8 +57,10 @@ from gateway.errors import ApiError, bad_input
 from gateway.routes.common import engine_id, scoped_key
 from gateway.wire import amount_in
 
-__all__ = ["trial_eligible", "active_subscriptions", "subscription_doc", "customer_subscriptions", "catch_up_due",
-           "save", "lock_of", "timeline_of", "credit_sources", "RUNNING", "Scheduler"]
+__all__ = ["RUNNING", "Scheduler", "active_subscriptions", "catch_up", "catch_up_due",
+           "copy_of", "credit_sources", "customer_subscriptions", "lock_of", "migrate_all",
+           "require_subscription", "save", "save_and_catch_up", "subscription_doc",
+           "timeline_of", "trial_eligible", "void_current_credits"]
 
 log = structlog.get_logger("creditd.subscriptions")
 _TABLE = "subscriptions"
@@ -213,7 +214,7 @@ async def catch_up(services: Any, env: str, doc: dict[str, Any], *,
     now = services.clock.now_ms()
     if not new and "dueAt" in doc and (doc["dueAt"] is None or doc["dueAt"] > now):
         return doc  # nothing has come due since it was last brought up to date
-    doc = msgspec.json.decode(msgspec.json.encode(doc))  # a private copy to change
+    doc = copy_of(doc)  # a private copy to change (the catalog caches the stored one)
     changed = await _run_scheduled(services, env, doc, now)
     before = (doc.get("status"), doc.get("_periodStart"))
     _apply_fields(doc, now)
@@ -258,6 +259,15 @@ async def save(services: Any, env: str, doc: dict[str, Any], *, new: bool = Fals
     invalidate(services, env, doc["customerId"])
 
 
+async def save_and_catch_up(services: Any, env: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """Save a changed subscription and bring it up to now at once (status, period, credit
+    top-ups), under its customer's lock (the caller must not hold it)."""
+    doc["dueAt"] = services.clock.now_ms()
+    async with lock_of(env, doc["customerId"]):
+        await save(services, env, doc)
+        return await catch_up(services, env, doc)
+
+
 async def customer_subscriptions(services: Any, env: str, customer_id: str
                                  ) -> list[dict[str, Any]]:
     """Every subscription of the customer, caught up to now, oldest first."""
@@ -293,11 +303,16 @@ async def trial_eligible(services: Any, env: str, customer_id: str, product_id: 
 
 
 async def require_subscription(services: Any, env: str, ident: str) -> dict[str, Any]:
+    """The subscription, caught up, as a private copy the caller may change."""
     doc = await subscription_doc(services, env, ident)
     if doc is None:
         raise ApiError(404, "SubscriptionNotFound", f"subscription {ident!r} was not found",
                        "id")
-    return doc
+    return copy_of(doc)
+
+
+def copy_of(doc: dict[str, Any]) -> dict[str, Any]:
+    return msgspec.json.decode(msgspec.json.encode(doc))
 
 
 async def catch_up_due(services: Any, now: int, limit: int = DUE_BATCH_MAX) -> int:
@@ -338,7 +353,7 @@ async def migrate_all(services: Any, env: str, kind: str, ident: str) -> int:
             doc = await catch_up(services, env, doc)
             if doc["status"] not in (*RUNNING, "NOT_STARTED"):
                 continue
-            doc = msgspec.json.decode(msgspec.json.encode(doc))
+            doc = copy_of(doc)
             now = services.clock.now_ms()
             try:
                 changes = await resolve(services, env, doc, latest=True)
@@ -351,7 +366,7 @@ async def migrate_all(services: Any, env: str, kind: str, ident: str) -> int:
             await apply_changes(services, env, doc, changes, now)
             doc["dueAt"] = now
             await save(services, env, doc)
-            await catch_up(services, env, doc)
+            await catch_up(services, env, doc)  # under the lock already held
             moved += 1
     return moved
 

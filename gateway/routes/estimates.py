@@ -58,6 +58,7 @@ from engine.billing.pricing import (
 )
 from engine.billing.proration import prorate, prorated
 from gateway.app import environment, ok, services
+from gateway.subscription_changes import price_periods
 from gateway.errors import ApiError, bad_input
 from gateway.routes.common import require_customer
 from gateway.wire import decode, iso, parse_time
@@ -183,19 +184,7 @@ async def _package(request: Request, kind: str, ident: str, field: str,
         if doc is None:
             raise ApiError(404, name, f"{kind} {ident!r} version {version} was not found", field)
         return doc
-    working = await packages.get_package(catalog, env, kind, ident)
-    doc = await packages.published(catalog, env, kind, ident)
-    if working is None or doc is None:
-        what = "was not found" if working is None else "has never been published"
-        raise ApiError(404, name, f"{kind} {ident!r} {what}", field)
-    if working.get("status") == "ARCHIVED" or working.get("_archivedAt") is not None:
-        raise bad_input(f"{kind} {ident!r} is archived", field)
-    return doc
-
-
-def _periods_of(package: dict[str, Any]) -> set[str]:
-    return {p.get("billingPeriod") for m in (package.get("charges") or {}).get(
-        "pricingModels") or () for p in m.get("pricePeriods") or ()}
+    return await packages.require_published(catalog, env, kind, ident, field=field)
 
 
 async def _addons(request: Request, plan: dict[str, Any], items: list[tuple[str, int]],
@@ -466,7 +455,7 @@ async def _estimate_new(request: Request, body: PreviewBody | EstimateBody,
     now = services(request).clock.now_ms()
     start = parse_time(body.start_date, "startDate") or now
     plan = await _package(request, "plan", body.plan_id, "planId")
-    priced = _periods_of(plan)
+    priced = price_periods(plan)
     period = body.billing_period or ("MONTHLY" if not priced or "MONTHLY" in priced
                                      else sorted(priced)[0])
     if priced and period not in priced:

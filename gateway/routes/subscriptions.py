@@ -262,16 +262,13 @@ async def _replace_running(request: Request, env: str, doc: dict[str, Any], now:
 async def _end(request: Request, env: str, doc: dict[str, Any], at: int, reason: str, *,
                revoke: bool) -> dict[str, Any]:
     svc = services(request)
-    doc = dict(doc)
+    doc = subs.copy_of(doc)
     doc["_end"] = at
     doc["_cancelAt"] = at
     doc["cancelReason"] = reason
     if revoke:
         await subs.void_current_credits(svc, env, doc)
-    doc["dueAt"] = svc.clock.now_ms()  # let the catch-up move the status
-    async with subs.lock_of(env, doc["customerId"]):
-        await subs.save(svc, env, doc)
-        return await subs.catch_up(svc, env, doc)
+    return await subs.save_and_catch_up(svc, env, doc)
 
 
 @post(_BASE)
@@ -415,7 +412,6 @@ async def update(request: Request, subscription_id: FromPath[str]) -> Response:
         cancel = parse_time(body.cancellation_date, "cancellationDate")
         if cancel is not None and cancel <= now:
             raise bad_input("must be in the future", "cancellationDate")
-    doc = dict(doc)
     if body.metadata is not None:
         doc["metadata"] = body.metadata
     if coupons is not None:
@@ -438,10 +434,7 @@ async def update(request: Request, subscription_id: FromPath[str]) -> Response:
         await apply_changes(svc, env, doc, changes, now)
     if "planId" in changes and strategy == "IMMEDIATE":
         doc["prices"] = []
-    doc["dueAt"] = now  # catch up at once: status, period, credit top-ups
-    async with subs.lock_of(env, doc["customerId"]):
-        await subs.save(svc, env, doc)
-        doc = await subs.catch_up(svc, env, doc)
+    doc = await subs.save_and_catch_up(svc, env, doc)
     return ok(subscription_json(doc))
 
 
@@ -475,15 +468,11 @@ async def cancel(request: Request, subscription_id: FromPath[str]) -> Response:
     if at <= now:
         return ok(subscription_json(await _end(request, env, doc, now, reason or "Immediate",
                                                revoke=revoke)))
-    doc = dict(doc)
     doc["_end"] = doc["_cancelAt"] = at
     doc["cancelReason"] = None
     if revoke:
         await subs.void_current_credits(svc, env, doc)
-    doc["dueAt"] = now
-    async with subs.lock_of(env, doc["customerId"]):
-        await subs.save(svc, env, doc)
-        doc = await subs.catch_up(svc, env, doc)
+    doc = await subs.save_and_catch_up(svc, env, doc)
     return ok(subscription_json(doc))
 
 
@@ -493,16 +482,13 @@ async def cancel_schedule(request: Request, subscription_id: FromPath[str]) -> R
     with PATCH cancellationDate: null)."""
     svc = services(request)
     env = environment(request)
-    doc = dict(await subs.require_subscription(svc, env, subscription_id))
+    doc = await subs.require_subscription(svc, env, subscription_id)
     pending = [u for u in doc.get("_scheduled") or () if u["status"] == "SCHEDULED"]
     if not pending:
         raise bad_input("the subscription has no scheduled update", "id")
     doc["_scheduled"] = [{**u, "status": "CANCELED"} if u["status"] == "SCHEDULED" else u
                          for u in doc["_scheduled"]]
-    doc["dueAt"] = svc.clock.now_ms()
-    async with subs.lock_of(env, doc["customerId"]):
-        await subs.save(svc, env, doc)
-        doc = await subs.catch_up(svc, env, doc)
+    doc = await subs.save_and_catch_up(svc, env, doc)
     return ok(subscription_json(doc))
 
 
@@ -512,7 +498,7 @@ async def migrate(request: Request, subscription_id: FromPath[str]) -> Response:
     svc = services(request)
     env = environment(request)
     body = decode(await request.body(), MigrateBody)
-    doc = dict(await subs.require_subscription(svc, env, subscription_id))
+    doc = await subs.require_subscription(svc, env, subscription_id)
     if doc["status"] not in (*subs.RUNNING, "NOT_STARTED"):
         raise bad_input(f"the subscription is {doc['status']}", "id")
     changes = await resolve(svc, env, doc, latest=True)
@@ -523,10 +509,7 @@ async def migrate(request: Request, subscription_id: FromPath[str]) -> Response:
         doc["_scheduled"] = [*(doc.get("_scheduled") or ()), {
             "at": doc["_periodEnd"], "status": "SCHEDULED", "type": "MIGRATE_TO_LATEST",
             "changes": changes}]
-    doc["dueAt"] = now
-    async with subs.lock_of(env, doc["customerId"]):
-        await subs.save(svc, env, doc)
-        doc = await subs.catch_up(svc, env, doc)
+    doc = await subs.save_and_catch_up(svc, env, doc)
     return ok(subscription_json(doc))
 
 
@@ -539,12 +522,9 @@ async def transfer(request: Request, subscription_id: FromPath[str]) -> Response
     body = decode(await request.body(), TransferBody)
     if not body.destination_resource_id:
         raise bad_input("must not be empty", "destinationResourceId")
-    doc = dict(await subs.require_subscription(svc, env, subscription_id))
+    doc = await subs.require_subscription(svc, env, subscription_id)
     doc["resourceId"] = body.destination_resource_id
-    doc["dueAt"] = svc.clock.now_ms()
-    async with subs.lock_of(env, doc["customerId"]):
-        await subs.save(svc, env, doc)
-        doc = await subs.catch_up(svc, env, doc)
+    doc = await subs.save_and_catch_up(svc, env, doc)
     return ok(subscription_json(doc))
 
 

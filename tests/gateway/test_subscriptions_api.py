@@ -389,7 +389,7 @@ def test_bad_provisions_are_refused_whole(client, raw, catalog, uid) -> None:
                                                         **body})
     for body, status, field in (
         ({"planId": "nope"}, 404, "planId"),
-        ({"planId": draft}, 404, "planId"),
+        ({"planId": draft}, 400, "planId"),  # never published
         ({"customerId": "nobody"}, 404, "customerId"),
         ({"billingPeriod": "WEEKLY"}, 400, "billingPeriod"),
         ({"addons": [{"id": "x", "quantity": 1}]}, 404, "addons[0].id"),
