@@ -8,7 +8,7 @@ from typing import Any
 
 from gateway.errors import bad_input
 
-__all__ = ["resolve", "apply_changes", "price_periods", "pricing_type_of"]
+__all__ = ["resolve", "apply_changes", "price_periods", "pricing_type_of", "prices_of"]
 
 QUANTITY_MAX = 1_000_000
 
@@ -58,7 +58,7 @@ async def resolve(services: Any, env: str, current: dict[str, Any] | None,
                   *, plan_id: str | None = None, billing_period: str | None = None,
                   addons: list[Any] | None = None, unit_quantity: int | None = None,
                   charges: list[Any] | None = None, latest: bool = False,
-                  ) -> dict[str, Any]:
+                  country: str | None = None) -> dict[str, Any]:
     """The changes to make to `current` (None: a new subscription), every one checked.
     `addons` items have `.id` and `.quantity`; `charges` items `.id`, `.quantity`, `.type`.
     `latest`: move to the latest published versions (a migration)."""
@@ -135,7 +135,57 @@ async def resolve(services: Any, env: str, current: dict[str, Any] | None,
             _check_quantity(model, int(c.quantity), f"{field}.quantity")
             out.append({"id": c.id, "quantity": int(c.quantity), "type": "FEATURE"})
         changes["charges"] = out
+    if {"planId", "planVersion", "billingPeriod", "addons"} & changes.keys():
+        country = country or (current or {}).get("billingCountryCode")
+        addon_docs = []
+        for a in changes.get("addons", (current or {}).get("addons") or ()):
+            addon_docs.append((await packages_published(services, env, a["id"],
+                                                        a.get("version")), True))
+        changes["prices"] = prices_of([(plan, False), *addon_docs], period, country)
     return changes
+
+
+async def packages_published(services: Any, env: str, ident: str,
+                             version: int | None) -> dict[str, Any]:
+    from gateway import packages  # noqa: PLC0415
+
+    doc = await packages.published(services.catalog, env, "addon", ident, version)
+    assert doc is not None, ident  # subscriptions only point at published versions
+    return doc
+
+
+def prices_of(packages: list[tuple[dict[str, Any], bool]], period: str,
+              country: str | None) -> list[dict[str, Any]]:
+    """The contract's `Subscription.prices`: each pricing model's price for the billing
+    period, the billing country's if it has one (packages: (document, is an add-on))."""
+    from engine.billing.pricing import select_price_period  # noqa: PLC0415
+
+    out = []
+    for package, is_addon in packages:
+        for model in (package.get("charges") or {}).get("pricingModels") or ():
+            chosen = select_price_period(model, period, country)
+            if chosen is None:
+                continue
+            price = chosen.get("price") or {}
+            out.append({
+                "addonId": package["id"] if is_addon else None,
+                "featureId": model.get("featureId"),
+                "baseCharge": model.get("billingModel") == "FLAT_FEE",
+                "billingModel": model.get("billingModel"),  # extension
+                "billingCountryCode": chosen.get("billingCountryCode"),
+                "amount": price.get("amount"),  # decimal strings, as the package stores them
+                "currency": price.get("currency"),
+                "blockSize": chosen.get("blockSize"),
+                "tiers": [{"upTo": t.get("upTo"),
+                           "unitPrice": _money(t.get("unitPrice")),
+                           "flatPrice": _money(t.get("flatPrice"))}
+                          for t in chosen.get("tiers") or ()] or None,
+            })
+    return out
+
+
+def _money(m: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if m is None else {"amount": m["amount"], "currency": m.get("currency")}
 
 
 class _Item:

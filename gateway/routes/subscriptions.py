@@ -176,11 +176,26 @@ def subscription_json(doc: dict[str, Any]) -> dict[str, Any]:
         "latestInvoice": None,
         "minimumSpend": None,
         "contractId": None,
-        "prices": doc.get("prices") or [],
+        "prices": [_price_json(p) for p in doc.get("prices") or ()],
         "subscriptionEntitlements": [],
         "createdAt": iso(doc["_createdAt"]),
         "updatedAt": iso(doc["_updatedAt"]),
     }
+
+
+def _number(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def _price_json(p: dict[str, Any]) -> dict[str, Any]:
+    """A stored price (decimal strings) as JSON numbers."""
+    def money(m: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if m is None else {"amount": _number(m["amount"]),
+                                       "currency": m.get("currency")}
+    return {**p, "amount": _number(p.get("amount")), "blockSize": _number(p.get("blockSize")),
+            "tiers": None if p.get("tiers") is None else [
+                {"upTo": _number(t.get("upTo")), "unitPrice": money(t.get("unitPrice")),
+                 "flatPrice": money(t.get("flatPrice"))} for t in p["tiers"]]}
 
 
 async def _coupon_of(request: Request, body: CouponIn | None, promotion_code: str | None,
@@ -283,14 +298,24 @@ async def provision(request: Request) -> Response:
     _unsupported(body)
     if body.id is not None and (not body.id or "/" in body.id or len(body.id) > 255):
         raise bad_input("must be 1-255 characters without '/'", "id")
-    await require_customer(request, body.customer_id)
+    customer = await require_customer(request, body.customer_id)
     now = svc.clock.now_ms()
     start = parse_time(body.start_date, "startDate")
     start = now if start is None else start
+    country = _country(body.billing_country_code)
     changes = await resolve(svc, env, None, plan_id=body.plan_id,
                             billing_period=body.billing_period, addons=body.addons,
-                            unit_quantity=body.unit_quantity, charges=body.charges)
+                            unit_quantity=body.unit_quantity, charges=body.charges,
+                            country=country)
     coupons = await _coupon_of(request, body.applied_coupon, None, "appliedCoupon")
+    if coupons is None and customer.get("couponId"):
+        # The customer's own coupon applies to their subscriptions unless one is given
+        # (not once it is archived or gone: the customer's record is not the request).
+        try:
+            coupons = await _coupon_of(request, CouponIn(coupon_id=customer["couponId"]),
+                                       None, "couponId")
+        except ApiError:
+            coupons = None
     trial_end, behavior = await _trial(request, env, body.customer_id, body.plan_id,
                                        changes["productId"], start,
                                        body.trial_override_configuration)
@@ -306,7 +331,7 @@ async def provision(request: Request) -> Response:
         "payingCustomerId": body.paying_customer_id,
         "resourceId": body.resource_id,
         "status": "NOT_STARTED",
-        "billingCountryCode": _country(body.billing_country_code),
+        "billingCountryCode": country,
         "coupons": coupons,
         "metadata": body.metadata or {},
         "budget": msgspec.to_builtins(body.budget) if body.budget is not None else None,
@@ -432,8 +457,6 @@ async def update(request: Request, subscription_id: FromPath[str]) -> Response:
             "changes": changes}]
     elif changes:
         await apply_changes(svc, env, doc, changes, now)
-    if "planId" in changes and strategy == "IMMEDIATE":
-        doc["prices"] = []
     doc = await subs.save_and_catch_up(svc, env, doc)
     return ok(subscription_json(doc))
 

@@ -452,3 +452,35 @@ def test_provisioning_answers_the_entitlements(client, catalog, uid) -> None:
     assert kinds == {("FEATURE", True), ("CREDIT", True)}
     [feat] = [e for e in made.entitlements if e.type == "FEATURE"]
     assert feat.feature.id == feature
+
+
+def test_prices_follow_the_billing_country_and_customer_coupon(client, raw, catalog,
+                                                               uid) -> None:
+    c = catalog.client
+    plan = uid("plan")
+    c.v1.plans.create(id=plan, display_name="Priced", product_id=catalog.product)
+    c.v1.plans.update(plan, charges={"pricingType": "PAID", "pricingModels": [
+        {"billingModel": "FLAT_FEE", "pricePeriods": [
+            {"billingPeriod": "MONTHLY", "price": {"amount": "20", "currency": "usd"}},
+            {"billingPeriod": "MONTHLY", "billingCountryCode": "DE",
+             "price": {"amount": "18.5", "currency": "eur"}}]}]})
+    c.v1.plans.publish(plan, migration_type="NEW_CUSTOMERS")
+    coupon = uid("coupon")
+    c.v1.coupons.create(id=coupon, name="Ten", percent_off=10, amounts_off=None,
+                        description=None, duration_in_months=None, metadata=None)
+    customer = uid("cust")
+    c.v1.customers.provision(id=customer, coupon_id=coupon)
+    german = client.v1.subscriptions.provision(customer_id=customer, plan_id=plan,
+                                               billing_country_code="de").data.subscription
+    [price] = german.prices
+    assert (price.amount, price.currency, price.billing_country_code) == (18.5, "eur", "de")
+    assert price.base_charge is True
+    assert [(cp.id, cp.percent_off) for cp in german.coupons] == [(coupon, 10)]
+    other = catalog.customer()
+    plain = client.v1.subscriptions.provision(customer_id=other, plan_id=plan
+                                              ).data.subscription
+    assert [(p.amount, p.currency) for p in plain.prices] == [(20, "usd")]
+    assert plain.coupons == []
+    # Stored prices come back as numbers.
+    again = raw.get(f"/api/v1/subscriptions/{plain.id}").json()["data"]
+    assert again["prices"][0]["amount"] == 20
