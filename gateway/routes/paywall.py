@@ -16,6 +16,7 @@ from typing import Any
 
 from litestar import Request, Response, get
 
+from engine.billing.pricing import select_price_period
 from gateway import packages
 from gateway.app import environment, ok, services
 from gateway.errors import ApiError, bad_input
@@ -190,42 +191,86 @@ async def _addon_json(catalog: Any, env: str, ident: str, country: str | None,
             "prices": _prices(addon, country, all_countries, by_id), "overagePrices": []}
 
 
-def _price_points(plan: dict[str, Any], prices: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What the plan costs per billing period (PaywallPricePoint): its flat prices summed;
-    a price that depends on a quantity (per unit, usage) adds the first tier's unit price
-    times the minimum quantity and says additional charges may apply."""
-    points: dict[tuple[str, str | None], dict[str, Any]] = {}
-    for price in prices:
-        if price["billingCadence"] == "ONE_OFF" or price["billingModel"] == "CREDIT_BASED":
-            continue
-        key = (price["billingPeriod"], price["billingCountryCode"])
-        amount, currency, more = Decimal(0), None, False
-        if price["price"] is not None:
-            amount, currency = price["price"]["amount"], price["price"]["currency"]
-            if price["billingModel"] != "FLAT_FEE":
-                amount *= price["minUnitQuantity"] or 0
-                more = True
-        elif price["tiers"]:
-            first = price["tiers"][0]
-            unit = first["unitPrice"] or first["flatPrice"]
-            currency = unit["currency"] if unit else None
-            quantity = price["minUnitQuantity"] or 0
-            if first["unitPrice"] is not None:
-                amount += first["unitPrice"]["amount"] * quantity
-            if first["flatPrice"] is not None and quantity:
-                amount += first["flatPrice"]["amount"]
-            more = True
-        point = points.setdefault(key, {
+def _model_point(model: dict[str, Any], period: dict[str, Any]
+                 ) -> tuple[Decimal, str | None, bool]:
+    """(amount, currency, additional charges may apply) of one pricing model's price period
+    in a price point: a flat price as is; a price that depends on a quantity (per unit,
+    usage) the first tier's unit price times the minimum quantity, flagged."""
+    quantity = Decimal(str(model.get("minUnitQuantity") or 0))
+    price = _money(period.get("price"))
+    if price is not None:
+        if model["billingModel"] == "FLAT_FEE":
+            return price["amount"], price["currency"], False
+        return price["amount"] * quantity, price["currency"], True
+    tiers = period.get("tiers")
+    if tiers:
+        unit, flat = _money(tiers[0].get("unitPrice")), _money(tiers[0].get("flatPrice"))
+        amount = Decimal(0)
+        if unit is not None:
+            amount += unit["amount"] * quantity
+        if flat is not None and quantity:
+            amount += flat["amount"]
+        return amount, (unit or flat or {}).get("currency"), True
+    return Decimal(0), None, False
+
+
+def _points_for(plan: dict[str, Any], country: str | None,
+                features: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The plan's price points for one billing country (None: the default prices), one per
+    billing period, as the estimate charges them: every pricing model's price period
+    picked by `select_price_period` (the country's own, else the default). The point's
+    `billingCountryCode` is the country when one of its prices is the country's own, else
+    None (all defaults). A period whose picked prices mix currencies cannot be charged
+    (the estimate refuses it) and gets no point."""
+    models = [m for m in (plan.get("charges") or {}).get("pricingModels") or []
+              if m.get("billingCadence", "RECURRING") != "ONE_OFF"
+              and m["billingModel"] != "CREDIT_BASED"]
+    periods = list(dict.fromkeys(p["billingPeriod"] for m in models
+                                 for p in m.get("pricePeriods") or ()))
+    out: list[dict[str, Any]] = []
+    for billing_period in periods:
+        point: dict[str, Any] = {
             "__typename": "PaywallPricePoint", "planId": plan["id"],
-            "billingPeriod": price["billingPeriod"], "billingCountryCode": key[1],
-            "amount": Decimal(0), "currency": currency,
-            "additionalChargesMayApply": False, "feature": None})
-        point["amount"] += amount
-        point["currency"] = point["currency"] or currency
-        point["additionalChargesMayApply"] |= more
-        if more and point["feature"] is None:
-            point["feature"] = price["feature"]
-    return list(points.values())
+            "billingPeriod": billing_period, "billingCountryCode": None,
+            "amount": Decimal(0), "currency": None,
+            "additionalChargesMayApply": False, "feature": None}
+        currencies: set[str] = set()
+        for model in models:
+            period = select_price_period(model, billing_period, country)
+            if period is None:
+                continue
+            if period.get("billingCountryCode"):
+                point["billingCountryCode"] = period["billingCountryCode"]
+            amount, currency, more = _model_point(model, period)
+            if currency is not None:
+                currencies.add(currency)
+            point["amount"] += amount
+            point["currency"] = point["currency"] or currency
+            point["additionalChargesMayApply"] |= more
+            feature_id = model.get("featureId")
+            if more and point["feature"] is None and feature_id is not None:
+                point["feature"] = features.get(feature_id)
+        if len(currencies) <= 1:
+            out.append(point)
+    return out
+
+
+def _price_points(plan: dict[str, Any], country: str | None, all_countries: bool,
+                  features: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the plan costs per billing period (PaywallPricePoint) for `country`; with
+    `all_countries`, the default points and those of every country the plan has prices
+    for (each country's points that use at least one of its own prices)."""
+    if not all_countries:
+        return _points_for(plan, country, features)
+    points = _points_for(plan, None, features)
+    codes = dict.fromkeys(
+        p["billingCountryCode"].lower()
+        for m in (plan.get("charges") or {}).get("pricingModels") or []
+        for p in m.get("pricePeriods") or () if p.get("billingCountryCode"))
+    for code in codes:
+        points += [p for p in _points_for(plan, code, features)
+                   if p["billingCountryCode"] is not None]
+    return points
 
 
 async def _plan_ids(store: Any, env: str, product_id: str | None) -> list[str]:
@@ -316,7 +361,7 @@ async def paywall(svc: Any, env: str, *, product_id: str | None = None,
             "defaultTrialConfig": _trial(plan),
             "awsMarketplacePlanDimension": None,
         })
-        points += _price_points(plan, prices)
+        points += _price_points(plan, country, all_countries, by_id)
     code = (currencies[0] if currencies else "USD").upper()
     result: dict[str, Any] = {
         "__typename": "Paywall",

@@ -1050,11 +1050,6 @@ def test_paywall_localizes_prices_by_country(raw, cat) -> None:
     assert len(r.json()["data"]["plans"][0]["prices"]) == 3
 
 
-@pytest.mark.xfail(strict=True, reason="paywallCalculatedPricePoints is split per price "
-                   "country: with billingCountryCode=DE, a plan whose flat fee has a DE price "
-                   "but whose per-unit price only a default one gets two MONTHLY points (DE 18 "
-                   "and default 10) instead of one of 28 (what the estimate charges); "
-                   "routes/paywall._price_points keys points by the price's own country")
 def test_paywall_price_point_is_one_per_billing_period(raw, cat) -> None:
     product = cat.new_product()
     seat = cat.feature()
