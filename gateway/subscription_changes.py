@@ -8,7 +8,8 @@ from typing import Any
 
 from gateway.errors import bad_input
 
-__all__ = ["resolve", "apply_changes", "price_periods", "pricing_type_of", "prices_of"]
+__all__ = ["resolve", "apply_changes", "price_periods", "pricing_type_of", "prices_of",
+           "QUANTITY_MAX", "check_unit_quantity", "country_code"]
 
 QUANTITY_MAX = 1_000_000
 
@@ -42,7 +43,9 @@ def _per_unit(package: dict[str, Any], feature_id: str | None) -> dict[str, Any]
     return None
 
 
-def _check_quantity(model: dict[str, Any] | None, quantity: int, field: str) -> None:
+def _check_quantity(model: dict[str, Any] | None, quantity: Any, field: str) -> None:
+    """A whole quantity (an int, or an integral Decimal of any size: compared, never
+    converted) from 1 to QUANTITY_MAX, within the per-unit model's bounds."""
     if not 1 <= quantity <= QUANTITY_MAX:
         raise bad_input(f"must be from 1 to {QUANTITY_MAX}", field)
     if model is None:
@@ -52,6 +55,22 @@ def _check_quantity(model: dict[str, Any] | None, quantity: int, field: str) -> 
         raise bad_input(f"must be at least {low} (the plan's minimum)", field)
     if high is not None and quantity > int(high):
         raise bad_input(f"must be at most {high} (the plan's maximum)", field)
+
+
+def check_unit_quantity(plan: dict[str, Any], quantity: Any,
+                        field: str = "unitQuantity") -> None:
+    """A subscription's `unitQuantity` as provisioning takes it: 1 to QUANTITY_MAX, within
+    the plan's per-unit minimum and maximum (estimates check theirs with it too)."""
+    _check_quantity(_per_unit(plan, None), quantity, field)
+
+
+def country_code(code: str | None) -> str | None:
+    """`billingCountryCode`: two letters, uppercased (None stays None)."""
+    if code is None:
+        return None
+    if not (len(code) == 2 and code.isascii() and code.isalpha()):
+        raise bad_input("must be a two-letter country code", "billingCountryCode")
+    return code.upper()
 
 
 async def resolve(services: Any, env: str, current: dict[str, Any] | None,
@@ -114,7 +133,7 @@ async def resolve(services: Any, env: str, current: dict[str, Any] | None,
         if current is None or resolved != current.get("addons"):
             changes["addons"] = resolved
     if unit_quantity is not None:
-        _check_quantity(_per_unit(plan, None), unit_quantity, "unitQuantity")
+        check_unit_quantity(plan, unit_quantity)
         changes["unitQuantity"] = unit_quantity
     elif current is None:
         model = _per_unit(plan, None)

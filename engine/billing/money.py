@@ -51,11 +51,12 @@ class MoneyError(ValueError):
         self.field = field
 
 
-def normalize_currency(currency: str) -> str:
-    """ISO 4217 code in the REST contract's spelling (lowercase)."""
+def normalize_currency(currency: str, field: str | None = None) -> str:
+    """ISO 4217 code in the REST contract's spelling (lowercase); `field` names it in the
+    error."""
     code = currency.strip().lower()
     if not (len(code) == 3 and code.isascii() and code.isalpha()):
-        raise MoneyError("must be a three-letter currency code")
+        raise MoneyError("must be a three-letter currency code", field)
     return code
 
 

@@ -61,9 +61,12 @@ from engine.billing.money import (
     zero,
 )
 from engine.billing.periods import add_months
+from engine.core.amounts import AMOUNT_UNITS_MAX, SCALE
 
 __all__ = [
     "DEFAULT_CURRENCY",
+    "DISCOUNT_AMOUNT_MAX",
+    "DURATION_MONTHS_MAX",
     "PricingError",
     "Quantities",
     "Line",
@@ -89,6 +92,11 @@ __all__ = [
 
 DEFAULT_CURRENCY = "usd"
 _COUPON_UNIT_SCALE = 10**5  # gateway/routes/coupons.py stores amountsOff as 10^-5 units
+# Coupon bounds, the same for stored coupons (gateway/routes/coupons.py) and ad-hoc
+# discounts: an amount off is at most what any amount of the API may be (10^12), a
+# repeating discount lasts 1 to 120 months.
+DISCOUNT_AMOUNT_MAX = AMOUNT_UNITS_MAX // SCALE
+DURATION_MONTHS_MAX = 120
 
 
 class PricingError(MoneyError):
@@ -449,17 +457,19 @@ def coupon_from_discount(discount: Mapping[str, Any]) -> Coupon:
         kind, p = "FIXED", None
         amounts = {}
         for i, a in enumerate(amounts_raw):
-            f = f"appliedCoupon.discount.amountsOff[{i}].amount"
-            amount = to_decimal(a.get("amount"), f)
-            if amount <= 0:
-                raise PricingError("must be greater than zero", f)
-            amounts[normalize_currency(str(a.get("currency", "")))] = amount
+            f = f"appliedCoupon.discount.amountsOff[{i}]"
+            amount = to_decimal(a.get("amount"), f"{f}.amount")
+            if not 0 < amount <= DISCOUNT_AMOUNT_MAX:
+                raise PricingError(f"must be more than 0 and at most {DISCOUNT_AMOUNT_MAX}",
+                                   f"{f}.amount")
+            amounts[normalize_currency(str(a.get("currency", "")), f"{f}.currency")] = amount
     months = discount.get("durationInMonths")
     if months is not None:
-        m = to_decimal(months, "appliedCoupon.discount.durationInMonths")
-        if m != m.to_integral_value() or m < 1:
-            raise PricingError("must be a whole number of months, at least 1",
-                               "appliedCoupon.discount.durationInMonths")
+        f = "appliedCoupon.discount.durationInMonths"
+        m = to_decimal(months, f)
+        if m != m.to_integral_value() or not 1 <= m <= DURATION_MONTHS_MAX:
+            raise PricingError(f"must be a whole number of months from 1 to "
+                               f"{DURATION_MONTHS_MAX}", f)
         months = int(m)
     return Coupon(type=kind, percent_off=p, amounts_off=amounts,
                   duration="REPEATING" if months else "FOREVER", duration_in_months=months,

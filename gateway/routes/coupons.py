@@ -17,6 +17,7 @@ from litestar import Request, Response, get, patch, post
 from litestar.params import FromPath, FromQuery
 from msgspec import UNSET, UnsetType
 
+from engine.billing.pricing import DURATION_MONTHS_MAX
 from gateway.app import environment, ok, services
 from gateway.catalog import now_ms
 from gateway.errors import ApiError, bad_input
@@ -27,7 +28,6 @@ __all__ = ["ROUTES"]
 
 _BASE = "/api/v1/coupons"
 _TABLE = "coupons"
-DURATION_MONTHS_MAX = 120
 
 
 class AmountOff(msgspec.Struct, forbid_unknown_fields=True):

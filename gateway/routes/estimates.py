@@ -57,17 +57,22 @@ from engine.billing.pricing import (
     tax_rate_for,
 )
 from engine.billing.proration import prorate, prorated
+from engine.core.amounts import from_units
 from gateway.app import environment, ok, services
-from gateway.subscription_changes import price_periods
 from gateway.errors import ApiError, bad_input
 from gateway.routes.common import require_customer
-from gateway.wire import decode, iso, parse_time
+from gateway.subscription_changes import (
+    QUANTITY_MAX,
+    check_unit_quantity,
+    country_code,
+    price_periods,
+)
+from gateway.wire import amount_in, decode, iso, parse_time
 
 __all__ = ["ROUTES"]
 
 _BASE = "/api/v1/subscriptions"
 RUNNING = ("ACTIVE", "IN_TRIAL")
-QUANTITY_MAX = 1_000_000
 
 
 # --- bodies ----------------------------------------------------------------------------
@@ -273,19 +278,36 @@ def _quantities(unit_quantity: Decimal | int | None, features: list[BillableFeat
     feature_q = dict(base.features) if base else {}
     credit_q = dict(base.credits) if base else {}
     for i, f in enumerate(features or ()):
-        if f.quantity < 0:
-            raise bad_input("must not be negative", f"billableFeatures[{i}].quantity")
-        feature_q[f.feature_id] = f.quantity
+        feature_q[f.feature_id] = _feature_quantity(f.quantity,
+                                                    f"billableFeatures[{i}].quantity")
     for i, c in enumerate(charges or ()):
-        if c.quantity < 0:
-            raise bad_input("must not be negative", f"charges[{i}].quantity")
-        (feature_q if c.type == "FEATURE" else credit_q)[c.id] = c.quantity
+        (feature_q if c.type == "FEATURE" else credit_q)[c.id] = _feature_quantity(
+            c.quantity, f"charges[{i}].quantity")
     unit = base.unit_quantity if base else None
     if unit_quantity is not None:
         if unit_quantity < 0:
             raise bad_input("must not be negative", "unitQuantity")
         unit = Decimal(unit_quantity)
     return Quantities(unit_quantity=unit, features=feature_q, credits=credit_q)
+
+
+def _feature_quantity(quantity: Decimal, field: str) -> Decimal:
+    """A feature or credit quantity priced (`billableFeatures`, `charges`) as the API takes
+    any amount (gateway.wire.amount_in): at most 10^12, rounded to 5 decimals."""
+    if quantity < 0:
+        raise bad_input("must not be negative", field)
+    return from_units(amount_in(quantity, field, allow_zero=True))
+
+
+def _unit_quantity(plan: dict[str, Any], unit: Decimal | int | None) -> int | None:
+    """A `unitQuantity` asked for, checked as provisioning checks it (a whole number, 1 to
+    QUANTITY_MAX, within the plan's per-unit bounds) before anything is priced."""
+    if unit is None:
+        return None
+    if isinstance(unit, Decimal) and unit != unit.to_integral_value():
+        raise bad_input("must be a whole number", "unitQuantity")
+    check_unit_quantity(plan, unit)  # compares only: a huge Decimal is never converted
+    return int(unit)
 
 
 def _lines(plan: dict[str, Any], addons: list[tuple[dict[str, Any], int]], period: str,
@@ -462,11 +484,9 @@ async def _estimate_new(request: Request, body: PreviewBody | EstimateBody,
         raise bad_input(f"plan {body.plan_id!r} has no {period} price (it has "
                         f"{', '.join(sorted(priced))})", "billingPeriod")
     addons = await _addons(request, plan, addon_items)
-    unit = body.unit_quantity
-    if unit is not None and unit != int(unit):
-        raise bad_input("must be a whole number", "unitQuantity")
+    unit = _unit_quantity(plan, body.unit_quantity)
     quantities = _quantities(unit, body.billable_features, body.charges)
-    country = body.billing_country_code
+    country = country_code(body.billing_country_code)
     lines = _lines(plan, addons, period, country, quantities)
     currency = invoice_currency(lines)
     applied = await _applied(request, body.applied_coupon, promotion_code, start)
@@ -600,9 +620,7 @@ async def estimate_subscription_update(request: Request) -> Response:
     new_addons = old_addons
     if body.addons is not None:
         new_addons = await _addons(request, plan, [(a.addon_id, a.quantity) for a in body.addons])
-    unit = body.unit_quantity
-    if unit is not None and unit != int(unit):
-        raise bad_input("must be a whole number", "unitQuantity")
+    unit = _unit_quantity(plan, body.unit_quantity)
     new_q = _quantities(unit, body.billable_features, body.charges, base=old_q)
     old_lines = _lines(plan, old_addons, period, country, old_q)
     new_lines = _lines(plan, new_addons, period, country, new_q)

@@ -22,6 +22,7 @@ from gateway.app import environment, ok, services
 from gateway.errors import ApiError, bad_input
 from gateway.routes.common import require_customer
 from gateway.subscription_changes import apply_changes, resolve
+from gateway.subscription_changes import country_code as _country
 from gateway.wire import created_at_bounds, decode, iso, limit_in, parse_time
 
 __all__ = ["ROUTES", "subscription_json"]
@@ -218,14 +219,6 @@ async def _coupon_of(request: Request, body: CouponIn | None, promotion_code: st
     return [{"id": coupon["id"], "name": coupon["name"], "status": "ACTIVE",
              "percentOff": coupon.get("percentOff"),
              "amountsOff": coupon.get("amountsOff")}]
-
-
-def _country(code: str | None) -> str | None:
-    if code is None:
-        return None
-    if not (len(code) == 2 and code.isascii() and code.isalpha()):
-        raise bad_input("must be a two-letter country code", "billingCountryCode")
-    return code.upper()
 
 
 async def _trial(request: Request, env: str, customer_id: str, plan_id: str, product_id: str,

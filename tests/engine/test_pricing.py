@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.billing.money import minor_units, quantum, round_money, to_decimal
+from engine.billing.money import MoneyError, minor_units, quantum, round_money, to_decimal
 from engine.billing.pricing import (
     Coupon,
     Line,
@@ -360,6 +360,26 @@ def test_coupon_documents_and_ad_hoc_discounts():
         coupon_from_discount({})
     with pytest.raises(PricingError):
         coupon_from_discount({"percentOff": 0})
+
+
+@pytest.mark.parametrize("discount, field", [
+    ({"amountsOff": [{"amount": D("1e5000"), "currency": "usd"}]},
+     "appliedCoupon.discount.amountsOff[0].amount"),
+    ({"amountsOff": [{"amount": 10**12 + 1, "currency": "usd"}]},
+     "appliedCoupon.discount.amountsOff[0].amount"),
+    ({"amountsOff": [{"amount": 5, "currency": "usd"}, {"amount": 5, "currency": "dollars"}]},
+     "appliedCoupon.discount.amountsOff[1].currency"),
+    ({"percentOff": 10, "durationInMonths": D("1e5000")},
+     "appliedCoupon.discount.durationInMonths"),
+    ({"percentOff": 10, "durationInMonths": 121}, "appliedCoupon.discount.durationInMonths"),
+])
+def test_ad_hoc_discount_bounds_name_the_field(discount, field) -> None:
+    with pytest.raises(MoneyError) as err:  # PricingError, or money's for a currency
+        coupon_from_discount(discount)
+    assert err.value.field == field
+    top = coupon_from_discount({"amountsOff": [{"amount": 10**12, "currency": "USD"}],
+                                "durationInMonths": 120})
+    assert (top.amounts_off, top.duration_in_months) == ({"usd": D(10**12)}, 120)
 
 
 @pytest.mark.parametrize("coupon, sub_total, currency, expected", [
