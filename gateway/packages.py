@@ -964,9 +964,17 @@ async def _charges(catalog: Catalog, env: str, body: Any) -> dict[str, Any]:
 
 # -- packages -----------------------------------------------------------------------------
 
+# A trial of at most ten years (a longer one is a free plan, not a trial).
+TRIAL_MAX = {"DAY": 3650, "MONTH": 120}
+
+
 def _trial(t: TrialConfig) -> dict[str, Any]:
+    duration = _whole(t.duration, "defaultTrialConfig.duration")
+    if duration > TRIAL_MAX[t.units]:
+        raise bad_input(f"must be at most {TRIAL_MAX[t.units]} for units {t.units}",
+                        "defaultTrialConfig.duration")
     return {
-        "duration": _whole(t.duration, "defaultTrialConfig.duration"),
+        "duration": duration,
         "units": t.units,
         "trialEndBehavior": t.trial_end_behavior or "CONVERT_TO_PAID",
         "budget": None if t.budget is None else {

@@ -82,6 +82,8 @@ async def resolve(services: Any, env: str, current: dict[str, Any] | None,
     `addons` items have `.id` and `.quantity`; `charges` items `.id`, `.quantity`, `.type`.
     `latest`: move to the latest published versions (a migration)."""
     changes: dict[str, Any] = {}
+    if plan_id == "":
+        raise bad_input("must not be empty", "planId")
     plan_id = plan_id or (current or {}).get("planId")
     if plan_id is None:
         raise bad_input("is required", "planId")
@@ -219,6 +221,6 @@ async def apply_changes(services: Any, env: str, doc: dict[str, Any], changes: d
     cycle still starts at the trial's end."""
     if "billingPeriod" in changes and doc.get("billingPeriod") != changes["billingPeriod"]:
         trial_end = doc.get("_trialEnd")
-        if trial_end is None or at >= trial_end:
-            doc["_anchor"] = at
+        if (trial_end is None or at >= trial_end) and at > doc["_start"]:
+            doc["_anchor"] = at  # before the start, the first period still starts then
     doc.update(changes)

@@ -51,7 +51,7 @@ from engine.billing.lifecycle import (
     next_change,
     status_at,
 )
-from engine.core.commands import CreateGrant, GrantReply, Refused, VoidGrant
+from engine.core.commands import CreateGrant, GrantReply, Refused, SetGrantExpiry, VoidGrant
 from engine.core.model import GrantType
 from gateway.errors import ApiError, bad_input
 from gateway.routes.common import engine_id, scoped_key
@@ -141,16 +141,26 @@ async def _grant_window(services: Any, env: str, doc: dict[str, Any], source: st
     window = credit_window(timeline_of(doc), cadence, now)
     if window is None:
         return False
+    changed = False
     start, end = window
     key = f"{source}|{currency}"
     ledger = doc.setdefault("_credits", {})
     got = ledger.get(key)
     if got is None or got["window"] != start:
         got = {"window": start, "end": end, "units": 0, "ids": []}
+    elif end > got["end"]:
+        # The window grew (a trial extended): its credits last until the new end. (A window
+        # cut short by a cancellation keeps the expiry it was granted with.)
+        for grant_id in got["ids"]:
+            await services.runtime.submit(engine_id(env, doc["customerId"]),
+                                          SetGrantExpiry(grant_id=grant_id, expire_at=end))
+        got = {**got, "end": end}
+        ledger[key] = got
+        changed = True
     if got["units"] >= units:
         if ledger.get(key) is not got:
             ledger[key] = got
-        return False
+        return changed
     grant_id = _grant_id(doc, source, currency, start, len(got["ids"]))
     reply = await services.runtime.submit(engine_id(env, doc["customerId"]), CreateGrant(
         grant_id=grant_id, currency_id=currency, amount=units - got["units"],
@@ -163,7 +173,7 @@ async def _grant_window(services: Any, env: str, doc: dict[str, Any], source: st
         # archived currency: log it and try again at the next catch-up.
         log.warning("recurring credits refused", subscription=doc["id"], currency=currency,
                     code=reply.code, message=reply.message)
-        return False
+        return changed
     assert isinstance(reply, GrantReply)
     got = {"window": start, "end": end, "units": units, "ids": [*got["ids"], grant_id]}
     ledger[key] = got
@@ -201,8 +211,12 @@ async def _run_scheduled(services: Any, env: str, doc: dict[str, Any], now: int)
     changed = False
     for update in doc.get("_scheduled") or ():
         if update["status"] == "SCHEDULED" and update["at"] <= now:
-            await apply_changes(services, env, doc, update["changes"], update["at"])
-            update["status"] = "DONE"
+            if update["at"] >= timeline_of(doc).stop:
+                # The subscription ended first (or at that instant): nothing to change.
+                update["status"] = "CANCELED"
+            else:
+                await apply_changes(services, env, doc, update["changes"], update["at"])
+                update["status"] = "DONE"
             changed = True
     return changed
 

@@ -48,9 +48,16 @@ def iso(ms: int | None) -> str | None:
     second, millis = divmod(ms, 1000)
     cached_second, prefix = _SECOND_CACHED[0]
     if second != cached_second:
-        prefix = datetime.fromtimestamp(second, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        d = datetime.fromtimestamp(second, tz=timezone.utc)
+        prefix = f"{d.year:04d}-{d.strftime('%m-%dT%H:%M:%S')}"
         _SECOND_CACHED[0] = (second, prefix)
     return f"{prefix}.{millis:03d}Z"
+
+
+# Times the API takes: from 1970 to 9000. Renewals, trials and usage windows are computed
+# months ahead of a time, so the calendar's end (year 9999) must stay far away.
+TIME_MIN_MS = 0
+TIME_MAX_MS = 221_845_392_000_000  # 9000-01-01T00:00:00Z
 
 
 def parse_time(value: str | None, field: str) -> int | None:
@@ -62,7 +69,13 @@ def parse_time(value: str | None, field: str) -> int | None:
         raise bad_input("must be an ISO-8601 date-time", field) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return int(parsed.timestamp() * 1000)
+    try:
+        ms = int(parsed.timestamp() * 1000)
+    except (OverflowError, ValueError):
+        ms = -1
+    if not TIME_MIN_MS <= ms < TIME_MAX_MS:
+        raise bad_input("must be from 1970-01-01 to 9000-01-01", field)
+    return ms
 
 
 _BOUNDS = (("gt", ">"), ("gte", ">="), ("lt", "<"), ("lte", "<="))

@@ -23,6 +23,7 @@ __all__ = [
     "ConfigurePool",
     "ConfirmPayment",
     "GetBalances",
+    "SetGrantExpiry",
     "ConfigureAutoRecharge",
     "GetAutoRecharge",
     "SettleRecharge",
@@ -90,6 +91,14 @@ class CreateGrant(_Command, frozen=True, kw_only=True, tag="grant", gc=False):
 
 class VoidGrant(_Command, frozen=True, kw_only=True, tag="void", gc=False):
     grant_id: str
+
+
+class SetGrantExpiry(_Command, frozen=True, kw_only=True, tag="set_grant_expiry", gc=False):
+    """Move a live grant's expiry (None: never). The credit window a recurring grant was
+    made for grew — a trial extended — so its credits last until the new end."""
+
+    grant_id: str
+    expire_at: int | None
 
 
 class ConfirmPayment(_Command, frozen=True, kw_only=True, tag="confirm_payment", gc=False):
@@ -239,7 +248,7 @@ class PendingRecharges(_Command, frozen=True, kw_only=True, tag="pending_recharg
 
 
 Command = (
-    CreateGrant | VoidGrant | ConfirmPayment | Consume | Reserve | Release | ConfigurePool
+    CreateGrant | VoidGrant | SetGrantExpiry | ConfirmPayment | Consume | Reserve | Release | ConfigurePool
     | GetBalances | Tick | ReportUsage | IngestEvents | ConfigureAutoRecharge
     | GetAutoRecharge | SettleRecharge | PendingRecharges
 )

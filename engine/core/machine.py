@@ -9,6 +9,7 @@ leaves no trace. See `engine.core.refusals` for the order in which checks are ma
 
 from __future__ import annotations
 
+from bisect import insort
 from collections.abc import Callable
 from heapq import heappop
 from itertools import islice
@@ -42,6 +43,7 @@ from engine.core.commands import (
     ReportUsage,
     Reserve,
     ReserveReply,
+    SetGrantExpiry,
     SettleRecharge,
     Tick,
     TickReply,
@@ -303,6 +305,40 @@ def _void_grant(state: CustomerState, cmd: VoidGrant, now: int, fx: Effects) -> 
     return GrantReply(grant=grant_view(g), balance=balance_view(pool, now))
 
 
+def _set_grant_expiry(state: CustomerState, cmd: SetGrantExpiry, now: int,
+                      fx: Effects) -> Reply:
+    g = _grant_of(state, cmd.grant_id)
+    if isinstance(g, Refused):
+        return g
+    if g.grant_type is GrantType.OVERDRAFT:
+        return refuse(Refusal.GRANT_NOT_VOIDABLE, "an overdraft has no expiry", "id")
+    if g.status is GrantStatus.VOIDED:
+        return refuse(Refusal.GRANT_ALREADY_VOIDED, "the grant is voided", "id")
+    if g.status is GrantStatus.EXPIRED:
+        return refuse(Refusal.GRANT_ALREADY_EXPIRED, "the grant has expired", "id")
+    pool = state.pools[(g.currency_id, g.resource_id)]
+    if g.expire_at == cmd.expire_at:
+        return GrantReply(grant=grant_view(g), balance=balance_view(pool, now))
+    if cmd.expire_at is not None and (cmd.expire_at <= now or cmd.expire_at <= g.effective_at):
+        return refuse(Refusal.INVALID_DATES, "must be later than now and than effectiveAt",
+                      "expireAt")
+    _next_op(state)
+    # The expiry orders consumption (soonest first): re-file an active grant under its new
+    # key. A timer for the old expiry finds the expiry changed and skips (`advance`).
+    listed = g in pool.active
+    if listed:
+        pool.active.remove(g)
+    g.set_expiry(cmd.expire_at)
+    if listed:
+        insort(pool.active, g, key=lambda x: x.order_key)
+    if cmd.expire_at is not None:
+        ops.push_timer(state, cmd.expire_at, ops.TIMER_EXPIRE, g.id)
+    fx.grants[g.id] = g
+    fx.pools[pool.key] = pool
+    ops.event(state, fx, EventType.GRANT_UPDATED, pool, now, g)
+    return GrantReply(grant=grant_view(g), balance=balance_view(pool, now))
+
+
 def _confirm_payment(state: CustomerState, cmd: ConfirmPayment, now: int, fx: Effects) -> Reply:
     g = _grant_of(state, cmd.grant_id)
     if isinstance(g, Refused):
@@ -543,6 +579,7 @@ _Handler = Callable[[CustomerState, Command, int, Effects], Reply]
 _DISPATCH: dict[type, tuple[_Validator, _Handler]] = {
     CreateGrant: (_validate_grant, _create_grant),
     VoidGrant: (_no_validation, _void_grant),
+    SetGrantExpiry: (_no_validation, _set_grant_expiry),
     ConfirmPayment: (_no_validation, _confirm_payment),
     Consume: (_validate_consume, _consume),
     Reserve: (_validate_reserve, _reserve),

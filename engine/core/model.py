@@ -185,6 +185,13 @@ class Grant:
             seq,
         )
 
+    def set_expiry(self, expire_at: int | None) -> None:
+        """Change the expiry, and with it the consumption order (soonest expiry first). A
+        grant filed in `pool.active` must be taken out first and filed again after."""
+        self.expire_at = expire_at
+        self.order_key = (self.priority, _NEVER if expire_at is None else expire_at,
+                          *self.order_key[2:])
+
     @property
     def remaining(self) -> int:
         """What the grant still holds for the customer: available plus held."""

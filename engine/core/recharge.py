@@ -248,8 +248,7 @@ def settle(state: CustomerState, pool: Pool, g: Grant, paid: bool, reason: str |
     if paid:
         _roll_month(r, now)
         r.spent += cost
-        g.expire_at = add_months(now, PERIOD_MONTHS[r.expiration])
-        g.order_key = (g.priority, g.expire_at, *g.order_key[2:])  # the expiry orders it
+        g.set_expiry(add_months(now, PERIOD_MONTHS[r.expiration]))  # not filed yet: pending
         ops.push_timer(state, g.expire_at, ops.TIMER_EXPIRE, g.id)
         # The line stays down while the grant activates, so what the success leads to (a
         # further recharge, the cap) is reported after the success itself.

@@ -23,7 +23,15 @@ from gateway.errors import ApiError, bad_input
 from gateway.routes.common import require_customer
 from gateway.subscription_changes import apply_changes, resolve
 from gateway.subscription_changes import country_code as _country
-from gateway.wire import created_at_bounds, decode, iso, limit_in, parse_time
+from gateway.wire import (
+    amount_in,
+    amount_out,
+    created_at_bounds,
+    decode,
+    iso,
+    limit_in,
+    parse_time,
+)
 
 __all__ = ["ROUTES", "subscription_json"]
 
@@ -56,8 +64,13 @@ class TrialOverride(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     trial_end_behavior: Literal["CONVERT_TO_PAID", "CANCEL_SUBSCRIPTION"] | None = None
 
 
+class Budget(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    has_soft_limit: bool
+    limit: Decimal
+
+
 # Fields of the contract that creditd accepts and keeps but that change nothing here (no
-# billing provider is connected): billing details, payment confirmation, CRM ids.
+# billing provider is connected): billing details, payment confirmation, CRM ids, budget.
 class _Passive(msgspec.Struct, rename="camel"):
     await_payment_confirmation: bool | None = None
     billing_id: str | None = None
@@ -67,7 +80,7 @@ class _Passive(msgspec.Struct, rename="camel"):
     billing_cycle_anchor: Literal["UNCHANGED", "NOW"] | None = None
     paying_customer_id: str | None = None
     metadata: dict[str, str] | None = None
-    budget: Any = None
+    budget: Budget | None = None
 
 
 class ProvisionBody(_Passive, forbid_unknown_fields=True, rename="camel"):
@@ -170,7 +183,9 @@ def subscription_json(doc: dict[str, Any]) -> dict[str, Any]:
              else None}
             for u in doc.get("_scheduled") or ()],
         "metadata": doc.get("metadata") or {},
-        "budget": doc.get("budget"),
+        "budget": None if doc.get("budget") is None else {
+            "hasSoftLimit": doc["budget"]["hasSoftLimit"],
+            "limit": amount_out(doc["budget"]["limit"])},
         "paymentCollection": "NOT_REQUIRED",
         "paymentCollectionMethod": doc.get("paymentCollectionMethod") or "NONE",
         "billingId": doc.get("billingId"),
@@ -182,6 +197,14 @@ def subscription_json(doc: dict[str, Any]) -> dict[str, Any]:
         "createdAt": iso(doc["_createdAt"]),
         "updatedAt": iso(doc["_updatedAt"]),
     }
+
+
+def _budget(budget: Budget | None) -> dict[str, Any] | None:
+    if budget is None:
+        return None
+    # Stored in units (10^-5), like every amount; answered as a number.
+    return {"hasSoftLimit": budget.has_soft_limit,
+            "limit": amount_in(budget.limit, "budget.limit", allow_zero=True)}
 
 
 def _number(value: Any) -> Decimal | None:
@@ -202,20 +225,26 @@ def _price_json(p: dict[str, Any]) -> dict[str, Any]:
 async def _coupon_of(request: Request, body: CouponIn | None, promotion_code: str | None,
                      field: str) -> list[dict[str, Any]] | None:
     """The subscription's coupon list from `appliedCoupon` (a coupon id; a promotion code
-    is a coupon id too, as creditd has no separate codes)."""
-    ident = (body.coupon_id or body.promotion_code) if body is not None else None
-    ident = ident or promotion_code
-    if ident is None:
+    is a coupon id too, as creditd has no separate codes) or a top-level `promotionCode`.
+    Errors name the field the id came from; an empty id is refused, not ignored."""
+    candidates = [(promotion_code, "promotionCode")]
+    if body is not None:
+        candidates = [(body.coupon_id, f"{field}.couponId"),
+                      (body.promotion_code, f"{field}.promotionCode"), *candidates]
+    given = [(ident, name) for ident, name in candidates if ident is not None]
+    if not given:
         if body is not None and body.discount is not None:
             raise bad_input("ad-hoc discounts are not supported; create a coupon and pass its "
                             "id", f"{field}.discount")
         return None
+    ident, name = given[0]
+    if not ident:
+        raise bad_input("must not be empty", name)
     coupon = await services(request).catalog.get("coupons", environment(request), ident)
     if coupon is None:
-        raise ApiError(404, "CouponNotFound", f"coupon {ident!r} was not found",
-                       f"{field}.couponId")
+        raise ApiError(404, "CouponNotFound", f"coupon {ident!r} was not found", name)
     if coupon.get("_archivedAt") is not None:
-        raise bad_input(f"coupon {ident!r} is archived", f"{field}.couponId")
+        raise bad_input(f"coupon {ident!r} is archived", name)
     return [{"id": coupon["id"], "name": coupon["name"], "status": "ACTIVE",
              "percentOff": coupon.get("percentOff"),
              "amountsOff": coupon.get("amountsOff")}]
@@ -327,7 +356,7 @@ async def provision(request: Request) -> Response:
         "billingCountryCode": country,
         "coupons": coupons,
         "metadata": body.metadata or {},
-        "budget": msgspec.to_builtins(body.budget) if body.budget is not None else None,
+        "budget": _budget(body.budget),
         "billingId": body.billing_id,
         "paymentCollectionMethod": body.payment_collection_method,
         "_start": start,
@@ -435,7 +464,7 @@ async def update(request: Request, subscription_id: FromPath[str]) -> Response:
     if coupons is not None:
         doc["coupons"] = coupons
     if body.budget is not None:
-        doc["budget"] = msgspec.to_builtins(body.budget)
+        doc["budget"] = _budget(body.budget)
     if trial_end is not None:
         # The paid phase (and its billing cycle) starts when the trial ends.
         doc["_trialEnd"] = doc["_anchor"] = trial_end
@@ -536,8 +565,9 @@ async def transfer(request: Request, subscription_id: FromPath[str]) -> Response
     svc = services(request)
     env = environment(request)
     body = decode(await request.body(), TransferBody)
-    if not body.destination_resource_id:
-        raise bad_input("must not be empty", "destinationResourceId")
+    target = body.destination_resource_id
+    if not target or "/" in target or len(target) > 255:
+        raise bad_input("must be 1-255 characters without '/'", "destinationResourceId")
     doc = await subs.require_subscription(svc, env, subscription_id)
     doc["resourceId"] = body.destination_resource_id
     doc = await subs.save_and_catch_up(svc, env, doc)

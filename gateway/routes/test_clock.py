@@ -13,7 +13,7 @@ import msgspec
 from engine.runtime.clock import ManualClock
 from gateway.app import ok, services
 from gateway.errors import ApiError, bad_input
-from gateway.wire import decode, iso, parse_time
+from gateway.wire import TIME_MAX_MS, decode, iso, parse_time
 
 __all__ = ["ROUTES"]
 
@@ -50,9 +50,11 @@ async def move_clock(request: Request) -> Response:
     else:
         assert body.advance_seconds is not None
         target = clock.now_ms() + body.advance_seconds * 1000
+    field = "now" if body.now is not None else "advanceSeconds"
     if target < clock.now_ms():
-        raise bad_input(f"time never goes back (it is {iso(clock.now_ms())})",
-                        "now" if body.now is not None else "advanceSeconds")
+        raise bad_input(f"time never goes back (it is {iso(clock.now_ms())})", field)
+    if target >= TIME_MAX_MS:
+        raise bad_input(f"must stay before {iso(TIME_MAX_MS)}", field)
     clock.set(target)
     # Whatever is due at the new time (renewals, trial ends, expiries) runs now, before
     # the answer, so a test that reads next sees it done.

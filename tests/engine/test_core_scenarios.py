@@ -1734,3 +1734,47 @@ def test_a_client_grant_cannot_be_clobbered_by_the_engines_overdraft_grant():
     paid = [g for g in c.state.grants.values() if g.grant_type is PAID]
     assert [(g.amount, g.consumed) for g in paid] == [(100, 100)]
     assert c.balance == -50
+
+
+# ---------------------------------------------------------------------------------------
+# Moving a grant's expiry (SetGrantExpiry: a subscription's credit window grew)
+
+
+def test_a_later_expiry_keeps_the_credits_and_reorders_consumption() -> None:
+    from engine.core.commands import SetGrantExpiry
+
+    c = Customer()
+    c.grant("soon", 100, RECUR, expire_at=T0 + 1_000)
+    c.grant("later", 100, RECUR, expire_at=T0 + 2_000)
+    reply, _ = c.ok(SetGrantExpiry(grant_id="soon", expire_at=T0 + 5_000))
+    assert reply.grant.expire_at == T0 + 5_000
+    # "later" now expires first, so it is consumed first.
+    c.consume(30)
+    assert c.state.grants["later"].consumed == 30 and c.state.grants["soon"].consumed == 0
+    # The old expiry passes: nothing expires; the new one does.
+    c.apply(Tick(), at=T0 + 1_500)
+    assert c.state.grants["soon"].status is GrantStatus.ACTIVE
+    c.apply(Tick(), at=T0 + 5_000)
+    assert c.state.grants["soon"].status is GrantStatus.EXPIRED
+    assert [e.type for e in c.events].count(E.GRANT_UPDATED) == 1
+
+
+def test_expiry_changes_that_make_no_sense_are_refused() -> None:
+    from engine.core.commands import SetGrantExpiry
+
+    c = Customer()
+    c.grant("g", 100, RECUR, expire_at=T0 + 1_000)
+    for cmd, code in (
+            (SetGrantExpiry(grant_id="nope", expire_at=T0 + 5), Refusal.GRANT_NOT_FOUND),
+            (SetGrantExpiry(grant_id="g", expire_at=T0), Refusal.INVALID_DATES),
+    ):
+        reply, fx = c.apply(cmd)
+        assert isinstance(reply, Refused) and reply.code == code, reply
+        assert not fx.grants
+    c.apply(Tick(), at=T0 + 1_000)
+    reply, _ = c.apply(SetGrantExpiry(grant_id="g", expire_at=T0 + 9_000))
+    assert isinstance(reply, Refused) and reply.code == Refusal.GRANT_ALREADY_EXPIRED
+    # Setting the same expiry again is a no-op that answers the grant.
+    c.grant("h", 10, RECUR, expire_at=T0 + 9_000)
+    reply, fx = c.ok(SetGrantExpiry(grant_id="h", expire_at=T0 + 9_000))
+    assert reply.grant.id == "h" and not fx.grants
