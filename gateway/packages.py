@@ -35,6 +35,7 @@ import anyio
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from engine.billing.pricing import select_price_period
 from gateway.catalog import Catalog, now_ms
 from gateway.errors import ApiError, bad_input, field_of
 from gateway.wire import amount_in, iso
@@ -902,7 +903,7 @@ async def _charges(catalog: Catalog, env: str, body: Any) -> dict[str, Any]:
     if c.pricing_type != "PAID" and models:
         raise bad_input(f"a {c.pricing_type} package has no pricing models",
                         "charges.pricingModels")
-    # One currency per billing country: an invoice is in one currency.
+    # One currency per billing country (a plan is priced in one currency there) ...
     by_country: dict[str | None, str] = {}
     for i, model in enumerate(models):
         for j, p in enumerate(model["pricePeriods"]):
@@ -912,6 +913,28 @@ async def _charges(catalog: Catalog, env: str, body: Any) -> dict[str, Any]:
                     raise bad_input(f"prices for one billing country share a currency "
                                     f"({had}, not {cur})",
                                     f"charges.pricingModels[{i}].pricePeriods[{j}]")
+    # ... and per invoice: for each billing country and period, the prices an invoice
+    # takes (each model's price for that country, else its default — as estimates and the
+    # paywall pick them, engine.billing.pricing.select_price_period) share a currency.
+    # Credit top-ups are bought on their own, not on the subscription's invoice.
+    billed = [(i, m) for i, m in enumerate(models) if m["billingModel"] != "CREDIT_BASED"]
+    countries = {p["billingCountryCode"] for _, m in billed for p in m["pricePeriods"]}
+    periods = {p["billingPeriod"] for _, m in billed for p in m["pricePeriods"]}
+    for country in sorted(countries | {None}, key=lambda x: x or ""):
+        for period in sorted(periods):
+            seen: str | None = None
+            for i, model in billed:
+                chosen = select_price_period(model, period, country)
+                if chosen is None:
+                    continue
+                j = model["pricePeriods"].index(chosen)
+                for cur in _currencies_of(chosen):
+                    seen = seen or cur
+                    if cur != seen:
+                        where = f"billing country {country}" if country else "the default"
+                        raise bad_input(f"the {period} prices for {where} mix currencies "
+                                        f"({seen}, {cur}): an invoice is in one currency",
+                                        f"charges.pricingModels[{i}].pricePeriods[{j}]")
     overage = []
     for i, o in enumerate(c.overage_pricing_models or ()):
         field = f"charges.overagePricingModels[{i}]"

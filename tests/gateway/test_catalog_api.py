@@ -387,6 +387,15 @@ def _model(**fields):
         billingModel="CREDIT_BASED")]}, "charges.pricingModels[0].topUpCustomCurrencyId"),
     ({"pricingType": "PAID", "pricingModels": [_model(minUnitQuantity=1)]},
      "charges.pricingModels[0].minUnitQuantity"),
+    # A GB invoice would take the flat fee's GBP price and the seats' USD default.
+    ({"pricingType": "PAID", "pricingModels": [
+        _model(pricePeriods=[
+            {"billingPeriod": "MONTHLY", "price": {"amount": 10, "currency": "usd"}},
+            {"billingPeriod": "MONTHLY", "billingCountryCode": "GB",
+             "price": {"amount": 8, "currency": "gbp"}}]),
+        _model(billingModel="PER_UNIT", featureId="F_seats", pricePeriods=[
+            {"billingPeriod": "MONTHLY", "price": {"amount": 5, "currency": "usd"}}])]},
+     "charges.pricingModels[1].pricePeriods[0]"),
 ])
 def test_bad_charges_name_the_field(raw, client, uid, cat, charges, field) -> None:
     charges = _fill(charges, cat)
