@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 
 from engine.billing.periods import reset_window
+from engine.core.commands import GetUsage, UsageCountersReply
 from engine.core.usage import usage_in_period
 from gateway.routes.common import engine_id
 from gateway.wire import parse_time
@@ -246,14 +247,14 @@ async def usage_of(services: Any, env: str, customer_id: str,
                    resource_id: str | None, windows: dict[str, tuple[int, int]]
                    ) -> dict[str, tuple[int, int]]:
     """feature id -> (usage units in the current window, updated at) from the customer's
-    counters (a counter of an earlier window counts 0)."""
-    rows = await services.store.fetch(
-        "SELECT feature_id, value, period_start, updated_at FROM usage_counters "
-        "WHERE customer_id = ? AND resource_key = ?",
-        engine_id(env, customer_id), resource_id or "")
+    counters, read from its actor (what was last acknowledged, without a database read);
+    a counter of an earlier window counts 0."""
+    reply = await services.runtime.submit(engine_id(env, customer_id),
+                                          GetUsage(resource_id=resource_id))
+    assert isinstance(reply, UsageCountersReply)
     out = {}
-    for feature_id, value, period_start, updated_at in rows:
-        window = windows.get(feature_id)
-        out[feature_id] = (usage_in_period(value, period_start, window[0] if window else None),
-                           updated_at)
+    for c in reply.usages:
+        window = windows.get(c.feature_id)
+        out[c.feature_id] = (usage_in_period(c.current_usage, c.period_start,
+                                             window[0] if window else None), c.updated_at)
     return out

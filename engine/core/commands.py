@@ -23,6 +23,8 @@ __all__ = [
     "ConfigurePool",
     "ConfirmPayment",
     "GetBalances",
+    "GetUsage",
+    "UsageCountersReply",
     "SetGrantExpiry",
     "ConfigureAutoRecharge",
     "GetAutoRecharge",
@@ -149,6 +151,14 @@ class GetBalances(_Command, frozen=True, kw_only=True, tag="balances", gc=False)
     match_resource: bool = False
 
 
+class GetUsage(_Command, frozen=True, kw_only=True, tag="get_usage", gc=False):
+    """The customer's usage counters for one resource (None: those without a resource),
+    optionally of one feature. Read from the actor: what was last acknowledged."""
+
+    resource_id: str | None = None
+    feature_id: str | None = None
+
+
 class Tick(_Command, frozen=True, kw_only=True, tag="tick", gc=False):
     """Fire whatever is due (expiries, activations, reservation TTLs) at `now`."""
 
@@ -249,7 +259,7 @@ class PendingRecharges(_Command, frozen=True, kw_only=True, tag="pending_recharg
 
 Command = (
     CreateGrant | VoidGrant | SetGrantExpiry | ConfirmPayment | Consume | Reserve | Release | ConfigurePool
-    | GetBalances | Tick | ReportUsage | IngestEvents | ConfigureAutoRecharge
+    | GetBalances | GetUsage | Tick | ReportUsage | IngestEvents | ConfigureAutoRecharge
     | GetAutoRecharge | SettleRecharge | PendingRecharges
 )
 
@@ -382,6 +392,10 @@ class UsageReply(Reply, frozen=True, kw_only=True, tag="usage", gc=False):
     results: tuple[UsageResult, ...]  # one per measurement, in order
 
 
+class UsageCountersReply(Reply, frozen=True, kw_only=True, tag="usage_counters", gc=False):
+    usages: tuple[UsageView, ...]
+
+
 class Burn(msgspec.Struct, frozen=True, array_like=True, gc=False):
     currency_id: str
     resource_id: str | None
@@ -412,5 +426,5 @@ class PendingRechargesReply(Reply, frozen=True, kw_only=True, tag="pending_recha
 AnyReply = (
     Refused | ConsumeReply | GrantReply | ReserveReply | ReleaseReply | BalancesReply
     | PoolSettingsReply | TickReply | UsageReply | EventsReply | AutoRechargeReply
-    | PendingRechargesReply
+    | PendingRechargesReply | UsageCountersReply
 )

@@ -31,6 +31,7 @@ from engine.core.commands import (
     CreateGrant,
     GetAutoRecharge,
     GetBalances,
+    GetUsage,
     GrantReply,
     IngestEvents,
     PendingRecharges,
@@ -47,6 +48,7 @@ from engine.core.commands import (
     SettleRecharge,
     Tick,
     TickReply,
+    UsageCountersReply,
     VoidGrant,
 )
 from engine.core.effects import Bucket, Effects, IdempotencyRecord
@@ -484,6 +486,13 @@ def _release(state: CustomerState, cmd: Release, now: int, fx: Effects) -> Reply
     return ReleaseReply(reservation=reservation_view(r), balance=balance_view(pool, now))
 
 
+def _get_usage(state: CustomerState, cmd: GetUsage, now: int, fx: Effects) -> Reply:
+    found = [usage.usage_view(c) for (feature_id, resource_id), c in state.usage.items()
+             if resource_id == cmd.resource_id
+             and (cmd.feature_id is None or feature_id == cmd.feature_id)]
+    return UsageCountersReply(usages=tuple(found))
+
+
 def _configure_pool(state: CustomerState, cmd: ConfigurePool, now: int, fx: Effects) -> Reply:
     pool = ops.pool_for(state, cmd.currency_id, cmd.resource_id)
     if cmd.hard_limit is not None:
@@ -586,6 +595,7 @@ _DISPATCH: dict[type, tuple[_Validator, _Handler]] = {
     Release: (_validate_release, _release),
     ConfigurePool: (_validate_configure, _configure_pool),
     GetBalances: (_no_validation, _get_balances),
+    GetUsage: (_no_validation, _get_usage),
     Tick: (_no_validation, _tick),
     ReportUsage: (_validate_usage, usage.report_usage),
     IngestEvents: (_validate_events, usage.ingest_events),

@@ -38,10 +38,10 @@ from engine.core.commands import (
     UsageReply,
 )
 from engine.core.meters import ADDITIVE, contribution, matches
-from engine.core.usage import burn_units, usage_in_period
+from engine.core.usage import burn_units
 from gateway.app import environment, ok, services
 from gateway.catalog import now_ms
-from gateway.entitlements_state import effective_entitlements, period_starts
+from gateway.entitlements_state import effective_entitlements, period_starts, usage_of
 from gateway.errors import ApiError, bad_input, from_refusal
 from gateway.routes.common import (
     check_key,
@@ -391,14 +391,11 @@ async def estimate_usage(request: Request) -> Response:
         return ok({"estimates": [], "warnings": ["FEATURE_NOT_CREDIT_BASED"]})
     delta = value
     if body.update_behavior == "SET":
-        rows = await services(request).store.fetch(
-            "SELECT value, period_start FROM usage_counters WHERE customer_id = ? "
-            "AND feature_id = ? AND resource_key = ?", customer, body.feature_id,
-            body.resource_id or "")
         window = (await _windows(request, body.customer_id, body.resource_id, {})).get(
             body.feature_id)
-        current = usage_in_period(rows[0][0], rows[0][1],
-                                  window[0] if window else None) if rows else 0
+        usage = await usage_of(services(request), env, body.customer_id, body.resource_id,
+                               {body.feature_id: window} if window else {})
+        current = usage.get(body.feature_id, (0, 0))[0]
         delta = value - current
     cost = burn_units(delta, rate[1]) if delta > 0 else 0
     estimates = await _estimates(request, customer, body.resource_id,

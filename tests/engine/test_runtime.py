@@ -47,6 +47,7 @@ from engine.core.commands import (
     SettleRecharge,
     CreateGrant,
     GetBalances,
+    GetUsage,
     GrantReply,
     PoolSettingsReply,
     Refused,
@@ -57,6 +58,7 @@ from engine.core.commands import (
     ReserveReply,
     Tick,
     TickReply,
+    UsageCountersReply,
     VoidGrant,
 )
 from engine.core.effects import DomainEvent, Effects, LedgerEntry
@@ -394,6 +396,7 @@ async def test_core_apply_never_checkpoints() -> None:
         (t0 + 4, Release(reservation_id="r1", consumed_amount=20), ReleaseReply),
         (t0 + 5, reserve("r2", 40, t0 + 2_000), ReserveReply),
         (t0 + 6, GetBalances(), BalancesReply),
+        (t0 + 6, GetUsage(), UsageCountersReply),
         (t0 + 6, SetGrantExpiry(grant_id="g1", expire_at=t0 + 12_000), GrantReply),
         (t0 + 7, VoidGrant(grant_id="g3"), GrantReply),
         # Due timers (r2's TTL, g2's activation, g1's expiry) fire inside apply.
