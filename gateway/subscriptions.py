@@ -57,7 +57,7 @@ from gateway.errors import ApiError, bad_input
 from gateway.routes.common import engine_id, scoped_key
 from gateway.wire import amount_in
 
-__all__ = ["RUNNING", "Scheduler", "active_subscriptions", "catch_up", "catch_up_due",
+__all__ = ["RUNNING", "Scheduler", "active_subscriptions", "catch_up", "catch_up_all_due", "catch_up_due",
            "copy_of", "credit_sources", "customer_subscriptions", "lock_of", "migrate_all",
            "require_subscription", "save", "save_and_catch_up", "subscription_doc",
            "timeline_of", "trial_eligible", "void_current_credits"]
@@ -71,6 +71,8 @@ DUE_BATCH_MAX = 500
 # The scheduler looks again at least this often (a due_at written by another path is
 # picked up within this time even without a wake-up).
 SCHEDULER_POLL_S = 30.0
+# After a failed step (the database away), the scheduler waits this long (wall time).
+SCHEDULER_RETRY_S = 5.0
 
 _locks: WeakValueDictionary[tuple[str, str], anyio.Lock] = WeakValueDictionary()
 
@@ -329,17 +331,37 @@ def copy_of(doc: dict[str, Any]) -> dict[str, Any]:
     return msgspec.json.decode(msgspec.json.encode(doc))
 
 
-async def catch_up_due(services: Any, now: int, limit: int = DUE_BATCH_MAX) -> int:
-    """Catch up the subscriptions whose `due_at` has passed; returns how many."""
+async def catch_up_due(services: Any, now: int,
+                       limit: int = DUE_BATCH_MAX) -> tuple[int, list[Exception]]:
+    """Catch up the subscriptions whose `due_at` has passed, at most `limit`: how many were
+    brought up to date, and the failures (each logged; one subscription failing — the
+    database away, a bug — does not hold back the others)."""
     rows = await services.store.fetch(
         "SELECT environment, id, customer_id FROM subscriptions WHERE due_at <= ? "
         "ORDER BY due_at LIMIT ?", now, limit)
+    failures: list[Exception] = []
     for env, ident, customer_id in rows:
-        async with lock_of(env, customer_id):
-            doc = await services.catalog.get(_TABLE, env, ident)
-            if doc is not None:
-                await catch_up(services, env, doc)
-    return len(rows)
+        try:
+            async with lock_of(env, customer_id):
+                doc = await services.catalog.get(_TABLE, env, ident)
+                if doc is not None:
+                    await catch_up(services, env, doc)
+        except Exception as exc:  # noqa: BLE001 (logged; retried at the next step)
+            log.exception("subscription catch-up failed", subscription=ident)
+            failures.append(exc)
+    return len(rows) - len(failures), failures
+
+
+async def catch_up_all_due(services: Any, now: int) -> None:
+    """Every subscription due at `now`, batch after batch, before returning (a read that
+    filters on status, a move of the test clock); the first failure is raised, after the
+    others were tried."""
+    while True:
+        done, failures = await catch_up_due(services, now)
+        if failures:
+            raise failures[0]
+        if done < DUE_BATCH_MAX:
+            return
 
 
 async def migrate_all(services: Any, env: str, kind: str, ident: str) -> int:
@@ -398,20 +420,30 @@ class Scheduler:
 
     async def catch_up(self, now: int) -> None:
         """Everything due at `now`, before returning (after the test clock moved)."""
-        while await catch_up_due(self._services_of(), now) >= DUE_BATCH_MAX:
-            pass
+        await catch_up_all_due(self._services_of(), now)
         self.wake()
 
     async def run(self) -> None:
         while True:
             services = self._services_of()
+            failed = False
             try:
-                while await catch_up_due(services, services.clock.now_ms()) >= DUE_BATCH_MAX:
+                while True:
+                    done, failures = await catch_up_due(services, services.clock.now_ms())
+                    failed = bool(failures)
+                    if failed or done < DUE_BATCH_MAX:
+                        break
                     await anyio.sleep(0)
-            except Exception:  # the database may be away: log and try again later
+                rows = await services.store.fetch("SELECT MIN(due_at) FROM subscriptions")
+                due = rows[0][0] if rows else None
+            except Exception:  # noqa: BLE001 (the database may be away: try again later)
                 log.exception("subscription scheduler step failed")
-            rows = await services.store.fetch("SELECT MIN(due_at) FROM subscriptions")
-            due = rows[0][0] if rows else None
+                failed, due = True, None
+            if failed:
+                # Something due could not be caught up: try again after a pause rather than
+                # at once (its due time has passed, so it would be due again immediately).
+                await anyio.sleep(SCHEDULER_RETRY_S)
+                continue
             now = services.clock.now_ms()
             deadline = now + int(SCHEDULER_POLL_S * 1000)
             if due is not None:

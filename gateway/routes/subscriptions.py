@@ -403,8 +403,7 @@ async def list_subscriptions(
         if p not in ("FREE", "PAID", "CUSTOM"):
             raise bad_input("must be FREE, PAID or CUSTOM", "pricingType")
     # Statuses move with time: bring every due subscription up to now before filtering.
-    while await subs.catch_up_due(svc, svc.clock.now_ms()) >= subs.DUE_BATCH_MAX:
-        pass
+    await subs.catch_up_all_due(svc, svc.clock.now_ms())
     page = await svc.catalog.page(
         "subscriptions", env, limit_in(limit), after, before,
         created=created_at_bounds(request),

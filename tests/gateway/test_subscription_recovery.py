@@ -84,3 +84,47 @@ async def test_a_renewal_is_granted_once_when_the_save_after_it_fails(tmp_path: 
         grants = await _ok(await http.get("/api/v1/credits/grants", headers=H,
                                           params={"customerId": "c1"}))
         assert len([g for g in grants if g["grantType"] == "RECURRING"]) == 2
+
+
+class PoisonStore(SQLiteStore):
+    """Fails every write of one subscription's document (`poison`: its id)."""
+
+    poison: str | None = None
+
+    async def execute(self, sql: str, *args: Any) -> Any:
+        if self.poison is not None and sql.lstrip().startswith("UPDATE subscriptions") and (
+                self.poison in args):
+            raise StoreUnavailable("this subscription cannot be written", retry_after_s=1.0)
+        return await super().execute(sql, *args)
+
+
+async def test_one_failing_subscription_does_not_hold_back_the_others(tmp_path: Path) -> None:
+    store = PoisonStore(tmp_path / "creditd.db")
+    clock = ManualClock()
+    app = create_app(Settings(api_keys=[KEY]), store=store, runtime_options={"clock": clock})
+    async with serve(app) as http:
+        for path, body in (
+                ("/api/v1/credits/custom-currencies", {"id": "tokens", "displayName": "T"}),
+                ("/api/v1/products", {"id": "ai", "displayName": "AI",
+                                      "multipleSubscriptions": True}),
+                ("/api/v1/plans", {"id": "pro", "displayName": "Pro", "productId": "ai"}),
+                ("/api/v1/plans/pro/entitlements", {"entitlements": [
+                    {"type": "CREDIT", "id": "tokens", "amount": 7, "cadence": "MONTH"}]}),
+                ("/api/v1/plans/pro/publish", {"migrationType": "NEW_CUSTOMERS"}),
+                ("/api/v1/customers", {"id": "c1"})):
+            await _ok(await http.post(path, json=body, headers=H))
+        # The poisoned one falls due first (ORDER BY due_at), the healthy one right after.
+        bad = (await _ok(await http.post("/api/v1/subscriptions", headers=H, json={
+            "customerId": "c1", "planId": "pro", "id": "bad"})))["subscription"]
+        clock.advance(1_000)
+        good = (await _ok(await http.post("/api/v1/subscriptions", headers=H, json={
+            "customerId": "c1", "planId": "pro", "id": "good"})))["subscription"]
+        store.poison = "bad"
+        r = await http.put("/api/v1/test-clock", headers=H,
+                           json={"now": good["currentBillingPeriodEnd"]})
+        assert r.status_code == 503, r.text  # the failure is reported ...
+        # ... after the healthy subscription was renewed all the same.
+        grants = await _ok(await http.get("/api/v1/credits/grants", headers=H,
+                                          params={"customerId": "c1"}))
+        assert len([g for g in grants if g["grantType"] == "RECURRING"]) == 4
+        assert store.poison == "bad" and bad["id"] == "bad"
