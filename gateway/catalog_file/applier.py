@@ -1,0 +1,309 @@
+"""Applying a catalog file item by item: `_Applier` compares each item with what is stored
+and creates, updates or publishes through the route handlers and `gateway.packages`,
+recording one `Change` per item."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Literal
+
+import msgspec
+
+from gateway.errors import ApiError
+
+from .bodies import (
+    _charges,
+    _coupon_body,
+    _currency_body,
+    _entitlements,
+    _feature_body,
+    _package_fields,
+)
+from .diff import _differs, _stored_entitlement, same
+from .handlers import _call, _file_path, _plain
+from .keypath import _format_path, _path_tokens
+from .schema import (
+    _KIND,
+    Addon,
+    CatalogError,
+    CatalogFile,
+    Coupon,
+    Currency,
+    Feature,
+    Plan,
+    Product,
+)
+
+# -- applying ------------------------------------------------------------------------------
+
+
+@dataclass
+class Change:
+    action: Literal["create", "update", "publish", "unchanged"]
+    kind: str
+    ident: str
+    detail: str = ""
+
+    def line(self) -> str:
+        label = {"create": "create", "update": "update", "publish": "publish-new-version",
+                 "unchanged": "unchanged"}[self.action]
+        text = f"{label:<20}{self.kind} {self.ident}"
+        return f"{text}  ({self.detail})" if self.detail else text
+
+
+class _Applier:
+    def __init__(self, file: CatalogFile, catalog: Any, env: str) -> None:
+        from engine.runtime.clock import SystemClock
+
+        self.file = file
+        self.catalog = catalog
+        self.env = env
+        self.services = SimpleNamespace(catalog=catalog, store=catalog.store,
+                                        clock=SystemClock(), settings=None, runtime=None)
+        self.changes: list[Change] = []
+
+    def fail(self, path: list[str | int], exc: ApiError) -> CatalogError:
+        tokens = [*path, *_file_path(exc.field)]
+        return self.file.error(_format_path(tokens), exc.message)
+
+    async def run(self) -> list[Change]:
+        f = self.file
+        for ident, c in f.currencies.items():
+            await self._guard(["currencies", ident], self._currency(ident, c))
+        for ident, feat in f.features.items():
+            await self._guard(["features", ident], self._feature(ident, feat))
+        for ident, p in f.products.items():
+            await self._guard(["products", ident], self._product(ident, p))
+        for ident, a in f.addons.items():
+            await self._guard(["addons", ident], self._package("addons", ident, a))
+        for ident in _parents_first(f.plans):
+            await self._guard(["plans", ident], self._package("plans", ident, f.plans[ident]))
+        for ident, cp in f.coupons.items():
+            await self._guard(["coupons", ident], self._coupon(ident, cp))
+        return self.changes
+
+    async def _guard(self, path: list[str | int], work: Any) -> None:
+        try:
+            await work
+        except ApiError as exc:
+            raise self.fail(path, exc) from None
+
+    def note(self, action: Any, table: str, ident: str, detail: str = "") -> None:
+        self.changes.append(Change(action, _KIND[table], ident, detail))
+
+    async def _currency(self, ident: str, c: Currency) -> None:
+        from gateway.routes import currencies as routes
+
+        body = _currency_body(ident, c)
+        stored = await self.catalog.get("currencies", self.env, ident)
+        if stored is None:
+            await _call(routes.create_currency, self.services, self.env, body)
+            self.note("create", "currencies", ident)
+            return
+        del body["id"]
+        # Compare in the stored shape: top-up amounts are kept as units.
+        wanted = dict(body)
+        wanted["topUp"] = routes._top_up(msgspec.convert(body["topUp"], routes.TopUp)) \
+            if body["topUp"] is not None else None
+        changed = _differs(wanted, stored)
+        if stored.get("_archivedAt") is not None:
+            await _call(routes.unarchive_currency, self.services, self.env, None, ident)
+            changed.insert(0, "unarchived")
+        if changed:
+            await _call(routes.update_currency, self.services, self.env, body, ident)
+            self.note("update", "currencies", ident, ", ".join(changed))
+        else:
+            self.note("unchanged", "currencies", ident)
+
+    async def _feature(self, ident: str, feat: Feature) -> None:
+        from gateway.routes import features as routes
+
+        stored = await self.catalog.get("features", self.env, ident)
+        if stored is None:
+            await _call(routes.create_feature, self.services, self.env,
+                        _feature_body(ident, feat, create=True))
+            self.note("create", "features", ident)
+            return
+        if stored["featureType"] != feat.type:
+            raise ApiError(400, "BadUserInput", f"a feature's type cannot change (it is "
+                           f"{stored['featureType']}); archive it and use a new id",
+                           "featureType")
+        if feat.meter_type is not None and stored["meterType"] != feat.meter_type:
+            raise ApiError(400, "BadUserInput", f"a feature's meter type cannot change (it is "
+                           f"{stored['meterType']})", "meterType")
+        body = _feature_body(ident, feat, create=False)
+        wanted = dict(body)
+        if feat.credit_rate is not None:
+            wanted["creditRate"] = {"amount": feat.credit_rate.amount,
+                                    "currencyId": feat.credit_rate.currency}
+        changed = _differs(wanted, stored)
+        if stored.get("_archivedAt") is not None:
+            await _call(routes.unarchive_feature, self.services, self.env, None, ident)
+            changed.insert(0, "unarchived")
+        if changed:
+            await _call(routes.update_feature, self.services, self.env, body, ident)
+            self.note("update", "features", ident, ", ".join(changed))
+        else:
+            self.note("unchanged", "features", ident)
+
+    async def _coupon(self, ident: str, c: Coupon) -> None:
+        from gateway.routes import coupons as routes
+
+        body = _coupon_body(ident, c)
+        stored = await self.catalog.get("coupons", self.env, ident)
+        if stored is None:
+            await _call(routes.create_coupon, self.services, self.env, body)
+            self.note("create", "coupons", ident)
+            return
+        # The discount and duration of a coupon are fixed once created (as the API has it).
+        parsed = msgspec.convert(body, routes.CouponCreate)
+        fixed = {**routes._discount(parsed), **routes._duration(parsed)}
+        for key, value in fixed.items():
+            if not same(value, stored.get(key)):
+                raise ApiError(400, "BadUserInput",
+                               "a coupon's discount and duration cannot change once created; "
+                               "archive it and use a new id", key)
+        if stored.get("_archivedAt") is not None:
+            raise ApiError(400, "BadUserInput", f"coupon {ident!r} is archived; archived "
+                           "coupons cannot come back, use a new id")
+        update = {"name": c.name, "description": c.description, "metadata": c.metadata}
+        changed = _differs(update, stored)
+        if changed:
+            await _call(routes.update_coupon, self.services, self.env, update, ident)
+            self.note("update", "coupons", ident, ", ".join(changed))
+        else:
+            self.note("unchanged", "coupons", ident)
+
+    async def _product(self, ident: str, p: Product) -> None:
+        from gateway import packages
+
+        body = {"displayName": p.display_name, "description": p.description,
+                "metadata": p.metadata, "multipleSubscriptions": p.multiple_subscriptions}
+        stored = await packages.get_product(self.catalog, self.env, ident)
+        if stored is None:
+            await packages.create_product(self.catalog, self.env, {"id": ident, **body})
+            self.note("create", "products", ident)
+            return
+        changed = _differs(body, stored)
+        if changed:
+            await packages.update_product(self.catalog, self.env, ident, body)
+            self.note("update", "products", ident, ", ".join(changed))
+        else:
+            self.note("unchanged", "products", ident)
+
+    async def _package(self, table: str, ident: str, pkg: Plan | Addon) -> None:
+        from gateway import packages
+
+        kind = "plan" if table == "plans" else "addon"
+        fields = _package_fields(pkg)
+        entitlements = _entitlements(self.file, table, ident)
+        charges = _charges(pkg)
+        stored = await packages.get_package(self.catalog, self.env, kind, ident)
+        if stored is None:
+            create = {"id": ident, "productId": pkg.product,
+                      **{k: fields[k] for k in _CREATE_FIELDS if k in fields}}
+            await packages.create_package(self.catalog, self.env, kind, _plain(create))
+            await self._fill(table, ident, fields, entitlements, charges)
+            doc = await packages.publish(self.catalog, self.env, kind, ident)
+            self.note("create", table, ident, f"v{doc.get('versionNumber', 1)}")
+            return
+        if stored.get("productId") != pkg.product:
+            raise ApiError(400, "BadUserInput", f"a {kind} cannot move to another product "
+                           f"(it is in {stored.get('productId')!r})", "product")
+        if stored.get("status") == "ARCHIVED" or stored.get("_archivedAt") is not None:
+            raise ApiError(400, "BadUserInput", f"{kind} {ident!r} is archived; use a new id")
+        current = await packages.published(self.catalog, self.env, kind, ident)
+        if current is None:
+            changed = ["first version"]
+        else:
+            changed = _differs(fields, current)
+            if not same(entitlements, [_stored_entitlement(e) for e in
+                                       current.get("entitlements") or []]):
+                changed.append("entitlements")
+            if not same(charges, current.get("charges")):
+                changed.append("prices")
+        if not changed:
+            # The published version says what the file says (a draft someone is working on
+            # through the API is left alone).
+            self.note("unchanged", table, ident)
+            return
+        if stored.get("status") == "PUBLISHED" and set(changed) <= set(_COSMETIC):
+            # Names, descriptions and metadata are not prices: they change in place, on the
+            # published version too, as PATCH does.
+            await packages.update_package(self.catalog, self.env, kind, ident,
+                                          _plain({k: fields[k] for k in changed}))
+            self.note("update", table, ident, ", ".join(changed))
+            return
+        # Any change makes a new version: subscriptions on the old one keep what they have.
+        if stored.get("status") != "DRAFT":
+            await packages.create_draft(self.catalog, self.env, kind, ident)
+        await self._fill(table, ident, fields, entitlements, charges)
+        doc = await packages.publish(self.catalog, self.env, kind, ident)
+        self.note("publish", table, ident,
+                  f"v{doc.get('versionNumber', '?')}: {', '.join(changed)}")
+
+    async def _fill(self, table: str, ident: str, fields: dict[str, Any],
+                    entitlements: list[dict[str, Any]], charges: dict[str, Any] | None) -> None:
+        """Set a draft's fields, prices and entitlements; an error is reported at the
+        file's key (entitlements are keyed by feature id there, prices by position)."""
+        from gateway import packages
+
+        kind = "plan" if table == "plans" else "addon"
+        try:
+            update = {k: v for k, v in fields.items() if k != "pricingType"}
+            await packages.update_package(self.catalog, self.env, kind, ident,
+                                          _plain({**update, "charges": charges}))
+        except ApiError as exc:
+            raise self._package_error(table, ident, exc) from None
+        try:
+            await packages.set_entitlements(self.catalog, self.env, kind, ident,
+                                            _plain(entitlements), True)
+        except ApiError as exc:
+            raise self._package_error(table, ident, exc, entitlements) from None
+
+    def _package_error(self, table: str, ident: str, exc: ApiError,
+                       entitlements: list[dict[str, Any]] | None = None) -> CatalogError:
+        base: list[str | int] = [table, ident]
+        tokens = _path_tokens(exc.field or "")
+        if tokens and tokens[0] == "charges":
+            tokens = tokens[1:]
+        if entitlements is not None and tokens and tokens[0] == "entitlements":
+            tokens = tokens[1:]
+            if tokens and tokens[0].isdigit() and int(tokens[0]) < len(entitlements):
+                e = entitlements[int(tokens[0])]
+                base += ["entitlements" if e["type"] == "FEATURE" else "credits", e["id"]]
+                tokens = tokens[1:]
+                if tokens == ["id"]:  # the file's key is the id
+                    tokens = []
+            else:
+                base.append("entitlements")
+        elif tokens and tokens[0] == "pricingModels":
+            pkg = getattr(self.file, table)[ident]
+            if len(tokens) > 1 and tokens[1].isdigit() and int(tokens[1]) >= len(pkg.prices):
+                base.append("top_up")
+                tokens = tokens[2:]
+        rest = _file_path(".".join(tokens)) if tokens else []
+        return self.file.error(_format_path([*base, *rest]), exc.message)
+
+
+_COSMETIC = ("displayName", "description", "billingId", "metadata", "hidden")
+# The package fields creating one takes (the rest are set on its first draft).
+_CREATE_FIELDS = ("displayName", "description", "metadata", "billingId", "pricingType",
+                  "parentPlanId", "maxQuantity")
+
+
+def _parents_first(plans: dict[str, Plan]) -> list[str]:
+    order: list[str] = []
+
+    def visit(ident: str) -> None:
+        if ident in order:
+            return
+        parent = plans[ident].parent
+        if parent is not None and parent in plans:
+            visit(parent)
+        order.append(ident)
+
+    for ident in plans:
+        visit(ident)
+    return order
