@@ -1,0 +1,172 @@
+"""Products: create, update, archive and unarchive, duplicate (with DRAFT copies of their
+plans and add-ons)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from msgspec import UNSET, UnsetType
+
+from gateway.catalog import Catalog
+from gateway.errors import ApiError, bad_input
+from gateway.packages.bodies import _sibling
+from gateway.packages.checks import _check_id, _name
+from gateway.packages.shapes import ProductCreate, ProductUpdate, _camel, convert, to_dict
+from gateway.packages.store import _NAMES, KINDS, _lock, _table, _touch, get_package
+
+# -- products -----------------------------------------------------------------------------
+
+async def get_product(catalog: Catalog, env: str, ident: str) -> dict | None:
+    return await catalog.get("products", env, ident)
+
+
+async def _product(catalog: Catalog, env: str, ident: str) -> dict[str, Any]:
+    doc = await get_product(catalog, env, ident)
+    if doc is None:
+        raise ApiError(404, "ProductNotFound", f"product {ident!r} was not found", "id")
+    return copy.deepcopy(doc)
+
+
+async def _apply_product(catalog: Catalog, env: str, doc: dict[str, Any],
+                         b: ProductUpdate) -> None:
+    if b.display_name is not UNSET:
+        doc["displayName"] = _name(b.display_name, "displayName")
+    if b.description is not UNSET:
+        doc["description"] = b.description
+    if b.metadata is not UNSET:
+        doc["metadata"] = b.metadata or {}
+    if b.multiple_subscriptions is not UNSET:
+        doc["multipleSubscriptions"] = b.multiple_subscriptions
+    if b.usage_reset_cutoff_rule is not UNSET:
+        rule = b.usage_reset_cutoff_rule
+        doc["usageResetCutoffRule"] = None if rule is None else to_dict(rule)
+    if b.product_settings is not UNSET:
+        s = b.product_settings
+        if s is None:
+            doc["productSettings"] = None
+        else:
+            for name in ("downgrade_plan_id", "subscription_start_plan_id"):
+                plan_id = getattr(s, name)
+                if plan_id is not None:
+                    await _sibling(catalog, env, "plan", plan_id, doc["id"],
+                                   f"productSettings.{_camel(name)}")
+            doc["productSettings"] = {
+                "subscriptionCancellationTime": s.subscription_cancellation_time,
+                "subscriptionEndSetup": s.subscription_end_setup,
+                "subscriptionStartSetup": s.subscription_start_setup,
+                "downgradePlanId": s.downgrade_plan_id,
+                "prorateAtEndOfBillingPeriod": s.prorate_at_end_of_billing_period,
+                "subscriptionStartPlanId": s.subscription_start_plan_id,
+            }
+
+
+async def create_product(catalog: Catalog, env: str, body: dict) -> dict:
+    b = convert(body, ProductCreate)
+    _check_id(b.id)
+    if b.display_name is UNSET:
+        raise bad_input("is required", "displayName")
+    doc: dict[str, Any] = {"id": b.id, "displayName": "", "description": None, "metadata": {},
+                           "multipleSubscriptions": False, "productSettings": None,
+                           "usageResetCutoffRule": None}
+    await _apply_product(catalog, env, doc, b)
+    if not await catalog.insert("products", env, _touch(doc, created=True)):
+        raise ApiError(409, "DuplicatedEntityNotAllowed", f"product {b.id!r} exists already",
+                       "id")
+    return doc
+
+
+async def update_product(catalog: Catalog, env: str, ident: str, changes: dict) -> dict:
+    b = convert(changes, ProductUpdate)
+    async with _lock(catalog, env, "product", ident):
+        doc = await _product(catalog, env, ident)
+        await _apply_product(catalog, env, doc, b)
+        await catalog.replace("products", env, _touch(doc))
+        return doc
+
+
+async def archive_product(catalog: Catalog, env: str, ident: str,
+                          archived: bool = True) -> dict:
+    """Archived products take no new plans, add-ons or subscriptions (their packages'
+    subscriptions go on). `archived=False` restores it."""
+    async with _lock(catalog, env, "product", ident):
+        doc = await _product(catalog, env, ident)
+        if (doc.get("_archivedAt") is not None) != archived:
+            _touch(doc)
+            doc["_archivedAt"] = doc["_updatedAt"] if archived else None
+            await catalog.replace("products", env, doc)
+        return doc
+
+
+async def unarchive_product(catalog: Catalog, env: str, ident: str) -> dict:
+    return await archive_product(catalog, env, ident, archived=False)
+
+
+async def _all_packages(catalog: Catalog, env: str, kind: str,
+                        product_id: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    after = None
+    while True:
+        page = await catalog.page(_table(kind), env, 100, after, None,
+                                  equal={"product_id": product_id})
+        out.extend(page.items)
+        if page.next is None:
+            return out
+        after = page.next
+
+
+async def duplicate_product(catalog: Catalog, env: str, ident: str, target_id: str, *,
+                            display_name: str | None = None,
+                            description: str | None | UnsetType = UNSET) -> dict:
+    """A copy of product `ident` as `target_id`, with a DRAFT copy (version 1) of each of
+    its live plans and add-ons, their working copies' entitlements and charges included.
+    The copies' ids are `<targetId>-<original id>`; their references (parent plan,
+    compatible add-ons, dependencies) point at the copies."""
+    _check_id(target_id, "targetId")
+    source = await _product(catalog, env, ident)
+    if await get_product(catalog, env, target_id) is not None:
+        raise ApiError(409, "DuplicatedEntityNotAllowed",
+                       f"product {target_id!r} exists already", "targetId")
+    packages = {kind: [d for d in await _all_packages(catalog, env, kind, ident)
+                       if d["status"] != "ARCHIVED"] for kind in KINDS}
+    rename: dict[str, dict[str, str]] = {k: {d["id"]: f"{target_id}-{d['id']}"
+                                             for d in docs} for k, docs in packages.items()}
+    for kind, names in rename.items():
+        for new in names.values():
+            _check_id(new, "targetId")
+            if await get_package(catalog, env, kind, new) is not None:
+                raise ApiError(409, "DuplicatedEntityNotAllowed",
+                               f"{_NAMES[kind]} {new!r} (the copy) exists already",
+                               "targetId")
+    product = copy.deepcopy(source)
+    product.update({"id": target_id, "_archivedAt": None})
+    if display_name is not None:
+        product["displayName"] = _name(display_name, "displayName")
+    if description is not UNSET:
+        product["description"] = description
+    settings = product.get("productSettings")
+    if settings:
+        for name in ("downgradePlanId", "subscriptionStartPlanId"):
+            if settings.get(name):
+                settings[name] = rename["plan"].get(settings[name])
+    if not await catalog.insert("products", env, _touch(product, created=True)):
+        raise ApiError(409, "DuplicatedEntityNotAllowed",
+                       f"product {target_id!r} exists already", "targetId")
+    for kind in ("addon", "plan"):
+        for d in packages[kind]:
+            new = copy.deepcopy(d)
+            for name in ("_archivedAt", "_migrationType", "_publishedAt"):
+                new.pop(name, None)
+            new.update({"id": rename[kind][d["id"]], "productId": target_id,
+                        "status": "DRAFT", "versionNumber": 1})
+            if kind == "plan":
+                if new.get("parentPlanId"):
+                    new["parentPlanId"] = rename["plan"].get(new["parentPlanId"])
+                new["compatibleAddonIds"] = [rename["addon"][a] for a in
+                                             new.get("compatibleAddonIds") or ()
+                                             if a in rename["addon"]]
+            else:
+                new["dependencies"] = [rename["addon"][a] for a in new.get("dependencies") or ()
+                                       if a in rename["addon"]]
+            await catalog.insert(_table(kind), env, _touch(new, created=True))
+    return product

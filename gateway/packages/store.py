@@ -1,0 +1,169 @@
+"""Stored plans and add-ons: the per-catalog state (a lock per package or product, the
+cache of immutable published versions), the reads (working copy, published versions) and
+the helpers their writers share."""
+
+from __future__ import annotations
+
+import copy
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import msgspec
+
+from gateway.catalog import Catalog, now_ms
+from gateway.errors import ApiError, bad_input
+
+KINDS = {"plan": "plans", "addon": "addons"}
+_NAMES = {"plan": "plan", "addon": "add-on"}
+_NOT_FOUND = {"plan": "PlanNotFound", "addon": "AddonNotFound"}
+
+
+# -- per-catalog state: locks and the immutable versions cache ----------------------------
+
+class _State:
+    def __init__(self) -> None:
+        self.locks: dict[tuple[str, str, str], list[Any]] = {}  # [lock, users]
+        self.versions: dict[tuple[str, str, str, int], dict[str, Any]] = {}
+        self.latest: dict[tuple[str, str, str], int] = {}
+
+
+_STATES: weakref.WeakKeyDictionary[Any, _State] = weakref.WeakKeyDictionary()
+
+
+def _state(catalog: Catalog) -> _State:
+    state = _STATES.get(catalog)
+    if state is None:
+        state = _STATES[catalog] = _State()
+    return state
+
+
+@asynccontextmanager
+async def _lock(catalog: Catalog, env: str, kind: str, ident: str) -> AsyncIterator[None]:
+    """Serialize the writers of one package (or product); the entry goes when no one
+    holds or waits for it, so ids that were only ever refused leave nothing behind."""
+    locks = _state(catalog).locks
+    key = (env, kind, ident)
+    entry = locks.get(key)
+    if entry is None:
+        entry = locks[key] = [anyio.Lock(), 0]
+    entry[1] += 1
+    try:
+        async with entry[0]:
+            yield
+    finally:
+        entry[1] -= 1
+        if entry[1] == 0:
+            del locks[key]
+
+
+_json = msgspec.json.Encoder(order="deterministic").encode
+_unjson = msgspec.json.decode
+
+
+# -- reads ---------------------------------------------------------------------------------
+
+def _table(kind: str) -> str:
+    table = KINDS.get(kind)
+    if table is None:
+        raise ValueError(f"kind must be 'plan' or 'addon', not {kind!r}")
+    return table
+
+
+async def get_package(catalog: Catalog, env: str, kind: str, ident: str) -> dict | None:
+    """The working copy (latest version: DRAFT, PUBLISHED or ARCHIVED), or None. Shared
+    with the cache: do not mutate it."""
+    return await catalog.get(_table(kind), env, ident)
+
+
+async def published(catalog: Catalog, env: str, kind: str, ident: str,
+                    version: int | None = None) -> dict | None:
+    """Published version `version` of the package, or its latest published one; None if
+    there is none. Versions are immutable (an archived package's versions stay readable:
+    check `get_package(...)["status"]` before subscribing, or use `require_published`)."""
+    _table(kind)
+    state = _state(catalog)
+    if version is None:
+        key = (env, kind, ident)
+        version = state.latest.get(key)
+        if version is None:
+            rows = await catalog.store.fetch(
+                "SELECT MAX(version) FROM package_versions WHERE environment = ? AND kind = ? "
+                "AND id = ?", env, kind, ident)
+            if not rows or rows[0][0] is None:
+                return None  # not remembered: it may be published later
+            version = state.latest[key] = int(rows[0][0])
+    vkey = (env, kind, ident, int(version))
+    doc = state.versions.get(vkey)
+    if doc is None:
+        rows = await catalog.store.fetch(
+            "SELECT doc FROM package_versions WHERE environment = ? AND kind = ? AND id = ? "
+            "AND version = ?", env, kind, ident, int(version))
+        if not rows:
+            return None
+        doc = state.versions[vkey] = _unjson(rows[0][0])
+    return doc
+
+
+async def require_published(catalog: Catalog, env: str, kind: str, ident: str, *,
+                            field: str = "planId", version: int | None = None) -> dict:
+    """What a new subscription may use: the latest (or given) published version of a live
+    package. 404 for an unknown package, 400 for an archived or never published one."""
+    working = await get_package(catalog, env, kind, ident)
+    if working is None:
+        raise ApiError(404, _NOT_FOUND[kind], f"{_NAMES[kind]} {ident!r} was not found", field)
+    if working["status"] == "ARCHIVED":
+        raise bad_input(f"{_NAMES[kind]} {ident!r} is archived", field)
+    doc = await published(catalog, env, kind, ident, version)
+    if doc is None:
+        raise bad_input(f"{_NAMES[kind]} {ident!r} has no published version"
+                        + ("" if version is None else f" {version}"), field)
+    return doc
+
+
+async def _working(catalog: Catalog, env: str, kind: str, ident: str,
+                   field: str = "id") -> dict[str, Any]:
+    doc = await get_package(catalog, env, kind, ident)
+    if doc is None:
+        raise ApiError(404, _NOT_FOUND[kind], f"{_NAMES[kind]} {ident!r} was not found", field)
+    return copy.deepcopy(doc)
+
+
+async def require_package(catalog: Catalog, env: str, kind: str, ident: str,
+                          field: str = "id") -> dict[str, Any]:
+    """The working copy (a copy the caller may change), 404 if there is none."""
+    return await _working(catalog, env, kind, ident, field)
+
+
+def _require_draft(doc: dict[str, Any], kind: str, what: str) -> None:
+    if doc["status"] == "ARCHIVED":
+        raise ApiError(409, "PackageArchived",
+                       f"{_NAMES[kind]} {doc['id']!r} is archived; {what} cannot change")
+    if doc["status"] != "DRAFT":
+        raise ApiError(409, "PackageNotDraft",
+                       f"{_NAMES[kind]} {doc['id']!r} is published; create a draft first "
+                       f"(POST …/{doc['id']}/draft) to change its {what}")
+
+
+def _touch(doc: dict[str, Any], *, created: bool = False) -> dict[str, Any]:
+    now = now_ms()
+    if created:
+        doc["_createdAt"] = now
+    doc["_updatedAt"] = now
+    return doc
+
+
+async def _store_version(catalog: Catalog, env: str, kind: str, doc: dict[str, Any]) -> None:
+    version = int(doc["versionNumber"])
+    await catalog.store.execute(
+        "INSERT INTO package_versions (environment, kind, id, version, doc, published_at) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (environment, kind, id, version) DO UPDATE "
+        "SET doc = excluded.doc", env, kind, doc["id"], version, _json(doc).decode(),
+        now_ms())
+    state = _state(catalog)
+    state.versions[(env, kind, doc["id"], version)] = doc
+    key = (env, kind, doc["id"])
+    if (state.latest.get(key) or 0) < version:
+        state.latest[key] = version

@@ -1,0 +1,188 @@
+"""The versions of a plan or add-on: create (DRAFT v1), update, publish (DRAFT ->
+PUBLISHED, kept in package_versions), create and remove a draft, archive."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from msgspec import UNSET
+
+from gateway.catalog import Catalog
+from gateway.errors import ApiError, bad_input
+from gateway.packages.bodies import _apply
+from gateway.packages.checks import _check_id
+from gateway.packages.products import get_product
+from gateway.packages.shapes import PackageCreate, PackageUpdate, convert
+from gateway.packages.store import (
+    _NAMES,
+    _lock,
+    _store_version,
+    _table,
+    _touch,
+    _working,
+    get_package,
+    published,
+)
+
+
+async def create_package(catalog: Catalog, env: str, kind: str, body: dict) -> dict:
+    """A new plan or add-on: DRAFT version 1 (status PUBLISHED publishes it at once).
+    409 if the id is taken; 400 for an unknown or archived product."""
+    table = _table(kind)
+    b = convert(body, PackageCreate)
+    _check_id(b.id)
+    if b.display_name is UNSET:
+        raise bad_input("is required", "displayName")
+    if not b.product_id:
+        raise bad_input("is required", "productId")
+    product = await get_product(catalog, env, b.product_id)
+    if product is None:
+        raise bad_input(f"product {b.product_id!r} was not found", "productId")
+    if product.get("_archivedAt") is not None:
+        raise bad_input(f"product {b.product_id!r} is archived", "productId")
+    status = "DRAFT" if b.status is UNSET else b.status
+    if status == "ARCHIVED":
+        raise bad_input("a new package is DRAFT or PUBLISHED", "status")
+    doc: dict[str, Any] = {
+        "id": b.id, "productId": b.product_id, "displayName": "", "description": None,
+        "billingId": None, "metadata": {}, "pricingType": b.pricing_type, "status": "DRAFT",
+        "versionNumber": 1, "hidden": False, "entitlements": [], "charges": None,
+    }
+    if kind == "plan":
+        doc.update({"parentPlanId": None, "compatibleAddonIds": [],
+                    "defaultTrialConfig": None})
+    else:
+        doc.update({"maxQuantity": None, "dependencies": []})
+    await _apply(catalog, env, kind, doc, b)
+    if await get_package(catalog, env, kind, b.id) is not None:
+        raise ApiError(409, "DuplicatedEntityNotAllowed",
+                       f"{_NAMES[kind]} {b.id!r} exists already", "id")
+    async with _lock(catalog, env, kind, b.id):
+        _touch(doc, created=True)
+        if not await catalog.insert(table, env, doc):
+            raise ApiError(409, "DuplicatedEntityNotAllowed",
+                           f"{_NAMES[kind]} {b.id!r} exists already", "id")
+    if status == "PUBLISHED":
+        doc = await publish(catalog, env, kind, b.id)
+    return doc
+
+
+async def update_package(catalog: Catalog, env: str, kind: str, ident: str,
+                         changes: dict) -> dict:
+    """Apply `changes` (the PATCH body: cosmetic fields on any live package, structure
+    and `charges` on a DRAFT only; `status` PUBLISHED publishes, ARCHIVED archives, DRAFT
+    creates a draft). Cosmetic changes to a PUBLISHED package reach its published version
+    too (names are not prices)."""
+    b = convert(changes, PackageUpdate)
+    if b.status is UNSET or b.status == "DRAFT":
+        async with _lock(catalog, env, kind, ident):
+            doc = await _working(catalog, env, kind, ident)
+            if b.status == "DRAFT" and doc["status"] == "ARCHIVED":
+                raise ApiError(409, "PackageArchived", f"{_NAMES[kind]} {ident!r} is archived")
+            if b.status == "DRAFT" and doc["status"] == "PUBLISHED":
+                doc = _draft_of(doc)
+            await _apply(catalog, env, kind, doc, b)
+            await catalog.replace(_table(kind), env, _touch(doc))
+            if doc["status"] == "PUBLISHED":
+                await _store_version(catalog, env, kind, doc)
+            return doc
+    async with _lock(catalog, env, kind, ident):
+        doc = await _working(catalog, env, kind, ident)
+        await _apply(catalog, env, kind, doc, b)
+        await catalog.replace(_table(kind), env, _touch(doc))
+        if doc["status"] == "PUBLISHED":
+            await _store_version(catalog, env, kind, doc)
+    if b.status == "PUBLISHED" and doc["status"] != "PUBLISHED":
+        return await publish(catalog, env, kind, ident)
+    if b.status == "ARCHIVED":
+        return await archive(catalog, env, kind, ident)
+    return doc
+
+
+def _check_publishable(doc: dict[str, Any], kind: str) -> None:
+    if doc.get("pricingType") == "PAID" and not (doc.get("charges") or {}).get(
+            "pricingModels"):
+        raise bad_input("a PAID package is published with its prices: set charges first",
+                        "charges")
+
+
+async def publish(catalog: Catalog, env: str, kind: str, ident: str, *,
+                  migration_type: str = "NEW_CUSTOMERS") -> dict:
+    """DRAFT vN -> PUBLISHED vN, kept in package_versions. 409 if there is no draft.
+    `migration_type` ALL_CUSTOMERS is recorded on the version (`_migrationType`) for the
+    subscriptions side to move existing subscribers."""
+    async with _lock(catalog, env, kind, ident):
+        doc = await _working(catalog, env, kind, ident)
+        if doc["status"] != "DRAFT":
+            raise ApiError(409, "PackageNotDraft",
+                           f"{_NAMES[kind]} {ident!r} is {doc['status']}: there is no draft "
+                           "to publish")
+        _check_publishable(doc, kind)
+        if kind == "plan" and doc.get("parentPlanId"):
+            if await published(catalog, env, "plan", doc["parentPlanId"]) is None:
+                raise bad_input(f"parent plan {doc['parentPlanId']!r} is not published",
+                                "parentPlanId")
+        doc["status"] = "PUBLISHED"
+        doc["_migrationType"] = migration_type
+        _touch(doc)
+        doc["_publishedAt"] = doc["_updatedAt"]
+        await _store_version(catalog, env, kind, doc)
+        await catalog.replace(_table(kind), env, doc)
+        return doc
+
+
+def _draft_of(doc: dict[str, Any]) -> dict[str, Any]:
+    draft = copy.deepcopy(doc)
+    draft["status"] = "DRAFT"
+    draft["versionNumber"] = int(doc["versionNumber"]) + 1
+    draft.pop("_migrationType", None)
+    draft.pop("_publishedAt", None)
+    return draft
+
+
+async def create_draft(catalog: Catalog, env: str, kind: str, ident: str) -> dict:
+    """PUBLISHED vN -> DRAFT vN+1 as the working copy (the published vN stays in force).
+    A package that is a draft already is returned as it is; 409 on an archived one."""
+    async with _lock(catalog, env, kind, ident):
+        doc = await _working(catalog, env, kind, ident)
+        if doc["status"] == "DRAFT":
+            return doc
+        if doc["status"] == "ARCHIVED":
+            raise ApiError(409, "PackageArchived", f"{_NAMES[kind]} {ident!r} is archived")
+        draft = _touch(_draft_of(doc))
+        await catalog.replace(_table(kind), env, draft)
+        return draft
+
+
+async def remove_draft(catalog: Catalog, env: str, kind: str, ident: str) -> dict:
+    """Drop the draft: the latest published version is the working copy again. 409 if
+    there is no draft, or the package was never published (archive it instead)."""
+    async with _lock(catalog, env, kind, ident):
+        doc = await _working(catalog, env, kind, ident)
+        if doc["status"] != "DRAFT":
+            raise ApiError(409, "PackageNotDraft",
+                           f"{_NAMES[kind]} {ident!r} is {doc['status']}: no draft to remove")
+        latest = await published(catalog, env, kind, ident)
+        if latest is None:
+            raise ApiError(409, "PackageNeverPublished",
+                           f"{_NAMES[kind]} {ident!r} was never published: its draft is all "
+                           "there is (archive it instead)")
+        restored = copy.deepcopy(latest)
+        restored["_createdAt"] = doc["_createdAt"]
+        await catalog.replace(_table(kind), env, _touch(restored))
+        return restored
+
+
+async def archive(catalog: Catalog, env: str, kind: str, ident: str) -> dict:
+    """No new subscriptions to the package; its published versions stay readable for the
+    subscriptions that have them. Archiving again is a no-op."""
+    async with _lock(catalog, env, kind, ident):
+        doc = await _working(catalog, env, kind, ident)
+        if doc["status"] == "ARCHIVED":
+            return doc
+        doc["status"] = "ARCHIVED"
+        _touch(doc)
+        doc["_archivedAt"] = doc["_updatedAt"]
+        await catalog.replace(_table(kind), env, doc)
+        return doc
