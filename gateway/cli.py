@@ -80,7 +80,7 @@ def _open_database(url: str | None, command: str) -> bool:
 
 def _apply_catalog(database_url: str | None, env: str, path: str, *, dry_run: bool,
                    command: str) -> int:
-    """Apply a catalog file (gateway/catalog_file.py), printing one line per item that
+    """Apply a catalog file (gateway/catalog_file/), printing one line per item that
     changes; 1 with the reason on stderr if the file cannot be applied (nothing is)."""
     import anyio
 
