@@ -39,13 +39,12 @@ import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import anyio
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_http
-from bench_http import KEY, Server, _pg
+import bench_http  # noqa: E402 (after the sys.path line)
+from bench_http import KEY, Server
 
 CURRENCY = "tokens"
 PRODUCT = "bench-product"
@@ -238,17 +237,8 @@ def main() -> None:
           f"machine; median of {args.runs} runs of {args.seconds} s; durability=sync; "
           f"{args.customers} customers subscribed to one plan")
     with tempfile.TemporaryDirectory() as tmp:
-        if args.only in (None, "sqlite"):
-            bench_backend("sqlite", f"sqlite:///{tmp}/bench.db", args, Path(tmp))
-        if args.only in (None, "postgresql"):
-            name = f"creditd_bench_{secrets.token_hex(4)}"
-            anyio.run(_pg, args.pg, f'CREATE DATABASE "{name}"')
-            try:
-                bench_backend("postgresql", f"{args.pg.rsplit('/', 1)[0]}/{name}", args,
-                              Path(tmp))
-            finally:
-                anyio.run(_pg, args.pg, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
+        bench_http.each_backend(
+            args, tmp, lambda label, url: bench_backend(label, url, args, Path(tmp)))
 
 if __name__ == "__main__":
     main()

@@ -31,12 +31,12 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-import anyio
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_http import KEY, Server, _pg, wrk  # noqa: E402
+import bench_http  # noqa: E402 (after the sys.path line)
+from bench_http import KEY, Server, wrk  # noqa: E402
 
 CUSTOMERS = 100
 FEATURE = "calls"
@@ -163,17 +163,8 @@ def main() -> None:
           f"machine; median of {args.runs} runs of {args.seconds} s; durability=sync; "
           f"{CUSTOMERS} customers")
     with tempfile.TemporaryDirectory() as tmp:
-        if args.only in (None, "sqlite"):
-            bench_backend("sqlite", f"sqlite:///{tmp}/bench.db", args, Path(tmp))
-        if args.only in (None, "postgresql"):
-            name = f"creditd_bench_{secrets.token_hex(4)}"
-            anyio.run(_pg, args.pg, f'CREATE DATABASE "{name}"')
-            try:
-                bench_backend("postgresql", f"{args.pg.rsplit('/', 1)[0]}/{name}", args,
-                              Path(tmp))
-            finally:
-                anyio.run(_pg, args.pg, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
+        bench_http.each_backend(
+            args, tmp, lambda label, url: bench_backend(label, url, args, Path(tmp)))
 
 if __name__ == "__main__":
     main()

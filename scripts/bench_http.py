@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -195,6 +196,20 @@ def bench_backend(label: str, database_url: str, args: argparse.Namespace,
         server.stop()
 
 
+def each_backend(args: argparse.Namespace, tmp: str, bench: Callable[[str, str], None]) -> None:
+    """Run `bench(label, database_url)` on a SQLite file in `tmp` and on a fresh
+    PostgreSQL database (dropped afterwards), or on the one `--only` names."""
+    if args.only in (None, "sqlite"):
+        bench("sqlite", f"sqlite:///{tmp}/bench.db")
+    if args.only in (None, "postgresql"):
+        name = f"creditd_bench_{secrets.token_hex(4)}"
+        anyio.run(_pg, args.pg, f'CREATE DATABASE "{name}"')
+        try:
+            bench("postgresql", f"{args.pg.rsplit('/', 1)[0]}/{name}")
+        finally:
+            anyio.run(_pg, args.pg, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
@@ -210,15 +225,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "consume.lua"
         script.write_text(LUA)
-        if args.only in (None, "sqlite"):
-            bench_backend("sqlite", f"sqlite:///{tmp}/bench.db", args, script)
-        if args.only in (None, "postgresql"):
-            name = f"creditd_bench_{secrets.token_hex(4)}"
-            anyio.run(_pg, args.pg, f'CREATE DATABASE "{name}"')
-            try:
-                bench_backend("postgresql", f"{args.pg.rsplit('/', 1)[0]}/{name}", args, script)
-            finally:
-                anyio.run(_pg, args.pg, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        each_backend(args, tmp, lambda label, url: bench_backend(label, url, args, script))
 
 
 if __name__ == "__main__":
