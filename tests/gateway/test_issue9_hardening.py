@@ -7,7 +7,7 @@ the reason says what is wrong."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -15,42 +15,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.gateway.conftest import CLOCK_START, KEY, OTHER_KEY, Server, fresh_pg_url
 from tests.gateway.test_bad_input import assert_error
 
 DAY = timedelta(days=1)
+CLOCK_START = "2026-01-01T00:00:00+00:00"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def clock_server(request: pytest.FixtureRequest,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """conftest's `clock_server`, with tax rates for the estimates (DE 19 %, GB 20 %)."""
-    drop = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('creditd') / 'creditd.db'}"
-    else:
-        url, drop = fresh_pg_url()
-    s = Server(url, api_keys=f"{KEY},other:{OTHER_KEY}",
-               env={"CREDITD_CLOCK": f"manual:{CLOCK_START}",
-                    "CREDITD_TAX_RATES": "DE=19,GB=20"}).start()
-    try:
-        yield s
-    finally:
-        s.stop()
-        if drop is not None:
-            drop()
-
-
-@pytest.fixture
-def raw(clock_server: Server) -> Iterator[httpx.Client]:
-    with clock_server.http() as c:
-        yield c
-
-
-@pytest.fixture
-def client(clock_server: Server):
-    with clock_server.stigg() as c:
-        yield c
+# The module's `server` (conftest) runs on a manual clock, with tax rates for the estimates.
+SERVER_ENV = {"CREDITD_CLOCK": f"manual:{CLOCK_START}", "CREDITD_TAX_RATES": "DE=19,GB=20"}
+OWN_KEY = "k-hardening-own-server"
 
 
 def _t(value: str) -> datetime:
@@ -660,16 +633,14 @@ def test_test_clock_bad_bodies(raw, clock) -> None:
 
 # --- far-out values that poison state (each on a server of its own) ----------------------
 
-def _own_server(make_server, **env: str) -> Server:
-    # The key is passed explicitly: pytest may load conftest under another module name,
-    # whose random KEY differs from the one imported here.
-    return make_server(api_keys=KEY, env={"CREDITD_CLOCK": f"manual:{CLOCK_START}",
-                                          **env}).start()
+def _own_server(make_server, **env: str) -> Any:
+    return make_server(api_keys=OWN_KEY, env={"CREDITD_CLOCK": f"manual:{CLOCK_START}",
+                                              **env}).start()
 
 
 def test_a_trial_past_year_9999_is_refused_up_front(make_server, uid) -> None:
     server = _own_server(make_server)
-    with server.http(key=KEY) as raw:
+    with server.http(key=OWN_KEY) as raw:
         cat = Cat(raw, uid)
         plan = cat.uid("plan")
         r = raw.post("/api/v1/plans", json={
@@ -691,7 +662,7 @@ def test_a_trial_past_year_9999_is_refused_up_front(make_server, uid) -> None:
 
 def test_moving_the_clock_far_is_never_a_500(make_server, uid) -> None:
     server = _own_server(make_server)
-    with server.http(key=KEY) as raw:
+    with server.http(key=OWN_KEY) as raw:
         cat = Cat(raw, uid)
         plan = cat.plan()
         sub = cat.provision(cat.customer(), plan)

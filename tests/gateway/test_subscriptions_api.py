@@ -348,7 +348,8 @@ def test_a_product_holds_one_subscription_per_customer(client, catalog) -> None:
     assert [s.id for s in running] == [b.id]
 
 
-def test_migrate_moves_to_the_latest_version(client, catalog) -> None:
+def _subscribe_then_republish(client, catalog, migration: str) -> tuple[str, Any]:
+    """A subscription to a plan of 10 credits, then version 2 of the plan with 70."""
     plan = catalog.plan(credits=10)
     customer = catalog.customer()
     sub = client.v1.subscriptions.provision(customer_id=customer, plan_id=plan).data.subscription
@@ -356,7 +357,12 @@ def test_migrate_moves_to_the_latest_version(client, catalog) -> None:
     c.v1.plans.create_draft(plan)
     [ent] = c.v1.plans.entitlements.list(plan).data
     c.v1.plans.entitlements.update(ent.id, plan_id=plan, type="CREDIT", amount=70)
-    c.v1.plans.publish(plan, migration_type="NEW_CUSTOMERS")
+    c.v1.plans.publish(plan, migration_type=migration)
+    return customer, sub
+
+
+def test_migrate_moves_to_the_latest_version(client, catalog) -> None:
+    customer, sub = _subscribe_then_republish(client, catalog, "NEW_CUSTOMERS")
     assert client.v1.subscriptions.retrieve(sub.id).data.model_extra["planVersion"] == 1
     moved = client.v1.subscriptions.migrate(sub.id, subscription_migration_time="IMMEDIATE")
     assert moved.data.model_extra["planVersion"] == 2
@@ -426,14 +432,7 @@ def test_a_future_start_waits(client, clock, catalog) -> None:
 
 
 def test_publishing_for_all_customers_migrates_running_subscriptions(client, catalog) -> None:
-    plan = catalog.plan(credits=10)
-    customer = catalog.customer()
-    sub = client.v1.subscriptions.provision(customer_id=customer, plan_id=plan).data.subscription
-    c = catalog.client
-    c.v1.plans.create_draft(plan)
-    [ent] = c.v1.plans.entitlements.list(plan).data
-    c.v1.plans.entitlements.update(ent.id, plan_id=plan, type="CREDIT", amount=70)
-    c.v1.plans.publish(plan, migration_type="ALL_CUSTOMERS")
+    customer, sub = _subscribe_then_republish(client, catalog, "ALL_CUSTOMERS")
     assert client.v1.subscriptions.retrieve(sub.id).data.model_extra["planVersion"] == 2
     assert sorted(g.amount for g in recurring(client, customer, catalog.currency)) == [10, 60]
 
