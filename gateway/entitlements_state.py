@@ -35,7 +35,7 @@ from gateway.routes.common import engine_id
 from gateway.wire import parse_time
 
 __all__ = ["Effective", "Sources", "effective_entitlements", "promotions_of", "promo_active",
-           "usage_of", "period_starts", "invalidate"]
+           "usage_of", "period_starts", "invalidate", "credit_period_end"]
 
 _unjson = msgspec.json.decode
 
@@ -198,7 +198,13 @@ async def _effective(services: Any, env: str, customer_id: str, resource_id: str
     out = Sources()
     out.subscriptions, boundary = await _subscriptions(services, env, customer_id,
                                                        resource_id, now)
+    from gateway.subscriptions import timeline_of  # noqa: PLC0415 (subscriptions imports us)
+
+    # When each feature's sources stop granting it (None: one of them never stops).
+    ends: dict[str, list[int | None]] = {}
     for sub in out.subscriptions:
+        stop = timeline_of(sub).stop
+        sub_end = None if stop >= _FOREVER else stop
         anchor = _ms(sub.get("_start", sub.get("startDate")))
         plan = await _published(services, env, "plan", sub["planId"], sub.get("planVersion"))
         packages: list[tuple[dict[str, Any], int]] = [(plan, 1)] if plan else []
@@ -212,17 +218,20 @@ async def _effective(services: Any, env: str, customer_id: str, resource_id: str
                     continue
                 eff = out.features.setdefault(ent["id"], Effective(ent["id"]))
                 _add(eff, ent, quantity, anchor, subscription=True, now=now)
+                ends.setdefault(ent["id"], []).append(sub_end)
     promos = await promotions_of(services, env, customer_id)
     out.promotions = [p for p in promos if promo_active(p, now)]
     for promo in out.promotions:
         eff = out.features.setdefault(promo["featureId"], Effective(promo["featureId"]))
         _add(eff, promo, 1, promo.get("_startDate"), subscription=False, now=now)
-        end = promo.get("_endDate")
-        if end is not None and not eff.from_subscription:
-            eff.valid_until = end if eff.valid_until is None else max(eff.valid_until, end)
+        ends.setdefault(promo["featureId"], []).append(promo.get("_endDate"))
         updated = promo.get("_updatedAt")
         if isinstance(updated, int):
             eff.updated_at = max(eff.updated_at or 0, updated)
+    for feature_id, stops in ends.items():
+        # Granted until the last source stops; for good if any source never does.
+        if None not in stops:
+            out.features[feature_id].valid_until = max(stops)  # type: ignore[type-var]
     for eff in out.features.values():
         if eff.reset_period and eff.anchor_ms is not None:
             try:
@@ -236,6 +245,15 @@ async def _effective(services: Any, env: str, customer_id: str, resource_id: str
         edges += [t for t in (promo.get("_startDate"), promo.get("_endDate"))
                   if isinstance(t, int) and t > now]
     return out, min(edges)
+
+
+def credit_period_end(sources: Sources, currency_id: str, now: int) -> int | None:
+    """When the customer's recurring credits of `currency_id` next renew: the earliest
+    end of a current credit window of its running subscriptions (None: none recur)."""
+    ends = [got["end"] for sub in sources.subscriptions
+            for key, got in (sub.get("_credits") or {}).items()
+            if key.rpartition("|")[2] == currency_id and got["window"] <= now < got["end"]]
+    return min(ends, default=None)
 
 
 def period_starts(sources: Sources) -> dict[str, tuple[int, int]]:

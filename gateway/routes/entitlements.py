@@ -34,7 +34,12 @@ from engine.core.commands import (
 from engine.core.amounts import SCALE
 from gateway.app import environment, ok, services
 from gateway.catalog import now_ms
-from gateway.entitlements_state import Effective, effective_entitlements, usage_of
+from gateway.entitlements_state import (
+    Effective,
+    credit_period_end,
+    effective_entitlements,
+    usage_of,
+)
 from gateway.errors import bad_input, from_refusal
 from gateway.routes.common import engine_id, require_currency, scoped_key
 from gateway.routes.credits import reservation_json
@@ -55,7 +60,9 @@ def _currency_json(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def credit_entitlement(currency: dict[str, Any], b: BalanceView | None, *, granted: bool,
-                       denied: str | None, reservation: Any = None) -> dict[str, Any]:
+                       denied: str | None, reservation: Any = None,
+                       period_end: int | None = None) -> dict[str, Any]:
+    """`period_end`: when the recurring credits of the currency next renew."""
     consumed = b.total_consumed if b else 0
     balance = max(b.current_balance, 0) if b else 0
     updated = iso(b.timestamp) if b else iso(now_ms())
@@ -71,7 +78,7 @@ def credit_entitlement(currency: dict[str, Any], b: BalanceView | None, *, grant
         "reservation": reservation_json(reservation) if reservation is not None else None,
         "reserved": amount_out(b.reserved) if b else 0,
         "reservedOnExpiredGrants": 0,
-        "usagePeriodEnd": None,
+        "usagePeriodEnd": iso(period_end),
         "validUntil": None,
     }
 
@@ -261,8 +268,12 @@ async def check_entitlement(
     available = view.current_balance if view else 0
     # With no requested usage the question is "is there anything left?".
     granted = available >= requested if requested else available > 0
+    svc, now = services(request), services(request).clock.now_ms()
+    sources = await effective_entitlements(svc, environment(request), customer_id,
+                                           resource_id, now)
     return ok(credit_entitlement(currency, view, granted=granted,
-                                 denied=None if granted else "InsufficientCredits"))
+                                 denied=None if granted else "InsufficientCredits",
+                                 period_end=credit_period_end(sources, currency_id, now)))
 
 
 async def entitlements_of(request: Request, customer_id: str,
@@ -272,16 +283,17 @@ async def entitlements_of(request: Request, customer_id: str,
         engine_id(environment(request), customer_id),
         GetBalances(resource_id=resource_id, match_resource=True))
     assert isinstance(balances, BalancesReply)
+    env = environment(request)
+    svc = services(request)
+    now = svc.clock.now_ms()
+    sources = await effective_entitlements(svc, env, customer_id, resource_id, now)
     entitlements = []
     for view in balances.balances:
         currency = await require_currency(request, view.currency_id, allow_archived=True)
         granted = view.current_balance > 0
         entitlements.append(credit_entitlement(
-            currency, view, granted=granted, denied=None if granted else "InsufficientCredits"))
-    env = environment(request)
-    svc = services(request)
-    now = svc.clock.now_ms()
-    sources = await effective_entitlements(svc, env, customer_id, resource_id, now)
+            currency, view, granted=granted, denied=None if granted else "InsufficientCredits",
+            period_end=credit_period_end(sources, view.currency_id, now)))
     granted_features = {f: e for f, e in sources.features.items() if e.granted}
     if granted_features:
         windows = {f: e.window for f, e in granted_features.items() if e.window is not None}

@@ -117,6 +117,9 @@ def test_provision_grants_the_first_period_and_renewals_exactly_once(
     [g] = recurring(client, customer, catalog.currency)
     assert (g.amount, g.status, _t(g.expire_at)) == (1000, "ACTIVE", first_end)
     assert balance(raw, customer, catalog.currency) == 1000
+    # The credit entitlement says when its credits renew.
+    check = client.v1.customers.check_entitlement(customer, currency_id=catalog.currency).data
+    assert _t(check.usage_period_end) == first_end
     # Reads inside the period grant nothing more.
     clock.move(by=10 * DAY)
     for _ in range(3):
@@ -451,6 +454,14 @@ def test_provisioning_answers_the_entitlements(client, catalog, uid) -> None:
     assert kinds == {("FEATURE", True), ("CREDIT", True)}
     [feat] = [e for e in made.entitlements if e.type == "FEATURE"]
     assert feat.feature.id == feature
+    assert feat.valid_until is None  # the subscription has no end
+    [credit] = [e for e in made.entitlements if e.type == "CREDIT"]
+    assert _t(credit.usage_period_end) == _t(made.subscription.current_billing_period_end)
+    # Once it is cancelled at the period's end, the feature is granted until then.
+    client.v1.subscriptions.cancel(made.id, cancellation_time="END_OF_BILLING_PERIOD")
+    listed = client.v1.customers.retrieve_entitlements(customer).data.entitlements
+    [feat] = [e for e in listed if e.type == "FEATURE"]
+    assert _t(feat.valid_until) == _t(made.subscription.current_billing_period_end)
 
 
 def test_prices_follow_the_billing_country_and_customer_coupon(client, raw, catalog,
