@@ -58,7 +58,7 @@ from gateway.routes.common import engine_id, scoped_key
 from gateway.wire import amount_in
 
 __all__ = ["RUNNING", "Scheduler", "active_subscriptions", "catch_up", "catch_up_all_due", "catch_up_due",
-           "copy_of", "credit_sources", "customer_subscriptions", "lock_of", "migrate_all",
+           "copy_of", "credit_sources", "id_for_key", "provision_lock", "customer_subscriptions", "lock_of", "migrate_all",
            "require_subscription", "save", "save_and_catch_up", "subscription_doc",
            "timeline_of", "trial_eligible", "void_current_credits"]
 
@@ -87,6 +87,25 @@ def lock_of(env: str, customer_id: str) -> anyio.Lock:
 
 def new_id(plan_id: str) -> str:
     return f"subscription-{plan_id}-{secrets.token_hex(6)}"
+
+
+def id_for_key(plan_id: str, customer_id: str, key: str) -> str:
+    """The id of a subscription provisioned with an idempotency key: the same for a retry."""
+    digest = hashlib.blake2b(f"{customer_id}\x00{key}".encode(), digest_size=6).hexdigest()
+    return f"subscription-{plan_id}-{digest}"
+
+
+_provision_locks: WeakValueDictionary[tuple[str, str], anyio.Lock] = WeakValueDictionary()
+
+
+def provision_lock(env: str, customer_id: str) -> anyio.Lock:
+    """Serializes provisioning per customer (held around the catch-up lock, never inside
+    it)."""
+    key = (env, customer_id)
+    lock = _provision_locks.get(key)
+    if lock is None:
+        lock = _provision_locks[key] = anyio.Lock()
+    return lock
 
 
 def timeline_of(doc: dict[str, Any]) -> Timeline:

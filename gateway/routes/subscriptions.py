@@ -9,6 +9,7 @@ product — works too), and `billingPeriod`, `unitQuantity`, `planVersion`,
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -20,7 +21,7 @@ from msgspec import UNSET, UnsetType
 from gateway import subscriptions as subs
 from gateway.app import environment, ok, services
 from gateway.errors import ApiError, bad_input
-from gateway.routes.common import require_customer
+from gateway.routes.common import check_key, require_customer
 from gateway.subscription_changes import apply_changes, resolve
 from gateway.subscription_changes import country_code as _country
 from gateway.wire import (
@@ -310,9 +311,14 @@ async def _end(request: Request, env: str, doc: dict[str, Any], at: int, reason:
 
 @post(_BASE)
 async def provision(request: Request) -> Response:
+    """Provisioning is serialized per customer (a second subscription to a product replaces
+    the first: two at once must not replace each other). With an `Idempotency-Key` header
+    a retry answers the subscription the first request made (the id is derived from the
+    key when none is given); the key with another body is a 409."""
     svc = services(request)
     env = environment(request)
-    body = decode(await request.body(), ProvisionBody)
+    raw_body = await request.body()
+    body = decode(raw_body, ProvisionBody)
     if not body.customer_id:
         raise bad_input("is required", "customerId")
     if not body.plan_id:
@@ -320,6 +326,30 @@ async def provision(request: Request) -> Response:
     _unsupported(body)
     if body.id is not None and (not body.id or "/" in body.id or len(body.id) > 255):
         raise bad_input("must be 1-255 characters without '/'", "id")
+    key = request.headers.get("idempotency-key")
+    if key is not None:
+        check_key(key, "Idempotency-Key")
+    async with subs.provision_lock(env, body.customer_id):
+        return await _provision(request, svc, env, body, key,
+                                hashlib.sha256(raw_body).hexdigest())
+
+
+async def _provision(request: Request, svc: Any, env: str, body: ProvisionBody,
+                     key: str | None, body_hash: str) -> Response:
+    ident = body.id
+    if key is not None:
+        ident = ident or subs.id_for_key(body.plan_id, body.customer_id, key)
+        existing = await svc.catalog.get("subscriptions", env, ident)
+        if existing is not None and existing.get("_idempotency") == [key, body_hash]:
+            doc = await subs.require_subscription(svc, env, ident)
+            return ok({"id": doc["id"], "status": "SUCCESS",
+                       "subscription": subscription_json(doc),
+                       "entitlements": await _entitlements(request, env, doc),
+                       "isScheduled": doc["status"] == "NOT_STARTED",
+                       "checkoutUrl": None, "checkoutBillingId": None}, status=201)
+        if existing is not None and existing.get("_idempotency") is not None:
+            raise ApiError(409, "IdempotencyKeyReused", "this idempotency key was used with a "
+                           "different request", "Idempotency-Key")
     customer = await require_customer(request, body.customer_id)
     now = svc.clock.now_ms()
     start = parse_time(body.start_date, "startDate")
@@ -344,11 +374,12 @@ async def provision(request: Request) -> Response:
     cancel_at = parse_time(body.cancellation_date, "cancellationDate")
     if cancel_at is not None and cancel_at <= start:
         raise bad_input("must be after the start date", "cancellationDate")
-    if body.id is not None and await svc.catalog.get("subscriptions", env, body.id):
-        raise ApiError(409, "DuplicatedEntityNotAllowed", f"subscription {body.id!r} exists "
+    if ident is not None and await svc.catalog.get("subscriptions", env, ident):
+        raise ApiError(409, "DuplicatedEntityNotAllowed", f"subscription {ident!r} exists "
                        "already", "id")
     doc: dict[str, Any] = {
-        "id": body.id or subs.new_id(body.plan_id),
+        "id": ident or subs.new_id(body.plan_id),
+        "_idempotency": None if key is None else [key, body_hash],
         "customerId": body.customer_id,
         "payingCustomerId": body.paying_customer_id,
         "resourceId": body.resource_id,

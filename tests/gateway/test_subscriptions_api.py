@@ -494,3 +494,23 @@ def test_prices_follow_the_billing_country_and_customer_coupon(client, raw, cata
     # Stored prices come back as numbers.
     again = raw.get(f"/api/v1/subscriptions/{plain.id}").json()["data"]
     assert again["prices"][0]["amount"] == 20
+
+
+def test_a_retried_provision_with_an_idempotency_key_makes_one_subscription(
+        client, raw, catalog, uid) -> None:
+    plan = catalog.plan(credits=40)
+    customer = catalog.customer()
+    key = {"Idempotency-Key": uid("provision")}
+    first = client.v1.subscriptions.provision(customer_id=customer, plan_id=plan,
+                                              extra_headers=key).data
+    again = client.v1.subscriptions.provision(customer_id=customer, plan_id=plan,
+                                              extra_headers=key).data
+    assert again.id == first.id and again.subscription.status == "ACTIVE"
+    assert [s.id for s in client.v1.subscriptions.list(customer_id=customer)] == [first.id]
+    assert [g.amount for g in recurring(client, customer, catalog.currency)] == [40]
+    r = raw.post("/api/v1/subscriptions", headers=key,
+                 json={"customerId": customer, "planId": plan, "billingPeriod": "MONTHLY"})
+    assert r.status_code == 409 and r.json()["field"] == "Idempotency-Key", r.text
+    r = raw.post("/api/v1/subscriptions", headers={"Idempotency-Key": ""},
+                 json={"customerId": customer, "planId": plan})
+    assert r.status_code == 400 and r.json()["field"] == "Idempotency-Key", r.text
