@@ -34,8 +34,17 @@ from engine.core.usage import usage_in_period
 from gateway.routes.common import engine_id
 from gateway.wire import parse_time
 
-__all__ = ["Effective", "Sources", "effective_entitlements", "promotions_of", "promo_active",
-           "usage_of", "period_starts", "invalidate", "credit_period_end"]
+__all__ = [
+    "Effective",
+    "Sources",
+    "credit_period_end",
+    "effective_entitlements",
+    "invalidate",
+    "period_starts",
+    "promo_active",
+    "promotions_of",
+    "usage_of",
+]
 
 _unjson = msgspec.json.decode
 

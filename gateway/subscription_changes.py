@@ -8,8 +8,16 @@ from typing import Any
 
 from gateway.errors import bad_input
 
-__all__ = ["resolve", "apply_changes", "price_periods", "pricing_type_of", "prices_of",
-           "QUANTITY_MAX", "check_unit_quantity", "country_code"]
+__all__ = [
+    "QUANTITY_MAX",
+    "apply_changes",
+    "check_unit_quantity",
+    "country_code",
+    "price_periods",
+    "prices_of",
+    "pricing_type_of",
+    "resolve",
+]
 
 QUANTITY_MAX = 1_000_000
 

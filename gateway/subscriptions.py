@@ -41,6 +41,7 @@ from typing import Any
 from weakref import WeakValueDictionary
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import structlog
 
@@ -57,10 +58,28 @@ from gateway.errors import ApiError, bad_input
 from gateway.routes.common import engine_id, scoped_key
 from gateway.wire import amount_in
 
-__all__ = ["RUNNING", "Scheduler", "active_subscriptions", "catch_up", "catch_up_all_due", "catch_up_due",
-           "copy_of", "credit_sources", "id_for_key", "provision_lock", "customer_subscriptions", "lock_of", "migrate_all",
-           "require_subscription", "save", "save_and_catch_up", "subscription_doc",
-           "timeline_of", "trial_eligible", "void_current_credits"]
+__all__ = [
+    "RUNNING",
+    "Scheduler",
+    "active_subscriptions",
+    "catch_up",
+    "catch_up_all_due",
+    "catch_up_due",
+    "copy_of",
+    "credit_sources",
+    "customer_subscriptions",
+    "id_for_key",
+    "lock_of",
+    "migrate_all",
+    "provision_lock",
+    "require_subscription",
+    "save",
+    "save_and_catch_up",
+    "subscription_doc",
+    "timeline_of",
+    "trial_eligible",
+    "void_current_credits",
+]
 
 log = structlog.get_logger("creditd.subscriptions")
 _TABLE = "subscriptions"
@@ -452,7 +471,7 @@ class Scheduler:
                     failed = bool(failures)
                     if failed or done < DUE_BATCH_MAX:
                         break
-                    await anyio.sleep(0)
+                    await anyio.lowlevel.checkpoint()
                 rows = await services.store.fetch("SELECT MIN(due_at) FROM subscriptions")
                 due = rows[0][0] if rows else None
             except Exception:  # noqa: BLE001 (the database may be away: try again later)

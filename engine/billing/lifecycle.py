@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from engine.billing.periods import add_months, billing_period, months_of, window_of_months
 
-__all__ = ["Timeline", "status_at", "billing_window", "credit_window", "next_change"]
+__all__ = ["Timeline", "billing_window", "credit_window", "next_change", "status_at"]
 
 ENDLESS = 1 << 62
 

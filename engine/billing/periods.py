@@ -20,10 +20,21 @@ Before the anchor, the window is the first one, starting at the anchor.
 from __future__ import annotations
 
 import calendar
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
-__all__ = ["HOUR_MS", "DAY_MS", "WEEK_MS", "add_months", "billing_period", "months_of",
-           "reset_window", "window_of_months", "WEEKDAYS", "RESET_PERIODS", "ANCHORS"]
+__all__ = [
+    "ANCHORS",
+    "DAY_MS",
+    "HOUR_MS",
+    "RESET_PERIODS",
+    "WEEKDAYS",
+    "WEEK_MS",
+    "add_months",
+    "billing_period",
+    "months_of",
+    "reset_window",
+    "window_of_months",
+]
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -35,7 +46,7 @@ WEEKDAYS = ("EveryMonday", "EveryTuesday", "EveryWednesday", "EveryThursday", "E
 ANCHORS = {"HOUR": ("SubscriptionStart",), "DAY": ("SubscriptionStart",),
            "WEEK": ("SubscriptionStart", *WEEKDAYS),
            "MONTH": ("SubscriptionStart", "StartOfTheMonth"), "YEAR": ("SubscriptionStart",)}
-_UTC = timezone.utc
+_UTC = UTC
 
 
 def _dt(ms: int) -> datetime:

@@ -7,8 +7,8 @@ Time never goes back (the engine relies on it)."""
 
 from __future__ import annotations
 
-from litestar import Request, Response, get, put
 import msgspec
+from litestar import Request, Response, get, put
 
 from engine.runtime.clock import ManualClock
 from gateway.app import ok, services
