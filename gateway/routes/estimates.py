@@ -56,7 +56,7 @@ from engine.billing.pricing import (
     price_package,
     tax_rate_for,
 )
-from engine.billing.proration import prorate, prorated
+from engine.billing.proration import Proration, prorate, prorated
 from engine.core.amounts import from_units
 from gateway.app import environment, ok, services
 from gateway.errors import ApiError, bad_input
@@ -173,6 +173,10 @@ class EstimateUpdateBody(_Common):
     addons: list[GqlAddonIn] | None = None
     promotion_code: str | None = None
     unit_quantity: Decimal | None = None
+    # Extensions (as PATCH /api/v1/subscriptions/{id} takes them): another billing period
+    # (the cycle restarts at the change) and another plan of the product.
+    billing_period: Literal["MONTHLY", "ANNUALLY"] | None = None
+    plan_id: str | None = None
 
 
 # --- catalog reads ---------------------------------------------------------------------
@@ -616,14 +620,25 @@ async def estimate_subscription_update(request: Request) -> Response:
     now = services(request).clock.now_ms()
     plan, old_addons, old_q, old_applied = await _running_price(request, doc, now)
     period = doc.get("billingPeriod") or "MONTHLY"
+    new_period = body.billing_period or period
+    new_plan = plan
+    if body.plan_id is not None and body.plan_id != doc["planId"]:
+        new_plan = await _package(request, "plan", body.plan_id, "planId")
+        if new_plan.get("productId") != plan.get("productId"):
+            raise bad_input(f"plan {body.plan_id!r} belongs to another product", "planId")
+    priced = price_periods(new_plan)
+    if priced and new_period not in priced:
+        raise bad_input(f"plan {new_plan['id']!r} has no {new_period} price",
+                        "billingPeriod" if body.billing_period else "planId")
     country = doc.get("billingCountryCode")
     new_addons = old_addons
     if body.addons is not None:
-        new_addons = await _addons(request, plan, [(a.addon_id, a.quantity) for a in body.addons])
-    unit = _unit_quantity(plan, body.unit_quantity)
+        new_addons = await _addons(request, new_plan,
+                                   [(a.addon_id, a.quantity) for a in body.addons])
+    unit = _unit_quantity(new_plan, body.unit_quantity)
     new_q = _quantities(unit, body.billable_features, body.charges, base=old_q)
     old_lines = _lines(plan, old_addons, period, country, old_q)
-    new_lines = _lines(plan, new_addons, period, country, new_q)
+    new_lines = _lines(new_plan, new_addons, new_period, country, new_q)
     currency = invoice_currency(new_lines, invoice_currency(old_lines))
     new_applied = await _applied(request, body.applied_coupon, body.promotion_code,
                                  doc.get("_start") or now) or old_applied
@@ -633,29 +648,45 @@ async def estimate_subscription_update(request: Request) -> Response:
     p_end = doc.get("_periodEnd") or billing_period(p_start, period, p_start)[1]
     old_inv = _invoice(plan, _in_advance(old_lines), period, currency, old_applied, p_start,
                        False, None)
-    new_inv = _invoice(plan, _in_advance(new_lines), period, currency, new_applied, p_start,
-                       False, None)
-    if doc.get("status") == "IN_TRIAL":  # nothing was paid, nothing is due for a change
+    new_inv = _invoice(new_plan, _in_advance(new_lines), new_period, currency, new_applied,
+                       p_start, False, None)
+    in_trial = doc.get("status") == "IN_TRIAL"
+    if in_trial:  # nothing was paid, nothing is due for a change
         old_price = new_price = Decimal(0)
     else:
         old_price, new_price = old_inv.total_excluding_tax, new_inv.total_excluding_tax
-    p = prorate(old_price, new_price, start_ms=p_start, end_ms=p_end, at_ms=now,
-                currency=currency)
-    name = plan.get("displayName") or plan["id"]
+    if new_period == period or in_trial:
+        p = prorate(old_price, new_price, start_ms=p_start, end_ms=p_end, at_ms=now,
+                    currency=currency)
+        now_range = (p_start, p_end)
+        next_range = billing_period(doc.get("_anchor") or p_start, new_period, p_end)
+    else:
+        # Another billing period restarts the cycle at the change (as the update does):
+        # credit for the old period's unused part, the whole new period due now.
+        credit = prorated(old_price, p_start, p_end, now, currency)
+        p = Proration(proration_date_ms=now, credit=credit, debit=new_price,
+                      net_amount=new_price - credit, currency=currency)
+        now_range = billing_period(now, new_period, now)
+        next_range = billing_period(now, new_period, now_range[1])
+    name = new_plan.get("displayName") or new_plan["id"]
+    old_name = plan.get("displayName") or plan["id"]
     change = [Line(f"Remaining time on {name} after the change", Decimal(1), p.debit, p.debit,
                    currency),
-              Line(f"Unused time on {name} before the change", Decimal(1), -p.credit,
+              Line(f"Unused time on {old_name} before the change", Decimal(1), -p.credit,
                    -p.credit, currency)]
     now_inv = build_invoice([ln for ln in change if ln.sub_total], currency, tax_rate=tax_rate)
-    next_range = billing_period(doc.get("_anchor") or p_start, period, p_end)
-    next_inv = _invoice(plan, [ln for ln in new_lines if ln.recurring], period, currency,
-                        new_applied, next_range[0], False, tax_rate)
+    next_inv = _invoice(new_plan, [ln for ln in new_lines if ln.recurring], new_period,
+                        currency, new_applied, next_range[0], False, tax_rate)
     scheduled = any(u.get("status") == "SCHEDULED" for u in doc.get("_scheduled") or ())
     free = [{"id": addon["id"], "quantity": quantity} for addon, quantity in new_addons
             if not any(ln.package_id == addon["id"] for ln in new_lines)]
-    return ok(_answer(now_inv, (p_start, p_end), next_inv, next_range, country,
-                      proration=_proration_json(p), is_downgrade=False, scheduled=scheduled,
-                      free_items=free))
+    # A downgrade: a lower recurring price per month of service.
+    per_month_old = old_inv.total_excluding_tax / months_of(period)
+    per_month_new = new_inv.total_excluding_tax / months_of(new_period)
+    downgrade = new_plan is not plan and per_month_new < per_month_old
+    return ok(_answer(now_inv, now_range, next_inv, next_range, country,
+                      proration=_proration_json(p), is_downgrade=downgrade,
+                      scheduled=scheduled, free_items=free))
 
 
 ROUTES = [preview_subscription, estimate_subscription, estimate_subscription_update]

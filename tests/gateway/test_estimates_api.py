@@ -285,3 +285,49 @@ def test_unknown_subscription_and_ad_hoc_discount(raw, cat):
     assert d["discount"] == {"name": "Launch", "type": "FIXED", "value": 12.5,
                              "durationType": "REPEATING", "durationInMonths": 1}
     assert d["subscription"]["total"]["amount"] == 40
+
+
+def test_estimate_update_of_the_billing_period_and_the_plan(client, raw, cat, server):
+    """Extensions of estimate-update (as PATCH takes them): another billing period restarts
+    the cycle at the change; another plan of the product is prorated like any change."""
+    plan = cat.plan([{"billingModel": "FLAT_FEE", "pricePeriods": [
+        flat("30"), flat("300", period="ANNUALLY")]}])
+    cheaper = cat.plan([{"billingModel": "FLAT_FEE", "pricePeriods": [flat("12")]}],
+                       name="Lite")
+    sub = client.v1.subscriptions.provision(customer_id=cat.customer(), plan_id=plan
+                                            ).data.subscription
+    start = _t(sub.current_billing_period_start)
+    end = _t(sub.current_billing_period_end)
+    at = start + timedelta(days=6)
+    assert raw.put("/api/v1/test-clock", json={"now": at.isoformat()}).status_code == 200
+    from fractions import Fraction
+
+    from engine.billing.money import round_money
+
+    share = Fraction(int((end - at).total_seconds()), int((end - start).total_seconds()))
+    unused = round_money(30 * share, "usd")  # e.g. 30 × 25/31 days = 24.19 in January
+    # Monthly → annual: credit the unused 30 × share, the whole year (300) due now; the new
+    # cycle runs a year from the change.
+    d = raw.post("/api/v1/subscriptions/estimate-update",
+                 json={"subscriptionId": sub.id, "billingPeriod": "ANNUALLY"}).json()["data"]
+    p = d["proration"]
+    assert (p["credit"]["amount"], p["debit"]["amount"]) == (float(unused), 300)
+    assert p["netAmount"]["amount"] == float(300 - unused) == d["total"]["amount"]
+    assert _t(d["billingPeriodRange"]["start"]) == at
+    assert _t(d["billingPeriodRange"]["end"]) == at.replace(year=at.year + 1)
+    assert d["subscription"]["total"]["amount"] == 300 and d["isPlanDowngrade"] is False
+    # To the cheaper plan, same period: credit 30 × share, debit 12 × share; a downgrade.
+    d = raw.post("/api/v1/subscriptions/estimate-update",
+                 json={"subscriptionId": sub.id, "planId": cheaper}).json()["data"]
+    p = d["proration"]
+    assert (p["credit"]["amount"], p["debit"]["amount"]) == (
+        float(unused), float(round_money(12 * share, "usd")))
+    assert d["isPlanDowngrade"] is True and d["subscription"]["total"]["amount"] == 12
+    # The cheaper plan has no annual price; another product's plan is refused.
+    other = Cat(client, cat.uid).plan([{"billingModel": "FLAT_FEE",
+                                        "pricePeriods": [flat("1")]}])
+    for body, field in (({"planId": cheaper, "billingPeriod": "ANNUALLY"}, "billingPeriod"),
+                        ({"planId": other}, "planId")):
+        r = raw.post("/api/v1/subscriptions/estimate-update",
+                     json={"subscriptionId": sub.id, **body})
+        assert r.status_code == 400 and r.json()["field"] == field, (body, r.text)
