@@ -399,9 +399,11 @@ async def _provision(request: Request, svc: Any, env: str, body: ProvisionBody,
         "_scheduled": [],
         **changes,
     }
-    await _replace_running(request, env, doc, now)
     async with subs.lock_of(env, body.customer_id):
         doc = await subs.catch_up(svc, env, doc, new=True)
+    # Only once the new subscription is stored does the one it replaces end: a failure in
+    # between leaves the customer with both for a moment, never with neither.
+    await _replace_running(request, env, doc, now)
     entitlements = await _entitlements(request, env, doc)
     return ok({"id": doc["id"], "status": "SUCCESS", "subscription": subscription_json(doc),
                "entitlements": entitlements, "isScheduled": doc["status"] == "NOT_STARTED",
