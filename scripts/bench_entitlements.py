@@ -31,7 +31,6 @@ import argparse
 import os
 import platform
 import secrets
-import shutil
 import statistics
 import sys
 import tempfile
@@ -223,15 +222,9 @@ def bench_backend(label: str, url: str, args: argparse.Namespace, tmp: Path) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--only", choices=["sqlite", "postgresql"])
-    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("bench_entitlements needs wrk (Debian/Ubuntu: apt-get install wrk)")
+    args = bench_http.wrk_arguments(parser, "bench_entitlements")
     print(f"# creditd entitlements benchmark: Python {platform.python_version()}, "
           f"{platform.machine()}, {os.cpu_count()} cores; server, database and wrk on the same "
           f"machine; median of {args.runs} runs of {args.seconds} s; durability=sync; "
@@ -239,6 +232,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bench_http.each_backend(
             args, tmp, lambda label, url: bench_backend(label, url, args, Path(tmp)))
+
 
 if __name__ == "__main__":
     main()

@@ -196,6 +196,19 @@ def bench_backend(label: str, database_url: str, args: argparse.Namespace,
         server.stop()
 
 
+def wrk_arguments(parser: argparse.ArgumentParser, name: str) -> argparse.Namespace:
+    """The wrk benchmarks' shared flags (--runs, --seconds, --only, --pg) parsed, after the
+    script's own were added; exits if wrk is missing."""
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--only", choices=["sqlite", "postgresql"])
+    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit(f"{name} needs wrk (Debian/Ubuntu: apt-get install wrk)")
+    return args
+
+
 def each_backend(args: argparse.Namespace, tmp: str, bench: Callable[[str, str], None]) -> None:
     """Run `bench(label, database_url)` on a SQLite file in `tmp` and on a fresh
     PostgreSQL database (dropped afterwards), or on the one `--only` names."""
@@ -211,14 +224,7 @@ def each_backend(args: argparse.Namespace, tmp: str, bench: Callable[[str, str],
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--only", choices=["sqlite", "postgresql"])
-    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("bench_http needs wrk (Debian/Ubuntu: apt-get install wrk)")
+    args = wrk_arguments(argparse.ArgumentParser(), "bench_http")
     print(f"# creditd HTTP benchmark: Python {platform.python_version()}, {platform.machine()}, "
           f"{os.cpu_count()} cores; server, database and wrk on the same machine; "
           f"median of {args.runs} runs of {args.seconds} s; durability=sync")

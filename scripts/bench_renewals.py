@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bench_http  # noqa: E402 (after the sys.path lines)
+
 from engine.billing.periods import add_months  # noqa: E402
 from engine.runtime.clock import ManualClock  # noqa: E402
 from gateway.app import create_app  # noqa: E402
