@@ -20,7 +20,7 @@ Before the anchor, the window is the first one, starting at the anchor.
 from __future__ import annotations
 
 import calendar
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 __all__ = [
     "ANCHORS",

@@ -285,16 +285,25 @@ def _grant_of(state: CustomerState, grant_id: str) -> Grant | Refused:
     return g
 
 
-def _void_grant(state: CustomerState, cmd: VoidGrant, now: int, fx: Effects) -> Reply:
-    g = _grant_of(state, cmd.grant_id)
+def _live_grant(state: CustomerState, grant_id: str, overdraft: str) -> Grant | Refused:
+    """The grant, if it exists and is neither an overdraft (`overdraft`: why not), voided
+    nor expired."""
+    g = _grant_of(state, grant_id)
     if isinstance(g, Refused):
         return g
     if g.grant_type is GrantType.OVERDRAFT:
-        return refuse(Refusal.GRANT_NOT_VOIDABLE, "an overdraft is repaid, not voided", "id")
+        return refuse(Refusal.GRANT_NOT_VOIDABLE, overdraft, "id")
     if g.status is GrantStatus.VOIDED:
         return refuse(Refusal.GRANT_ALREADY_VOIDED, "the grant is already voided", "id")
     if g.status is GrantStatus.EXPIRED:
         return refuse(Refusal.GRANT_ALREADY_EXPIRED, "the grant has expired", "id")
+    return g
+
+
+def _void_grant(state: CustomerState, cmd: VoidGrant, now: int, fx: Effects) -> Reply:
+    g = _live_grant(state, cmd.grant_id, "an overdraft is repaid, not voided")
+    if isinstance(g, Refused):
+        return g
     op = _next_op(state)
     pool = state.pools[(g.currency_id, g.resource_id)]
     if pool.recharge is not None and pool.recharge.in_flight == g.id:
@@ -309,15 +318,9 @@ def _void_grant(state: CustomerState, cmd: VoidGrant, now: int, fx: Effects) -> 
 
 def _set_grant_expiry(state: CustomerState, cmd: SetGrantExpiry, now: int,
                       fx: Effects) -> Reply:
-    g = _grant_of(state, cmd.grant_id)
+    g = _live_grant(state, cmd.grant_id, "an overdraft has no expiry")
     if isinstance(g, Refused):
         return g
-    if g.grant_type is GrantType.OVERDRAFT:
-        return refuse(Refusal.GRANT_NOT_VOIDABLE, "an overdraft has no expiry", "id")
-    if g.status is GrantStatus.VOIDED:
-        return refuse(Refusal.GRANT_ALREADY_VOIDED, "the grant is voided", "id")
-    if g.status is GrantStatus.EXPIRED:
-        return refuse(Refusal.GRANT_ALREADY_EXPIRED, "the grant has expired", "id")
     pool = state.pools[(g.currency_id, g.resource_id)]
     if g.expire_at == cmd.expire_at:
         return GrantReply(grant=grant_view(g), balance=balance_view(pool, now))
