@@ -212,6 +212,19 @@ class Catalog:
             *(doc.get(camel(c)) for c in extra), environment, doc["id"])
         self._remember(table, environment, doc)
 
+    async def replace_many(self, table: str, items: list[tuple[str, dict[str, Any]]]) -> None:
+        """`replace` for many (environment, document) pairs in one transaction: all are
+        written or none."""
+        extra = self._COLUMNS.get(table, ())
+        sets = "".join(f", {c} = ?" for c in extra)
+        await self.store.transact([(
+            f"UPDATE {table} SET doc = ?, updated_at = ?, archived_at = ?{sets} "
+            "WHERE environment = ? AND id = ?",
+            [(_json(doc).decode(), doc["_updatedAt"], doc.get("_archivedAt"),
+              *(doc.get(camel(c)) for c in extra), env, doc["id"]) for env, doc in items])])
+        for env, doc in items:
+            self._remember(table, env, doc)
+
     async def page(self, table: str, environment: str, limit: int, after: str | None,
                    before: str | None, archived: bool | None = None, *,
                    created: list[tuple[str, int]] | None = None,

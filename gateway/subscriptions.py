@@ -55,7 +55,7 @@ from engine.billing.lifecycle import (
 from engine.core.commands import CreateGrant, GrantReply, Refused, SetGrantExpiry, VoidGrant
 from engine.core.model import GrantType
 from gateway.errors import ApiError, bad_input
-from gateway.routes.common import engine_id, scoped_key
+from gateway.routes.common import engine_id, scoped_key, stamp
 from gateway.wire import amount_in
 
 __all__ = [
@@ -264,9 +264,11 @@ async def _run_scheduled(services: Any, env: str, doc: dict[str, Any], now: int)
 
 
 async def catch_up(services: Any, env: str, doc: dict[str, Any], *,
-                   new: bool = False) -> dict[str, Any]:
+                   new: bool = False, batch: list[tuple[str, dict[str, Any]]] | None = None,
+                   ) -> dict[str, Any]:
     """Bring one subscription to the clock's `now` (the caller holds its customer's lock)
-    and save it if anything moved (`new`: insert it)."""
+    and save it if anything moved (`new`: insert it; `batch`: leave the write to the
+    caller, who writes the batch in one transaction before releasing the lock)."""
     now = services.clock.now_ms()
     if not new and "dueAt" in doc and (doc["dueAt"] is None or doc["dueAt"] > now):
         return doc  # nothing has come due since it was last brought up to date
@@ -287,7 +289,10 @@ async def catch_up(services: Any, env: str, doc: dict[str, Any], *,
     due = _due(doc, now, [cadence for _s, _c, _u, cadence, _n in sources])
     changed |= due != doc.get("dueAt")
     doc["dueAt"] = due
-    if changed or new:
+    if batch is not None and changed and not new:
+        stamp(doc)
+        batch.append((env, doc))
+    elif changed or new:
         await save(services, env, doc)
     return doc
 
@@ -301,8 +306,6 @@ def _due(doc: dict[str, Any], now: int, cadences: list[str]) -> int | None:
 
 
 async def save(services: Any, env: str, doc: dict[str, Any], *, new: bool = False) -> None:
-    from gateway.routes.common import stamp  # noqa: PLC0415
-
     stamp(doc, created=new)
     if new:
         if not await services.catalog.insert(_TABLE, env, doc):
@@ -375,9 +378,28 @@ async def catch_up_due(services: Any, now: int,
                        limit: int = DUE_BATCH_MAX) -> tuple[int, list[Exception]]:
     """Catch up the subscriptions whose `due_at` has passed, at most `limit`: how many were
     brought up to date, and the failures (each logged; one subscription failing — the
-    database away, a bug — does not hold back the others). Customers are caught up
-    concurrently, up to DUE_CONCURRENCY at a time, so their grants share the engine's
-    group commits; one customer's subscriptions go one after the other."""
+    database away, a bug — does not hold back the others).
+
+    Customers are caught up concurrently, up to DUE_CONCURRENCY at a time, so their grants
+    share the engine's group commits; one customer's subscriptions go one after the other.
+    The subscriptions' own writes are gathered and written in one transaction, and every
+    customer's lock is held until then, so no request sees (or changes) a subscription
+    between its catch-up and its write. If that write fails, the whole step counts as
+    failed; the next one makes the same grants again, which the engine answers as replays."""
+    # One step at a time: two steps holding customers' locks while they wait for their
+    # own batch to be written could each wait for a lock the other holds.
+    async with _step_lock(services):
+        return await _catch_up_step(services, now, limit)
+
+
+def _step_lock(services: Any) -> anyio.Lock:
+    lock = getattr(services.catalog, "_subscription_step_lock", None)
+    if lock is None:
+        lock = services.catalog._subscription_step_lock = anyio.Lock()
+    return lock
+
+
+async def _catch_up_step(services: Any, now: int, limit: int) -> tuple[int, list[Exception]]:
     rows = await services.store.fetch(
         "SELECT environment, id, customer_id FROM subscriptions WHERE due_at <= ? "
         "ORDER BY due_at LIMIT ?", now, limit)
@@ -385,23 +407,65 @@ async def catch_up_due(services: Any, now: int,
     for env, ident, customer_id in rows:
         by_customer.setdefault((env, customer_id), []).append(ident)
     failures: list[Exception] = []
+    batch: list[tuple[str, dict[str, Any]]] = []
     limiter = anyio.CapacityLimiter(DUE_CONCURRENCY)
+    pending = len(by_customer)
+    all_done, written = anyio.Event(), anyio.Event()
 
     async def customer(env: str, customer_id: str, idents: list[str]) -> None:
-        async with limiter, lock_of(env, customer_id):
-            for ident in idents:
-                try:
-                    doc = await services.catalog.get(_TABLE, env, ident)
-                    if doc is not None:
-                        await catch_up(services, env, doc)
-                except Exception as exc:  # logged; retried at the next step
-                    log.exception("subscription catch-up failed", subscription=ident)
-                    failures.append(exc)
+        nonlocal pending
+        async with lock_of(env, customer_id):
+            try:
+                async with limiter:  # released before the wait below: others may start
+                    for ident in idents:
+                        try:
+                            doc = await services.catalog.get(_TABLE, env, ident)
+                            if doc is not None:
+                                await catch_up(services, env, doc, batch=batch)
+                        except Exception as exc:  # logged; retried at the next step
+                            log.exception("subscription catch-up failed", subscription=ident)
+                            failures.append(exc)
+            finally:
+                pending -= 1
+                if pending == 0:
+                    all_done.set()
+            await written.wait()  # the lock is held until the batch is written
 
     async with anyio.create_task_group() as tasks:
         for (env, customer_id), idents in by_customer.items():
             tasks.start_soon(customer, env, customer_id, idents)
+        if by_customer:
+            await all_done.wait()
+            try:
+                await _write(services, batch, failures)
+            finally:
+                written.set()
     return len(rows) - len(failures), failures
+
+
+async def _write(services: Any, batch: list[tuple[str, dict[str, Any]]],
+                 failures: list[Exception]) -> None:
+    """The batch's writes in one transaction; if that fails, one by one, so a subscription
+    that cannot be written does not hold back the others (its failure is recorded)."""
+    from gateway.entitlements_state import invalidate  # noqa: PLC0415
+
+    if not batch:
+        return
+    try:
+        await services.catalog.replace_many(_TABLE, batch)
+        written = batch
+    except Exception:
+        log.warning("subscription batch write failed; writing one by one", count=len(batch))
+        written = []
+        for env, doc in batch:
+            try:
+                await services.catalog.replace(_TABLE, env, doc)
+                written.append((env, doc))
+            except Exception as exc:  # logged; caught up again at the next step
+                log.exception("subscription write failed", subscription=doc["id"])
+                failures.append(exc)
+    for env, doc in written:
+        invalidate(services, env, doc["customerId"])
 
 
 async def catch_up_all_due(services: Any, now: int) -> None:

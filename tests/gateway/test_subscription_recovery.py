@@ -30,17 +30,27 @@ def anyio_backend() -> str:
     return "asyncio"  # aiosqlite is asyncio-only
 
 
-class FlakyStore(SQLiteStore):
-    """Fails the next write of a subscription document while `fail_next` is set."""
+def _subscription_write(sql: str) -> bool:
+    return sql.lstrip().startswith("UPDATE subscriptions")
 
-    fail_next = False
+
+class FlakyStore(SQLiteStore):
+    """Fails every write of subscription documents (one at a time or batched) while
+    `fail_writes` is set."""
+
+    fail_writes = False
 
     async def execute(self, sql: str, *args: Any) -> Any:
-        if self.fail_next and sql.lstrip().startswith("UPDATE subscriptions"):
-            self.fail_next = False
+        if self.fail_writes and _subscription_write(sql):
             raise StoreUnavailable("simulated crash before the subscription was saved",
                                    retry_after_s=1.0)
         return await super().execute(sql, *args)
+
+    async def transact(self, steps: Any) -> None:
+        if self.fail_writes and any(_subscription_write(sql) for sql, _ in steps):
+            raise StoreUnavailable("simulated crash before the subscriptions were saved",
+                                   retry_after_s=1.0)
+        await super().transact(steps)
 
 
 async def _ok(r: httpx.Response) -> Any:
@@ -66,11 +76,11 @@ async def test_a_renewal_is_granted_once_when_the_save_after_it_fails(tmp_path: 
                                           json={"customerId": "c1", "planId": "pro"}))
         sub = made["subscription"]
         end = sub["currentBillingPeriodEnd"]
-        store.fail_next = True
+        store.fail_writes = True
         # The renewal falls due: its grant commits, then the subscription's write fails.
         r = await http.put("/api/v1/test-clock", json={"now": end}, headers=H)
         assert r.status_code == 503, r.text
-        assert not store.fail_next  # the failure happened
+        store.fail_writes = False
         # The next read catches the subscription up again: the same grant, replayed.
         again = await _ok(await http.get(f"/api/v1/subscriptions/{sub['id']}", headers=H))
         assert again["currentBillingPeriodStart"] == end
@@ -87,15 +97,23 @@ async def test_a_renewal_is_granted_once_when_the_save_after_it_fails(tmp_path: 
 
 
 class PoisonStore(SQLiteStore):
-    """Fails every write of one subscription's document (`poison`: its id)."""
+    """Fails every write of one subscription's document (`poison`: its id), alone or in
+    a batch."""
 
     poison: str | None = None
 
     async def execute(self, sql: str, *args: Any) -> Any:
-        if self.poison is not None and sql.lstrip().startswith("UPDATE subscriptions") and (
-                self.poison in args):
+        if self.poison is not None and _subscription_write(sql) and self.poison in args:
             raise StoreUnavailable("this subscription cannot be written", retry_after_s=1.0)
         return await super().execute(sql, *args)
+
+    async def transact(self, steps: Any) -> None:
+        if self.poison is not None and any(
+                _subscription_write(sql) and any(self.poison in row for row in rows)
+                for sql, rows in steps):
+            raise StoreUnavailable("a batch with this subscription cannot be written",
+                                   retry_after_s=1.0)
+        await super().transact(steps)
 
 
 async def test_one_failing_subscription_does_not_hold_back_the_others(tmp_path: Path) -> None:
@@ -127,4 +145,8 @@ async def test_one_failing_subscription_does_not_hold_back_the_others(tmp_path: 
         grants = await _ok(await http.get("/api/v1/credits/grants", headers=H,
                                           params={"customerId": "c1"}))
         assert len([g for g in grants if g["grantType"] == "RECURRING"]) == 4
-        assert store.poison == "bad" and bad["id"] == "bad"
+        # The healthy one is stored renewed (not due again); the poisoned one is still due.
+        due = dict(await store.fetch("SELECT id, due_at FROM subscriptions"))
+        now_ms = clock.now_ms()
+        assert due["good"] > now_ms and due["bad"] <= now_ms, due
+        assert bad["id"] == "bad"
