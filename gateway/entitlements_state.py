@@ -167,6 +167,9 @@ class _Cache:
         # (env, customer) -> {resource: (sources, valid from, valid until)}
         self.entries: OrderedDict[tuple[str, str], dict[str | None, tuple[Sources, int, int]]]
         self.entries = OrderedDict()
+        # Bumped by every invalidation: a result computed while one happened may predate
+        # the change, so it is answered but not kept.
+        self.epoch = 0
 
 
 def _cache(services: Any) -> _Cache:
@@ -179,7 +182,9 @@ def _cache(services: Any) -> _Cache:
 
 def invalidate(services: Any, env: str, customer_id: str) -> None:
     """Forget the customer's cached entitlements (a subscription or promotion changed)."""
-    _cache(services).entries.pop((env, customer_id), None)
+    cache = _cache(services)
+    cache.entries.pop((env, customer_id), None)
+    cache.epoch += 1
 
 
 async def effective_entitlements(services: Any, env: str, customer_id: str,
@@ -192,7 +197,10 @@ async def effective_entitlements(services: Any, env: str, customer_id: str,
     if entry is not None and entry[1] <= now < entry[2]:
         cache.entries.move_to_end(key)
         return entry[0]
+    epoch = cache.epoch
     sources, valid_until = await _effective(services, env, customer_id, resource_id, now)
+    if cache.epoch != epoch:
+        return sources  # something changed meanwhile: do not keep what may predate it
     cache.entries.setdefault(key, {})[resource_id] = (sources, now, valid_until)
     cache.entries.move_to_end(key)
     while len(cache.entries) > CACHED_MAX:
@@ -214,7 +222,9 @@ async def _effective(services: Any, env: str, customer_id: str, resource_id: str
     for sub in out.subscriptions:
         stop = timeline_of(sub).stop
         sub_end = None if stop >= _FOREVER else stop
-        anchor = _ms(sub.get("_start", sub.get("startDate")))
+        # Usage windows count from the subscription's start — or, for one that replaced
+        # another on its product, from the replaced one's (usage carries over an upgrade).
+        anchor = _ms(sub.get("_usageAnchor") or sub.get("_start", sub.get("startDate")))
         plan = await _published(services, env, "plan", sub["planId"], sub.get("planVersion"))
         packages: list[tuple[dict[str, Any], int]] = [(plan, 1)] if plan else []
         for addon in sub.get("addons") or ():

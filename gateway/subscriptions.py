@@ -36,6 +36,8 @@ per (environment, customer), so two requests never catch the same subscription u
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 import secrets
 from typing import Any
 from weakref import WeakValueDictionary
@@ -74,7 +76,6 @@ __all__ = [
     "provision_lock",
     "require_subscription",
     "save",
-    "save_and_catch_up",
     "subscription_doc",
     "timeline_of",
     "trial_eligible",
@@ -133,7 +134,7 @@ def timeline_of(doc: dict[str, Any]) -> Timeline:
     return Timeline(start=doc["_start"], anchor=doc["_anchor"],
                     billing_period=doc["billingPeriod"], trial_end=doc.get("_trialEnd"),
                     trial_end_behavior=doc.get("_trialEndBehavior") or "CONVERT_TO_PAID",
-                    end=doc.get("_end"))
+                    end=doc.get("_end"), credit_anchor=doc.get("_creditAnchor"))
 
 
 async def _published(services: Any, env: str, kind: str, ident: str,
@@ -318,22 +319,13 @@ async def save(services: Any, env: str, doc: dict[str, Any], *, new: bool = Fals
     invalidate(services, env, doc["customerId"])
 
 
-async def save_and_catch_up(services: Any, env: str, doc: dict[str, Any]) -> dict[str, Any]:
-    """Save a changed subscription and bring it up to now at once (status, period, credit
-    top-ups), under its customer's lock (the caller must not hold it)."""
-    doc["dueAt"] = services.clock.now_ms()
-    async with lock_of(env, doc["customerId"]):
-        await save(services, env, doc)
-        return await catch_up(services, env, doc)
-
-
 async def customer_subscriptions(services: Any, env: str, customer_id: str
                                  ) -> list[dict[str, Any]]:
     """Every subscription of the customer, caught up to now, oldest first."""
-    rows = await services.store.fetch(
-        "SELECT doc FROM subscriptions WHERE environment = ? AND customer_id = ? "
-        "ORDER BY created_at, id", env, customer_id)
-    async with lock_of(env, customer_id):
+    async with lock_of(env, customer_id):  # read under the lock: nobody writes meanwhile
+        rows = await services.store.fetch(
+            "SELECT doc FROM subscriptions WHERE environment = ? AND customer_id = ? "
+            "ORDER BY created_at, id", env, customer_id)
         return [await catch_up(services, env, _unjson(r[0])) for r in rows]
 
 
@@ -368,6 +360,29 @@ async def require_subscription(services: Any, env: str, ident: str) -> dict[str,
         raise ApiError(404, "SubscriptionNotFound", f"subscription {ident!r} was not found",
                        "id")
     return copy_of(doc)
+
+
+@asynccontextmanager
+async def editing(services: Any, env: str, ident: str) -> AsyncIterator[dict[str, Any]]:
+    """The subscription, caught up, as a private copy to change — under its customer's lock,
+    held until the block ends, so a change is read and written in one hold (two changes at
+    once never write over each other). Write it back with `commit` inside the block."""
+    found = await services.catalog.get(_TABLE, env, ident)
+    if found is None:
+        raise ApiError(404, "SubscriptionNotFound", f"subscription {ident!r} was not found",
+                       "id")
+    async with lock_of(env, found["customerId"]):
+        fresh = await services.catalog.get(_TABLE, env, ident)
+        assert fresh is not None  # subscriptions are never deleted
+        yield copy_of(await catch_up(services, env, fresh))
+
+
+async def commit(services: Any, env: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """Save a changed subscription and bring it up to now (status, period, credit top-ups);
+    the caller holds its customer's lock (`editing`)."""
+    doc["dueAt"] = services.clock.now_ms()
+    await save(services, env, doc)
+    return await catch_up(services, env, doc)
 
 
 def copy_of(doc: dict[str, Any]) -> dict[str, Any]:

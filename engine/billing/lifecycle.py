@@ -6,6 +6,8 @@ A subscription has up to three phases:
 - trial, from `start` to `trial_end`;
 - paid, from `anchor` (the trial's end, the start, or the instant the billing period was
   changed) until `end` (a cancellation), or forever.
+Credit windows of the paid phase count from `credit_anchor` (the trial's end or the start),
+which a change of billing period does not move.
 
 Billing periods are counted from `anchor` (months from the anchor day, `periods.py`); in a
 trial, the billing period is the trial. Recurring credits of a CREDIT entitlement come in
@@ -35,6 +37,10 @@ class Timeline:
     # the paid phase, "CANCEL_SUBSCRIPTION" ends the subscription (EXPIRED).
     trial_end_behavior: str = "CONVERT_TO_PAID"
     end: int | None = None  # a cancellation's effective time
+    # Where the paid phase's credit windows are counted from (None: `anchor`). It stays put
+    # when the billing period changes and `anchor` moves: credits follow their own cadence,
+    # so switching between monthly and annual billing never opens a new credit window.
+    credit_anchor: int | None = None
 
     @property
     def stop(self) -> int:
@@ -77,7 +83,8 @@ def credit_window(t: Timeline, cadence: str, now: int) -> tuple[int, int] | None
     if t.trial_end is not None and now < t.trial_end:
         start, end = window_of_months(t.start, months, now)
         return start, min(end, t.trial_end, t.stop)
-    start, end = window_of_months(t.anchor, months, max(now, t.anchor))
+    anchor = t.anchor if t.credit_anchor is None else t.credit_anchor
+    start, end = window_of_months(anchor, months, max(now, anchor))
     return start, min(end, t.stop)
 
 

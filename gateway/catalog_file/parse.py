@@ -42,6 +42,18 @@ def _convert(file: CatalogFile, raw: Any, kind: type[Any], prefix: list[str | in
         raise file.error(_format_path(tokens), message[0].lower() + message[1:]) from None
 
 
+def _check_finite(file: CatalogFile, value: Any, path: list[str | int]) -> None:
+    """TOML has `nan` and `inf`; no amount, limit or price may be either."""
+    if isinstance(value, Decimal) and not value.is_finite():
+        raise file.error(_format_path(path), "must be a finite number")
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _check_finite(file, inner, [*path, key])
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            _check_finite(file, inner, [*path, i])
+
+
 def load(text: str, name: str = "catalog.toml") -> CatalogFile:
     """Parse and check a catalog file: its shape, and that every reference (a plan's
     product, an entitlement's feature, a compatible add-on, …) names an item of the file
@@ -54,6 +66,7 @@ def load(text: str, name: str = "catalog.toml") -> CatalogFile:
     for key in data:
         if key not in _TABLES:
             raise file.error(key, f"unknown table; the tables are {', '.join(_TABLES)}")
+    _check_finite(file, data, [])
     for table, kind in _TABLES.items():
         items = data.get(table, {})
         if not isinstance(items, dict):

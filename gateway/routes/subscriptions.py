@@ -281,32 +281,42 @@ async def _trial(request: Request, env: str, customer_id: str, plan_id: str, pro
             config.get("trialEndBehavior") or "CONVERT_TO_PAID")
 
 
-async def _replace_running(request: Request, env: str, doc: dict[str, Any], now: int) -> None:
+async def _replace_running(request: Request, env: str, doc: dict[str, Any],
+                           now: int) -> int | None:
     """A product that does not allow several subscriptions: the customer's running one on
-    it (same resource) ends now, replaced by the new one."""
+    it (same resource) ends now, replaced by the new one. Returns where the replaced one's
+    usage windows were anchored (usage carries over, unless the product's
+    usageResetCutoffRule says ALWAYS_RESET), or None if nothing was replaced."""
     from gateway import packages  # noqa: PLC0415
 
     product = await packages.get_product(services(request).catalog, env, doc["productId"])
     if product and product.get("multipleSubscriptions"):
-        return
+        return None
+    rule = ((product or {}).get("usageResetCutoffRule") or {}).get("behavior")
+    anchor = None
     for other in await subs.customer_subscriptions(services(request), env, doc["customerId"]):
         if other["id"] == doc["id"] or other.get("productId") != doc["productId"] or (
                 other.get("resourceId") != doc.get("resourceId")) or other["status"] not in (
                 *subs.RUNNING, "NOT_STARTED"):
             continue
-        await _end(request, env, other, now, "UPGRADE_OR_DOWNGRADE", revoke=True)
+        async with subs.editing(services(request), env, other["id"]) as current:
+            if current["status"] in (*subs.RUNNING, "NOT_STARTED"):
+                await _end(request, env, current, now, "UPGRADE_OR_DOWNGRADE", revoke=True)
+                if rule != "ALWAYS_RESET" and current["status"] in subs.RUNNING:
+                    anchor = current.get("_usageAnchor") or current["_start"]
+    return anchor
 
 
 async def _end(request: Request, env: str, doc: dict[str, Any], at: int, reason: str, *,
                revoke: bool) -> dict[str, Any]:
+    """End `doc` (a private copy, its customer's lock held) at `at`, and write it."""
     svc = services(request)
-    doc = subs.copy_of(doc)
     doc["_end"] = at
     doc["_cancelAt"] = at
     doc["cancelReason"] = reason
     if revoke:
         await subs.void_current_credits(svc, env, doc)
-    return await subs.save_and_catch_up(svc, env, doc)
+    return await subs.commit(svc, env, doc)
 
 
 @post(_BASE)
@@ -392,6 +402,7 @@ async def _provision(request: Request, svc: Any, env: str, body: ProvisionBody,
         "paymentCollectionMethod": body.payment_collection_method,
         "_start": start,
         "_anchor": trial_end if trial_end is not None else start,
+        "_creditAnchor": trial_end if trial_end is not None else start,
         "_trialEnd": trial_end,
         "_trialEndBehavior": behavior,
         "_end": cancel_at,
@@ -403,7 +414,11 @@ async def _provision(request: Request, svc: Any, env: str, body: ProvisionBody,
         doc = await subs.catch_up(svc, env, doc, new=True)
     # Only once the new subscription is stored does the one it replaces end: a failure in
     # between leaves the customer with both for a moment, never with neither.
-    await _replace_running(request, env, doc, now)
+    usage_anchor = await _replace_running(request, env, doc, now)
+    if usage_anchor is not None:
+        async with subs.editing(svc, env, doc["id"]) as new:
+            new["_usageAnchor"] = usage_anchor
+            doc = await subs.commit(svc, env, new)
     entitlements = await _entitlements(request, env, doc)
     return ok({"id": doc["id"], "status": "SUCCESS", "subscription": subscription_json(doc),
                "entitlements": entitlements, "isScheduled": doc["status"] == "NOT_STARTED",
@@ -471,48 +486,48 @@ async def update(request: Request, subscription_id: FromPath[str]) -> Response:
     env = environment(request)
     body = decode(await request.body(), UpdateBody)
     _unsupported(body)
-    doc = await subs.require_subscription(svc, env, subscription_id)
-    if doc["status"] not in (*subs.RUNNING, "NOT_STARTED"):
-        raise bad_input(f"the subscription is {doc['status']}; only a running one can change",
-                        "id")
-    now = svc.clock.now_ms()
-    changes = await resolve(svc, env, doc, plan_id=body.plan_id,
-                            billing_period=body.billing_period, addons=body.addons,
-                            unit_quantity=body.unit_quantity, charges=body.charges)
-    coupons = await _coupon_of(request, body.applied_coupon, body.promotion_code,
-                               "appliedCoupon")
-    trial_end = parse_time(body.trial_end_date, "trialEndDate")
-    if trial_end is not None and (doc.get("_trialEnd") is None or doc["status"] != "IN_TRIAL"):
-        raise bad_input("the subscription is not in a trial", "trialEndDate")
-    if trial_end is not None and trial_end <= now:
-        raise bad_input("must be in the future", "trialEndDate")
-    cancel: int | None | UnsetType = UNSET
-    if body.cancellation_date is not UNSET:
-        cancel = parse_time(body.cancellation_date, "cancellationDate")
-        if cancel is not None and cancel <= now:
-            raise bad_input("must be in the future", "cancellationDate")
-    if body.metadata is not None:
-        doc["metadata"] = body.metadata
-    if coupons is not None:
-        doc["coupons"] = coupons
-    if body.budget is not None:
-        doc["budget"] = _budget(body.budget)
-    if trial_end is not None:
-        # The paid phase (and its billing cycle) starts when the trial ends.
-        doc["_trialEnd"] = doc["_anchor"] = trial_end
-    if cancel is not UNSET:
-        doc["_end"] = doc["_cancelAt"] = cancel
-        doc["cancelReason"] = None
-    strategy = body.schedule_strategy or "IMMEDIATE"
-    if changes and strategy != "IMMEDIATE":
-        at = doc["_periodEnd"]
-        doc["_scheduled"] = [*(doc.get("_scheduled") or ()), {
-            "at": at, "status": "SCHEDULED", "type": _schedule_type(changes),
-            "changes": changes}]
-    elif changes:
-        await apply_changes(svc, env, doc, changes, now)
-    doc = await subs.save_and_catch_up(svc, env, doc)
-    return ok(subscription_json(doc))
+    async with subs.editing(svc, env, subscription_id) as doc:
+        if doc["status"] not in (*subs.RUNNING, "NOT_STARTED"):
+            raise bad_input(f"the subscription is {doc['status']}; only a running one can change",
+                            "id")
+        now = svc.clock.now_ms()
+        changes = await resolve(svc, env, doc, plan_id=body.plan_id,
+                                billing_period=body.billing_period, addons=body.addons,
+                                unit_quantity=body.unit_quantity, charges=body.charges)
+        coupons = await _coupon_of(request, body.applied_coupon, body.promotion_code,
+                                   "appliedCoupon")
+        trial_end = parse_time(body.trial_end_date, "trialEndDate")
+        if trial_end is not None and (doc.get("_trialEnd") is None or doc["status"] != "IN_TRIAL"):
+            raise bad_input("the subscription is not in a trial", "trialEndDate")
+        if trial_end is not None and trial_end <= now:
+            raise bad_input("must be in the future", "trialEndDate")
+        cancel: int | None | UnsetType = UNSET
+        if body.cancellation_date is not UNSET:
+            cancel = parse_time(body.cancellation_date, "cancellationDate")
+            if cancel is not None and cancel <= now:
+                raise bad_input("must be in the future", "cancellationDate")
+        if body.metadata is not None:
+            doc["metadata"] = body.metadata
+        if coupons is not None:
+            doc["coupons"] = coupons
+        if body.budget is not None:
+            doc["budget"] = _budget(body.budget)
+        if trial_end is not None:
+            # The paid phase (and its billing cycle) starts when the trial ends.
+            doc["_trialEnd"] = doc["_anchor"] = doc["_creditAnchor"] = trial_end
+        if cancel is not UNSET:
+            doc["_end"] = doc["_cancelAt"] = cancel
+            doc["cancelReason"] = None
+        strategy = body.schedule_strategy or "IMMEDIATE"
+        if changes and strategy != "IMMEDIATE":
+            at = doc["_periodEnd"]
+            doc["_scheduled"] = [*(doc.get("_scheduled") or ()), {
+                "at": at, "status": "SCHEDULED", "type": _schedule_type(changes),
+                "changes": changes}]
+        elif changes:
+            await apply_changes(svc, env, doc, changes, now)
+        doc = await subs.commit(svc, env, doc)
+        return ok(subscription_json(doc))
 
 
 @post(_BASE + "/{subscription_id:str}/cancel")
@@ -520,37 +535,37 @@ async def cancel(request: Request, subscription_id: FromPath[str]) -> Response:
     svc = services(request)
     env = environment(request)
     body = decode(await request.body(), CancelBody)
-    doc = await subs.require_subscription(svc, env, subscription_id)
-    if doc["status"] in ("CANCELED", "EXPIRED"):
-        raise bad_input(f"the subscription is {doc['status']} already", "id")
-    now = svc.clock.now_ms()
-    revoke = body.cancellation_action == "REVOKE_ENTITLEMENTS"
-    if body.cancellation_time == "IMMEDIATE":
-        if body.end_date is not None:
-            raise bad_input("is only for SPECIFIC_DATE", "endDate")
-        at, reason = now, "Immediate"
-    elif body.cancellation_time == "END_OF_BILLING_PERIOD":
-        if body.end_date is not None:
-            raise bad_input("is only for SPECIFIC_DATE", "endDate")
-        at, reason = doc["_periodEnd"], None
-        if doc["status"] == "NOT_STARTED":
-            at = now
-    else:
-        at = parse_time(body.end_date, "endDate")
-        if at is None:
-            raise bad_input("is required with SPECIFIC_DATE", "endDate")
+    async with subs.editing(svc, env, subscription_id) as doc:
+        if doc["status"] in ("CANCELED", "EXPIRED"):
+            raise bad_input(f"the subscription is {doc['status']} already", "id")
+        now = svc.clock.now_ms()
+        revoke = body.cancellation_action == "REVOKE_ENTITLEMENTS"
+        if body.cancellation_time == "IMMEDIATE":
+            if body.end_date is not None:
+                raise bad_input("is only for SPECIFIC_DATE", "endDate")
+            at, reason = now, "Immediate"
+        elif body.cancellation_time == "END_OF_BILLING_PERIOD":
+            if body.end_date is not None:
+                raise bad_input("is only for SPECIFIC_DATE", "endDate")
+            at, reason = doc["_periodEnd"], None
+            if doc["status"] == "NOT_STARTED":
+                at = now
+        else:
+            at = parse_time(body.end_date, "endDate")
+            if at is None:
+                raise bad_input("is required with SPECIFIC_DATE", "endDate")
+            if at <= now:
+                raise bad_input("must be in the future", "endDate")
+            reason = None
         if at <= now:
-            raise bad_input("must be in the future", "endDate")
-        reason = None
-    if at <= now:
-        return ok(subscription_json(await _end(request, env, doc, now, reason or "Immediate",
-                                               revoke=revoke)))
-    doc["_end"] = doc["_cancelAt"] = at
-    doc["cancelReason"] = None
-    if revoke:
-        await subs.void_current_credits(svc, env, doc)
-    doc = await subs.save_and_catch_up(svc, env, doc)
-    return ok(subscription_json(doc))
+            return ok(subscription_json(await _end(request, env, doc, now, reason or "Immediate",
+                                                   revoke=revoke)))
+        doc["_end"] = doc["_cancelAt"] = at
+        doc["cancelReason"] = None
+        if revoke:
+            await subs.void_current_credits(svc, env, doc)
+        doc = await subs.commit(svc, env, doc)
+        return ok(subscription_json(doc))
 
 
 @delete(_BASE + "/{subscription_id:str}/future-update/schedule", status_code=200)
@@ -559,14 +574,14 @@ async def cancel_schedule(request: Request, subscription_id: FromPath[str]) -> R
     with PATCH cancellationDate: null)."""
     svc = services(request)
     env = environment(request)
-    doc = await subs.require_subscription(svc, env, subscription_id)
-    pending = [u for u in doc.get("_scheduled") or () if u["status"] == "SCHEDULED"]
-    if not pending:
-        raise bad_input("the subscription has no scheduled update", "id")
-    doc["_scheduled"] = [{**u, "status": "CANCELED"} if u["status"] == "SCHEDULED" else u
-                         for u in doc["_scheduled"]]
-    doc = await subs.save_and_catch_up(svc, env, doc)
-    return ok(subscription_json(doc))
+    async with subs.editing(svc, env, subscription_id) as doc:
+        pending = [u for u in doc.get("_scheduled") or () if u["status"] == "SCHEDULED"]
+        if not pending:
+            raise bad_input("the subscription has no scheduled update", "id")
+        doc["_scheduled"] = [{**u, "status": "CANCELED"} if u["status"] == "SCHEDULED" else u
+                             for u in doc["_scheduled"]]
+        doc = await subs.commit(svc, env, doc)
+        return ok(subscription_json(doc))
 
 
 @post(_BASE + "/{subscription_id:str}/migrate")
@@ -575,19 +590,19 @@ async def migrate(request: Request, subscription_id: FromPath[str]) -> Response:
     svc = services(request)
     env = environment(request)
     body = decode(await request.body(), MigrateBody)
-    doc = await subs.require_subscription(svc, env, subscription_id)
-    if doc["status"] not in (*subs.RUNNING, "NOT_STARTED"):
-        raise bad_input(f"the subscription is {doc['status']}", "id")
-    changes = await resolve(svc, env, doc, latest=True)
-    now = svc.clock.now_ms()
-    if body.subscription_migration_time == "IMMEDIATE":
-        await apply_changes(svc, env, doc, changes, now)
-    else:
-        doc["_scheduled"] = [*(doc.get("_scheduled") or ()), {
-            "at": doc["_periodEnd"], "status": "SCHEDULED", "type": "MIGRATE_TO_LATEST",
-            "changes": changes}]
-    doc = await subs.save_and_catch_up(svc, env, doc)
-    return ok(subscription_json(doc))
+    async with subs.editing(svc, env, subscription_id) as doc:
+        if doc["status"] not in (*subs.RUNNING, "NOT_STARTED"):
+            raise bad_input(f"the subscription is {doc['status']}", "id")
+        changes = await resolve(svc, env, doc, latest=True)
+        now = svc.clock.now_ms()
+        if body.subscription_migration_time == "IMMEDIATE":
+            await apply_changes(svc, env, doc, changes, now)
+        else:
+            doc["_scheduled"] = [*(doc.get("_scheduled") or ()), {
+                "at": doc["_periodEnd"], "status": "SCHEDULED", "type": "MIGRATE_TO_LATEST",
+                "changes": changes}]
+        doc = await subs.commit(svc, env, doc)
+        return ok(subscription_json(doc))
 
 
 @post(_BASE + "/{subscription_id:str}/transfer")
@@ -600,10 +615,32 @@ async def transfer(request: Request, subscription_id: FromPath[str]) -> Response
     target = body.destination_resource_id
     if not target or "/" in target or len(target) > 255:
         raise bad_input("must be 1-255 characters without '/'", "destinationResourceId")
-    doc = await subs.require_subscription(svc, env, subscription_id)
-    doc["resourceId"] = body.destination_resource_id
-    doc = await subs.save_and_catch_up(svc, env, doc)
-    return ok(subscription_json(doc))
+    async with subs.editing(svc, env, subscription_id) as doc:
+        if doc["status"] not in (*subs.RUNNING, "NOT_STARTED"):
+            raise bad_input(f"the subscription is {doc['status']}", "id")
+        if await _taken(request, env, doc, target):
+            raise bad_input(f"resource {target!r} has a running subscription to this product, "
+                            "which allows one", "destinationResourceId")
+        doc["resourceId"] = target
+        doc = await subs.commit(svc, env, doc)
+        return ok(subscription_json(doc))
+
+
+async def _taken(request: Request, env: str, doc: dict[str, Any], resource_id: str) -> bool:
+    """Whether `resource_id` already holds a running subscription on `doc`'s product and
+    the product allows one (the caller holds the customer's lock: the documents are read
+    as stored, without a catch-up)."""
+    from gateway import packages  # noqa: PLC0415
+
+    product = await packages.get_product(services(request).catalog, env, doc["productId"])
+    if product and product.get("multipleSubscriptions"):
+        return False
+    rows = await services(request).store.fetch(
+        "SELECT doc FROM subscriptions WHERE environment = ? AND customer_id = ? "
+        "AND resource_id = ? AND status IN ('ACTIVE', 'IN_TRIAL', 'NOT_STARTED')",
+        env, doc["customerId"], resource_id)
+    return any(msgspec.json.decode(r[0]).get("productId") == doc["productId"]
+               and msgspec.json.decode(r[0])["id"] != doc["id"] for r in rows)
 
 
 ROUTES = [provision, list_subscriptions, retrieve, update, cancel, cancel_schedule, migrate,
