@@ -120,3 +120,12 @@ def test_nothing_changes_before_next_change(t: Timeline, offset: int, cadence: s
     assert credit_window(t, cadence, later) == credit_window(t, cadence, now)
     if status_at(t, now) in ("ACTIVE", "IN_TRIAL"):
         assert billing_window(t, later) == billing_window(t, now)
+
+
+def test_a_billing_period_change_keeps_the_credit_windows() -> None:
+    """Billing moved to annual on March 10 (`anchor`), credits still monthly from the start."""
+    moved = ms("2026-03-10T00:00:00")
+    t = Timeline(start=START, anchor=moved, billing_period="ANNUALLY", credit_anchor=START)
+    assert billing_window(t, ms("2026-03-20T00:00:00")) == (moved, ms("2027-03-10T00:00:00"))
+    assert credit_window(t, "MONTH", ms("2026-03-20T00:00:00")) == (
+        ms("2026-02-28T09:00:00"), ms("2026-03-31T09:00:00"))
