@@ -470,6 +470,12 @@ async def retrieve(request: Request, subscription_id: FromPath[str]) -> Response
     return ok(subscription_json(doc))
 
 
+def _schedule(doc: dict[str, Any], changes: dict[str, Any], kind: str) -> None:
+    """Put `changes` in the subscription's futureUpdates, for the current period's end."""
+    doc["_scheduled"] = [*(doc.get("_scheduled") or ()), {
+        "at": doc["_periodEnd"], "status": "SCHEDULED", "type": kind, "changes": changes}]
+
+
 def _schedule_type(changes: dict[str, Any]) -> str:
     if "planId" in changes:
         return "PLAN"
@@ -520,10 +526,7 @@ async def update(request: Request, subscription_id: FromPath[str]) -> Response:
             doc["cancelReason"] = None
         strategy = body.schedule_strategy or "IMMEDIATE"
         if changes and strategy != "IMMEDIATE":
-            at = doc["_periodEnd"]
-            doc["_scheduled"] = [*(doc.get("_scheduled") or ()), {
-                "at": at, "status": "SCHEDULED", "type": _schedule_type(changes),
-                "changes": changes}]
+            _schedule(doc, changes, _schedule_type(changes))
         elif changes:
             await apply_changes(svc, env, doc, changes, now)
         doc = await subs.commit(svc, env, doc)
@@ -598,9 +601,7 @@ async def migrate(request: Request, subscription_id: FromPath[str]) -> Response:
         if body.subscription_migration_time == "IMMEDIATE":
             await apply_changes(svc, env, doc, changes, now)
         else:
-            doc["_scheduled"] = [*(doc.get("_scheduled") or ()), {
-                "at": doc["_periodEnd"], "status": "SCHEDULED", "type": "MIGRATE_TO_LATEST",
-                "changes": changes}]
+            _schedule(doc, changes, "MIGRATE_TO_LATEST")
         doc = await subs.commit(svc, env, doc)
         return ok(subscription_json(doc))
 

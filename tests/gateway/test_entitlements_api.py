@@ -5,7 +5,7 @@ server whose clock the tests move: usage limits, reset windows that reset on tim
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -18,17 +18,6 @@ DAY_S = 24 * HOUR_S
 
 
 SERVER_ENV = {"CREDITD_CLOCK": f"manual:{START}"}
-
-
-def now(raw: httpx.Client) -> datetime:
-    r = raw.get("/api/v1/test-clock")
-    assert r.status_code == 200, r.text
-    return datetime.fromisoformat(r.json()["data"]["now"].replace("Z", "+00:00"))
-
-
-def advance(raw: httpx.Client, seconds: int) -> None:
-    r = raw.put("/api/v1/test-clock", json={"advanceSeconds": seconds})
-    assert r.status_code == 200, r.text
 
 
 def grant(client: Stigg, cust: str, feature_id: str, **kw: Any) -> None:
@@ -77,9 +66,9 @@ def test_denial_reasons(client: Stigg, raw: httpx.Client, cust: str,
 
 
 def test_limit_usage_and_daily_reset_on_time(client: Stigg, raw: httpx.Client, cust: str,
-                                             uid: Callable[[str], str]) -> None:
+                                             uid: Callable[[str], str], clock) -> None:
     feature = number_feature(client, uid, meter_type="INCREMENTAL")
-    t0 = now(raw)
+    t0 = clock.now()
     grant(client, cust, feature, usage_limit=10, reset_period="DAY")
     reply = client.v2.usage.report(usages=[{"customer_id": cust, "feature_id": feature,
                                             "value": 7}]).data.usages[0]
@@ -93,9 +82,10 @@ def test_limit_usage_and_daily_reset_on_time(client: Stigg, raw: httpx.Client, c
         t0, t0 + timedelta(days=1), t0)
     e = check(client, cust, feature, requested_usage=4)
     assert (e.is_granted, e.access_denied_reason) == (False, "RequestedUsageExceedingLimit")
-    advance(raw, DAY_S - 1)
+    clock.move(by=timedelta(seconds=DAY_S - 1))
     assert check(client, cust, feature).current_usage == 7
-    advance(raw, 1)  # the boundary: a new window, usage reads 0 before any report
+    # The boundary: a new window, usage reads 0 before any report.
+    clock.move(by=timedelta(seconds=1))
     e = check(client, cust, feature, requested_usage=10)
     assert (e.is_granted, e.current_usage) == (True, 0)
     assert e.usage_period_start == t0 + timedelta(days=1)
@@ -109,7 +99,7 @@ def test_limit_usage_and_daily_reset_on_time(client: Stigg, raw: httpx.Client, c
 
 
 def test_events_reset_hourly(client: Stigg, raw: httpx.Client, cust: str,
-                             uid: Callable[[str], str]) -> None:
+                             uid: Callable[[str], str], clock) -> None:
     name = uid("call")
     feature = number_feature(client, uid, meter={
         "aggregation": {"function": "COUNT"},
@@ -125,7 +115,7 @@ def test_events_reset_hourly(client: Stigg, raw: httpx.Client, cust: str,
     e = check(client, cust, feature)
     assert (e.is_granted, e.current_usage, e.access_denied_reason) == (
         False, 3, "RequestedUsageExceedingLimit")
-    advance(raw, HOUR_S)
+    clock.move(by=timedelta(seconds=HOUR_S))
     e = check(client, cust, feature)
     assert (e.is_granted, e.current_usage) == (True, 0)
     send(1)
@@ -148,7 +138,7 @@ def _catalog_ready(raw: httpx.Client) -> bool:
 
 
 def test_plan_and_promotion_add_up(client: Stigg, raw: httpx.Client, cust: str,
-                                   uid: Callable[[str], str]) -> None:
+                                   uid: Callable[[str], str], clock) -> None:
     if not _catalog_ready(raw):
         pytest.skip("plans and subscriptions are not mounted yet")
     feature = number_feature(client, uid, meter_type="INCREMENTAL")
@@ -161,7 +151,7 @@ def test_plan_and_promotion_add_up(client: Stigg, raw: httpx.Client, cust: str,
         {"type": "FEATURE", "id": feature, "usage_limit": 100, "reset_period": "MONTH"},
         {"type": "FEATURE", "id": flag}])
     client.v1.plans.publish(plan, migration_type="NEW_CUSTOMERS")
-    t0 = now(raw)
+    t0 = clock.now()
     client.v1.subscriptions.provision(customer_id=cust, plan_id=plan)
     assert check(client, cust, flag).is_granted
     e = check(client, cust, feature)

@@ -5,7 +5,7 @@ cursors, revoke, expiry on time, and what they grant in entitlement checks."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -18,17 +18,6 @@ DAY_S = 86_400
 
 
 SERVER_ENV = {"CREDITD_CLOCK": f"manual:{START}"}
-
-
-def now(raw: httpx.Client) -> datetime:
-    r = raw.get("/api/v1/test-clock")
-    assert r.status_code == 200, r.text
-    return datetime.fromisoformat(r.json()["data"]["now"].replace("Z", "+00:00"))
-
-
-def advance(raw: httpx.Client, seconds: int) -> None:
-    r = raw.put("/api/v1/test-clock", json={"advanceSeconds": seconds})
-    assert r.status_code == 200, r.text
 
 
 def promo(feature_id: str, **kw: Any) -> dict[str, Any]:
@@ -59,9 +48,9 @@ def setup(client: Stigg, uid: Callable[[str], str]) -> tuple[str, dict[str, str]
 
 
 def test_grant_list_and_check(client: Stigg, raw: httpx.Client,
-                              setup: tuple[str, dict[str, str]]) -> None:
+                              setup: tuple[str, dict[str, str]], clock) -> None:
     cust, f = setup
-    t0 = now(raw)
+    t0 = clock.now()
     # Nothing yet: no subscription, no promotion.
     check = client.v1.customers.check_entitlement(cust, feature_id=f["flag"]).data
     assert (check.is_granted, check.access_denied_reason) == (False, "NoActiveSubscription")
@@ -107,14 +96,14 @@ def test_grant_list_and_check(client: Stigg, raw: httpx.Client,
 
 
 def test_expiry_on_time_and_status_filter(client: Stigg, raw: httpx.Client,
-                                          setup: tuple[str, dict[str, str]]) -> None:
+                                          setup: tuple[str, dict[str, str]], clock) -> None:
     cust, f = setup
     client.v1.customers.promotional_entitlements.create(cust, promotional_entitlements=[
         promo(f["flag"], period="1 week"), promo(f["tier"], period="1 month",
                                                    enum_values=["gold"])])
-    advance(raw, 7 * DAY_S - 1)
+    clock.move(by=timedelta(seconds=7 * DAY_S - 1))
     assert client.v1.customers.check_entitlement(cust, feature_id=f["flag"]).data.is_granted
-    advance(raw, 1)  # exactly the end date: expired
+    clock.move(by=timedelta(seconds=1))  # exactly the end date: expired
     check = client.v1.customers.check_entitlement(cust, feature_id=f["flag"]).data
     assert (check.is_granted, check.access_denied_reason) == (
         False, "NoFeatureEntitlementInSubscription")
@@ -126,7 +115,7 @@ def test_expiry_on_time_and_status_filter(client: Stigg, raw: httpx.Client,
     both = raw.get(f"/api/v1/customers/{cust}/promotional-entitlements",
                    params={"status": "Active,Expired"}).json()["data"]
     assert len(both) == 2
-    advance(raw, 31 * DAY_S)
+    clock.move(by=timedelta(seconds=31 * DAY_S))
     check = client.v1.customers.check_entitlement(cust, feature_id=f["tier"]).data
     assert (check.is_granted, check.access_denied_reason) == (False, "NoActiveSubscription")
 
@@ -165,7 +154,7 @@ def test_revoke(client: Stigg, raw: httpx.Client, setup: tuple[str, dict[str, st
 
 def test_custom_period_and_pages(client: Stigg, raw: httpx.Client,
                                  setup: tuple[str, dict[str, str]],
-                                 uid: Callable[[str], str]) -> None:
+                                 uid: Callable[[str], str], clock) -> None:
     cust, f = setup
     end = datetime(2100, 1, 1, tzinfo=timezone.utc)
     features = [uid("p") for _ in range(5)]
@@ -175,7 +164,7 @@ def test_custom_period_and_pages(client: Stigg, raw: httpx.Client,
     for feature in features:  # one call each: distinct creation times
         client.v1.customers.promotional_entitlements.create(cust, promotional_entitlements=[
             promo(feature, period="custom", custom_end_date=end)])
-        advance(raw, 1)
+        clock.move(by=timedelta(seconds=1))
     page = client.v1.customers.promotional_entitlements.list(cust, limit=2)
     assert [p.feature_id for p in page.data] == features[:2]
     assert [p.feature_id for p in page] == features  # the auto-pager follows `next`

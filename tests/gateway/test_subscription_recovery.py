@@ -58,20 +58,26 @@ async def _ok(r: httpx.Response) -> Any:
     return r.json()["data"]
 
 
+async def _catalog(http: httpx.AsyncClient, *, credits: int, multiple: bool = False) -> None:
+    """A plan `pro` of product `ai` granting `credits` tokens a month, and customer `c1`."""
+    for path, body in (
+            ("/api/v1/credits/custom-currencies", {"id": "tokens", "displayName": "T"}),
+            ("/api/v1/products", {"id": "ai", "displayName": "AI",
+                                  "multipleSubscriptions": multiple}),
+            ("/api/v1/plans", {"id": "pro", "displayName": "Pro", "productId": "ai"}),
+            ("/api/v1/plans/pro/entitlements", {"entitlements": [
+                {"type": "CREDIT", "id": "tokens", "amount": credits, "cadence": "MONTH"}]}),
+            ("/api/v1/plans/pro/publish", {"migrationType": "NEW_CUSTOMERS"}),
+            ("/api/v1/customers", {"id": "c1"})):
+        await _ok(await http.post(path, json=body, headers=H))
+
+
 async def test_a_renewal_is_granted_once_when_the_save_after_it_fails(tmp_path: Path) -> None:
     store = FlakyStore(tmp_path / "creditd.db")
     clock = ManualClock()
     app = create_app(Settings(api_keys=[KEY]), store=store, runtime_options={"clock": clock})
     async with serve(app) as http:
-        for path, body in (
-                ("/api/v1/credits/custom-currencies", {"id": "tokens", "displayName": "T"}),
-                ("/api/v1/products", {"id": "ai", "displayName": "AI"}),
-                ("/api/v1/plans", {"id": "pro", "displayName": "Pro", "productId": "ai"}),
-                ("/api/v1/plans/pro/entitlements", {"entitlements": [
-                    {"type": "CREDIT", "id": "tokens", "amount": 500, "cadence": "MONTH"}]}),
-                ("/api/v1/plans/pro/publish", {"migrationType": "NEW_CUSTOMERS"}),
-                ("/api/v1/customers", {"id": "c1"})):
-            await _ok(await http.post(path, json=body, headers=H))
+        await _catalog(http, credits=500)
         made = await _ok(await http.post("/api/v1/subscriptions", headers=H,
                                           json={"customerId": "c1", "planId": "pro"}))
         sub = made["subscription"]
@@ -121,16 +127,7 @@ async def test_one_failing_subscription_does_not_hold_back_the_others(tmp_path: 
     clock = ManualClock()
     app = create_app(Settings(api_keys=[KEY]), store=store, runtime_options={"clock": clock})
     async with serve(app) as http:
-        for path, body in (
-                ("/api/v1/credits/custom-currencies", {"id": "tokens", "displayName": "T"}),
-                ("/api/v1/products", {"id": "ai", "displayName": "AI",
-                                      "multipleSubscriptions": True}),
-                ("/api/v1/plans", {"id": "pro", "displayName": "Pro", "productId": "ai"}),
-                ("/api/v1/plans/pro/entitlements", {"entitlements": [
-                    {"type": "CREDIT", "id": "tokens", "amount": 7, "cadence": "MONTH"}]}),
-                ("/api/v1/plans/pro/publish", {"migrationType": "NEW_CUSTOMERS"}),
-                ("/api/v1/customers", {"id": "c1"})):
-            await _ok(await http.post(path, json=body, headers=H))
+        await _catalog(http, credits=7, multiple=True)
         # The poisoned one falls due first (ORDER BY due_at), the healthy one right after.
         bad = (await _ok(await http.post("/api/v1/subscriptions", headers=H, json={
             "customerId": "c1", "planId": "pro", "id": "bad"})))["subscription"]
