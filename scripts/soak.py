@@ -1,0 +1,362 @@
+#!/usr/bin/env python3
+"""Soak test: sustained durable consumptions over HTTP, watching the server for drift.
+
+A benchmark's 10-second runs cannot show what only time shows: memory that grows with
+every request (a cache or a table that is never trimmed), descriptors that leak, a store
+that grows faster than its ledger, throughput that sinks as tables and indexes fill. This
+driver runs one load for a long time and samples the server while it does.
+
+It starts `creditd serve` as scripts/bench_http.py does, on a fresh SQLite file and on a
+fresh PostgreSQL database (created and dropped afterwards), provisions --customers
+customers with large grants, and then drives `POST /api/v1/credits/consumption` with wrk
+at --connections connections, a fresh idempotency key per request, in back-to-back runs of
+--interval seconds until --minutes of load have run. A thread reads the server process's
+RSS, open descriptors and CPU time from /proc every second.
+
+Per interval it prints requests/s, wrk's p50/p99, the non-2xx answers and socket errors,
+the RSS at the end and the highest during the interval, the open descriptors, the server's
+CPU use, the database's size on disk and its growth per 2xx answer. At the end it reports,
+per backend, against targets:
+
+- memory growth after --warmup minutes: the least-squares slope of the 1-second RSS
+  samples, < 1 MiB/min;
+- throughput of the last interval against the first, >= 95 %;
+- bytes on disk per consumption over the whole run, measured checkpointed (SQLite
+  `wal_checkpoint(TRUNCATE)`, PostgreSQL `CHECKPOINT`) after provisioning and at the end,
+  <= 400;
+- the ledger: the customers' consumed credits grew by 0.5 per 2xx answer, up to the
+  requests in flight when each wrk run ended (nothing acknowledged lost, nothing doubled);
+
+and, for information, p99 first against last and the non-2xx total. It exits 0 whether
+the targets are met or not (it measures), non-zero only if the run itself broke.
+
+Usage: .venv/bin/python scripts/soak.py [--minutes 30] [--interval 60] [--customers 2000]
+       [--connections 32] [--warmup 2] [--env CREDITD_X=value ...] [--json PATH]
+       [--log PATH] [--only sqlite|postgresql]
+       [--pg postgresql://postgres@127.0.0.1:5432/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import closing, nullcontext
+from pathlib import Path
+from typing import IO, Any, Self
+from unittest import mock
+
+import anyio
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_http  # noqa: E402 (after the sys.path line)
+from bench_http import LUA, consumed_total, provision, wrk  # noqa: E402
+
+MIB = 1024 * 1024
+TICKS = os.sysconf("SC_CLK_TCK")
+AMOUNT = 0.5  # what bench_http's LUA consumes per request
+WRK_TIMEOUT_S = 5
+
+MAX_GROWTH_MIB_PER_MIN = 1.0
+MIN_THROUGHPUT_RATIO = 0.95
+MAX_BYTES_PER_OP = 400
+
+
+class Server(bench_http.Server):
+    """bench_http's server, with its stdout and stderr going to `log` when one is given."""
+
+    def __init__(self, database_url: str, env: dict[str, str], log: IO[str] | None) -> None:
+        if log is None:
+            super().__init__(database_url, env)
+            return
+        popen = subprocess.Popen
+
+        def popen_to_log(*args: Any, **kwargs: Any) -> subprocess.Popen:
+            return popen(*args, **{**kwargs, "stdout": log, "stderr": subprocess.STDOUT})
+
+        # bench_http.Server hard-codes /dev/null. Swapping Popen while it starts the process
+        # (no other thread runs then) reuses it rather than copying it.
+        with mock.patch.object(subprocess, "Popen", popen_to_log):
+            super().__init__(database_url, env)
+
+
+def read_proc(pid: int) -> dict[str, float]:
+    """The process's RSS (MiB), open descriptors and CPU seconds (user + system), now."""
+    proc = Path(f"/proc/{pid}")
+    rss_kib = re.search(r"^VmRSS:\s+(\d+) kB", (proc / "status").read_text(), re.MULTILINE).group(1)
+    # The fields after the command name, which is in parentheses and may hold spaces:
+    # utime and stime are fields 14 and 15 of stat, so 11 and 12 from the state on.
+    stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+    return {"t": time.monotonic(), "rss": int(rss_kib) / 1024,
+            "fds": len(os.listdir(proc / "fd")), "cpu": (int(stat[11]) + int(stat[12])) / TICKS}
+
+
+class Sampler:
+    """Reads the server process every second, on its own thread, while the load runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.samples: list[dict[str, float]] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._done.wait(1.0):
+            try:
+                self.samples.append(read_proc(self.pid))
+            except (FileNotFoundError, ProcessLookupError):
+                return  # the server is gone; the main thread notices and says so
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+async def _pg_size(url: str, checkpoint: bool) -> int:
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        if checkpoint:
+            await conn.execute("CHECKPOINT")
+        return await conn.fetchval("SELECT pg_database_size(current_database())")
+    finally:
+        await conn.close()
+
+
+def disk_bytes(database_url: str, checkpoint: bool = False) -> int:
+    """The database's size on disk; checkpointed first if asked, so that what the log (WAL)
+    holds is counted once, in the tables, and the figure does not depend on when the last
+    automatic checkpoint ran."""
+    if not database_url.startswith("sqlite:///"):
+        return anyio.run(_pg_size, database_url, checkpoint)
+    path = database_url[len("sqlite:///"):]
+    if checkpoint:
+        # Safe beside the running server: WAL mode allows another connection, and
+        # TRUNCATE waits (the busy timeout) for the server's writers instead of tearing.
+        with closing(sqlite3.connect(path, timeout=30)) as db:
+            busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            print(f"  (note: the checkpoint of {path} could not finish; the size includes "
+                  "the WAL)", flush=True)
+    files = (Path(path), Path(path + "-wal"), Path(path + "-shm"))
+    return sum(f.stat().st_size for f in files if f.exists())
+
+
+HEADER = (f"{'min':>5} {'req/s':>7} {'p50ms':>6} {'p99ms':>7} {'non2xx':>6} {'sockerr':>7} "
+          f"{'rss_MiB':>7} {'rss_max':>7} {'fds':>4} {'cpu%':>5} {'disk_MiB':>8} {'B/op':>6}")
+
+
+def row(iv: dict[str, Any]) -> str:
+    bpo = f"{iv['bytes_per_op']:6.0f}" if iv["bytes_per_op"] is not None else f"{'-':>6}"
+    return (f"{iv['minute']:5.1f} {iv['rps']:7.0f} {iv['p50_ms']:6.2f} {iv['p99_ms']:7.2f} "
+            f"{iv['non2xx']:6d} {iv['socket_errors']:7d} {iv['rss_mib']:7.1f} "
+            f"{iv['rss_max_mib']:7.1f} {iv['fds']:4d} {iv['cpu_pct']:5.0f} "
+            f"{iv['disk_bytes'] / MIB:8.2f} {bpo}")
+
+
+def soak_backend(label: str, database_url: str, args: argparse.Namespace, script: Path,
+                 log: IO[str] | None) -> dict[str, Any]:
+    if log is not None:
+        log.write(f"\n===== soak.py: {label} server, {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n")
+        log.flush()  # before the child writes to the same file
+    server = Server(database_url, args.env, log)
+    try:
+        started = time.monotonic()
+        provision(server, args.customers)
+        consumed_before = consumed_total(server, args.customers)
+        disk_start = disk_bytes(database_url, checkpoint=True)
+        base = read_proc(server.proc.pid)
+        print(f"\n## {label}: provisioned {args.customers:,} customers in "
+              f"{time.monotonic() - started:.0f} s; RSS {base['rss']:.1f} MiB, "
+              f"{base['fds']} fds, disk {disk_start / MIB:.2f} MiB (checkpointed)", flush=True)
+        print(HEADER, flush=True)
+
+        intervals: list[dict[str, Any]] = []
+        runs = max(1, round(args.minutes * 60 / args.interval))
+        disk_prev = disk_start
+        with Sampler(server.proc.pid) as sampler:
+            load_start = read_proc(server.proc.pid)
+            for n in range(runs):
+                start = read_proc(server.proc.pid)
+                r = wrk(server, script, args.connections, args.interval, args.customers,
+                        f"soak-{label}-{n}-{secrets.token_hex(3)}", timeout_s=WRK_TIMEOUT_S)
+                end = read_proc(server.proc.pid)
+                disk = disk_bytes(database_url)
+                # Read a moment after wrk exits: the server closes wrk's connections on its
+                # own loop, and an idle count that rises from interval to interval is a leak.
+                time.sleep(1)
+                fds = read_proc(server.proc.pid)["fds"]
+                ok = r["requests"] - r["non2xx"]
+                during = [s["rss"] for s in sampler.samples if start["t"] <= s["t"] <= end["t"]]
+                intervals.append({
+                    "minute": (end["t"] - load_start["t"]) / 60,
+                    "rps": r["rps"], "p50_ms": r["p50"], "p99_ms": r["p99"],
+                    "requests": r["requests"], "ok": ok, "non2xx": r["non2xx"],
+                    "socket_errors": r["socket_errors"],
+                    "rss_mib": end["rss"], "rss_max_mib": max(during + [end["rss"]]),
+                    "fds": fds,
+                    "cpu_pct": 100 * (end["cpu"] - start["cpu"]) / (end["t"] - start["t"]),
+                    "disk_bytes": disk,
+                    "bytes_per_op": (disk - disk_prev) / ok if ok else None,
+                })
+                print(row(intervals[-1]), flush=True)
+                disk_prev = disk
+        samples = [{"t_s": s["t"] - load_start["t"], "rss_mib": s["rss"], "fds": s["fds"],
+                    "cpu_s": s["cpu"]} for s in sampler.samples]
+
+        disk_end = disk_bytes(database_url, checkpoint=True)
+        spent = consumed_total(server, args.customers) - consumed_before
+    except Exception as exc:
+        # A dead server shows up as a reset connection, a wrk output without figures or a
+        # missing /proc entry: say so instead. Its sockets close a moment before it can be
+        # reaped, hence the wait.
+        try:
+            server.proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            pass
+        if server.proc.returncode is None:
+            raise
+        raise RuntimeError(f"{label}: the server exited with status {server.proc.returncode} "
+                           "(--log FILE keeps its output)") from exc
+    finally:
+        server.stop()
+
+    answered = sum(iv["ok"] for iv in intervals)
+    # wrk does not count the requests still in flight when a run ends (at most one per
+    # connection), which the server may still have applied; none may be missing.
+    in_flight_max = runs * args.connections
+    applied = spent / AMOUNT
+    verdict = {
+        "memory_growth_mib_per_min": rss_slope(samples, args.warmup),
+        "throughput_first_rps": intervals[0]["rps"],
+        "throughput_last_rps": intervals[-1]["rps"],
+        "throughput_ratio": intervals[-1]["rps"] / intervals[0]["rps"],
+        "p99_first_ms": intervals[0]["p99_ms"],
+        "p99_last_ms": intervals[-1]["p99_ms"],
+        "disk_start_bytes": disk_start,
+        "disk_end_bytes": disk_end,
+        "bytes_per_op": (disk_end - disk_start) / answered if answered else None,
+        "answered_2xx": answered,
+        "non2xx_total": sum(iv["non2xx"] for iv in intervals),
+        "socket_errors_total": sum(iv["socket_errors"] for iv in intervals),
+        "ledger_applied": applied,
+        "ledger_in_flight_allowed": in_flight_max,
+        "ledger_ok": answered <= applied <= answered + in_flight_max,
+    }
+    print_verdict(label, verdict, args.warmup)
+    return {"intervals": intervals, "samples": samples, "verdict": verdict}
+
+
+def rss_slope(samples: list[dict[str, float]], warmup_min: float) -> float | None:
+    """Least-squares slope of RSS over time after the warm-up, MiB per minute: start-up,
+    caches and allocator arenas filling to their working size belong to the warm-up, and
+    what grows after it grows with the load."""
+    after = [s for s in samples if s["t_s"] >= warmup_min * 60]
+    if len(after) < 2:
+        return None
+    fit = statistics.linear_regression([s["t_s"] / 60 for s in after],
+                                       [s["rss_mib"] for s in after])
+    return fit.slope
+
+
+def print_verdict(label: str, v: dict[str, Any], warmup: float) -> None:
+    def mark(ok: bool | None) -> str:
+        return "n/a" if ok is None else "PASS" if ok else "FAIL"
+
+    growth, bpo = v["memory_growth_mib_per_min"], v["bytes_per_op"]
+    lines = [
+        (f"memory growth after {warmup:g} min warm-up",
+         "too few samples" if growth is None else f"{growth:+.3f} MiB/min",
+         f"< {MAX_GROWTH_MIB_PER_MIN:g}",
+         mark(None if growth is None else growth < MAX_GROWTH_MIB_PER_MIN)),
+        ("throughput last / first",
+         (f"{v['throughput_last_rps']:,.0f} / {v['throughput_first_rps']:,.0f} req/s "
+          f"= {100 * v['throughput_ratio']:.1f} %"),
+         f">= {100 * MIN_THROUGHPUT_RATIO:g} %",
+         mark(v["throughput_ratio"] >= MIN_THROUGHPUT_RATIO)),
+        ("p99 first -> last", f"{v['p99_first_ms']:.2f} -> {v['p99_last_ms']:.2f} ms", "", ""),
+        ("bytes on disk per consumption",
+         "no 2xx answers" if bpo is None else
+         f"{bpo:,.0f} B ({(v['disk_end_bytes'] - v['disk_start_bytes']) / MIB:,.2f} MiB "
+         f"/ {v['answered_2xx']:,})",
+         f"<= {MAX_BYTES_PER_OP}", mark(None if bpo is None else bpo <= MAX_BYTES_PER_OP)),
+        ("non-2xx / socket errors", f"{v['non2xx_total']:,} / {v['socket_errors_total']:,}",
+         "", ""),
+        ("ledger: applied vs 2xx answers",
+         (f"{v['ledger_applied']:,.0f} vs {v['answered_2xx']:,} "
+          f"(+ up to {v['ledger_in_flight_allowed']:,} in flight)"), "", mark(v["ledger_ok"])),
+    ]
+    print(f"\n## {label} verdict", flush=True)
+    for name, value, target, result in lines:
+        print(f"  {name:34} {value:48} {target:9} {result}".rstrip(), flush=True)
+
+
+def env_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=30, help="total load time")
+    parser.add_argument("--interval", type=int, default=60, help="seconds per wrk run")
+    parser.add_argument("--customers", type=int, default=2000)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--warmup", type=float, default=2,
+                        help="minutes of load left out of the memory slope")
+    parser.add_argument("--env", type=env_pair, action="append", default=[],
+                        metavar="KEY=VALUE", help="set in the server's environment (repeatable)")
+    parser.add_argument("--json", type=Path, help="write the samples and verdicts here")
+    parser.add_argument("--log", type=Path, help="the server's output (default /dev/null)")
+    parser.add_argument("--only", choices=["sqlite", "postgresql"])
+    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+    args.env = dict(args.env)
+    if shutil.which("wrk") is None:
+        sys.exit("soak needs wrk (Debian/Ubuntu: apt-get install wrk)")
+
+    settings = {k: v for k, v in vars(args).items() if k not in ("json", "log")}
+    machine = {"python": platform.python_version(), "cores": os.cpu_count(),
+               "platform": platform.platform()}
+    print(f"# creditd soak: Python {machine['python']}, {machine['cores']} cores, "
+          f"{machine['platform']}; server, database and wrk on the same machine")
+    print(f"# {args.minutes:g} min of load in {args.interval} s intervals, "
+          f"{args.customers:,} customers, {args.connections} connections, "
+          f"wrk timeout {WRK_TIMEOUT_S} s, warm-up {args.warmup:g} min, "
+          f"server env {args.env or '{}'}", flush=True)
+
+    report: dict[str, Any] = {"machine": machine, "settings": settings, "backends": {}}
+    with (open(args.log, "w") if args.log else nullcontext()) as log, \
+            tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "consume.lua"
+        script.write_text(LUA)
+
+        def soak(label: str, url: str) -> None:
+            report["backends"][label] = soak_backend(label, url, args, script, log)
+            # After each backend, so a run that breaks later keeps what it measured.
+            if args.json:
+                args.json.write_text(json.dumps(report, indent=1))
+
+        bench_http.each_backend(args, tmp, soak)
+
+
+if __name__ == "__main__":
+    main()
