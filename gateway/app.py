@@ -32,7 +32,7 @@ from gateway.errors import ApiError, exception_handlers
 from gateway.feed.hub import Hub
 from gateway.feed.service import Feed, FeedOptions
 from gateway.feed.tokens import Tokens, load_secret
-from persistence import open_store
+from persistence import default_database_url, open_store
 from webhooks import Options as WebhookOptions
 from webhooks import RetryPolicy, Webhooks
 
@@ -156,7 +156,33 @@ def _recharge_executor(settings: Settings, store: Any, clock: Any) -> RechargeEx
     if settings.recharge_provider != "record":
         provider = ScriptedProvider(settings.recharge_provider, inner=recording)
     return RechargeExecutor(provider, timeout_s=settings.recharge_timeout_s,
-                            retry_base_s=settings.recharge_retry_base_s)
+                            retry_base_s=settings.recharge_retry_base_s,
+                            concurrency_max=settings.recharge_concurrency_max,
+                            queue_max=settings.recharge_queue_max)
+
+
+def _store_limits(settings: Settings, url: str | None) -> dict[str, Any]:
+    """The store's limits from the settings (docs/operations.md, "Limits and overload")."""
+    options: dict[str, Any] = {"durability": settings.durability,
+                               "flush_rows_max": settings.flush_rows_max,
+                               "backlog_rows_max": settings.backlog_rows_max}
+    url = url or default_database_url()
+    if url.startswith("sqlite:"):
+        options["cache_mb"] = settings.sqlite_cache_mb
+    elif url.startswith(("postgresql:", "postgres:")):
+        options["pool_max"] = settings.pg_pool_max
+        options["pool_min"] = min(2, settings.pg_pool_max)
+        options["command_timeout_s"] = settings.db_timeout_s
+    return options
+
+
+def _runtime_limits(settings: Settings) -> dict[str, Any]:
+    """The runtime's limits from the settings (docs/operations.md)."""
+    return {"memory_max_bytes": settings.memory_mb * 1024 * 1024,
+            "resident_max": settings.resident_max, "mailbox_max": settings.mailbox_max,
+            "pending_max": settings.pending_max, "batch_max": settings.batch_max,
+            "workers_count": settings.workers,
+            "passivate_after_ms": int(settings.passivate_after_s * 1000)}
 
 
 def tune_gc() -> None:
@@ -205,9 +231,10 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         nonlocal store
         if store is None:
-            store = open_store(settings.database_url, durability=settings.durability)
+            store = open_store(settings.database_url,
+                               **_store_limits(settings, settings.database_url))
         async with store:
-            catalog = Catalog(store)
+            catalog = Catalog(store, docs_cached_max=settings.cache_entries_max)
             await catalog.load_keys()
             configured = [entry.rpartition(":") for entry in settings.api_keys]
             for env, _, key in configured:
@@ -227,7 +254,7 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
             # Webhooks tail the outbox; the runtime's commit hook only wakes them, so
             # deliveries start within milliseconds of a commit (webhooks/relay.py). The
             # live feed gets the committed effects themselves from the same hook.
-            options = dict(runtime_options or {})
+            options = {**_runtime_limits(settings), **(runtime_options or {})}
             clock = options.get("clock") or _clock(settings)
             options["clock"] = clock
             app.state.feed = _feed(settings, clock, settings.token_secret

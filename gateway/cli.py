@@ -20,7 +20,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging()
     try:
         settings = Settings.from_env(host=args.host, port=args.port,
-                                     database_url=args.database_url)
+                                     database_url=args.database_url, memory_mb=args.memory_mb)
     except ConfigError as exc:
         print(f"creditd serve: {exc}", file=sys.stderr)
         return 2
@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=None, help="default $CREDITD_PORT or 8000")
     serve.add_argument("--database-url", default=None,
                        help="default $CREDITD_DATABASE_URL or sqlite:///data/creditd.db")
+    serve.add_argument("--memory-mb", type=int, default=None, metavar="MB",
+                       help="memory budget for resident customers and remembered keys; "
+                            "default $CREDITD_MEMORY_MB or 256 (docs/operations.md)")
     serve.add_argument("--fd", type=int, default=None,
                        help="serve on this already-listening socket instead of host:port")
     serve.add_argument("--catalog", default=None, metavar="FILE",

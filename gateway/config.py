@@ -11,6 +11,7 @@
 | live feed | CREDITD_FEED_*, CREDITD_TOKEN_SECRET | see docs/feed.md |
 | auto-recharge | CREDITD_RECHARGE_PROVIDER, CREDITD_RECHARGE_TIMEOUT_S | see docs/auto-recharge.md |
 | estimate tax rates | CREDITD_TAX_RATES | none ("DE=19,GB=20": percent per billing country) |
+| memory and queue limits | CREDITD_MEMORY_MB, CREDITD_RESIDENT_MAX, … (`LIMITS`) | docs/operations.md |
 
 A bad value is refused at start-up with a message naming the variable, never a traceback.
 """
@@ -24,7 +25,7 @@ from decimal import Decimal
 
 from engine.billing.pricing import parse_tax_rates
 
-__all__ = ["ConfigError", "Settings"]
+__all__ = ["ConfigError", "LIMITS", "Settings"]
 
 
 class ConfigError(ValueError):
@@ -56,16 +57,32 @@ def _port(raw: str) -> int:
 
 
 def _number(values: dict[str, object], group: str, name: str, kind: type) -> None:
-    """`CREDITD_<GROUP>_<NAME>` into values["<group>_<name>"] when set, as `kind`."""
-    variable = f"CREDITD_{group.upper()}_{name.upper()}"
+    """`CREDITD_<GROUP>_<NAME>` (or `CREDITD_<NAME>` with no group) into
+    values["<group>_<name>"] (or values["<name>"]) when set, as `kind`."""
+    field = f"{group}_{name}" if group else name
+    variable = f"CREDITD_{field.upper()}"
     raw = os.environ.get(variable)
     if raw:
         try:
-            values[f"{group}_{name}"] = kind(raw)
+            values[field] = kind(raw)
         except ValueError:
             what = "an integer" if kind is int else "a number"
             raise ConfigError(f"{variable}: {raw!r} is not {what}") from None
 
+
+# Every in-memory limit of the engine, the store and the gateway, read from
+# CREDITD_<NAME> (docs/operations.md, "Limits and overload", says what happens at each).
+# All must be positive.
+LIMITS: dict[str, type] = {
+    "memory_mb": int,  # the runtime's budget: resident customers and remembered keys
+    "resident_max": int, "mailbox_max": int, "pending_max": int, "batch_max": int,
+    "workers": int, "passivate_after_s": float,
+    "flush_rows_max": int, "backlog_rows_max": int,  # group commit
+    "sqlite_cache_mb": int, "pg_pool_max": int, "db_timeout_s": float,  # the database
+    "cache_entries_max": int,  # catalog documents per table; customers' entitlements
+    "body_bytes_max": int,
+    "recharge_concurrency_max": int, "recharge_queue_max": int,
+}
 
 _FEED_NUMBERS: dict[str, type] = {
     "subscribers_max": int, "customer_subscribers_max": int, "backlog_max": int,
@@ -82,6 +99,24 @@ class Settings:
     api_keys: list[str] = field(default_factory=list)
     durability: str = "sync"
     body_bytes_max: int = 1_048_576
+    # Memory and queues (LIMITS above; docs/operations.md). The runtime keeps resident
+    # customers and their remembered keys within `memory_mb` (estimated); the other limits
+    # bound counts.
+    memory_mb: int = 256
+    resident_max: int = 200_000
+    mailbox_max: int = 4096
+    pending_max: int = 200_000
+    batch_max: int = 512
+    workers: int = 128
+    passivate_after_s: float = 600.0
+    flush_rows_max: int = 8192
+    backlog_rows_max: int = 131_072
+    sqlite_cache_mb: int = 64
+    pg_pool_max: int = 8
+    db_timeout_s: float = 10.0
+    cache_entries_max: int = 100_000
+    recharge_concurrency_max: int = 16
+    recharge_queue_max: int = 10_000
     # Webhooks (docs/webhooks.md): whether endpoints may resolve to private, loopback or
     # link-local addresses; which HTTP client sends ("pooled" or "httpx"); the per-attempt
     # timeout, the concurrency, and the retry schedule.
@@ -130,6 +165,11 @@ class Settings:
         for name in _FEED_NUMBERS:
             if getattr(self, f"feed_{name}") <= 0:
                 raise ConfigError(f"CREDITD_FEED_{name.upper()}: must be positive")
+        for name in LIMITS:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"CREDITD_{name.upper()}: must be positive")
+        if self.flush_rows_max > self.backlog_rows_max:
+            raise ConfigError("CREDITD_FLUSH_ROWS_MAX: must not exceed CREDITD_BACKLOG_ROWS_MAX")
         if self.recharge_provider not in ("record", "decline", "hang", "charge-then-hang"):
             raise ConfigError(f"CREDITD_RECHARGE_PROVIDER: {self.recharge_provider!r} is not "
                               "'record', 'decline', 'hang' or 'charge-then-hang'")
@@ -164,6 +204,8 @@ class Settings:
             _number(values, "webhooks", name, int)
         for name, kind in _FEED_NUMBERS.items():
             _number(values, "feed", name, kind)
+        for name, kind in LIMITS.items():
+            _number(values, "", name, kind)
         values["token_secret"] = os.environ.get("CREDITD_TOKEN_SECRET") or None
         values["recharge_provider"] = os.environ.get("CREDITD_RECHARGE_PROVIDER", "record")
         values["clock"] = os.environ.get("CREDITD_CLOCK") or "system"

@@ -157,8 +157,8 @@ def _add(eff: Effective, ent: dict[str, Any], quantity: int, anchor: int | None,
 # Effective entitlements are read on every usage report, event batch and entitlement
 # check, and change only when a subscription or promotion is written or a boundary in time
 # passes: they are cached per (environment, customer, resource) until the earliest such
-# boundary, least recently used out past CACHED_MAX customers.
-CACHED_MAX = 100_000
+# boundary, least recently used out past as many customers as the catalog caches
+# documents per table (CREDITD_CACHE_ENTRIES_MAX).
 _FOREVER = 1 << 62
 
 
@@ -203,7 +203,7 @@ async def effective_entitlements(services: Any, env: str, customer_id: str,
         return sources  # something changed meanwhile: do not keep what may predate it
     cache.entries.setdefault(key, {})[resource_id] = (sources, now, valid_until)
     cache.entries.move_to_end(key)
-    while len(cache.entries) > CACHED_MAX:
+    while len(cache.entries) > services.catalog.docs_cached_max:
         cache.entries.popitem(last=False)
     return sources
 

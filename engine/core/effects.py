@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from engine.core.commands import BalanceView, Command, GrantView, Reply
+from engine.core.commands import BalanceView, GrantView, Reply
 from engine.core.model import (
     EventType,
     Grant,
@@ -64,14 +64,16 @@ class DomainEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 class IdempotencyRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """A remembered request: the command as first applied and the reply it got. A replay
-    is compared field by field with `command` (engine.core.idempotency.same_request) rather
-    than through a hash: cheaper on the hot path, and exact."""
+    """A remembered request: a digest of the request as first applied
+    (engine.core.idempotency.request_digest) and the reply it got. `op_seq` is the ledger
+    operation it made (None when it made none), so a key leads to its ledger entries for
+    as long as the key is kept."""
 
     key: str
-    command: Command
+    request: bytes
     reply: Reply
     created_at: int
+    op_seq: int | None = None
 
 
 class Bucket(msgspec.Struct, frozen=True, array_like=True, gc=False):

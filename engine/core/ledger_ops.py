@@ -223,9 +223,11 @@ def overdraw(
     assert not pool.hard_limit and amount > 0
     od = pool.overdraft
     if od is None:
+        # A sequence number of its own, like every grant: ledger rows name grants by it.
+        state.grant_seq += 1
         od = Grant(
             id=f"{OVERDRAFT_ID_PREFIX}{pool.currency_id}:{pool.resource_id or ''}",
-            seq=0,
+            seq=state.grant_seq,
             currency_id=pool.currency_id,
             resource_id=pool.resource_id,
             grant_type=GrantType.OVERDRAFT,

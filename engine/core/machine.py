@@ -52,7 +52,7 @@ from engine.core.commands import (
     VoidGrant,
 )
 from engine.core.effects import Bucket, Effects, IdempotencyRecord
-from engine.core.idempotency import same_request
+from engine.core.idempotency import request_digest, same_request
 from engine.core.model import (
     AutoRecharge,
     CustomerState,
@@ -626,17 +626,20 @@ def apply(state: CustomerState, cmd: Command, now: int, fx: Effects) -> Reply:
     if key is None:
         return handle(state, cmd, now, fx)
     record = state.idempotency.get(key)
+    request = request_digest(cmd)
     if record is not None:
-        if same_request(record.command, cmd):
+        if record.request == request:
             return record.reply
         return refuse(
             Refusal.IDEMPOTENCY_KEY_REUSED,
             "this idempotency key was used with a different request",
             "idempotencyKey",
         )
+    op_before = state.op_seq
     reply = handle(state, cmd, now, fx)
     if type(reply) is not Refused:
-        record = IdempotencyRecord(key=key, command=cmd, reply=reply, created_at=now)
+        record = IdempotencyRecord(key=key, request=request, reply=reply, created_at=now,
+                                   op_seq=state.op_seq if state.op_seq != op_before else None)
         state.idempotency[key] = record
         fx.keys.append(record)
     return reply

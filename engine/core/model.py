@@ -369,6 +369,7 @@ class CustomerState:
         "keys_complete",
         "usage",
         "event_keys",
+        "stored",
     )
 
     def __init__(self, customer_id: str) -> None:
@@ -394,6 +395,9 @@ class CustomerState:
         # Recent raw-event idempotency keys -> event time, oldest first (bounded; the
         # runtime looks up the others in the store before a batch that names them).
         self.event_keys: dict[str, int] = {}
+        # What the store keeps beside the state (its number for the customer, say); set
+        # and read by the store only, never by the core.
+        self.stored: Any = None
 
     def next_due(self) -> int | None:
         return self.timers[0][0] if self.timers else None

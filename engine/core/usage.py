@@ -36,6 +36,8 @@ the store sums the buckets (`Effects.buckets`).
 
 from __future__ import annotations
 
+from itertools import islice
+
 from collections.abc import Iterable
 from typing import Any
 
@@ -55,7 +57,7 @@ from engine.core.commands import (
     UsageView,
 )
 from engine.core.effects import Bucket, Effects, IdempotencyRecord
-from engine.core.idempotency import same_request
+from engine.core.idempotency import request_digest
 from engine.core.model import CustomerState, Pool, UsageCounter
 from engine.core.refusals import Refusal, refuse
 from engine.core.views import balance_view
@@ -192,7 +194,7 @@ def report_usage(state: CustomerState, cmd: ReportUsage, now: int, fx: Effects) 
         if m.idempotency_key is not None:
             record = state.idempotency.get(m.idempotency_key)
             if record is not None:
-                if not same_request(record.command, _one(m)):
+                if record.request != request_digest(_one(m)):
                     return refuse(Refusal.IDEMPOTENCY_KEY_REUSED,
                                   "this idempotency key was used with a different request",
                                   f"{at}.idempotencyKey")
@@ -265,8 +267,9 @@ def report_usage(state: CustomerState, cmd: ReportUsage, now: int, fx: Effects) 
             balance=balance_view(pool, now) if pool is not None else None, timestamp=now)
         results.append(result)
         if m.idempotency_key is not None:
-            record = IdempotencyRecord(key=m.idempotency_key, command=_one(m),
-                                       reply=UsageReply(results=(result,)), created_at=now)
+            record = IdempotencyRecord(key=m.idempotency_key, request=request_digest(_one(m)),
+                                       reply=UsageReply(results=(result,)), created_at=now,
+                                       op_seq=op if burn else None)
             state.idempotency[m.idempotency_key] = record
             fx.keys.append(record)
     return UsageReply(results=tuple(results))
@@ -352,7 +355,8 @@ def ingest_events(state: CustomerState, cmd: IngestEvents, now: int, fx: Effects
     for counter in touched.values():
         fx.usage[(counter.feature_id, counter.resource_id)] = counter
     if len(seen) > EVENT_KEYS_CACHED_MAX:
-        for key in list(seen)[: len(seen) - EVENT_KEYS_CACHED_MAX]:
+        # The oldest first (dicts keep insertion order); islice, not a copy of every key.
+        for key in list(islice(seen, len(seen) - EVENT_KEYS_CACHED_MAX)):
             del seen[key]  # still in the store; the runtime looks them up when named
     return EventsReply(
         accepted=accepted, duplicates=duplicates,

@@ -14,11 +14,19 @@ Limits and what happens at each (all raise `Overloaded`, nothing applied):
 - `resident_max` customers in memory, when none idle can be passivated to make room;
 - a command's deadline passing before its batch is applied.
 The ready queue holds each resident actor at most once, so it is bounded by `resident_max`.
+
+Memory. Resident customers and the keys they remember are counted in estimated bytes
+(engine/runtime/memory.py) against `memory_max_bytes`. Past it, the runtime forgets the
+remembered keys of the customers that added keys least recently (the store keeps them and
+answers replays: a customer whose keys were forgotten has its batch's keys looked up
+first), then passivates the least recently used idle customers, until the total is back
+under seven eighths of the budget.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from itertools import islice
 from collections.abc import Callable
 from heapq import heappop, heappush
 from types import TracebackType
@@ -32,6 +40,7 @@ from engine.core.commands import Command, IngestEvents, Reply, ReportUsage, Tick
 from engine.core.effects import Effects
 from engine.core.machine import apply, trim_keys
 from engine.core.model import CustomerState
+from engine.runtime import memory
 from engine.runtime.clock import Clock, SystemClock
 from engine.runtime.errors import (
     EngineClosed,
@@ -58,6 +67,11 @@ class MailboxStatistics(msgspec.Struct, frozen=True, kw_only=True):
 class RuntimeStatistics(msgspec.Struct, frozen=True, kw_only=True):
     resident: int
     resident_max: int
+    memory_bytes: int  # estimated (engine/runtime/memory.py)
+    memory_max_bytes: int | None
+    keys: int  # remembered idempotency keys in memory
+    event_keys: int  # raw-event keys in memory
+    keys_forgotten: int  # keys (of both kinds) dropped from memory to stay in the budget
     pending: int
     pending_max: int
     ready: int
@@ -83,7 +97,7 @@ class _Call(msgspec.Struct):
 
 class _Actor:
     __slots__ = ("customer_id", "state", "mailbox", "busy", "in_flight", "peak", "last_now",
-                 "last_used_ms")
+                 "last_used_ms", "bytes", "keys", "event_keys", "uniques", "pinned")
 
     def __init__(self, customer_id: str) -> None:
         self.customer_id = customer_id
@@ -94,6 +108,15 @@ class _Actor:
         self.peak = 0
         self.last_now = 0
         self.last_used_ms = 0
+        # What this actor counts for in the runtime's memory totals, as last accounted.
+        self.bytes = memory.ACTOR_BYTES
+        self.keys = 0
+        self.event_keys = 0
+        self.uniques = 0  # distinct values of UNIQUE counters (memory.unique_values)
+        # From deciding which of a batch's keys to look up in the store until the batch is
+        # applied: memory must not forget this actor's keys meanwhile, or a key thought
+        # remembered (so not looked up) would be missing when the batch runs.
+        self.pinned = False
 
 
 class Runtime:
@@ -110,7 +133,7 @@ class Runtime:
         batch_max: int = 512,
         workers_count: int = 128,
         passivate_after_ms: int | None = 600_000,
-        keys_cached_max: int = 100_000,
+        memory_max_bytes: int | None = 256 * 1024 * 1024,
         timer_horizon_ms: int = 3_600_000,
         key_retention_ms: int = 7 * 24 * 3_600_000,
         purge_every_ms: int = 3_600_000,
@@ -127,9 +150,15 @@ class Runtime:
         self.batch_max = batch_max
         self.workers_count = workers_count
         self.passivate_after_ms = passivate_after_ms
-        # Idempotency keys kept in memory per customer; older ones are looked up in the
-        # store when a command names them (stores that can: `lookup_keys`).
-        self.keys_cached_max = keys_cached_max
+        # The budget for resident customers and the keys they remember, in estimated bytes
+        # (None: unbounded, for tests and benchmarks that keep everything). Keys forgotten
+        # are looked up in the store when a command names them (`lookup_keys`).
+        assert memory_max_bytes is None or memory_max_bytes > 0
+        self.memory_max_bytes = memory_max_bytes
+        self._memory = 0  # estimated bytes of all resident actors
+        self._keys = self._event_keys = self._keys_forgotten = 0
+        # Actors holding remembered keys, least recent adder first: forgotten in this order.
+        self._key_holders: dict[str, _Actor] = {}
         # How far ahead timers are read from the store (`due_customers`), so start-up
         # finds due customers through an index instead of loading every customer.
         self.timer_horizon_ms = timer_horizon_ms
@@ -262,6 +291,7 @@ class Runtime:
             raise Overloaded("too many customers resident; none idle to passivate",
                              retry_after_s=1.0)
         actor = actors[customer_id] = _Actor(customer_id)  # most recently used last
+        self._memory += actor.bytes
         return actor
 
     def _touch(self, actor: _Actor) -> None:
@@ -289,9 +319,86 @@ class Runtime:
             if not actor.busy and actor.mailbox is None:
                 victims.append(cid)
         for cid in victims:
-            del self._actors[cid]
-        self._passivations += len(victims)
+            self._passivate(cid)
         return len(victims) >= count
+
+    def _passivate(self, customer_id: str) -> None:
+        """Take an idle actor out of memory; its state is durable in the store."""
+        actor = self._actors.pop(customer_id)
+        self._drop_state(actor)
+        self._memory -= actor.bytes
+        self._passivations += 1
+
+    def _drop_state(self, actor: _Actor) -> None:
+        """Forget an actor's state (passivation, or a batch that failed: what is durable
+        reloads on its next command) and what it counted for."""
+        actor.state = None
+        self._memory += memory.ACTOR_BYTES - actor.bytes
+        self._keys -= actor.keys
+        self._event_keys -= actor.event_keys
+        actor.bytes, actor.keys, actor.event_keys, actor.uniques = memory.ACTOR_BYTES, 0, 0, 0
+        self._key_holders.pop(actor.customer_id, None)
+
+    def _account(self, actor: _Actor, state: CustomerState, fx: Effects) -> None:
+        """Count what a batch changed in the actor's memory, and shed if over budget."""
+        actor.uniques += len(fx.unique_values)
+        self._recount(actor, state)
+        if actor.keys or actor.event_keys:
+            holders = self._key_holders
+            if fx.keys or fx.event_keys or actor.customer_id not in holders:
+                holders.pop(actor.customer_id, None)
+                holders[actor.customer_id] = actor  # the most recent adder last
+        budget = self.memory_max_bytes
+        if budget is not None and self._memory > budget:
+            self._shed(budget - budget // 8)
+
+    def _shed(self, target: int, scan_max: int = 1024) -> None:
+        """Bring the memory estimate down to `target`: forget remembered keys, least recent
+        adders first (of the last one needed, only its oldest keys, as many as it takes),
+        then passivate least recently used idle actors; looking at no more than `scan_max`
+        of each per call, so that one call stays short."""
+        holders = self._key_holders
+        for cid in list(islice(holders, scan_max)):
+            if self._memory <= target:
+                return
+            actor = holders[cid]
+            state = actor.state
+            if actor.pinned or state is None:
+                continue  # a pinned actor's keys are forgotten by a later call
+            excess = self._memory - target
+            keys, event_keys = len(state.idempotency), len(state.event_keys)
+            freed = keys * memory.KEY_BYTES + event_keys * memory.EVENT_KEY_BYTES
+            if freed > excess and keys * memory.KEY_BYTES > excess:
+                keep = keys - -(-excess // memory.KEY_BYTES)  # forget just enough, oldest first
+                forgotten, drop_events = trim_keys(state, keep), False
+            else:
+                forgotten, drop_events = trim_keys(state, 0), True
+            if drop_events:
+                forgotten += len(state.event_keys)
+                state.event_keys.clear()  # raw-event keys are looked up in the store anyway
+                del holders[cid]
+            self._keys_forgotten += forgotten
+            self._recount(actor, state)
+        if self._memory > target:
+            over = self._memory - target
+            freed = 0
+            victims = []
+            for scanned, (cid, actor) in enumerate(self._actors.items()):
+                if freed >= over or scanned >= scan_max:
+                    break
+                if not actor.busy and actor.mailbox is None:
+                    victims.append(cid)
+                    freed += actor.bytes
+            for cid in victims:
+                self._passivate(cid)
+
+    def _recount(self, actor: _Actor, state: CustomerState) -> None:
+        keys, event_keys = len(state.idempotency), len(state.event_keys)
+        size = memory.state_bytes(state, actor.uniques)
+        self._memory += size - actor.bytes
+        self._keys += keys - actor.keys
+        self._event_keys += event_keys - actor.event_keys
+        actor.bytes, actor.keys, actor.event_keys = size, keys, event_keys
 
     # -- serving --------------------------------------------------------------------------
 
@@ -331,8 +438,10 @@ class Runtime:
             if actor.state is None or (self._stale is not None
                                        and self._stale(actor.customer_id)):
                 actor.state = await self.store.load(actor.customer_id)
+                actor.uniques = memory.unique_values(actor.state)
                 self._activations += 1
             state = actor.state
+            actor.pinned = True
             if not state.keys_complete:
                 await self._prefetch_keys(actor.customer_id, state, batch)
             for call in batch:
@@ -351,14 +460,13 @@ class Runtime:
                                             retry_after_s=0.5)
                 else:
                     call.reply = apply(state, call.command, now, fx)
+            actor.pinned = False
             if fx:
                 await self.store.commit(actor.customer_id, state, fx)
-            if len(state.idempotency) > self.keys_cached_max:
-                trim_keys(state, self.keys_cached_max)
         except StoreUnavailable as exc:
             # Roll back to what is durable: drop the state, reload on next use. Whatever
             # timer this batch was firing is still due in the durable state, so try again.
-            actor.state = None
+            self._drop_state(actor)
             for call in batch:
                 call.reply = None
                 call.error = exc
@@ -367,7 +475,7 @@ class Runtime:
                                  self.clock.now_ms() + int(exc.retry_after_s * 1000))
             return
         except anyio.get_cancelled_exc_class():
-            actor.state = None
+            self._drop_state(actor)
             for call in batch:
                 call.reply = None
                 call.error = EngineClosed("the engine stopped before this command was durable")
@@ -381,7 +489,7 @@ class Runtime:
             # with EngineFault. The worker lives on: one customer's bug must not stop the
             # engine for everyone.
             self._faults += 1
-            actor.state = None
+            self._drop_state(actor)
             fault = EngineFault(f"an internal error stopped this command: {exc!r}")
             fault.__cause__ = exc
             for call in batch:
@@ -389,9 +497,12 @@ class Runtime:
                 call.error = fault
             self._finish(actor, batch)
             return
+        finally:
+            actor.pinned = False
         self._batches += 1
         self._commands += len(batch)
         self._finish(actor, batch)
+        self._account(actor, state, fx)
         if fx and self.on_committed is not None:
             fx.seq = state.event_seq
             fx.op = state.op_seq
@@ -529,8 +640,7 @@ class Runtime:
                 if not actor.busy and actor.mailbox is None:
                     victims.append(cid)
             for cid in victims:
-                del self._actors[cid]
-            self._passivations += len(victims)
+                self._passivate(cid)
 
     # -- inspection -----------------------------------------------------------------------
 
@@ -552,6 +662,8 @@ class Runtime:
     def runtime_statistics(self) -> RuntimeStatistics:
         return RuntimeStatistics(
             resident=len(self._actors), resident_max=self.resident_max,
+            memory_bytes=self._memory, memory_max_bytes=self.memory_max_bytes,
+            keys=self._keys, event_keys=self._event_keys, keys_forgotten=self._keys_forgotten,
             pending=self._pending, pending_max=self.pending_max, ready=len(self._ready),
             timers=len(self._timer_due), activations=self._activations,
             passivations=self._passivations, batches=self._batches,
