@@ -13,8 +13,9 @@ from typing import Any
 
 import msgspec
 
-from engine.core.commands import AnyReply, Command
+from engine.core.commands import AnyReply, BalanceView, Command, ConsumeReply, Reply
 from engine.core.effects import DomainEvent, Effects, IdempotencyRecord, LedgerEntry
+from engine.core.idempotency import request_digest
 from engine.core.model import (
     AutoRecharge,
     CustomerState,
@@ -24,9 +25,11 @@ from engine.core.model import (
     ReservationStatus,
 )
 from engine.core.replay import CustomerRow, GrantRow, PoolRow, ReservationRow
+from persistence.sql import KEY_GENERATION_MS, LEDGER_KINDS
 
-__all__ = ["Unit", "make_unit", "grant_from", "reservation_from", "pool_from", "customer_from",
-           "key_from", "entry_from", "event_from", "encode_event"]
+__all__ = ["Unit", "StoredCustomer", "make_unit", "grant_from", "reservation_from",
+           "pool_from", "customer_from", "key_from", "entry_from", "event_from",
+           "encode_event", "encode_reply", "decode_reply", "key_period"]
 
 _json_encode = msgspec.json.Encoder(order="deterministic").encode
 _json_decode = msgspec.json.decode
@@ -39,6 +42,54 @@ _unpack_recharge = msgspec.msgpack.Decoder(AutoRecharge).decode
 
 def _json(value: Any) -> str | None:
     return None if value is None else _json_encode(value).decode()
+
+
+_KIND_CODES = {LedgerEventType(name): code for name, code in LEDGER_KINDS.items()}
+_KINDS = {code: LedgerEventType(name) for name, code in LEDGER_KINDS.items()}
+
+
+class StoredCustomer:
+    """What a database store keeps beside a customer's state (`CustomerState.stored`):
+    its number, which its ledger and key rows carry instead of its id, and the latest key
+    generation period it wrote a key in (None: never)."""
+
+    __slots__ = ("number", "key_period")
+
+    def __init__(self, number: int, key_period: int | None) -> None:
+        self.number = number
+        self.key_period = key_period
+
+
+def key_period(created_at: int) -> int:
+    """The generation period a key created at `created_at` belongs to (persistence/sql.py)."""
+    return created_at // KEY_GENERATION_MS
+
+
+# Replies as remembered under idempotency keys. A consumption's reply, the one written
+# with every keyed consumption, is stored as a positional array behind a marker byte (about
+# a third of the msgpack map with field names); every other reply as its tagged msgpack
+# map, which is also what rows written before the marker existed hold (they start with a
+# map's first byte, never 0x01).
+_CONSUMED = b"\x01"
+_pack_consumed = msgspec.msgpack.Encoder().encode
+_unpack_consumed = msgspec.msgpack.Decoder(
+    tuple[int, tuple[tuple[str, int], ...], tuple, int, int]).decode
+
+
+def encode_reply(reply: Reply) -> bytes:
+    if type(reply) is ConsumeReply:
+        return _CONSUMED + _pack_consumed((reply.amount, reply.breakdown,
+                                           msgspec.structs.astuple(reply.balance),
+                                           reply.timestamp, reply.overdraft))
+    return _pack(reply)
+
+
+def decode_reply(stored: bytes) -> Reply:
+    if stored[:1] == _CONSUMED:
+        amount, breakdown, balance, timestamp, overdraft = _unpack_consumed(stored[1:])
+        return ConsumeReply(amount=amount, breakdown=breakdown, balance=BalanceView(*balance),
+                            timestamp=timestamp, overdraft=overdraft)
+    return _unpack_reply(stored)
 
 
 class Unit:
@@ -69,8 +120,14 @@ class Unit:
 def make_unit(customer_id: str, state: CustomerState, fx: Effects) -> Unit:
     u = Unit(customer_id)
     cid = customer_id
+    stored: StoredCustomer = state.stored
+    num = stored.number
+    if fx.keys:
+        latest = key_period(max(k.created_at for k in fx.keys))
+        if stored.key_period is None or latest > stored.key_period:
+            stored.key_period = latest
     u.customers = [(cid, state.ledger_seq, state.event_seq, state.op_seq, state.grant_seq,
-                    state.next_due())]
+                    state.next_due(), num, stored.key_period)]
     u.grants = [
         (cid, g.id, g.seq, g.currency_id, g.resource_id, g.grant_type.value, g.status.value,
          g.priority, g.effective_at, g.expire_at, g.created_at, g.updated_at, g.voided_at,
@@ -91,13 +148,14 @@ def make_unit(customer_id: str, state: CustomerState, fx: Effects) -> Unit:
          None if p.recharge is None else p.recharge.in_flight)
         for p in fx.pools.values()
     ]
+    grants = state.grants
     u.ledger = [
-        (cid, e.seq, e.op_seq, e.event_type.value, e.grant_id, e.currency_id, e.resource_id,
-         e.amount, e.timestamp, e.reservation_id, e.feature_id, e.idempotency_key,
-         _json(e.dimensions))
+        (num, e.seq, e.op_seq, e.amount, e.timestamp, grants[e.grant_id].seq,
+         _KIND_CODES[e.event_type], e.reservation_id, e.feature_id, _json(e.dimensions))
         for e in fx.entries
     ]
-    u.keys = [(cid, k.key, _pack(k.command), _pack(k.reply), k.created_at) for k in fx.keys]
+    u.keys = [(num, k.key, k.created_at, k.op_seq, k.request, encode_reply(k.reply))
+              for k in fx.keys]
     u.events = [(cid, e.seq, e.type.value, _pack(e), e.timestamp) for e in fx.events]
     if fx.usage or fx.buckets or fx.event_keys:
         _metering(u, fx)
@@ -145,6 +203,11 @@ def customer_from(r: Sequence[Any]) -> CustomerRow:
                        grant_seq=r[4])
 
 
+def stored_from(r: Sequence[Any]) -> StoredCustomer:
+    """A customers row's store columns (num, key_period: SELECT_CUSTOMER's last two)."""
+    return StoredCustomer(int(r[6]), None if r[7] is None else int(r[7]))
+
+
 def grant_from(r: Sequence[Any]) -> GrantRow:
     return GrantRow(
         id=r[1], seq=r[2], currency_id=r[3], resource_id=r[4], grant_type=GrantType(r[5]),
@@ -172,14 +235,24 @@ def pool_from(r: Sequence[Any]) -> PoolRow:
 
 
 def key_from(r: Sequence[Any]) -> IdempotencyRecord:
-    return IdempotencyRecord(key=r[1], command=_unpack_command(bytes(r[2])),
-                             reply=_unpack_reply(bytes(r[3])), created_at=r[4])
+    """A row in KEY_COLUMNS order (customer, key, created_at, op_seq, request, reply)."""
+    return IdempotencyRecord(key=r[1], request=_request(bytes(r[4])),
+                             reply=decode_reply(bytes(r[5])), created_at=r[2], op_seq=r[3])
+
+
+def _request(stored: bytes) -> bytes:
+    """The request digest, from a row that holds it, or from one written before digests
+    (schema v8 and earlier: the whole command, msgpack)."""
+    return stored if len(stored) == 16 else request_digest(_unpack_command(stored))
 
 
 def entry_from(r: Sequence[Any]) -> LedgerEntry:
+    """A row of sql.SELECT_LEDGER: seq, op_seq, kind, grant id, currency, resource, amount,
+    time, reservation, feature, dimensions. Ledger rows do not keep the idempotency key:
+    the key's own row names its operation (`op_seq`) for as long as it is kept."""
     return LedgerEntry(
-        r[1], r[2], LedgerEventType(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
-        _json_decode(r[12]) if r[12] is not None else None,
+        r[0], r[1], _KINDS[r[2]], r[3], r[4], r[5], r[6], r[7], r[8], r[9], None,
+        _json_decode(r[10]) if r[10] is not None else None,
     )
 
 

@@ -43,8 +43,11 @@ from engine.core.usage import restore_usage
 from engine.runtime.errors import StoreUnavailable
 from persistence import sql
 from persistence.codec import (
+    StoredCustomer,
     Unit,
     customer_from,
+    key_period,
+    stored_from,
     entry_from,
     event_from,
     grant_from,
@@ -56,6 +59,9 @@ from persistence.codec import (
 from persistence.schema import LATEST_VERSION, SchemaTooNew
 
 __all__ = ["DurableStore", "Durability", "OutboxRow"]
+
+_KEY_UNITS = ("keys_0", "keys_1")  # the sql.WRITES units of the two key generation tables
+_COMPUTED = {"outbox", *_KEY_UNITS}  # rows the writer makes from a unit's (ids, split)
 
 Durability = Literal["sync", "async"]
 OutboxRow = tuple[int, str, DomainEvent]
@@ -83,14 +89,15 @@ class DurableStore:
         durability: Durability = "sync",
         flush_rows_max: int = 8192,
         backlog_rows_max: int = 131_072,
-        keys_loaded_max: int = 100_000,
     ) -> None:
         assert durability in ("sync", "async")
         assert 0 < flush_rows_max <= backlog_rows_max
         self.durability = durability
         self.flush_rows_max = flush_rows_max
         self.backlog_rows_max = backlog_rows_max
-        self.keys_loaded_max = keys_loaded_max
+        # The period each key generation table holds (persistence/sql.py); the writer
+        # alone changes it.
+        self._generations = [-1, -1]
         self._batches: deque[_Batch] = deque()
         self._backlog_rows = 0
         self._work = anyio.Event()
@@ -109,6 +116,9 @@ class DurableStore:
 
     async def _connect(self) -> None:
         raise NotImplementedError
+
+    async def _opened(self) -> None:
+        """After migrations, before the writer starts (a dialect reads what it needs)."""
 
     async def _disconnect(self) -> None:
         raise NotImplementedError
@@ -144,8 +154,17 @@ class DurableStore:
     async def _transact(self, steps: list[tuple[str, Sequence[Sequence[Any]]]]) -> None:
         raise NotImplementedError
 
-    async def _write(self, units: list[Unit], first_outbox_id: int) -> None:
-        """Write every unit in one transaction, outbox ids from `first_outbox_id` on."""
+    async def _write(self, rows: dict[str, list[tuple]]) -> None:
+        """Write every table's rows (by `sql.Write.unit`) in one transaction."""
+        raise NotImplementedError
+
+    async def _rotate(self, generation: int, period: int) -> None:
+        """Empty a key generation table and record the period it holds from now on, in
+        one transaction."""
+        raise NotImplementedError
+
+    async def _new_number(self) -> int:
+        """A number for a customer the database has no row for."""
         raise NotImplementedError
 
     async def _migrate(self) -> int:
@@ -168,6 +187,9 @@ class DurableStore:
                     f"understands ({LATEST_VERSION}); upgrade creditd or use another database"
                 )
             (row,) = await self._fetch(sql.MAX_OUTBOX_ID)
+            for generation, period in await self._fetch(sql.SELECT_KEY_GENERATIONS):
+                self._generations[int(generation)] = int(period)
+            await self._opened()
         except BaseException:
             # A store that failed to open must not keep its connections: aiosqlite's
             # threads are not daemons, so a leak would keep the process from exiting.
@@ -194,24 +216,28 @@ class DurableStore:
                 await last.done.wait()
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
-        await self._tg.__aexit__(exc_type, exc, tb)
-        await self._disconnect()
+        try:
+            await self._tg.__aexit__(exc_type, exc, tb)
+        finally:
+            # Whatever ends the store, its connections close: aiosqlite's threads are not
+            # daemons, and one left open keeps the process from exiting.
+            with anyio.CancelScope(shield=True):
+                await self._disconnect()
 
     # -- the engine seam ------------------------------------------------------------------
 
     async def load(self, customer_id: str) -> CustomerState:
-        pending = self._unflushed.get(customer_id)
-        if pending is not None:
-            await pending.done.wait()  # async mode: read what we wrote
+        await self._written(customer_id)
         self._lost.discard(customer_id)
         try:
             customer = await self._fetch(sql.SELECT_CUSTOMER, customer_id)
             if not customer:
-                return CustomerState(customer_id)
+                state = CustomerState(customer_id)
+                state.stored = StoredCustomer(await self._new_number(), None)
+                return state
             grants = await self._fetch(sql.SELECT_GRANTS, customer_id)
             reservations = await self._fetch(sql.SELECT_RESERVATIONS, customer_id)
             pools = await self._fetch(sql.SELECT_POOLS, customer_id)
-            keys = await self._fetch(sql.SELECT_RECENT_KEYS, customer_id, self.keys_loaded_max + 1)
             counters = await self._fetch(sql.SELECT_USAGE, customer_id)
             uniques = await self._fetch(sql.SELECT_UNIQUES, customer_id) if any(
                 r[4] == "UNIQUE" for r in counters) else []
@@ -222,13 +248,16 @@ class DurableStore:
             [grant_from(r) for r in grants],
             [reservation_from(r) for r in reservations],
             [pool_from(r) for r in pools],
-            [key_from(r) for r in reversed(keys[: self.keys_loaded_max])],
         )
         restore_usage(state, [(r[1], r[3], r[4], r[5], r[6], r[7], r[8], r[9])
                               for r in counters],
                       [(r[0], r[1] or None, r[2]) for r in uniques])
-        # More keys than we loaded: the runtime must ask for the others when it meets them.
-        state.keys_complete = len(keys) <= self.keys_loaded_max
+        state.stored = stored = stored_from(customer[0])
+        # Remembered keys are not loaded: the runtime looks up the ones a batch names
+        # (memory keeps recent ones within its budget). None to look up once both key
+        # generation tables were emptied after the customer's last key.
+        state.keys_complete = (stored.key_period is None
+                               or stored.key_period < min(self._generations))
         return state
 
     async def commit(self, customer_id: str, state: CustomerState, fx: Effects) -> None:
@@ -255,17 +284,31 @@ class DurableStore:
         if batch.error is not None:
             raise batch.error
 
+    async def _written(self, customer_id: str) -> None:
+        """Wait until what was committed for the customer is in the database (async mode
+        returns from `commit()` before): reads of its rows must see its own writes."""
+        pending = self._unflushed.get(customer_id)
+        if pending is not None:
+            await pending.done.wait()
+
     async def lookup_keys(self, customer_id: str, keys: list[str]) -> list[IdempotencyRecord]:
-        """Remembered keys among `keys` (for customers with more keys than were loaded)."""
+        """Remembered keys among `keys` (for customers whose keys are not all in memory)."""
+        await self._written(customer_id)
         found: list[IdempotencyRecord] = []
         try:
-            for i in range(0, len(keys), 500):
-                chunk = keys[i : i + 500]
+            for i in range(0, len(keys), 250):
+                chunk = keys[i : i + 250]
                 query = sql.SELECT_KEYS_IN.replace("{marks}", ", ".join("?" for _ in chunk))
-                found += [key_from(r) for r in await self._fetch(query, customer_id, *chunk)]
+                found += [key_from(r) for r in await self._fetch(query, customer_id, *chunk,
+                                                                 customer_id, *chunk)]
         except Exception as exc:
             raise self._translate(exc) from exc
         return found
+
+    async def key_operations(self, customer_id: str, keys: list[str]) -> dict[str, int | None]:
+        """The ledger operation (`op_seq`) each remembered key among `keys` made (None: it
+        made none): how a key leads to its ledger entries while it is kept."""
+        return {r.key: r.op_seq for r in await self.lookup_keys(customer_id, keys)}
 
     def stale(self, customer_id: str) -> bool:
         """True when writes acknowledged for this customer were lost (async durability, a
@@ -275,6 +318,7 @@ class DurableStore:
 
     async def lookup_event_keys(self, customer_id: str, keys: list[str]) -> dict[str, int]:
         """Raw-event keys among `keys` that were accepted before -> their event time."""
+        await self._written(customer_id)
         found: dict[str, int] = {}
         try:
             for i in range(0, len(keys), 500):
@@ -294,6 +338,23 @@ class DurableStore:
 
     async def ledger(self, customer_id: str, after_seq: int = 0, limit: int = 1000) -> list[LedgerEntry]:
         rows = await self.fetch(sql.SELECT_LEDGER, customer_id, after_seq, limit)
+        return [entry_from(r) for r in rows]
+
+    async def ledger_page(self, customer_id: str, *, event_types: Sequence[str] = (),
+                          currency_id: str | None = None, resource_id: str | None = None,
+                          reservation_id: str | None = None, after: int | None = None,
+                          before: int | None = None, limit: int = 100) -> list[LedgerEntry]:
+        """A page of a customer's ledger, filtered: newest first, older than `after`;
+        or, with `before`, the entries just newer than it, oldest first."""
+        cursor = "after" if after is not None else "before" if before is not None else None
+        query = sql.select_ledger_page(kinds=len(event_types), currency=bool(currency_id),
+                                       resource=bool(resource_id),
+                                       reservation=bool(reservation_id), cursor=cursor)
+        params: list[Any] = [customer_id, *(sql.LEDGER_KINDS[t] for t in event_types)]
+        params += [v for v in (currency_id, resource_id, reservation_id) if v]
+        if cursor is not None:
+            params.append(after if after is not None else before)
+        rows = await self.fetch(query, *params, limit)
         return [entry_from(r) for r in rows]
 
     async def outbox_after(self, after_id: int, limit: int = 1000) -> list[OutboxRow]:
@@ -343,8 +404,10 @@ class DurableStore:
                     self._next_outbox_id = int(row[0]) + 1
                     self._outbox_id_uncertain = False
                 first = self._next_outbox_id
-                await self._write(batch.units, first)
-                self._next_outbox_id = first + sum(len(u.events) for u in batch.units)
+                rows = self._rows(batch.units, first)
+                await self._rotate_generations(rows)
+                await self._write(rows)
+                self._next_outbox_id = first + len(rows["outbox"])
                 self.flushes += 1
                 self.flushed_units += len(batch.units)
                 self.flushed_rows += batch.rows
@@ -366,6 +429,31 @@ class DurableStore:
                         self._settle(later)
             self._inflight = None
             self._settle(batch)
+
+    def _rows(self, units: list[Unit], first_outbox_id: int) -> dict[str, list[tuple]]:
+        """A flush's rows per table (by `sql.Write.unit`): outbox rows numbered from
+        `first_outbox_id` in unit order, key rows split by generation."""
+        rows: dict[str, list[tuple]] = {w.unit: [] for w in sql.WRITES}
+        events: list[tuple] = []
+        for u in units:
+            for w in sql.WRITES:
+                if w.unit not in _COMPUTED:
+                    rows[w.unit] += getattr(u, w.unit)
+            events += u.events
+            for key in u.keys:
+                rows[_KEY_UNITS[key_period(key[2]) % 2]].append(key)
+        rows["outbox"] = [(first_outbox_id + i, *e) for i, e in enumerate(events)]
+        return rows
+
+    async def _rotate_generations(self, rows: dict[str, list[tuple]]) -> None:
+        """Before keys of a new period go into a generation table, empty it (it holds keys
+        two or more periods old: persistence/sql.py, KEY_GENERATION_MS)."""
+        for generation, unit in enumerate(_KEY_UNITS):
+            if rows[unit]:
+                period = max(key_period(r[2]) for r in rows[unit])
+                if period > self._generations[generation]:
+                    await self._rotate(generation, period)
+                    self._generations[generation] = period
 
     def _settle(self, batch: _Batch) -> None:
         if batch.error is not None and self.durability == "async":

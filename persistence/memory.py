@@ -65,6 +65,9 @@ class MemoryStore:
         c = self.customers.get(customer_id)
         return [c.keys[k] for k in keys if c is not None and k in c.keys]
 
+    async def key_operations(self, customer_id: str, keys: list[str]) -> dict[str, int | None]:
+        return {r.key: r.op_seq for r in await self.lookup_keys(customer_id, keys)}
+
     async def lookup_event_keys(self, customer_id: str, keys: list[str]) -> dict[str, int]:
         c = self.customers.get(customer_id)
         return {k: c.event_keys[k] for k in keys if c is not None and k in c.event_keys}
@@ -90,9 +93,11 @@ class MemoryStore:
         c = self.customers.get(customer_id)
         if c is None:
             return CustomerState(customer_id)
-        state = restore(c.row, c.grants.values(), c.reservations.values(), c.pools.values(),
-                        c.keys.values())
+        state = restore(c.row, c.grants.values(), c.reservations.values(), c.pools.values())
         restore_usage(state, c.usage.values(), c.uniques)
+        # Like the database stores: remembered keys stay here and are looked up by the
+        # runtime when a batch names them.
+        state.keys_complete = not c.keys
         return state
 
     async def commit(self, customer_id: str, state: CustomerState, fx: Effects) -> None:

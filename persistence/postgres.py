@@ -5,20 +5,27 @@ transaction, each table's rows in one statement (a CTE over `unnest` of arrays, 
 `_flush_statement`); reads use the pool. A broken connection is
 dropped by the pool and replaced on the next acquire, so the store reconnects by itself
 once the server is reachable again.
+
+Failures are sorted where they happen, not by a list of error codes (`_connection`): a
+connection that cannot be had — refused, reset, timed out, the database not accepting
+connections during maintenance (SQLSTATE 55000), too many clients, a failed login — means
+the database is unavailable, whatever the driver calls it; so does a statement cut off
+by the connection or the server going away (`_unavailable`). What remains (SQL the server
+rejects, a constraint violated) is a bug and propagates as one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 
 from engine.runtime.errors import StoreUnavailable
 from persistence import sql
-from persistence.codec import Unit
 from persistence.durable import DurableStore
 from persistence.schema import MIGRATIONS
 
@@ -108,9 +115,37 @@ class PostgresStore(DurableStore):
             await self._pool.close()
             self._pool = None
 
-    async def _fetch(self, query: str, *params: Any) -> Sequence[Sequence[Any]]:
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection for one unit of work. Getting one is where a database that
+        is away shows itself (the pool opens a new connection when a broken one was
+        dropped), and returning one resets it: whatever either raises, the database is
+        unavailable. Waiting for a free connection is bounded by the command timeout."""
         assert self._pool is not None
-        return await self._pool.fetch(_numbered(query), *params)
+        try:
+            conn = await self._pool.acquire(timeout=self.command_timeout_s)
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot get a PostgreSQL connection: {exc!r}",
+                                   retry_after_s=1.0) from exc
+        failed = False
+        try:
+            yield conn
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            try:
+                await self._pool.release(conn)
+            except Exception as exc:
+                # The connection broke on the way back; the pool replaces it. If the work
+                # itself failed, its own error is the one to report.
+                if not failed:
+                    raise StoreUnavailable(f"PostgreSQL connection lost: {exc!r}",
+                                           retry_after_s=1.0) from exc
+
+    async def _fetch(self, query: str, *params: Any) -> Sequence[Sequence[Any]]:
+        async with self._connection() as conn:
+            return await conn.fetch(_numbered(query), *params)
 
     async def _migrate(self) -> int:
         assert self._pool is not None
@@ -133,53 +168,74 @@ class PostgresStore(DurableStore):
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
 
-    async def _write(self, units: list[Unit], first_outbox_id: int) -> None:
-        assert self._pool is not None
-        outbox = []
-        next_id = first_outbox_id
-        for u in units:
-            for event in u.events:
-                outbox.append((next_id, *event))
-                next_id += 1
+    async def _new_number(self) -> int:
+        async with self._connection() as conn:
+            return int(await conn.fetchval("SELECT nextval('customer_numbers')"))
+
+    async def _write(self, rows: dict[str, list[tuple]]) -> None:
         params = []
         for w in sql.WRITES:
-            rows = outbox if w.unit == "outbox" else _one_per_key(
-                w, [r for u in units for r in getattr(u, w.unit)])
-            columns = list(zip(*rows)) if rows else [()] * len(w.columns)
+            table = _one_per_key(w, rows[w.unit])
+            columns = list(zip(*table)) if table else [()] * len(w.columns)
             params.extend(list(col) for col in columns)
-        async with self._pool.acquire() as conn:
+        async with self._connection() as conn:
             await conn.execute(_FLUSH, *params)
 
+    async def _rotate(self, generation: int, period: int) -> None:
+        async with self._connection() as conn, conn.transaction():
+            # TRUNCATE gives the space back at once, where DELETE would leave a week of
+            # dead rows to vacuum.
+            await conn.execute(f"TRUNCATE {sql.KEY_TABLES[generation]}")
+            await conn.execute(
+                "INSERT INTO key_generations (generation, period) VALUES ($1, $2) "
+                "ON CONFLICT (generation) DO UPDATE SET period = excluded.period",
+                generation, period)
+
     async def _transact(self, steps: list[tuple[str, Sequence[Sequence[Any]]]]) -> None:
-        assert self._pool is not None
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             for query, rows in steps:
                 await conn.executemany(_numbered(query), rows)
 
     async def execute(self, query: str, *params: Any) -> int:
-        assert self._pool is not None
         try:
-            status = await self._pool.execute(_numbered(query), *params)
+            async with self._connection() as conn:
+                status = await conn.execute(_numbered(query), *params)
         except Exception as exc:
             raise self._translate(exc) from exc
         last = status.split()[-1]
         return int(last) if last.isdigit() else 0
 
     async def _purge(self, before_ms: int, limit: int) -> int:
-        assert self._pool is not None
         removed = 0
-        for query in _PURGES:
-            status = await self._pool.execute(query, before_ms, limit)
-            removed += int(status.split()[-1])
+        async with self._connection() as conn:
+            for query in _PURGES:
+                status = await conn.execute(query, before_ms, limit)
+                removed += int(status.split()[-1])
         return removed
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable | None:
-        if isinstance(exc, (OSError, ConnectionError, asyncio.TimeoutError, TimeoutError,
-                            asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
-                            asyncpg.CannotConnectNowError)):
+        """A statement's failure: unavailability when the connection or the server gave
+        out under it, None (a bug) when the server refused the statement itself."""
+        if isinstance(exc, StoreUnavailable):
+            return exc
+        if isinstance(exc, (OSError, asyncio.TimeoutError, TimeoutError,
+                            asyncpg.PostgresConnectionError)) or (
+                isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, _CLIENT_BUGS)):
             return StoreUnavailable(f"PostgreSQL is unavailable: {exc!r}", retry_after_s=1.0)
-        if isinstance(exc, asyncpg.PostgresError) and str(getattr(exc, "sqlstate", "")).startswith(
-            ("08", "53", "57", "58")
-        ):
+        if isinstance(exc, asyncpg.PostgresError) and str(
+                getattr(exc, "sqlstate", "") or "")[:2] in _UNAVAILABLE_CLASSES:
             return StoreUnavailable(f"PostgreSQL is unavailable: {exc}", retry_after_s=1.0)
         return None
+
+
+# The driver's own complaints about what it was asked to send: bugs, not outages.
+_CLIENT_BUGS = (asyncpg.exceptions.DataError, asyncpg.exceptions.ClientConfigurationError,
+                asyncpg.exceptions.UnsupportedClientFeatureError,
+                asyncpg.exceptions.UnsupportedServerFeatureError)
+# SQLSTATE classes that say the server cannot do the work now, whatever the statement:
+# connection exception, invalid transaction state (a read-only standby after a failover),
+# transaction rollback (serialization, deadlock), insufficient resources (disk full, too
+# many connections), object not in prerequisite state (lock not available, database not
+# accepting connections), operator intervention (shutdown, statement timeout), system
+# error (I/O), internal error.
+_UNAVAILABLE_CLASSES = frozenset({"08", "25", "40", "53", "55", "57", "58", "XX"})

@@ -8,6 +8,8 @@ engine/core/amounts.py); every stored amount is bounded by 10^17 units.
 
 from __future__ import annotations
 
+from persistence.sql import KEY_GENERATION_MS, KEY_TABLES, LEDGER_KINDS
+
 __all__ = ["MIGRATIONS", "SchemaTooNew", "LATEST_VERSION"]
 
 
@@ -430,6 +432,85 @@ _COMMON_V8 = [
 ]
 
 
+# v9: lean rows (docs/architecture.md, "Storage layout"). What grows with every operation —
+# the ledger and the idempotency keys — names its customer by number, its grant by
+# sequence number and its event type by a code; keys remember a digest of the request
+# (not the command) and a compact reply, and live in two generation tables that are
+# emptied a week at a time (persistence/sql.py, KEY_GENERATION_MS) instead of an index
+# on their age. Existing rows are carried over: ledger rows with their customers' numbers
+# and grants' sequence numbers, keys into the table of their generation (their command
+# and reply stay in the older encodings, which persistence/codec.py still reads).
+def _v9(dialect: str) -> list[str]:
+    sqlite = dialect == "sqlite"
+    blob, clustered = ("BLOB", " WITHOUT ROWID") if sqlite else ("BYTEA", "")
+    kinds = " ".join(f"WHEN '{name}' THEN {code}" for name, code in LEDGER_KINDS.items())
+    period = f"(k.created_at / {KEY_GENERATION_MS})"
+    statements = [
+        "ALTER TABLE customers ADD COLUMN num BIGINT",
+        "ALTER TABLE customers ADD COLUMN key_period BIGINT",
+        *(["UPDATE customers SET num = rowid"] if sqlite else [
+            # Numbers for new customers come from this sequence (one per database, so any
+            # number of processes may hand them out).
+            "CREATE SEQUENCE customer_numbers",
+            "UPDATE customers SET num = nextval('customer_numbers')"]),
+        "CREATE UNIQUE INDEX customers_num ON customers (num)",
+        # Every grant of a customer now has its own sequence number (ledger rows name grants
+        # by it); overdraft grants used to share 0, and get negative ones here.
+        "UPDATE grants SET seq = -(SELECT count(*) FROM grants g2 WHERE g2.customer_id = "
+        "grants.customer_id AND g2.grant_type = 'OVERDRAFT' AND g2.id <= grants.id) "
+        "WHERE grant_type = 'OVERDRAFT' AND seq = 0",
+        "CREATE UNIQUE INDEX grants_seq ON grants (customer_id, seq)",
+        # Integers first: PostgreSQL aligns each to 8 bytes, so mixed order costs padding.
+        f"""CREATE TABLE ledger_v9 (
+        customer BIGINT NOT NULL,
+        seq BIGINT NOT NULL,
+        op_seq BIGINT NOT NULL,
+        amount BIGINT NOT NULL,
+        ts BIGINT NOT NULL,
+        grant_seq INTEGER NOT NULL,
+        kind SMALLINT NOT NULL,
+        reservation_id TEXT,
+        feature_id TEXT,
+        dimensions TEXT,
+        PRIMARY KEY (customer, seq)
+    ){clustered}""",
+        "INSERT INTO ledger_v9 (customer, seq, op_seq, amount, ts, grant_seq, kind, "
+        "reservation_id, feature_id, dimensions) "
+        f"SELECT c.num, l.seq, l.op_seq, l.amount, l.ts, g.seq, CASE l.event_type {kinds} END, "
+        "l.reservation_id, l.feature_id, l.dimensions FROM ledger l "
+        "JOIN customers c ON c.customer_id = l.customer_id "
+        "JOIN grants g ON g.customer_id = l.customer_id AND g.id = l.grant_id",
+        "DROP TABLE ledger",
+        "ALTER TABLE ledger_v9 RENAME TO ledger",
+        *([] if sqlite else ["ALTER INDEX ledger_v9_pkey RENAME TO ledger_pkey"]),
+        "CREATE TABLE key_generations (generation INTEGER PRIMARY KEY, period BIGINT NOT NULL)",
+    ]
+    for generation, table in enumerate(KEY_TABLES):
+        statements += [
+            f"""CREATE TABLE {table} (
+        customer BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        op_seq BIGINT,
+        key TEXT NOT NULL,
+        request {blob} NOT NULL,
+        reply {blob} NOT NULL{", PRIMARY KEY (customer, key)" if sqlite else ""}
+    ){clustered}""",
+            # PostgreSQL: a hash index holds a 4-byte hash per row where a B-tree on
+            # (customer, key) holds the key itself, for a third of the space; lookups
+            # recheck the customer. The writer alone decides what is a new key.
+            *([] if sqlite else
+              [f"CREATE INDEX {table}_key ON {table} USING hash (key)"]),
+            f"INSERT INTO {table} (customer, created_at, op_seq, key, request, reply) "
+            f"SELECT c.num, k.created_at, NULL, k.key, k.command, k.reply "
+            "FROM idempotency_keys k JOIN customers c ON c.customer_id = k.customer_id "
+            f"WHERE {period} % 2 = {generation}",
+            f"INSERT INTO key_generations (generation, period) SELECT {generation}, "
+            f"coalesce(max({period}), -1) FROM idempotency_keys k "
+            f"WHERE {period} % 2 = {generation}",
+        ]
+    return [*statements, "DROP TABLE idempotency_keys"]
+
+
 def _dialect(statements: list[str], dialect: str) -> list[str]:
     if dialect == "postgresql":
         return [s.replace("BYTES", "BYTEA") for s in statements]
@@ -439,8 +520,8 @@ def _dialect(statements: list[str], dialect: str) -> list[str]:
 _VERSIONS = [_COMMON_V1, _COMMON_V2, _COMMON_V3, _COMMON_V4, _COMMON_V5, _COMMON_V6,
              _COMMON_V7, _COMMON_V8]
 MIGRATIONS: dict[str, list[list[str]]] = {
-    dialect: [_dialect(statements, dialect) for statements in _VERSIONS]
+    dialect: [*(_dialect(statements, dialect) for statements in _VERSIONS), _v9(dialect)]
     for dialect in ("sqlite", "postgresql")
 }
-LATEST_VERSION = len(_VERSIONS)
+LATEST_VERSION = len(_VERSIONS) + 1
 assert all(len(m) == LATEST_VERSION for m in MIGRATIONS.values())

@@ -6,15 +6,20 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-__all__ = ["SELECT_CUSTOMER", "SELECT_GRANTS",
-           "SELECT_RESERVATIONS", "SELECT_POOLS", "SELECT_RECENT_KEYS", "COUNT_KEYS",
+__all__ = ["SELECT_CUSTOMER", "MAX_CUSTOMER_NUM", "SELECT_GRANTS",
+           "SELECT_RESERVATIONS", "SELECT_POOLS", "KEY_GENERATION_MS", "KEY_TABLES",
+           "SELECT_KEY_GENERATIONS", "LEDGER_KINDS", "select_ledger_page",
            "SELECT_KEYS_IN", "SELECT_LEDGER", "SELECT_OUTBOX_AFTER", "SELECT_DUE",
            "MAX_OUTBOX_ID", "SELECT_CUSTOMER_OUTBOX", "SELECT_PENDING_RECHARGES", "numbered", "Write", "WRITES", "conflict_clause",
            "insert_statement", "PURGES", "purge_statements", "SELECT_USAGE", "SELECT_UNIQUES", "SELECT_EVENT_KEYS_IN"]
 
 
+# `num` is the customer's number: the high-volume tables (ledger, idempotency keys) carry
+# it instead of the id. `key_period` is the latest key generation period (KEY_GENERATION_MS)
+# the customer remembered a key in, NULL if never: once both key tables have moved past
+# it, the customer has no keys left to look up.
 CUSTOMER_COLUMNS = ["customer_id", "ledger_seq", "event_seq", "op_seq", "grant_seq",
-                    "next_due_at"]
+                    "next_due_at", "num", "key_period"]
 GRANT_COLUMNS = ["customer_id", "id", "seq", "currency_id", "resource_id", "grant_type",
                  "status", "priority", "effective_at", "expire_at", "created_at", "updated_at",
                  "voided_at", "amount", "available", "held", "consumed", "expired", "voided",
@@ -25,10 +30,14 @@ RESERVATION_COLUMNS = ["customer_id", "id", "currency_id", "resource_id", "amoun
                        "metadata"]
 POOL_COLUMNS = ["customer_id", "currency_id", "resource_key", "resource_id", "hard_limit",
                 "low_balance_units", "usage_low_percent", "recharge", "recharge_pending"]
-LEDGER_COLUMNS = ["customer_id", "seq", "op_seq", "event_type", "grant_id", "currency_id",
-                  "resource_id", "amount", "ts", "reservation_id", "feature_id",
-                  "idempotency_key", "dimensions"]
-KEY_COLUMNS = ["customer_id", "key", "command", "reply", "created_at"]
+# A ledger row names its customer by number, its grant by the grant's sequence number (the
+# grant's id, currency and resource are in `grants`) and its event type by a small code
+# (LEDGER_KINDS): the ledger is the table that grows with every operation.
+LEDGER_COLUMNS = ["customer", "seq", "op_seq", "amount", "ts", "grant_seq", "kind",
+                  "reservation_id", "feature_id", "dimensions"]
+# Remembered idempotency keys: `request` is the request's digest, `reply` the reply
+# (persistence.codec.encode_reply), `op_seq` the ledger operation the request made.
+KEY_COLUMNS = ["customer", "key", "created_at", "op_seq", "request", "reply"]
 OUTBOX_COLUMNS = ["id", "customer_id", "seq", "type", "payload", "created_at"]
 # Metering (engine.core.usage). Keys that may be absent are '' in `*_key` columns, since
 # primary-key columns cannot be NULL.
@@ -41,6 +50,15 @@ BUCKET_COLUMNS = ["customer_id", "hour", "feature_key", "resource_key", "currenc
 DIMENSION_KEY_COLUMNS = ["customer_id", "key"]
 EVENT_COLUMNS = ["customer_id", "key", "event_name", "ts", "resource_id", "dimensions",
                  "created_at"]
+
+
+# Ledger event types as stored (`ledger.kind`). Codes are forever: add, never renumber.
+LEDGER_KINDS: dict[str, int] = {
+    "CREDITS_GRANTED": 1, "CREDITS_CONSUMED": 2, "CREDITS_EXPIRED": 3, "CREDITS_VOIDED": 4,
+    "CREDITS_UPDATED": 5, "CREDITS_CONSUMPTION_TRANSFER_SOURCE": 6,
+    "CREDITS_CONSUMPTION_TRANSFER_TARGET": 7, "CREDITS_RESERVED": 8,
+    "CREDITS_RESERVATION_RELEASED": 9, "CREDITS_RESERVATION_EXPIRED": 10,
+}
 
 
 class Write(NamedTuple):
@@ -58,9 +76,9 @@ class Write(NamedTuple):
     added: tuple[str, ...] = ()
 
 
-_T, _B, _I, _Y, _L = "text", "bigint", "integer", "bytea", "boolean"
+_T, _B, _I, _Y, _L, _S = "text", "bigint", "integer", "bytea", "boolean", "smallint"
 WRITES = [
-    Write("customers", "customers", CUSTOMER_COLUMNS, [_T, _B, _B, _B, _B, _B],
+    Write("customers", "customers", CUSTOMER_COLUMNS, [_T, _B, _B, _B, _B, _B, _B, _B],
           ["customer_id"], "replace"),
     Write("grants", "grants", GRANT_COLUMNS,
           [_T, _T, _B, _T, _T, _T, _T, _I, _B, _B, _B, _B, _B, _B, _B, _B, _B, _B, _B, _L,
@@ -69,9 +87,11 @@ WRITES = [
           [_T, _T, _T, _T, _B, _T, _T, _B, _B, _B, _B, _T], ["customer_id", "id"], "replace"),
     Write("pools", "pools", POOL_COLUMNS, [_T, _T, _T, _T, _L, _B, _I, _Y, _T],
           ["customer_id", "currency_id", "resource_key"], "replace"),
-    Write("ledger", "ledger", LEDGER_COLUMNS,
-          [_T, _B, _B, _T, _T, _T, _T, _B, _B, _T, _T, _T, _T]),
-    Write("idempotency_keys", "keys", KEY_COLUMNS, [_T, _T, _Y, _Y, _B]),
+    Write("ledger", "ledger", LEDGER_COLUMNS, [_B, _B, _B, _B, _B, _I, _S, _T, _T, _T]),
+    # Keys go to the table of their generation (see KEY_GENERATION_MS); the writer splits
+    # a flush's key rows between the two.
+    Write("idempotency_keys_0", "keys_0", KEY_COLUMNS, [_B, _T, _B, _B, _Y, _Y]),
+    Write("idempotency_keys_1", "keys_1", KEY_COLUMNS, [_B, _T, _B, _B, _Y, _Y]),
     Write("outbox", "outbox", OUTBOX_COLUMNS, [_B, _T, _B, _T, _Y, _B]),
     Write("usage_counters", "usage", USAGE_COLUMNS, [_T, _T, _T, _T, _T, _B, _B, _B, _B, _B],
           ["customer_id", "feature_id", "resource_key"], "replace"),
@@ -93,8 +113,8 @@ WRITES = [
 # what a durable tailer (the webhook relay, table webhook_relay) has not read yet, however
 # old: it is their source of truth. It also keeps its newest row, whose id is where the
 # writer continues after a restart (MAX_OUTBOX_ID): ids must never be handed out twice.
+# Idempotency keys are not here: they are dropped a whole generation at a time.
 PURGES = [
-    ("idempotency_keys", "created_at < ?"),
     ("reservations", "released_at IS NOT NULL AND released_at < ?"),
     ("events", "created_at < ?"),
     ("outbox", "created_at < ? AND id <= (SELECT coalesce(min(outbox_cursor), 0) "
@@ -129,17 +149,59 @@ def insert_statement(w: Write) -> str:
     return f"INSERT INTO {w.table} ({', '.join(w.columns)}) VALUES ({marks}){conflict_clause(w)}"
 
 SELECT_CUSTOMER = f"SELECT {', '.join(CUSTOMER_COLUMNS)} FROM customers WHERE customer_id = ?"
+MAX_CUSTOMER_NUM = "SELECT coalesce(max(num), 0) FROM customers"
 SELECT_GRANTS = f"SELECT {', '.join(GRANT_COLUMNS)} FROM grants WHERE customer_id = ?"
 SELECT_RESERVATIONS = (f"SELECT {', '.join(RESERVATION_COLUMNS)} FROM reservations "
                        "WHERE customer_id = ?")
 SELECT_POOLS = f"SELECT {', '.join(POOL_COLUMNS)} FROM pools WHERE customer_id = ?"
-SELECT_RECENT_KEYS = (f"SELECT {', '.join(KEY_COLUMNS)} FROM idempotency_keys "
-                      "WHERE customer_id = ? ORDER BY created_at DESC LIMIT ?")
-COUNT_KEYS = "SELECT count(*) FROM idempotency_keys WHERE customer_id = ?"
-SELECT_KEYS_IN = (f"SELECT {', '.join(KEY_COLUMNS)} FROM idempotency_keys "
-                  "WHERE customer_id = ? AND key IN ({marks})")
-SELECT_LEDGER = (f"SELECT {', '.join(LEDGER_COLUMNS)} FROM ledger WHERE customer_id = ? "
-                 "AND seq > ? ORDER BY seq LIMIT ?")
+
+# Idempotency keys live in two tables, one per generation: a key is written to the table of
+# its period (created_at // KEY_GENERATION_MS, even or odd), and before the writer puts a
+# key of period p into a table that holds period p - 2 or older, it empties that table
+# (and records p in `key_generations`). So a key is kept at least one period, 7 days, and
+# less than two; old keys go with a TRUNCATE (PostgreSQL) or a whole-table DELETE (SQLite)
+# instead of an index on their age and row-by-row deletes.
+KEY_GENERATION_MS = 7 * 24 * 3_600_000
+KEY_TABLES = ("idempotency_keys_0", "idempotency_keys_1")
+SELECT_KEY_GENERATIONS = "SELECT generation, period FROM key_generations"
+# Keys named by a batch, in both tables; the customer by its id (so callers need not know
+# its number). `{marks}` is filled with one `?` per key, twice.
+SELECT_KEYS_IN = " UNION ALL ".join(
+    f"SELECT {', '.join(KEY_COLUMNS)} FROM {t} WHERE customer = "
+    "(SELECT num FROM customers WHERE customer_id = ?) AND key IN ({marks})"
+    for t in KEY_TABLES)
+
+# Ledger rows joined to their grants, in LedgerEntry field order.
+_LEDGER_SELECT = ("SELECT l.seq, l.op_seq, l.kind, g.id, g.currency_id, g.resource_id, "
+                  "l.amount, l.ts, l.reservation_id, l.feature_id, l.dimensions "
+                  "FROM ledger l JOIN customers c ON l.customer = c.num "
+                  "JOIN grants g ON g.customer_id = c.customer_id AND g.seq = l.grant_seq "
+                  "WHERE c.customer_id = ?")
+SELECT_LEDGER = f"{_LEDGER_SELECT} AND l.seq > ? ORDER BY l.seq LIMIT ?"
+
+
+def select_ledger_page(*, kinds: int, currency: bool, resource: bool, reservation: bool,
+                       cursor: str | None) -> str:
+    """A page of a customer's ledger for the API: parameters are the customer id, then
+    `kinds` kind codes, then the currency, resource and reservation asked for (those
+    given), then the cursor's sequence number (`cursor` "after": older, newest first;
+    "before": newer, oldest first; None: the newest), then the limit."""
+    query = _LEDGER_SELECT
+    if kinds:
+        query += f" AND l.kind IN ({', '.join('?' for _ in range(kinds))})"
+    if currency:
+        query += " AND g.currency_id = ?"
+    if resource:
+        query += " AND g.resource_id = ?"
+    if reservation:
+        query += " AND l.reservation_id = ?"
+    if cursor == "after":
+        query += " AND l.seq < ?"
+    elif cursor == "before":
+        query += " AND l.seq > ?"
+    return query + f" ORDER BY l.seq {'ASC' if cursor == 'before' else 'DESC'} LIMIT ?"
+
+
 SELECT_OUTBOX_AFTER = (f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM outbox WHERE id > ? "
                        "ORDER BY id LIMIT ?")
 SELECT_DUE = ("SELECT customer_id, next_due_at FROM customers WHERE next_due_at IS NOT NULL "

@@ -19,7 +19,6 @@ import anyio
 
 from engine.runtime.errors import StoreUnavailable
 from persistence import sql
-from persistence.codec import Unit
 from persistence.durable import DurableStore
 from persistence.schema import MIGRATIONS
 
@@ -27,6 +26,8 @@ __all__ = ["SQLiteStore"]
 
 _STATEMENTS = [(w, sql.insert_statement(w)) for w in sql.WRITES]
 _PURGES = sql.purge_statements("rowid")
+_SET_GENERATION = ("INSERT INTO key_generations (generation, period) VALUES (?, ?) "
+                   "ON CONFLICT (generation) DO UPDATE SET period = excluded.period")
 
 
 
@@ -50,10 +51,16 @@ async def _immediate(db: aiosqlite.Connection) -> AsyncIterator[None]:
 class SQLiteStore(DurableStore):
     dialect = "sqlite"
 
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000, **kwargs: Any) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000, cache_mb: int = 64,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
+        # Page cache per connection (two connections). SQLite's default, 2 MB, holds the
+        # interior pages of small tables only: once the ledger and the keys outgrow it,
+        # every insert reads its leaf back from the OS, and throughput sagged as they grew.
+        self.cache_mb = cache_mb
+        self._last_number = 0
         self._wdb: aiosqlite.Connection | None = None
         self._rdb: aiosqlite.Connection | None = None
         # The writer connection also runs migrations and purges; one at a time, never
@@ -64,6 +71,7 @@ class SQLiteStore(DurableStore):
         db = await aiosqlite.connect(self.path, isolation_level=None)
         try:
             await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            await db.execute(f"PRAGMA cache_size = -{int(self.cache_mb) * 1024}")
             if writer:
                 await self._enable_wal(db)
             await db.execute("PRAGMA synchronous = FULL")
@@ -132,23 +140,32 @@ class SQLiteStore(DurableStore):
                         version = number
             return version
 
-    async def _write(self, units: list[Unit], first_outbox_id: int) -> None:
+    async def _opened(self) -> None:
+        # One process writes a SQLite file, so it hands out customer numbers itself.
+        (row,) = await self._fetch(sql.MAX_CUSTOMER_NUM)
+        self._last_number = int(row[0])
+
+    async def _new_number(self) -> int:
+        # A number handed out for a customer whose first write then failed is skipped.
+        self._last_number += 1
+        return self._last_number
+
+    async def _write(self, rows: dict[str, list[tuple]]) -> None:
         assert self._wdb is not None
         db = self._wdb
-        outbox = []
-        next_id = first_outbox_id
-        for u in units:
-            for event in u.events:
-                outbox.append((next_id, *event))
-                next_id += 1
         async with self._wlock, _immediate(db):
             for w, statement in _STATEMENTS:
-                if w.unit == "outbox":
-                    rows = outbox
-                else:
-                    rows = [r for u in units for r in getattr(u, w.unit)]
-                if rows:
-                    await db.executemany(statement, rows)
+                if rows[w.unit]:
+                    await db.executemany(statement, rows[w.unit])
+
+    async def _rotate(self, generation: int, period: int) -> None:
+        assert self._wdb is not None
+        db = self._wdb
+        async with self._wlock, _immediate(db):
+            # A DELETE without WHERE empties the table in one step (SQLite's truncate
+            # optimization); its pages go to the free list and are reused.
+            await db.execute(f"DELETE FROM {sql.KEY_TABLES[generation]}")
+            await db.execute(_SET_GENERATION, (generation, period))
 
     async def _transact(self, steps: list[tuple[str, Sequence[Sequence[Any]]]]) -> None:
         assert self._wdb is not None
@@ -179,8 +196,22 @@ class SQLiteStore(DurableStore):
             return removed
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable | None:
-        if isinstance(exc, (sqlite3.OperationalError, sqlite3.DatabaseError, OSError, ValueError)):
-            # Locked, busy, disk full or I/O errors; aiosqlite raises ValueError when the
-            # connection is closed.
+        """Unavailable when SQLite says the file or the disk cannot take the work now —
+        busy or locked past the busy timeout, read-only, full, an I/O error, out of
+        memory, unopenable or damaged — or the connection is closed; None (a bug) when it
+        refused the statement itself (SQL errors, constraints, misuse). Sorted by SQLite's
+        primary result code, the part of `sqlite_errorcode` that names the kind."""
+        if isinstance(exc, StoreUnavailable):
+            return exc
+        code = getattr(exc, "sqlite_errorcode", None)
+        closed = isinstance(exc, (sqlite3.ProgrammingError, ValueError)) and (
+            "closed" in str(exc).lower() or "no active connection" in str(exc))  # aiosqlite's words
+        if closed or isinstance(exc, OSError) or (code is not None
+                                                  and code & 0xFF in _UNAVAILABLE_CODES):
             return StoreUnavailable(f"SQLite is unavailable: {exc}", retry_after_s=1.0)
         return None
+
+
+# SQLITE_BUSY, _LOCKED, _NOMEM, _READONLY, _INTERRUPT, _IOERR, _CORRUPT, _FULL, _CANTOPEN,
+# _PROTOCOL, _NOTADB (https://www.sqlite.org/rescode.html): the storage, not the statement.
+_UNAVAILABLE_CODES = frozenset({5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 26})

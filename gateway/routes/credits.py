@@ -257,37 +257,24 @@ async def list_ledger(
         raise bad_input("is required", "customerId")
     env = environment(request)
     await require_customer(request, customer_id, allow_archived=True)
-    where = ["customer_id = ?"]
-    params: list[Any] = [engine_id(env, customer_id)]
+    types: list[str] = []
     if event_type:
         types = [t.strip() for t in event_type.split(",") if t.strip()]
         unknown = [t for t in types if t not in _EVENT_TYPES]
         if unknown:
             raise bad_input(f"unknown event type {unknown[0]!r}", "eventType")
-        where.append(f"event_type IN ({', '.join('?' for _ in types)})")
-        params += types
-    for column, value in (("currency_id", currency_id), ("resource_id", resource_id),
-                          ("reservation_id", reservation_id)):
-        if value:
-            where.append(f"{column} = ?")
-            params.append(value)
     size = limit_in(limit)
-    order = "DESC"
     for name, cursor in (("after", after), ("before", before)):
         if cursor is not None and not cursor.isdigit():
             raise bad_input("is not a cursor this server issued", name)
-    if after:
-        where.append("seq < ?")
-        params.append(int(after))
-    elif before:
-        where.append("seq > ?")
-        params.append(int(before))
-        order = "ASC"
-    rows = await services(request).store.fetch(
-        f"SELECT {', '.join(sql.LEDGER_COLUMNS)} FROM ledger WHERE {' AND '.join(where)} "
-        f"ORDER BY seq {order} LIMIT ?", *params, size + 1)
+    order = "ASC" if before and not after else "DESC"
+    rows = await services(request).store.ledger_page(
+        engine_id(env, customer_id), event_types=types, currency_id=currency_id or None,
+        resource_id=resource_id or None, reservation_id=reservation_id or None,
+        after=int(after) if after else None,
+        before=int(before) if before and not after else None, limit=size + 1)
     more = len(rows) > size
-    entries = [codec.entry_from(r) for r in rows[:size]]
+    entries = rows[:size]
     if order == "ASC":
         entries.reverse()
     data = [{

@@ -61,6 +61,7 @@ from engine.core.commands import (
     VoidGrant,
 )
 from engine.core.effects import LedgerEntry
+from engine.core.idempotency import request_digest
 from engine.core.machine import check_pool
 from engine.core.model import GrantStatus, GrantType, LedgerEventType as L, ReservationStatus
 from engine.core.replay import grant_row, rebuild, reservation_row
@@ -283,23 +284,28 @@ async def verify(url: str, history: History, label: str) -> dict[str, int]:
                 if got != want:
                     p.add(f"{cid} pool {key}: restored totals {got} != rebuilt {want}")
 
-            # Ledger-wide: one application per key and per grant activation.
-            keyed: dict[str, list[LedgerEntry]] = defaultdict(list)
+            # Ledger-wide: one application per key and per grant activation. Ledger rows
+            # do not carry keys; a remembered key names the operation it made.
+            sent = sent_by_customer.get(cid, [])
+            records = {r.key: r for r in await store.lookup_keys(cid, [s.key for s in sent])}
+            by_op: dict[int, list[LedgerEntry]] = defaultdict(list)
             by_grant: dict[str, list[LedgerEntry]] = defaultdict(list)
             by_res: dict[str, list[LedgerEntry]] = defaultdict(list)
             for e in entries:
-                if e.idempotency_key is not None:
-                    keyed[e.idempotency_key].append(e)
+                by_op[e.op_seq].append(e)
                 by_grant[e.grant_id].append(e)
                 if e.reservation_id is not None:
                     by_res[e.reservation_id].append(e)
-            sent_keys = {s.key for s in sent_by_customer.get(cid, ())}
-            for key, es in keyed.items():
-                if key not in sent_keys:
-                    p.add(f"{cid}: ledger rows carry key {key!r}, which was never sent")
-                if not _one_op(es):
-                    p.add(f"{cid} key {key}: ledger rows from several operations "
-                          f"{sorted({e.op_seq for e in es})} (applied twice?)")
+            keyed = {key: by_op.get(r.op_seq, []) for key, r in records.items()
+                     if r.op_seq is not None}
+            ops_of_keys = Counter(r.op_seq for r in records.values() if r.op_seq is not None)
+            for op, n in ops_of_keys.items():
+                if n > 1:
+                    p.add(f"{cid}: {n} keys name operation {op}")
+            for e in entries:
+                if e.event_type is L.CREDITS_CONSUMED and e.op_seq not in ops_of_keys:
+                    p.add(f"{cid}: consumption row {e.seq} (operation {e.op_seq}) belongs to "
+                          "no key sent (applied twice, or never asked for?)")
             grants = {g.id: g for g in grant_rows}
             for g in grant_rows:
                 granted = [e for e in by_grant[g.id] if e.event_type is L.CREDITS_GRANTED]
@@ -310,8 +316,6 @@ async def verify(url: str, history: History, label: str) -> dict[str, int]:
             pools = {(r.currency_id, r.resource_id): r for r in pool_rows}
 
             # 1 and 3: every command sent to this customer, acknowledged or not.
-            sent = sent_by_customer.get(cid, [])
-            records = {r.key: r for r in await store.lookup_keys(cid, [s.key for s in sent])}
             for s in sent:
                 rec = records.get(s.key)
                 tag = f"{cid} {type(s.command).__name__} {s.key} (round {s.round}, " + (
@@ -333,8 +337,8 @@ async def verify(url: str, history: History, label: str) -> dict[str, int]:
                 else:
                     applied = rec is not None
                     stats["unacked_applied" if applied else "unacked_absent"] += 1
-                if rec is not None and _enc(rec.command) != _enc(s.command):
-                    p.add(f"{tag}: stored command differs from the one sent")
+                if rec is not None and rec.request != request_digest(s.command):
+                    p.add(f"{tag}: stored request differs from the one sent")
                 reply = rec.reply if rec is not None else None
                 mine = keyed.get(s.key, [])
                 cmd = s.command
@@ -343,14 +347,12 @@ async def verify(url: str, history: History, label: str) -> dict[str, int]:
                     continue
                 if isinstance(cmd, Consume):
                     if not applied:
-                        if mine:
-                            p.add(f"{tag}: not applied, yet {len(mine)} ledger rows carry its key")
-                        continue
+                        continue  # its key is not stored: no operation to look at
                     got = [(e.grant_id, -e.amount) for e in mine]
                     if got != [tuple(b) for b in reply.breakdown]:
                         p.add(f"{tag}: ledger rows {got} != reply breakdown {reply.breakdown}")
                     if any(e.event_type is not L.CREDITS_CONSUMED for e in mine):
-                        p.add(f"{tag}: non-CONSUMED rows carry its key")
+                        p.add(f"{tag}: its operation has non-CONSUMED rows")
                     if -sum(e.amount for e in mine) != cmd.amount or reply.amount != cmd.amount:
                         p.add(f"{tag}: consumed {-sum(e.amount for e in mine)} in the ledger, "
                               f"requested {cmd.amount}, replied {reply.amount}")
@@ -396,8 +398,6 @@ async def verify(url: str, history: History, label: str) -> dict[str, int]:
                     settled = [e for e in by_res.get(cmd.reservation_id, ())
                                if e.event_type is L.CREDITS_RESERVATION_RELEASED]
                     if not applied:
-                        if mine:
-                            p.add(f"{tag}: not applied, yet {len(mine)} ledger rows carry its key")
                         if settled or (r is not None and r.status is ReservationStatus.RELEASED):
                             p.add(f"{tag}: not applied, yet the reservation was released")
                         continue
@@ -406,13 +406,13 @@ async def verify(url: str, history: History, label: str) -> dict[str, int]:
                     ):
                         p.add(f"{tag}: applied, but reservation is "
                               f"{None if r is None else (r.status, r.consumed_amount)}")
-                    if -sum(e.amount for e in mine) != cmd.consumed_amount or any(
-                        e.event_type is not L.CREDITS_CONSUMED
-                        or e.reservation_id != cmd.reservation_id for e in mine
+                    used = [e for e in mine if e.event_type is L.CREDITS_CONSUMED]
+                    if -sum(e.amount for e in used) != cmd.consumed_amount or any(
+                        e.reservation_id != cmd.reservation_id for e in mine
                     ):
-                        p.add(f"{tag}: ledger rows with its key {mine} do not consume "
+                        p.add(f"{tag}: its operation's ledger rows {mine} do not consume "
                               f"{cmd.consumed_amount} from the reservation")
-                    if not settled or not _one_op(settled + mine):
+                    if not settled or not _one_op(settled + used):
                         p.add(f"{tag}: released by {len({e.op_seq for e in settled})} "
                               "operations")
                 elif isinstance(cmd, ConfigurePool):

@@ -26,7 +26,8 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ import pytest
 
 from engine.core.commands import BalancesReply, GetBalances
 from engine.core.effects import LedgerEntry
+from engine.core.model import LedgerEventType as L
 from engine.runtime import ManualClock, Runtime
 from persistence import open_store
 from persistence.sql import numbered
@@ -215,3 +217,22 @@ async def _ledger_checked(store: Any, rt: Runtime, customer_id: str) -> list[Led
 @pytest.fixture
 def ledger_checked() -> Callable[..., Any]:
     return _ledger_checked
+
+
+async def _keyed_ledger(store: Any, customer_id: str, entries: list[LedgerEntry],
+                        keys: Iterable[str]) -> Counter[str]:
+    """How many consumption entries the operation of each key among `keys` has in
+    `entries`, for the keys the store remembers (a key is remembered exactly when its
+    request was applied). Ledger rows do not carry keys: a key's row names its operation.
+    Asserts that every consumption entry belongs to one of these keys' operations, so a
+    request applied twice under one key (two operations) cannot hide."""
+    operations = await store.key_operations(customer_id, list(keys))
+    consumed = Counter(e.op_seq for e in entries if e.event_type is L.CREDITS_CONSUMED)
+    mine = set(operations.values())
+    assert set(consumed) <= mine, f"{customer_id}: consumptions under no key: {consumed}"
+    return Counter({key: consumed[op] for key, op in operations.items()})
+
+
+@pytest.fixture
+def keyed_ledger() -> Callable[..., Any]:
+    return _keyed_ledger

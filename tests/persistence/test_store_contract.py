@@ -47,7 +47,7 @@ CUR = "credits"
 # schema_version holds one row per migration applied.
 ALL_VERSIONS = [(v,) for v in range(1, LATEST_VERSION + 1)]
 TABLES = {"schema_version", "customers", "grants", "reservations", "pools", "ledger",
-          "idempotency_keys", "outbox"}
+          "idempotency_keys_0", "idempotency_keys_1", "key_generations", "outbox"}
 
 
 def ok(reply: Reply, kind: type[Reply]) -> Any:
@@ -73,6 +73,7 @@ async def snapshot(store: Any, customer_id: str) -> dict[str, Any]:
         "pools": sorted((pool_row(p) for p in state.pools.values()),
                         key=lambda r: (r.currency_id, r.resource_id or "")),
         "keys": dict(sorted(state.idempotency.items())),
+        "keys_complete": state.keys_complete,
         "next_due": state.next_due(),
     }
 
@@ -119,10 +120,10 @@ class TestOpenStore:
         assert isinstance(relative, SQLiteStore)
         assert relative.path == Path("data/creditd.db")
         absolute = open_store(f"sqlite:///{tmp_path}/x/creditd.db", busy_timeout_ms=7,
-                              keys_loaded_max=3, durability="async")
+                              cache_mb=3, durability="async")
         assert isinstance(absolute, SQLiteStore)
         assert absolute.path == tmp_path / "x" / "creditd.db"
-        assert (absolute.busy_timeout_ms, absolute.keys_loaded_max, absolute.durability) == (
+        assert (absolute.busy_timeout_ms, absolute.cache_mb, absolute.durability) == (
             7, 3, "async")
         # Building a store touches nothing: the file appears on entry (async with).
         assert not (tmp_path / "x").exists()
@@ -318,6 +319,7 @@ async def test_runtime_state_is_durable_across_restart(store_url, engine, ledger
         balances = {c: await rt.submit(c, GetBalances()) for c in customers}
         ledgers = {c: await ledger_checked(store, rt, c) for c in customers}
         before = {c: await snapshot(store, c) for c in customers}
+        operations = await store.key_operations("c-alpha", ["use-1"])
 
     state = before["c-alpha"]
     statuses = {g.id: g.status for g in state["grants"]}
@@ -337,7 +339,7 @@ async def test_runtime_state_is_durable_across_restart(store_url, engine, ledger
                  L.CREDITS_RESERVED, L.CREDITS_RESERVATION_RELEASED,
                  L.CREDITS_RESERVATION_EXPIRED):
         assert kinds[kind] >= 1, (kind, kinds)
-    (use_1,) = [e for e in ledgers["c-alpha"] if e.idempotency_key == "use-1"]
+    (use_1,) = [e for e in ledgers["c-alpha"] if e.op_seq == operations["use-1"]]
     assert use_1.dimensions == {"model": "m", "n": 3, "x": 1.5, "b": True}
     assert use_1.feature_id == "f-1"
 
@@ -421,15 +423,25 @@ async def test_idempotent_replay_after_restart(store_url, engine, ledger_checked
                     Refused)
         assert reused.code == Refusal.IDEMPOTENCY_KEY_REUSED
         entries = await ledger_checked(store, rt, "c")
-        assert [e.idempotency_key for e in entries].count("k-1") == 1
+        (operation,) = (await store.key_operations("c", ["k-1"])).values()
+        assert [e.op_seq for e in entries if e.event_type is L.CREDITS_CONSUMED] == [operation]
         balances = ok(await rt.submit("c", GetBalances()), BalancesReply)
         assert balances.balances[0].current_balance == 10_000 - 250
 
 
+async def keyed_operations(store: Any, customer_id: str, entries: list[Any],
+                           keys: list[str]) -> dict[str, int]:
+    """For each remembered key among `keys`, how many consumption entries its operation
+    has in `entries` (ledger rows do not keep keys; a key's row names its operation)."""
+    operations = await store.key_operations(customer_id, keys)
+    per_operation = Counter(e.op_seq for e in entries if e.event_type is L.CREDITS_CONSUMED)
+    return {key: per_operation[op] for key, op in operations.items()}
+
+
 @pytest.mark.anyio
 async def test_idempotent_replay_of_keys_not_loaded(store_url, engine, ledger_checked) -> None:
-    """With keys_loaded_max=2 only the newest keys are loaded; a replay of an older one is
-    answered through lookup_keys (the runtime's prefetch), exactly as if loaded."""
+    """Activation loads no remembered keys; a replay of one is answered through
+    lookup_keys (the runtime's prefetch), exactly as if it had been in memory."""
     clock = ManualClock()
     replies = {}
     async with engine(store_url, clock) as (store, rt):
@@ -441,9 +453,9 @@ async def test_idempotent_replay_of_keys_not_loaded(store_url, engine, ledger_ch
             clock.advance(1_000)
 
     clock.advance(60_000)
-    async with engine(store_url, clock, keys_loaded_max=2) as (store, rt):
+    async with engine(store_url, clock) as (store, rt):
         state = await store.load("c")
-        assert set(state.idempotency) == {"k4", "k5"} and not state.keys_complete
+        assert not state.idempotency and not state.keys_complete
 
         looked_up: list[list[str]] = []
         lookup_keys = store.lookup_keys
@@ -465,10 +477,11 @@ async def test_idempotent_replay_of_keys_not_loaded(store_url, engine, ledger_ch
                                                 idempotency_key="k-new")), ConsumeReply)
         assert fresh.timestamp == clock.now_ms()
         entries = await ledger_checked(store, rt, "c")
-        keyed = Counter(e.idempotency_key for e in entries if e.idempotency_key)
-        assert keyed == {f"k{i}": 1 for i in range(6)} | {"k-new": 1}
+        keys = [f"k{i}" for i in range(6)] + ["k-new"]
+        assert await keyed_operations(store, "c", entries, keys) == {k: 1 for k in keys}
+        assert len([e for e in entries if e.event_type is L.CREDITS_CONSUMED]) == len(keys)
 
-        # lookup_keys directly: only remembered keys come back, in chunks past 500 keys.
+        # lookup_keys directly: only remembered keys come back, in chunks past 250 keys.
         wanted = [f"absent-{i}" for i in range(1_200)] + ["k0", "k3", "k-new"]
         found = await lookup_keys("c", wanted)
         assert {r.key: r.reply for r in found} == {"k0": replies["k0"], "k3": replies["k3"],
@@ -511,8 +524,8 @@ async def test_concurrent_writers_group_commit_and_durability(store_url, engine,
     async with engine(store_url, clock) as (store, rt):
         for cid in customers:
             entries = await ledger_checked(store, rt, cid)
-            assert sorted(e.idempotency_key for e in entries if e.idempotency_key) == sorted(
-                f"{cid}-{i}" for i in range(consumes))
+            keys = [f"{cid}-{i}" for i in range(consumes)]
+            assert await keyed_operations(store, cid, entries, keys) == {k: 1 for k in keys}
             balances = ok(await rt.submit(cid, GetBalances()), BalancesReply)
             assert balances.balances[0].current_balance == 100_000 - spent
 
@@ -576,44 +589,92 @@ async def test_timers_fire_after_restart_without_any_command(store_url, engine,
 
 
 @pytest.mark.anyio
-async def test_purge_removes_old_keys_and_settled_reservations_bounded_by_limit(
-        store_url, engine) -> None:
+async def test_purge_removes_settled_reservations_bounded_by_limit(store_url, engine) -> None:
     clock = ManualClock()
     t0 = clock.now_ms()
     async with engine(store_url, clock) as (store, rt):
         ok(await rt.submit("c", grant("g", 1_000_000)), GrantReply)
-        ok(await rt.submit("c", Reserve(reservation_id="r-old", currency_id=CUR, amount=10,
-                                        expires_at=t0 + 3_600_000)), ReserveReply)
-        ok(await rt.submit("c", Release(reservation_id="r-old", consumed_amount=5)),
-           ReleaseReply)  # settled at t0
-        for i in range(5):  # key k{i} created at t0 + i s
-            ok(await rt.submit("c", Consume(currency_id=CUR, amount=1, idempotency_key=f"k{i}")),
-               ConsumeReply)
+        for i in range(3):  # settled at t0 + i s
+            ok(await rt.submit("c", Reserve(reservation_id=f"r-old-{i}", currency_id=CUR,
+                                            amount=10, expires_at=t0 + 3_600_000)),
+               ReserveReply)
+            ok(await rt.submit("c", Release(reservation_id=f"r-old-{i}", consumed_amount=5)),
+               ReleaseReply)
             clock.advance(1_000)
         ok(await rt.submit("c", Reserve(reservation_id="r-live", currency_id=CUR, amount=10,
                                         expires_at=t0 + 3_600_000)), ReserveReply)
-        ok(await rt.submit("c", grant("g-other", 5, idempotency_key="k-other")), GrantReply)
+        ok(await rt.submit("c", Consume(currency_id=CUR, amount=1, idempotency_key="k")),
+           ConsumeReply)
         ledger_before = await store.ledger("c", 0, 10_000)
-        all_keys = [f"k{i}" for i in range(5)] + ["k-other"]
 
-        cutoff = t0 + 3_000  # older: k0, k1, k2 and r-old
-        assert await store.purge(cutoff, 2) == 2 + 1  # two keys, one reservation
-        remaining = {r.key for r in await store.lookup_keys("c", all_keys)}
-        assert {"k3", "k4", "k-other"} <= remaining and len(remaining) == 4
+        cutoff = t0 + 2_500  # older: r-old-0, r-old-1 and r-old-2 (settled at t0 + 2 s)
+        assert await store.purge(cutoff, 2) == 2
         assert await store.purge(cutoff, 2) == 1
         assert await store.purge(cutoff, 2) == 0
-        assert {r.key for r in await store.lookup_keys("c", all_keys)} == {"k3", "k4", "k-other"}
         assert set((await store.load("c")).reservations) == {"r-live"}
         assert await store.ledger("c", 0, 10_000) == ledger_before  # the ledger is kept
+        # Keys are not the purge's: they go a generation at a time (the next test).
+        assert [r.key for r in await store.lookup_keys("c", ["k"])] == ["k"]
 
-    # A purged key is forgotten: after a restart its reuse is a new request.
+
+WEEK = 7 * 24 * 3_600_000
+
+
+@pytest.mark.anyio
+async def test_keys_are_kept_a_week_and_dropped_a_generation_at_a_time(store_url, engine,
+                                                                        raw_sql) -> None:
+    """A key is remembered for at least a week: keys live in two tables, one per weekly
+    period, and a table is emptied only when keys of the period after next arrive."""
+    start = (ManualClock().now_ms() // WEEK + 1) * WEEK  # the start of a period
+    clock = ManualClock(start)
+    replies = {}
     async with engine(store_url, clock) as (store, rt):
-        again = ok(await rt.submit("c", Consume(currency_id=CUR, amount=2, idempotency_key="k0")),
-                   ConsumeReply)
-        assert again.timestamp == clock.now_ms()
-        kept = ok(await rt.submit("c", Consume(currency_id=CUR, amount=9, idempotency_key="k3")),
-                  Refused)
-        assert kept.code == Refusal.IDEMPOTENCY_KEY_REUSED
+        ok(await rt.submit("c", grant("g", 1_000_000)), GrantReply)
+        replies["k-first"] = ok(await rt.submit("c", Consume(
+            currency_id=CUR, amount=1, idempotency_key="k-first")), ConsumeReply)
+        clock.advance(WEEK - 1)  # the last moment of the first period
+        replies["k-last"] = ok(await rt.submit("c", Consume(
+            currency_id=CUR, amount=2, idempotency_key="k-last")), ConsumeReply)
+        clock.advance(1)  # the second period: the other table
+        replies["k-second"] = ok(await rt.submit("c", Consume(
+            currency_id=CUR, amount=3, idempotency_key="k-second")), ConsumeReply)
+        rows = {t: await raw_sql(store_url, f"SELECT key FROM {t} ORDER BY key")
+                for t in ("idempotency_keys_0", "idempotency_keys_1")}
+        assert sorted(rows.values()) == [[("k-first",), ("k-last",)], [("k-second",)]]
+
+    clock.advance(WEEK)  # the third period, a week after k-last
+    async with engine(store_url, clock) as (store, rt):
+        state = await store.load("c")
+        assert not state.keys_complete  # its keys are in the store, not in memory
+        # Every key is still answered: k-last is exactly a week old.
+        for key in ("k-first", "k-last", "k-second"):
+            amount = replies[key].amount
+            assert await rt.submit("c", Consume(currency_id=CUR, amount=amount,
+                                                idempotency_key=key)) == replies[key]
+        # The first key of the third period empties the first period's table.
+        ok(await rt.submit("c", Consume(currency_id=CUR, amount=4, idempotency_key="k-third")),
+           ConsumeReply)
+        assert {r.key for r in await store.lookup_keys(
+            "c", ["k-first", "k-last", "k-second", "k-third"])} == {"k-second", "k-third"}
+        # A forgotten key is a new request again (once memory has let go of it too: a
+        # resident customer keeps the keys it met); a kept one is still a replay.
+        assert rt.passivate_idle() == 1
+        again = ok(await rt.submit("c", Consume(currency_id=CUR, amount=1,
+                                                idempotency_key="k-first")), ConsumeReply)
+        assert again.timestamp == clock.now_ms() and again != replies["k-first"]
+        assert await rt.submit("c", Consume(currency_id=CUR, amount=3,
+                                            idempotency_key="k-second")) == replies["k-second"]
+
+    # A customer whose every key was dropped has nothing to look up.
+    clock.advance(2 * WEEK)
+    async with engine(store_url, clock) as (store, rt):
+        ok(await rt.submit("other", grant("g-o", 10)), GrantReply)
+        ok(await rt.submit("other", Consume(currency_id=CUR, amount=1, idempotency_key="x")),
+           ConsumeReply)  # the fifth period: the table of the third goes
+        clock.advance(WEEK)
+        ok(await rt.submit("other", Consume(currency_id=CUR, amount=1, idempotency_key="y")),
+           ConsumeReply)  # the sixth: the second period's table goes
+        assert (await store.load("c")).keys_complete
 
 
 @pytest.mark.anyio
@@ -654,9 +715,9 @@ async def test_async_durability_acks_before_flush_and_close_flushes(store_url, e
         gate = anyio.Event()
         write = store._write
 
-        async def gated_write(units: Any, first_outbox_id: int) -> None:
+        async def gated_write(rows: Any) -> None:
             await gate.wait()
-            await write(units, first_outbox_id)
+            await write(rows)
 
         store._write = gated_write
         with anyio.fail_after(10):

@@ -3,10 +3,11 @@ statements of a call apply, or none do, on both backends."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import asyncpg
 import pytest
 
-from engine.runtime.errors import StoreUnavailable
 from persistence import open_store
 
 pytestmark = pytest.mark.anyio
@@ -32,9 +33,8 @@ async def test_every_statement_applies_together(store_url) -> None:
 async def test_a_failing_statement_undoes_the_ones_before_it(store_url) -> None:
     async with open_store(store_url) as store:
         await store.transact([(INSERT, [(1, 10)])])
-        # A duplicate key: asyncpg's error on PostgreSQL; the SQLite store reports every
-        # sqlite3.DatabaseError (IntegrityError included) as StoreUnavailable.
-        with pytest.raises((StoreUnavailable, asyncpg.UniqueViolationError)):
+        # A duplicate key is a bug, not an outage: the driver's own error on both backends.
+        with pytest.raises((asyncpg.UniqueViolationError, sqlite3.IntegrityError)):
             await store.transact([(INSERT, [(2, 10), (3, 10)]),
                                   ("UPDATE webhook_relay SET outbox_cursor = ?", [(9,)]),
                                   (INSERT, [(1, 10)])])  # a duplicate id: the whole call fails
