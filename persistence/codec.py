@@ -66,29 +66,36 @@ def key_period(created_at: int) -> int:
 
 
 # Replies as remembered under idempotency keys. A consumption's reply, the one written
-# with every keyed consumption, is stored as a positional array behind a marker byte (about
-# a third of the msgpack map with field names); every other reply as its tagged msgpack
-# map, which is also what rows written before the marker existed hold (they start with a
-# map's first byte, never 0x01).
+# with every keyed consumption, is stored as a positional array behind a marker byte, its
+# two timestamps left out (both are the key's created_at): under half the msgpack map with
+# field names. Every other reply is stored as its tagged msgpack map, which is also what
+# rows written before the marker existed hold (they start with a map's first byte, never
+# 0x01).
 _CONSUMED = b"\x01"
 _pack_consumed = msgspec.msgpack.Encoder().encode
 _unpack_consumed = msgspec.msgpack.Decoder(
-    tuple[int, tuple[tuple[str, int], ...], tuple, int, int]).decode
+    tuple[int, tuple[tuple[str, int], ...], tuple[str, str | None, int, int, int, int, bool],
+          int]).decode
 
 
-def encode_reply(reply: Reply) -> bytes:
-    if type(reply) is ConsumeReply:
-        return _CONSUMED + _pack_consumed((reply.amount, reply.breakdown,
-                                           msgspec.structs.astuple(reply.balance),
-                                           reply.timestamp, reply.overdraft))
+def encode_reply(reply: Reply, created_at: int) -> bytes:
+    if type(reply) is ConsumeReply and reply.timestamp == created_at == reply.balance.timestamp:
+        b = reply.balance
+        return _CONSUMED + _pack_consumed((
+            reply.amount, reply.breakdown, (b.currency_id, b.resource_id, b.current_balance,
+                                            b.total_granted, b.total_consumed, b.reserved,
+                                            b.hard_limit), reply.overdraft))
     return _pack(reply)
 
 
-def decode_reply(stored: bytes) -> Reply:
+def decode_reply(stored: bytes, created_at: int) -> Reply:
     if stored[:1] == _CONSUMED:
-        amount, breakdown, balance, timestamp, overdraft = _unpack_consumed(stored[1:])
-        return ConsumeReply(amount=amount, breakdown=breakdown, balance=BalanceView(*balance),
-                            timestamp=timestamp, overdraft=overdraft)
+        amount, breakdown, (currency, resource, balance, granted, consumed, reserved,
+                            hard), overdraft = _unpack_consumed(stored[1:])
+        return ConsumeReply(amount=amount, breakdown=breakdown, timestamp=created_at,
+                            overdraft=overdraft, balance=BalanceView(
+                                currency, resource, balance, granted, consumed, reserved,
+                                created_at, hard))
     return _unpack_reply(stored)
 
 
@@ -154,7 +161,8 @@ def make_unit(customer_id: str, state: CustomerState, fx: Effects) -> Unit:
          _KIND_CODES[e.event_type], e.reservation_id, e.feature_id, _json(e.dimensions))
         for e in fx.entries
     ]
-    u.keys = [(num, k.key, k.created_at, k.op_seq, k.request, encode_reply(k.reply))
+    u.keys = [(num, k.key, k.created_at, k.op_seq, k.request,
+               encode_reply(k.reply, k.created_at))
               for k in fx.keys]
     u.events = [(cid, e.seq, e.type.value, _pack(e), e.timestamp) for e in fx.events]
     if fx.usage or fx.buckets or fx.event_keys:
@@ -237,7 +245,8 @@ def pool_from(r: Sequence[Any]) -> PoolRow:
 def key_from(r: Sequence[Any]) -> IdempotencyRecord:
     """A row in KEY_COLUMNS order (customer, key, created_at, op_seq, request, reply)."""
     return IdempotencyRecord(key=r[1], request=_request(bytes(r[4])),
-                             reply=decode_reply(bytes(r[5])), created_at=r[2], op_seq=r[3])
+                             reply=decode_reply(bytes(r[5]), r[2]), created_at=r[2],
+                             op_seq=r[3])
 
 
 def _request(stored: bytes) -> bytes:

@@ -742,3 +742,54 @@ async def test_async_durability_acks_before_flush_and_close_flushes(store_url, e
         for cid in customers:
             balances = ok(await rt.submit(cid, GetBalances()), BalancesReply)
             assert balances.balances[0].current_balance == 1_000 - sum(range(1, 11))
+
+
+# ---------------------------------------------------------------------------------------
+# Remembered keys under a memory budget
+
+
+@pytest.mark.anyio
+async def test_keys_forgotten_from_memory_answer_replays_across_restart(
+        store_url, engine, ledger_checked, keyed_ledger) -> None:
+    """With a budget that holds a fraction of the keys, the runtime forgets most of them;
+    every replay still gets its first reply (from the store), before and after a restart,
+    and the same key with another request is still refused: each applied exactly once."""
+    clock = ManualClock()
+    customers = [f"m{i:02}" for i in range(20)]
+    replies: dict[tuple[str, str], ConsumeReply] = {}
+    options = {"memory_max_bytes": 128 * 1024, "passivate_after_ms": None}
+    async with engine(store_url, clock, runtime_options=options) as (store, rt):
+        for cid in customers:
+            ok(await rt.submit(cid, grant(f"{cid}-g", 10_000_000)), GrantReply)
+
+        async def client(i: int) -> None:
+            for n in range(40):
+                cid, key = customers[(i + n) % len(customers)], f"consume:{i}-{n}"
+                replies[(cid, key)] = ok(await rt.submit(
+                    cid, Consume(currency_id=CUR, amount=1 + i + n, idempotency_key=key)),
+                    ConsumeReply)
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for i in range(16):
+                    tg.start_soon(client, i)
+        stats = rt.runtime_statistics()
+        assert stats.keys_forgotten > len(replies) // 2, stats
+        clock.advance(60_000)  # a fresh reply would carry another timestamp
+        for (cid, key), reply in replies.items():
+            assert await rt.submit(cid, Consume(currency_id=CUR, amount=reply.amount,
+                                                idempotency_key=key)) == reply
+
+    clock.advance(60_000)
+    async with engine(store_url, clock, runtime_options=options) as (store, rt):
+        for (cid, key), reply in replies.items():
+            assert await rt.submit(cid, Consume(currency_id=CUR, amount=reply.amount,
+                                                idempotency_key=key)) == reply
+        (cid, key), reply = next(iter(replies.items()))
+        reused = ok(await rt.submit(cid, Consume(currency_id=CUR, amount=reply.amount + 1,
+                                                 idempotency_key=key)), Refused)
+        assert reused.code == Refusal.IDEMPOTENCY_KEY_REUSED
+        for cid in customers:
+            keys = [k for c, k in replies if c == cid]
+            entries = await ledger_checked(store, rt, cid)
+            assert await keyed_ledger(store, cid, entries, keys) == {k: 1 for k in keys}
