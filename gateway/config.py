@@ -111,7 +111,7 @@ class Settings:
     passivate_after_s: float = 600.0
     flush_rows_max: int = 8192
     backlog_rows_max: int = 131_072
-    sqlite_cache_mb: int = 64
+    sqlite_cache_mb: int = 32
     pg_pool_max: int = 8
     db_timeout_s: float = 10.0
     cache_entries_max: int = 100_000

@@ -51,7 +51,7 @@ async def _immediate(db: aiosqlite.Connection) -> AsyncIterator[None]:
 class SQLiteStore(DurableStore):
     dialect = "sqlite"
 
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000, cache_mb: int = 64,
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000, cache_mb: int = 32,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.path = Path(path)
