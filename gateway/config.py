@@ -11,7 +11,7 @@
 | live feed | CREDITD_FEED_*, CREDITD_TOKEN_SECRET | see docs/feed.md |
 | auto-recharge | CREDITD_RECHARGE_PROVIDER, CREDITD_RECHARGE_TIMEOUT_S | see docs/auto-recharge.md |
 | estimate tax rates | CREDITD_TAX_RATES | none ("DE=19,GB=20": percent per billing country) |
-| memory and queue limits | CREDITD_MEMORY_MB, CREDITD_RESIDENT_MAX, … (`LIMITS`) | docs/operations.md |
+| memory, queues | CREDITD_MEMORY_MB, CREDITD_RESIDENT_MAX, … (`LIMITS`) | docs/operations.md |
 
 A bad value is refused at start-up with a message naming the variable, never a traceback.
 """

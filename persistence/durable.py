@@ -46,15 +46,15 @@ from persistence.codec import (
     StoredCustomer,
     Unit,
     customer_from,
-    key_period,
-    stored_from,
     entry_from,
     event_from,
     grant_from,
     key_from,
+    key_period,
     make_unit,
     pool_from,
     reservation_from,
+    stored_from,
 )
 from persistence.schema import LATEST_VERSION, SchemaTooNew
 

@@ -9,9 +9,9 @@ is what each one costs on disk: its ledger row, its remembered key, and their in
 plus its share of what is updated in place (balances, hourly buckets).
 
 Measured after a checkpoint, indexes included: SQLite through `dbstat` (pages in use by
-each table and index) after `wal_checkpoint(TRUNCATE)`; PostgreSQL through
-`pg_table_size` and `pg_relation_size` (indexes) after `VACUUM` and `CHECKPOINT` (dead versions of rows updated in
-place are what autovacuum reclaims anyway).
+each table and index) after `wal_checkpoint(TRUNCATE)`; PostgreSQL through `pg_table_size`
+(tables) and `pg_relation_size` (indexes) after `VACUUM` and `CHECKPOINT` (dead versions of
+rows updated in place are what autovacuum reclaims anyway).
 
 Usage: .venv/bin/python scripts/bench_rows.py [--ops 100000] [--customers 1000]
        [--only sqlite|postgresql] [--pg postgresql://postgres@127.0.0.1:5432/postgres]

@@ -36,22 +36,21 @@ the store sums the buckets (`Effects.buckets`).
 
 from __future__ import annotations
 
-from itertools import islice
-
 from collections.abc import Iterable
+from itertools import islice
 from typing import Any
+
+import msgspec
 
 from engine.core import ledger_ops as ops
 from engine.core.amounts import AMOUNT_UNITS_MAX, SCALE
-import msgspec
-
 from engine.core.commands import (
     Burn,
     EventsReply,
     IngestEvents,
     Measurement,
-    ReportUsage,
     Reply,
+    ReportUsage,
     UsageReply,
     UsageResult,
     UsageView,

@@ -26,9 +26,9 @@ under seven eighths of the budget.
 from __future__ import annotations
 
 from collections import deque
-from itertools import islice
 from collections.abc import Callable
 from heapq import heappop, heappush
+from itertools import islice
 from types import TracebackType
 from typing import Any
 
@@ -308,16 +308,19 @@ class Runtime:
             del actors[customer_id]
             actors[customer_id] = actor
 
-    def _evict(self, count: int, scan_max: int = 1024) -> bool:
-        """Passivate up to `count` idle actors, least recently used first, looking at no
-        more than `scan_max` of them (so a full runtime answers fast). A passivated actor's
-        state is durable in the store and is loaded again on its next command."""
+    def _evict(self, count: int, scan_max: int = 1024, *, freeing: int = 0) -> bool:
+        """Passivate idle actors, least recently used first, until `count` of them went and
+        they freed at least `freeing` bytes, looking at no more than `scan_max` of them (so
+        a full runtime answers fast). A passivated actor's state is durable in the store
+        and is loaded again on its next command."""
         victims = []
+        freed = 0
         for scanned, (cid, actor) in enumerate(self._actors.items()):
-            if len(victims) >= count or scanned >= scan_max:
+            if (len(victims) >= count and freed >= freeing) or scanned >= scan_max:
                 break
             if not actor.busy and actor.mailbox is None:
                 victims.append(cid)
+                freed += actor.bytes
         for cid in victims:
             self._passivate(cid)
         return len(victims) >= count
@@ -366,31 +369,17 @@ class Runtime:
             if actor.pinned or state is None:
                 continue  # a pinned actor's keys are forgotten by a later call
             excess = self._memory - target
-            keys, event_keys = len(state.idempotency), len(state.event_keys)
-            freed = keys * memory.KEY_BYTES + event_keys * memory.EVENT_KEY_BYTES
-            if freed > excess and keys * memory.KEY_BYTES > excess:
-                keep = keys - -(-excess // memory.KEY_BYTES)  # forget just enough, oldest first
-                forgotten, drop_events = trim_keys(state, keep), False
+            keys = len(state.idempotency)
+            if keys * memory.KEY_BYTES > excess:  # its oldest keys are enough
+                forgotten = trim_keys(state, keys - -(-excess // memory.KEY_BYTES))
             else:
-                forgotten, drop_events = trim_keys(state, 0), True
-            if drop_events:
-                forgotten += len(state.event_keys)
+                forgotten = trim_keys(state, 0) + len(state.event_keys)
                 state.event_keys.clear()  # raw-event keys are looked up in the store anyway
                 del holders[cid]
             self._keys_forgotten += forgotten
             self._recount(actor, state)
         if self._memory > target:
-            over = self._memory - target
-            freed = 0
-            victims = []
-            for scanned, (cid, actor) in enumerate(self._actors.items()):
-                if freed >= over or scanned >= scan_max:
-                    break
-                if not actor.busy and actor.mailbox is None:
-                    victims.append(cid)
-                    freed += actor.bytes
-            for cid in victims:
-                self._passivate(cid)
+            self._evict(0, scan_max, freeing=self._memory - target)
 
     def _recount(self, actor: _Actor, state: CustomerState) -> None:
         keys, event_keys = len(state.idempotency), len(state.event_keys)
@@ -460,6 +449,8 @@ class Runtime:
                                             retry_after_s=0.5)
                 else:
                     call.reply = apply(state, call.command, now, fx)
+            # Applied: its keys may be forgotten from here on, during the commit too (a
+            # customer that is always committing must not hold its keys forever).
             actor.pinned = False
             if fx:
                 await self.store.commit(actor.customer_id, state, fx)

@@ -18,8 +18,6 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 
 from engine.core.commands import (
     BalancesReply,
-    Release,
-    ReleaseReply,
     BalanceView,
     Consume,
     ConsumeReply,
@@ -27,6 +25,8 @@ from engine.core.commands import (
     GetBalances,
     GrantReply,
     Refused,
+    Release,
+    ReleaseReply,
     VoidGrant,
 )
 from engine.core.model import GrantType

@@ -63,7 +63,8 @@ from engine.core.commands import (
 from engine.core.effects import LedgerEntry
 from engine.core.idempotency import request_digest
 from engine.core.machine import check_pool
-from engine.core.model import GrantStatus, GrantType, LedgerEventType as L, ReservationStatus
+from engine.core.model import GrantStatus, GrantType, ReservationStatus
+from engine.core.model import LedgerEventType as L
 from engine.core.replay import grant_row, rebuild, reservation_row
 from engine.runtime import Runtime, SystemClock
 from persistence import open_store, sql

@@ -33,10 +33,10 @@ from engine.core.commands import (
     Refused,
 )
 from engine.core.effects import Effects, IdempotencyRecord
-from engine.core.model import CustomerState, GrantType, LedgerEventType as L
+from engine.core.model import CustomerState, GrantType
+from engine.core.model import LedgerEventType as L
 from engine.core.refusals import Refusal
-from engine.runtime import ManualClock, Runtime
-from engine.runtime import memory
+from engine.runtime import ManualClock, Runtime, memory
 from persistence import MemoryStore
 
 pytestmark = pytest.mark.anyio

@@ -30,7 +30,7 @@ from engine.core.commands import AnyReply, Command, Consume, Refused
 from engine.core.idempotency import request_digest
 from engine.core.machine import check_pool
 from engine.core.refusals import Refusal
-from engine.core.replay import customer_row, grant_row, rebuild, reservation_row, pool_row
+from engine.core.replay import customer_row, grant_row, pool_row, rebuild, reservation_row
 from engine.runtime import ManualClock
 from persistence import open_store
 from persistence.schema import LATEST_VERSION, MIGRATIONS

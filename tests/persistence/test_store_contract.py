@@ -36,7 +36,8 @@ from engine.core.commands import (
     VoidGrant,
 )
 from engine.core.effects import Effects
-from engine.core.model import EventType, GrantStatus, GrantType, LedgerEventType as L
+from engine.core.model import EventType, GrantStatus, GrantType
+from engine.core.model import LedgerEventType as L
 from engine.core.refusals import Refusal
 from engine.core.replay import customer_row, grant_row, pool_row, rebuild, reservation_row
 from engine.runtime import ManualClock
