@@ -22,6 +22,7 @@ from litestar import Litestar, Request, Response, get
 from litestar.config.app import AppConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.params import FromQuery
 
 from engine.runtime import Runtime
 from engine.runtime.clock import ManualClock, SystemClock
@@ -113,8 +114,21 @@ async def _echo_request_id(message: Any, scope: Any) -> None:
 
 
 @get("/health", include_in_schema=False)
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
+async def health(request: Request, detail: FromQuery[bool] = False) -> Response:
+    """200 while the process runs. With `detail=true` and an API key: the runtime's and the
+    store's counters (resident customers, the memory estimate against its budget, keys in
+    memory and forgotten, flushes, loads and key lookups with their time), what
+    scripts/soak.py samples to see what changes over hours of load."""
+    if not detail:
+        return Response({"status": "ok"})
+    key = request.headers.get("x-api-key")
+    svc = services(request)
+    if not key or svc.catalog.environment_of(key) is None:
+        raise ApiError(401, "Unauthenticated", "detail needs a valid X-API-KEY", "X-API-KEY")
+    stats = getattr(svc.store, "statistics", None)
+    return Response({"status": "ok",
+                     "runtime": msgspec.to_builtins(svc.runtime.runtime_statistics()),
+                     "store": stats() if stats is not None else None})
 
 
 @get("/ready", include_in_schema=False)

@@ -168,6 +168,10 @@ class PostgresStore(DurableStore):
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
 
+    async def _fetch_keys(self, pairs: list[tuple[str, str]]) -> Sequence[Sequence[Any]]:
+        customers, keys = zip(*pairs)
+        return await self._fetch(sql.SELECT_KEYS_OF_PG, list(customers), list(keys))
+
     async def _new_number(self) -> int:
         async with self._connection() as conn:
             return int(await conn.fetchval("SELECT nextval('customer_numbers')"))

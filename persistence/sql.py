@@ -9,7 +9,7 @@ from typing import NamedTuple
 __all__ = ["SELECT_CUSTOMER", "MAX_CUSTOMER_NUM", "SELECT_GRANTS",
            "SELECT_RESERVATIONS", "SELECT_POOLS", "KEY_GENERATION_MS", "KEY_TABLES",
            "SELECT_KEY_GENERATIONS", "LEDGER_KINDS", "select_ledger_page",
-           "SELECT_KEYS_IN", "SELECT_LEDGER", "SELECT_OUTBOX_AFTER", "SELECT_DUE",
+           "SELECT_KEYS_OF_PG", "select_keys_of", "SELECT_LEDGER", "SELECT_OUTBOX_AFTER", "SELECT_DUE",
            "MAX_OUTBOX_ID", "SELECT_CUSTOMER_OUTBOX", "SELECT_PENDING_RECHARGES", "numbered", "Write", "WRITES", "conflict_clause",
            "insert_statement", "PURGES", "purge_statements", "SELECT_USAGE", "SELECT_UNIQUES", "SELECT_EVENT_KEYS_IN"]
 
@@ -164,12 +164,24 @@ SELECT_POOLS = f"SELECT {', '.join(POOL_COLUMNS)} FROM pools WHERE customer_id =
 KEY_GENERATION_MS = 7 * 24 * 3_600_000
 KEY_TABLES = ("idempotency_keys_0", "idempotency_keys_1")
 SELECT_KEY_GENERATIONS = "SELECT generation, period FROM key_generations"
-# Keys named by a batch, in both tables; the customer by its id (so callers need not know
-# its number). `{marks}` is filled with one `?` per key, twice.
-SELECT_KEYS_IN = " UNION ALL ".join(
-    f"SELECT {', '.join(KEY_COLUMNS)} FROM {t} WHERE customer = "
-    "(SELECT num FROM customers WHERE customer_id = ?) AND key IN ({marks})"
-    for t in KEY_TABLES)
+# Keys looked up for several customers at once (the store groups the lookups that are
+# waiting, as it groups commits): (customer id, key) pairs joined to both tables through
+# the customers' numbers. Rows are KEY_COLUMNS but the first, which is the customer's id.
+# SQLite takes the pairs as a VALUES list of `pairs` rows (a power of two, padded: a few
+# statement texts to prepare); PostgreSQL as two arrays.
+_KEYS_SELECT = ("SELECT q.cid, k.key, k.created_at, k.op_seq, k.request, k.reply FROM q "
+                "JOIN customers c ON c.customer_id = q.cid "
+                "JOIN {table} k ON k.customer = c.num AND k.key = q.key")
+_KEYS_OF = " UNION ALL ".join(_KEYS_SELECT.replace("{table}", t) for t in KEY_TABLES)
+SELECT_KEYS_OF_PG = ("WITH q (cid, key) AS (SELECT * FROM unnest(?::text[], ?::text[])) "
+                     + _KEYS_OF)
+
+
+def select_keys_of(pairs: int) -> str:
+    """The SQLite lookup of `pairs` (customer id, key) pairs, two parameters each."""
+    return ("WITH q (cid, key) AS (VALUES " + ", ".join("(?, ?)" for _ in range(pairs))
+            + ") " + _KEYS_OF)
+
 
 # Ledger rows joined to their grants, in LedgerEntry field order.
 _LEDGER_SELECT = ("SELECT l.seq, l.op_seq, l.kind, g.id, g.currency_id, g.resource_id, "

@@ -15,8 +15,12 @@ RSS, open descriptors and CPU time from /proc every second.
 
 Per interval it prints requests/s, wrk's p50/p99, the non-2xx answers and socket errors,
 the RSS at the end and the highest during the interval, the open descriptors, the server's
-CPU use, the database's size on disk and its growth per 2xx answer. At the end it reports,
-per backend, against targets:
+CPU use, the database's size on disk and its growth per 2xx answer; and, on a second line,
+the server's own counters over the interval (`GET /health?detail=true`): group-commit
+flushes (time each, rows each), key lookups and customer loads (per second, time each),
+the runtime's memory estimate against its budget, and the keys it holds and has
+forgotten — what slows down when throughput does. At the end it reports, per backend,
+against targets:
 
 - memory growth after --warmup minutes: the least-squares slope of the 1-second RSS
   samples, < 1 MiB/min;
@@ -59,6 +63,7 @@ from unittest import mock
 
 import anyio
 import asyncpg
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -170,6 +175,51 @@ def row(iv: dict[str, Any]) -> str:
             f"{iv['disk_bytes'] / MIB:8.2f} {bpo}")
 
 
+def server_detail(server: Server) -> dict[str, Any]:
+    """The server's runtime and store counters (GET /health?detail=true)."""
+    with httpx.Client(base_url=server.url, headers={"X-API-KEY": bench_http.KEY},
+                      timeout=30) as http:
+        r = http.get("/health", params={"detail": "true"})
+        r.raise_for_status()
+        return r.json()
+
+
+def internals(before: dict[str, Any], after: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """What the server's counters did over an interval."""
+    a, b = after["store"] or {}, before["store"] or {}
+
+    def delta(name: str) -> float:
+        return a.get(name, 0) - b.get(name, 0)
+
+    def each_ms(time_name: str, count_name: str) -> float | None:
+        n = delta(count_name)
+        return 1000 * delta(time_name) / n if n else None
+
+    rt = after["runtime"]
+    return {
+        "flush_ms": each_ms("flush_s", "flushes"),
+        "rows_per_flush": delta("flushed_rows") / delta("flushes") if delta("flushes") else None,
+        "lookups_per_s": delta("lookups") / seconds, "lookup_ms": each_ms("lookup_s", "lookups"),
+        "loads_per_s": delta("loads") / seconds, "load_ms": each_ms("load_s", "loads"),
+        "memory_mib": rt["memory_bytes"] / MIB,
+        "memory_max_mib": (rt["memory_max_bytes"] or 0) / MIB,
+        "keys": rt["keys"], "event_keys": rt["event_keys"],
+        "keys_forgotten": rt["keys_forgotten"], "resident": rt["resident"],
+    }
+
+
+def internals_row(d: dict[str, Any]) -> str:
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f} ms"
+
+    return (f"      flush {ms(d['flush_ms'])} x {d['rows_per_flush'] or 0:.0f} rows; "
+            f"lookups {d['lookups_per_s']:,.0f}/s {ms(d['lookup_ms'])}; "
+            f"loads {d['loads_per_s']:,.0f}/s {ms(d['load_ms'])}; "
+            f"memory {d['memory_mib']:.0f}/{d['memory_max_mib']:.0f} MiB, "
+            f"{d['resident']:,} customers, {d['keys']:,} keys, "
+            f"{d['keys_forgotten']:,} forgotten")
+
+
 def soak_backend(label: str, database_url: str, args: argparse.Namespace, script: Path,
                  log: IO[str] | None) -> dict[str, Any]:
     if log is not None:
@@ -194,9 +244,11 @@ def soak_backend(label: str, database_url: str, args: argparse.Namespace, script
             load_start = read_proc(server.proc.pid)
             for n in range(runs):
                 start = read_proc(server.proc.pid)
+                detail_before = server_detail(server)
                 r = wrk(server, script, args.connections, args.interval, args.customers,
                         f"soak-{label}-{n}-{secrets.token_hex(3)}", timeout_s=WRK_TIMEOUT_S)
                 end = read_proc(server.proc.pid)
+                inside = internals(detail_before, server_detail(server), end["t"] - start["t"])
                 disk = disk_bytes(database_url)
                 # Read a moment after wrk exits: the server closes wrk's connections on its
                 # own loop, and an idle count that rises from interval to interval is a leak.
@@ -214,8 +266,10 @@ def soak_backend(label: str, database_url: str, args: argparse.Namespace, script
                     "cpu_pct": 100 * (end["cpu"] - start["cpu"]) / (end["t"] - start["t"]),
                     "disk_bytes": disk,
                     "bytes_per_op": (disk - disk_prev) / ok if ok else None,
+                    "server": inside,
                 })
                 print(row(intervals[-1]), flush=True)
+                print(internals_row(inside), flush=True)
                 disk_prev = disk
         samples = [{"t_s": s["t"] - load_start["t"], "rss_mib": s["rss"], "fds": s["fds"],
                     "cpu_s": s["cpu"]} for s in sampler.samples]

@@ -17,6 +17,27 @@ def test_health_ready_and_schema_need_no_key(server) -> None:
         assert http.get("/schema/swagger").status_code == 200
 
 
+def test_health_detail_needs_a_key_and_shows_the_counters_move(server, uid) -> None:
+    with server.http(key=None) as anonymous:
+        r = anonymous.get("/health", params={"detail": "true"})
+        assert r.status_code == 401 and r.json()["field"] == "X-API-KEY"
+    with server.http() as http:
+        before = http.get("/health", params={"detail": "true"}).json()
+        customer = uid("health")
+        assert http.post("/api/v1/credits/custom-currencies",
+                         json={"id": "health-tokens", "displayName": "T"}).status_code in (200, 409)
+        assert http.post("/api/v1/customers", json={"id": customer}).status_code == 200
+        assert http.post("/api/v1/credits/grants", json={
+            "customerId": customer, "currencyId": "health-tokens", "amount": 10,
+            "displayName": "g", "grantType": "PAID"}).status_code == 200
+        after = http.get("/health", params={"detail": "true"}).json()
+    assert after["status"] == "ok"
+    runtime, store = after["runtime"], after["store"]
+    assert runtime["memory_max_bytes"] == 256 * 1024 * 1024  # CREDITD_MEMORY_MB's default
+    assert runtime["memory_bytes"] > 0 and runtime["commands"] > before["runtime"]["commands"]
+    assert store["flushes"] > before["store"]["flushes"] and store["flush_s"] > 0
+
+
 @pytest.mark.parametrize("headers, status, field", [
     ({}, 401, "X-API-KEY"),
     ({"X-API-KEY": "not-a-key"}, 401, "X-API-KEY"),
