@@ -216,8 +216,8 @@ class DurableStore:
                 self._generations[int(generation)] = int(period)
             await self._opened()
         except BaseException:
-            # A store that failed to open must not keep its connections: aiosqlite's
-            # threads are not daemons, so a leak would keep the process from exiting.
+            # A store that failed to open must not keep its connections open (a pool, or
+            # SQLite connections holding the file).
             with anyio.CancelScope(shield=True):
                 await self._disconnect()
             raise
@@ -249,8 +249,8 @@ class DurableStore:
                 request = self._lookups.popleft()
                 request.error = StoreUnavailable("the store closed before this lookup")
                 request.done.set()
-            # Whatever ends the store, its connections close: aiosqlite's threads are not
-            # daemons, and one left open keeps the process from exiting.
+            # Whatever ends the store, its connections close (a pool left open, or SQLite
+            # connections holding the file).
             with anyio.CancelScope(shield=True):
                 await self._disconnect()
 

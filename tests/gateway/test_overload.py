@@ -26,7 +26,7 @@ KEY = "k-overload"
 
 @pytest.fixture
 def anyio_backend() -> str:
-    return "asyncio"  # aiosqlite is asyncio-only
+    return "asyncio"  # the server (uvicorn) and asyncpg are asyncio-only
 
 
 class GatedStore(SQLiteStore):

@@ -27,7 +27,7 @@ H = {"X-API-KEY": KEY}
 
 @pytest.fixture
 def anyio_backend() -> str:
-    return "asyncio"  # aiosqlite is asyncio-only
+    return "asyncio"  # the server (uvicorn) and asyncpg are asyncio-only
 
 
 def _subscription_write(sql: str) -> bool:

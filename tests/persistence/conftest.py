@@ -12,10 +12,10 @@ This directory deliberately has no `__init__.py`: `tests/` is not a package, so 
 `persistence` and shadow the real `persistence` package for the whole session. Helpers are
 therefore fixtures, not importable functions.
 
-Only asyncio: both drivers are asyncio-only. asyncpg is built on asyncio transports, and
-aiosqlite hands its results back through asyncio futures — checked: `open_store()` of a
-SQLite URL under trio fails with "trio.run received unrecognized yield message <Future
-pending>". So `anyio_backend` (asyncio and trio in tests/conftest.py) is overridden here.
+Asyncio by default: asyncpg is built on asyncio transports, so `anyio_backend` (asyncio and
+trio in tests/conftest.py) is overridden here. The SQLite store runs its connections on
+anyio's worker threads and works under trio too: tests that show it say so
+(`@pytest.mark.parametrize("anyio_backend", ["trio"])`).
 
 PostgreSQL location: CREDITD_TEST_PG_HOST / CREDITD_TEST_PG_PORT / CREDITD_TEST_PG_USER
 (default 127.0.0.1:5432, user postgres, trust auth).
@@ -51,7 +51,7 @@ _ADMIN_DATABASES = ("postgres", "test")  # where CREATE/DROP DATABASE is issued 
 
 @pytest.fixture
 def anyio_backend() -> str:
-    # aiosqlite and asyncpg are asyncio-only (see the module docstring).
+    # asyncpg is asyncio-only (see the module docstring).
     return "asyncio"
 
 

@@ -187,7 +187,7 @@ async def test_migrations_from_empty_then_reopen_is_a_no_op(store_url, engine, r
 
 def _holds_connections(store: Any) -> bool:
     # White-box on purpose: the observable symptom of a leak is a process that never exits
-    # (aiosqlite's connection threads are not daemons) or a pool left open.
+    # or a pool left open (SQLite: connections holding the file).
     if dialect(getattr(store, "dialect", "")) == "sqlite":
         return store._wdb is not None or store._rdb is not None
     return store._pool is not None
@@ -755,6 +755,20 @@ async def test_keys_forgotten_from_memory_answer_replays_across_restart(
     """With a budget that holds a fraction of the keys, the runtime forgets most of them;
     every replay still gets its first reply (from the store), before and after a restart,
     and the same key with another request is still refused: each applied exactly once."""
+    await forgotten_keys_replay(store_url, engine, ledger_checked, keyed_ledger)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_keys_forgotten_from_memory_answer_replays_on_trio_too(
+        tmp_path, engine, ledger_checked, keyed_ledger) -> None:
+    """The SQLite store works under trio as well (anyio's worker threads)."""
+    await forgotten_keys_replay(f"sqlite:///{tmp_path / 'creditd.db'}", engine,
+                                ledger_checked, keyed_ledger)
+
+
+async def forgotten_keys_replay(store_url: str, engine: Any, ledger_checked: Any,
+                                keyed_ledger: Any) -> None:
     clock = ManualClock()
     customers = [f"m{i:02}" for i in range(20)]
     replies: dict[tuple[str, str], ConsumeReply] = {}

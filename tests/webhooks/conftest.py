@@ -37,7 +37,7 @@ FAST_RETRIES = {
 
 @pytest.fixture
 def anyio_backend() -> str:
-    return "asyncio"  # aiosqlite and asyncpg are asyncio-only
+    return "asyncio"  # asyncpg is asyncio-only
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
