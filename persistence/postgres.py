@@ -10,7 +10,9 @@ Failures are sorted where they happen, not by a list of error codes (`_connectio
 connection that cannot be had — refused, reset, timed out, the database not accepting
 connections during maintenance (SQLSTATE 55000), too many clients, a failed login — means
 the database is unavailable, whatever the driver calls it; so does a statement cut off
-by the connection or the server going away (`_unavailable`). What remains (SQL the server
+by the connection or the server going away (`_unavailable`), and so does the driver's
+protocol state broken by a session cut mid-statement (asyncpg's InternalClientError; the
+connection is terminated rather than returned to the pool). What remains (SQL the server
 rejects, a constraint violated) is a bug and propagates as one.
 """
 
@@ -130,8 +132,13 @@ class PostgresStore(DurableStore):
         failed = False
         try:
             yield conn
-        except BaseException:
+        except BaseException as exc:
             failed = True
+            if self._unavailable(exc) is not None and not conn.is_closed():
+                # A session cut mid-statement can leave the driver's protocol state
+                # broken ("cannot switch to state 12; another operation is in
+                # progress"): such a connection must not go back to the pool.
+                conn.terminate()
             raise
         finally:
             try:
@@ -223,7 +230,8 @@ class PostgresStore(DurableStore):
         if isinstance(exc, StoreUnavailable):
             return exc
         if isinstance(exc, (OSError, asyncio.TimeoutError, TimeoutError,
-                            asyncpg.PostgresConnectionError)) or (
+                            asyncpg.PostgresConnectionError,
+                            asyncpg.InternalClientError)) or (
                 isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, _CLIENT_BUGS)):
             return StoreUnavailable(f"PostgreSQL is unavailable: {exc!r}", retry_after_s=1.0)
         if isinstance(exc, asyncpg.PostgresError) and str(
