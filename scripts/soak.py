@@ -24,7 +24,10 @@ against targets:
 
 - memory growth after --warmup minutes: the least-squares slope of the 1-second RSS
   samples, < 1 MiB/min;
-- throughput of the last interval against the first, >= 95 %;
+- throughput of the last interval against the first, >= 95 %; and, because this kind of
+  host drifts by 10-20 % from minute to minute whatever runs on it, the soaked server
+  against a fresh one (new database, same customers) loaded in turn for --compare-rounds
+  rounds of --compare-seconds each, medians >= 95 %: what the server's age alone costs;
 - bytes on disk per consumption over the whole run, measured checkpointed (SQLite
   `wal_checkpoint(TRUNCATE)`, PostgreSQL `CHECKPOINT`) after provisioning and at the end,
   <= 400;
@@ -36,7 +39,7 @@ the targets are met or not (it measures), non-zero only if the run itself broke.
 
 Usage: .venv/bin/python scripts/soak.py [--minutes 30] [--interval 60] [--customers 2000]
        [--connections 32] [--warmup 2] [--env CREDITD_X=value ...] [--json PATH]
-       [--log PATH] [--only sqlite|postgresql]
+       [--log PATH] [--compare-rounds 3] [--compare-seconds 30] [--only sqlite|postgresql]
        [--pg postgresql://postgres@127.0.0.1:5432/postgres]
 """
 
@@ -276,6 +279,7 @@ def soak_backend(label: str, database_url: str, args: argparse.Namespace, script
 
         disk_end = disk_bytes(database_url, checkpoint=True)
         spent = consumed_total(server, args.customers) - consumed_before
+        compared = compare_fresh(label, server, database_url, args, script, log)
     except Exception as exc:
         # A dead server shows up as a reset connection, a wrk output without figures or a
         # missing /proc entry: say so instead. Its sockets close a moment before it can be
@@ -312,9 +316,57 @@ def soak_backend(label: str, database_url: str, args: argparse.Namespace, script
         "ledger_applied": applied,
         "ledger_in_flight_allowed": in_flight_max,
         "ledger_ok": answered <= applied <= answered + in_flight_max,
+        **compared,
     }
     print_verdict(label, verdict, args.warmup)
     return {"intervals": intervals, "samples": samples, "verdict": verdict}
+
+
+def compare_fresh(label: str, aged: Server, database_url: str, args: argparse.Namespace,
+                  script: Path, log: IO[str] | None) -> dict[str, Any]:
+    """The soaked server against a fresh one (a new database, the same customers, memory
+    empty), loaded in turn, aged-fresh-fresh-aged and so on, --compare-seconds each: what
+    the machine does meanwhile (this host's speed drifts by 10-20 % from minute to minute)
+    falls on both alike, so their ratio is what the server's age costs. The first and the
+    last minute of the soak compare the same server across that drift."""
+    if not args.compare_rounds:
+        return {}
+    fresh_url, drop = _fresh_database(database_url, args)
+    fresh: Server | None = None
+    try:
+        fresh = Server(fresh_url, args.env, log)
+        provision(fresh, args.customers)
+        rps: dict[str, list[float]] = {"aged": [], "fresh": []}
+        for n in range(args.compare_rounds):
+            order = ("aged", "fresh") if n % 2 == 0 else ("fresh", "aged")
+            for which in order:
+                server = aged if which == "aged" else fresh
+                r = wrk(server, script, args.connections, args.compare_seconds,
+                        args.customers, f"cmp-{label}-{which}-{n}-{secrets.token_hex(3)}",
+                        timeout_s=WRK_TIMEOUT_S)
+                rps[which].append(r["rps"])
+        aged_rps, fresh_rps = (statistics.median(rps[w]) for w in ("aged", "fresh"))
+        print(f"  aged vs fresh, {args.compare_rounds} rounds of {args.compare_seconds} s each, "
+              f"alternating: aged {', '.join(f'{x:,.0f}' for x in rps['aged'])}; fresh "
+              f"{', '.join(f'{x:,.0f}' for x in rps['fresh'])} req/s", flush=True)
+        return {"aged_rps": aged_rps, "fresh_rps": fresh_rps,
+                "aged_vs_fresh": aged_rps / fresh_rps, "compare_runs": rps}
+    finally:
+        if fresh is not None:
+            fresh.stop()
+        drop()
+
+
+def _fresh_database(database_url: str, args: argparse.Namespace) -> tuple[str, Any]:
+    """A second, empty database beside the soaked one, and how to remove it."""
+    if database_url.startswith("sqlite:///"):
+        path = Path(database_url[len("sqlite:///"):])
+        fresh = path.with_name(f"fresh-{path.name}")
+        return f"sqlite:///{fresh}", lambda: None  # the temporary directory goes anyway
+    name = f"creditd_fresh_{secrets.token_hex(4)}"
+    anyio.run(bench_http._pg, args.pg, f'CREATE DATABASE "{name}"')
+    return (f"{args.pg.rsplit('/', 1)[0]}/{name}", lambda: anyio.run(
+        bench_http._pg, args.pg, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def rss_slope(samples: list[dict[str, float]], warmup_min: float) -> float | None:
@@ -345,6 +397,12 @@ def print_verdict(label: str, v: dict[str, Any], warmup: float) -> None:
          f">= {100 * MIN_THROUGHPUT_RATIO:g} %",
          mark(v["throughput_ratio"] >= MIN_THROUGHPUT_RATIO)),
         ("p99 first -> last", f"{v['p99_first_ms']:.2f} -> {v['p99_last_ms']:.2f} ms", "", ""),
+        *([] if v.get("aged_vs_fresh") is None else [(
+            "aged / fresh server, alternating",
+            (f"{v['aged_rps']:,.0f} / {v['fresh_rps']:,.0f} req/s "
+             f"= {100 * v['aged_vs_fresh']:.1f} %"),
+            f">= {100 * MIN_THROUGHPUT_RATIO:g} %",
+            mark(v["aged_vs_fresh"] >= MIN_THROUGHPUT_RATIO))]),
         ("bytes on disk per consumption",
          "no 2xx answers" if bpo is None else
          f"{bpo:,.0f} B ({(v['disk_end_bytes'] - v['disk_start_bytes']) / MIB:,.2f} MiB "
@@ -380,6 +438,10 @@ def main() -> None:
                         metavar="KEY=VALUE", help="set in the server's environment (repeatable)")
     parser.add_argument("--json", type=Path, help="write the samples and verdicts here")
     parser.add_argument("--log", type=Path, help="the server's output (default /dev/null)")
+    parser.add_argument("--compare-rounds", type=int, default=3,
+                        help="after the soak, rounds of the soaked server against a fresh "
+                             "one, loaded in turn (0: none)")
+    parser.add_argument("--compare-seconds", type=int, default=30)
     parser.add_argument("--only", choices=["sqlite", "postgresql"])
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
