@@ -8,24 +8,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
 from collections import OrderedDict
 from typing import Any
 
 import msgspec
 
 from engine.core.meters import Meter
+from engine.runtime.clock import SystemClock
 from gateway.errors import bad_input
 from gateway.names import camel
 
-__all__ = ["Catalog", "Page", "hash_key", "now_ms", "page_by_creation"]
+__all__ = ["Catalog", "Page", "hash_key", "page_by_creation"]
 
 _json = msgspec.json.Encoder(order="deterministic").encode
 _unjson = msgspec.json.decode
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def hash_key(key: str) -> str:
@@ -91,15 +87,23 @@ class Catalog:
     database read per request would cost more than the consumption. The cache is coherent
     because one creditd process owns a database and every write goes through here."""
 
-    def __init__(self, store: Any, *, docs_cached_max: int = 100_000) -> None:
+    def __init__(self, store: Any, *, clock: Any = None,
+                 docs_cached_max: int = 100_000) -> None:
         assert docs_cached_max > 0
         self.store = store
+        # The process's one clock (the runtime's): documents are stamped with its time, so
+        # a manual clock (CREDITD_CLOCK) and the documents agree.
+        self.clock = clock if clock is not None else SystemClock()
+        self.docs_cached_max = docs_cached_max
         self.docs_cached_max = docs_cached_max
         self._docs: dict[str, OrderedDict[tuple[str, str], dict[str, Any]]] = {}
         self._keys: dict[str, str] = {}  # key hash -> environment
         # environment -> features with a meter (events are matched against all of them);
         # dropped whenever a feature of the environment is written.
         self._metered: dict[str, list[tuple[dict[str, Any], Meter]]] = {}
+
+    def now_ms(self) -> int:
+        return self.clock.now_ms()
 
     # -- API keys -------------------------------------------------------------------------
 
@@ -112,7 +116,7 @@ class Catalog:
         await self.store.execute(
             "INSERT INTO api_keys (key_hash, environment, created_at) VALUES (?, ?, ?) "
             "ON CONFLICT (key_hash) DO UPDATE SET environment = excluded.environment",
-            digest, environment, now_ms())
+            digest, environment, self.now_ms())
         self._keys[digest] = environment
 
     async def keep_only(self, keys: list[str]) -> int:

@@ -22,7 +22,6 @@ here treat a counter of an earlier window as 0 (`usage_in_period`).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +30,7 @@ import msgspec
 from engine.billing.periods import reset_window
 from engine.core.commands import GetUsage, UsageCountersReply
 from engine.core.usage import usage_in_period
+from gateway.entitlements_cache import cache_of
 from gateway.routes.common import engine_id
 from gateway.wire import parse_time
 
@@ -39,7 +39,6 @@ __all__ = [
     "Sources",
     "credit_period_end",
     "effective_entitlements",
-    "invalidate",
     "period_starts",
     "promo_active",
     "promotions_of",
@@ -154,44 +153,14 @@ def _add(eff: Effective, ent: dict[str, Any], quantity: int, anchor: int | None,
         eff.updated_at = max(eff.updated_at or 0, updated)
 
 
-# Effective entitlements are read on every usage report, event batch and entitlement
-# check, and change only when a subscription or promotion is written or a boundary in time
-# passes: they are cached per (environment, customer, resource) until the earliest such
-# boundary, least recently used out past as many customers as the catalog caches
-# documents per table (CREDITD_CACHE_ENTRIES_MAX).
 _FOREVER = 1 << 62
-
-
-class _Cache:
-    def __init__(self) -> None:
-        # (env, customer) -> {resource: (sources, valid from, valid until)}
-        self.entries: OrderedDict[tuple[str, str], dict[str | None, tuple[Sources, int, int]]]
-        self.entries = OrderedDict()
-        # Bumped by every invalidation: a result computed while one happened may predate
-        # the change, so it is answered but not kept.
-        self.epoch = 0
-
-
-def _cache(services: Any) -> _Cache:
-    cache = getattr(services.catalog, "_entitlements_cache", None)
-    if cache is None:
-        cache = _Cache()
-        services.catalog._entitlements_cache = cache
-    return cache
-
-
-def invalidate(services: Any, env: str, customer_id: str) -> None:
-    """Forget the customer's cached entitlements (a subscription or promotion changed)."""
-    cache = _cache(services)
-    cache.entries.pop((env, customer_id), None)
-    cache.epoch += 1
 
 
 async def effective_entitlements(services: Any, env: str, customer_id: str,
                                  resource_id: str | None, now: int) -> Sources:
     """The customer's feature entitlements at `now` (see the module docstring). Shared
     with other callers: read it, do not change it."""
-    cache = _cache(services)
+    cache = cache_of(services)
     key = (env, customer_id)
     entry = cache.entries.get(key, {}).get(resource_id)
     if entry is not None and entry[1] <= now < entry[2]:

@@ -56,6 +56,7 @@ from engine.billing.lifecycle import (
 )
 from engine.core.commands import CreateGrant, GrantReply, Refused, SetGrantExpiry, VoidGrant
 from engine.core.model import GrantType
+from gateway.entitlements_cache import invalidate
 from gateway.errors import ApiError, bad_input
 from gateway.routes.common import engine_id, scoped_key, stamp
 from gateway.wire import amount_in
@@ -291,7 +292,7 @@ async def catch_up(services: Any, env: str, doc: dict[str, Any], *,
     changed |= due != doc.get("dueAt")
     doc["dueAt"] = due
     if batch is not None and changed and not new:
-        stamp(doc)
+        stamp(services.catalog, doc)
         batch.append((env, doc))
     elif changed or new:
         await save(services, env, doc)
@@ -307,14 +308,13 @@ def _due(doc: dict[str, Any], now: int, cadences: list[str]) -> int | None:
 
 
 async def save(services: Any, env: str, doc: dict[str, Any], *, new: bool = False) -> None:
-    stamp(doc, created=new)
+    stamp(services.catalog, doc, created=new)
     if new:
         if not await services.catalog.insert(_TABLE, env, doc):
             raise ApiError(409, "DuplicatedEntityNotAllowed",
                            f"subscription {doc['id']!r} exists already", "id")
     else:
         await services.catalog.replace(_TABLE, env, doc)
-    from gateway.entitlements_state import invalidate  # noqa: PLC0415
 
     invalidate(services, env, doc["customerId"])
 
@@ -462,7 +462,6 @@ async def _write(services: Any, batch: list[tuple[str, dict[str, Any]]],
                  failures: list[Exception]) -> None:
     """The batch's writes in one transaction; if that fails, one by one, so a subscription
     that cannot be written does not hold back the others (its failure is recorded)."""
-    from gateway.entitlements_state import invalidate  # noqa: PLC0415
 
     if not batch:
         return

@@ -10,11 +10,14 @@ from typing import Any, TypeVar
 import msgspec
 
 from engine.core.amounts import AMOUNT_UNITS_MAX, SCALE, AmountError, to_units, units_to_json
+from engine.core.commands import Dimensions
 from engine.core.meters import signed_units
+from engine.times import iso
 from gateway.errors import bad_input, field_of
 
 __all__ = ["decode", "iso", "parse_time", "amount_in", "amount_out", "limit_in",
-           "created_at_bounds", "signed_amount_in"]
+           "created_at_bounds", "signed_amount_in", "Dimensions", "DIMENSIONS_MAX",
+           "dimensions_in"]
 
 T = TypeVar("T")
 _decoders: dict[type, msgspec.json.Decoder] = {}
@@ -35,23 +38,6 @@ def decode(body: bytes, kind: type[T]) -> T:
         raise bad_input(message, field) from None
     except msgspec.DecodeError as exc:
         raise bad_input(f"the body is not valid JSON: {exc}") from None
-
-
-_SECOND_CACHED: list[tuple[int, str]] = [(-1, "")]
-
-
-def iso(ms: int | None) -> str | None:
-    """Epoch milliseconds as `2026-11-28T06:02:14.282Z`. Every response carries a few of
-    these, mostly within the same second, so the part up to the second is reused."""
-    if ms is None:
-        return None
-    second, millis = divmod(ms, 1000)
-    cached_second, prefix = _SECOND_CACHED[0]
-    if second != cached_second:
-        d = datetime.fromtimestamp(second, tz=timezone.utc)
-        prefix = f"{d.year:04d}-{d.strftime('%m-%dT%H:%M:%S')}"
-        _SECOND_CACHED[0] = (second, prefix)
-    return f"{prefix}.{millis:03d}Z"
 
 
 # Times the API takes: from 1970 to 9000. Renewals, trials and usage windows are computed
@@ -117,6 +103,32 @@ def signed_amount_in(value: Any, field: str) -> int:
 
 def amount_out(units: int) -> int | Decimal:
     return units_to_json(units)
+
+
+DIMENSIONS_MAX = 50
+# A dimension number's decimal exponent stays within this: exact, but not a way to make
+# every later comparison or sum work on a number with a million digits.
+_DIMENSION_EXPONENT_MAX = 1000
+
+
+def dimensions_in(dimensions: Dimensions | None, field: str) -> Dimensions | None:
+    """Dimensions of a usage report, raw event or consumption: at most DIMENSIONS_MAX, each
+    value a string, a boolean, an integer or a finite number. Bodies declare them
+    `Dimensions` (values untyped), so `decode` turns a JSON number with a fraction into an
+    exact Decimal (`0.30000000000000001` stays what was sent), where a typed float would
+    have rounded it to the nearest binary fraction."""
+    if dimensions is None:
+        return None
+    if len(dimensions) > DIMENSIONS_MAX:
+        raise bad_input(f"at most {DIMENSIONS_MAX} dimensions", field)
+    for name, value in dimensions.items():
+        if isinstance(value, (str, int)):  # bool is an int
+            continue
+        if (isinstance(value, Decimal) and value.is_finite()
+                and abs(value.adjusted()) <= _DIMENSION_EXPONENT_MAX):
+            continue
+        raise bad_input(f"{name!r} must be a string, a number or a boolean", field)
+    return dimensions
 
 
 def limit_in(value: int | None, *, default: int = 20, maximum: int = 100) -> int:

@@ -9,6 +9,7 @@ persistence/sql.py.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -31,8 +32,10 @@ __all__ = ["Unit", "StoredCustomer", "make_unit", "grant_from", "reservation_fro
            "pool_from", "customer_from", "key_from", "entry_from", "event_from",
            "encode_event", "encode_reply", "decode_reply", "key_period"]
 
-_json_encode = msgspec.json.Encoder(order="deterministic").encode
-_json_decode = msgspec.json.decode
+# Decimals (dimension values with a fraction) are written as JSON numbers with the digits
+# the client sent, and read back as Decimal: never through a binary float.
+_json_encode = msgspec.json.Encoder(order="deterministic", decimal_format="number").encode
+_json_decode = msgspec.json.Decoder(float_hook=Decimal).decode
 _pack = msgspec.msgpack.Encoder().encode
 _unpack_command = msgspec.msgpack.Decoder(Command).decode
 _unpack_reply = msgspec.msgpack.Decoder(AnyReply).decode

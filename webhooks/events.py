@@ -11,11 +11,12 @@ from typing import Any
 
 import msgspec
 
+from engine.core.amounts import units_to_json as amount_out
 from engine.core.commands import BalanceView, GrantView
 from engine.core.effects import DomainEvent
 from engine.core.model import EventType
 from engine.core.recharge import AMOUNT_DETAILS
-from gateway.wire import amount_out, iso
+from engine.times import iso
 
 __all__ = ["EVENT_TYPES", "Built", "build", "event_data", "split_customer"]
 

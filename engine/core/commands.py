@@ -9,9 +9,16 @@ deterministic.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from engine.core.model import AutoRecharge, GrantStatus, GrantType, ReservationStatus
+
+# Dimension values as the client sent them: str, int, bool, or an exact decimal.Decimal
+# for a JSON number with a fraction or an exponent (never a binary float: the gateway
+# decodes them so). `Any` because a msgspec union may not hold both str and Decimal.
+Dimensions = dict[str, Any]
 
 __all__ = [
     "Command",
@@ -112,7 +119,7 @@ class Consume(_Command, frozen=True, kw_only=True, tag="consume", gc=False):
     amount: int
     resource_id: str | None = None
     feature_id: str | None = None
-    dimensions: dict[str, str | int | float | bool] | None = None
+    dimensions: Dimensions | None = None
     # When the usage happened, if the client said so; ordering uses `now` regardless.
     created_at: int | None = None
 
@@ -173,7 +180,7 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     set_value: bool = False  # SET: `value` is the new total; the delta is computed
     resource_id: str | None = None
     created_at: int | None = None  # when it happened (analytics bucket); default now
-    dimensions: dict[str, str | int | float | bool] | None = None
+    dimensions: Dimensions | None = None
     currency_id: str | None = None
     credit_rate: int | None = None
     # Per measurement: a replay answers as first applied (with nothing burned this time).
@@ -209,7 +216,7 @@ class MeteredEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     event_name: str
     timestamp: int
     resource_id: str | None = None
-    dimensions: dict[str, str | int | float | bool] | None = None
+    dimensions: Dimensions | None = None
     metered: tuple[Metered, ...] = ()
 
 

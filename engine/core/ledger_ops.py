@@ -12,10 +12,17 @@ grant has anything available (new credits repay the overdraft first).
 from __future__ import annotations
 
 from bisect import insort
-from heapq import heappush
-from typing import Any
 
-from engine.core.effects import DomainEvent, Effects, LedgerEntry
+from engine.core import recharge
+from engine.core.effects import Effects, LedgerEntry
+from engine.core.emit import (
+    TIMER_ACTIVATE,
+    TIMER_EXPIRE,
+    TIMER_RECHARGE,
+    TIMER_RESERVATION,
+    event,
+    push_timer,
+)
 from engine.core.model import (
     CustomerState,
     EventType,
@@ -27,7 +34,6 @@ from engine.core.model import (
     Reservation,
     ReservationStatus,
 )
-from engine.core.views import balance_view, grant_view
 
 __all__ = [
     "OVERDRAFT_ID_PREFIX",
@@ -54,13 +60,6 @@ __all__ = [
     "push_timer",
 ]
 
-# Timer kinds, in the order they fire when due at the same millisecond: a reservation's
-# holds return before the grant they sit on expires.
-TIMER_ACTIVATE = 0
-TIMER_RESERVATION = 1
-TIMER_EXPIRE = 2
-TIMER_RECHARGE = 3  # the month turned: look at a capped auto-recharge again
-
 _order = lambda g: g.order_key  # noqa: E731 - the sort key for pool.active
 _CONSUMED = L.CREDITS_CONSUMED
 # Grant ids with this prefix belong to the engine's overdraft grants; clients cannot use it.
@@ -86,34 +85,6 @@ def entry(
         reservation_id, feature_id, key, dimensions,
     ))
     fx.grants[g.id] = g
-
-
-def event(
-    state: CustomerState,
-    fx: Effects,
-    type_: EventType,
-    pool: Pool,
-    now: int,
-    g: Grant | None = None,
-    amount: int | None = None,
-    details: dict[str, Any] | None = None,
-) -> None:
-    state.event_seq += 1
-    fx.events.append(
-        DomainEvent(
-            seq=state.event_seq,
-            type=type_,
-            customer_id=state.customer_id,
-            currency_id=pool.currency_id,
-            resource_id=pool.resource_id,
-            timestamp=now,
-            grant_id=g.id if g is not None else None,
-            balance=balance_view(pool, now),
-            grant=grant_view(g) if g is not None else None,
-            amount=amount,
-            details=details,
-        )
-    )
 
 
 def pool_for(state: CustomerState, currency_id: str, resource_id: str | None) -> Pool:
@@ -473,10 +444,4 @@ def pool_thresholds(state: CustomerState, pool: Pool, now: int, fx: Effects) -> 
             event(state, fx, EventType.BALANCE_DEPLETED, pool, now)
     line = pool.recharge_line
     if line is not None and pool.balance < line:
-        from engine.core import recharge  # a cycle at import time; rare path
-
         recharge.check(state, pool, now, fx)
-
-
-def push_timer(state: CustomerState, due: int, kind: int, ident: str) -> None:
-    heappush(state.timers, (due, kind, ident))

@@ -17,7 +17,7 @@ from itertools import islice
 import msgspec
 
 from engine.core import ledger_ops as ops
-from engine.core import recharge, usage
+from engine.core import recharge, recharge_settle, usage
 from engine.core.amounts import AMOUNT_UNITS_MAX, SCALE
 from engine.core.commands import (
     AutoRechargeReply,
@@ -308,7 +308,7 @@ def _void_grant(state: CustomerState, cmd: VoidGrant, now: int, fx: Effects) -> 
     pool = state.pools[(g.currency_id, g.resource_id)]
     if pool.recharge is not None and pool.recharge.in_flight == g.id:
         # An operator voiding a recharge in flight: it failed, as if the payment had.
-        recharge.settle(state, pool, g, False, "voided by an operator", now, fx, op)
+        recharge_settle.settle(state, pool, g, False, "voided by an operator", now, fx, op)
         return GrantReply(grant=grant_view(g), balance=balance_view(pool, now))
     ops.forfeit(state, pool, g, GrantStatus.VOIDED, now, fx, op)
     ops.event(state, fx, EventType.GRANT_UPDATED, pool, now, g)
@@ -353,7 +353,7 @@ def _confirm_payment(state: CustomerState, cmd: ConfirmPayment, now: int, fx: Ef
     op = _next_op(state)
     pool = state.pools[(g.currency_id, g.resource_id)]
     if pool.recharge is not None and pool.recharge.in_flight == g.id:
-        recharge.settle(state, pool, g, True, None, now, fx, op)  # paid out of band
+        recharge_settle.settle(state, pool, g, True, None, now, fx, op)  # paid out of band
         return GrantReply(grant=grant_view(g), balance=balance_view(pool, now))
     fx.grants[g.id] = g
     if g.effective_at > now:
@@ -565,7 +565,7 @@ def _settle_recharge(state: CustomerState, cmd: SettleRecharge, now: int,
     if (g is None or pool is None or pool.recharge is None
             or pool.recharge.in_flight != g.id or g.status is not GrantStatus.PAYMENT_PENDING):
         return refuse(Refusal.GRANT_NOT_PENDING, "no recharge in flight with this grant", "id")
-    recharge.settle(state, pool, g, cmd.paid, cmd.reason, now, fx, _next_op(state))
+    recharge_settle.settle(state, pool, g, cmd.paid, cmd.reason, now, fx, _next_op(state))
     return _recharge_reply(pool, now)
 
 

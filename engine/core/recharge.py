@@ -12,7 +12,8 @@ change of the customer:
 3. paid: the grant activates (the balance lands on the target), the cost is added to the
    month's spend, `credits.auto_recharge.succeeded` and the 80/90/100 % spend alerts fire.
    Failed: the grant is voided, auto-recharge is disabled (its configuration kept) and
-   `credits.auto_recharge.failed` fires.
+   `credits.auto_recharge.failed` fires (engine.core.recharge_settle: it activates the
+   grant through ledger_ops, which starts recharges through this module).
 
 While a recharge is in flight the pool has no recharge line, so no second one starts.
 The in-flight grant is durable like any grant and the pool row keeps `in_flight`, so a
@@ -31,7 +32,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from engine.core import ledger_ops as ops
+from engine.core import emit
 from engine.core.amounts import AMOUNT_UNITS_MAX, SCALE
 from engine.core.effects import Effects, RechargeRequest
 from engine.core.model import (
@@ -45,9 +46,9 @@ from engine.core.model import (
 )
 
 __all__ = ["grant_id_for", "next_month_start", "month_start", "limit_timer", "timer_id",
-           "pool_of_timer", "AutoRecharge", "RechargeRequest", "recharge_line", "check", "settle", "AMOUNT_DETAILS",
+           "pool_of_timer", "AutoRecharge", "RechargeRequest", "recharge_line", "check", "AMOUNT_DETAILS",
            "configure", "month_of", "add_months", "cost_of", "current_spend",
-           "ALERT_PERCENTS", "GRANT_ID_PREFIX"]
+           "ALERT_PERCENTS", "GRANT_ID_PREFIX", "details", "roll_month", "recharge_event"]
 
 CREDIT_AMOUNT = "CREDIT_AMOUNT"
 DOLLAR_AMOUNT = "DOLLAR_AMOUNT"
@@ -156,21 +157,22 @@ def recharge_line(pool: Pool) -> int | None:
     return r.threshold_value
 
 
-def _event(state: CustomerState, fx: Effects, type_: EventType, pool: Pool, now: int,
-           details: dict[str, Any], g: Grant | None = None, amount: int | None = None) -> None:
-    ops.event(state, fx, type_, pool, now, g, amount, details=details)
+def recharge_event(state: CustomerState, fx: Effects, type_: EventType, pool: Pool,
+                   now: int, details: dict[str, Any], g: Grant | None = None,
+                   amount: int | None = None) -> None:
+    emit.event(state, fx, type_, pool, now, g, amount, details=details)
 
 
 # Details that are amounts, in units (money or credits); the wire shows them as numbers.
 AMOUNT_DETAILS = frozenset({"maxSpendLimit", "currentMonthlySpend", "credits", "cost", "wanted"})
 
 
-def _details(r: AutoRecharge, now: int, **extra: Any) -> dict[str, Any]:
+def details(r: AutoRecharge, now: int, **extra: Any) -> dict[str, Any]:
     return {"maxSpendLimit": r.max_spend, "currentMonthlySpend": current_spend(r, now),
             "priceCurrency": r.price_currency, **extra}
 
 
-def _roll_month(r: AutoRecharge, now: int) -> None:
+def roll_month(r: AutoRecharge, now: int) -> None:
     month = month_of(now)
     if r.month != month:
         r.month, r.spent, r.alerts, r.limit_fired = month, 0, 0, False
@@ -183,7 +185,7 @@ def check(state: CustomerState, pool: Pool, now: int, fx: Effects) -> None:
         return
     r = pool.recharge
     assert r is not None
-    _roll_month(r, now)
+    roll_month(r, now)
     want = r.target_balance - pool.balance
     if r.max_purchase is not None:
         want = min(want, r.max_purchase)
@@ -203,10 +205,10 @@ def check(state: CustomerState, pool: Pool, now: int, fx: Effects) -> None:
         # after its next change.
         if not r.limit_fired:
             r.limit_fired = True
-            _event(state, fx, EventType.AUTO_RECHARGE_LIMIT_EXCEEDED, pool, now,
-                   _details(r, now, wanted=r.target_balance - pool.balance))
+            recharge_event(state, fx, EventType.AUTO_RECHARGE_LIMIT_EXCEEDED, pool, now,
+                           details(r, now, wanted=r.target_balance - pool.balance))
             fx.pools[pool.key] = pool
-            ops.push_timer(state, month_start(r.month + 1), ops.TIMER_RECHARGE, timer_id(pool))
+            emit.push_timer(state, month_start(r.month + 1), emit.TIMER_RECHARGE, timer_id(pool))
         return
     cost = cost_of(want, r.price)
     r.attempts += 1
@@ -228,50 +230,12 @@ def check(state: CustomerState, pool: Pool, now: int, fx: Effects) -> None:
     r.in_flight, r.in_flight_cost, r.updated_at = grant_id, cost, now
     pool.recharge_line = None
     fx.pools[pool.key] = pool
-    _event(state, fx, EventType.AUTO_RECHARGE_ATTEMPTED, pool, now,
-           _details(r, now, rechargeId=grant_id, credits=want, cost=cost,
-                    capped=capped), g, want)
+    recharge_event(state, fx, EventType.AUTO_RECHARGE_ATTEMPTED, pool, now,
+                   details(r, now, rechargeId=grant_id, credits=want, cost=cost,
+                           capped=capped), g, want)
     fx.recharges.append(RechargeRequest(
         customer_id=state.customer_id, grant_id=grant_id, currency_id=pool.currency_id,
         resource_id=pool.resource_id, credits=want, cost=cost, price_currency=r.price_currency))
-
-
-def settle(state: CustomerState, pool: Pool, g: Grant, paid: bool, reason: str | None,
-           now: int, fx: Effects, op: int) -> None:
-    """The payment for in-flight recharge `g` succeeded or failed (see the module doc)."""
-    r = pool.recharge
-    assert r is not None and r.in_flight == g.id and g.status is GrantStatus.PAYMENT_PENDING
-    cost = r.in_flight_cost
-    r.in_flight, r.in_flight_cost, r.updated_at = None, 0, now
-    fx.pools[pool.key] = pool
-    fx.grants[g.id] = g
-    if paid:
-        _roll_month(r, now)
-        r.spent += cost
-        g.set_expiry(add_months(now, PERIOD_MONTHS[r.expiration]))  # not filed yet: pending
-        ops.push_timer(state, g.expire_at, ops.TIMER_EXPIRE, g.id)
-        # The line stays down while the grant activates, so what the success leads to (a
-        # further recharge, the cap) is reported after the success itself.
-        ops.activate(state, pool, g, now, fx, op)
-        _event(state, fx, EventType.AUTO_RECHARGE_SUCCEEDED, pool, now,
-               _details(r, now, rechargeId=g.id, credits=g.amount, cost=cost), g, g.amount)
-        if r.max_spend:
-            for percent in ALERT_PERCENTS:
-                if percent > r.alerts and r.spent * 100 >= r.max_spend * percent:
-                    r.alerts = percent
-                    _event(state, fx, EventType.AUTO_RECHARGE_SPEND_ALERT, pool, now,
-                           _details(r, now, percent=percent))
-        pool.recharge_line = recharge_line(pool)
-        check(state, pool, now, fx)
-        return
-    g.status = GrantStatus.VOIDED
-    g.voided_at = g.updated_at = now
-    r.enabled = False
-    r.failure = reason or "the payment failed"
-    pool.recharge_line = None
-    _event(state, fx, EventType.AUTO_RECHARGE_FAILED, pool, now,
-           _details(r, now, rechargeId=g.id, credits=g.amount, cost=cost,
-                    reason=r.failure), g, g.amount)
 
 
 def configure(state: CustomerState, pool: Pool, settings: AutoRecharge, now: int,
@@ -291,7 +255,7 @@ def configure(state: CustomerState, pool: Pool, settings: AutoRecharge, now: int
     pool.recharge = settings
     pool.recharge_line = recharge_line(pool)
     fx.pools[pool.key] = pool
-    _event(state, fx, EventType.AUTO_RECHARGE_CONFIGURATION_CHANGED, pool, now,
-           _details(settings, now, isEnabled=settings.enabled))
+    recharge_event(state, fx, EventType.AUTO_RECHARGE_CONFIGURATION_CHANGED, pool, now,
+                   details(settings, now, isEnabled=settings.enabled))
     check(state, pool, now, fx)
     return settings

@@ -41,7 +41,7 @@ async def apply(catalog: Any, env: str, file: CatalogFile, *,
     with tempfile.TemporaryDirectory(prefix="creditd-catalog-") as tmp:
         async with open_store(f"sqlite:///{Path(tmp) / 'scratch.db'}",
                               durability="async") as store:
-            scratch = Catalog(store)
+            scratch = Catalog(store, clock=catalog.clock)
             await _scratch_copy(catalog, env, scratch)
             try:
                 changes = await _Applier(file, scratch, env).run()

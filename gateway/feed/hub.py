@@ -238,7 +238,7 @@ class Hub:
         period = min(1.0, heartbeat_s / 2)
         while True:
             await anyio.sleep(period)
-            self.tick(time.time_ns() // 1_000_000, time.monotonic(), heartbeat_s)
+            self.tick(self._now_ms(), time.monotonic(), heartbeat_s)
 
     def statistics(self) -> dict[str, int]:
         return {"subscribers": self.count, "customers": len(self._by_customer),

@@ -26,7 +26,7 @@ from litestar.params import FromPath
 from engine.core.commands import BalancesReply, GetBalances
 from engine.core.effects import DomainEvent
 from engine.runtime.errors import EngineError
-from gateway.app import environment, ok, services
+from gateway.context import environment, ok, services
 from gateway.errors import bad_input
 from gateway.feed.hub import LimitReached, Subscriber, balance_json, event_frame
 from gateway.feed.service import Feed
@@ -78,7 +78,8 @@ async def mint_token(request: Request, customer_id: FromPath[str]) -> Response:
         raise bad_input("must not be empty", "resourceId")
     await require_customer(request, customer_id, field="customerId")
     token, expires_s = _feed(request.app.state).tokens.mint(
-        environment(request), customer_id, body.resource_id, int(time.time()),
+        environment(request), customer_id, body.resource_id,
+        services(request).clock.now_ms() // 1000,
         body.ttl_seconds)
     return ok({"token": token, "expiresAt": iso(expires_s * 1000), "customerId": customer_id,
                "resourceId": body.resource_id}, status=201)
@@ -107,7 +108,8 @@ async def _authenticate(socket: WebSocket) -> tuple[str, Claims | None]:
         return env, None
     if token:
         try:
-            claims = _feed(socket.app.state).tokens.verify(token)
+            claims = _feed(socket.app.state).tokens.verify(
+                token, socket.app.state.services.clock.now_ms() // 1000)
         except TokenExpired:
             raise Close(TOKEN_EXPIRED, "TokenExpired", "token: the token has expired") from None
         except TokenError as exc:

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from engine.billing.pricing import select_price_period
-from gateway.catalog import Catalog, now_ms
+from gateway.catalog import Catalog
 from gateway.errors import bad_input
 from gateway.packages.checks import (
     _credits,
@@ -301,4 +301,4 @@ async def _charges(catalog: Catalog, env: str, body: Any) -> dict[str, Any]:
     return {"pricingType": c.pricing_type, "billingId": c.billing_id,
             "pricingModels": models, "overagePricingModels": overage,
             "overageBillingPeriod": c.overage_billing_period, "minimumSpend": minimum,
-            "_setAt": now_ms()}
+            "_setAt": catalog.now_ms()}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from gateway.catalog import Catalog, now_ms
+from gateway.catalog import Catalog
 from gateway.errors import ApiError, bad_input
 from gateway.packages.checks import (
     _CONFIG_OF,
@@ -127,8 +127,9 @@ def _entitlement_input(body: Any, field: str) -> dict[str, Any]:
     return to_dict(parsed)
 
 
-def _stamp_entitlement(ent: dict[str, Any], existing: dict[str, Any] | None) -> None:
-    now = now_ms()
+def _stamp_entitlement(catalog: Catalog, ent: dict[str, Any],
+                       existing: dict[str, Any] | None) -> None:
+    now = catalog.now_ms()
     ent["_createdAt"] = existing["_createdAt"] if existing else now
     ent["_updatedAt"] = now
 
@@ -159,10 +160,10 @@ async def set_entitlements(catalog: Catalog, env: str, kind: str, ident: str,
                                f"{given['id']!r} already; update it instead", f"{field}.id")
             seen.add(key)
             ent = await _entitlement(catalog, env, given, None, field)
-            _stamp_entitlement(ent, None)
+            _stamp_entitlement(catalog, ent, None)
             written.append(ent)
         doc["entitlements"] = current + written
-        await catalog.replace(_table(kind), env, _touch(doc))
+        await catalog.replace(_table(kind), env, _touch(catalog, doc))
         return written
 
 
@@ -185,9 +186,9 @@ async def update_entitlement(catalog: Catalog, env: str, kind: str, ident: str,
         given.pop("id", None)
         existing = doc["entitlements"][index]
         ent = await _entitlement(catalog, env, given, existing, "")
-        _stamp_entitlement(ent, existing)
+        _stamp_entitlement(catalog, ent, existing)
         doc["entitlements"][index] = ent
-        await catalog.replace(_table(kind), env, _touch(doc))
+        await catalog.replace(_table(kind), env, _touch(catalog, doc))
         return ent
 
 
@@ -198,5 +199,5 @@ async def delete_entitlement(catalog: Catalog, env: str, kind: str, ident: str,
         index = _find(doc, ent_id, kind)
         _require_draft(doc, kind, "entitlements")
         gone = doc["entitlements"].pop(index)
-        await catalog.replace(_table(kind), env, _touch(doc))
+        await catalog.replace(_table(kind), env, _touch(catalog, doc))
         return gone

@@ -70,7 +70,7 @@ async def create_product(catalog: Catalog, env: str, body: dict) -> dict:
                            "multipleSubscriptions": False, "productSettings": None,
                            "usageResetCutoffRule": None}
     await _apply_product(catalog, env, doc, b)
-    if not await catalog.insert("products", env, _touch(doc, created=True)):
+    if not await catalog.insert("products", env, _touch(catalog, doc, created=True)):
         raise ApiError(409, "DuplicatedEntityNotAllowed", f"product {b.id!r} exists already",
                        "id")
     return doc
@@ -81,7 +81,7 @@ async def update_product(catalog: Catalog, env: str, ident: str, changes: dict) 
     async with _lock(catalog, env, "product", ident):
         doc = await _product(catalog, env, ident)
         await _apply_product(catalog, env, doc, b)
-        await catalog.replace("products", env, _touch(doc))
+        await catalog.replace("products", env, _touch(catalog, doc))
         return doc
 
 
@@ -92,7 +92,7 @@ async def archive_product(catalog: Catalog, env: str, ident: str,
     async with _lock(catalog, env, "product", ident):
         doc = await _product(catalog, env, ident)
         if (doc.get("_archivedAt") is not None) != archived:
-            _touch(doc)
+            _touch(catalog, doc)
             doc["_archivedAt"] = doc["_updatedAt"] if archived else None
             await catalog.replace("products", env, doc)
         return doc
@@ -149,7 +149,7 @@ async def duplicate_product(catalog: Catalog, env: str, ident: str, target_id: s
         for name in ("downgradePlanId", "subscriptionStartPlanId"):
             if settings.get(name):
                 settings[name] = rename["plan"].get(settings[name])
-    if not await catalog.insert("products", env, _touch(product, created=True)):
+    if not await catalog.insert("products", env, _touch(catalog, product, created=True)):
         raise ApiError(409, "DuplicatedEntityNotAllowed",
                        f"product {target_id!r} exists already", "targetId")
     for kind in ("addon", "plan"):
@@ -168,5 +168,5 @@ async def duplicate_product(catalog: Catalog, env: str, ident: str, target_id: s
             else:
                 new["dependencies"] = [rename["addon"][a] for a in new.get("dependencies") or ()
                                        if a in rename["addon"]]
-            await catalog.insert(_table(kind), env, _touch(new, created=True))
+            await catalog.insert(_table(kind), env, _touch(catalog, new, created=True))
     return product

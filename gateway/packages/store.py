@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from gateway.catalog import Catalog, now_ms
+from gateway.catalog import Catalog
 from gateway.errors import ApiError, bad_input
 
 KINDS = {"plan": "plans", "addon": "addons"}
@@ -147,8 +147,8 @@ def _require_draft(doc: dict[str, Any], kind: str, what: str) -> None:
                        f"(POST …/{doc['id']}/draft) to change its {what}")
 
 
-def _touch(doc: dict[str, Any], *, created: bool = False) -> dict[str, Any]:
-    now = now_ms()
+def _touch(catalog: Catalog, doc: dict[str, Any], *, created: bool = False) -> dict[str, Any]:
+    now = catalog.now_ms()
     if created:
         doc["_createdAt"] = now
     doc["_updatedAt"] = now
@@ -161,7 +161,7 @@ async def _store_version(catalog: Catalog, env: str, kind: str, doc: dict[str, A
         "INSERT INTO package_versions (environment, kind, id, version, doc, published_at) "
         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (environment, kind, id, version) DO UPDATE "
         "SET doc = excluded.doc", env, kind, doc["id"], version, _json(doc).decode(),
-        now_ms())
+        catalog.now_ms())
     state = _state(catalog)
     state.versions[(env, kind, doc["id"], version)] = doc
     key = (env, kind, doc["id"])

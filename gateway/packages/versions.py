@@ -59,7 +59,7 @@ async def create_package(catalog: Catalog, env: str, kind: str, body: dict) -> d
         raise ApiError(409, "DuplicatedEntityNotAllowed",
                        f"{_NAMES[kind]} {b.id!r} exists already", "id")
     async with _lock(catalog, env, kind, b.id):
-        _touch(doc, created=True)
+        _touch(catalog, doc, created=True)
         if not await catalog.insert(table, env, doc):
             raise ApiError(409, "DuplicatedEntityNotAllowed",
                            f"{_NAMES[kind]} {b.id!r} exists already", "id")
@@ -83,14 +83,14 @@ async def update_package(catalog: Catalog, env: str, kind: str, ident: str,
             if b.status == "DRAFT" and doc["status"] == "PUBLISHED":
                 doc = _draft_of(doc)
             await _apply(catalog, env, kind, doc, b)
-            await catalog.replace(_table(kind), env, _touch(doc))
+            await catalog.replace(_table(kind), env, _touch(catalog, doc))
             if doc["status"] == "PUBLISHED":
                 await _store_version(catalog, env, kind, doc)
             return doc
     async with _lock(catalog, env, kind, ident):
         doc = await _working(catalog, env, kind, ident)
         await _apply(catalog, env, kind, doc, b)
-        await catalog.replace(_table(kind), env, _touch(doc))
+        await catalog.replace(_table(kind), env, _touch(catalog, doc))
         if doc["status"] == "PUBLISHED":
             await _store_version(catalog, env, kind, doc)
     if b.status == "PUBLISHED" and doc["status"] != "PUBLISHED":
@@ -125,7 +125,7 @@ async def publish(catalog: Catalog, env: str, kind: str, ident: str, *,
                                 "parentPlanId")
         doc["status"] = "PUBLISHED"
         doc["_migrationType"] = migration_type
-        _touch(doc)
+        _touch(catalog, doc)
         doc["_publishedAt"] = doc["_updatedAt"]
         await _store_version(catalog, env, kind, doc)
         await catalog.replace(_table(kind), env, doc)
@@ -150,7 +150,7 @@ async def create_draft(catalog: Catalog, env: str, kind: str, ident: str) -> dic
             return doc
         if doc["status"] == "ARCHIVED":
             raise ApiError(409, "PackageArchived", f"{_NAMES[kind]} {ident!r} is archived")
-        draft = _touch(_draft_of(doc))
+        draft = _touch(catalog, _draft_of(doc))
         await catalog.replace(_table(kind), env, draft)
         return draft
 
@@ -170,7 +170,7 @@ async def remove_draft(catalog: Catalog, env: str, kind: str, ident: str) -> dic
                            "there is (archive it instead)")
         restored = copy.deepcopy(latest)
         restored["_createdAt"] = doc["_createdAt"]
-        await catalog.replace(_table(kind), env, _touch(restored))
+        await catalog.replace(_table(kind), env, _touch(catalog, restored))
         return restored
 
 
@@ -182,7 +182,7 @@ async def archive(catalog: Catalog, env: str, kind: str, ident: str) -> dict:
         if doc["status"] == "ARCHIVED":
             return doc
         doc["status"] = "ARCHIVED"
-        _touch(doc)
+        _touch(catalog, doc)
         doc["_archivedAt"] = doc["_updatedAt"]
         await catalog.replace(_table(kind), env, doc)
         return doc

@@ -12,14 +12,14 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, get
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from gateway.app import environment, ok, services
-from gateway.catalog import now_ms
+from gateway.context import environment, ok, services
 from gateway.errors import bad_input
 from gateway.routes.common import engine_id, require_currency, require_customer
 from gateway.routes.features import require_feature
@@ -75,9 +75,8 @@ def _period_of(starts: list[int], hour: int) -> int:
     return starts[lo]
 
 
-def _range(start_date: str | None, end_date: str | None, time_range: str | None,
+def _range(now: int, start_date: str | None, end_date: str | None, time_range: str | None,
            default: str | None) -> tuple[int, int]:
-    now = now_ms()
     end = parse_time(end_date, "endDate") or now
     start = parse_time(start_date, "startDate")
     if start is None:
@@ -109,6 +108,10 @@ def _group_keys(group_by: str | None, *, allow_feature: bool) -> tuple[list[str]
     return keys, by_feature
 
 
+# Stored dimension values: numbers with a fraction as the exact Decimal the client sent.
+_dimensions = msgspec.json.Decoder(float_hook=Decimal).decode
+
+
 def _tag(value: Any) -> str:
     if value is None:
         return ""
@@ -136,7 +139,8 @@ async def credit_usage(
     if not customer_id:
         raise bad_input("is required", "customerId")
     await require_customer(request, customer_id, allow_archived=True)
-    start, end = _range(start_date, end_date, time_range, "LAST_MONTH")
+    start, end = _range(services(request).clock.now_ms(), start_date, end_date, time_range,
+                        "LAST_MONTH")
     keys, by_feature = _group_keys(group_by, allow_feature=True)
     if not keys:
         by_feature = True
@@ -161,7 +165,7 @@ async def credit_usage(
     currencies = set()
     for hour, feature_id, dims, row_currency, credits, events in rows:
         currencies.add(row_currency)
-        values = msgspec.json.decode(dims) if dims else {}
+        values = _dimensions(dims) if dims else {}
         tags = tuple(_tag(values.get(k)) for k in keys)
         key = (feature_id if by_feature else None, tags)
         s = series.get(key)
@@ -247,7 +251,7 @@ async def usage_history(
     running total of every change before it), per value of the `groupBy` dimension."""
     await require_customer(request, customer_id, allow_archived=True)
     await require_feature(request, feature_id, allow_archived=True)
-    start, end = _range(start_date, end_date, None, None)
+    start, end = _range(services(request).clock.now_ms(), start_date, end_date, None, None)
     keys, _ = _group_keys(group_by, allow_feature=False)
     customer = engine_id(environment(request), customer_id)
     rows = await services(request).store.fetch(
@@ -257,7 +261,7 @@ async def usage_history(
     totals: dict[tuple, int] = defaultdict(int)  # usage before the range, per group
     changes: dict[tuple, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for hour, dims, change in rows:
-        values = msgspec.json.decode(dims) if dims else {}
+        values = _dimensions(dims) if dims else {}
         tags = tuple(_tag(values.get(k)) for k in keys)
         if hour < starts[0]:
             totals[tags] += change

@@ -6,8 +6,7 @@ from typing import Any
 
 from litestar import Request
 
-from gateway.app import environment, services
-from gateway.catalog import now_ms
+from gateway.context import environment, services
 from gateway.errors import ApiError
 from gateway.wire import iso
 
@@ -55,8 +54,9 @@ def public(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def stamp(doc: dict[str, Any], *, created: bool = False) -> dict[str, Any]:
-    now = now_ms()
+def stamp(catalog: Any, doc: dict[str, Any], *, created: bool = False) -> dict[str, Any]:
+    """Mark `doc` changed (and created) now, by the process's clock (the catalog's)."""
+    now = catalog.now_ms()
     if created:
         doc["_createdAt"] = now
     doc["_updatedAt"] = now

@@ -18,8 +18,7 @@ from litestar.params import FromPath, FromQuery
 from msgspec import UNSET, UnsetType
 
 from engine.billing.pricing import DURATION_MONTHS_MAX
-from gateway.app import environment, ok, services
-from gateway.catalog import now_ms
+from gateway.context import environment, ok, services
 from gateway.errors import ApiError, bad_input
 from gateway.routes.common import stamp
 from gateway.wire import amount_in, amount_out, created_at_bounds, decode, iso, limit_in
@@ -126,10 +125,11 @@ async def create_coupon(request: Request) -> Response:
         raise bad_input("must be 1-255 characters without '/'", "id")
     if not body.name.strip():
         raise bad_input("must not be empty", "name")
-    doc = stamp({"id": body.id, "name": body.name, "description": body.description,
-                 "metadata": body.metadata or {}, **_discount(body), **_duration(body)},
-                created=True)
-    if not await services(request).catalog.insert(_TABLE, environment(request), doc):
+    catalog = services(request).catalog
+    doc = stamp(catalog, {"id": body.id, "name": body.name, "description": body.description,
+                          "metadata": body.metadata or {}, **_discount(body),
+                          **_duration(body)}, created=True)
+    if not await catalog.insert(_TABLE, environment(request), doc):
         raise ApiError(409, "DuplicatedEntityNotAllowed", f"coupon {body.id!r} exists already",
                        "id")
     return ok(coupon_json(doc))
@@ -177,7 +177,8 @@ async def update_coupon(request: Request, coupon_id: FromPath[str]) -> Response:
         doc["description"] = body.description
     if body.metadata is not UNSET:
         doc["metadata"] = body.metadata or {}
-    await services(request).catalog.replace(_TABLE, environment(request), stamp(doc))
+    catalog = services(request).catalog
+    await catalog.replace(_TABLE, environment(request), stamp(catalog, doc))
     return ok(coupon_json(doc))
 
 
@@ -186,8 +187,9 @@ async def archive_coupon(request: Request, coupon_id: FromPath[str]) -> Response
     """Archived coupons cannot be applied to new subscriptions; archiving again is a no-op."""
     doc = dict(await _coupon(request, coupon_id))
     if doc.get("_archivedAt") is None:
-        doc["_archivedAt"] = now_ms()
-        await services(request).catalog.replace(_TABLE, environment(request), stamp(doc))
+        catalog = services(request).catalog
+        doc["_archivedAt"] = catalog.now_ms()
+        await catalog.replace(_TABLE, environment(request), stamp(catalog, doc))
     return ok(coupon_json(doc))
 
 

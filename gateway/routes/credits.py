@@ -30,7 +30,8 @@ from engine.core.commands import (
     VoidGrant,
 )
 from engine.core.model import GrantType
-from gateway.app import authenticate, environment, ok, services
+from gateway.auth import authenticate
+from gateway.context import environment, ok, services
 from gateway.catalog import page_by_creation
 from gateway.errors import ApiError, bad_input, from_refusal
 from gateway.routes.common import (
@@ -42,9 +43,11 @@ from gateway.routes.common import (
     scoped_key,
 )
 from gateway.wire import (
+    Dimensions,
     amount_in,
     amount_out,
     created_at_bounds,
+    dimensions_in,
     decode,
     iso,
     limit_in,
@@ -91,7 +94,7 @@ class ConsumptionCreate(msgspec.Struct, forbid_unknown_fields=True, rename="came
     customer_id: str
     idempotency_key: str
     created_at: str | None = None
-    dimensions: dict[str, str | int | float | bool] | None = None
+    dimensions: Dimensions | None = None
     resource_id: str | None = None
 
 
@@ -349,7 +352,7 @@ async def _consume(request: Request, raw: bytes) -> dict[str, Any]:
         resource_id=body.resource_id,
         amount=amount_in(body.amount, "amount"),
         idempotency_key=scoped_key("consume", body.idempotency_key),
-        dimensions=body.dimensions,
+        dimensions=dimensions_in(body.dimensions, "dimensions"),
         created_at=parse_time(body.created_at, "createdAt"),
     )
     reply: ConsumeReply = _unwrap(await services(request).runtime.submit(
@@ -414,7 +417,7 @@ async def consume_batch(request: Request) -> Response:
             currency_id=item.currency_id, resource_id=item.resource_id,
             amount=amount_in(item.amount, f"{at}.amount"),
             idempotency_key=scoped_key("consume", item.idempotency_key),
-            dimensions=item.dimensions,
+            dimensions=dimensions_in(item.dimensions, f"{at}.dimensions"),
             created_at=parse_time(item.created_at, f"{at}.createdAt"))))
     runtime = services(request).runtime
     results: list[Any] = [None] * len(commands)

@@ -9,8 +9,7 @@ from msgspec import UNSET, UnsetType
 from litestar.params import FromPath, FromQuery
 from litestar import Request, Response, get, patch, post
 
-from gateway.app import environment, ok, services
-from gateway.catalog import now_ms
+from gateway.context import environment, ok, services
 from gateway.errors import ApiError, bad_input
 from gateway.routes.common import public, require_currency, stamp
 from gateway.wire import amount_in, amount_out, decode, limit_in
@@ -95,11 +94,12 @@ async def create_currency(request: Request) -> Response:
     body = decode(await request.body(), CurrencyCreate)
     if not body.id or "/" in body.id or len(body.id) > 200:
         raise bad_input("must be 1-200 characters without '/'", "id")
-    doc = stamp({"id": body.id, "displayName": body.display_name,
-                 "description": body.description, "metadata": body.metadata,
-                 "symbol": body.symbol, "units": _units(body.units),
-                 "topUp": _top_up(body.top_up)}, created=True)
-    if not await services(request).catalog.insert("currencies", environment(request), doc):
+    catalog = services(request).catalog
+    doc = stamp(catalog, {"id": body.id, "displayName": body.display_name,
+                          "description": body.description, "metadata": body.metadata,
+                          "symbol": body.symbol, "units": _units(body.units),
+                          "topUp": _top_up(body.top_up)}, created=True)
+    if not await catalog.insert("currencies", environment(request), doc):
         raise ApiError(409, "DuplicatedEntityNotAllowed",
                        f"currency {body.id!r} exists already", "id")
     return ok(currency_public(doc), status=200)
@@ -137,14 +137,16 @@ async def update_currency(request: Request, currency_id: FromPath[str]) -> Respo
         doc["units"] = _units(body.units)
     if body.top_up is not UNSET:
         doc["topUp"] = _top_up(body.top_up)
-    await services(request).catalog.replace("currencies", environment(request), stamp(doc))
+    catalog = services(request).catalog
+    await catalog.replace("currencies", environment(request), stamp(catalog, doc))
     return ok(currency_public(doc))
 
 
 async def _set_archived(request: Request, currency_id: str, archived: bool) -> Response:
     doc = dict(await require_currency(request, currency_id, allow_archived=True))
-    doc["_archivedAt"] = now_ms() if archived else None
-    await services(request).catalog.replace("currencies", environment(request), stamp(doc))
+    catalog = services(request).catalog
+    doc["_archivedAt"] = catalog.now_ms() if archived else None
+    await catalog.replace("currencies", environment(request), stamp(catalog, doc))
     return ok(currency_public(doc))
 
 

@@ -13,8 +13,7 @@ from msgspec import UNSET, UnsetType
 from litestar.params import FromPath, FromQuery
 from litestar import Request, Response, get, patch, post
 
-from gateway.app import environment, ok, services
-from gateway.catalog import now_ms
+from gateway.context import environment, ok, services
 from gateway.errors import ApiError, bad_input
 from gateway.routes.common import public, require_customer, stamp
 from gateway.wire import created_at_bounds, decode, limit_in
@@ -56,8 +55,9 @@ async def provision_customer(request: Request) -> Response:
     body = decode(await request.body(), CustomerCreate)
     if not body.id or "/" in body.id or len(body.id) > 255:
         raise bad_input("must be 1-255 characters without '/'", "id")
-    doc = stamp({"id": body.id, "metadata": {}, **_fields(body)}, created=True)
-    if not await services(request).catalog.insert("customer_profiles", environment(request), doc):
+    catalog = services(request).catalog
+    doc = stamp(catalog, {"id": body.id, "metadata": {}, **_fields(body)}, created=True)
+    if not await catalog.insert("customer_profiles", environment(request), doc):
         raise ApiError(409, "DuplicatedEntityNotAllowed", f"customer {body.id!r} exists already",
                        "id")
     return ok(public(doc))
@@ -74,7 +74,8 @@ async def update_customer(request: Request, customer_id: FromPath[str]) -> Respo
     body = decode(await request.body(), CustomerFields)
     doc = dict(await require_customer(request, customer_id, field="id"))
     doc.update(_fields(body))
-    await services(request).catalog.replace("customer_profiles", environment(request), stamp(doc))
+    catalog = services(request).catalog
+    await catalog.replace("customer_profiles", environment(request), stamp(catalog, doc))
     return ok(public(doc))
 
 
@@ -97,8 +98,9 @@ async def list_customers(
 
 async def _set_archived(request: Request, customer_id: str, archived: bool) -> Response:
     doc = dict(await require_customer(request, customer_id, field="id", allow_archived=True))
-    doc["_archivedAt"] = now_ms() if archived else None
-    await services(request).catalog.replace("customer_profiles", environment(request), stamp(doc))
+    catalog = services(request).catalog
+    doc["_archivedAt"] = catalog.now_ms() if archived else None
+    await catalog.replace("customer_profiles", environment(request), stamp(catalog, doc))
     return ok(public(doc))
 
 

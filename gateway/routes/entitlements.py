@@ -16,6 +16,7 @@ limit never denies. Current usage is the engine's counter for the current reset 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -32,8 +33,7 @@ from engine.core.commands import (
     ReserveReply,
 )
 from engine.core.amounts import SCALE
-from gateway.app import environment, ok, services
-from gateway.catalog import now_ms
+from gateway.context import environment, ok, services
 from gateway.entitlements_state import (
     Effective,
     credit_period_end,
@@ -59,13 +59,14 @@ def _currency_json(doc: dict[str, Any]) -> dict[str, Any]:
             "unitPlural": units.get("plural"), "unitSingular": units.get("singular")}
 
 
-def credit_entitlement(currency: dict[str, Any], b: BalanceView | None, *, granted: bool,
-                       denied: str | None, reservation: Any = None,
+def credit_entitlement(currency: dict[str, Any], b: BalanceView | None, *, now: int,
+                       granted: bool, denied: str | None, reservation: Any = None,
                        period_end: int | None = None) -> dict[str, Any]:
-    """`period_end`: when the recurring credits of the currency next renew."""
+    """`period_end`: when the recurring credits of the currency next renew; `now` is
+    when the answer was made, shown as its update time when there is no balance."""
     consumed = b.total_consumed if b else 0
     balance = max(b.current_balance, 0) if b else 0
-    updated = iso(b.timestamp) if b else iso(now_ms())
+    updated = iso(b.timestamp) if b else iso(now)
     return {
         "type": "CREDIT",
         "isGranted": granted,
@@ -208,19 +209,24 @@ async def check_entitlement(
     if not currency_id:
         raise bad_input("currencyId or featureId is required", "currencyId")
     currency = await require_currency(request, currency_id)
+    now = services(request).clock.now_ms()
     denied = await _customer_state(request, customer_id)
     if denied is not None:
-        return ok(credit_entitlement(currency, None, granted=False, denied=denied))
+        return ok(credit_entitlement(currency, None, now=now, granted=False, denied=denied))
     runtime = services(request).runtime
     customer = engine_id(environment(request), customer_id)
     if reserve_amount is not None:
         amount = amount_in(reserve_amount, "reserveAmount")
-        if not reservation_id:
-            raise bad_input("is required with reserveAmount (retries reuse it)", "reservationId")
+        if reservation_id is None:
+            # The contract makes the id optional. Without one the check cannot be
+            # recognised when retried: each retry holds again (until it expires or is
+            # released). docs/api.md says so; send a reservationId to be safe.
+            reservation_id = f"res-{uuid.uuid4().hex}"
+        elif not reservation_id:
+            raise bad_input("must not be empty", "reservationId")
         if reservation_ttl_seconds is not None and reservation_expires_at is not None:
             raise bad_input("give reservationTtlSeconds or reservationExpiresAt, not both",
                             "reservationTtlSeconds")
-        now = now_ms()
         if reservation_expires_at is not None:
             expires_at = parse_time(reservation_expires_at, "reservationExpiresAt")
             assert expires_at is not None
@@ -254,11 +260,11 @@ async def check_entitlement(
                 currency_id=currency_id, resource_id=resource_id, match_resource=True))
             assert isinstance(balances, BalancesReply)
             view = balances.balances[0] if balances.balances else None
-            return ok(credit_entitlement(currency, view, granted=False,
+            return ok(credit_entitlement(currency, view, now=now, granted=False,
                                          denied="InsufficientCredits"))
         assert isinstance(reply, ReserveReply)
-        return ok(credit_entitlement(currency, reply.balance, granted=True, denied=None,
-                                     reservation=reply.reservation))
+        return ok(credit_entitlement(currency, reply.balance, now=now, granted=True,
+                                     denied=None, reservation=reply.reservation))
     requested = 0 if requested_usage is None else amount_in(requested_usage, "requestedUsage",
                                                               allow_zero=True)
     balances = await runtime.submit(customer, GetBalances(
@@ -268,10 +274,10 @@ async def check_entitlement(
     available = view.current_balance if view else 0
     # With no requested usage the question is "is there anything left?".
     granted = available >= requested if requested else available > 0
-    svc, now = services(request), services(request).clock.now_ms()
+    svc = services(request)
     sources = await effective_entitlements(svc, environment(request), customer_id,
                                            resource_id, now)
-    return ok(credit_entitlement(currency, view, granted=granted,
+    return ok(credit_entitlement(currency, view, now=now, granted=granted,
                                  denied=None if granted else "InsufficientCredits",
                                  period_end=credit_period_end(sources, currency_id, now)))
 
@@ -292,7 +298,8 @@ async def entitlements_of(request: Request, customer_id: str,
         currency = await require_currency(request, view.currency_id, allow_archived=True)
         granted = view.current_balance > 0
         entitlements.append(credit_entitlement(
-            currency, view, granted=granted, denied=None if granted else "InsufficientCredits",
+            currency, view, now=now, granted=granted,
+            denied=None if granted else "InsufficientCredits",
             period_end=credit_period_end(sources, view.currency_id, now)))
     granted_features = {f: e for f, e in sources.features.items() if e.granted}
     if granted_features:

@@ -58,7 +58,7 @@ from engine.billing.pricing import (
 )
 from engine.billing.proration import Proration, prorate, prorated
 from engine.core.amounts import from_units
-from gateway.app import environment, ok, services
+from gateway.context import environment, ok, services
 from gateway.errors import ApiError, bad_input
 from gateway.routes.common import require_customer
 from gateway.subscription_changes import (

@@ -18,8 +18,7 @@ from litestar.params import FromPath, FromQuery
 from msgspec import UNSET, UnsetType
 
 from engine.core.meters import Meter, MeterError, validate_meter
-from gateway.app import environment, ok, services
-from gateway.catalog import now_ms
+from gateway.context import environment, ok, services
 from gateway.errors import ApiError, bad_input
 from gateway.names import camel
 from gateway.routes.common import public, require_currency, stamp
@@ -137,7 +136,7 @@ async def create_feature(request: Request) -> Response:
         "enumConfiguration": None, "creditRate": None,
     }
     await _apply(request, doc, body)
-    stamp(doc, created=True)
+    stamp(services(request).catalog, doc, created=True)
     if not await services(request).catalog.insert("features", environment(request), doc):
         raise ApiError(409, "DuplicatedEntityNotAllowed", f"feature {body.id!r} exists already",
                        "id")
@@ -173,7 +172,8 @@ async def update_feature(request: Request, feature_id: FromPath[str]) -> Respons
     body = decode(await request.body(), FeatureUpdate)
     doc = dict(await require_feature(request, feature_id, field="id"))
     await _apply(request, doc, body)
-    await services(request).catalog.replace("features", environment(request), stamp(doc))
+    catalog = services(request).catalog
+    await catalog.replace("features", environment(request), stamp(catalog, doc))
     return ok(public(doc))
 
 
@@ -214,8 +214,9 @@ async def list_features(
 
 async def _set_archived(request: Request, feature_id: str, archived: bool) -> Response:
     doc = dict(await require_feature(request, feature_id, field="id", allow_archived=True))
-    doc["_archivedAt"] = now_ms() if archived else None
-    await services(request).catalog.replace("features", environment(request), stamp(doc))
+    catalog = services(request).catalog
+    doc["_archivedAt"] = catalog.now_ms() if archived else None
+    await catalog.replace("features", environment(request), stamp(catalog, doc))
     return ok(public(doc))
 
 

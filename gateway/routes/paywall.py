@@ -18,7 +18,7 @@ from litestar import Request, Response, get
 
 from engine.billing.pricing import select_price_period
 from gateway import packages
-from gateway.app import environment, ok, services
+from gateway.context import environment, ok, services
 from gateway.errors import ApiError, bad_input
 from gateway.wire import iso
 

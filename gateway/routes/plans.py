@@ -25,7 +25,7 @@ from litestar import Request, Response, delete, get, patch, post
 from litestar.params import FromPath, FromQuery
 
 from gateway import packages
-from gateway.app import environment, ok, services
+from gateway.context import environment, ok, services
 from gateway.errors import bad_input
 from gateway.packages import EntitlementIn, PackageCreate, PackageUpdate
 from gateway.wire import created_at_bounds, decode, limit_in

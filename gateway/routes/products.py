@@ -10,7 +10,7 @@ from litestar.params import FromPath, FromQuery
 from msgspec import UNSET, UnsetType
 
 from gateway import packages
-from gateway.app import environment, ok, services
+from gateway.context import environment, ok, services
 from gateway.errors import ApiError, bad_input
 from gateway.packages import ProductCreate, ProductUpdate
 from gateway.wire import created_at_bounds, decode, limit_in

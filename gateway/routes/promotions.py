@@ -23,8 +23,9 @@ from litestar import Request, Response, delete, get, post
 from litestar.params import FromPath, FromQuery
 
 from engine.billing.periods import ANCHORS, WEEK_MS, add_months
-from gateway.app import environment, ok, services
-from gateway.entitlements_state import invalidate, promotions_of
+from gateway.context import environment, ok, services
+from gateway.entitlements_cache import invalidate
+from gateway.entitlements_state import promotions_of
 from gateway.errors import ApiError, bad_input
 from gateway.routes.common import require_customer
 from gateway.routes.features import require_feature

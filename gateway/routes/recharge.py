@@ -18,7 +18,7 @@ from litestar.params import QueryParameter
 
 from engine.core.commands import AutoRechargeReply, ConfigureAutoRecharge, GetAutoRecharge, Refused
 from engine.core.model import AutoRecharge
-from gateway.app import environment, ok, services
+from gateway.context import environment, ok, services
 from gateway.errors import bad_input, from_refusal
 from gateway.routes.common import engine_id, require_currency, require_customer
 from gateway.wire import amount_in, amount_out, decode, iso

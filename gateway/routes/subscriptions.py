@@ -19,7 +19,7 @@ from litestar.params import FromPath, FromQuery
 from msgspec import UNSET, UnsetType
 
 from gateway import subscriptions as subs
-from gateway.app import environment, ok, services
+from gateway.context import environment, ok, services
 from gateway.errors import ApiError, bad_input
 from gateway.routes.common import check_key, require_customer
 from gateway.subscription_changes import apply_changes, resolve

@@ -11,7 +11,7 @@ import msgspec
 from litestar import Request, Response, get, put
 
 from engine.runtime.clock import ManualClock
-from gateway.app import ok, services
+from gateway.context import ok, services
 from gateway.errors import ApiError, bad_input
 from gateway.wire import TIME_MAX_MS, decode, iso, parse_time
 

@@ -39,8 +39,7 @@ from engine.core.commands import (
 )
 from engine.core.meters import ADDITIVE, contribution, matches
 from engine.core.usage import burn_units
-from gateway.app import environment, ok, services
-from gateway.catalog import now_ms
+from gateway.context import environment, ok, services
 from gateway.entitlements_state import effective_entitlements, period_starts, usage_of
 from gateway.errors import ApiError, bad_input, from_refusal
 from gateway.routes.common import (
@@ -50,13 +49,19 @@ from gateway.routes.common import (
     scoped_key,
 )
 from gateway.routes.features import credit_rate_units, require_feature
-from gateway.wire import amount_out, decode, iso, parse_time, signed_amount_in
+from gateway.wire import (
+    Dimensions,
+    amount_out,
+    decode,
+    dimensions_in,
+    iso,
+    parse_time,
+    signed_amount_in,
+)
 
 __all__ = ["ROUTES"]
 
 ITEMS_MAX = 1000
-Dimensions = dict[str, str | int | float | bool]
-DIMENSIONS_MAX = 50
 
 
 class UsageItem(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -90,11 +95,6 @@ class EventsBody(msgspec.Struct, forbid_unknown_fields=True):
 def _batch(items: list[Any], field: str) -> None:
     if not 1 <= len(items) <= ITEMS_MAX:
         raise bad_input(f"must hold 1 to {ITEMS_MAX} items", field)
-
-
-def _dimensions(dims: Dimensions | None, field: str) -> None:
-    if dims is not None and len(dims) > DIMENSIONS_MAX:
-        raise bad_input(f"at most {DIMENSIONS_MAX} dimensions", field)
 
 
 def _renumber(refused: Refused, indexes: list[int], name: str) -> ApiError:
@@ -156,7 +156,7 @@ async def _measurements(request: Request) -> tuple[list[UsageItem], dict[str, li
             raise bad_input("a SET value must not be negative", f"{at}.value")
         if item.idempotency_key is not None:
             check_key(item.idempotency_key, f"{at}.idempotencyKey")
-        _dimensions(item.dimensions, f"{at}.dimensions")
+        dimensions_in(item.dimensions, f"{at}.dimensions")
         rate = credit_rate_units(feature)
         customer = engine_id(env, item.customer_id)
         window = (await _windows(request, item.customer_id, item.resource_id,
@@ -281,7 +281,7 @@ async def report_events(request: Request) -> Response:
     env = environment(request)
     catalog = services(request).catalog
     metered = await catalog.metered_features(env)
-    now = now_ms()
+    now = catalog.now_ms()
     groups: dict[str, list[MeteredEvent]] = defaultdict(list)
     checked: set[str] = set()  # customers known to exist (a batch names few, many times)
     windows: dict[tuple[str, str | None], Windows] = {}
@@ -293,7 +293,7 @@ async def report_events(request: Request) -> Response:
         if not item.event_name:
             raise bad_input("must not be empty", f"{at}.eventName")
         check_key(item.idempotency_key, f"{at}.idempotencyKey")
-        _dimensions(item.dimensions, f"{at}.dimensions")
+        dimensions_in(item.dimensions, f"{at}.dimensions")
         ts = parse_time(item.timestamp, f"{at}.timestamp")
         if ts is None:
             ts = now
@@ -379,6 +379,7 @@ async def _estimates(request: Request, customer: str, resource_id: str | None,
 async def estimate_usage(request: Request) -> Response:
     """The credits a usage report would burn, recording nothing."""
     body = decode(await request.body(), UsageEstimateBody)
+    dimensions_in(body.dimensions, "dimensions")
     await require_customer(request, body.customer_id)
     value = signed_amount_in(body.value, "value")
     env = environment(request)
@@ -407,6 +408,7 @@ async def estimate_usage(request: Request) -> Response:
 async def estimate_event(request: Request) -> Response:
     """The credits an event would burn through every meter it matches, recording nothing."""
     body = decode(await request.body(), EventEstimateBody)
+    dimensions_in(body.dimensions, "dimensions")
     await require_customer(request, body.customer_id)
     env = environment(request)
     metered = await services(request).catalog.metered_features(env)

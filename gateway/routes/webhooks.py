@@ -11,7 +11,7 @@ from litestar import Request, Response, delete, get, patch, post
 from litestar.params import FromPath, FromQuery
 from msgspec import UNSET, UnsetType
 
-from gateway.app import environment, ok
+from gateway.context import environment, ok
 from gateway.errors import ApiError, bad_input
 from gateway.wire import decode, iso, limit_in, parse_time
 from webhooks import Refusal, Webhooks

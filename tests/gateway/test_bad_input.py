@@ -131,8 +131,6 @@ def test_query_parameters(raw, setup) -> None:
          {"currencyId": currency, "reserveAmount": "lots", "reservationId": "r"},
          "reserveAmount"),
         (f"/api/v1/customers/{customer}/entitlements/check",
-         {"currencyId": currency, "reserveAmount": 1}, "reservationId"),
-        (f"/api/v1/customers/{customer}/entitlements/check",
          {"currencyId": currency, "reserveAmount": 1, "reservationId": "r",
           "reservationTtlSeconds": 86401}, "reservationTtlSeconds"),
         (f"/api/v1/customers/{customer}/entitlements/check",

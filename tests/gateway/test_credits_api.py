@@ -405,6 +405,26 @@ def test_reserve_then_release_consumes_only_what_was_used(server, client, custom
     assert (pool["currentBalance"], pool["reserved"], pool["totalConsumed"]) == (7.5, 0, 2.5)
 
 
+def test_a_reservation_without_an_id_gets_one(server, client, customer, currency) -> None:
+    """The contract makes reservationId optional: the server makes one up and answers it;
+    a check sent again without an id is a new reservation (docs/api.md says so)."""
+    grant(client, customer, currency, 10)
+    first = client.v1.customers.check_entitlement(customer, currency_id=currency,
+                                                  reserve_amount=3).data
+    second = client.v1.customers.check_entitlement(customer, currency_id=currency,
+                                                   reserve_amount=3).data
+    assert first.is_granted and second.is_granted
+    ids = {first.reservation.id, second.reservation.id}
+    assert len(ids) == 2 and all(i.startswith("res-") for i in ids)
+    assert balance(server, customer)[0]["reserved"] == 6
+    released = client.v1.credits.reservations.release(
+        first.reservation.id, consumed_amount=1, currency_id=currency,
+        customer_id=customer).data
+    assert released.reservation.status == "RELEASED"
+    [pool] = balance(server, customer)
+    assert (pool["reserved"], pool["currentBalance"]) == (3, 6)
+
+
 def test_reservation_is_refused_whole_when_not_covered(server, client, customer, currency,
                                                        uid) -> None:
     grant(client, customer, currency, 3)

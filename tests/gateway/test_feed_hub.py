@@ -4,7 +4,6 @@ limits, and token verification. The websocket behaviour end to end is in test_fe
 from __future__ import annotations
 
 import json
-import time
 
 import jwt
 import pytest
@@ -147,29 +146,32 @@ def test_publish_never_raises_into_the_engine() -> None:
 
 def test_tokens_round_trip_and_refusals() -> None:
     tokens = Tokens(SECRET)
-    now = int(time.time())  # PyJWT checks exp and iat against the wall clock
+    now = 1_767_225_600  # any time: tokens are checked against the clock they are given
     token, exp = tokens.mint("env", "c", "r1", now_s=now, ttl_s=60)
-    claims = tokens.verify(token)
+    claims = tokens.verify(token, now)
     assert (claims.environment, claims.customer_id, claims.resource_id) == ("env", "c", "r1")
     assert claims.expires_at_s == exp == now + 60
+    assert tokens.verify(token, now + 59).customer_id == "c"
+    with pytest.raises(TokenExpired):
+        tokens.verify(token, now + 60)
     expired, _ = tokens.mint("env", "c", None, now_s=now - 120, ttl_s=60)
     with pytest.raises(TokenExpired):
-        tokens.verify(expired)
+        tokens.verify(expired, now)
     with pytest.raises(TokenError, match="not valid"):
-        Tokens("t" * 40).verify(token)
+        Tokens("t" * 40).verify(token, now)
     with pytest.raises(TokenError):
-        tokens.verify(token[:-3] + "abc")
+        tokens.verify(token[:-3] + "abc", now)
     base = {"sub": "c", "env": "env", "exp": now + 60}
     wrong_aud = jwt.encode({**base, "aud": "elsewhere", "typ": "creditd.customer"}, SECRET)
     with pytest.raises(TokenError):
-        tokens.verify(wrong_aud)
+        tokens.verify(wrong_aud, now)
     wrong_typ = jwt.encode({**base, "aud": "creditd:feed", "typ": "session"}, SECRET)
     with pytest.raises(TokenError, match="not a creditd customer token"):
-        tokens.verify(wrong_typ)
+        tokens.verify(wrong_typ, now)
     unsigned = jwt.encode({**base, "aud": "creditd:feed", "typ": "creditd.customer"}, None,
                           algorithm="none")
     with pytest.raises(TokenError):
-        tokens.verify(unsigned)
+        tokens.verify(unsigned, now)
 
 
 def test_the_ticker_wakes_expired_and_quiet_subscribers_only() -> None:

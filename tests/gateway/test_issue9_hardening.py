@@ -612,7 +612,8 @@ def test_entitlement_check_bad_queries(raw, cat) -> None:
         ({"currencyId": "nope"}, "currencyId", 404),
         ({}, "currencyId", 400),
         ({"currencyId": cat.currency, "featureId": feature}, "featureId", 400),
-        ({"currencyId": cat.currency, "reserveAmount": "5"}, "reservationId", 400),
+        # reserveAmount without a reservationId is a reservation under a made-up id
+        # (issue 16; test_credits_api.py, test_a_reservation_without_an_id_gets_one).
         ({"currencyId": cat.currency, "reserveAmount": "5", "reservationId": "r",
           "reservationTtlSeconds": "soon"}, "reservationTtlSeconds", 400),
     ):

@@ -372,11 +372,15 @@ def test_migrate_moves_to_the_latest_version(client, catalog) -> None:
     assert sorted(g.amount for g in recurring(client, customer, catalog.currency)) == [10, 60]
 
 
-def test_list_filters_and_pages(client, raw, catalog, uid) -> None:
+def test_list_filters_and_pages(client, raw, catalog, clock, uid) -> None:
     plan = catalog.plan(credits=0)
     customers = [catalog.customer() for _ in range(3)]
-    ids = [client.v1.subscriptions.provision(customer_id=c, plan_id=plan).data.id
-           for c in customers]
+    ids = []
+    for c in customers:
+        ids.append(client.v1.subscriptions.provision(customer_id=c, plan_id=plan).data.id)
+        # Created a second apart by the server's clock, which stamps every document (the
+        # same millisecond would order them by id).
+        clock.move(by=timedelta(seconds=1))
     client.v1.subscriptions.cancel(ids[0], cancellation_time="IMMEDIATE")
     everything = list(client.v1.subscriptions.list(plan_id=plan, limit=1))
     assert [s.id for s in everything] == ids

@@ -1,0 +1,47 @@
+"""Authentication of every API call (X-API-KEY) and the request id its log lines carry."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+
+import structlog
+from litestar import Request
+
+from gateway.context import services
+from gateway.errors import ApiError
+
+__all__ = ["PUBLIC_PATHS", "authenticate"]
+
+PUBLIC_PATHS = ("/health", "/ready", "/schema")
+
+
+# Request ids: random per process, then counted (uuid4 per request cost 3 % under load).
+_ID_PREFIX = uuid.uuid4().hex[:22]
+_ids = itertools.count()
+
+
+async def authenticate(request: Request) -> None:
+    """Every API call needs X-API-KEY; its environment scopes all data of the request."""
+    path = request.url.path
+    asked = request.headers.get("x-request-id")
+    # A caller's id is kept (it ties our logs to theirs) if it is a sane token; else ours.
+    ok_id = asked is not None and 0 < len(asked) <= 128 and asked.isascii() and asked.isprintable()
+    request_id = asked if ok_id else f"{_ID_PREFIX}{next(_ids):010x}"
+    state = request.scope.setdefault("state", {})  # type: ignore[typeddict-item]
+    state["request_id"] = request_id
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    if path.startswith(PUBLIC_PATHS):
+        return
+    key = request.headers.get("x-api-key")
+    if not key:
+        raise ApiError(401, "Unauthenticated", "the X-API-KEY header is missing", "X-API-KEY")
+    env = services(request).catalog.environment_of(key)
+    if env is None:
+        raise ApiError(401, "Unauthenticated", "the API key is not valid", "X-API-KEY")
+    asked = request.headers.get("x-environment-id")
+    if asked is not None and asked != env:
+        raise ApiError(403, "Forbidden",
+                       "X-ENVIRONMENT-ID does not match the API key's environment",
+                       "X-ENVIRONMENT-ID")
+    state["environment"] = env

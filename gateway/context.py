@@ -1,0 +1,48 @@
+"""What a route handler reaches through its request: the process's services (store,
+runtime, catalog, clock, settings), the environment its API key belongs to, and the
+response envelope. Kept apart from `gateway.app`, which mounts the routes, so that route
+modules never import the module that imports them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+
+from engine.runtime import Runtime
+from gateway.catalog import Catalog
+from gateway.config import Settings
+
+__all__ = ["Services", "environment", "ok", "services"]
+
+_encode = msgspec.json.Encoder(decimal_format="number").encode
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Any
+    runtime: Runtime
+    catalog: Catalog
+    # The one clock of the process (the runtime's too): billing periods, trials, usage
+    # windows and promotions read `now` from it, so tests can move time (CREDITD_CLOCK).
+    clock: Any = None
+
+
+def ok(data: Any, status: int = 200, pagination: dict[str, Any] | None = None) -> Response:
+    body: dict[str, Any] = {"data": data}
+    if pagination is not None:
+        body["pagination"] = pagination
+    return Response(content=_encode(body), status_code=status, media_type="application/json")
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def environment(request: Request) -> str:
+    # The scope's state dict itself: `request.state` builds a new State (with a lock) on
+    # every access, which showed up at 8 % of the server's time under load.
+    return request.scope["state"]["environment"]
