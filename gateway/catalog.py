@@ -17,8 +17,9 @@ from engine.core.meters import Meter
 from engine.runtime.clock import SystemClock
 from gateway.errors import bad_input
 from gateway.names import camel
+from gateway.wire import ascii_int
 
-__all__ = ["Catalog", "Page", "hash_key", "page_by_creation"]
+__all__ = ["Catalog", "Page", "hash_key", "page_by_creation", "parse_cursor"]
 
 _json = msgspec.json.Encoder(order="deterministic").encode
 _unjson = msgspec.json.decode
@@ -40,11 +41,14 @@ def _cursor(created_at: int, ident: str) -> str:
     return f"{created_at}.{ident}"
 
 
-def _parse_cursor(cursor: str, field: str) -> tuple[int, str]:
+def parse_cursor(cursor: str, field: str) -> tuple[int, str]:
+    """A `createdAt.id` cursor (`_cursor`) back into its parts; 400 naming `field` if it
+    is not one this server issued."""
     created, _, ident = cursor.partition(".")
-    if not created.isdigit() or not ident:
+    created_ms = ascii_int(created)
+    if created_ms is None or not ident:
         raise bad_input("is not a cursor this server issued", field)
-    return int(created), ident
+    return created_ms, ident
 
 
 async def page_by_creation(
@@ -59,11 +63,11 @@ async def page_by_creation(
     where, params = list(where), list(params)
     order = "ASC"
     if after:
-        created_ms, ident = _parse_cursor(after, "after")
+        created_ms, ident = parse_cursor(after, "after")
         where.append("(created_at > ? OR (created_at = ? AND id > ?))")
         params += [created_ms, created_ms, ident]
     elif before:
-        created_ms, ident = _parse_cursor(before, "before")
+        created_ms, ident = parse_cursor(before, "before")
         where.append("(created_at < ? OR (created_at = ? AND id < ?))")
         params += [created_ms, created_ms, ident]
         order = "DESC"

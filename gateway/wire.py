@@ -17,7 +17,7 @@ from gateway.errors import bad_input, field_of
 
 __all__ = ["decode", "iso", "parse_time", "amount_in", "amount_out", "limit_in",
            "created_at_bounds", "signed_amount_in", "Dimensions", "DIMENSIONS_MAX",
-           "dimensions_in"]
+           "dimensions_in", "ascii_int"]
 
 T = TypeVar("T")
 _decoders: dict[type, msgspec.json.Decoder] = {}
@@ -103,6 +103,16 @@ def signed_amount_in(value: Any, field: str) -> int:
 
 def amount_out(units: int) -> int | Decimal:
     return units_to_json(units)
+
+
+def ascii_int(text: str, *, digits_max: int = 18) -> int | None:
+    """`text` as a non-negative integer if it is 1 to `digits_max` ASCII digits, else None.
+    Every id or cursor the server issued as a number is read through here: str.isdigit()
+    also accepts digits of other scripts ('²', '٣'), which int() refuses (a 500) or reads as
+    another number, and a longer string would overflow the database's 64-bit integers."""
+    if 0 < len(text) <= digits_max and text.isascii() and text.isdigit():
+        return int(text)
+    return None
 
 
 DIMENSIONS_MAX = 50

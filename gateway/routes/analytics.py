@@ -23,7 +23,7 @@ from gateway.context import environment, ok, services
 from gateway.errors import bad_input
 from gateway.routes.common import engine_id, require_currency, require_customer
 from gateway.routes.features import require_feature
-from gateway.wire import amount_out, iso, limit_in, parse_time
+from gateway.wire import amount_out, ascii_int, iso, limit_in, parse_time
 
 __all__ = ["ROUTES", "periods"]
 
@@ -183,7 +183,8 @@ async def credit_usage(
                                                       s["tags"]))
     offset = 0
     for name, cursor in (("after", after), ("before", before)):
-        if cursor is not None and not (cursor.startswith("o") and cursor[1:].isdigit()):
+        if cursor is not None and not (cursor.startswith("o")
+                                       and ascii_int(cursor[1:]) is not None):
             raise bad_input("is not a cursor this server issued", name)
     if after:
         offset = int(after[1:])

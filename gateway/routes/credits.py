@@ -46,9 +46,10 @@ from gateway.wire import (
     Dimensions,
     amount_in,
     amount_out,
+    ascii_int,
     created_at_bounds,
-    dimensions_in,
     decode,
+    dimensions_in,
     iso,
     limit_in,
     parse_time,
@@ -268,7 +269,7 @@ async def list_ledger(
             raise bad_input(f"unknown event type {unknown[0]!r}", "eventType")
     size = limit_in(limit)
     for name, cursor in (("after", after), ("before", before)):
-        if cursor is not None and not cursor.isdigit():
+        if cursor is not None and ascii_int(cursor) is None:
             raise bad_input("is not a cursor this server issued", name)
     order = "ASC" if before and not after else "DESC"
     rows = await services(request).store.ledger_page(

@@ -28,7 +28,7 @@ from gateway import packages
 from gateway.context import environment, ok, services
 from gateway.errors import bad_input
 from gateway.packages import EntitlementIn, PackageCreate, PackageUpdate
-from gateway.wire import created_at_bounds, decode, limit_in
+from gateway.wire import ascii_int, created_at_bounds, decode, limit_in
 
 __all__ = ["ROUTES"]
 
@@ -56,9 +56,10 @@ def _csv(request: Request, name: str, allowed: set[str]) -> list[str]:
 def _offset(cursor: str | None, field: str, size: int) -> int | None:
     if cursor is None:
         return None
-    if not cursor.isdigit() or int(cursor) > size:
+    offset = ascii_int(cursor)
+    if offset is None or offset > size:
         raise bad_input("is not a cursor this server issued", field)
-    return int(cursor)
+    return offset
 
 
 def page_rows(rows: list[Any], limit: int, after: str | None,

@@ -23,6 +23,7 @@ from litestar import Request, Response, delete, get, post
 from litestar.params import FromPath, FromQuery
 
 from engine.billing.periods import ANCHORS, WEEK_MS, add_months
+from gateway.catalog import parse_cursor
 from gateway.context import environment, ok, services
 from gateway.entitlements_cache import invalidate
 from gateway.entitlements_state import promotions_of
@@ -223,13 +224,6 @@ def _sort_key(doc: dict[str, Any]) -> tuple[int, str]:
     return doc["_createdAt"], doc["featureId"]
 
 
-def _parse_cursor(cursor: str, field: str) -> tuple[int, str]:
-    created, _, ident = cursor.partition(".")
-    if not created.isdigit() or not ident:
-        raise bad_input("is not a cursor this server issued", field)
-    return int(created), ident
-
-
 _OPS = {">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b,
         "<=": lambda a, b: a <= b}
 
@@ -261,13 +255,13 @@ async def list_promotions(
             and all(_OPS[op](d["_createdAt"], ms) for op, ms in bounds)]
     docs.sort(key=_sort_key)
     if after:
-        mark = _parse_cursor(after, "after")
+        mark = parse_cursor(after, "after")
         rest = [d for d in docs if _sort_key(d) > mark]
         page = rest[:size]
         nxt = _cursor(page[-1]) if len(rest) > size else None
         prev = _cursor(page[0]) if page else None
     elif before:
-        mark = _parse_cursor(before, "before")
+        mark = parse_cursor(before, "before")
         rest = [d for d in docs if _sort_key(d) < mark]
         page = rest[-size:]
         prev = _cursor(page[0]) if len(rest) > size else None

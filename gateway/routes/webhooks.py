@@ -11,9 +11,10 @@ from litestar import Request, Response, delete, get, patch, post
 from litestar.params import FromPath, FromQuery
 from msgspec import UNSET, UnsetType
 
+from gateway.catalog import parse_cursor
 from gateway.context import environment, ok
 from gateway.errors import ApiError, bad_input
-from gateway.wire import decode, iso, limit_in, parse_time
+from gateway.wire import ascii_int, decode, iso, limit_in, parse_time
 from webhooks import Refusal, Webhooks
 from webhooks.endpoints import Endpoint
 from webhooks.tables import DEAD, DELIVERED, PENDING, Attempt, Delivery
@@ -131,16 +132,18 @@ def attempt_json(a: Attempt) -> dict[str, Any]:
 def _cursor(value: str | None, field: str) -> int | None:
     if value is None:
         return None
-    if not value.isdigit():
+    cursor = ascii_int(value)
+    if cursor is None:
         raise bad_input("is not a cursor this server issued", field)
-    return int(value)
+    return cursor
 
 
 def _delivery_id(value: str) -> int:
-    if not value.isdigit():
+    delivery = ascii_int(value)
+    if delivery is None:
         raise ApiError(404, "WebhookDeliveryNotFound", f"delivery {value!r} was not found",
                        "deliveryId")
-    return int(value)
+    return delivery
 
 
 def _page(items: list[Any], size: int, after: str | None,
@@ -181,9 +184,8 @@ async def list_endpoints(request: Request, limit: FromQuery[int | None] = None,
     items = webhooks.endpoints(environment(request))
     keys = [f"{e.created_at}.{e.id}" for e in items]
     for value, field in ((after, "after"), (before, "before")):
-        created, dot, ident = (value or "").partition(".")
-        if value is not None and (not created.isdigit() or not dot or not ident):
-            raise bad_input("is not a cursor this server issued", field)
+        if value is not None:
+            parse_cursor(value, field)
     if after is not None:
         start = next((i for i, k in enumerate(keys) if _later(k, after)), len(items))
         page = items[start : start + size]
