@@ -29,6 +29,7 @@ from engine.core.replay import CustomerRow, GrantRow, PoolRow, ReservationRow
 from persistence.sql import KEY_GENERATION_MS, LEDGER_KINDS
 
 __all__ = ["Unit", "StoredCustomer", "make_unit", "grant_from", "reservation_from",
+           "decode_json",
            "pool_from", "customer_from", "key_from", "entry_from", "event_from",
            "encode_event", "encode_reply", "decode_reply", "key_period"]
 
@@ -36,6 +37,8 @@ __all__ = ["Unit", "StoredCustomer", "make_unit", "grant_from", "reservation_fro
 # the client sent, and read back as Decimal: never through a binary float.
 _json_encode = msgspec.json.Encoder(order="deterministic", decimal_format="number").encode
 _json_decode = msgspec.json.Decoder(float_hook=Decimal).decode
+# Stored JSON (dimensions, metadata) as written: numbers with a fraction as Decimal.
+decode_json = _json_decode
 _pack = msgspec.msgpack.Encoder().encode
 _unpack_command = msgspec.msgpack.Decoder(Command).decode
 _unpack_reply = msgspec.msgpack.Decoder(AnyReply).decode

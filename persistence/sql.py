@@ -168,7 +168,8 @@ SELECT_KEY_GENERATIONS = "SELECT generation, period FROM key_generations"
 # waiting, as it groups commits): (customer id, key) pairs joined to both tables through
 # the customers' numbers. Rows are KEY_COLUMNS but the first, which is the customer's id.
 # SQLite takes the pairs as a VALUES list of `pairs` rows (a power of two, padded: a few
-# statement texts to prepare); PostgreSQL as two arrays.
+# statement texts to prepare), joined to the tables (`select_keys_of`); PostgreSQL
+# probes per pair (SELECT_KEYS_OF_PG).
 _KEYS_SELECT = ("SELECT q.cid, k.key, k.created_at, k.op_seq, k.request, k.reply FROM q "
                 "JOIN customers c ON c.customer_id = q.cid "
                 "JOIN {table} k ON k.customer = c.num AND k.key = q.key")

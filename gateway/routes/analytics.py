@@ -12,10 +12,8 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from datetime import datetime, timezone
-from decimal import Decimal
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Request, Response, get
 from litestar.params import FromPath, FromQuery, QueryParameter
 
@@ -24,6 +22,7 @@ from gateway.errors import bad_input
 from gateway.routes.common import engine_id, require_currency, require_customer
 from gateway.routes.features import require_feature
 from gateway.wire import amount_out, ascii_int, iso, limit_in, parse_time
+from persistence import codec
 
 __all__ = ["ROUTES", "periods"]
 
@@ -108,10 +107,6 @@ def _group_keys(group_by: str | None, *, allow_feature: bool) -> tuple[list[str]
     return keys, by_feature
 
 
-# Stored dimension values: numbers with a fraction as the exact Decimal the client sent.
-_dimensions = msgspec.json.Decoder(float_hook=Decimal).decode
-
-
 def _tag(value: Any) -> str:
     if value is None:
         return ""
@@ -165,7 +160,7 @@ async def credit_usage(
     currencies = set()
     for hour, feature_id, dims, row_currency, credits, events in rows:
         currencies.add(row_currency)
-        values = _dimensions(dims) if dims else {}
+        values = codec.decode_json(dims) if dims else {}
         tags = tuple(_tag(values.get(k)) for k in keys)
         key = (feature_id if by_feature else None, tags)
         s = series.get(key)
@@ -262,7 +257,7 @@ async def usage_history(
     totals: dict[tuple, int] = defaultdict(int)  # usage before the range, per group
     changes: dict[tuple, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for hour, dims, change in rows:
-        values = _dimensions(dims) if dims else {}
+        values = codec.decode_json(dims) if dims else {}
         tags = tuple(_tag(values.get(k)) for k in keys)
         if hour < starts[0]:
             totals[tags] += change
