@@ -332,29 +332,52 @@ def compare_fresh(label: str, aged: Server, database_url: str, args: argparse.Na
     if not args.compare_rounds:
         return {}
     fresh_url, drop = _fresh_database(database_url, args)
-    fresh: Server | None = None
+    servers: dict[str, Server] = {"aged": aged}
     try:
-        fresh = Server(fresh_url, args.env, log)
-        provision(fresh, args.customers)
-        rps: dict[str, list[float]] = {"aged": [], "fresh": []}
+        servers["fresh"] = Server(fresh_url, args.env, log)
+        provision(servers["fresh"], args.customers)
+        if database_url.startswith("sqlite:///"):
+            # A new process on a copy of the soaked database: what the database's age
+            # costs, apart from what the process's age costs.
+            servers["restarted"] = Server(_copy_sqlite(database_url), args.env, log)
+        rps: dict[str, list[float]] = {which: [] for which in servers}
         for n in range(args.compare_rounds):
-            order = ("aged", "fresh") if n % 2 == 0 else ("fresh", "aged")
+            order = list(servers) if n % 2 == 0 else list(reversed(servers))
             for which in order:
-                server = aged if which == "aged" else fresh
-                r = wrk(server, script, args.connections, args.compare_seconds,
+                r = wrk(servers[which], script, args.connections, args.compare_seconds,
                         args.customers, f"cmp-{label}-{which}-{n}-{secrets.token_hex(3)}",
                         timeout_s=WRK_TIMEOUT_S)
                 rps[which].append(r["rps"])
-        aged_rps, fresh_rps = (statistics.median(rps[w]) for w in ("aged", "fresh"))
-        print(f"  aged vs fresh, {args.compare_rounds} rounds of {args.compare_seconds} s each, "
-              f"alternating: aged {', '.join(f'{x:,.0f}' for x in rps['aged'])}; fresh "
-              f"{', '.join(f'{x:,.0f}' for x in rps['fresh'])} req/s", flush=True)
-        return {"aged_rps": aged_rps, "fresh_rps": fresh_rps,
-                "aged_vs_fresh": aged_rps / fresh_rps, "compare_runs": rps}
+        medians = {which: statistics.median(runs) for which, runs in rps.items()}
+        print(f"  {' vs '.join(servers)}, {args.compare_rounds} rounds of "
+              f"{args.compare_seconds} s each, alternating: " + "; ".join(
+                  f"{which} {', '.join(f'{x:,.0f}' for x in runs)}"
+                  for which, runs in rps.items()) + " req/s", flush=True)
+        out = {"aged_rps": medians["aged"], "fresh_rps": medians["fresh"],
+               "aged_vs_fresh": medians["aged"] / medians["fresh"], "compare_runs": rps}
+        if "restarted" in medians:
+            out |= {"restarted_rps": medians["restarted"],
+                    "restarted_vs_fresh": medians["restarted"] / medians["fresh"]}
+            print(f"  a new process on a copy of the soaked database: "
+                  f"{100 * out['restarted_vs_fresh']:.1f} % of fresh", flush=True)
+        return out
     finally:
-        if fresh is not None:
-            fresh.stop()
+        for which, server in servers.items():
+            if which != "aged":
+                server.stop()
         drop()
+
+
+def _copy_sqlite(database_url: str) -> str:
+    """A checkpointed copy of a SQLite database beside it (sqlite3's online backup, safe
+    beside the running server)."""
+    path = Path(database_url[len("sqlite:///"):])
+    copy = path.with_name(f"restarted-{path.name}")
+    with closing(sqlite3.connect(path, timeout=30)) as src, \
+            closing(sqlite3.connect(copy)) as dst:
+        src.backup(dst)
+        dst.execute("PRAGMA journal_mode=WAL")
+    return f"sqlite:///{copy}"
 
 
 def _fresh_database(database_url: str, args: argparse.Namespace) -> tuple[str, Any]:
@@ -403,6 +426,10 @@ def print_verdict(label: str, v: dict[str, Any], warmup: float) -> None:
              f"= {100 * v['aged_vs_fresh']:.1f} %"),
             f">= {100 * MIN_THROUGHPUT_RATIO:g} %",
             mark(v["aged_vs_fresh"] >= MIN_THROUGHPUT_RATIO))]),
+        *([] if v.get("restarted_vs_fresh") is None else [(
+            "new process on the soaked database",
+            (f"{v['restarted_rps']:,.0f} / {v['fresh_rps']:,.0f} req/s "
+             f"= {100 * v['restarted_vs_fresh']:.1f} %"), "", "")]),
         ("bytes on disk per consumption",
          "no 2xx answers" if bpo is None else
          f"{bpo:,.0f} B ({(v['disk_end_bytes'] - v['disk_start_bytes']) / MIB:,.2f} MiB "
