@@ -41,7 +41,7 @@ from engine.core.effects import DomainEvent, Effects, IdempotencyRecord, LedgerE
 from engine.core.model import CustomerState
 from engine.core.replay import restore
 from engine.core.usage import restore_usage
-from engine.runtime.errors import StoreUnavailable
+from engine.runtime.errors import KeysRemembered, StoreUnavailable
 from persistence import sql
 from persistence.codec import (
     StoredCustomer,
@@ -69,7 +69,7 @@ OutboxRow = tuple[int, str, DomainEvent]
 
 
 class _Batch:
-    __slots__ = ("units", "rows", "done", "error", "customers")
+    __slots__ = ("units", "rows", "done", "error", "customers", "checks", "remembered")
 
     def __init__(self) -> None:
         self.units: list[Unit] = []
@@ -77,6 +77,11 @@ class _Batch:
         self.done = anyio.Event()
         self.error: StoreUnavailable | None = None
         self.customers: set[str] = set()
+        # Per customer, the keys its unit applied as new (Store.commit's `new_keys`), to
+        # check in the flush; and those the check found remembered, whose customers'
+        # units were left out of it.
+        self.checks: dict[str, Sequence[str]] = {}
+        self.remembered: dict[str, list[IdempotencyRecord]] = {}
 
 
 # Pairs of (customer, key) per lookup query.
@@ -307,11 +312,25 @@ class DurableStore:
                                or stored.key_period < min(self._generations))
         return state
 
-    async def commit(self, customer_id: str, state: CustomerState, fx: Effects) -> None:
+    async def commit(self, customer_id: str, state: CustomerState, fx: Effects,
+                     new_keys: Sequence[str] = ()) -> None:
+        """Queue the batch's rows for the writer and, in sync durability, wait until they
+        are written. Keys in `new_keys` are checked by the writer in the flush that
+        writes the unit (`_write_checked`): found ones leave the unit out and raise
+        KeysRemembered (the contract in engine/runtime/store.py). In async durability,
+        which returns before the write, and for a batch with nothing to write, they are
+        looked up first."""
         if customer_id in self._lost:
             raise StoreUnavailable("earlier writes for this customer were lost; reloading",
                                    retry_after_s=0.1)
-        unit = make_unit(customer_id, state, fx)  # before any await: the store contract
+        unit = make_unit(customer_id, state, fx) if fx else None  # before any await
+        if new_keys and (unit is None or self.durability == "async"):
+            found = await self.lookup_keys(customer_id, list(new_keys))
+            if found:
+                raise KeysRemembered(found)
+            new_keys = ()
+        if unit is None:
+            return
         while self._backlog_rows >= self.backlog_rows_max:
             self._space = anyio.Event() if self._space.is_set() else self._space
             await self._space.wait()
@@ -324,12 +343,16 @@ class DurableStore:
         batch.customers.add(customer_id)
         self._backlog_rows += unit.rows
         self._unflushed[customer_id] = batch
+        if new_keys:
+            batch.checks[customer_id] = new_keys
         self._work.set()
         if self.durability == "async":
             return
         await batch.done.wait()
         if batch.error is not None:
             raise batch.error
+        if customer_id in batch.remembered:
+            raise KeysRemembered(batch.remembered[customer_id])
 
     async def _written(self, customer_id: str) -> None:
         """Wait until what was committed for the customer is in the database (async mode
@@ -398,6 +421,25 @@ class DurableStore:
     async def _fetch_keys(self, pairs: list[tuple[str, str]]) -> Sequence[Sequence[Any]]:
         """Rows of the keys among (customer id, key) `pairs`, customer id first."""
         raise NotImplementedError
+
+    async def _check(self, pairs: list[tuple[str, str]]) -> list[Sequence[Any]]:
+        """Rows of the remembered keys among (customer id, key) `pairs`, customer id first,
+        any number of pairs."""
+        found: list[Sequence[Any]] = []
+        for i in range(0, len(pairs), LOOKUP_PAIRS_MAX):
+            found += await self._fetch_keys(pairs[i:i + LOOKUP_PAIRS_MAX])
+        return found
+
+    async def _write_checked(self, rows: dict[str, list[tuple]],
+                             pairs: list[tuple[str, str]]) -> Sequence[Sequence[Any]]:
+        """Write a flush's rows unless the store remembers any of the (customer id, key)
+        `pairs`; returns the rows of those it remembers (as `_check`), having written
+        nothing, or none. Only this writer adds keys, so the check and the write need not
+        share a transaction; SQLite's does both in one trip to its thread."""
+        found = await self._check(pairs)
+        if not found:
+            await self._write(rows)
+        return found
 
     async def key_operations(self, customer_id: str, keys: list[str]) -> dict[str, int | None]:
         """The ledger operation (`op_seq`) each remembered key among `keys` made (None: it
@@ -498,10 +540,8 @@ class DurableStore:
                     self._next_outbox_id = int(row[0]) + 1
                     self._outbox_id_uncertain = False
                 first = self._next_outbox_id
-                rows = self._rows(batch.units, first)
                 started = time.perf_counter()
-                await self._rotate_generations(rows)
-                await self._write(rows)
+                rows = await self._flush(batch, first)
                 self.flush_s += time.perf_counter() - started
                 self._next_outbox_id = first + len(rows["outbox"])
                 self.flushes += 1
@@ -541,15 +581,51 @@ class DurableStore:
         rows["outbox"] = [(first_outbox_id + i, *e) for i, e in enumerate(events)]
         return rows
 
-    async def _rotate_generations(self, rows: dict[str, list[tuple]]) -> None:
-        """Before keys of a new period go into a generation table, empty it (it holds keys
-        two or more periods old: persistence/sql.py, KEY_GENERATION_MS)."""
+    async def _flush(self, batch: _Batch, first_outbox_id: int) -> dict[str, list[tuple]]:
+        """Write a batch's units, but for those of customers whose keys applied as new
+        (`batch.checks`) the store remembers: those it leaves out and lists in
+        `batch.remembered`. Returns the rows written."""
+        rows = self._rows(batch.units, first_outbox_id)
+        pairs = [(cid, key) for cid, keys in batch.checks.items() for key in keys]
+        rotations = self._rotations(rows)
+        if pairs and rotations:
+            # Emptying a generation table forgets keys: check before (once a week).
+            if self._leave_out(batch, await self._check(pairs)):
+                rows = self._rows(batch.units, first_outbox_id)
+                rotations = self._rotations(rows)
+            pairs = []
+        for generation, period in rotations:
+            await self._rotate(generation, period)
+            self._generations[generation] = period
+        if not pairs:
+            await self._write(rows)
+        elif self._leave_out(batch, await self._write_checked(rows, pairs)):
+            # Nothing was written: write the others, whose keys the check found new.
+            rows = self._rows(batch.units, first_outbox_id)
+            await self._write(rows)
+        return rows
+
+    @staticmethod
+    def _leave_out(batch: _Batch, found: Sequence[Sequence[Any]]) -> bool:
+        """Leave out the units of customers with remembered keys among `found` (replays of
+        keys memory had forgotten: the runtime applies their batches again)."""
+        for r in found:
+            batch.remembered.setdefault(r[0], []).append(key_from(r))
+        if found:
+            batch.units = [u for u in batch.units if u.customer_id not in batch.remembered]
+        return bool(found)
+
+    def _rotations(self, rows: dict[str, list[tuple]]) -> list[tuple[int, int]]:
+        """The generation tables to empty before these rows' keys go in, and their new
+        periods: a table holds keys two or more periods old when keys of a new period
+        arrive for it (persistence/sql.py, KEY_GENERATION_MS)."""
+        due = []
         for generation, unit in enumerate(_KEY_UNITS):
             if rows[unit]:
                 period = max(key_period(r[2]) for r in rows[unit])
                 if period > self._generations[generation]:
-                    await self._rotate(generation, period)
-                    self._generations[generation] = period
+                    due.append((generation, period))
+        return due
 
     def _settle(self, batch: _Batch) -> None:
         if batch.error is not None and self.durability == "async":

@@ -7,6 +7,8 @@ without a database. Tests use `fail_commits` to simulate an outage.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import anyio
 
 from engine.core.effects import DomainEvent, Effects, IdempotencyRecord, LedgerEntry
@@ -23,7 +25,7 @@ from engine.core.replay import (
     restore,
 )
 from engine.core.usage import restore_usage
-from engine.runtime.errors import StoreUnavailable
+from engine.runtime.errors import KeysRemembered, StoreUnavailable
 
 __all__ = ["MemoryStore"]
 
@@ -100,7 +102,8 @@ class MemoryStore:
         state.keys_complete = not c.keys
         return state
 
-    async def commit(self, customer_id: str, state: CustomerState, fx: Effects) -> None:
+    async def commit(self, customer_id: str, state: CustomerState, fx: Effects,
+                     new_keys: Sequence[str] = ()) -> None:
         # Copy before the first await: the store contract.
         row = customer_row(state)
         next_due = state.next_due()
@@ -118,6 +121,9 @@ class MemoryStore:
         if self.fail_commits:
             raise StoreUnavailable("the store is unavailable (simulated)", retry_after_s=1.0)
         c = self.customers.get(customer_id)
+        remembered = [c.keys[k] for k in new_keys if c is not None and k in c.keys]
+        if remembered:
+            raise KeysRemembered(remembered)
         if c is None:
             c = self.customers[customer_id] = _Customer(customer_id)
         c.row = row

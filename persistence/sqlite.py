@@ -26,7 +26,7 @@ import anyio
 
 from engine.runtime.errors import StoreUnavailable
 from persistence import sql
-from persistence.durable import DurableStore
+from persistence.durable import LOOKUP_PAIRS_MAX, DurableStore
 from persistence.schema import MIGRATIONS
 
 __all__ = ["SQLiteStore"]
@@ -68,6 +68,20 @@ def _immediate(db: sqlite3.Connection, work: Callable[[], T]) -> T:
             db.execute("ROLLBACK")
         raise
     return result
+
+
+def _keys_query(pairs: list[tuple[str, str]]) -> tuple[str, list[str]]:
+    """The lookup of (customer id, key) `pairs` and its parameters, padded to a power of
+    two pairs: a handful of statement texts, which SQLite's statement cache keeps."""
+    size = 1 << (len(pairs) - 1).bit_length()
+    return (sql.select_keys_of(size),
+            [x for pair in pairs for x in pair] + [""] * (2 * (size - len(pairs))))
+
+
+def _write_rows(db: sqlite3.Connection, rows: dict[str, list[tuple]]) -> None:
+    for w, statement in _STATEMENTS:
+        if rows[w.unit]:
+            db.executemany(statement, rows[w.unit])
 
 
 class SQLiteStore(DurableStore):
@@ -139,9 +153,8 @@ class SQLiteStore(DurableStore):
         return await link.run(lambda: link.conn.execute(query, params).fetchall())
 
     async def _fetch_keys(self, pairs: list[tuple[str, str]]) -> Sequence[Sequence[Any]]:
-        size = 1 << (len(pairs) - 1).bit_length()  # padded: a handful of statement texts
-        params = [x for pair in pairs for x in pair] + [""] * (2 * (size - len(pairs)))
-        return await self._fetch(sql.select_keys_of(size), *params)
+        query, params = _keys_query(pairs)
+        return await self._fetch(query, *params)
 
     def _write_link(self) -> _Link:
         if self._wdb is None:
@@ -183,13 +196,26 @@ class SQLiteStore(DurableStore):
         return self._last_number
 
     async def _write(self, rows: dict[str, list[tuple]]) -> None:
-        def write(db: sqlite3.Connection) -> None:
-            for w, statement in _STATEMENTS:
-                if rows[w.unit]:
-                    db.executemany(statement, rows[w.unit])
+        link = self._write_link()
+        await link.run(_immediate, link.conn, lambda: _write_rows(link.conn, rows))
+
+    async def _write_checked(self, rows: dict[str, list[tuple]],
+                             pairs: list[tuple[str, str]]) -> Sequence[Sequence[Any]]:
+        # The check on the writer's own connection, in its transaction and in the same
+        # trip to its thread as the write: under load a trip to a thread waits for the
+        # GIL (a lookup of 32 keys took 1.4 ms on the reader where the query takes 0.1 ms),
+        # and the key pages the check reads are the ones the write then changes.
+        def write(db: sqlite3.Connection) -> list[Sequence[Any]]:
+            found: list[Sequence[Any]] = []
+            for i in range(0, len(pairs), LOOKUP_PAIRS_MAX):
+                query, params = _keys_query(pairs[i:i + LOOKUP_PAIRS_MAX])
+                found += db.execute(query, params).fetchall()
+            if not found:
+                _write_rows(db, rows)
+            return found
 
         link = self._write_link()
-        await link.run(_immediate, link.conn, lambda: write(link.conn))
+        return await link.run(_immediate, link.conn, lambda: write(link.conn))
 
     async def _rotate(self, generation: int, period: int) -> None:
         def rotate(db: sqlite3.Connection) -> None:

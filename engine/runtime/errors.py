@@ -7,6 +7,9 @@
      ├── StoreUnavailable  the store failed to make the batch durable: nothing applied,
      │                     in-memory state rolled back; retry later (503 + Retry-After)
      ├── EngineClosed      the runtime is shutting down
+     ├── KeysRemembered    (between store and runtime, never a caller's) keys a batch
+     │                     applied as new are remembered: nothing was written; the
+     │                     runtime applies the batch again, those keys known
      └── EngineFault       an unexpected error (a bug) failed the batch; its outcome is
                            unknown, the customer's state was dropped and reloads from the
                            store (the gateway answers 500; a retry with the key is safe)
@@ -14,7 +17,10 @@
 
 from __future__ import annotations
 
-__all__ = ["EngineError", "Overloaded", "StoreUnavailable", "EngineClosed", "EngineFault"]
+from engine.core.effects import IdempotencyRecord
+
+__all__ = ["EngineError", "Overloaded", "StoreUnavailable", "EngineClosed", "EngineFault",
+           "KeysRemembered"]
 
 
 class EngineError(Exception):
@@ -40,3 +46,13 @@ class EngineClosed(EngineError):
 
 class EngineFault(EngineError):
     pass
+
+
+class KeysRemembered(EngineError):
+    """Raised by `Store.commit` when it remembers keys the batch applied as new
+    (`new_keys`); `records` are the remembered requests and replies. Nothing of the batch
+    was written."""
+
+    def __init__(self, records: list[IdempotencyRecord]) -> None:
+        super().__init__(f"{len(records)} key(s) of this batch are remembered")
+        self.records = records

@@ -37,7 +37,7 @@ import msgspec
 from anyio.abc import TaskGroup
 
 from engine.core.commands import Command, IngestEvents, Reply, ReportUsage, Tick
-from engine.core.effects import Effects
+from engine.core.effects import Effects, IdempotencyRecord
 from engine.core.machine import apply, trim_keys
 from engine.core.model import CustomerState
 from engine.runtime import memory
@@ -46,6 +46,7 @@ from engine.runtime.errors import (
     EngineClosed,
     EngineError,
     EngineFault,
+    KeysRemembered,
     Overloaded,
     StoreUnavailable,
 )
@@ -72,6 +73,7 @@ class RuntimeStatistics(msgspec.Struct, frozen=True, kw_only=True):
     keys: int  # remembered idempotency keys in memory
     event_keys: int  # raw-event keys in memory
     keys_forgotten: int  # keys (of both kinds) dropped from memory to stay in the budget
+    key_replays: int  # batches applied again because the store remembered a key (Store.commit)
     pending: int
     pending_max: int
     ready: int
@@ -152,11 +154,11 @@ class Runtime:
         self.passivate_after_ms = passivate_after_ms
         # The budget for resident customers and the keys they remember, in estimated bytes
         # (None: unbounded, for tests and benchmarks that keep everything). Keys forgotten
-        # are looked up in the store when a command names them (`lookup_keys`).
+        # are checked by the store as it commits a command that names them (Store.commit).
         assert memory_max_bytes is None or memory_max_bytes > 0
         self.memory_max_bytes = memory_max_bytes
         self._memory = 0  # estimated bytes of all resident actors
-        self._keys = self._event_keys = self._keys_forgotten = 0
+        self._keys = self._event_keys = self._keys_forgotten = self._key_replays = 0
         # Actors holding remembered keys, least recent adder first: forgotten in this order.
         self._key_holders: dict[str, _Actor] = {}
         # How far ahead timers are read from the store (`due_customers`), so start-up
@@ -424,36 +426,21 @@ class Runtime:
 
     async def _serve_batch(self, actor: _Actor, batch: list[_Call]) -> None:
         try:
-            if actor.state is None or (self._stale is not None
-                                       and self._stale(actor.customer_id)):
-                actor.state = await self.store.load(actor.customer_id)
-                actor.uniques = memory.unique_values(actor.state)
-                self._activations += 1
-            state = actor.state
-            actor.pinned = True
-            if not state.keys_complete:
-                await self._prefetch_keys(actor.customer_id, state, batch)
-            for call in batch:
-                if type(call.command) is IngestEvents:
-                    await self._prefetch_event_keys(actor.customer_id, state, batch)
+            remembered: list[IdempotencyRecord] = []
+            while True:
+                state, fx, unverified = await self._apply_batch(actor, batch, remembered)
+                try:
+                    if fx or unverified:
+                        await self.store.commit(actor.customer_id, state, fx,
+                                                new_keys=unverified)
                     break
-            now = self.clock.now_ms()
-            if now < actor.last_now:
-                now = actor.last_now  # the core needs time that never goes back
-            actor.last_now = now
-            fx = Effects()
-            for call in batch:
-                if call.deadline_ms is not None and now > call.deadline_ms:
-                    self._overloads += 1
-                    call.error = Overloaded("deadline passed before the command ran",
-                                            retry_after_s=0.5)
-                else:
-                    call.reply = apply(state, call.command, now, fx)
-            # Applied: its keys may be forgotten from here on, during the commit too (a
-            # customer that is always committing must not hold its keys forever).
-            actor.pinned = False
-            if fx:
-                await self.store.commit(actor.customer_id, state, fx)
+                except KeysRemembered as exc:
+                    # Keys this batch took for new were remembered after all (replays of
+                    # keys memory had forgotten): what it applied is void and nothing was
+                    # written. Apply it again on what is durable, those keys known.
+                    self._key_replays += 1
+                    self._drop_state(actor)
+                    remembered += exc.records
         except StoreUnavailable as exc:
             # Roll back to what is durable: drop the state, reload on next use. Whatever
             # timer this batch was firing is still due in the durable state, so try again.
@@ -500,19 +487,58 @@ class Runtime:
             self.on_committed(actor.customer_id, fx)
         self._schedule_timer(actor.customer_id, state.next_due())
 
-    async def _prefetch_keys(self, customer_id: str, state: CustomerState,
-                             batch: list[_Call]) -> None:
-        """Load remembered keys this batch names that are not in memory (TigerBeetle's
-        prefetch: the core stays synchronous, the I/O happens before it runs)."""
+    async def _apply_batch(self, actor: _Actor, batch: list[_Call],
+                           remembered: list[IdempotencyRecord],
+                           ) -> tuple[CustomerState, Effects, tuple[str, ...]]:
+        """Apply a batch to the actor's state (loaded first if need be), `remembered` keys
+        added to what it knows; returns the state, the effects and the keys it applied as
+        new without knowing (the store checks them as it commits)."""
+        if actor.state is None or (self._stale is not None and self._stale(actor.customer_id)):
+            actor.state = await self.store.load(actor.customer_id)
+            actor.uniques = memory.unique_values(actor.state)
+            self._activations += 1
+        state = actor.state
+        for record in remembered:
+            state.idempotency[record.key] = record
+        actor.pinned = True
+        unverified = () if state.keys_complete else self._unknown_keys(state, batch)
+        for call in batch:
+            if type(call.command) is IngestEvents:
+                await self._prefetch_event_keys(actor.customer_id, state, batch)
+                break
+        now = self.clock.now_ms()
+        if now < actor.last_now:
+            now = actor.last_now  # the core needs time that never goes back
+        actor.last_now = now
+        fx = Effects()
+        for call in batch:
+            if call.deadline_ms is not None and now > call.deadline_ms:
+                self._overloads += 1
+                call.reply = None
+                call.error = Overloaded("deadline passed before the command ran",
+                                        retry_after_s=0.5)
+            else:
+                call.error = None
+                call.reply = apply(state, call.command, now, fx)
+        # Applied: its keys may be forgotten from here on, during the commit too (a
+        # customer that is always committing must not hold its keys forever).
+        actor.pinned = False
+        return state, fx, unverified
+
+    @staticmethod
+    def _unknown_keys(state: CustomerState, batch: list[_Call]) -> tuple[str, ...]:
+        """The keys this batch names that memory does not hold, for a customer whose keys
+        memory does not all hold (some were forgotten, or were never loaded). They are
+        applied as new, and the store checks, in the commit, that it does not remember
+        them (`Store.commit`): a lookup before applying put a trip to the database on
+        every such batch's path, and on a database of millions of keys that trip cost a
+        sixth of the throughput (docs/benchmarks.md, "Soak")."""
         known = state.idempotency
         named = [c.command.idempotency_key for c in batch]
         for c in batch:
             if type(c.command) is ReportUsage:  # usage measurements carry keys of their own
                 named += [m.idempotency_key for m in c.command.measurements]
-        missing = [key for key in named if key is not None and key not in known]
-        if missing:
-            for record in await self.store.lookup_keys(customer_id, missing):  # type: ignore[attr-defined]
-                known[record.key] = record
+        return tuple(dict.fromkeys(key for key in named if key is not None and key not in known))
 
     async def _prefetch_event_keys(self, customer_id: str, state: CustomerState,
                                    batch: list[_Call]) -> None:
@@ -655,6 +681,7 @@ class Runtime:
             resident=len(self._actors), resident_max=self.resident_max,
             memory_bytes=self._memory, memory_max_bytes=self.memory_max_bytes,
             keys=self._keys, event_keys=self._event_keys, keys_forgotten=self._keys_forgotten,
+            key_replays=self._key_replays,
             pending=self._pending, pending_max=self.pending_max, ready=len(self._ready),
             timers=len(self._timer_due), activations=self._activations,
             passivations=self._passivations, batches=self._batches,

@@ -11,13 +11,22 @@ Contract for implementations:
   does not mutate them while the commit is in flight, but it may right after.
 - `commit()` is all-or-nothing for the batch.
 - `load()` of a customer never seen returns an empty state.
+- `commit(..., new_keys)`: the batch applied these idempotency keys as new without knowing
+  them (memory does not hold all of the customer's keys). If the store remembers any of
+  them, it writes nothing of the batch and raises `KeysRemembered` with their records;
+  the runtime applies the batch again with them known. Checking in the commit, not
+  before applying, keeps a trip to the database off every such batch's path.
+- `lookup_keys()` gives the remembered keys among those asked (reads by key: the ledger
+  entries a key made).
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from engine.core.effects import Effects
+from collections.abc import Sequence
+
+from engine.core.effects import Effects, IdempotencyRecord
 from engine.core.model import CustomerState
 
 __all__ = ["Store"]
@@ -26,4 +35,8 @@ __all__ = ["Store"]
 class Store(Protocol):
     async def load(self, customer_id: str) -> CustomerState: ...
 
-    async def commit(self, customer_id: str, state: CustomerState, fx: Effects) -> None: ...
+    async def commit(self, customer_id: str, state: CustomerState, fx: Effects,
+                     new_keys: Sequence[str] = ()) -> None: ...
+
+    async def lookup_keys(self, customer_id: str,
+                          keys: list[str]) -> list[IdempotencyRecord]: ...

@@ -15,6 +15,7 @@ import inspect
 import random
 import typing
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -125,7 +126,8 @@ class BlockingStore:
     async def load(self, customer_id: str) -> CustomerState:
         return await self.inner.load(customer_id)
 
-    async def commit(self, customer_id: str, state: CustomerState, fx: Effects) -> None:
+    async def commit(self, customer_id: str, state: CustomerState, fx: Effects,
+                     new_keys: Sequence[str] = ()) -> None:
         gate = self._gate
         if gate is not None:
             self.blocked += 1
@@ -137,7 +139,7 @@ class BlockingStore:
             self.fail_next -= 1
             await anyio.lowlevel.checkpoint()
             raise StoreUnavailable("injected commit failure", retry_after_s=1.0)
-        await self.inner.commit(customer_id, state, fx)
+        await self.inner.commit(customer_id, state, fx, new_keys)
 
     # Pass-throughs for assertions.
     def ledger(self, customer_id: str) -> list[LedgerEntry]:
@@ -890,7 +892,11 @@ async def test_passivation_reloads_state_exactly() -> None:
             assert rt.runtime_statistics().resident <= 3
         # The first five were passivated and had to be loaded again; the last three (c5..c7)
         # were resident, but touching c0..c4 evicted them, so they were loaded again too.
-        assert store.loads == loads + len(customers)
+        # Each replay then loaded once more: a reloaded customer's keys are not in memory,
+        # so the replay was applied as new, the store's commit found the key remembered
+        # and wrote nothing, and the batch was applied again on a reload, the key known.
+        assert store.loads == loads + 2 * len(customers)
+        assert rt.runtime_statistics().key_replays == len(customers)
         assert rt.runtime_statistics().passivations == 2 * len(customers) - 3
 
         # Sequences continue where the durable state left them (no reuse, no gaps).
@@ -968,10 +974,10 @@ async def test_an_unexpected_error_fails_the_batch_and_the_engine_lives_on() -> 
         await rt.submit("c2", grant("g1", 100))
         real_commit = store.commit
 
-        async def broken(customer_id: str, state: Any, fx: Any) -> None:
+        async def broken(customer_id: str, state: Any, fx: Any, new_keys: Any = ()) -> None:
             if customer_id == "c1":
                 raise RuntimeError("a bug")
-            await real_commit(customer_id, state, fx)
+            await real_commit(customer_id, state, fx, new_keys)
 
         store.commit = broken  # type: ignore[method-assign]
         with pytest.raises(EngineFault) as info:

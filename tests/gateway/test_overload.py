@@ -39,13 +39,13 @@ class GatedStore(SQLiteStore):
         self.waiting = anyio.Event()
         self.failing = False
 
-    async def commit(self, customer_id: str, state: Any, fx: Any) -> None:
+    async def commit(self, customer_id: str, state: Any, fx: Any, new_keys: Any = ()) -> None:
         if self.failing:
             raise StoreUnavailable("simulated outage", retry_after_s=2.0)
         if not self.gate.is_set():
             self.waiting.set()
             await self.gate.wait()
-        await super().commit(customer_id, state, fx)
+        await super().commit(customer_id, state, fx, new_keys)
 
 
 @asynccontextmanager

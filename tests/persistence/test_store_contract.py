@@ -440,12 +440,16 @@ async def keyed_operations(store: Any, customer_id: str, entries: list[Any],
 
 
 @pytest.mark.anyio
-async def test_idempotent_replay_of_keys_not_loaded(store_url, engine, ledger_checked) -> None:
-    """Activation loads no remembered keys; a replay of one is answered through
-    lookup_keys (the runtime's prefetch), exactly as if it had been in memory."""
+@pytest.mark.parametrize("durability", ["sync", "async"])
+async def test_idempotent_replay_of_keys_not_loaded(store_url, engine, ledger_checked,
+                                                    durability) -> None:
+    """Activation loads no remembered keys; a replay of one is applied as new, the
+    commit finds the key remembered and writes nothing (sync: checked while the flush
+    before runs; async: before the commit returns), and the batch is applied again with
+    the key known: answered exactly as if it had been in memory."""
     clock = ManualClock()
     replies = {}
-    async with engine(store_url, clock) as (store, rt):
+    async with engine(store_url, clock, durability=durability) as (store, rt):
         ok(await rt.submit("c", grant("g", 1_000_000)), GrantReply)
         for i in range(6):
             replies[f"k{i}"] = ok(await rt.submit(
@@ -454,21 +458,13 @@ async def test_idempotent_replay_of_keys_not_loaded(store_url, engine, ledger_ch
             clock.advance(1_000)
 
     clock.advance(60_000)
-    async with engine(store_url, clock) as (store, rt):
+    async with engine(store_url, clock, durability=durability) as (store, rt):
         state = await store.load("c")
         assert not state.idempotency and not state.keys_complete
 
-        looked_up: list[list[str]] = []
-        lookup_keys = store.lookup_keys
-
-        async def spy(customer_id: str, keys: list[str]) -> Any:
-            looked_up.append(list(keys))
-            return await lookup_keys(customer_id, keys)
-
-        store.lookup_keys = spy  # observe the prefetch path; the store is unchanged
         assert await rt.submit("c", Consume(currency_id=CUR, amount=10,
                                             idempotency_key="k0")) == replies["k0"]
-        assert ["k0"] in looked_up
+        assert rt.runtime_statistics().key_replays == 1  # found by the commit's check
         reused = ok(await rt.submit("c", Consume(currency_id=CUR, amount=999,
                                                  idempotency_key="k1")), Refused)
         assert reused.code == Refusal.IDEMPOTENCY_KEY_REUSED
@@ -477,6 +473,7 @@ async def test_idempotent_replay_of_keys_not_loaded(store_url, engine, ledger_ch
         fresh = ok(await rt.submit("c", Consume(currency_id=CUR, amount=7,
                                                 idempotency_key="k-new")), ConsumeReply)
         assert fresh.timestamp == clock.now_ms()
+        await store._written("c")  # async: acknowledged is not yet written
         entries = await ledger_checked(store, rt, "c")
         keys = [f"k{i}" for i in range(6)] + ["k-new"]
         assert await keyed_operations(store, "c", entries, keys) == {k: 1 for k in keys}
@@ -484,10 +481,47 @@ async def test_idempotent_replay_of_keys_not_loaded(store_url, engine, ledger_ch
 
         # lookup_keys directly: only remembered keys come back, in chunks past 250 keys.
         wanted = [f"absent-{i}" for i in range(1_200)] + ["k0", "k3", "k-new"]
-        found = await lookup_keys("c", wanted)
+        found = await store.lookup_keys("c", wanted)
         assert {r.key: r.reply for r in found} == {"k0": replies["k0"], "k3": replies["k3"],
                                                    "k-new": fresh}
-        assert await lookup_keys("someone-else", ["k0"]) == []
+        assert await store.lookup_keys("someone-else", ["k0"]) == []
+
+
+@pytest.mark.anyio
+async def test_a_replay_in_a_group_commit_leaves_only_its_own_unit_out(
+        store_url, engine, ledger_checked) -> None:
+    """After a restart no customer's keys are in memory. Twenty customers consume at
+    once with new keys while one of them also replays an old key: the flushes carry many
+    customers' units; the replaying customer's unit is left out (its key is remembered)
+    and applied again, every other unit is written as it was, and each key makes one
+    operation."""
+    clock = ManualClock()
+    customers = [f"g{i:02}" for i in range(20)]
+    async with engine(store_url, clock) as (store, rt):
+        for cid in customers:
+            ok(await rt.submit(cid, grant(f"{cid}-g", 1_000_000)), GrantReply)
+        first = ok(await rt.submit("g00", Consume(currency_id=CUR, amount=3,
+                                                  idempotency_key="old")), ConsumeReply)
+    clock.advance(1_000)
+    async with engine(store_url, clock) as (store, rt):
+        replies: dict[tuple[str, str], Any] = {}
+
+        async def use(cid: str, key: str, amount: int) -> None:
+            replies[(cid, key)] = await rt.submit(
+                cid, Consume(currency_id=CUR, amount=amount, idempotency_key=key))
+
+        async with anyio.create_task_group() as tg:
+            for cid in customers:
+                for i in range(3):
+                    tg.start_soon(use, cid, f"new-{i}", 10 + i)
+            tg.start_soon(use, "g00", "old", 3)
+        assert replies[("g00", "old")] == first
+        assert all(isinstance(r, ConsumeReply) for r in replies.values())
+        assert rt.runtime_statistics().key_replays >= 1
+        for cid in customers:
+            entries = await ledger_checked(store, rt, cid)
+            keys = [f"new-{i}" for i in range(3)] + (["old"] if cid == "g00" else [])
+            assert await keyed_operations(store, cid, entries, keys) == {k: 1 for k in keys}
 
 
 # ---------------------------------------------------------------------------------------
