@@ -78,9 +78,9 @@ class _Batch:
         self.error: StoreUnavailable | None = None
         self.customers: set[str] = set()
         # Per customer, the keys its unit applied as new (Store.commit's `new_keys`), to
-        # check in the flush; and those the check found remembered, whose customers'
-        # units were left out of it.
-        self.checks: dict[str, Sequence[str]] = {}
+        # check in the flush (or already being looked up: `checks_ahead`); and those the
+        # check found remembered, whose customers' units were left out of it.
+        self.checks: dict[str, _Lookup] = {}
         self.remembered: dict[str, list[IdempotencyRecord]] = {}
 
 
@@ -103,6 +103,11 @@ class DurableStore:
     """Base of SQLiteStore and PostgresStore; subclasses provide the driver calls."""
 
     dialect: str = ""
+    # Check the keys a unit applied as new with a lookup started as the unit is queued,
+    # while the flush before it runs (PostgreSQL: a query on another pooled connection,
+    # no thread), instead of in the flush itself (SQLite: a trip to a reader thread waits
+    # for the GIL under load, so the writer checks on its own connection and trip).
+    checks_ahead: bool = False
 
     def __init__(
         self,
@@ -344,7 +349,10 @@ class DurableStore:
         self._backlog_rows += unit.rows
         self._unflushed[customer_id] = batch
         if new_keys:
-            batch.checks[customer_id] = new_keys
+            check = batch.checks[customer_id] = _Lookup(customer_id, list(new_keys))
+            if self.checks_ahead:
+                self._lookups.append(check)
+                self._lookup_work.set()
         self._work.set()
         if self.durability == "async":
             return
@@ -353,6 +361,8 @@ class DurableStore:
             raise batch.error
         if customer_id in batch.remembered:
             raise KeysRemembered(batch.remembered[customer_id])
+        if customer_id in batch.checks and batch.checks[customer_id].error is not None:
+            raise self._translate(batch.checks[customer_id].error)
 
     async def _written(self, customer_id: str) -> None:
         """Wait until what was committed for the customer is in the database (async mode
@@ -585,8 +595,12 @@ class DurableStore:
         """Write a batch's units, but for those of customers whose keys applied as new
         (`batch.checks`) the store remembers: those it leaves out and lists in
         `batch.remembered`. Returns the rows written."""
+        pairs: list[tuple[str, str]] = []
+        if self.checks_ahead:
+            await self._leave_out_ahead(batch)
+        else:
+            pairs = [(cid, key) for cid, check in batch.checks.items() for key in check.keys]
         rows = self._rows(batch.units, first_outbox_id)
-        pairs = [(cid, key) for cid, keys in batch.checks.items() for key in keys]
         rotations = self._rotations(rows)
         if pairs and rotations:
             # Emptying a generation table forgets keys: check before (once a week).
@@ -604,6 +618,22 @@ class DurableStore:
             rows = self._rows(batch.units, first_outbox_id)
             await self._write(rows)
         return rows
+
+    @staticmethod
+    async def _leave_out_ahead(batch: _Batch) -> None:
+        """Wait for the lookups started as the units were queued (`checks_ahead`) and
+        leave out the units of customers whose keys were found or could not be looked up
+        (their commits raise KeysRemembered or the error). They ran before this flush
+        empties any generation table."""
+        out = set()
+        for customer_id, check in batch.checks.items():
+            await check.done.wait()
+            if check.found:
+                batch.remembered[customer_id] = check.found
+            if check.found or check.error is not None:
+                out.add(customer_id)
+        if out:
+            batch.units = [u for u in batch.units if u.customer_id not in out]
 
     @staticmethod
     def _leave_out(batch: _Batch, found: Sequence[Sequence[Any]]) -> bool:

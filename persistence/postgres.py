@@ -96,6 +96,7 @@ _PURGES = [_numbered(q) for q in sql.purge_statements("ctid")]
 
 class PostgresStore(DurableStore):
     dialect = "postgresql"
+    checks_ahead = True
 
     def __init__(self, dsn: str, *, pool_min: int = 2, pool_max: int = 8,
                  command_timeout_s: float = 10.0, **kwargs: Any) -> None:
