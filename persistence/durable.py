@@ -321,7 +321,8 @@ class DurableStore:
                      new_keys: Sequence[str] = ()) -> None:
         """Queue the batch's rows for the writer and, in sync durability, wait until they
         are written. Keys in `new_keys` are checked by the writer in the flush that
-        writes the unit (`_write_checked`): found ones leave the unit out and raise
+        writes the unit (`_write_checked`), or looked up from here on while the flush
+        before it runs (`checks_ahead`): found ones leave the unit out and raise
         KeysRemembered (the contract in engine/runtime/store.py). In async durability,
         which returns before the write, and for a batch with nothing to write, they are
         looked up first."""
