@@ -437,7 +437,10 @@ class Runtime:
                 except KeysRemembered as exc:
                     # Keys this batch took for new were remembered after all (replays of
                     # keys memory had forgotten): what it applied is void and nothing was
-                    # written. Apply it again on what is durable, those keys known.
+                    # written. Apply it again on what is durable, those keys known. Bounded:
+                    # known keys are never checked again (they go into the state with no
+                    # await before the batch's unknown keys are chosen), so each round
+                    # checks fewer keys, at most one round per key of the batch.
                     self._key_replays += 1
                     self._drop_state(actor)
                     remembered += exc.records
