@@ -408,8 +408,17 @@ async def verify(url: str, history: History, label: str) -> dict[str, int]:
                         p.add(f"{tag}: applied, but reservation is "
                               f"{None if r is None else (r.status, r.consumed_amount)}")
                     used = [e for e in mine if e.event_type is L.CREDITS_CONSUMED]
+                    # Credits a release hands back repay an open overdraft in the same
+                    # operation (ledger_ops.repay): a TRANSFER pair that names no reservation
+                    # and nets to zero. Every other row must be this reservation's.
+                    repaid = [e for e in mine if e.event_type in (
+                        L.CREDITS_CONSUMPTION_TRANSFER_SOURCE,
+                        L.CREDITS_CONSUMPTION_TRANSFER_TARGET)]
+                    own = [e for e in mine if e not in repaid]
                     if -sum(e.amount for e in used) != cmd.consumed_amount or any(
-                        e.reservation_id != cmd.reservation_id for e in mine
+                        e.reservation_id != cmd.reservation_id for e in own
+                    ) or sum(e.amount for e in repaid) != 0 or any(
+                        e.reservation_id is not None for e in repaid
                     ):
                         p.add(f"{tag}: its operation's ledger rows {mine} do not consume "
                               f"{cmd.consumed_amount} from the reservation")
