@@ -115,7 +115,8 @@ def _store_limits(settings: Settings, url: str | None) -> dict[str, Any]:
     """The store's limits from the settings (docs/operations.md, "Limits and overload")."""
     options: dict[str, Any] = {"durability": settings.durability,
                                "flush_rows_max": settings.flush_rows_max,
-                               "backlog_rows_max": settings.backlog_rows_max}
+                               "backlog_rows_max": settings.backlog_rows_max,
+                               "key_filter_bytes": settings.key_filter_mb << 20}
     url = url or default_database_url()
     if url.startswith("sqlite:"):
         options["cache_mb"] = settings.sqlite_cache_mb

@@ -79,6 +79,7 @@ LIMITS: dict[str, type] = {
     "workers": int, "passivate_after_s": float,
     "flush_rows_max": int, "backlog_rows_max": int,  # group commit
     "sqlite_cache_mb": int, "pg_pool_max": int, "db_timeout_s": float,  # the database
+    "key_filter_mb": int,  # the store's filter of keys surely never written
     "cache_entries_max": int,  # catalog documents per table; customers' entitlements
     "body_bytes_max": int,
     "recharge_concurrency_max": int, "recharge_queue_max": int,
@@ -114,6 +115,7 @@ class Settings:
     sqlite_cache_mb: int = 32
     pg_pool_max: int = 8
     db_timeout_s: float = 10.0
+    key_filter_mb: int = 32
     cache_entries_max: int = 100_000
     recharge_concurrency_max: int = 16
     recharge_queue_max: int = 10_000

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,7 +28,7 @@ import asyncpg
 
 from engine.runtime.errors import StoreUnavailable
 from persistence import sql
-from persistence.durable import DurableStore
+from persistence.durable import KEY_PAGE_ROWS, DurableStore
 from persistence.schema import MIGRATIONS
 
 __all__ = ["PostgresStore"]
@@ -179,6 +179,17 @@ class PostgresStore(DurableStore):
     async def _fetch_keys(self, pairs: list[tuple[str, str]]) -> Sequence[Sequence[Any]]:
         customers, keys = zip(*pairs)
         return await self._fetch(sql.SELECT_KEYS_OF_PG, list(customers), list(keys))
+
+    async def _scan_keys(self, generation: int,
+                         take: Callable[[Sequence[Sequence[Any]]], None]) -> None:
+        # A cursor in one read-only transaction on a connection of its own: the key
+        # tables have no ordered index to page by (a hash index on the key).
+        query = (f"SELECT c.customer_id, k.key FROM {sql.KEY_TABLES[generation]} k "
+                 "JOIN customers c ON c.num = k.customer")
+        async with self._connection() as conn, conn.transaction(readonly=True):
+            cursor = await conn.cursor(query)
+            while rows := await cursor.fetch(KEY_PAGE_ROWS):
+                take(rows)
 
     async def _new_number(self) -> int:
         async with self._connection() as conn:

@@ -26,7 +26,7 @@ import anyio
 
 from engine.runtime.errors import StoreUnavailable
 from persistence import sql
-from persistence.durable import LOOKUP_PAIRS_MAX, DurableStore
+from persistence.durable import KEY_PAGE_ROWS, LOOKUP_PAIRS_MAX, DurableStore
 from persistence.schema import MIGRATIONS
 
 __all__ = ["SQLiteStore"]
@@ -155,6 +155,21 @@ class SQLiteStore(DurableStore):
     async def _fetch_keys(self, pairs: list[tuple[str, str]]) -> Sequence[Sequence[Any]]:
         query, params = _keys_query(pairs)
         return await self._fetch(query, *params)
+
+    async def _scan_keys(self, generation: int,
+                         take: Callable[[Sequence[Sequence[Any]]], None]) -> None:
+        # A page per trip, after the last (customer, key) seen: the table's primary key
+        # order, so each page is a range of it, and loads and lookups go between pages.
+        query = (f"SELECT c.customer_id, k.key, k.customer FROM {sql.KEY_TABLES[generation]} k "
+                 "JOIN customers c ON c.num = k.customer WHERE (k.customer, k.key) > (?, ?) "
+                 "ORDER BY k.customer, k.key LIMIT ?")
+        after: tuple[int, str] = (-(1 << 63), "")
+        while True:
+            rows = await self._fetch(query, *after, KEY_PAGE_ROWS)
+            if not rows:
+                return
+            take(rows)
+            after = (rows[-1][2], rows[-1][1])
 
     def _write_link(self) -> _Link:
         if self._wdb is None:

@@ -208,6 +208,10 @@ def internals(before: dict[str, Any], after: dict[str, Any], seconds: float) -> 
         "memory_max_mib": (rt["memory_max_bytes"] or 0) / MIB,
         "keys": rt["keys"], "event_keys": rt["event_keys"],
         "keys_forgotten": rt["keys_forgotten"], "resident": rt["resident"],
+        # The store's key filter: keys a commit took for new that it let through with no
+        # check, and those it checked (persistence/key_filter.py).
+        "filter_passed_per_s": delta("key_filter_passed") / seconds,
+        "filter_held_per_s": delta("key_filter_held") / seconds,
     }
 
 
@@ -220,7 +224,8 @@ def internals_row(d: dict[str, Any]) -> str:
             f"loads {d['loads_per_s']:,.0f}/s {ms(d['load_ms'])}; "
             f"memory {d['memory_mib']:.0f}/{d['memory_max_mib']:.0f} MiB, "
             f"{d['resident']:,} customers, {d['keys']:,} keys, "
-            f"{d['keys_forgotten']:,} forgotten")
+            f"{d['keys_forgotten']:,} forgotten; key filter: {d['filter_passed_per_s']:,.0f}/s "
+            f"new, {d['filter_held_per_s']:,.0f}/s checked")
 
 
 def soak_backend(label: str, database_url: str, args: argparse.Namespace, script: Path,
