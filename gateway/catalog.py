@@ -15,11 +15,13 @@ import msgspec
 
 from engine.core.meters import Meter
 from engine.runtime.clock import SystemClock
-from gateway.errors import bad_input
 from gateway.names import camel
-from gateway.wire import ascii_int
 
 __all__ = ["Catalog", "Page", "hash_key", "page_by_creation", "parse_cursor"]
+
+# Keyset pages live with the store now (persistence/pages.py); named here for the modules
+# that still page by SQL of their own.
+from persistence.pages import Page, page_by_creation, parse_cursor  # noqa: E402
 
 _json = msgspec.json.Encoder(order="deterministic").encode
 _unjson = msgspec.json.decode
@@ -29,60 +31,6 @@ def hash_key(key: str) -> str:
     # API keys are random 32-byte tokens, so a plain SHA-256 is the right hash: nothing to
     # brute-force, and it lets us look a key up by its hash in constant time.
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-class Page(msgspec.Struct, frozen=True):
-    items: list[dict[str, Any]]
-    next: str | None
-    prev: str | None
-
-
-def _cursor(created_at: int, ident: str) -> str:
-    return f"{created_at}.{ident}"
-
-
-def parse_cursor(cursor: str, field: str) -> tuple[int, str]:
-    """A `createdAt.id` cursor (`_cursor`) back into its parts; 400 naming `field` if it
-    is not one this server issued."""
-    created, _, ident = cursor.partition(".")
-    created_ms = ascii_int(created)
-    if created_ms is None or not ident:
-        raise bad_input("is not a cursor this server issued", field)
-    return created_ms, ident
-
-
-async def page_by_creation(
-    store: Any, select: str, where: list[str], params: list[Any], limit: int,
-    after: str | None, before: str | None,
-) -> tuple[list[Any], str | None, str | None]:
-    """Keyset pagination in creation order over `select` (whose last two columns are
-    created_at and id): the rows of the page and the `next`/`prev` cursors, which are
-    opaque `createdAt.id` strings. With `before`, the page ends just before that cursor.
-    Keyset rather than offset pagination: a page costs the same however deep it is, and
-    rows inserted meanwhile never shift what the next page holds."""
-    where, params = list(where), list(params)
-    order = "ASC"
-    if after:
-        created_ms, ident = parse_cursor(after, "after")
-        where.append("(created_at > ? OR (created_at = ? AND id > ?))")
-        params += [created_ms, created_ms, ident]
-    elif before:
-        created_ms, ident = parse_cursor(before, "before")
-        where.append("(created_at < ? OR (created_at = ? AND id < ?))")
-        params += [created_ms, created_ms, ident]
-        order = "DESC"
-    rows = await store.fetch(
-        f"{select} WHERE {' AND '.join(where)} ORDER BY created_at {order}, id {order} "
-        "LIMIT ?", *params, limit + 1)
-    more = len(rows) > limit
-    rows = list(rows[:limit])
-    if order == "DESC":
-        rows.reverse()
-    first = _cursor(rows[0][-2], rows[0][-1]) if rows else None
-    last = _cursor(rows[-1][-2], rows[-1][-1]) if rows else None
-    if order == "ASC":
-        return rows, last if more else None, first if after else None
-    return rows, last, first if more else None
 
 
 class Catalog:

@@ -5,17 +5,18 @@ modules never import the module that imports them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 from litestar import Request, Response
 
+from engine.domain.context import Domain
 from engine.runtime import Runtime
 from gateway.catalog import Catalog
 from gateway.config import Settings
 
-__all__ = ["Services", "environment", "ok", "services"]
+__all__ = ["Services", "domain", "environment", "ok", "services"]
 
 _encode = msgspec.json.Encoder(decimal_format="number").encode
 
@@ -29,6 +30,11 @@ class Services:
     # The one clock of the process (the runtime's too): billing periods, trials, usage
     # windows and promotions read `now` from it, so tests can move time (CREDITD_CLOCK).
     clock: Any = None
+    # The domain layer's view of the same services (engine/domain): what handlers call.
+    domain: Domain = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.domain = Domain(store=self.store, runtime=self.runtime, documents=self.catalog)
 
 
 def ok(data: Any, status: int = 200, pagination: dict[str, Any] | None = None) -> Response:
@@ -40,6 +46,10 @@ def ok(data: Any, status: int = 200, pagination: dict[str, Any] | None = None) -
 
 def services(request: Request) -> Services:
     return request.app.state.services
+
+
+def domain(request: Request) -> Domain:
+    return request.app.state.services.domain
 
 
 def environment(request: Request) -> str:

@@ -12,6 +12,7 @@ import msgspec
 from engine.core.amounts import AMOUNT_UNITS_MAX, SCALE, AmountError, to_units, units_to_json
 from engine.core.commands import Dimensions
 from engine.core.meters import signed_units
+from engine.domain.values import ascii_int
 from engine.times import iso
 from gateway.errors import bad_input, field_of
 
@@ -103,16 +104,6 @@ def signed_amount_in(value: Any, field: str) -> int:
 
 def amount_out(units: int) -> int | Decimal:
     return units_to_json(units)
-
-
-def ascii_int(text: str, *, digits_max: int = 18) -> int | None:
-    """`text` as a non-negative integer if it is 1 to `digits_max` ASCII digits, else None.
-    Every id or cursor the server issued as a number is read through here: str.isdigit()
-    also accepts digits of other scripts ('²', '٣'), which int() refuses (a 500) or reads as
-    another number, and a longer string would overflow the database's 64-bit integers."""
-    if 0 < len(text) <= digits_max and text.isascii() and text.isdigit():
-        return int(text)
-    return None
 
 
 DIMENSIONS_MAX = 50

@@ -40,10 +40,10 @@ from anyio.abc import TaskGroup
 
 from engine.core.effects import DomainEvent, Effects, IdempotencyRecord, LedgerEntry
 from engine.core.model import CustomerState
-from engine.core.replay import restore
+from engine.core.replay import GrantRow, restore
 from engine.core.usage import restore_usage
 from engine.runtime.errors import KeysRemembered, StoreUnavailable
-from persistence import sql
+from persistence import pages, sql
 from persistence.codec import (
     StoredCustomer,
     Unit,
@@ -474,7 +474,7 @@ class DurableStore:
 
                     await self._scan_keys(generation, take)
                 break
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - sorted here: outage or bug
                 if self._unavailable(exc) is None:
                     log.error("key filter not built; every forgotten key is checked",
                               error=repr(exc))
@@ -542,6 +542,24 @@ class DurableStore:
     async def ledger(self, customer_id: str, after_seq: int = 0, limit: int = 1000) -> list[LedgerEntry]:
         rows = await self.fetch(sql.SELECT_LEDGER, customer_id, after_seq, limit)
         return [entry_from(r) for r in rows]
+
+    async def grant_customer(self, environment: str, grant_id: str) -> str | None:
+        """The customer (engine id) owning grant `grant_id` in `environment`, or None."""
+        try:
+            return await pages.grant_customer(self, environment, grant_id)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    async def grants_page(self, customer_id: str, *, currency_id: str | None,
+                          resource_id: str | None, created: list[tuple[str, int]],
+                          limit: int, after: str | None, before: str | None,
+                          ) -> tuple[list[GrantRow], str | None, str | None]:
+        """A page of the customer's grants in creation order, and the cursors of the next
+        and previous pages (persistence/pages.py)."""
+        rows, after_page, before_page = await pages.grants_page(
+            self, customer_id, currency_id=currency_id, resource_id=resource_id,
+            created=created, limit=limit, after=after, before=before)
+        return [grant_from(r) for r in rows], after_page, before_page
 
     async def ledger_page(self, customer_id: str, *, event_types: Sequence[str] = (),
                           currency_id: str | None = None, resource_id: str | None = None,

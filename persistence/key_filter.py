@@ -43,7 +43,7 @@ class KeyFilter:
     Positions come from the interpreter's hash of the pair (salted per process: the
     filter lives and dies with the process) by double hashing."""
 
-    __slots__ = ("bytes", "ready", "_bits", "_mask", "added", "passed", "held")
+    __slots__ = ("_bits", "_mask", "added", "bytes", "held", "passed", "ready")
 
     def __init__(self, bytes_max: int) -> None:
         per_table = max(bytes_max // 2, 1)

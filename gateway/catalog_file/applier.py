@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from engine.domain.context import Domain
 from gateway.errors import ApiError
 
 from .bodies import (
@@ -59,8 +60,13 @@ class _Applier:
         self.file = file
         self.catalog = catalog
         self.env = env
+        # Catalog documents need no engine: the domain's functions for them read and
+        # write documents only.
+        self.domain = Domain(store=catalog.store, runtime=None,  # type: ignore[arg-type]
+                             documents=catalog)
         self.services = SimpleNamespace(catalog=catalog, store=catalog.store,
-                                        clock=SystemClock(), settings=None, runtime=None)
+                                        clock=SystemClock(), settings=None, runtime=None,
+                                        domain=self.domain)
         self.changes: list[Change] = []
 
     def fail(self, path: list[str | int], exc: ApiError) -> CatalogError:
@@ -93,25 +99,30 @@ class _Applier:
         self.changes.append(Change(action, _KIND[table], ident, detail))
 
     async def _currency(self, ident: str, c: Currency) -> None:
-        from gateway.routes import currencies as routes
+        from engine.domain import currencies
+        from gateway.routes.currencies import top_up_in
 
-        body = _currency_body(ident, c)
+        units = None if c.units is None else currencies.Units(c.units.plural, c.units.singular)
+        top_up = top_up_in(c.top_up)
         stored = await self.catalog.get("currencies", self.env, ident)
         if stored is None:
-            await _call(routes.create_currency, self.services, self.env, body)
+            await currencies.create(self.domain, self.env, currencies.CurrencyInput(
+                id=ident, display_name=c.display_name, description=c.description,
+                metadata=c.metadata, symbol=c.symbol, units=units, top_up=top_up))
             self.note("create", "currencies", ident)
             return
+        body = _currency_body(ident, c)
         del body["id"]
         # Compare in the stored shape: top-up amounts are kept as units.
-        wanted = dict(body)
-        wanted["topUp"] = routes._top_up(msgspec.convert(body["topUp"], routes.TopUp)) \
-            if body["topUp"] is not None else None
-        changed = _differs(wanted, stored)
+        body["topUp"] = currencies.top_up_document(top_up)
+        changed = _differs(body, stored)
         if stored.get("_archivedAt") is not None:
-            await _call(routes.unarchive_currency, self.services, self.env, None, ident)
+            await currencies.archive(self.domain, self.env, ident, False)
             changed.insert(0, "unarchived")
         if changed:
-            await _call(routes.update_currency, self.services, self.env, body, ident)
+            await currencies.update(self.domain, self.env, ident, currencies.CurrencyUpdate(
+                display_name=c.display_name, description=c.description,
+                metadata=c.metadata, symbol=c.symbol, units=units, top_up=top_up))
             self.note("update", "currencies", ident, ", ".join(changed))
         else:
             self.note("unchanged", "currencies", ident)

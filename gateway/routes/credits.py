@@ -6,47 +6,24 @@ the durable rows straight from the store, so they show exactly what was acknowle
 
 from __future__ import annotations
 
-import hashlib
-import uuid
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-import anyio
 import msgspec
 from litestar import Request, Response, asgi, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from engine.core.commands import (
-    BalancesReply,
-    BalanceView,
-    Consume,
-    ConsumeReply,
-    CreateGrant,
-    GetBalances,
-    GrantReply,
-    Refused,
-    Release,
-    ReleaseReply,
-    VoidGrant,
-)
+from engine.core.commands import BalanceView
 from engine.core.model import GrantType
+from engine.domain import credits
+from engine.domain.errors import DomainError
 from gateway.auth import authenticate
-from gateway.context import environment, ok, services
-from gateway.catalog import page_by_creation
-from gateway.errors import ApiError, bad_input, from_refusal
-from gateway.routes.common import (
-    check_key,
-    engine_id,
-    header_key,
-    require_currency,
-    require_customer,
-    scoped_key,
-)
+from gateway.context import domain, environment, ok, services
+from gateway.errors import ApiError, bad_input
 from gateway.wire import (
     Dimensions,
     amount_in,
     amount_out,
-    ascii_int,
     created_at_bounds,
     decode,
     dimensions_in,
@@ -54,7 +31,6 @@ from gateway.wire import (
     limit_in,
     parse_time,
 )
-from persistence import codec, sql
 
 __all__ = ["ROUTES", "grant_json", "balance_json"]
 
@@ -153,55 +129,31 @@ def credit_json(b: BalanceView) -> dict[str, Any]:
     }
 
 
-def _unwrap(reply: Any) -> Any:
-    if isinstance(reply, Refused):
-        raise from_refusal(reply)
-    return reply
-
-
 @post("/api/v1/credits/grants")
 async def create_grant(request: Request) -> Response:
     body = decode(await request.body(), GrantCreate)
-    env = environment(request)
-    await require_customer(request, body.customer_id)
-    await require_currency(request, body.currency_id)
-    if not 0 <= body.priority <= 100:
-        raise bad_input("must be an integer from 0 to 100", "priority")
-    command = CreateGrant(
-        grant_id=str(uuid.uuid4()),
-        currency_id=body.currency_id,
-        resource_id=body.resource_id,
-        amount=amount_in(body.amount, "amount"),
-        grant_type=GrantType(body.grant_type),
-        display_name=body.display_name,
+    grant = await credits.grant_credits(domain(request), environment(request), credits.GrantInput(
+        customer_id=body.customer_id, currency_id=body.currency_id,
+        resource_id=body.resource_id, amount=amount_in(body.amount, "amount"),
+        grant_type=GrantType(body.grant_type), display_name=body.display_name,
         priority=body.priority,
         effective_at=parse_time(body.effective_at, "effectiveAt"),
         expire_at=parse_time(body.expire_at, "expireAt"),
         cost_amount=(amount_in(body.cost.amount, "cost.amount", allow_zero=True)
                      if body.cost else None),
         cost_currency=body.cost.currency if body.cost else None,
-        comment=body.comment,
-        metadata=body.metadata,
+        comment=body.comment, metadata=body.metadata,
         await_payment=body.await_payment_confirmation,
-        idempotency_key=header_key(request, "grant"),
-    )
-    reply: GrantReply = _unwrap(await services(request).runtime.submit(
-        engine_id(env, body.customer_id), command))
-    return ok(grant_json(body.customer_id, reply.grant))
+        idempotency_key=request.headers.get("idempotency-key")))
+    return ok(grant_json(body.customer_id, grant))
 
 
 @post("/api/v1/credits/grants/{grant_id:str}/void")
 async def void_grant(request: Request, grant_id: FromPath[str]) -> Response:
-    env = environment(request)
-    rows = await services(request).store.fetch(
-        "SELECT customer_id FROM grants WHERE id = ? AND customer_id LIKE ?", grant_id,
-        env.replace("%", r"\%").replace("_", r"\_") + "/%")
-    if not rows:
-        raise ApiError(404, "CreditGrantNotFound", f"grant {grant_id!r} was not found", "id")
-    customer = rows[0][0]
-    reply: GrantReply = _unwrap(await services(request).runtime.submit(
-        customer, VoidGrant(grant_id=grant_id, idempotency_key=header_key(request, "void"))))
-    return ok(grant_json(customer.split("/", 1)[1], reply.grant))
+    customer_id, grant = await credits.void_grant(
+        domain(request), environment(request), grant_id,
+        request.headers.get("idempotency-key"))
+    return ok(grant_json(customer_id, grant))
 
 
 @get("/api/v1/credits/grants")
@@ -216,32 +168,13 @@ async def list_grants(
 ) -> Response:
     if not customer_id:
         raise bad_input("is required", "customerId")
-    env = environment(request)
-    await require_customer(request, customer_id, allow_archived=True)
-    where = ["customer_id = ?"]
-    params: list[Any] = [engine_id(env, customer_id)]
-    if currency_id:
-        where.append("currency_id = ?")
-        params.append(currency_id)
-    # As the contract says: without resourceId, only grants without a resource.
-    if resource_id:
-        where.append("resource_id = ?")
-        params.append(resource_id)
-    else:
-        where.append("resource_id IS NULL")
-    for symbol, ms in created_at_bounds(request):
-        where.append(f"created_at {symbol} ?")
-        params.append(ms)
-    rows, next_cursor, prev_cursor = await page_by_creation(
-        services(request).store,
-        f"SELECT {', '.join(sql.GRANT_COLUMNS)}, created_at, id FROM grants",
-        where, params, limit_in(limit), after, before)
-    grants = [codec.grant_from(r) for r in rows]
+    rows, next_cursor, prev_cursor = await credits.grants(
+        domain(request), environment(request), credits.GrantsQuery(
+            customer_id=customer_id, currency_id=currency_id or None,
+            resource_id=resource_id or None, created=tuple(created_at_bounds(request)),
+            limit=limit_in(limit), after=after, before=before))
     pagination = {"next": next_cursor, "prev": prev_cursor}
-    return ok([grant_json(customer_id, g) for g in grants], pagination=pagination)
-
-
-_EVENT_TYPES = {t.value for t in codec.LedgerEventType}
+    return ok([grant_json(customer_id, g) for g in rows], pagination=pagination)
 
 
 @get("/api/v1/credits/ledger")
@@ -259,28 +192,11 @@ async def list_ledger(
     """Newest first; cursors are ledger sequence numbers."""
     if not customer_id:
         raise bad_input("is required", "customerId")
-    env = environment(request)
-    await require_customer(request, customer_id, allow_archived=True)
-    types: list[str] = []
-    if event_type:
-        types = [t.strip() for t in event_type.split(",") if t.strip()]
-        unknown = [t for t in types if t not in _EVENT_TYPES]
-        if unknown:
-            raise bad_input(f"unknown event type {unknown[0]!r}", "eventType")
-    size = limit_in(limit)
-    for name, cursor in (("after", after), ("before", before)):
-        if cursor is not None and ascii_int(cursor) is None:
-            raise bad_input("is not a cursor this server issued", name)
-    order = "ASC" if before and not after else "DESC"
-    rows = await services(request).store.ledger_page(
-        engine_id(env, customer_id), event_types=types, currency_id=currency_id or None,
-        resource_id=resource_id or None, reservation_id=reservation_id or None,
-        after=int(after) if after else None,
-        before=int(before) if before and not after else None, limit=size + 1)
-    more = len(rows) > size
-    entries = rows[:size]
-    if order == "ASC":
-        entries.reverse()
+    types = tuple(t.strip() for t in event_type.split(",") if t.strip()) if event_type else ()
+    page = await credits.ledger(domain(request), environment(request), credits.LedgerQuery(
+        customer_id=customer_id, currency_id=currency_id, resource_id=resource_id,
+        reservation_id=reservation_id, event_types=types, limit=limit_in(limit),
+        after=after, before=before))
     data = [{
         "amount": amount_out(e.amount),
         "creditCurrencyId": e.currency_id,
@@ -294,15 +210,8 @@ async def list_ledger(
         "timestamp": iso(e.timestamp),
         "metadata": None,
         "breakdown": None,
-    } for e in entries]
-    seqs = [str(e.seq) for e in entries]
-    if order == "DESC":
-        pagination = {"next": seqs[-1] if more and seqs else None,
-                      "prev": seqs[0] if after and seqs else None}
-    else:
-        pagination = {"next": seqs[-1] if seqs else None,
-                      "prev": seqs[0] if more and seqs else None}
-    return ok(data, pagination=pagination)
+    } for e in page.entries]
+    return ok(data, pagination={"next": page.next, "prev": page.prev})
 
 
 _OK_HEADERS = [(b"content-type", b"application/json")]
@@ -342,22 +251,18 @@ async def _body(receive: Any, limit: int) -> bytes:
             return b"".join(chunks)
 
 
+def _consume_input(c: ConsumptionCreate, at: str = "") -> credits.ConsumeInput:
+    """A consumption as the domain takes it (`at`: the item's place in a batch)."""
+    return credits.ConsumeInput(
+        customer_id=c.customer_id, currency_id=c.currency_id, resource_id=c.resource_id,
+        amount=amount_in(c.amount, f"{at}amount"), idempotency_key=c.idempotency_key,
+        dimensions=dimensions_in(c.dimensions, f"{at}dimensions"),
+        created_at=parse_time(c.created_at, f"{at}createdAt"))
+
+
 async def _consume(request: Request, raw: bytes) -> dict[str, Any]:
     body = decode(raw, ConsumptionCreate)
-    env = environment(request)
-    await require_customer(request, body.customer_id)
-    await require_currency(request, body.currency_id)
-    check_key(body.idempotency_key, "idempotencyKey")
-    command = Consume(
-        currency_id=body.currency_id,
-        resource_id=body.resource_id,
-        amount=amount_in(body.amount, "amount"),
-        idempotency_key=scoped_key("consume", body.idempotency_key),
-        dimensions=dimensions_in(body.dimensions, "dimensions"),
-        created_at=parse_time(body.created_at, "createdAt"),
-    )
-    reply: ConsumeReply = _unwrap(await services(request).runtime.submit(
-        engine_id(env, body.customer_id), command))
+    reply = await credits.consume(domain(request), environment(request), _consume_input(body))
     return {
         "amount": amount_out(reply.amount),
         "currencyId": body.currency_id,
@@ -375,28 +280,18 @@ async def balance(request: Request, customer_id: CustomerQ = None,
     """The GraphQL creditBalanceSummary over REST (an extension of the contract)."""
     if not customer_id:
         raise bad_input("is required", "customerId")
-    env = environment(request)
-    await require_customer(request, customer_id, allow_archived=True)
-    reply: BalancesReply = _unwrap(await services(request).runtime.submit(
-        engine_id(env, customer_id),
-        GetBalances(currency_id=currency_id, resource_id=resource_id,
-                    match_resource=resource_id is not None)))
-    balances = []
-    for b in reply.balances:
-        currency = await require_currency(request, b.currency_id, allow_archived=True)
-        balances.append({
-            "currency": {"currencyId": b.currency_id, "displayName": currency["displayName"],
-                         "symbol": currency.get("symbol"), "units": currency.get("units")},
-            **balance_json(b),
-        })
+    found = await credits.balances(domain(request), environment(request), customer_id,
+                                   currency_id, resource_id)
+    balances = [{
+        "currency": {"currencyId": b.currency_id, "displayName": currency["displayName"],
+                     "symbol": currency.get("symbol"), "units": currency.get("units")},
+        **balance_json(b),
+    } for b, currency in found]
     return ok({"customerId": customer_id, "balances": balances})
 
 
 class ConsumptionBatch(msgspec.Struct, forbid_unknown_fields=True):
     consumptions: list[ConsumptionCreate]
-
-
-CONSUMPTIONS_MAX = 1000
 
 
 @post("/api/v1/credits/consumption/async")
@@ -405,32 +300,12 @@ async def consume_batch(request: Request) -> Response:
     currencies) before any item is applied; then each item is applied and made durable
     before the reply. Business refusals (e.g. insufficient credits) are per item."""
     body = decode(await request.body(), ConsumptionBatch)
-    if not 1 <= len(body.consumptions) <= CONSUMPTIONS_MAX:
-        raise bad_input(f"must hold 1 to {CONSUMPTIONS_MAX} items", "consumptions")
-    env = environment(request)
-    commands = []
-    for i, item in enumerate(body.consumptions):
-        at = f"consumptions[{i}]"
-        await require_customer(request, item.customer_id, field=f"{at}.customerId")
-        await require_currency(request, item.currency_id, field=f"{at}.currencyId")
-        check_key(item.idempotency_key, f"{at}.idempotencyKey")
-        commands.append((engine_id(env, item.customer_id), Consume(
-            currency_id=item.currency_id, resource_id=item.resource_id,
-            amount=amount_in(item.amount, f"{at}.amount"),
-            idempotency_key=scoped_key("consume", item.idempotency_key),
-            dimensions=dimensions_in(item.dimensions, f"{at}.dimensions"),
-            created_at=parse_time(item.created_at, f"{at}.createdAt"))))
-    runtime = services(request).runtime
-    results: list[Any] = [None] * len(commands)
-
-    async def one(i: int, customer: str, command: Consume) -> None:
-        results[i] = await runtime.submit(customer, command)
-
-    async with anyio.create_task_group() as tg:
-        for i, (customer, command) in enumerate(commands):
-            tg.start_soon(one, i, customer, command)
-    refused = [{"index": i, "code": from_refusal(r).code, "message": from_refusal(r).message}
-               for i, r in enumerate(results) if isinstance(r, Refused)]
+    if not 1 <= len(body.consumptions) <= credits.CONSUMPTIONS_MAX:
+        raise bad_input(f"must hold 1 to {credits.CONSUMPTIONS_MAX} items", "consumptions")
+    items = [_consume_input(c, f"consumptions[{i}].") for i, c in enumerate(body.consumptions)]
+    results = await credits.consume_many(domain(request), environment(request), items)
+    refused = [{"index": i, "code": r.code, "message": r.message}
+               for i, r in enumerate(results) if isinstance(r, DomainError)]
     return ok({"accepted": len(results) - len(refused), "refused": refused})
 
 
@@ -444,19 +319,10 @@ class ReleaseBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 @post("/api/v1/credits/reservations/{reservation_id:str}/release")
 async def release_reservation(request: Request, reservation_id: FromPath[str]) -> Response:
     body = decode(await request.body(), ReleaseBody)
-    env = environment(request)
-    await require_customer(request, body.customer_id)
-    # Retrying a release is applied once (the contract): the reservation id is the key,
-    # and the same release sent again gets the original answer.
-    sent = msgspec.json.encode([str(body.consumed_amount), body.currency_id, body.resource_id])
-    command = Release(reservation_id=reservation_id,
-                      consumed_amount=amount_in(body.consumed_amount, "consumedAmount",
-                                                allow_zero=True),
-                      currency_id=body.currency_id, resource_id=body.resource_id,
-                      idempotency_key=scoped_key("release", reservation_id),
-                      request_hash=hashlib.sha256(sent).hexdigest())
-    reply: ReleaseReply = _unwrap(await services(request).runtime.submit(
-        engine_id(env, body.customer_id), command))
+    reply = await credits.release(domain(request), environment(request), credits.ReleaseInput(
+        customer_id=body.customer_id, reservation_id=reservation_id,
+        consumed_amount=amount_in(body.consumed_amount, "consumedAmount", allow_zero=True),
+        currency_id=body.currency_id, resource_id=body.resource_id))
     return ok({"credit": credit_json(reply.balance),
                "reservation": reservation_json(reply.reservation)})
 

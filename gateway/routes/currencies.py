@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import msgspec
-from msgspec import UNSET, UnsetType
-from litestar.params import FromPath, FromQuery
 from litestar import Request, Response, get, patch, post
+from litestar.params import FromPath, FromQuery
+from msgspec import UNSET, UnsetType
 
-from gateway.context import environment, ok, services
-from gateway.errors import ApiError, bad_input
-from gateway.routes.common import public, require_currency, stamp
+from engine.domain import currencies
+from gateway.context import domain, environment, ok
+from gateway.routes.common import public
 from gateway.wire import amount_in, amount_out, decode, limit_in
 
 __all__ = ["ROUTES"]
@@ -53,29 +54,22 @@ class CurrencyUpdate(msgspec.Struct, forbid_unknown_fields=True, rename="camel")
     top_up: TopUp | None | UnsetType = UNSET
 
 
-_UPDATABLE = {"display_name": "displayName", "description": "description", "symbol": "symbol"}
+def _units(units: Units | None) -> currencies.Units | None:
+    return None if units is None else currencies.Units(units.plural, units.singular)
 
 
-def _units(units: Units | None) -> dict[str, str] | None:
-    return None if units is None else {"plural": units.plural, "singular": units.singular}
-
-
-def _top_up(t: TopUp | None) -> dict[str, object] | None:
-    """Validated and kept as exact decimal strings (the wire shows them as numbers)."""
+def top_up_in(t: Any) -> currencies.TopUp | None:
+    """A top-up price as the domain takes it (amounts as units; the rules are the
+    domain's), from this API's body or the TOML catalog's item (same attributes)."""
     if t is None:
         return None
-    price = amount_in(t.price_per_credit, "topUp.pricePerCredit")
-    low = None if t.minimum_purchase is None else amount_in(t.minimum_purchase,
-                                                            "topUp.minimumPurchase")
-    high = None if t.maximum_purchase is None else amount_in(t.maximum_purchase,
-                                                             "topUp.maximumPurchase")
-    if low is not None and high is not None and low > high:
-        raise bad_input("must not be above maximumPurchase", "topUp.minimumPurchase")
-    currency = t.price_currency.lower()
-    if not (len(currency) == 3 and currency.isalpha()):
-        raise bad_input("must be a three-letter currency code", "topUp.priceCurrency")
-    return {"pricePerCredit": price, "priceCurrency": currency, "minimumPurchase": low,
-            "maximumPurchase": high}
+    return currencies.TopUp(
+        price_per_credit=amount_in(t.price_per_credit, "topUp.pricePerCredit"),
+        price_currency=t.price_currency,
+        minimum_purchase=None if t.minimum_purchase is None else amount_in(
+            t.minimum_purchase, "topUp.minimumPurchase"),
+        maximum_purchase=None if t.maximum_purchase is None else amount_in(
+            t.maximum_purchase, "topUp.maximumPurchase"))
 
 
 def currency_public(doc: dict[str, object]) -> dict[str, object]:
@@ -92,16 +86,10 @@ def currency_public(doc: dict[str, object]) -> dict[str, object]:
 @post(_BASE)
 async def create_currency(request: Request) -> Response:
     body = decode(await request.body(), CurrencyCreate)
-    if not body.id or "/" in body.id or len(body.id) > 200:
-        raise bad_input("must be 1-200 characters without '/'", "id")
-    catalog = services(request).catalog
-    doc = stamp(catalog, {"id": body.id, "displayName": body.display_name,
-                          "description": body.description, "metadata": body.metadata,
-                          "symbol": body.symbol, "units": _units(body.units),
-                          "topUp": _top_up(body.top_up)}, created=True)
-    if not await catalog.insert("currencies", environment(request), doc):
-        raise ApiError(409, "DuplicatedEntityNotAllowed",
-                       f"currency {body.id!r} exists already", "id")
+    doc = await currencies.create(domain(request), environment(request), currencies.CurrencyInput(
+        id=body.id, display_name=body.display_name, description=body.description,
+        metadata=body.metadata, symbol=body.symbol, units=_units(body.units),
+        top_up=top_up_in(body.top_up)))
     return ok(currency_public(doc), status=200)
 
 
@@ -113,51 +101,35 @@ async def list_currencies(
     before: FromQuery[str | None] = None,
     status: FromQuery[str | None] = None,
 ) -> Response:
-    wanted = {s.strip() for s in (status or "").split(",") if s.strip()}
-    if wanted - {"ACTIVE", "ARCHIVED"}:
-        raise bad_input("must be ACTIVE, ARCHIVED or both, comma-separated", "status")
-    archived = None if len(wanted) != 1 else wanted == {"ARCHIVED"}
-    page = await services(request).catalog.page(
-        "currencies", environment(request), limit_in(limit), after, before, archived)
-    return ok([currency_public(d) for d in page.items], pagination={"next": page.next, "prev": page.prev})
+    wanted = frozenset(s.strip() for s in (status or "").split(",") if s.strip())
+    page = await currencies.list_currencies(domain(request), environment(request),
+                                            limit_in(limit), after, before, wanted)
+    return ok([currency_public(d) for d in page.items],
+              pagination={"next": page.next, "prev": page.prev})
 
 
 @patch(_BASE + "/{currency_id:str}")
 async def update_currency(request: Request, currency_id: FromPath[str]) -> Response:
     body = decode(await request.body(), CurrencyUpdate)
-    doc = dict(await require_currency(request, currency_id, field="currencyId",
-                                      allow_archived=True))
-    for attribute, wire_name in _UPDATABLE.items():
-        value = getattr(body, attribute)
-        if value is not UNSET:
-            doc[wire_name] = value
-    if body.metadata is not UNSET:
-        doc["metadata"] = body.metadata or {}
-    if body.units is not UNSET:
-        doc["units"] = _units(body.units)
-    if body.top_up is not UNSET:
-        doc["topUp"] = _top_up(body.top_up)
-    catalog = services(request).catalog
-    await catalog.replace("currencies", environment(request), stamp(catalog, doc))
-    return ok(currency_public(doc))
-
-
-async def _set_archived(request: Request, currency_id: str, archived: bool) -> Response:
-    doc = dict(await require_currency(request, currency_id, allow_archived=True))
-    catalog = services(request).catalog
-    doc["_archivedAt"] = catalog.now_ms() if archived else None
-    await catalog.replace("currencies", environment(request), stamp(catalog, doc))
+    doc = await currencies.update(domain(request), environment(request), currency_id,
+                                  currencies.CurrencyUpdate(
+        display_name=body.display_name, description=body.description,
+        metadata=body.metadata, symbol=body.symbol,
+        units=UNSET if body.units is UNSET else _units(body.units),
+        top_up=UNSET if body.top_up is UNSET else top_up_in(body.top_up)))
     return ok(currency_public(doc))
 
 
 @post(_BASE + "/{currency_id:str}/archive")
 async def archive_currency(request: Request, currency_id: FromPath[str]) -> Response:
-    return await _set_archived(request, currency_id, True)
+    return ok(currency_public(await currencies.archive(domain(request), environment(request),
+                                                       currency_id, True)))
 
 
 @post(_BASE + "/{currency_id:str}/unarchive")
 async def unarchive_currency(request: Request, currency_id: FromPath[str]) -> Response:
-    return await _set_archived(request, currency_id, False)
+    return ok(currency_public(await currencies.archive(domain(request), environment(request),
+                                                       currency_id, False)))
 
 
 ROUTES = [create_currency, list_currencies, update_currency, archive_currency,

@@ -9,13 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from msgspec import UNSET, UnsetType
-from litestar.params import FromPath, FromQuery
 from litestar import Request, Response, get, patch, post
+from litestar.params import FromPath, FromQuery
+from msgspec import UNSET, UnsetType
 
-from gateway.context import environment, ok, services
-from gateway.errors import ApiError, bad_input
-from gateway.routes.common import public, require_customer, stamp
+from engine.domain import customers
+from gateway.context import domain, environment, ok
+from gateway.routes.common import public
 from gateway.wire import created_at_bounds, decode, limit_in
 
 __all__ = ["ROUTES"]
@@ -44,39 +44,26 @@ class CustomerCreate(CustomerFields, forbid_unknown_fields=True, rename="camel")
 
 def _fields(body: CustomerFields) -> dict[str, Any]:
     # Only what the client sent: msgspec.to_builtins drops UNSET fields.
-    fields = {k: v for k, v in msgspec.to_builtins(body).items() if k != "id"}
-    if "metadata" in fields and fields["metadata"] is None:
-        fields["metadata"] = {}
-    return fields
+    return msgspec.to_builtins(body)
 
 
 @post(_BASE)
 async def provision_customer(request: Request) -> Response:
     body = decode(await request.body(), CustomerCreate)
-    if not body.id or "/" in body.id or len(body.id) > 255:
-        raise bad_input("must be 1-255 characters without '/'", "id")
-    catalog = services(request).catalog
-    doc = stamp(catalog, {"id": body.id, "metadata": {}, **_fields(body)}, created=True)
-    if not await catalog.insert("customer_profiles", environment(request), doc):
-        raise ApiError(409, "DuplicatedEntityNotAllowed", f"customer {body.id!r} exists already",
-                       "id")
-    return ok(public(doc))
+    return ok(public(await customers.provision(domain(request), environment(request), body.id,
+                                               _fields(body))))
 
 
 @get(_BASE + "/{customer_id:str}")
 async def retrieve_customer(request: Request, customer_id: FromPath[str]) -> Response:
-    return ok(public(await require_customer(request, customer_id, field="id",
-                                            allow_archived=True)))
+    return ok(public(await customers.get(domain(request), environment(request), customer_id)))
 
 
 @patch(_BASE + "/{customer_id:str}")
 async def update_customer(request: Request, customer_id: FromPath[str]) -> Response:
     body = decode(await request.body(), CustomerFields)
-    doc = dict(await require_customer(request, customer_id, field="id"))
-    doc.update(_fields(body))
-    catalog = services(request).catalog
-    await catalog.replace("customer_profiles", environment(request), stamp(catalog, doc))
-    return ok(public(doc))
+    return ok(public(await customers.update(domain(request), environment(request), customer_id,
+                                            _fields(body))))
 
 
 @get(_BASE)
@@ -90,28 +77,23 @@ async def list_customers(
 ) -> Response:
     """Creation order; `email` and `name` match exactly, `createdAt[gt|gte|lt|lte]` bound
     the creation time."""
-    page = await services(request).catalog.page(
-        "customer_profiles", environment(request), limit_in(limit), after, before,
-        created=created_at_bounds(request), equal={"email": email, "name": name})
+    page = await customers.list_customers(domain(request), environment(request),
+                                          customers.CustomersQuery(
+        limit=limit_in(limit), after=after, before=before, email=email, name=name,
+        created=tuple(created_at_bounds(request))))
     return ok([public(d) for d in page.items], pagination={"next": page.next, "prev": page.prev})
-
-
-async def _set_archived(request: Request, customer_id: str, archived: bool) -> Response:
-    doc = dict(await require_customer(request, customer_id, field="id", allow_archived=True))
-    catalog = services(request).catalog
-    doc["_archivedAt"] = catalog.now_ms() if archived else None
-    await catalog.replace("customer_profiles", environment(request), stamp(catalog, doc))
-    return ok(public(doc))
 
 
 @post(_BASE + "/{customer_id:str}/archive")
 async def archive_customer(request: Request, customer_id: FromPath[str]) -> Response:
-    return await _set_archived(request, customer_id, True)
+    return ok(public(await customers.archive(domain(request), environment(request),
+                                             customer_id, True)))
 
 
 @post(_BASE + "/{customer_id:str}/unarchive")
 async def unarchive_customer(request: Request, customer_id: FromPath[str]) -> Response:
-    return await _set_archived(request, customer_id, False)
+    return ok(public(await customers.archive(domain(request), environment(request),
+                                             customer_id, False)))
 
 
 ROUTES = [provision_customer, retrieve_customer, update_customer, list_customers,

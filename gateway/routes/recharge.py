@@ -16,11 +16,11 @@ import msgspec
 from litestar import Request, Response, get, put
 from litestar.params import QueryParameter
 
-from engine.core.commands import AutoRechargeReply, ConfigureAutoRecharge, GetAutoRecharge, Refused
+from engine.core.commands import AutoRechargeReply
 from engine.core.model import AutoRecharge
-from gateway.context import environment, ok, services
-from gateway.errors import bad_input, from_refusal
-from gateway.routes.common import engine_id, require_currency, require_customer
+from engine.domain import recharge
+from gateway.context import domain, environment, ok
+from gateway.errors import bad_input
 from gateway.wire import amount_in, amount_out, decode, iso
 
 __all__ = ["ROUTES"]
@@ -89,12 +89,8 @@ async def get_auto_recharge(request: Request, customer_id: CustomerQ = None,
         raise bad_input("is required", "customerId")
     if not currency_id:
         raise bad_input("is required", "currencyId")
-    await require_customer(request, customer_id, allow_archived=True)
-    await require_currency(request, currency_id, allow_archived=True)
-    reply = await services(request).runtime.submit(
-        engine_id(environment(request), customer_id),
-        GetAutoRecharge(currency_id=currency_id, resource_id=resource_id))
-    assert isinstance(reply, AutoRechargeReply)
+    reply = await recharge.get_settings(domain(request), environment(request), customer_id,
+                                        currency_id, resource_id)
     return ok(recharge_json(customer_id, currency_id, resource_id, reply))
 
 
@@ -103,31 +99,19 @@ async def save_auto_recharge(request: Request) -> Response:
     body = decode(await request.body(), SaveBody)
     if body.environment_id is not None and body.environment_id != environment(request):
         raise bad_input("does not match the API key's environment", "environmentId")
-    await require_customer(request, body.customer_id)
-    currency = await require_currency(request, body.currency_id)
-    top_up = currency.get("topUp")
-    if not top_up:
-        raise bad_input("the currency has no top-up price: set topUp.pricePerCredit on it "
-                        "first", "currencyId")
     if body.threshold_value is None:
         raise bad_input("is required", "thresholdValue")
     if body.target_balance is None:
         raise bad_input("is required", "targetBalance")
-    command = ConfigureAutoRecharge(
-        currency_id=body.currency_id, resource_id=body.resource_id, enabled=body.is_enabled,
+    reply = await recharge.save_settings(domain(request), environment(request),
+                                         recharge.RechargeInput(
+        customer_id=body.customer_id, currency_id=body.currency_id, enabled=body.is_enabled,
         threshold_type=body.threshold_type,
         threshold_value=amount_in(body.threshold_value, "thresholdValue"),
         target_balance=amount_in(body.target_balance, "targetBalance"),
         max_spend=None if body.max_spend_limit is None
         else amount_in(body.max_spend_limit, "maxSpendLimit"),
-        expiration=body.grant_expiration_period, price=int(top_up["pricePerCredit"]),
-        price_currency=str(top_up.get("priceCurrency") or "usd"),
-        min_purchase=top_up.get("minimumPurchase"), max_purchase=top_up.get("maximumPurchase"))
-    reply = await services(request).runtime.submit(
-        engine_id(environment(request), body.customer_id), command)
-    if isinstance(reply, Refused):
-        raise from_refusal(reply)
-    assert isinstance(reply, AutoRechargeReply)
+        expiration=body.grant_expiration_period, resource_id=body.resource_id))
     return ok(recharge_json(body.customer_id, body.currency_id, body.resource_id, reply))
 
 

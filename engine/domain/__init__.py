@@ -1,0 +1,22 @@
+"""The domain layer: each operation the API offers is one function here, taking typed
+inputs and returning typed results or raising a typed refusal (`DomainError`). No web
+framework: REST handlers (gateway/routes), and next the GraphQL resolvers, the TOML
+catalog applier and the CLI, map names and shapes to these functions and back; the rules
+live here once.
+
+Below it: the pure core (engine/core: one customer's state machine, no I/O), the runtime
+(engine/runtime: actors, group commit through the store) and the store
+(persistence/: SQL behind declared methods). Above it: wire modules only.
+
+    errors.py   DomainError (Stigg's error code, a message, the input field), bad_input,
+                from_refusal (engine refusals as domain errors)
+    context.py  Domain: what an operation reaches (store, runtime, documents, clock)
+    credits.py     grants, consumption, reservations' release, balances, the ledger
+    customers.py   customer profiles
+    currencies.py  custom currencies and their top-up prices
+    recharge.py    auto-recharge settings
+    values.py      small value rules shared with the store
+
+Moved here so far: credits, customers, currencies, auto-recharge settings (issue 16
+moves the rest, area by area).
+"""

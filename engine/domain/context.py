@@ -1,0 +1,111 @@
+"""What a domain operation reaches: the process's services, without a web framework.
+
+`Domain` is built once per process (gateway/app.py builds it beside the gateway's
+`Services`); operations take it and the caller's environment (the API key's), and name
+customers by the caller's id (`engine_id` makes the engine's `environment/customer`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from engine.domain.errors import DomainError, not_found
+from engine.runtime import Runtime
+
+__all__ = [
+    "IDEMPOTENCY_KEY_BYTES_MAX",
+    "Documents",
+    "Domain",
+    "check_key",
+    "engine_id",
+    "require_currency",
+    "require_customer",
+    "scoped_key",
+    "stamp",
+]
+
+
+class Documents(Protocol):
+    """The environment-scoped documents (customers, currencies, …), cached: the
+    gateway's Catalog today. A document is a dict of its wire fields plus `_createdAt`,
+    `_updatedAt` and `_archivedAt` (epoch ms)."""
+
+    async def get(self, table: str, environment: str, doc_id: str,
+                  ) -> dict[str, Any] | None: ...
+
+    async def insert(self, table: str, environment: str, doc: dict[str, Any]) -> bool: ...
+
+    async def replace(self, table: str, environment: str, doc: dict[str, Any]) -> None: ...
+
+    async def page(self, table: str, environment: str, limit: int, after: str | None,
+                   before: str | None, archived: bool | None = None, *,
+                   created: list[tuple[str, int]] | None = None,
+                   equal: dict[str, str | None] | None = None,
+                   any_of: dict[str, list[str]] | None = None) -> Any: ...
+
+    def now_ms(self) -> int: ...
+
+
+def stamp(documents: Documents, doc: dict[str, Any], *, created: bool = False,
+          ) -> dict[str, Any]:
+    """Mark `doc` changed (and created) now, by the process's clock (the documents')."""
+    now = documents.now_ms()
+    if created:
+        doc["_createdAt"] = now
+    doc["_updatedAt"] = now
+    return doc
+
+
+@dataclass(frozen=True)
+class Domain:
+    store: Any
+    runtime: Runtime
+    documents: Documents
+
+
+def engine_id(env: str, customer_id: str) -> str:
+    # Environment names cannot contain "/", so the first "/" separates the two.
+    return f"{env}/{customer_id}"
+
+
+def scoped_key(scope: str, key: str) -> str:
+    """An idempotency key in the engine's per-customer key space. Each operation has a
+    space of its own, so a consumption key can never collide with a reservation id or a
+    grant's Idempotency-Key header that happens to have the same text."""
+    return f"{scope}:{key}"
+
+
+IDEMPOTENCY_KEY_BYTES_MAX = 255
+
+
+def check_key(key: str, field: str) -> None:
+    if not key or len(key.encode()) > IDEMPOTENCY_KEY_BYTES_MAX:
+        raise DomainError(400, "BadUserInput",
+                          f"must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes", field)
+
+
+async def require_customer(d: Domain, env: str, customer_id: str, *,
+                           field: str = "customerId", allow_archived: bool = False,
+                           ) -> dict[str, Any]:
+    """The customer's profile; CustomerNotFound, or CustomerIsArchived unless allowed."""
+    doc = await d.documents.get("customer_profiles", env, customer_id)
+    if doc is None:
+        raise not_found("CustomerNotFound", "customer", customer_id, field)
+    if doc.get("_archivedAt") is not None and not allow_archived:
+        raise DomainError(400, "CustomerIsArchived", f"customer {customer_id!r} is archived",
+                          field)
+    return doc
+
+
+async def require_currency(d: Domain, env: str, currency_id: str, *,
+                           field: str = "currencyId", allow_archived: bool = False,
+                           ) -> dict[str, Any]:
+    """The custom currency; CustomCurrencyNotFound, or CustomCurrencyIsArchived."""
+    doc = await d.documents.get("currencies", env, currency_id)
+    if doc is None:
+        raise not_found("CustomCurrencyNotFound", "currency", currency_id, field)
+    if doc.get("_archivedAt") is not None and not allow_archived:
+        raise DomainError(400, "CustomCurrencyIsArchived",
+                          f"currency {currency_id!r} is archived", field)
+    return doc

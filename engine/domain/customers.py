@@ -1,0 +1,82 @@
+"""Customers: provision, get, update, list, archive and unarchive.
+
+A customer's profile is a document of the fields the client sent (Stigg's Customer has
+many optional billing fields that creditd keeps and returns but never computes on); its
+credits live with the engine under the same id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from engine.domain.context import Domain, require_customer, stamp
+from engine.domain.errors import DomainError, bad_input
+
+__all__ = ["CUSTOMER_ID_MAX", "CustomersQuery", "archive", "get", "list_customers",
+           "provision", "update"]
+
+CUSTOMER_ID_MAX = 255
+_TABLE = "customer_profiles"
+
+
+class CustomersQuery(msgspec.Struct, frozen=True, kw_only=True):
+    limit: int = 20
+    after: str | None = None
+    before: str | None = None
+    # Exact matches; creation-time bounds ((SQL comparison, epoch ms), …).
+    email: str | None = None
+    name: str | None = None
+    created: tuple[tuple[str, int], ...] = ()
+
+
+def _fields(fields: dict[str, Any]) -> dict[str, Any]:
+    fields = {k: v for k, v in fields.items() if k != "id"}
+    if "metadata" in fields and fields["metadata"] is None:
+        fields["metadata"] = {}
+    return fields
+
+
+async def provision(d: Domain, env: str, customer_id: str,
+                    fields: dict[str, Any]) -> dict[str, Any]:
+    """A new customer with `fields` (wire names: email, name, metadata, billingId, …)."""
+    if not customer_id or "/" in customer_id or len(customer_id) > CUSTOMER_ID_MAX:
+        raise bad_input(f"must be 1-{CUSTOMER_ID_MAX} characters without '/'", "id")
+    doc = stamp(d.documents, {"id": customer_id, "metadata": {}, **_fields(fields)},
+                created=True)
+    if not await d.documents.insert(_TABLE, env, doc):
+        raise DomainError(409, "DuplicatedEntityNotAllowed",
+                          f"customer {customer_id!r} exists already", "id")
+    return doc
+
+
+async def get(d: Domain, env: str, customer_id: str) -> dict[str, Any]:
+    """The customer, archived or not."""
+    return await require_customer(d, env, customer_id, field="id", allow_archived=True)
+
+
+async def update(d: Domain, env: str, customer_id: str,
+                 fields: dict[str, Any]) -> dict[str, Any]:
+    """Set the fields given (absent ones are left alone; a null metadata clears it). An
+    archived customer is not updated."""
+    doc = dict(await require_customer(d, env, customer_id, field="id"))
+    doc.update(_fields(fields))
+    await d.documents.replace(_TABLE, env, stamp(d.documents, doc))
+    return doc
+
+
+async def list_customers(d: Domain, env: str, q: CustomersQuery) -> Any:
+    """A page in creation order (`.items`, `.next`, `.prev`)."""
+    return await d.documents.page(_TABLE, env, q.limit, q.after, q.before,
+                                  created=list(q.created),
+                                  equal={"email": q.email, "name": q.name})
+
+
+async def archive(d: Domain, env: str, customer_id: str, archived: bool) -> dict[str, Any]:
+    """Archive (or unarchive) a customer: archived ones keep their credits and answer
+    reads, but take no new grants or consumptions."""
+    doc = dict(await require_customer(d, env, customer_id, field="id", allow_archived=True))
+    doc["_archivedAt"] = d.documents.now_ms() if archived else None
+    await d.documents.replace(_TABLE, env, stamp(d.documents, doc))
+    return doc

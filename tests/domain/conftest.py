@@ -1,0 +1,52 @@
+"""Fixtures for the domain layer's tests: its functions called directly, as the wire
+modules call them, on a real SQLite store, runtime and document catalog (no HTTP).
+
+No `__init__.py` here, like tests/persistence: `tests/` is not a package."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.domain.context import Domain
+from engine.runtime import ManualClock, Runtime
+from gateway.catalog import Catalog
+from persistence import open_store
+
+
+class World:
+    """A domain on a fresh database, its clock, and document setup helpers."""
+
+    def __init__(self, domain: Domain, catalog: Catalog, clock: ManualClock) -> None:
+        self.domain = domain
+        self.catalog = catalog
+        self.clock = clock
+
+    async def document(self, table: str, env: str, doc: dict[str, Any]) -> None:
+        now = self.clock.now_ms()
+        assert await self.catalog.insert(table, env, {**doc, "_createdAt": now,
+                                                      "_updatedAt": now})
+
+    async def customer(self, env: str, customer_id: str, *, archived: bool = False) -> None:
+        doc: dict[str, Any] = {"id": customer_id, "customerId": customer_id, "email": None,
+                               "name": None}
+        if archived:
+            doc["_archivedAt"] = self.clock.now_ms()
+        await self.document("customer_profiles", env, doc)
+
+    async def currency(self, env: str, currency_id: str) -> None:
+        await self.document("currencies", env, {"id": currency_id, "currencyId": currency_id,
+                                                "displayName": currency_id.title(),
+                                                "symbol": None, "units": None})
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    clock = ManualClock()
+    async with open_store(f"sqlite:///{tmp_path / 'domain.db'}") as store, \
+            Runtime(store, clock) as runtime:
+        catalog = Catalog(store, clock=clock)
+        yield World(Domain(store=store, runtime=runtime, documents=catalog), catalog, clock)
