@@ -63,7 +63,7 @@ def _open_database(url: str | None, command: str) -> bool:
     from persistence.schema import SchemaTooNew
 
     async def run() -> None:
-        async with open_store(url):
+        async with open_store(url, key_filter_bytes=0):  # migrate only
             pass
 
     try:

@@ -133,8 +133,11 @@ class DurableStore:
         self._generations = [-1, -1]
         # Which keys were surely never written (persistence/key_filter.py): the keys a
         # commit applied as new that it does not hold need no check. 0 bytes: no filter.
-        self.key_filter = KeyFilter(key_filter_bytes) if key_filter_bytes > 0 else None
-        self.keys_indexed = anyio.Event()  # the filter holds the keys written before open
+        self.key_filter_bytes = key_filter_bytes
+        self.key_filter: KeyFilter | None = None
+        # Set once the read-back of the keys written before open is over (or there is no
+        # filter): `key_filter.ready` says whether the filter holds them.
+        self.keys_indexed = anyio.Event()
         # Key lookups waiting for the reader (bounded: one per actor batch in flight).
         self._lookups: deque[_Lookup] = deque()
         self._lookup_work = anyio.Event()
@@ -243,6 +246,9 @@ class DurableStore:
                 await self._disconnect()
             raise
         self._next_outbox_id = int(row[0]) + 1
+        # A fresh filter each time the store opens: keys may have been written meanwhile.
+        self.key_filter = KeyFilter(self.key_filter_bytes) if self.key_filter_bytes > 0 else None
+        self.keys_indexed = anyio.Event()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._writer)
@@ -278,7 +284,7 @@ class DurableStore:
 
     # -- the engine seam ------------------------------------------------------------------
 
-    def statistics(self) -> dict[str, int | float]:
+    def statistics(self) -> dict[str, int | float | bool]:
         """Counters since start: flushes (transactions), the units and rows they carried
         and their time; loads and key lookup queries and their time; rows waiting."""
         return {"flushes": self.flushes, "flushed_units": self.flushed_units,
@@ -463,7 +469,9 @@ class DurableStore:
         bug leaves the filter unready (every key checked, as without it) and is logged."""
         filt = self.key_filter
         if filt is None:
+            self.keys_indexed.set()
             return
+        delay = 1.0
         while True:
             try:
                 for generation in range(len(sql.KEY_TABLES)):
@@ -478,15 +486,19 @@ class DurableStore:
                 if self._unavailable(exc) is None:
                     log.error("key filter not built; every forgotten key is checked",
                               error=repr(exc))
+                    self.keys_indexed.set()
                     return
-                await anyio.sleep(1.0)
+                # The database is away: try again, less often the longer it stays away.
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 60.0)
         filt.ready = True
         self.keys_indexed.set()
 
     async def _scan_keys(self, generation: int,
                          take: Callable[[Sequence[Sequence[Any]]], None]) -> None:
-        """Hand the (customer id, key) pairs of a key generation table to `take`, a page
-        (KEY_PAGE_ROWS) at a time."""
+        """Hand the (customer id, key) pairs of a key generation table to `take`, a page at
+        a time, each page its own short read: a read held open across the table would keep
+        the writer from emptying it when a new week's first key arrives."""
         raise NotImplementedError
 
     async def _check(self, pairs: list[tuple[str, str]]) -> list[Sequence[Any]]:

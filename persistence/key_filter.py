@@ -23,10 +23,11 @@ One process writes a database's keys (docs/architecture.md); a process that did 
 write them does not know them, so scale-out must fill the filter for the customers it
 takes over, or answer "maybe" for them.
 
-Fixed size, allocated once (`CREDITD_KEY_FILTER_MB`, split between the two tables). With
-n keys in a table of m bits and 4 hashes, the share of new keys checked anyway is about
-(1 - e^(-4n/m))^4: 0.3 % at 9 million keys in 16 MiB, 12 % at 30 million. A full filter
-costs queries, not correctness.
+Fixed size, allocated when the store opens (`CREDITD_KEY_FILTER_MB`, split between the
+two tables, each half rounded down to a power of two). With n keys in a table of m bits
+and 4 hashes, the share of new keys checked anyway is about (1 - e^(-4n/m))^4: 0.3 % at
+9 million keys in 16 MiB (15 bits a key), 12 % at 30 million. A full filter costs
+queries, not correctness.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import asyncpg
 
 from engine.runtime.errors import StoreUnavailable
 from persistence import sql
-from persistence.durable import KEY_PAGE_ROWS, DurableStore
+from persistence.durable import DurableStore
 from persistence.schema import MIGRATIONS
 
 __all__ = ["PostgresStore"]
@@ -92,6 +92,8 @@ def _numbered(query: str) -> str:
 
 
 _PURGES = [_numbered(q) for q in sql.purge_statements("ctid")]
+# Table blocks per page when the key filter reads a key table back (~60 rows a block).
+KEY_PAGE_BLOCKS = 128
 
 
 class PostgresStore(DurableStore):
@@ -182,14 +184,23 @@ class PostgresStore(DurableStore):
 
     async def _scan_keys(self, generation: int,
                          take: Callable[[Sequence[Sequence[Any]]], None]) -> None:
-        # A cursor in one read-only transaction on a connection of its own: the key
-        # tables have no ordered index to page by (a hash index on the key).
-        query = (f"SELECT c.customer_id, k.key FROM {sql.KEY_TABLES[generation]} k "
-                 "JOIN customers c ON c.num = k.customer")
-        async with self._connection() as conn, conn.transaction(readonly=True):
-            cursor = await conn.cursor(query)
-            while rows := await cursor.fetch(KEY_PAGE_ROWS):
-                take(rows)
+        # Pages by ranges of the table's blocks (a TID range scan reads just those): the
+        # key tables have no ordered index to page by (a hash index on the key), and a
+        # cursor would hold one transaction open across the table, which blocks the
+        # TRUNCATE that empties it when a new week's keys arrive. Rows written after the
+        # size is read are in the filter already (the writer adds them first).
+        table = sql.KEY_TABLES[generation]
+        query = (f"SELECT c.customer_id, k.key FROM {table} k "
+                 "JOIN customers c ON c.num = k.customer "
+                 "WHERE k.ctid >= format('(%s,0)', $1::bigint)::tid "
+                 "AND k.ctid < format('(%s,0)', $2::bigint)::tid")
+        async with self._connection() as conn:
+            blocks = int(await conn.fetchval(
+                "SELECT pg_relation_size($1::regclass) / current_setting('block_size')::int",
+                table))
+        for first in range(0, blocks, KEY_PAGE_BLOCKS):
+            async with self._connection() as conn:
+                take(await conn.fetch(query, first, first + KEY_PAGE_BLOCKS))
 
     async def _new_number(self) -> int:
         async with self._connection() as conn:

@@ -40,7 +40,7 @@ async def apply(catalog: Any, env: str, file: CatalogFile, *,
     failed: CatalogError | None = None
     with tempfile.TemporaryDirectory(prefix="creditd-catalog-") as tmp:
         async with open_store(f"sqlite:///{Path(tmp) / 'scratch.db'}",
-                              durability="async") as store:
+                              durability="async", key_filter_bytes=0) as store:
             scratch = Catalog(store, clock=catalog.clock)
             await _scratch_copy(catalog, env, scratch)
             try:
@@ -67,7 +67,8 @@ async def apply_path(database_url: str | None, env: str, path: str, *,
         raise CatalogError(f"{path}: cannot read: {exc.strerror or exc}") from None
     file = load(text, path)
     failed: CatalogError | None = None
-    async with open_store(database_url) as store:
+    # Catalog documents only: no idempotency keys to filter (nor tables to read back).
+    async with open_store(database_url, key_filter_bytes=0) as store:
         try:
             changes = await apply(Catalog(store), env, file, dry_run=dry_run)
         except CatalogError as exc:

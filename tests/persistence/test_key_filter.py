@@ -52,3 +52,16 @@ def test_clearing_a_generation_forgets_only_its_keys() -> None:
     assert f.may_hold("c", "kept")
     assert f.unknown("c", ["old", "kept"]) == ["kept"]
     assert f.bytes == 1 << 16
+
+
+@given(kept=pairs, dropped=pairs, generation=st.sampled_from([0, 1]))
+def test_clearing_one_generation_keeps_every_key_of_the_other(kept, dropped,
+                                                              generation) -> None:
+    f = KeyFilter(1 << 12)
+    f.ready = True
+    for cid, key in dropped:
+        f.add(generation, cid, key)
+    for cid, key in kept:
+        f.add(1 - generation, cid, key)
+    f.clear(generation)
+    assert all(f.may_hold(cid, key) for cid, key in kept)

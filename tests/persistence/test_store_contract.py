@@ -857,3 +857,35 @@ async def forgotten_keys_replay(store_url: str, engine: Any, ledger_checked: Any
             keys = [k for c, k in replies if c == cid]
             entries = await ledger_checked(store, rt, cid)
             assert await keyed_ledger(store, cid, entries, keys) == {k: 1 for k in keys}
+
+
+@pytest.mark.anyio
+async def test_the_key_filter_reads_back_every_key_in_pages(store_url, engine,
+                                                            monkeypatch) -> None:
+    """At start the store reads the key tables back into its key filter a page at a time
+    (SQLite: by primary key, after the last row seen; PostgreSQL: by ranges of blocks).
+    With pages of a few rows every key of every customer, in both generation tables,
+    must come back, or a replay of one would be taken for new."""
+    monkeypatch.setattr("persistence.sqlite.KEY_PAGE_ROWS", 3)
+    monkeypatch.setattr("persistence.postgres.KEY_PAGE_BLOCKS", 1)
+    start = (ManualClock().now_ms() // WEEK + 1) * WEEK
+    clock = ManualClock(start)
+    written = []
+    async with engine(store_url, clock, key_filter_bytes=1 << 16) as (store, rt):
+        for cid in ("a", "b", "c"):
+            ok(await rt.submit(cid, grant(f"{cid}-g", 1_000_000)), GrantReply)
+        for week in range(2):  # both generation tables
+            for i in range(70):
+                cid = "abc"[i % 3]
+                key = f"w{week}-k{i}-{'x' * (i % 50)}"
+                ok(await rt.submit(cid, Consume(currency_id=CUR, amount=1,
+                                                idempotency_key=key)), ConsumeReply)
+                written.append((cid, key))
+            clock.advance(WEEK)
+    async with engine(store_url, clock, key_filter_bytes=1 << 16) as (store, rt):
+        with anyio.fail_after(10):
+            await store.keys_indexed.wait()
+        filt = store.key_filter
+        assert filt.ready and filt.added == len(written)
+        assert all(filt.may_hold(cid, key) for cid, key in written)
+        assert not filt.may_hold("a", "never-written")
