@@ -9,10 +9,10 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from engine.core.amounts import AMOUNT_UNITS_MAX, SCALE, AmountError, to_units, units_to_json
+from engine.core.amounts import AMOUNT_UNITS_MAX, SCALE, units_to_json
 from engine.core.commands import Dimensions
 from engine.core.meters import signed_units
-from engine.domain.values import ascii_int
+from engine.domain.values import ascii_int, units_in
 from engine.times import iso
 from gateway.errors import bad_input, field_of
 
@@ -81,11 +81,8 @@ def created_at_bounds(request: Any) -> list[tuple[str, int]]:
     return bounds
 
 
-def amount_in(value: Any, field: str, *, allow_zero: bool = False) -> int:
-    try:
-        return to_units(value, allow_zero=allow_zero)
-    except AmountError as exc:
-        raise bad_input(exc.reason, field) from None
+# An amount from the wire as units (engine/domain/values.py).
+amount_in = units_in
 
 
 def signed_amount_in(value: Any, field: str) -> int:

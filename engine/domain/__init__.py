@@ -14,9 +14,13 @@ Below it: the pure core (engine/core: one customer's state machine, no I/O), the
     credits.py     grants, consumption, reservations' release, balances, the ledger
     customers.py   customer profiles
     currencies.py  custom currencies and their top-up prices
+    features.py    features, their meters and credit rates
+    coupons.py     coupons: discounts and durations
     recharge.py    auto-recharge settings
     values.py      small value rules shared with the store
 
-Moved here so far: credits, customers, currencies, auto-recharge settings (issue 16
-moves the rest, area by area).
+Moved here so far: credits, customers, currencies, features, coupons, auto-recharge
+settings (issue 16 moves the rest, area by area: usage and events, analytics, products,
+plans and add-ons, subscriptions, entitlements, promotions, paywall, estimates, webhook
+endpoints).
 """

@@ -8,13 +8,14 @@ customers by the caller's id (`engine_id` makes the engine's `environment/custom
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from engine.domain.errors import DomainError, not_found
 from engine.runtime import Runtime
 
 __all__ = [
     "IDEMPOTENCY_KEY_BYTES_MAX",
+    "DocumentPage",
     "Documents",
     "Domain",
     "check_key",
@@ -24,6 +25,14 @@ __all__ = [
     "scoped_key",
     "stamp",
 ]
+
+
+class DocumentPage(NamedTuple):
+    """A page of documents in creation order and the cursors of the pages beside it."""
+
+    items: list[dict[str, Any]]
+    next: str | None
+    prev: str | None
 
 
 class Documents(Protocol):

@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
-__all__ = ["ascii_int"]
+from typing import Any
+
+from engine.core.amounts import AmountError, to_units
+from engine.domain.errors import bad_input
+
+__all__ = ["ascii_int", "units_in"]
+
+
+def units_in(value: Any, field: str, *, allow_zero: bool = False) -> int:
+    """An amount of credits (a number, exact to 5 decimals, within 10^12) as units;
+    BadUserInput naming `field` otherwise."""
+    try:
+        return to_units(value, allow_zero=allow_zero)
+    except AmountError as exc:
+        raise bad_input(exc.reason, field) from None
 
 
 def ascii_int(text: str, *, digits_max: int = 18) -> int | None:

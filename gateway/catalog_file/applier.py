@@ -5,13 +5,12 @@ recording one `Change` per item."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
 from engine.domain.context import Domain
-from gateway.errors import ApiError
+from gateway.errors import ApiError, bad_input, field_of
 
 from .bodies import (
     _charges,
@@ -22,7 +21,7 @@ from .bodies import (
     _package_fields,
 )
 from .diff import _differs, _stored_entitlement, same
-from .handlers import _call, _file_path, _plain
+from .handlers import _file_path, _plain
 from .keypath import _format_path, _path_tokens
 from .schema import (
     _KIND,
@@ -39,6 +38,9 @@ from .schema import (
 # -- applying ------------------------------------------------------------------------------
 
 
+T = TypeVar("T")
+
+
 @dataclass
 class Change:
     action: Literal["create", "update", "publish", "unchanged"]
@@ -53,10 +55,17 @@ class Change:
         return f"{text}  ({self.detail})" if self.detail else text
 
 
+def _as(body: dict[str, Any], kind: type[T]) -> T:
+    """An item's API body as the domain's input, refused as the API would refuse it."""
+    try:
+        return msgspec.convert(body, kind)
+    except msgspec.ValidationError as exc:
+        message, field = field_of(exc)
+        raise bad_input(message, field) from None
+
+
 class _Applier:
     def __init__(self, file: CatalogFile, catalog: Any, env: str) -> None:
-        from engine.runtime.clock import SystemClock
-
         self.file = file
         self.catalog = catalog
         self.env = env
@@ -64,9 +73,6 @@ class _Applier:
         # write documents only.
         self.domain = Domain(store=catalog.store, runtime=None,  # type: ignore[arg-type]
                              documents=catalog)
-        self.services = SimpleNamespace(catalog=catalog, store=catalog.store,
-                                        clock=SystemClock(), settings=None, runtime=None,
-                                        domain=self.domain)
         self.changes: list[Change] = []
 
     def fail(self, path: list[str | int], exc: ApiError) -> CatalogError:
@@ -128,12 +134,12 @@ class _Applier:
             self.note("unchanged", "currencies", ident)
 
     async def _feature(self, ident: str, feat: Feature) -> None:
-        from gateway.routes import features as routes
+        from engine.domain import features
 
         stored = await self.catalog.get("features", self.env, ident)
         if stored is None:
-            await _call(routes.create_feature, self.services, self.env,
-                        _feature_body(ident, feat, create=True))
+            await features.create(self.domain, self.env, _as(
+                _feature_body(ident, feat, create=True), features.FeatureCreate))
             self.note("create", "features", ident)
             return
         if stored["featureType"] != feat.type:
@@ -150,26 +156,27 @@ class _Applier:
                                     "currencyId": feat.credit_rate.currency}
         changed = _differs(wanted, stored)
         if stored.get("_archivedAt") is not None:
-            await _call(routes.unarchive_feature, self.services, self.env, None, ident)
+            await features.archive(self.domain, self.env, ident, False)
             changed.insert(0, "unarchived")
         if changed:
-            await _call(routes.update_feature, self.services, self.env, body, ident)
+            await features.update(self.domain, self.env, ident,
+                                  _as(body, features.FeatureUpdate))
             self.note("update", "features", ident, ", ".join(changed))
         else:
             self.note("unchanged", "features", ident)
 
     async def _coupon(self, ident: str, c: Coupon) -> None:
-        from gateway.routes import coupons as routes
+        from engine.domain import coupons
 
         body = _coupon_body(ident, c)
         stored = await self.catalog.get("coupons", self.env, ident)
         if stored is None:
-            await _call(routes.create_coupon, self.services, self.env, body)
+            await coupons.create(self.domain, self.env, _as(body, coupons.CouponCreate))
             self.note("create", "coupons", ident)
             return
         # The discount and duration of a coupon are fixed once created (as the API has it).
-        parsed = msgspec.convert(body, routes.CouponCreate)
-        fixed = {**routes._discount(parsed), **routes._duration(parsed)}
+        parsed = _as(body, coupons.CouponCreate)
+        fixed = {**coupons.discount(parsed), **coupons.duration(parsed)}
         for key, value in fixed.items():
             if not same(value, stored.get(key)):
                 raise ApiError(400, "BadUserInput",
@@ -181,7 +188,8 @@ class _Applier:
         update = {"name": c.name, "description": c.description, "metadata": c.metadata}
         changed = _differs(update, stored)
         if changed:
-            await _call(routes.update_coupon, self.services, self.env, update, ident)
+            await coupons.update(self.domain, self.env, ident,
+                                 _as(update, coupons.CouponUpdate))
             self.note("update", "coupons", ident, ", ".join(changed))
         else:
             self.note("unchanged", "coupons", ident)

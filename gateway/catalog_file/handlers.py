@@ -1,11 +1,11 @@
-"""Running the REST API's route handlers in process (a stand-in request, the JSON codecs),
-and the wire field names an ApiError gives translated back to the file's keys."""
+"""The wire field names a DomainError gives, translated back to the file's keys (items are
+applied through the domain's functions, engine/domain, which name fields as the API
+does)."""
 
 from __future__ import annotations
 
 import re
 from decimal import Decimal
-from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -16,27 +16,6 @@ _unjson = msgspec.json.decode
 # Decimals as JSON numbers, as a client sends them (decoded back into Decimals by the route).
 _json = msgspec.json.Encoder(decimal_format="number").encode
 _decimal_json = msgspec.json.Decoder(float_hook=Decimal).decode
-
-
-class _Request:
-    """What a route handler reads from its request (services, environment, body): the
-    file's items go through the very handlers the REST API runs."""
-
-    def __init__(self, services: Any, env: str, body: dict[str, Any] | None) -> None:
-        self.app = SimpleNamespace(state=SimpleNamespace(services=services))
-        self.scope = {"state": {"environment": env}}
-        self._body = b"" if body is None else _json(body)
-        self.query_params: dict[str, str] = {}
-        self.headers: dict[str, str] = {}
-
-    async def body(self) -> bytes:
-        return self._body
-
-
-async def _call(handler: Any, services: Any, env: str, body: dict[str, Any] | None,
-                *args: Any) -> dict[str, Any]:
-    response = await handler.fn(_Request(services, env, body), *args)
-    return _unjson(response.content)["data"]
 
 
 # Wire field names (as an ApiError names them) -> the file's key names, where they differ.

@@ -108,3 +108,38 @@ async def test_auto_recharge_settings_need_a_top_up_price(world) -> None:
     assert got.settings is not None and got.settings.target_balance == 50 * 100_000
     err = await refused(recharge.get_settings(d, ENV, "c1", "gold"))
     assert err.code == "CustomCurrencyNotFound"
+
+
+async def test_coupon_rules(world) -> None:
+    from decimal import Decimal
+
+    from engine.domain import coupons
+
+    d = world.domain
+    doc = await coupons.create(d, ENV, coupons.CouponCreate(
+        id="ten", name="Ten off", amounts_off=[coupons.AmountOff(Decimal("10"), "USD")],
+        duration_in_months=3))
+    assert doc["type"] == "FIXED" and doc["amountsOff"] == [{"amount": 1_000_000,
+                                                             "currency": "usd"}]
+    assert (doc["duration"], doc["durationInMonths"]) == ("REPEATING", 3)
+    for bad, field in (
+            (coupons.CouponCreate(id="x", name="X"), "percentOff"),
+            (coupons.CouponCreate(id="x", name="X", percent_off=Decimal("12.5")), "percentOff"),
+            (coupons.CouponCreate(id="x", name="X", percent_off=Decimal(10),
+                                  duration="ONCE", duration_in_months=2), "durationInMonths"),
+            (coupons.CouponCreate(id="x", name=" ", percent_off=Decimal(10)), "name"),
+            (coupons.CouponCreate(id="x", name="X", amounts_off=[
+                coupons.AmountOff(Decimal(1), "usd"), coupons.AmountOff(Decimal(2), "USD")]),
+             "amountsOff[1].currency")):
+        err = await refused(coupons.create(d, ENV, bad))
+        assert (err.code, err.field) == ("BadUserInput", field)
+    updated = await coupons.update(d, ENV, "ten", coupons.CouponUpdate(name="Tenner"))
+    assert updated["name"] == "Tenner" and updated["amountsOff"] == doc["amountsOff"]
+    archived = await coupons.archive(d, ENV, "ten")
+    again = await coupons.archive(d, ENV, "ten")
+    assert archived["_archivedAt"] == again["_archivedAt"] is not None
+    page = await coupons.list_coupons(d, ENV, coupons.CouponsQuery(
+        statuses=frozenset({"ACTIVE"})))
+    assert page.items == []
+    err = await refused(coupons.get(d, ENV, "nope"))
+    assert (err.status, err.code, err.field) == (404, "CouponNotFound", "id")
