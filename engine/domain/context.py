@@ -94,27 +94,40 @@ def check_key(key: str, field: str) -> None:
                           f"must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes", field)
 
 
+async def require_document(d: Domain, env: str, table: str, doc_id: str, *, what: str,
+                           code: str, field: str, allow_archived: bool = False,
+                           ) -> dict[str, Any]:
+    """A document of `table`; `<code>NotFound`, or `<code>IsArchived` unless allowed
+    (Stigg's codes: CustomerNotFound, FeatureIsArchived, …)."""
+    doc = await d.documents.get(table, env, doc_id)
+    if doc is None:
+        raise not_found(f"{code}NotFound", what, doc_id, field)
+    if doc.get("_archivedAt") is not None and not allow_archived:
+        raise DomainError(400, f"{code}IsArchived", f"{what} {doc_id!r} is archived", field)
+    return doc
+
+
 async def require_customer(d: Domain, env: str, customer_id: str, *,
                            field: str = "customerId", allow_archived: bool = False,
                            ) -> dict[str, Any]:
     """The customer's profile; CustomerNotFound, or CustomerIsArchived unless allowed."""
-    doc = await d.documents.get("customer_profiles", env, customer_id)
-    if doc is None:
-        raise not_found("CustomerNotFound", "customer", customer_id, field)
-    if doc.get("_archivedAt") is not None and not allow_archived:
-        raise DomainError(400, "CustomerIsArchived", f"customer {customer_id!r} is archived",
-                          field)
-    return doc
+    return await require_document(d, env, "customer_profiles", customer_id, what="customer",
+                                  code="Customer", field=field, allow_archived=allow_archived)
 
 
 async def require_currency(d: Domain, env: str, currency_id: str, *,
                            field: str = "currencyId", allow_archived: bool = False,
                            ) -> dict[str, Any]:
     """The custom currency; CustomCurrencyNotFound, or CustomCurrencyIsArchived."""
-    doc = await d.documents.get("currencies", env, currency_id)
-    if doc is None:
-        raise not_found("CustomCurrencyNotFound", "currency", currency_id, field)
-    if doc.get("_archivedAt") is not None and not allow_archived:
-        raise DomainError(400, "CustomCurrencyIsArchived",
-                          f"currency {currency_id!r} is archived", field)
+    return await require_document(d, env, "currencies", currency_id, what="currency",
+                                  code="CustomCurrency", field=field,
+                                  allow_archived=allow_archived)
+
+
+async def set_archived(d: Domain, env: str, table: str, doc: dict[str, Any],
+                       archived: bool) -> dict[str, Any]:
+    """Archive (now) or unarchive a copy of `doc` and store it."""
+    doc = dict(doc)
+    doc["_archivedAt"] = d.documents.now_ms() if archived else None
+    await d.documents.replace(table, env, stamp(d.documents, doc))
     return doc

@@ -17,7 +17,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from engine.billing.pricing import DURATION_MONTHS_MAX
-from engine.domain.context import Domain, stamp
+from engine.domain.context import Domain, set_archived, stamp
 from engine.domain.errors import DomainError, bad_input, not_found
 from engine.domain.values import units_in
 
@@ -151,8 +151,7 @@ async def list_coupons(d: Domain, env: str, q: CouponsQuery) -> Any:
 async def archive(d: Domain, env: str, coupon_id: str) -> dict[str, Any]:
     """Archived coupons cannot be applied to new subscriptions; archiving again is a
     no-op."""
-    doc = dict(await get(d, env, coupon_id))
-    if doc.get("_archivedAt") is None:
-        doc["_archivedAt"] = d.documents.now_ms()
-        await d.documents.replace(_TABLE, env, stamp(d.documents, doc))
-    return doc
+    doc = await get(d, env, coupon_id)
+    if doc.get("_archivedAt") is not None:
+        return doc
+    return await set_archived(d, env, _TABLE, doc, True)

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from engine.domain.context import Domain, require_currency, stamp
+from engine.domain.context import Domain, require_currency, set_archived, stamp
 from engine.domain.errors import DomainError, bad_input
 
 __all__ = ["CURRENCY_ID_MAX", "CurrencyInput", "CurrencyUpdate", "TopUp", "Units", "archive",
@@ -112,7 +112,5 @@ async def update(d: Domain, env: str, currency_id: str, u: CurrencyUpdate) -> di
 async def archive(d: Domain, env: str, currency_id: str, archived: bool) -> dict[str, Any]:
     """Archive (or unarchive): an archived currency takes no new grants or consumptions;
     balances in it stay readable."""
-    doc = dict(await require_currency(d, env, currency_id, allow_archived=True))
-    doc["_archivedAt"] = d.documents.now_ms() if archived else None
-    await d.documents.replace(_TABLE, env, stamp(d.documents, doc))
-    return doc
+    doc = await require_currency(d, env, currency_id, allow_archived=True)
+    return await set_archived(d, env, _TABLE, doc, archived)

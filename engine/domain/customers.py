@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from engine.domain.context import Domain, require_customer, stamp
+from engine.domain.context import Domain, require_customer, set_archived, stamp
 from engine.domain.errors import DomainError, bad_input
 
 __all__ = ["CUSTOMER_ID_MAX", "CustomersQuery", "archive", "get", "list_customers",
@@ -76,7 +76,5 @@ async def list_customers(d: Domain, env: str, q: CustomersQuery) -> Any:
 async def archive(d: Domain, env: str, customer_id: str, archived: bool) -> dict[str, Any]:
     """Archive (or unarchive) a customer: archived ones keep their credits and answer
     reads, but take no new grants or consumptions."""
-    doc = dict(await require_customer(d, env, customer_id, field="id", allow_archived=True))
-    doc["_archivedAt"] = d.documents.now_ms() if archived else None
-    await d.documents.replace(_TABLE, env, stamp(d.documents, doc))
-    return doc
+    doc = await require_customer(d, env, customer_id, field="id", allow_archived=True)
+    return await set_archived(d, env, _TABLE, doc, archived)

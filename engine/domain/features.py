@@ -21,8 +21,15 @@ from msgspec import UNSET, UnsetType
 
 from engine.core.amounts import units_to_json
 from engine.core.meters import Meter, MeterError, validate_meter
-from engine.domain.context import Domain, DocumentPage, require_currency, stamp
-from engine.domain.errors import DomainError, bad_input, not_found
+from engine.domain.context import (
+    DocumentPage,
+    Domain,
+    require_currency,
+    require_document,
+    set_archived,
+    stamp,
+)
+from engine.domain.errors import DomainError, bad_input
 from engine.domain.values import units_in
 
 __all__ = ["FEATURE_ID_MAX", "CreditRate", "EnumValue", "FeatureCreate", "FeatureUpdate",
@@ -162,13 +169,8 @@ async def create(d: Domain, env: str, body: FeatureCreate) -> dict[str, Any]:
 async def require_feature(d: Domain, env: str, feature_id: str, *, field: str = "featureId",
                           allow_archived: bool = False) -> dict[str, Any]:
     """The feature; FeatureNotFound, or FeatureIsArchived unless allowed."""
-    doc = await d.documents.get(_TABLE, env, feature_id)
-    if doc is None:
-        raise not_found("FeatureNotFound", "feature", feature_id, field)
-    if doc.get("_archivedAt") is not None and not allow_archived:
-        raise DomainError(400, "FeatureIsArchived", f"feature {feature_id!r} is archived",
-                          field)
-    return doc
+    return await require_document(d, env, _TABLE, feature_id, what="feature",
+                                  code="Feature", field=field, allow_archived=allow_archived)
 
 
 def credit_rate_units(doc: dict[str, Any]) -> tuple[str, int] | None:
@@ -211,7 +213,5 @@ async def list_features(d: Domain, env: str, q: FeaturesQuery) -> Any:
 
 
 async def archive(d: Domain, env: str, feature_id: str, archived: bool) -> dict[str, Any]:
-    doc = dict(await require_feature(d, env, feature_id, field="id", allow_archived=True))
-    doc["_archivedAt"] = d.documents.now_ms() if archived else None
-    await d.documents.replace(_TABLE, env, stamp(d.documents, doc))
-    return doc
+    doc = await require_feature(d, env, feature_id, field="id", allow_archived=True)
+    return await set_archived(d, env, _TABLE, doc, archived)
