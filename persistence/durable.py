@@ -63,7 +63,7 @@ from persistence.schema import LATEST_VERSION, SchemaTooNew
 
 __all__ = ["DurableStore", "Durability", "OutboxRow"]
 
-_KEY_UNITS = ("keys_0", "keys_1")  # the sql.WRITES units of the two key generation tables
+_KEY_UNITS = sql.KEY_UNITS
 _COMPUTED = {"outbox", *_KEY_UNITS}  # rows the writer makes from a unit's (ids, split)
 
 log = structlog.get_logger("creditd.store")
@@ -131,6 +131,11 @@ class DurableStore:
         # The period each key generation table holds (persistence/sql.py); the writer
         # alone changes it.
         self._generations = [-1, -1]
+        # Each generation's runs (persistence/sql.py, KEY_RUN_ROWS): how many tables it
+        # has, which one is written, and how many keys that one holds.
+        self._runs = [1, 1]
+        self._run = [0, 0]
+        self._run_rows = [0, 0]
         # Which keys were surely never written (persistence/key_filter.py): the keys a
         # commit applied as new that it does not hold need no check. 0 bytes: no filter.
         self.key_filter_bytes = key_filter_bytes
@@ -207,10 +212,20 @@ class DurableStore:
         """Write every table's rows (by `sql.Write.unit`) in one transaction."""
         raise NotImplementedError
 
-    async def _rotate(self, generation: int, period: int) -> None:
-        """Empty a key generation table and record the period it holds from now on, in
-        one transaction."""
+    async def _rotate(self, generation: int, period: int, tables: list[str]) -> None:
+        """Empty a key generation's `tables` and record the period it holds from now on
+        and its first run as the one written, in one transaction."""
         raise NotImplementedError
+
+    async def _start_run(self, generation: int, run: int, create: list[str]) -> None:
+        """Record `run` as the generation's run written from now on (and `run + 1` runs,
+        if more than it had), running the `create` statements first, in one
+        transaction."""
+        raise NotImplementedError
+
+    async def _count(self, table: str) -> int:
+        (row,) = await self._fetch(f"SELECT count(*) FROM {table}")
+        return int(row[0])
 
     async def _new_number(self) -> int:
         """A number for a customer the database has no row for."""
@@ -236,8 +251,14 @@ class DurableStore:
                     f"understands ({LATEST_VERSION}); upgrade creditd or use another database"
                 )
             (row,) = await self._fetch(sql.MAX_OUTBOX_ID)
-            for generation, period in await self._fetch(sql.SELECT_KEY_GENERATIONS):
-                self._generations[int(generation)] = int(period)
+            for generation, period, runs, run in await self._fetch(
+                    sql.SELECT_KEY_GENERATIONS):
+                g = int(generation)
+                self._generations[g], self._runs[g], self._run[g] = (
+                    int(period), int(runs), int(run))
+                # At most a run's worth (a week's, for the first run of a database
+                # from before runs).
+                self._run_rows[g] = await self._count(sql.key_table(g, self._run[g]))
             await self._opened()
         except BaseException:
             # A store that failed to open must not keep its connections open (a pool, or
@@ -480,7 +501,10 @@ class DurableStore:
                         for row in page:
                             filt.add(generation, row[0], row[1])
 
-                    await self._scan_keys(generation, take)
+                    # The runs there are now: later ones hold only keys written since,
+                    # which the writer added.
+                    for table in self._tables(generation):
+                        await self._scan_keys(table, take)
                 break
             except Exception as exc:  # noqa: BLE001 - sorted here: outage or bug
                 if self._unavailable(exc) is None:
@@ -494,9 +518,9 @@ class DurableStore:
         filt.ready = True
         self.keys_indexed.set()
 
-    async def _scan_keys(self, generation: int,
+    async def _scan_keys(self, table: str,
                          take: Callable[[Sequence[Sequence[Any]]], None]) -> None:
-        """Hand the (customer id, key) pairs of a key generation table to `take`, a page at
+        """Hand the (customer id, key) pairs of a key table to `take`, a page at
         a time, each page its own short read: a read held open across the table would keep
         the writer from emptying it when a new week's first key arrives."""
         raise NotImplementedError
@@ -696,10 +720,12 @@ class DurableStore:
                 rotations = self._rotations(rows)
             pairs = []
         for generation, period in rotations:
-            await self._rotate(generation, period)
+            await self._rotate(generation, period, self._tables(generation))
             self._generations[generation] = period
+            self._run[generation] = self._run_rows[generation] = 0
             if self.key_filter is not None:
                 self.key_filter.clear(generation)
+        await self._next_runs(rows)
         if self.key_filter is not None:
             # Before the write: no key is durable before the filter holds it. (Keys of a
             # unit left out below stay in it: a false positive costs a check, no more.)
@@ -713,6 +739,8 @@ class DurableStore:
             # Nothing was written: write the others, whose keys the check found new.
             rows = self._rows(batch.units, first_outbox_id)
             await self._write(rows)
+        for generation, unit in enumerate(_KEY_UNITS):
+            self._run_rows[generation] += len(rows[unit])
         return rows
 
     @staticmethod
@@ -740,6 +768,34 @@ class DurableStore:
         if found:
             batch.units = [u for u in batch.units if u.customer_id not in batch.remembered]
         return bool(found)
+
+    def _tables(self, generation: int) -> list[str]:
+        """The tables of a generation's runs."""
+        return [sql.key_table(generation, run) for run in range(self._runs[generation])]
+
+    def key_tables(self) -> tuple[str, ...]:
+        """Every key table, the ones a lookup probes."""
+        return tuple(t for g in range(len(sql.KEY_TABLES)) for t in self._tables(g))
+
+    def _written_tables(self) -> tuple[str, str]:
+        """The table each generation's keys are written to: its current run's."""
+        return (sql.key_table(0, self._run[0]), sql.key_table(1, self._run[1]))
+
+    async def _next_runs(self, rows: dict[str, list[tuple]]) -> None:
+        """Start a generation's next run before these rows would take the current one
+        past its size (`sql.key_run_rows`): the run being written stays small."""
+        for generation, unit in enumerate(_KEY_UNITS):
+            run, held = self._run[generation], self._run_rows[generation]
+            if held and held + len(rows[unit]) > sql.key_run_rows(run):
+                run += 1
+                table = sql.key_table(generation, run)
+                # A run the generation had before its last rotation is there, empty.
+                create = (sql.key_table_statements(self.dialect, table)
+                          if run >= self._runs[generation] else [])
+                await self._start_run(generation, run, create)
+                self._run[generation] = run
+                self._runs[generation] = max(self._runs[generation], run + 1)
+                self._run_rows[generation] = 0
 
     def _rotations(self, rows: dict[str, list[tuple]]) -> list[tuple[int, int]]:
         """The generation tables to empty before these rows' keys go in, and their new

@@ -37,19 +37,18 @@ __all__ = ["PostgresStore"]
 # One flush is one statement: a data-modifying CTE per table over unnest()ed column arrays.
 # A single statement is its own transaction (all or nothing) and costs one round trip,
 # however many actors' units it carries; per-row executemany cost ~10x more here.
-def _flush_statement() -> str:
+@functools.lru_cache(maxsize=16)
+def _flush_statement(key_tables: tuple[str, str]) -> str:
+    """The flush, its key rows going to `key_tables` (each generation's run written)."""
     ctes = []
     n = 0
-    for w in sql.WRITES:
+    for w in sql.writes_into(key_tables):
         arrays = ", ".join(f"${n + i + 1}::{t}[]" for i, t in enumerate(w.pg_types))
         n += len(w.pg_types)
         statement = (f"INSERT INTO {w.table} ({', '.join(w.columns)}) "
                      f"SELECT * FROM unnest({arrays}){sql.conflict_clause(w)}")
         ctes.append(f"w_{w.table} AS ({statement} RETURNING 1)")
     return "WITH " + ",\n".join(ctes) + "\nSELECT 1"
-
-
-_FLUSH = _flush_statement()
 
 
 def _one_per_key(w: sql.Write, rows: list[tuple]) -> list[tuple]:
@@ -180,16 +179,16 @@ class PostgresStore(DurableStore):
 
     async def _fetch_keys(self, pairs: list[tuple[str, str]]) -> Sequence[Sequence[Any]]:
         customers, keys = zip(*pairs)
-        return await self._fetch(sql.SELECT_KEYS_OF_PG, list(customers), list(keys))
+        return await self._fetch(sql.select_keys_of_pg(self.key_tables()),
+                                 list(customers), list(keys))
 
-    async def _scan_keys(self, generation: int,
+    async def _scan_keys(self, table: str,
                          take: Callable[[Sequence[Sequence[Any]]], None]) -> None:
         # Pages by ranges of the table's blocks (a TID range scan reads just those): the
         # key tables have no ordered index to page by (a hash index on the key), and a
         # cursor would hold one transaction open across the table, which blocks the
         # TRUNCATE that empties it when a new week's keys arrive. Rows written after the
         # size is read are in the filter already (the writer adds them first).
-        table = sql.KEY_TABLES[generation]
         query = (f"SELECT c.customer_id, k.key FROM {table} k "
                  "JOIN customers c ON c.num = k.customer "
                  "WHERE k.ctid >= format('(%s,0)', $1::bigint)::tid "
@@ -212,18 +211,27 @@ class PostgresStore(DurableStore):
             table = _one_per_key(w, rows[w.unit])
             columns = list(zip(*table)) if table else [()] * len(w.columns)
             params.extend(list(col) for col in columns)
+        flush = _flush_statement(self._written_tables())
         async with self._connection() as conn:
-            await conn.execute(_FLUSH, *params)
+            await conn.execute(flush, *params)
 
-    async def _rotate(self, generation: int, period: int) -> None:
+    async def _rotate(self, generation: int, period: int, tables: list[str]) -> None:
         async with self._connection() as conn, conn.transaction():
             # TRUNCATE gives the space back at once, where DELETE would leave a week of
             # dead rows to vacuum.
-            await conn.execute(f"TRUNCATE {sql.KEY_TABLES[generation]}")
+            await conn.execute(f"TRUNCATE {', '.join(tables)}")
             await conn.execute(
                 "INSERT INTO key_generations (generation, period) VALUES ($1, $2) "
-                "ON CONFLICT (generation) DO UPDATE SET period = excluded.period",
+                "ON CONFLICT (generation) DO UPDATE SET period = excluded.period, run = 0",
                 generation, period)
+
+    async def _start_run(self, generation: int, run: int, create: list[str]) -> None:
+        async with self._connection() as conn, conn.transaction():
+            for statement in create:
+                await conn.execute(statement)
+            await conn.execute(
+                "UPDATE key_generations SET run = $1, runs = greatest(runs, $1 + 1) "
+                "WHERE generation = $2", run, generation)
 
     async def _transact(self, steps: list[tuple[str, Sequence[Sequence[Any]]]]) -> None:
         async with self._connection() as conn, conn.transaction():

@@ -8,7 +8,7 @@ engine/core/amounts.py); every stored amount is bounded by 10^17 units.
 
 from __future__ import annotations
 
-from persistence.sql import KEY_GENERATION_MS, KEY_TABLES, LEDGER_KINDS
+from persistence.sql import KEY_GENERATION_MS, KEY_TABLES, LEDGER_KINDS, key_table_statements
 
 __all__ = ["MIGRATIONS", "SchemaTooNew", "LATEST_VERSION"]
 
@@ -442,7 +442,7 @@ _COMMON_V8 = [
 # and reply stay in the older encodings, which persistence/codec.py still reads).
 def _v9(dialect: str) -> list[str]:
     sqlite = dialect == "sqlite"
-    blob, clustered = ("BLOB", " WITHOUT ROWID") if sqlite else ("BYTEA", "")
+    clustered = " WITHOUT ROWID" if sqlite else ""
     kinds = " ".join(f"WHEN '{name}' THEN {code}" for name, code in LEDGER_KINDS.items())
     period = f"(k.created_at / {KEY_GENERATION_MS})"
     statements = [
@@ -487,21 +487,7 @@ def _v9(dialect: str) -> list[str]:
     ]
     for generation, table in enumerate(KEY_TABLES):
         statements += [
-            f"""CREATE TABLE {table} (
-        customer BIGINT NOT NULL,
-        created_at BIGINT NOT NULL,
-        op_seq BIGINT,
-        key TEXT NOT NULL,
-        request {blob} NOT NULL,
-        reply {blob} NOT NULL{", PRIMARY KEY (customer, key)" if sqlite else ""}
-    ){clustered}""",
-            # PostgreSQL: a hash index holds a 4-byte hash per row where a B-tree on
-            # (customer, key) holds the key itself, for a third of the space; lookups
-            # recheck the customer. The writer alone decides what is a new key. Its pages
-            # are filled (the table only grows, then is emptied whole).
-            *([] if sqlite else
-              [f"CREATE INDEX {table}_key ON {table} USING hash (key) "
-               "WITH (fillfactor = 100)"]),
+            *key_table_statements(dialect, table),
             f"INSERT INTO {table} (customer, created_at, op_seq, key, request, reply) "
             f"SELECT c.num, k.created_at, NULL, k.key, k.command, k.reply "
             "FROM idempotency_keys k JOIN customers c ON c.customer_id = k.customer_id "
@@ -519,6 +505,15 @@ def _v9(dialect: str) -> list[str]:
     ]
 
 
+# v10: a key generation is a series of tables, its runs (persistence/sql.py,
+# KEY_RUN_ROWS): the existing table of each generation is its first run, and is the one
+# being written.
+_V10 = [
+    "ALTER TABLE key_generations ADD COLUMN runs INTEGER NOT NULL DEFAULT 1",
+    "ALTER TABLE key_generations ADD COLUMN run INTEGER NOT NULL DEFAULT 0",
+]
+
+
 def _dialect(statements: list[str], dialect: str) -> list[str]:
     if dialect == "postgresql":
         return [s.replace("BYTES", "BYTEA") for s in statements]
@@ -528,8 +523,9 @@ def _dialect(statements: list[str], dialect: str) -> list[str]:
 _VERSIONS = [_COMMON_V1, _COMMON_V2, _COMMON_V3, _COMMON_V4, _COMMON_V5, _COMMON_V6,
              _COMMON_V7, _COMMON_V8]
 MIGRATIONS: dict[str, list[list[str]]] = {
-    dialect: [*(_dialect(statements, dialect) for statements in _VERSIONS), _v9(dialect)]
+    dialect: [*(_dialect(statements, dialect) for statements in _VERSIONS), _v9(dialect),
+              _V10]
     for dialect in ("sqlite", "postgresql")
 }
-LATEST_VERSION = len(_VERSIONS) + 1
+LATEST_VERSION = len(_VERSIONS) + 2
 assert all(len(m) == LATEST_VERSION for m in MIGRATIONS.values())

@@ -3,13 +3,15 @@ backend numbers them (`$1`, `$2`, …) with `numbered()`."""
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import NamedTuple
 
 __all__ = ["SELECT_CUSTOMER", "MAX_CUSTOMER_NUM", "SELECT_GRANTS",
            "SELECT_RESERVATIONS", "SELECT_POOLS", "KEY_GENERATION_MS", "KEY_TABLES",
            "SELECT_KEY_GENERATIONS", "LEDGER_KINDS", "select_ledger_page",
-           "SELECT_KEYS_OF_PG", "select_keys_of", "SELECT_LEDGER", "SELECT_OUTBOX_AFTER", "SELECT_DUE",
+           "select_keys_of_pg", "select_keys_of", "KEY_RUN_ROWS", "KEY_RUN_DOUBLING",
+           "KEY_TABLES_PER_QUERY", "key_table", "key_run_rows", "key_table_statements", "writes_into", "KEY_UNITS", "SELECT_LEDGER", "SELECT_OUTBOX_AFTER", "SELECT_DUE",
            "MAX_OUTBOX_ID", "SELECT_CUSTOMER_OUTBOX", "SELECT_PENDING_RECHARGES", "numbered", "Write", "WRITES", "conflict_clause",
            "insert_statement", "PURGES", "purge_statements", "SELECT_USAGE", "SELECT_UNIQUES", "SELECT_EVENT_KEYS_IN"]
 
@@ -76,6 +78,7 @@ class Write(NamedTuple):
     added: tuple[str, ...] = ()
 
 
+KEY_UNITS = ("keys_0", "keys_1")  # the WRITES units of the two key generations
 _T, _B, _I, _Y, _L, _S = "text", "bigint", "integer", "bytea", "boolean", "smallint"
 WRITES = [
     Write("customers", "customers", CUSTOMER_COLUMNS, [_T, _B, _B, _B, _B, _B, _B, _B],
@@ -88,8 +91,8 @@ WRITES = [
     Write("pools", "pools", POOL_COLUMNS, [_T, _T, _T, _T, _L, _B, _I, _Y, _T],
           ["customer_id", "currency_id", "resource_key"], "replace"),
     Write("ledger", "ledger", LEDGER_COLUMNS, [_B, _B, _B, _B, _B, _I, _S, _T, _T, _T]),
-    # Keys go to the table of their generation (see KEY_GENERATION_MS); the writer splits
-    # a flush's key rows between the two.
+    # Keys go to the run being written of their generation (see KEY_GENERATION_MS,
+    # `writes_into`); the writer splits a flush's key rows between the two.
     Write("idempotency_keys_0", "keys_0", KEY_COLUMNS, [_B, _T, _B, _B, _Y, _Y]),
     Write("idempotency_keys_1", "keys_1", KEY_COLUMNS, [_B, _T, _B, _B, _Y, _Y]),
     Write("outbox", "outbox", OUTBOX_COLUMNS, [_B, _T, _B, _T, _Y, _B]),
@@ -155,25 +158,82 @@ SELECT_RESERVATIONS = (f"SELECT {', '.join(RESERVATION_COLUMNS)} FROM reservatio
                        "WHERE customer_id = ?")
 SELECT_POOLS = f"SELECT {', '.join(POOL_COLUMNS)} FROM pools WHERE customer_id = ?"
 
-# Idempotency keys live in two tables, one per generation: a key is written to the table of
-# its period (created_at // KEY_GENERATION_MS, even or odd), and before the writer puts a
-# key of period p into a table that holds period p - 2 or older, it empties that table
-# (and records p in `key_generations`). So a key is kept at least one period, 7 days, and
-# less than two; old keys go with a TRUNCATE (PostgreSQL) or a whole-table DELETE (SQLite)
-# instead of an index on their age and row-by-row deletes.
+# Idempotency keys live in two generations: a key is written to the generation of its
+# period (created_at // KEY_GENERATION_MS, even or odd), and before the writer puts a key
+# of period p into a generation that holds period p - 2 or older, it empties that
+# generation (and records p in `key_generations`). So a key is kept at least one period,
+# 7 days, and less than two; old keys go with a TRUNCATE (PostgreSQL) or a whole-table
+# DELETE (SQLite) instead of an index on their age and row-by-row deletes.
 KEY_GENERATION_MS = 7 * 24 * 3_600_000
-KEY_TABLES = ("idempotency_keys_0", "idempotency_keys_1")
-SELECT_KEY_GENERATIONS = "SELECT generation, period FROM key_generations"
+# A generation is a series of tables, its runs, written one after the other: the run being
+# written is kept small enough for its index to stay in memory, since keys are random and
+# each insert lands on any leaf of it. One table per generation, the first design, grew a
+# week's keys into one B-tree (SQLite) or hash index (PostgreSQL) that outgrew the page
+# cache within minutes at a few thousand keys a second, and every flush slowed with it
+# (docs/benchmarks.md, "Soak"). A full run is never written again; lookups, which the key
+# filter makes rare, probe every run. Run r holds up to KEY_RUN_ROWS << (r //
+# KEY_RUN_DOUBLING) keys, so a week of any rate needs a few dozen runs, not thousands. Run
+# tables are created as needed and kept (emptied with their generation), so the list only
+# grows; `key_generations` records how many a generation has and which one is written.
+KEY_RUN_ROWS = 1 << 18
+KEY_RUN_DOUBLING = 16
+KEY_TABLES = ("idempotency_keys_0", "idempotency_keys_1")  # the first run of each generation
+SELECT_KEY_GENERATIONS = "SELECT generation, period, runs, run FROM key_generations"
+
+
+def key_table(generation: int, run: int) -> str:
+    """The table of a generation's run."""
+    return KEY_TABLES[generation] if run == 0 else f"{KEY_TABLES[generation]}_{run}"
+
+
+def key_run_rows(run: int) -> int:
+    """How many keys the writer puts into a run before it starts the next one."""
+    return KEY_RUN_ROWS << (run // KEY_RUN_DOUBLING)
+
+
+def key_table_statements(dialect: str, table: str) -> list[str]:
+    """A key table (a run) and its index."""
+    sqlite = dialect == "sqlite"
+    blob, clustered = ("BLOB", " WITHOUT ROWID") if sqlite else ("BYTEA", "")
+    return [
+        f"""CREATE TABLE {table} (
+        customer BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        op_seq BIGINT,
+        key TEXT NOT NULL,
+        request {blob} NOT NULL,
+        reply {blob} NOT NULL{", PRIMARY KEY (customer, key)" if sqlite else ""}
+    ){clustered}""",
+        # PostgreSQL: a hash index holds a 4-byte hash per row where a B-tree on
+        # (customer, key) holds the key itself, for a third of the space; lookups
+        # recheck the customer. The writer alone decides what is a new key. Its pages
+        # are filled (the table only grows, then is emptied whole).
+        *([] if sqlite else
+          [f"CREATE INDEX {table}_key ON {table} USING hash (key) WITH (fillfactor = 100)"]),
+    ]
+
+
 # Keys looked up for several customers at once (the store groups the lookups that are
-# waiting, as it groups commits): (customer id, key) pairs joined to both tables through
-# the customers' numbers. Rows are KEY_COLUMNS but the first, which is the customer's id.
-# SQLite takes the pairs as a VALUES list of `pairs` rows (a power of two, padded: a few
-# statement texts to prepare), joined to the tables (`select_keys_of`); PostgreSQL
-# probes per pair (SELECT_KEYS_OF_PG).
+# waiting, as it groups commits): (customer id, key) pairs joined to every run of both
+# generations through the customers' numbers. Rows are KEY_COLUMNS but the first, which is
+# the customer's id. SQLite takes the pairs as a VALUES list of `pairs` rows (a power of
+# two, padded: a few statement texts to prepare), joined to the tables (`select_keys_of`);
+# PostgreSQL probes per pair (`select_keys_of_pg`).
 _KEYS_SELECT = ("SELECT q.cid, k.key, k.created_at, k.op_seq, k.request, k.reply FROM q "
                 "JOIN customers c ON c.customer_id = q.cid "
                 "JOIN {table} k ON k.customer = c.num AND k.key = q.key")
-_KEYS_OF = " UNION ALL ".join(_KEYS_SELECT.replace("{table}", t) for t in KEY_TABLES)
+# SQLite allows 500 terms in a compound SELECT: lookups over more runs take several queries.
+KEY_TABLES_PER_QUERY = 200
+
+
+@functools.lru_cache(maxsize=64)
+def select_keys_of(pairs: int, tables: tuple[str, ...] = KEY_TABLES) -> str:
+    """The SQLite lookup of `pairs` (customer id, key) pairs, two parameters each, in
+    `tables` (at most KEY_TABLES_PER_QUERY)."""
+    return ("WITH q (cid, key) AS (VALUES " + ", ".join("(?, ?)" for _ in range(pairs))
+            + ") " + " UNION ALL ".join(_KEYS_SELECT.replace("{table}", t) for t in tables))
+
+
 # PostgreSQL runs a prepared statement on a generic plan after five executions, planned
 # for an array of unknown length and a key of unknown value. With the pairs as a CTE
 # joined to the tables, that plan was a hash join over a sequential scan of the key table:
@@ -182,19 +242,23 @@ _KEYS_OF = " UNION ALL ".join(_KEYS_SELECT.replace("{table}", t) for t in KEY_TA
 # looked up on its own here, behind LIMIT 1 (which keeps the planner from flattening the
 # subqueries into a join), so any plan is a probe of the customers' primary key and of
 # each table's index on `key` per pair.
-SELECT_KEYS_OF_PG = (
-    "SELECT q.cid, k.key, k.created_at, k.op_seq, k.request, k.reply "
-    "FROM unnest(?::text[], ?::text[]) AS q (cid, key) "
-    "CROSS JOIN LATERAL (SELECT num FROM customers WHERE customer_id = q.cid LIMIT 1) c "
-    "CROSS JOIN LATERAL (" + " UNION ALL ".join(
-        f"(SELECT key, created_at, op_seq, request, reply FROM {t} "
-        "WHERE customer = c.num AND key = q.key LIMIT 1)" for t in KEY_TABLES) + ") k")
+@functools.lru_cache(maxsize=64)
+def select_keys_of_pg(tables: tuple[str, ...] = KEY_TABLES) -> str:
+    return (
+        "SELECT q.cid, k.key, k.created_at, k.op_seq, k.request, k.reply "
+        "FROM unnest(?::text[], ?::text[]) AS q (cid, key) "
+        "CROSS JOIN LATERAL (SELECT num FROM customers WHERE customer_id = q.cid LIMIT 1) c "
+        "CROSS JOIN LATERAL (" + " UNION ALL ".join(
+            f"(SELECT key, created_at, op_seq, request, reply FROM {t} "
+            "WHERE customer = c.num AND key = q.key LIMIT 1)" for t in tables) + ") k")
 
 
-def select_keys_of(pairs: int) -> str:
-    """The SQLite lookup of `pairs` (customer id, key) pairs, two parameters each."""
-    return ("WITH q (cid, key) AS (VALUES " + ", ".join("(?, ?)" for _ in range(pairs))
-            + ") " + _KEYS_OF)
+@functools.lru_cache(maxsize=64)
+def writes_into(key_tables: tuple[str, str]) -> list[Write]:
+    """WRITES with each generation's key rows going to the given table (its run being
+    written)."""
+    return [w._replace(table=key_tables[KEY_UNITS.index(w.unit)])
+            if w.unit in KEY_UNITS else w for w in WRITES]
 
 
 # Ledger rows joined to their grants, in LedgerEntry field order.

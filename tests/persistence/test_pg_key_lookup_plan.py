@@ -34,7 +34,7 @@ async def test_the_key_lookup_never_scans_a_key_table(pg_database) -> None:
             "SELECT 1 + n % 100, 0, n, 'consume:' || md5(n::text), '\\x00', '\\x00' "
             f"FROM generate_series(1, {ROWS}) n")
         await conn.execute("SET plan_cache_mode = force_generic_plan")
-        query = sql.numbered(sql.SELECT_KEYS_OF_PG)
+        query = sql.numbered(sql.select_keys_of_pg())
         await conn.execute(f"PREPARE lookup (text[], text[]) AS {query}")
         plan = "\n".join(r[0] for r in await conn.fetch(
             "EXPLAIN EXECUTE lookup (ARRAY['default/c8'], ARRAY['consume:x'])"))

@@ -41,7 +41,7 @@ from engine.core.model import LedgerEventType as L
 from engine.core.refusals import Refusal
 from engine.core.replay import customer_row, grant_row, pool_row, rebuild, reservation_row
 from engine.runtime import ManualClock
-from persistence import MemoryStore, open_store
+from persistence import MemoryStore, open_store, sql
 from persistence.schema import LATEST_VERSION, SchemaTooNew
 
 CUR = "credits"
@@ -725,6 +725,72 @@ async def test_keys_are_kept_a_week_and_dropped_a_generation_at_a_time(store_url
         ok(await rt.submit("other", Consume(currency_id=CUR, amount=1, idempotency_key="y")),
            ConsumeReply)  # the sixth: the second period's table goes
         assert (await store.load("c")).keys_complete
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("filter_bytes", [1 << 16, 0], ids=["key-filter", "no-filter"])
+async def test_a_generation_is_written_in_runs(store_url, engine, raw_sql, monkeypatch,
+                                               filter_bytes) -> None:
+    """A generation's keys go into a series of tables, its runs, so that the one being
+    written stays small (persistence/sql.py, KEY_RUN_ROWS). Every key, whatever its run,
+    still answers its replay after a restart (looked up across runs, in several queries
+    when there are many tables); the run being written and how full it is survive the
+    restart; the first key of a new period empties every run of its generation and
+    writing starts again at the first run, reusing the tables."""
+    monkeypatch.setattr(sql, "KEY_RUN_ROWS", 4)
+    monkeypatch.setattr(sql, "KEY_RUN_DOUBLING", 2)  # runs of 4, 4, 8, 8, 16, 16 keys
+    monkeypatch.setattr(sql, "KEY_TABLES_PER_QUERY", 2)
+    start = (ManualClock().now_ms() // WEEK + 1) * WEEK
+    generation = start // WEEK % 2
+    clock = ManualClock(start)
+    replies: dict[tuple[str, str], Any] = {}
+
+    async def consume(rt: Any, count: int) -> None:
+        for _ in range(count):  # one flush each
+            i = len(replies)
+            cid, key = "ab"[i % 2], f"k{i}"
+            replies[cid, key] = ok(await rt.submit(cid, Consume(
+                currency_id=CUR, amount=1 + i % 3, idempotency_key=key)), ConsumeReply)
+
+    async def runs() -> tuple[list[int], tuple[Any, ...]]:
+        (meta,) = await raw_sql(store_url, "SELECT runs, run FROM key_generations "
+                                "WHERE generation = ?", generation)
+        counts = [(await raw_sql(store_url, f"SELECT count(*) FROM "
+                                 f"{sql.key_table(generation, r)}"))[0][0]
+                  for r in range(meta[0])]
+        return counts, meta
+
+    async with engine(store_url, clock, key_filter_bytes=filter_bytes) as (store, rt):
+        for cid in "ab":
+            ok(await rt.submit(cid, grant(f"{cid}-g", 1_000_000)), GrantReply)
+        await consume(rt, 30)
+        assert await runs() == ([4, 4, 8, 8, 6], (5, 4))
+    async with engine(store_url, clock, key_filter_bytes=filter_bytes) as (store, rt):
+        with anyio.fail_after(10):
+            await store.keys_indexed.wait()
+        await consume(rt, 11)  # the fifth run was holding 6 of its 16
+        assert await runs() == ([4, 4, 8, 8, 16, 1], (6, 5))
+    async with engine(store_url, clock, key_filter_bytes=filter_bytes) as (store, rt):
+        with anyio.fail_after(10):
+            await store.keys_indexed.wait()
+        if filter_bytes:
+            assert all(store.key_filter.may_hold(cid, key) for cid, key in replies)
+        for (cid, key), reply in replies.items():  # none of them in memory
+            assert await rt.submit(cid, Consume(currency_id=CUR, amount=reply.amount,
+                                                idempotency_key=key)) == reply
+        reused = ok(await rt.submit("a", Consume(currency_id=CUR, amount=99,
+                                                 idempotency_key="k0")), Refused)
+        assert reused.code == Refusal.IDEMPOTENCY_KEY_REUSED
+        assert {r.key for r in await store.lookup_keys("b", ["k1", "k39", "k40", "k0"])} == {
+            "k1", "k39"}
+
+        clock.advance(2 * WEEK)  # the same generation's next period
+        ok(await rt.submit("a", Consume(currency_id=CUR, amount=1, idempotency_key="new")),
+           ConsumeReply)
+        assert await runs() == ([1, 0, 0, 0, 0, 0], (6, 0))
+        assert [r.key for r in await store.lookup_keys("a", ["k0", "k40", "new"])] == ["new"]
+        await consume(rt, 8)  # into the second run, an existing table
+        assert await runs() == ([4, 4, 1, 0, 0, 0], (6, 2))
 
 
 @pytest.mark.anyio
