@@ -28,6 +28,7 @@ from gateway.catalog import Catalog
 from gateway.config import Settings
 from gateway.auth import authenticate
 from gateway.context import Services, services
+from gateway import openapi
 from gateway.errors import ApiError, exception_handlers
 from gateway.feed.hub import Hub
 from gateway.feed.service import Feed, FeedOptions
@@ -244,7 +245,7 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
         config.before_send = [*config.before_send, _echo_request_id]
         return config
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[health, ready, *ROUTES],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
@@ -254,3 +255,5 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
                                      render_plugins=[SwaggerRenderPlugin()]),
         debug=False,
     )
+    openapi.install(app)  # the document describes every request body
+    return app

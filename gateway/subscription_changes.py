@@ -1,15 +1,24 @@
-"""What a subscription is made of — plan, billing period, add-ons, quantities — checked
-against the catalog and applied. Provisioning, updates, scheduled updates and migrations
-all go through `resolve` (every check before anything is written) and `apply_changes`."""
+"""What a subscription is made of — plan, billing period, add-ons, quantities, trial —
+checked against the catalog and applied. Provisioning, updates, scheduled updates and
+migrations all go through `resolve` (every check before anything is written) and
+`apply_changes`; estimates check add-ons and trials with the same functions
+(`resolve_addons`, `trial_terms`), so an estimate and the subscription it estimates
+follow one rule."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from gateway.errors import bad_input
 
 __all__ = [
     "QUANTITY_MAX",
+    "Trial",
+    "resolve_addons",
+    "trial_terms",
     "apply_changes",
     "check_unit_quantity",
     "country_code",
@@ -116,30 +125,11 @@ async def resolve(services: Any, env: str, current: dict[str, Any] | None,
     if current is None or period != current.get("billingPeriod"):
         changes["billingPeriod"] = period
     if addons is not None or plan_changed or latest:
-        wanted = addons if addons is not None else [
-            _Item(a["id"], a["quantity"]) for a in (current or {}).get("addons") or ()]
-        compatible = plan.get("compatibleAddonIds")
-        seen: set[str] = set()
-        resolved = []
-        for i, item in enumerate(wanted):
-            field = f"addons[{i}]"
-            if item.id in seen:
-                raise bad_input("each add-on at most once", f"{field}.id")
-            seen.add(item.id)
-            addon = await _package(services, env, "addon", item.id, f"{field}.id")
-            if addon.get("productId") != plan.get("productId"):
-                raise bad_input(f"add-on {item.id!r} belongs to another product", f"{field}.id")
-            if compatible is not None and item.id not in compatible:
-                raise bad_input(f"add-on {item.id!r} is not compatible with plan {plan_id!r}",
-                                f"{field}.id")
-            if type(item.quantity) is not int or item.quantity < 1:
-                raise bad_input("must be a whole number of at least 1", f"{field}.quantity")
-            limit = addon.get("maxQuantity")
-            if limit is not None and item.quantity > limit:
-                raise bad_input(f"must be at most {limit} (the add-on's maximum)",
-                                f"{field}.quantity")
-            resolved.append({"id": item.id, "quantity": item.quantity,
-                             "version": addon["versionNumber"]})
+        wanted = ([(a.id, a.quantity) for a in addons] if addons is not None else
+                  [(a["id"], a["quantity"]) for a in (current or {}).get("addons") or ()])
+        resolved = [{"id": addon["id"], "quantity": quantity,
+                     "version": addon["versionNumber"]}
+                    for addon, quantity in await resolve_addons(services, env, plan, wanted)]
         if current is None or resolved != current.get("addons"):
             changes["addons"] = resolved
     if unit_quantity is not None:
@@ -172,6 +162,81 @@ async def resolve(services: Any, env: str, current: dict[str, Any] | None,
                                                         a.get("version")), True))
         changes["prices"] = prices_of([(plan, False), *addon_docs], period, country)
     return changes
+
+
+async def resolve_addons(services: Any, env: str, plan: dict[str, Any],
+                         items: Sequence[tuple[str, Any]]) -> list[tuple[dict[str, Any], int]]:
+    """The add-ons asked for, as (id, quantity) pairs, checked against the plan: each at
+    most once, published, of the plan's product and compatible with the plan, in a whole
+    quantity from 1 to QUANTITY_MAX and within the add-on's `maxQuantity`. Returns their
+    latest published documents with the quantities. Errors name `addons[i]`."""
+    compatible = plan.get("compatibleAddonIds")
+    seen: set[str] = set()
+    out = []
+    for i, (ident, quantity) in enumerate(items):
+        field = f"addons[{i}]"
+        if ident in seen:
+            raise bad_input("each add-on at most once", f"{field}.id")
+        seen.add(ident)
+        addon = await _package(services, env, "addon", ident, f"{field}.id")
+        if addon.get("productId") != plan.get("productId"):
+            raise bad_input(f"add-on {ident!r} belongs to another product", f"{field}.id")
+        if compatible is not None and ident not in compatible:
+            raise bad_input(f"add-on {ident!r} is not compatible with plan {plan['id']!r}",
+                            f"{field}.id")
+        if type(quantity) is not int or not 1 <= quantity <= QUANTITY_MAX:
+            raise bad_input(f"must be a whole number from 1 to {QUANTITY_MAX}",
+                            f"{field}.quantity")
+        limit = addon.get("maxQuantity")
+        if limit is not None and quantity > limit:
+            raise bad_input(f"must be at most {limit} (the add-on's maximum)",
+                            f"{field}.quantity")
+        out.append((addon, quantity))
+    return out
+
+
+@dataclass(frozen=True)
+class Trial:
+    """`trialOverrideConfiguration`: whether the subscription starts in a trial, when it
+    ends (None: after the plan's default trial) and what happens then."""
+
+    is_trial: bool
+    end: int | None = None
+    end_behavior: str | None = None
+
+
+_END_FIELD = "trialOverrideConfiguration.trialEndDate"
+
+
+async def trial_terms(plan: dict[str, Any], start: int, override: Trial | None,
+                      eligible: Callable[[], Awaitable[bool]], *, skip: bool = False,
+                      ) -> tuple[int | None, str]:
+    """(trial end or None, end behavior) of a subscription to `plan` starting at `start`.
+    An override decides whether there is a trial, whoever the customer; its end is its
+    own date (after the start) or the plan's default trial's (which the plan must have).
+    Without one the plan's default trial applies if the customer is `eligible` (never had
+    a trial on the product: asked only then). `skip`: no trial at all (estimates)."""
+    from engine.billing.lifecycle import trial_end_of  # noqa: PLC0415
+
+    config = plan.get("defaultTrialConfig") or None
+    behavior = (config or {}).get("trialEndBehavior") or "CONVERT_TO_PAID"
+    if skip:
+        return None, behavior
+    if override is not None:
+        behavior = override.end_behavior or "CONVERT_TO_PAID"
+        if not override.is_trial:
+            return None, behavior
+        if override.end is not None:
+            if override.end <= start:
+                raise bad_input("must be after the start date", _END_FIELD)
+            return override.end, behavior
+        if config is None:
+            raise bad_input(f"plan {plan['id']!r} has no default trial: give trialEndDate",
+                            _END_FIELD)
+    elif config is None or not await eligible():
+        return None, behavior
+    duration = int(Decimal(str(config["duration"])))
+    return trial_end_of(start, duration, config.get("units") or "DAY"), behavior
 
 
 async def packages_published(services: Any, env: str, ident: str,
@@ -215,11 +280,6 @@ def prices_of(packages: list[tuple[dict[str, Any], bool]], period: str,
 
 def _money(m: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if m is None else {"amount": m["amount"], "currency": m.get("currency")}
-
-
-class _Item:
-    def __init__(self, ident: str, quantity: int) -> None:
-        self.id, self.quantity = ident, quantity
 
 
 async def apply_changes(services: Any, env: str, doc: dict[str, Any], changes: dict[str, Any],

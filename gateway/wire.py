@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import msgspec
+from litestar import Request
 
 from engine.core.amounts import AMOUNT_UNITS_MAX, SCALE, units_to_json
 from engine.core.commands import Dimensions
@@ -16,7 +17,7 @@ from engine.domain.values import ascii_int, units_in
 from engine.times import iso
 from gateway.errors import bad_input, field_of
 
-__all__ = ["decode", "iso", "parse_time", "amount_in", "amount_out", "limit_in",
+__all__ = ["decode", "decode_body", "iso", "parse_time", "amount_in", "amount_out", "limit_in",
            "created_at_bounds", "signed_amount_in", "Dimensions", "DIMENSIONS_MAX",
            "dimensions_in", "ascii_int"]
 
@@ -40,6 +41,17 @@ def decode(body: bytes, kind: type[T]) -> T:
     except msgspec.DecodeError as exc:
         raise bad_input(f"the body is not valid JSON: {exc}") from None
 
+
+
+async def decode_body(request: Request, kind: type[T], raw: bytes | None = None) -> T:
+    """The request's body (or `raw`, the body already read) decoded into `kind`, which
+    the route declares for the OpenAPI document (`opt=openapi.request_body(kind)`)."""
+    declared = request.route_handler.opt.get("body")
+    if declared is not kind:
+        # A bug, met by the first request to the route: the document would say otherwise.
+        raise TypeError(f"{request.route_handler.handler_name} decodes {kind.__name__} "
+                        f"but declares {getattr(declared, '__name__', declared)}")
+    return decode(await request.body() if raw is None else raw, kind)
 
 # Times the API takes: from 1970 to 9000. Renewals, trials and usage windows are computed
 # months ahead of a time, so the calendar's end (year 9999) must stay far away.

@@ -32,7 +32,8 @@ from gateway.feed.hub import LimitReached, Subscriber, balance_json, event_frame
 from gateway.feed.service import Feed
 from gateway.feed.tokens import TTL_DEFAULT_S, TTL_MAX_S, Claims, TokenError, TokenExpired
 from gateway.routes.common import engine_id, require_customer
-from gateway.wire import decode, iso
+from gateway.openapi import request_body
+from gateway.wire import decode_body, iso
 
 __all__ = ["ROUTES", "Close"]
 
@@ -69,9 +70,9 @@ def _feed(app_state: Any) -> Feed:
     return app_state.feed
 
 
-@post("/api/v1/customers/{customer_id:str}/tokens")
+@post("/api/v1/customers/{customer_id:str}/tokens", opt=request_body(TokenCreate))
 async def mint_token(request: Request, customer_id: FromPath[str]) -> Response:
-    body = decode(await request.body(), TokenCreate)
+    body = await decode_body(request, TokenCreate)
     if not 1 <= body.ttl_seconds <= TTL_MAX_S:
         raise bad_input(f"must be between 1 and {TTL_MAX_S} seconds", "ttlSeconds")
     if body.resource_id is not None and not body.resource_id:

@@ -12,7 +12,8 @@ from litestar.params import FromPath, FromQuery
 from engine.domain import coupons
 from engine.domain.coupons import CouponCreate, CouponUpdate
 from gateway.context import domain, environment, ok
-from gateway.wire import amount_out, created_at_bounds, decode, iso, limit_in
+from gateway.openapi import request_body
+from gateway.wire import amount_out, created_at_bounds, decode_body, iso, limit_in
 
 __all__ = ["ROUTES"]
 
@@ -41,9 +42,9 @@ def coupon_json(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@post(_BASE)
+@post(_BASE, opt=request_body(CouponCreate))
 async def create_coupon(request: Request) -> Response:
-    body = decode(await request.body(), CouponCreate)
+    body = await decode_body(request, CouponCreate)
     return ok(coupon_json(await coupons.create(domain(request), environment(request), body)))
 
 
@@ -73,9 +74,9 @@ async def retrieve_coupon(request: Request, coupon_id: FromPath[str]) -> Respons
     return ok(coupon_json(await coupons.get(domain(request), environment(request), coupon_id)))
 
 
-@patch(_BASE + "/{coupon_id:str}")
+@patch(_BASE + "/{coupon_id:str}", opt=request_body(CouponUpdate))
 async def update_coupon(request: Request, coupon_id: FromPath[str]) -> Response:
-    body = decode(await request.body(), CouponUpdate)
+    body = await decode_body(request, CouponUpdate)
     return ok(coupon_json(await coupons.update(domain(request), environment(request),
                                                coupon_id, body)))
 

@@ -20,12 +20,13 @@ from engine.domain.errors import DomainError
 from gateway.auth import authenticate
 from gateway.context import domain, environment, ok, services
 from gateway.errors import ApiError, bad_input
+from gateway.openapi import request_body
 from gateway.wire import (
     Dimensions,
     amount_in,
     amount_out,
     created_at_bounds,
-    decode,
+    decode_body,
     dimensions_in,
     iso,
     limit_in,
@@ -129,9 +130,9 @@ def credit_json(b: BalanceView) -> dict[str, Any]:
     }
 
 
-@post("/api/v1/credits/grants")
+@post("/api/v1/credits/grants", opt=request_body(GrantCreate))
 async def create_grant(request: Request) -> Response:
-    body = decode(await request.body(), GrantCreate)
+    body = await decode_body(request, GrantCreate)
     grant = await credits.grant_credits(domain(request), environment(request), credits.GrantInput(
         customer_id=body.customer_id, currency_id=body.currency_id,
         resource_id=body.resource_id, amount=amount_in(body.amount, "amount"),
@@ -218,7 +219,7 @@ _OK_HEADERS = [(b"content-type", b"application/json")]
 _encode = msgspec.json.Encoder(decimal_format="number").encode
 
 
-@asgi("/api/v1/credits/consumption", copy_scope=False)
+@asgi("/api/v1/credits/consumption", copy_scope=False, opt=request_body(ConsumptionCreate))
 async def consume(scope: Any, receive: Any, send: Any) -> None:
     """The hottest endpoint, as a raw ASGI handler: Litestar's per-request machinery
     (signature model, before-request hook, response objects) was most of the server's time
@@ -261,7 +262,7 @@ def _consume_input(c: ConsumptionCreate, at: str = "") -> credits.ConsumeInput:
 
 
 async def _consume(request: Request, raw: bytes) -> dict[str, Any]:
-    body = decode(raw, ConsumptionCreate)
+    body = await decode_body(request, ConsumptionCreate, raw)
     reply = await credits.consume(domain(request), environment(request), _consume_input(body))
     return {
         "amount": amount_out(reply.amount),
@@ -294,12 +295,12 @@ class ConsumptionBatch(msgspec.Struct, forbid_unknown_fields=True):
     consumptions: list[ConsumptionCreate]
 
 
-@post("/api/v1/credits/consumption/async")
+@post("/api/v1/credits/consumption/async", opt=request_body(ConsumptionBatch))
 async def consume_batch(request: Request) -> Response:
     """Up to 1,000 consumptions. The whole batch is validated (shapes, amounts, customers,
     currencies) before any item is applied; then each item is applied and made durable
     before the reply. Business refusals (e.g. insufficient credits) are per item."""
-    body = decode(await request.body(), ConsumptionBatch)
+    body = await decode_body(request, ConsumptionBatch)
     if not 1 <= len(body.consumptions) <= credits.CONSUMPTIONS_MAX:
         raise bad_input(f"must hold 1 to {credits.CONSUMPTIONS_MAX} items", "consumptions")
     items = [_consume_input(c, f"consumptions[{i}].") for i, c in enumerate(body.consumptions)]
@@ -316,9 +317,9 @@ class ReleaseBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     resource_id: str | None = None
 
 
-@post("/api/v1/credits/reservations/{reservation_id:str}/release")
+@post("/api/v1/credits/reservations/{reservation_id:str}/release", opt=request_body(ReleaseBody))
 async def release_reservation(request: Request, reservation_id: FromPath[str]) -> Response:
-    body = decode(await request.body(), ReleaseBody)
+    body = await decode_body(request, ReleaseBody)
     reply = await credits.release(domain(request), environment(request), credits.ReleaseInput(
         customer_id=body.customer_id, reservation_id=reservation_id,
         consumed_amount=amount_in(body.consumed_amount, "consumedAmount", allow_zero=True),

@@ -13,7 +13,8 @@ from msgspec import UNSET, UnsetType
 from engine.domain import currencies
 from gateway.context import domain, environment, ok
 from gateway.routes.common import public
-from gateway.wire import amount_in, amount_out, decode, limit_in
+from gateway.openapi import request_body
+from gateway.wire import amount_in, amount_out, decode_body, limit_in
 
 __all__ = ["ROUTES"]
 
@@ -83,9 +84,9 @@ def currency_public(doc: dict[str, object]) -> dict[str, object]:
     return out
 
 
-@post(_BASE)
+@post(_BASE, opt=request_body(CurrencyCreate))
 async def create_currency(request: Request) -> Response:
-    body = decode(await request.body(), CurrencyCreate)
+    body = await decode_body(request, CurrencyCreate)
     doc = await currencies.create(domain(request), environment(request), currencies.CurrencyInput(
         id=body.id, display_name=body.display_name, description=body.description,
         metadata=body.metadata, symbol=body.symbol, units=_units(body.units),
@@ -108,9 +109,9 @@ async def list_currencies(
               pagination={"next": page.next, "prev": page.prev})
 
 
-@patch(_BASE + "/{currency_id:str}")
+@patch(_BASE + "/{currency_id:str}", opt=request_body(CurrencyUpdate))
 async def update_currency(request: Request, currency_id: FromPath[str]) -> Response:
-    body = decode(await request.body(), CurrencyUpdate)
+    body = await decode_body(request, CurrencyUpdate)
     doc = await currencies.update(domain(request), environment(request), currency_id,
                                   currencies.CurrencyUpdate(
         display_name=body.display_name, description=body.description,

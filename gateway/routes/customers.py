@@ -16,7 +16,8 @@ from msgspec import UNSET, UnsetType
 from engine.domain import customers
 from gateway.context import domain, environment, ok
 from gateway.routes.common import public
-from gateway.wire import created_at_bounds, decode, limit_in
+from gateway.openapi import request_body
+from gateway.wire import created_at_bounds, decode_body, limit_in
 
 __all__ = ["ROUTES"]
 
@@ -47,9 +48,9 @@ def _fields(body: CustomerFields) -> dict[str, Any]:
     return msgspec.to_builtins(body)
 
 
-@post(_BASE)
+@post(_BASE, opt=request_body(CustomerCreate))
 async def provision_customer(request: Request) -> Response:
-    body = decode(await request.body(), CustomerCreate)
+    body = await decode_body(request, CustomerCreate)
     return ok(public(await customers.provision(domain(request), environment(request), body.id,
                                                _fields(body))))
 
@@ -59,9 +60,9 @@ async def retrieve_customer(request: Request, customer_id: FromPath[str]) -> Res
     return ok(public(await customers.get(domain(request), environment(request), customer_id)))
 
 
-@patch(_BASE + "/{customer_id:str}")
+@patch(_BASE + "/{customer_id:str}", opt=request_body(CustomerFields))
 async def update_customer(request: Request, customer_id: FromPath[str]) -> Response:
-    body = decode(await request.body(), CustomerFields)
+    body = await decode_body(request, CustomerFields)
     return ok(public(await customers.update(domain(request), environment(request), customer_id,
                                             _fields(body))))
 

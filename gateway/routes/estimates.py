@@ -60,14 +60,17 @@ from engine.billing.proration import Proration, prorate, prorated
 from engine.core.amounts import from_units
 from gateway.context import environment, ok, services
 from gateway.errors import ApiError, bad_input
+from gateway.openapi import request_body
 from gateway.routes.common import require_customer
+from gateway.routes.subscriptions import TrialOverride, trial_override
 from gateway.subscription_changes import (
-    QUANTITY_MAX,
     check_unit_quantity,
     country_code,
     price_periods,
+    resolve_addons,
+    trial_terms,
 )
-from gateway.wire import amount_in, decode, iso, parse_time
+from gateway.wire import amount_in, decode_body, iso, parse_time
 
 __all__ = ["ROUTES"]
 
@@ -125,12 +128,6 @@ class ChargeIn(_S):
     id: str
     quantity: Decimal
     type: Literal["FEATURE", "CREDIT"]
-
-
-class TrialOverride(_S):
-    is_trial: bool
-    trial_end_behavior: Literal["CONVERT_TO_PAID", "CANCEL_SUBSCRIPTION"] | None = None
-    trial_end_date: str | None = None
 
 
 class _Common(_S):
@@ -194,31 +191,6 @@ async def _package(request: Request, kind: str, ident: str, field: str,
             raise ApiError(404, name, f"{kind} {ident!r} version {version} was not found", field)
         return doc
     return await packages.require_published(catalog, env, kind, ident, field=field)
-
-
-async def _addons(request: Request, plan: dict[str, Any], items: list[tuple[str, int]],
-                  ) -> list[tuple[dict[str, Any], int]]:
-    out, seen = [], set()
-    compatible = plan.get("compatibleAddonIds")
-    for i, (ident, quantity) in enumerate(items):
-        field = f"addons[{i}]"
-        if ident in seen:
-            raise bad_input("each add-on at most once", f"{field}.id")
-        seen.add(ident)
-        addon = await _package(request, "addon", ident, f"{field}.id")
-        if addon.get("productId") != plan.get("productId"):
-            raise bad_input(f"add-on {ident!r} belongs to another product", f"{field}.id")
-        if compatible is not None and ident not in compatible:
-            raise bad_input(f"add-on {ident!r} is not compatible with plan {plan['id']!r}",
-                            f"{field}.id")
-        if not 1 <= quantity <= QUANTITY_MAX:
-            raise bad_input(f"must be from 1 to {QUANTITY_MAX}", f"{field}.quantity")
-        limit = addon.get("maxQuantity")
-        if limit is not None and quantity > limit:
-            raise bad_input(f"must be at most {limit} (the add-on's maximum)",
-                            f"{field}.quantity")
-        out.append((addon, quantity))
-    return out
 
 
 @dataclass
@@ -487,7 +459,7 @@ async def _estimate_new(request: Request, body: PreviewBody | EstimateBody,
     if priced and period not in priced:
         raise bad_input(f"plan {body.plan_id!r} has no {period} price (it has "
                         f"{', '.join(sorted(priced))})", "billingPeriod")
-    addons = await _addons(request, plan, addon_items)
+    addons = await resolve_addons(services(request), environment(request), plan, addon_items)
     unit = _unit_quantity(plan, body.unit_quantity)
     quantities = _quantities(unit, body.billable_features, body.charges)
     country = country_code(body.billing_country_code)
@@ -498,13 +470,14 @@ async def _estimate_new(request: Request, body: PreviewBody | EstimateBody,
         applied = await _stored_coupon(request, customer.get("couponId"), start)
     tax_rate = _tax_rate(request, body.billing_information, country)
 
-    if body.trial_override_configuration is None and not skip_trial:
-        # The plan's default trial, as provisioning gives it: once per customer and product.
-        from gateway.subscriptions import trial_eligible  # noqa: PLC0415
+    from gateway.subscriptions import trial_eligible  # noqa: PLC0415
 
-        skip_trial = not await trial_eligible(services(request), environment(request),
-                                              body.customer_id, plan["productId"])
-    trial_end = _trial_end(plan, body.trial_override_configuration, skip_trial, start)
+    # The trial provisioning would give (the plan's default only once per customer and
+    # product), by the same function.
+    trial_end, _ = await trial_terms(
+        plan, start, trial_override(body.trial_override_configuration),
+        lambda: trial_eligible(services(request), environment(request), body.customer_id,
+                               plan["productId"]), skip=skip_trial)
     paid_start = trial_end if trial_end is not None else start
     first = billing_period(paid_start, period, paid_start)
     if trial_end is not None:
@@ -550,30 +523,6 @@ async def _estimate_new(request: Request, body: PreviewBody | EstimateBody,
                    is_downgrade=downgrade, scheduled=False, free_items=free)
 
 
-def _trial_end(plan: dict[str, Any], override: TrialOverride | None, skip: bool,
-               start: int) -> int | None:
-    from engine.billing.lifecycle import trial_end_of  # noqa: PLC0415
-
-    if skip:
-        return None
-    if override is not None:
-        if not override.is_trial:
-            return None
-        end = parse_time(override.trial_end_date, "trialOverrideConfiguration.trialEndDate")
-        if end is not None:
-            if end <= start:
-                raise bad_input("must be after the start",
-                                "trialOverrideConfiguration.trialEndDate")
-            return end
-    config = plan.get("defaultTrialConfig")
-    if not config:
-        if override is not None:
-            raise bad_input(f"plan {plan['id']!r} has no default trial: give trialEndDate",
-                            "trialOverrideConfiguration.trialEndDate")
-        return None
-    return trial_end_of(start, int(config["duration"]), config.get("units") or "DAY")
-
-
 async def _replaced(request: Request, customer_id: str, resource_id: str | None,
                     plan: dict[str, Any]) -> dict[str, Any] | None:
     """The customer's running subscription on the plan's product, which a new one replaces."""
@@ -587,24 +536,24 @@ async def _replaced(request: Request, customer_id: str, resource_id: str | None,
     return None
 
 
-@post(_BASE + "/preview")
+@post(_BASE + "/preview", opt=request_body(PreviewBody))
 async def preview_subscription(request: Request) -> Response:
-    body = decode(await request.body(), PreviewBody)
+    body = await decode_body(request, PreviewBody)
     items = [(a.id, a.quantity) for a in body.addons or ()]
     return ok(await _estimate_new(request, body, items, False, None))
 
 
-@post(_BASE + "/estimate")
+@post(_BASE + "/estimate", opt=request_body(EstimateBody))
 async def estimate_subscription(request: Request) -> Response:
-    body = decode(await request.body(), EstimateBody)
+    body = await decode_body(request, EstimateBody)
     items = [(a.addon_id, a.quantity) for a in body.addons or ()]
     return ok(await _estimate_new(request, body, items, bool(body.skip_trial),
                                   body.promotion_code))
 
 
-@post(_BASE + "/estimate-update")
+@post(_BASE + "/estimate-update", opt=request_body(EstimateUpdateBody))
 async def estimate_subscription_update(request: Request) -> Response:
-    body = decode(await request.body(), EstimateUpdateBody)
+    body = await decode_body(request, EstimateUpdateBody)
     if not body.subscription_id:
         raise bad_input("is required", "subscriptionId")
     from gateway import subscriptions  # noqa: PLC0415
@@ -633,8 +582,8 @@ async def estimate_subscription_update(request: Request) -> Response:
     country = doc.get("billingCountryCode")
     new_addons = old_addons
     if body.addons is not None:
-        new_addons = await _addons(request, new_plan,
-                                   [(a.addon_id, a.quantity) for a in body.addons])
+        new_addons = await resolve_addons(services(request), environment(request), new_plan,
+                                          [(a.addon_id, a.quantity) for a in body.addons])
     unit = _unit_quantity(new_plan, body.unit_quantity)
     new_q = _quantities(unit, body.billable_features, body.charges, base=old_q)
     old_lines = _lines(plan, old_addons, period, country, old_q)

@@ -12,7 +12,8 @@ from engine.domain import features
 from engine.domain.features import FeatureCreate, FeatureUpdate
 from gateway.context import domain, environment, ok
 from gateway.routes.common import public
-from gateway.wire import created_at_bounds, decode, limit_in
+from gateway.openapi import request_body
+from gateway.wire import created_at_bounds, decode_body, limit_in
 
 __all__ = ["ROUTES", "credit_rate_units", "require_feature"]
 
@@ -27,9 +28,9 @@ async def require_feature(request: Request, feature_id: str, *, field: str = "fe
                                           field=field, allow_archived=allow_archived)
 
 
-@post(_BASE)
+@post(_BASE, opt=request_body(FeatureCreate))
 async def create_feature(request: Request) -> Response:
-    body = decode(await request.body(), FeatureCreate)
+    body = await decode_body(request, FeatureCreate)
     return ok(public(await features.create(domain(request), environment(request), body)))
 
 
@@ -39,9 +40,9 @@ async def retrieve_feature(request: Request, feature_id: FromPath[str]) -> Respo
                                            allow_archived=True)))
 
 
-@patch(_BASE + "/{feature_id:str}")
+@patch(_BASE + "/{feature_id:str}", opt=request_body(FeatureUpdate))
 async def update_feature(request: Request, feature_id: FromPath[str]) -> Response:
-    body = decode(await request.body(), FeatureUpdate)
+    body = await decode_body(request, FeatureUpdate)
     return ok(public(await features.update(domain(request), environment(request), feature_id,
                                            body)))
 

@@ -27,8 +27,9 @@ from litestar.params import FromPath, FromQuery
 from gateway import packages
 from gateway.context import environment, ok, services
 from gateway.errors import bad_input
+from gateway.openapi import request_body
 from gateway.packages import EntitlementIn, PackageCreate, PackageUpdate
-from gateway.wire import ascii_int, created_at_bounds, decode, limit_in
+from gateway.wire import ascii_int, created_at_bounds, decode_body, limit_in
 
 __all__ = ["ROUTES"]
 
@@ -87,9 +88,9 @@ def _routes(kind: str) -> list[Any]:
         return await packages.require_package(services(request).catalog, environment(request), kind,
                                        ident)
 
-    @post(base, name=f"{kind}_create")
+    @post(base, name=f"{kind}_create", opt=request_body(PackageCreate))
     async def create(request: Request) -> Response:
-        body = decode(await request.body(), PackageCreate)
+        body = await decode_body(request, PackageCreate)
         doc = await packages.create_package(services(request).catalog, environment(request),
                                             kind, body)
         return ok(packages.package_json(doc, kind))
@@ -115,9 +116,9 @@ def _routes(kind: str) -> list[Any]:
     async def retrieve(request: Request, ident: FromPath[str]) -> Response:
         return ok(packages.package_json(await _doc(request, ident), kind))
 
-    @patch(base + "/{ident:str}", name=f"{kind}_update")
+    @patch(base + "/{ident:str}", name=f"{kind}_update", opt=request_body(PackageUpdate))
     async def update(request: Request, ident: FromPath[str]) -> Response:
-        body = decode(await request.body(), PackageUpdate)
+        body = await decode_body(request, PackageUpdate)
         doc = await packages.update_package(services(request).catalog, environment(request),
                                             kind, ident, body)
         return ok(packages.package_json(doc, kind))
@@ -140,9 +141,9 @@ def _routes(kind: str) -> list[Any]:
                                           kind, ident)
         return ok({"id": doc["id"]})
 
-    @post(base + "/{ident:str}/publish", name=f"{kind}_publish")
+    @post(base + "/{ident:str}/publish", name=f"{kind}_publish", opt=request_body(PublishBody))
     async def publish(request: Request, ident: FromPath[str]) -> Response:
-        body = decode(await request.body(), PublishBody)
+        body = await decode_body(request, PublishBody)
         if body.migration_type is None:
             raise bad_input("is required: NEW_CUSTOMERS or ALL_CUSTOMERS", "migrationType")
         await packages.publish(services(request).catalog, environment(request), kind, ident,
@@ -177,9 +178,9 @@ def _routes(kind: str) -> list[Any]:
 
     ents = base + "/{%s:str}/entitlements" % pid
 
-    @post(ents, name=f"{kind}_entitlements_create")
+    @post(ents, name=f"{kind}_entitlements_create", opt=request_body(EntitlementsBody))
     async def create_entitlements(request: Request) -> Response:
-        body = decode(await request.body(), EntitlementsBody)
+        body = await decode_body(request, EntitlementsBody)
         written = await packages.set_entitlements(
             services(request).catalog, environment(request), kind,
             request.path_params[pid], list(body.entitlements), replace=False)
@@ -191,9 +192,10 @@ def _routes(kind: str) -> list[Any]:
         return ok([packages.entitlement_json(e) for e in doc["entitlements"]],
                   pagination={"next": None, "prev": None})
 
-    @patch(ents + "/{ent_id:str}", name=f"{kind}_entitlements_update")
+    @patch(ents + "/{ent_id:str}", name=f"{kind}_entitlements_update",
+           opt=request_body(EntitlementIn))
     async def update_entitlement(request: Request, ent_id: FromPath[str]) -> Response:
-        body = decode(await request.body(), EntitlementIn)
+        body = await decode_body(request, EntitlementIn)
         ent = await packages.update_entitlement(
             services(request).catalog, environment(request), kind, request.path_params[pid],
             ent_id, body)

@@ -12,8 +12,9 @@ from msgspec import UNSET, UnsetType
 from gateway import packages
 from gateway.context import environment, ok, services
 from gateway.errors import ApiError, bad_input
+from gateway.openapi import request_body
 from gateway.packages import ProductCreate, ProductUpdate
-from gateway.wire import created_at_bounds, decode, limit_in
+from gateway.wire import created_at_bounds, decode_body, limit_in
 
 __all__ = ["ROUTES"]
 
@@ -26,9 +27,9 @@ class DuplicateBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     description: str | None | UnsetType = UNSET
 
 
-@post(_BASE)
+@post(_BASE, opt=request_body(ProductCreate))
 async def create_product(request: Request) -> Response:
-    body = decode(await request.body(), ProductCreate)
+    body = await decode_body(request, ProductCreate)
     doc = await packages.create_product(services(request).catalog, environment(request), body)
     return ok(packages.product_json(doc))
 
@@ -64,9 +65,9 @@ async def retrieve_product(request: Request, product_id: FromPath[str]) -> Respo
     return ok(packages.product_json(doc))
 
 
-@patch(_BASE + "/{product_id:str}")
+@patch(_BASE + "/{product_id:str}", opt=request_body(ProductUpdate))
 async def update_product(request: Request, product_id: FromPath[str]) -> Response:
-    body = decode(await request.body(), ProductUpdate)
+    body = await decode_body(request, ProductUpdate)
     doc = await packages.update_product(services(request).catalog, environment(request),
                                         product_id, body)
     return ok(packages.product_json(doc))
@@ -86,9 +87,9 @@ async def unarchive_product(request: Request, product_id: FromPath[str]) -> Resp
     return ok(packages.product_json(doc))
 
 
-@post(_BASE + "/{product_id:str}/duplicate")
+@post(_BASE + "/{product_id:str}/duplicate", opt=request_body(DuplicateBody))
 async def duplicate_product(request: Request, product_id: FromPath[str]) -> Response:
-    body = decode(await request.body(), DuplicateBody)
+    body = await decode_body(request, DuplicateBody)
     doc = await packages.duplicate_product(
         services(request).catalog, environment(request), product_id, body.target_id,
         display_name=body.display_name, description=body.description)

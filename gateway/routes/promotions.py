@@ -28,9 +28,10 @@ from gateway.context import environment, ok, services
 from gateway.entitlements_cache import invalidate
 from gateway.entitlements_state import promotions_of
 from gateway.errors import ApiError, bad_input
+from gateway.openapi import request_body
 from gateway.routes.common import require_customer
 from gateway.routes.features import require_feature
-from gateway.wire import created_at_bounds, decode, iso, limit_in, parse_time
+from gateway.wire import created_at_bounds, decode_body, iso, limit_in, parse_time
 
 __all__ = ["ROUTES", "promotion_json", "promotion_status"]
 
@@ -190,9 +191,9 @@ _UPSERT = (
     "updated_at = excluded.updated_at, archived_at = NULL")
 
 
-@post(_BASE)
+@post(_BASE, opt=request_body(PromotionsBody))
 async def grant_promotions(request: Request, customer_id: FromPath[str]) -> Response:
-    body = decode(await request.body(), PromotionsBody)
+    body = await decode_body(request, PromotionsBody)
     items = body.promotional_entitlements
     if not 1 <= len(items) <= ITEMS_MAX:
         raise bad_input(f"must hold 1 to {ITEMS_MAX} items", "promotionalEntitlements")

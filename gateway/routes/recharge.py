@@ -21,7 +21,8 @@ from engine.core.model import AutoRecharge
 from engine.domain import recharge
 from gateway.context import domain, environment, ok
 from gateway.errors import bad_input
-from gateway.wire import amount_in, amount_out, decode, iso
+from gateway.openapi import request_body
+from gateway.wire import amount_in, amount_out, decode_body, iso
 
 __all__ = ["ROUTES"]
 
@@ -94,9 +95,9 @@ async def get_auto_recharge(request: Request, customer_id: CustomerQ = None,
     return ok(recharge_json(customer_id, currency_id, resource_id, reply))
 
 
-@put("/api/v1/credits/auto-recharge")
+@put("/api/v1/credits/auto-recharge", opt=request_body(SaveBody))
 async def save_auto_recharge(request: Request) -> Response:
-    body = decode(await request.body(), SaveBody)
+    body = await decode_body(request, SaveBody)
     if body.environment_id is not None and body.environment_id != environment(request):
         raise bad_input("does not match the API key's environment", "environmentId")
     if body.threshold_value is None:

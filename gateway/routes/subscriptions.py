@@ -21,14 +21,15 @@ from msgspec import UNSET, UnsetType
 from gateway import subscriptions as subs
 from gateway.context import environment, ok, services
 from gateway.errors import ApiError, bad_input
+from gateway.openapi import request_body
 from gateway.routes.common import check_key, require_customer
-from gateway.subscription_changes import apply_changes, resolve
+from gateway.subscription_changes import Trial, apply_changes, resolve, trial_terms
 from gateway.subscription_changes import country_code as _country
 from gateway.wire import (
     amount_in,
     amount_out,
     created_at_bounds,
-    decode,
+    decode_body,
     iso,
     limit_in,
     parse_time,
@@ -63,6 +64,15 @@ class TrialOverride(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     is_trial: bool
     trial_end_date: str | None = None
     trial_end_behavior: Literal["CONVERT_TO_PAID", "CANCEL_SUBSCRIPTION"] | None = None
+
+
+def trial_override(body: TrialOverride | None) -> Trial | None:
+    """`trialOverrideConfiguration` as `subscription_changes.trial_terms` takes it."""
+    if body is None:
+        return None
+    return Trial(
+        body.is_trial, parse_time(body.trial_end_date, "trialOverrideConfiguration.trialEndDate"),
+        body.trial_end_behavior)
 
 
 class Budget(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -251,36 +261,6 @@ async def _coupon_of(request: Request, body: CouponIn | None, promotion_code: st
              "amountsOff": coupon.get("amountsOff")}]
 
 
-async def _trial(request: Request, env: str, customer_id: str, plan_id: str, product_id: str,
-                 start: int, override: TrialOverride | None) -> tuple[int | None, str]:
-    """(trial end, end behavior): the override's, or the plan's default trial if the
-    customer has never had a trial on this product."""
-    from gateway import packages  # noqa: PLC0415
-
-    if override is not None:
-        behavior = override.trial_end_behavior or "CONVERT_TO_PAID"
-        if not override.is_trial:
-            return None, behavior
-        end = parse_time(override.trial_end_date, "trialOverrideConfiguration.trialEndDate")
-        if end is None:
-            raise bad_input("is required when isTrial is true",
-                            "trialOverrideConfiguration.trialEndDate")
-        if end <= start:
-            raise bad_input("must be after the start date",
-                            "trialOverrideConfiguration.trialEndDate")
-        return end, behavior
-    plan = await packages.published(services(request).catalog, env, "plan", plan_id)
-    config = (plan or {}).get("defaultTrialConfig")
-    if not config:
-        return None, "CONVERT_TO_PAID"
-    if not await subs.trial_eligible(services(request), env, customer_id, product_id):
-        return None, "CONVERT_TO_PAID"
-    from engine.billing.lifecycle import trial_end_of  # noqa: PLC0415
-
-    return (trial_end_of(start, int(Decimal(str(config["duration"]))), config["units"]),
-            config.get("trialEndBehavior") or "CONVERT_TO_PAID")
-
-
 async def _replace_running(request: Request, env: str, doc: dict[str, Any],
                            now: int) -> int | None:
     """A product that does not allow several subscriptions: the customer's running one on
@@ -319,7 +299,7 @@ async def _end(request: Request, env: str, doc: dict[str, Any], at: int, reason:
     return await subs.commit(svc, env, doc)
 
 
-@post(_BASE)
+@post(_BASE, opt=request_body(ProvisionBody))
 async def provision(request: Request) -> Response:
     """Provisioning is serialized per customer (a second subscription to a product replaces
     the first: two at once must not replace each other). With an `Idempotency-Key` header
@@ -328,7 +308,7 @@ async def provision(request: Request) -> Response:
     svc = services(request)
     env = environment(request)
     raw_body = await request.body()
-    body = decode(raw_body, ProvisionBody)
+    body = await decode_body(request, ProvisionBody, raw_body)
     if not body.customer_id:
         raise bad_input("is required", "customerId")
     if not body.plan_id:
@@ -378,9 +358,14 @@ async def _provision(request: Request, svc: Any, env: str, body: ProvisionBody,
                                        None, "couponId")
         except ApiError:
             coupons = None
-    trial_end, behavior = await _trial(request, env, body.customer_id, body.plan_id,
-                                       changes["productId"], start,
-                                       body.trial_override_configuration)
+    from gateway import packages  # noqa: PLC0415
+
+    plan = await packages.published(svc.catalog, env, "plan", body.plan_id,
+                                    changes["planVersion"])
+    trial_end, behavior = await trial_terms(
+        plan, start,
+        trial_override(body.trial_override_configuration),
+        lambda: subs.trial_eligible(svc, env, body.customer_id, changes["productId"]))
     cancel_at = parse_time(body.cancellation_date, "cancellationDate")
     if cancel_at is not None and cancel_at <= start:
         raise bad_input("must be after the start date", "cancellationDate")
@@ -486,11 +471,11 @@ def _schedule_type(changes: dict[str, Any]) -> str:
     return "UNIT_AMOUNT"
 
 
-@patch(_BASE + "/{subscription_id:str}")
+@patch(_BASE + "/{subscription_id:str}", opt=request_body(UpdateBody))
 async def update(request: Request, subscription_id: FromPath[str]) -> Response:
     svc = services(request)
     env = environment(request)
-    body = decode(await request.body(), UpdateBody)
+    body = await decode_body(request, UpdateBody)
     _unsupported(body)
     async with subs.editing(svc, env, subscription_id) as doc:
         if doc["status"] not in (*subs.RUNNING, "NOT_STARTED"):
@@ -533,11 +518,11 @@ async def update(request: Request, subscription_id: FromPath[str]) -> Response:
         return ok(subscription_json(doc))
 
 
-@post(_BASE + "/{subscription_id:str}/cancel")
+@post(_BASE + "/{subscription_id:str}/cancel", opt=request_body(CancelBody))
 async def cancel(request: Request, subscription_id: FromPath[str]) -> Response:
     svc = services(request)
     env = environment(request)
-    body = decode(await request.body(), CancelBody)
+    body = await decode_body(request, CancelBody)
     async with subs.editing(svc, env, subscription_id) as doc:
         if doc["status"] in ("CANCELED", "EXPIRED"):
             raise bad_input(f"the subscription is {doc['status']} already", "id")
@@ -587,12 +572,12 @@ async def cancel_schedule(request: Request, subscription_id: FromPath[str]) -> R
         return ok(subscription_json(doc))
 
 
-@post(_BASE + "/{subscription_id:str}/migrate")
+@post(_BASE + "/{subscription_id:str}/migrate", opt=request_body(MigrateBody))
 async def migrate(request: Request, subscription_id: FromPath[str]) -> Response:
     """Move to the latest published versions of the plan and add-ons."""
     svc = services(request)
     env = environment(request)
-    body = decode(await request.body(), MigrateBody)
+    body = await decode_body(request, MigrateBody)
     async with subs.editing(svc, env, subscription_id) as doc:
         if doc["status"] not in (*subs.RUNNING, "NOT_STARTED"):
             raise bad_input(f"the subscription is {doc['status']}", "id")
@@ -606,13 +591,13 @@ async def migrate(request: Request, subscription_id: FromPath[str]) -> Response:
         return ok(subscription_json(doc))
 
 
-@post(_BASE + "/{subscription_id:str}/transfer")
+@post(_BASE + "/{subscription_id:str}/transfer", opt=request_body(TransferBody))
 async def transfer(request: Request, subscription_id: FromPath[str]) -> Response:
     """Move the subscription to another resource of the same customer. Recurring credits
     already granted stay with the resource they were granted to."""
     svc = services(request)
     env = environment(request)
-    body = decode(await request.body(), TransferBody)
+    body = await decode_body(request, TransferBody)
     target = body.destination_resource_id
     if not target or "/" in target or len(target) > 255:
         raise bad_input("must be 1-255 characters without '/'", "destinationResourceId")

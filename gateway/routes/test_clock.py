@@ -13,7 +13,8 @@ from litestar import Request, Response, get, put
 from engine.runtime.clock import ManualClock
 from gateway.context import ok, services
 from gateway.errors import ApiError, bad_input
-from gateway.wire import TIME_MAX_MS, decode, iso, parse_time
+from gateway.openapi import request_body
+from gateway.wire import TIME_MAX_MS, decode_body, iso, parse_time
 
 __all__ = ["ROUTES"]
 
@@ -38,10 +39,10 @@ async def read_clock(request: Request) -> Response:
     return ok({"now": iso(_manual(request).now_ms())})
 
 
-@put(_PATH)
+@put(_PATH, opt=request_body(ClockMove))
 async def move_clock(request: Request) -> Response:
     clock = _manual(request)
-    body = decode(await request.body(), ClockMove)
+    body = await decode_body(request, ClockMove)
     if (body.now is None) == (body.advance_seconds is None):
         raise bad_input("give either now or advanceSeconds", "now")
     if body.now is not None:

@@ -42,6 +42,7 @@ from engine.core.usage import burn_units
 from gateway.context import environment, ok, services
 from gateway.entitlements_state import effective_entitlements, period_starts, usage_of
 from gateway.errors import ApiError, bad_input, from_refusal
+from gateway.openapi import request_body
 from gateway.routes.common import (
     check_key,
     engine_id,
@@ -52,7 +53,7 @@ from gateway.routes.features import credit_rate_units, require_feature
 from gateway.wire import (
     Dimensions,
     amount_out,
-    decode,
+    decode_body,
     dimensions_in,
     iso,
     parse_time,
@@ -130,7 +131,7 @@ async def _measurements(request: Request) -> tuple[list[UsageItem], dict[str, li
                                                    dict[str, list[Measurement]], list[Any]]:
     """Validate the whole usage batch; group it by customer (in first-seen order). Also
     the usage window of each item (None: its feature does not reset)."""
-    body = decode(await request.body(), UsageBody)
+    body = await decode_body(request, UsageBody)
     _batch(body.usages, "usages")
     env = environment(request)
     windows: dict[tuple[str, str | None], Windows] = {}
@@ -230,7 +231,7 @@ def _usage_json(item: UsageItem, result: Any, v1: bool,
     }
 
 
-@post("/api/v2/usage")
+@post("/api/v2/usage", opt=request_body(UsageBody))
 async def report_usage_v2(request: Request) -> Response:
     items, results, balances, windows = await _report(request)
     credits = [{"customerId": customer, "currencyId": currency, "resourceId": resource,
@@ -243,7 +244,7 @@ async def report_usage_v2(request: Request) -> Response:
                "credits": credits, "entities": []})
 
 
-@post("/api/v1/usage")
+@post("/api/v1/usage", opt=request_body(UsageBody))
 async def report_usage_v1(request: Request) -> Response:
     items, results, _, windows = await _report(request)
     return ok([_usage_json(item, r, True, w) for item, r, w in zip(items, results, windows)])
@@ -274,9 +275,9 @@ def _metered(metered: list[tuple[dict[str, Any], Any]], event_name: str,
 EVENT_FUTURE_MS_MAX = 24 * 3_600_000  # clocks drift; a day ahead is a mistake
 
 
-@post("/api/v1/events")
+@post("/api/v1/events", opt=request_body(EventsBody))
 async def report_events(request: Request) -> Response:
-    body = decode(await request.body(), EventsBody)
+    body = await decode_body(request, EventsBody)
     _batch(body.events, "events")
     env = environment(request)
     catalog = services(request).catalog
@@ -375,10 +376,10 @@ async def _estimates(request: Request, customer: str, resource_id: str | None,
     return estimates
 
 
-@post("/api/v1/usage/estimate")
+@post("/api/v1/usage/estimate", opt=request_body(UsageEstimateBody))
 async def estimate_usage(request: Request) -> Response:
     """The credits a usage report would burn, recording nothing."""
-    body = decode(await request.body(), UsageEstimateBody)
+    body = await decode_body(request, UsageEstimateBody)
     dimensions_in(body.dimensions, "dimensions")
     await require_customer(request, body.customer_id)
     value = signed_amount_in(body.value, "value")
@@ -404,10 +405,10 @@ async def estimate_usage(request: Request) -> Response:
     return ok({"estimates": estimates, "warnings": []})
 
 
-@post("/api/v1/events/estimate")
+@post("/api/v1/events/estimate", opt=request_body(EventEstimateBody))
 async def estimate_event(request: Request) -> Response:
     """The credits an event would burn through every meter it matches, recording nothing."""
-    body = decode(await request.body(), EventEstimateBody)
+    body = await decode_body(request, EventEstimateBody)
     dimensions_in(body.dimensions, "dimensions")
     await require_customer(request, body.customer_id)
     env = environment(request)

@@ -14,7 +14,8 @@ from msgspec import UNSET, UnsetType
 from gateway.catalog import parse_cursor
 from gateway.context import environment, ok
 from gateway.errors import ApiError, bad_input
-from gateway.wire import ascii_int, decode, iso, limit_in, parse_time
+from gateway.openapi import request_body
+from gateway.wire import ascii_int, decode_body, iso, limit_in, parse_time
 from webhooks import Refusal, Webhooks
 from webhooks.endpoints import Endpoint
 from webhooks.tables import DEAD, DELIVERED, PENDING, Attempt, Delivery
@@ -165,9 +166,9 @@ def _page(items: list[Any], size: int, after: str | None,
 # -- endpoints ---------------------------------------------------------------------------
 
 
-@post(_BASE)
+@post(_BASE, opt=request_body(EndpointCreate))
 async def create_endpoint(request: Request) -> Response:
-    body = decode(await request.body(), EndpointCreate)
+    body = await decode_body(request, EndpointCreate)
     webhooks = _webhooks(request)
     e = await _call(webhooks.create_endpoint(
         environment(request), url=body.url, event_types=body.event_types,
@@ -218,9 +219,9 @@ async def get_endpoint(request: Request, endpoint_id: FromPath[str]) -> Response
     return ok(endpoint_json(_webhooks(request), _endpoint(request, endpoint_id)))
 
 
-@patch(_ONE)
+@patch(_ONE, opt=request_body(EndpointUpdate))
 async def update_endpoint(request: Request, endpoint_id: FromPath[str]) -> Response:
-    body = decode(await request.body(), EndpointUpdate)
+    body = await decode_body(request, EndpointUpdate)
     webhooks = _webhooks(request)
     e = await _call(webhooks.update_endpoint(
         environment(request), endpoint_id, url=body.url, event_types=body.event_types,
@@ -234,9 +235,9 @@ async def delete_endpoint(request: Request, endpoint_id: FromPath[str]) -> Respo
     return ok({"id": endpoint_id, "deleted": True})
 
 
-@post(_ONE + "/rotate-secret")
+@post(_ONE + "/rotate-secret", opt=request_body(SecretRotate))
 async def rotate_secret(request: Request, endpoint_id: FromPath[str]) -> Response:
-    body = decode(await request.body(), SecretRotate)
+    body = await decode_body(request, SecretRotate)
     webhooks = _webhooks(request)
     e = await _call(webhooks.rotate_secret(environment(request), endpoint_id, body.secret))
     return ok(endpoint_json(webhooks, e, with_secret=True))
@@ -293,9 +294,9 @@ async def list_attempts(request: Request, endpoint_id: FromPath[str],
     return ok([attempt_json(a) for a in items], pagination=pagination)
 
 
-@post(_ONE + "/replay")
+@post(_ONE + "/replay", opt=request_body(ReplaySince))
 async def replay_since(request: Request, endpoint_id: FromPath[str]) -> Response:
-    body = decode(await request.body(), ReplaySince)
+    body = await decode_body(request, ReplaySince)
     since = parse_time(body.since, "since")
     until = parse_time(body.until, "until")
     assert since is not None

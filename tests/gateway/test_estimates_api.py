@@ -203,6 +203,44 @@ def test_trial_then_paid_and_the_graphql_estimate(raw, cat):
     assert r.json()["data"]["total"]["amount"] == 20
 
 
+def test_an_estimate_and_provisioning_follow_the_same_rules(raw, cat):
+    """Add-ons and trials are checked by one function for both (gateway/
+    subscription_changes.py): a quantity over the add-on's maximum is refused alike, and a
+    trial override without an end date gives the plan's default trial in both, where each
+    used to have its own rule."""
+    addon = cat.addon([{"billingModel": "FLAT_FEE", "pricePeriods": [flat("5")]}],
+                      max_quantity=2)
+    plan = cat.plan([{"billingModel": "FLAT_FEE", "pricePeriods": [flat("20")]}],
+                    trial={"duration": 14, "units": "DAY"}, addons=[addon])
+    customer = cat.customer()
+    body = {"customerId": customer, "planId": plan, "startDate": START}
+    too_many = [
+        raw.post("/api/v1/subscriptions/preview",
+                 json={**body, "addons": [{"id": addon, "quantity": 3}]}),
+        raw.post("/api/v1/subscriptions/estimate",
+                 json={**body, "addons": [{"addonId": addon, "quantity": 3}]}),
+        raw.post("/api/v1/subscriptions",
+                 json={**body, "addons": [{"id": addon, "quantity": 3}]}),
+    ]
+    assert {(r.status_code, r.json()["field"], r.json()["message"])
+            for r in too_many} == {
+        (400, "addons[0].quantity", "must be at most 2 (the add-on's maximum)")}
+
+    override = {"trialOverrideConfiguration": {"isTrial": True}}
+    estimate = raw.post("/api/v1/subscriptions/estimate", json={**body, **override})
+    assert estimate.status_code == 200, estimate.text
+    assert estimate.json()["data"]["billingPeriodRange"]["end"] == "2026-04-14T00:00:00.000Z"
+    made = raw.post("/api/v1/subscriptions", json={**body, **override})
+    assert made.status_code == 201, made.text
+    assert made.json()["data"]["subscription"]["trialEndDate"] == "2026-04-14T00:00:00.000Z"
+    # A plan without a default trial needs the end date, in both.
+    plain = cat.plan([{"billingModel": "FLAT_FEE", "pricePeriods": [flat("20")]}])
+    for path in ("/api/v1/subscriptions/estimate", "/api/v1/subscriptions"):
+        r = raw.post(path, json={**body, "planId": plain, **override})
+        assert r.status_code == 400, r.text
+        assert r.json()["field"] == "trialOverrideConfiguration.trialEndDate"
+
+
 def test_estimate_update_prorates_the_change(client, raw, cat, server):
     plan = cat.plan([{"billingModel": "PER_UNIT", "featureId": cat.seats,
                       "pricePeriods": [flat("10")]}])

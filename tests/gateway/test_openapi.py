@@ -1,0 +1,100 @@
+"""The OpenAPI document at /schema describes every request body (gateway/openapi.py).
+
+Handlers decode their bodies themselves, so Litestar alone documents none of them; each
+route declares its body Struct and the document is completed from the declarations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, post
+from litestar.testing import TestClient
+
+from gateway import openapi
+from gateway.openapi import request_body
+from gateway.wire import decode_body
+from tests.gateway.conftest import KEY
+
+# Operations that take a body, one or more per area (the synchronous consumption is a raw
+# ASGI route, which Litestar leaves out of its document).
+WITH_BODIES = {
+    ("/api/v1/credits/consumption", "post"): "ConsumptionCreate",
+    ("/api/v1/credits/consumption/async", "post"): "ConsumptionBatch",
+    ("/api/v1/credits/grants", "post"): "GrantCreate",
+    ("/api/v1/credits/reservations/{reservation_id}/release", "post"): "ReleaseBody",
+    ("/api/v1/credits/auto-recharge", "put"): "SaveBody",
+    ("/api/v1/customers", "post"): "CustomerCreate",
+    ("/api/v1/customers/{customer_id}/tokens", "post"): "TokenCreate",
+    ("/api/v1/features", "post"): "FeatureCreate",
+    ("/api/v1/usage", "post"): "UsageBody",
+    ("/api/v1/events", "post"): "EventsBody",
+    ("/api/v1/subscriptions", "post"): "ProvisionBody",
+    ("/api/v1/plans", "post"): "PackageCreate",
+    ("/api/v1/webhooks/endpoints", "post"): "EndpointCreate",
+    ("/api/v1/coupons", "post"): "CouponCreate",
+}
+
+
+def _resolve(document: dict[str, Any], ref: str) -> dict[str, Any]:
+    assert ref.startswith("#/components/schemas/"), ref
+    return document["components"]["schemas"][ref.rsplit("/", 1)[1]]
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [node["$ref"]] if "$ref" in node else [r for v in node.values() for r in _refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
+
+
+def test_the_document_describes_every_request_body(make_server: Callable[..., Any]) -> None:
+    server = make_server(api_keys=KEY).start()
+    with server.http() as http:
+        document = http.get("/schema/openapi.json").json()
+    for (path, method), name in WITH_BODIES.items():
+        operation = document["paths"][path][method]
+        schema = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert schema["$ref"].endswith(name), (path, schema)
+    # Every reference resolves, and a body's fields are there with their wire names.
+    for ref in _refs(document):
+        _resolve(document, ref)
+    grant = document["components"]["schemas"]["GrantCreate"]
+    assert set(grant["required"]) == {"amount", "currencyId", "customerId", "displayName",
+                                      "grantType"}
+    assert grant["additionalProperties"] is False
+    # Amounts are JSON numbers on the wire (decoded exactly), not strings.
+    assert grant["properties"]["amount"] == {"type": "number"}
+    assert grant["properties"]["grantType"] == {"enum": ["PAID", "PROMOTIONAL"]}
+
+
+class _Declared(msgspec.Struct):
+    a: int
+
+
+class _Decoded(msgspec.Struct):
+    b: int
+
+
+def test_a_route_must_decode_the_body_it_declares() -> None:
+    """A route whose declaration and decoding disagree fails on its first request (the
+    document would describe a body the route refuses), where a matching one works."""
+    @post("/right", opt=request_body(_Declared))
+    async def right(request: Request) -> dict[str, int]:
+        return {"a": (await decode_body(request, _Declared)).a}
+
+    @post("/wrong", opt=request_body(_Declared))
+    async def wrong(request: Request) -> dict[str, int]:
+        return {"b": (await decode_body(request, _Decoded)).b}
+
+    app = Litestar([right, wrong])
+    openapi.install(app)
+    with TestClient(app) as client:
+        assert client.post("/right", json={"a": 1}).json() == {"a": 1}
+        assert client.post("/wrong", json={"b": 1}).status_code == 500
+        document = client.get("/schema/openapi.json").json()
+    assert document["paths"]["/right"]["post"]["requestBody"]["content"][
+        "application/json"]["schema"] == {"$ref": "#/components/schemas/_Declared"}
