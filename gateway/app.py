@@ -62,10 +62,9 @@ async def health(request: Request, detail: FromQuery[bool] = False) -> Response:
     svc = services(request)
     if not key or svc.catalog.environment_of(key) is None:
         raise ApiError(401, "Unauthenticated", "detail needs a valid X-API-KEY", "X-API-KEY")
-    stats = getattr(svc.store, "statistics", None)
     return Response({"status": "ok",
                      "runtime": msgspec.to_builtins(svc.runtime.runtime_statistics()),
-                     "store": stats() if stats is not None else None})
+                     "store": svc.store.statistics()})
 
 
 @get("/ready", include_in_schema=False)

@@ -74,6 +74,12 @@ class MemoryStore:
         c = self.customers.get(customer_id)
         return {k: c.event_keys[k] for k in keys if c is not None and k in c.event_keys}
 
+    def stale(self, customer_id: str) -> bool:
+        return False  # nothing acknowledged is ever unwritten here
+
+    def statistics(self) -> dict[str, int | float | bool]:
+        return {}
+
     async def due_customers(self, until_ms: int, limit: int) -> list[tuple[str, int]]:
         due = sorted((c.next_due, cid) for cid, c in self.customers.items()
                      if c.next_due is not None and c.next_due <= until_ms)

@@ -175,9 +175,6 @@ class Runtime:
         # (a wake-up), the live feed and the auto-recharge executor hook in here (gateway/
         # app.py). Must not block.
         self.on_committed = on_committed
-        # Stores that can lose acknowledged writes (async durability) say which customers'
-        # in-memory state no longer matches what is durable; those are reloaded first.
-        self._stale: Callable[[str], bool] | None = getattr(store, "stale", None)
         self._actors: dict[str, _Actor] = {}  # in least-recently-used order
         self._pending = 0
         # Actors with commands queued and no worker yet, and the waiter tokens of the
@@ -204,10 +201,8 @@ class Runtime:
         for _ in range(self.workers_count):
             self._tg.start_soon(self._worker)
         self._tg.start_soon(self._timer_loop)
-        if hasattr(self.store, "due_customers"):
-            self._tg.start_soon(self._timer_recovery)
-        if hasattr(self.store, "purge"):
-            self._tg.start_soon(self._purger)
+        self._tg.start_soon(self._timer_recovery)
+        self._tg.start_soon(self._purger)
         if self.passivate_after_ms is not None:
             self._tg.start_soon(self._janitor)
         return self
@@ -496,7 +491,9 @@ class Runtime:
         """Apply a batch to the actor's state (loaded first if need be), `remembered` keys
         added to what it knows; returns the state, the effects and the keys it applied as
         new without knowing (the store checks them as it commits)."""
-        if actor.state is None or (self._stale is not None and self._stale(actor.customer_id)):
+        # A store that can lose acknowledged writes (async durability) says which
+        # customers' state in memory no longer matches what is durable: reload those.
+        if actor.state is None or self.store.stale(actor.customer_id):
             actor.state = await self.store.load(actor.customer_id)
             actor.uniques = memory.unique_values(actor.state)
             self._activations += 1
@@ -551,9 +548,8 @@ class Runtime:
         seen = state.event_keys
         missing = [e.key for c in batch if type(c.command) is IngestEvents
                    for e in c.command.events if e.key not in seen]
-        lookup = getattr(self.store, "lookup_event_keys", None)
-        if missing and lookup is not None:
-            seen.update(await lookup(customer_id, missing))
+        if missing:
+            seen.update(await self.store.lookup_event_keys(customer_id, missing))
 
     async def _timer_recovery(self) -> None:
         """Register timers of customers not resident here (after a restart), read from
@@ -561,7 +557,7 @@ class Runtime:
         while True:
             until = self.clock.now_ms() + self.timer_horizon_ms
             try:
-                due = await self.store.due_customers(until, 10_000)  # type: ignore[attr-defined]
+                due = await self.store.due_customers(until, 10_000)
             except StoreUnavailable:
                 due = []
             for customer_id, at in due:
@@ -573,7 +569,7 @@ class Runtime:
         before = self.clock.now_ms() - self.key_retention_ms
         removed = 0
         for _ in range(100):  # at most 100 steps per round; the rest waits for the next
-            step = await self.store.purge(before, self.purge_rows_max)  # type: ignore[attr-defined]
+            step = await self.store.purge(before, self.purge_rows_max)
             removed += step
             if step < self.purge_rows_max:
                 break

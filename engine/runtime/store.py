@@ -40,3 +40,25 @@ class Store(Protocol):
 
     async def lookup_keys(self, customer_id: str,
                           keys: list[str]) -> list[IdempotencyRecord]: ...
+
+    async def lookup_event_keys(self, customer_id: str, keys: list[str]) -> dict[str, int]:
+        """The raw-event keys among `keys` the store has accepted (key -> time)."""
+        ...
+
+    async def due_customers(self, until_ms: int, limit: int) -> list[tuple[str, int]]:
+        """Customers with a timer due by `until_ms` (id, due time), earliest first."""
+        ...
+
+    async def purge(self, before_ms: int, limit: int) -> int:
+        """Forget what the retention lets go of (older than `before_ms`), at most `limit`
+        rows a table; returns how many went."""
+        ...
+
+    def stale(self, customer_id: str) -> bool:
+        """Whether the customer's state in memory may no longer match what is durable (a
+        store that acknowledges before writing lost a write): it is reloaded first."""
+        ...
+
+    def statistics(self) -> dict[str, int | float | bool]:
+        """Counters for `/health?detail=true` (empty if the store keeps none)."""
+        ...

@@ -67,6 +67,21 @@ class NullStore:
     async def lookup_keys(self, customer_id: str, keys: list[str]) -> list[Any]:
         return []
 
+    async def lookup_event_keys(self, customer_id: str, keys: list[str]) -> dict[str, int]:
+        return {}
+
+    async def due_customers(self, until_ms: int, limit: int) -> list[tuple[str, int]]:
+        return []
+
+    async def purge(self, before_ms: int, limit: int) -> int:
+        return 0
+
+    def stale(self, customer_id: str) -> bool:
+        return False
+
+    def statistics(self) -> dict[str, int]:
+        return {}
+
 
 def traced() -> int:
     gc.collect()
