@@ -15,6 +15,7 @@ from engine.domain.context import Domain
 from engine.runtime import Runtime
 from gateway.catalog import Catalog
 from gateway.config import Settings
+from gateway.entitlements_cache import invalidate
 
 __all__ = ["Services", "domain", "environment", "ok", "services"]
 
@@ -34,7 +35,8 @@ class Services:
     domain: Domain = field(init=False)
 
     def __post_init__(self) -> None:
-        self.domain = Domain(store=self.store, runtime=self.runtime, documents=self.catalog)
+        self.domain = Domain(store=self.store, runtime=self.runtime, documents=self.catalog,
+                             entitlements_changed=lambda env, cid: invalidate(self, env, cid))
 
 
 def ok(data: Any, status: int = 200, pagination: dict[str, Any] | None = None) -> Response:

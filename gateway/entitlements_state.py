@@ -3,7 +3,7 @@
 Sources: the customer's active subscriptions (`gateway.subscriptions.active_subscriptions`)
 through the published plan and add-on versions they point at (`gateway.packages.published`),
 and the customer's promotional entitlements (table `promotional_entitlements`, written by
-`gateway.routes.promotions`). Per feature they combine as:
+`engine.domain.promotions`). Per feature they combine as:
 
 - granted if any source grants it (a plan entitlement with `isGranted: false` grants
   nothing);
@@ -41,7 +41,6 @@ __all__ = [
     "effective_entitlements",
     "period_starts",
     "promo_active",
-    "promotions_of",
     "usage_of",
 ]
 
@@ -92,14 +91,6 @@ def promo_active(doc: dict[str, Any], now: int) -> bool:
     start = doc.get("_startDate")
     end = doc.get("_endDate")
     return (start is None or start <= now) and (end is None or now < end)
-
-
-async def promotions_of(services: Any, env: str, customer_id: str) -> list[dict[str, Any]]:
-    """Every promotional entitlement of the customer, revoked ones included (as stored)."""
-    rows = await services.store.fetch(
-        "SELECT doc FROM promotional_entitlements WHERE environment = ? AND customer_id = ?",
-        env, customer_id)
-    return [_unjson(r[0]) for r in rows]
 
 
 async def _subscriptions(services: Any, env: str, customer_id: str, resource_id: str | None,
@@ -207,7 +198,7 @@ async def _effective(services: Any, env: str, customer_id: str, resource_id: str
                 eff = out.features.setdefault(ent["id"], Effective(ent["id"]))
                 _add(eff, ent, quantity, anchor, subscription=True, now=now)
                 ends.setdefault(ent["id"], []).append(sub_end)
-    promos = await promotions_of(services, env, customer_id)
+    promos = await services.store.promotions(env, customer_id)
     out.promotions = [p for p in promos if promo_active(p, now)]
     for promo in out.promotions:
         eff = out.features.setdefault(promo["featureId"], Effective(promo["featureId"]))

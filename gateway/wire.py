@@ -3,7 +3,6 @@ time and amount formatting in the contract's shapes."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -13,13 +12,13 @@ from litestar import Request
 from engine.core.amounts import AMOUNT_UNITS_MAX, SCALE, units_to_json
 from engine.core.commands import Dimensions
 from engine.core.meters import signed_units
-from engine.domain.values import ascii_int, units_in
+from engine.domain.values import TIME_MAX_MS, TIME_MIN_MS, ascii_int, time_in, units_in
 from engine.times import iso
 from gateway.errors import bad_input, field_of
 
 __all__ = ["decode", "decode_body", "iso", "parse_time", "amount_in", "amount_out", "limit_in",
            "created_at_bounds", "signed_amount_in", "Dimensions", "DIMENSIONS_MAX",
-           "dimensions_in", "ascii_int"]
+           "dimensions_in", "ascii_int", "TIME_MAX_MS", "TIME_MIN_MS"]
 
 T = TypeVar("T")
 _decoders: dict[type, msgspec.json.Decoder] = {}
@@ -53,28 +52,8 @@ async def decode_body(request: Request, kind: type[T], raw: bytes | None = None)
                         f"but declares {getattr(declared, '__name__', declared)}")
     return decode(await request.body() if raw is None else raw, kind)
 
-# Times the API takes: from 1970 to 9000. Renewals, trials and usage windows are computed
-# months ahead of a time, so the calendar's end (year 9999) must stay far away.
-TIME_MIN_MS = 0
-TIME_MAX_MS = 221_845_392_000_000  # 9000-01-01T00:00:00Z
-
-
-def parse_time(value: str | None, field: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise bad_input("must be an ISO-8601 date-time", field) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    try:
-        ms = int(parsed.timestamp() * 1000)
-    except (OverflowError, ValueError):
-        ms = -1
-    if not TIME_MIN_MS <= ms < TIME_MAX_MS:
-        raise bad_input("must be from 1970-01-01 to 9000-01-01", field)
-    return ms
+# Times as the API takes them (engine/domain/values.py): ISO-8601, 1970 to 9000.
+parse_time = time_in
 
 
 _BOUNDS = (("gt", ">"), ("gte", ">="), ("lt", "<"), ("lte", "<="))

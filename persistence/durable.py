@@ -43,7 +43,7 @@ from engine.core.model import CustomerState
 from engine.core.replay import GrantRow, restore
 from engine.core.usage import restore_usage
 from engine.runtime.errors import KeysRemembered, StoreUnavailable
-from persistence import pages, sql
+from persistence import pages, promotions, sql
 from persistence.codec import (
     StoredCustomer,
     Unit,
@@ -578,6 +578,27 @@ class DurableStore:
     async def ledger(self, customer_id: str, after_seq: int = 0, limit: int = 1000) -> list[LedgerEntry]:
         rows = await self.fetch(sql.SELECT_LEDGER, customer_id, after_seq, limit)
         return [entry_from(r) for r in rows]
+
+    # -- promotional entitlements (persistence/promotions.py) --------------------------
+
+    async def promotions(self, environment: str, customer_id: str) -> list[dict[str, Any]]:
+        """Every promotional entitlement of the customer, revoked ones included."""
+        return await promotions.of_customer(self, environment, customer_id)
+
+    async def promotion(self, environment: str, customer_id: str,
+                        feature_id: str) -> dict[str, Any] | None:
+        """The customer's promotion for the feature, unless revoked."""
+        return await promotions.one(self, environment, customer_id, feature_id)
+
+    async def save_promotions(self, environment: str, customer_id: str,
+                              docs: list[dict[str, Any]], now: int) -> None:
+        """Grant `docs`, replacing the customer's promotions for their features."""
+        await promotions.save(self, environment, customer_id, docs, now)
+
+    async def end_promotion(self, environment: str, customer_id: str, doc: dict[str, Any],
+                            now: int) -> None:
+        """Write `doc` as revoked at `now`."""
+        await promotions.end(self, environment, customer_id, doc, now)
 
     async def grant_customer(self, environment: str, grant_id: str) -> str | None:
         """The customer (engine id) owning grant `grant_id` in `environment`, or None."""

@@ -7,6 +7,7 @@ customers by the caller's id (`engine_id` makes the engine's `environment/custom
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -71,6 +72,10 @@ class Domain:
     store: Any
     runtime: Runtime
     documents: Documents
+    # Called with (environment, customer id) after what the customer is entitled to
+    # changed outside the engine (a promotion granted or revoked): the gateway forgets
+    # its cached entitlements.
+    entitlements_changed: Callable[[str, str], None] = lambda env, customer_id: None
 
 
 def engine_id(env: str, customer_id: str) -> str:

@@ -1,0 +1,50 @@
+"""The rows of promotional entitlements (table `promotional_entitlements`, one per
+environment, customer and feature): a document of the wire fields plus `_startDate`,
+`_endDate` and the stamps (engine/domain/promotions.py decides what goes in)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+__all__ = ["end", "of_customer", "one", "save"]
+
+_json = msgspec.json.Encoder(order="deterministic").encode
+_UPSERT = (
+    "INSERT INTO promotional_entitlements (environment, customer_id, feature_id, doc, status, "
+    "created_at, updated_at, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL) "
+    "ON CONFLICT (environment, customer_id, feature_id) DO UPDATE SET doc = excluded.doc, "
+    "status = excluded.status, created_at = excluded.created_at, "
+    "updated_at = excluded.updated_at, archived_at = NULL")
+_OF_CUSTOMER = ("SELECT doc FROM promotional_entitlements WHERE environment = ? "
+                "AND customer_id = ?")
+_ONE = _OF_CUSTOMER + " AND feature_id = ? AND archived_at IS NULL"
+_END = ("UPDATE promotional_entitlements SET doc = ?, status = ?, updated_at = ?, "
+        "archived_at = ? WHERE environment = ? AND customer_id = ? AND feature_id = ?")
+
+
+async def of_customer(store: Any, env: str, customer_id: str) -> list[dict[str, Any]]:
+    """Every promotion of the customer, revoked ones included."""
+    return [msgspec.json.decode(r[0]) for r in await store.fetch(_OF_CUSTOMER, env, customer_id)]
+
+
+async def one(store: Any, env: str, customer_id: str, feature_id: str) -> dict[str, Any] | None:
+    """The customer's promotion for the feature, unless revoked."""
+    rows = await store.fetch(_ONE, env, customer_id, feature_id)
+    return msgspec.json.decode(rows[0][0]) if rows else None
+
+
+async def save(store: Any, env: str, customer_id: str, docs: list[dict[str, Any]],
+               now: int) -> None:
+    """Grant `docs` (one per feature), replacing the customer's promotions for those
+    features, all or none."""
+    await store.transact([(_UPSERT, [
+        (env, customer_id, d["featureId"], _json(d).decode(), "Active", now, now)
+        for d in docs])])
+
+
+async def end(store: Any, env: str, customer_id: str, doc: dict[str, Any], now: int) -> None:
+    """Write `doc` revoked at `now`."""
+    await store.execute(_END, _json(doc).decode(), "Revoked", now, now, env, customer_id,
+                        doc["featureId"])
