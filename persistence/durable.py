@@ -43,7 +43,7 @@ from engine.core.model import CustomerState
 from engine.core.replay import GrantRow, restore
 from engine.core.usage import restore_usage
 from engine.runtime.errors import KeysRemembered, StoreUnavailable
-from persistence import pages, promotions, sql
+from persistence import analytics, pages, promotions, sql
 from persistence.codec import (
     StoredCustomer,
     Unit,
@@ -578,6 +578,25 @@ class DurableStore:
     async def ledger(self, customer_id: str, after_seq: int = 0, limit: int = 1000) -> list[LedgerEntry]:
         rows = await self.fetch(sql.SELECT_LEDGER, customer_id, after_seq, limit)
         return [entry_from(r) for r in rows]
+
+    # -- usage analytics (persistence/analytics.py) -------------------------------------
+
+    async def credit_buckets(self, customer: str, start_hour: int, end: int,
+                             currency_id: str | None, resource_id: str | None,
+                             ) -> list[tuple[int, str | None, dict[str, Any], str, int, int]]:
+        """(hour, feature, dimensions, currency, credits, events) of the hourly buckets
+        of engine customer `customer` in [start_hour, end) that consumed credits."""
+        return await analytics.credit_buckets(self, customer, start_hour, end, currency_id,
+                                              resource_id)
+
+    async def dimension_keys(self, customer: str) -> list[str]:
+        """The dimension keys seen in the customer's usage, sorted."""
+        return await analytics.dimension_keys(self, customer)
+
+    async def usage_buckets(self, customer: str, feature_id: str, resource_id: str | None,
+                            end: int) -> list[tuple[int, dict[str, Any], int]]:
+        """(hour, dimensions, usage change) of the feature's hourly buckets before `end`."""
+        return await analytics.usage_buckets(self, customer, feature_id, resource_id, end)
 
     # -- promotional entitlements (persistence/promotions.py) --------------------------
 
