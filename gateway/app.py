@@ -70,7 +70,7 @@ async def health(request: Request, detail: FromQuery[bool] = False) -> Response:
 @get("/ready", include_in_schema=False)
 async def ready(request: Request) -> Response:
     try:
-        await services(request).store.fetch("SELECT 1")
+        await services(request).store.ping()
     except Exception as exc:  # any failure to reach the database means "not ready"
         return Response({"status": "unavailable", "reason": str(exc)}, status_code=503)
     return Response({"status": "ready"})

@@ -579,6 +579,34 @@ class DurableStore:
         rows = await self.fetch(sql.SELECT_LEDGER, customer_id, after_seq, limit)
         return [entry_from(r) for r in rows]
 
+    # -- small reads and writes of the gateway -----------------------------------------
+
+    async def ping(self) -> None:
+        """A round trip to the database (readiness); raises if it cannot be reached."""
+        await self._fetch("SELECT 1")
+
+    async def server_secret(self, name: str, candidate: str, now_ms: int) -> str:
+        """The database's secret called `name`, `candidate` if it has none yet. Two
+        servers starting at once both insert; the conflict keeps the first, and both read
+        it back."""
+        await self.execute("INSERT INTO server_secrets (name, value, created_at) "
+                           "VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                           name, candidate, now_ms)
+        rows = await self.fetch("SELECT value FROM server_secrets WHERE name = ?", name)
+        return str(rows[0][0])
+
+    async def plan_ids(self, environment: str, product_id: str | None) -> list[str]:
+        """The ids of the environment's plans that are not archived (of one product if
+        given), in creation order."""
+        where = "environment = ? AND archived_at IS NULL AND status <> 'ARCHIVED'"
+        params: list[Any] = [environment]
+        if product_id is not None:
+            where += " AND product_id = ?"
+            params.append(product_id)
+        rows = await self.fetch(f"SELECT id FROM plans WHERE {where} ORDER BY created_at, id",
+                                *params)
+        return [r[0] for r in rows]
+
     # -- usage analytics (persistence/analytics.py) -------------------------------------
 
     async def credit_buckets(self, customer: str, start_hour: int, end: int,

@@ -87,11 +87,5 @@ class Tokens:
 
 
 async def load_secret(store: Any, now_ms: int) -> str:
-    """The database's token secret, created on first use. Two servers starting at once
-    both insert; the conflict keeps the first, and both read it back."""
-    candidate = secrets.token_urlsafe(32)
-    await store.execute("INSERT INTO server_secrets (name, value, created_at) VALUES (?, ?, ?) "
-                        "ON CONFLICT (name) DO NOTHING", "customer_tokens", candidate, now_ms)
-    rows = await store.fetch("SELECT value FROM server_secrets WHERE name = ?",
-                             "customer_tokens")
-    return str(rows[0][0])
+    """The database's token secret, created on first use."""
+    return await store.server_secret("customer_tokens", secrets.token_urlsafe(32), now_ms)

@@ -273,16 +273,6 @@ def _price_points(plan: dict[str, Any], country: str | None, all_countries: bool
     return points
 
 
-async def _plan_ids(store: Any, env: str, product_id: str | None) -> list[str]:
-    where, params = "environment = ? AND archived_at IS NULL AND status <> 'ARCHIVED'", [env]
-    if product_id is not None:
-        where += " AND product_id = ?"
-        params.append(product_id)
-    rows = await store.fetch(f"SELECT id FROM plans WHERE {where} ORDER BY created_at, id",
-                             *params)
-    return [r[0] for r in rows]
-
-
 def _flag(value: str | None, field: str) -> bool:
     if value is None:
         return False
@@ -317,7 +307,7 @@ async def paywall(svc: Any, env: str, *, product_id: str | None = None,
     points: list[dict[str, Any]] = []
     currencies: list[str] = []
     products: dict[str, dict[str, Any]] = {}
-    for ident in await _plan_ids(catalog.store, env, product_id):
+    for ident in await catalog.store.plan_ids(env, product_id):
         plan = await packages.published(catalog, env, "plan", ident)
         if plan is None or (plan.get("hidden") and not include_hidden):
             continue
