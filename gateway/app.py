@@ -24,16 +24,16 @@ from litestar.params import FromQuery
 from engine.runtime import Runtime
 from engine.runtime.clock import ManualClock, SystemClock
 from engine.runtime.recharge import RechargeExecutor, RecordingProvider, ScriptedProvider
-from gateway.catalog import Catalog
-from gateway.config import Settings
-from gateway.auth import authenticate
-from gateway.context import Services, services
 from gateway import openapi
+from gateway.auth import authenticate
+from gateway.config import Settings
+from gateway.context import Services, services
 from gateway.errors import ApiError, exception_handlers
 from gateway.feed.hub import Hub
 from gateway.feed.service import Feed, FeedOptions
 from gateway.feed.tokens import Tokens, load_secret
 from persistence import default_database_url, open_store
+from persistence.documents import Catalog
 from webhooks import Options as WebhookOptions
 from webhooks import RetryPolicy, Webhooks
 

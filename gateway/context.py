@@ -13,9 +13,9 @@ from litestar import Request, Response
 
 from engine.domain.context import Domain
 from engine.runtime import Runtime
-from gateway.catalog import Catalog
 from gateway.config import Settings
 from gateway.entitlements_cache import invalidate
+from persistence.documents import Catalog
 
 __all__ = ["Services", "domain", "environment", "ok", "services"]
 

@@ -36,9 +36,9 @@ per (environment, customer), so two requests never catch the same subscription u
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-import secrets
 from typing import Any
 from weakref import WeakValueDictionary
 
@@ -85,7 +85,6 @@ __all__ = [
 
 log = structlog.get_logger("creditd.subscriptions")
 _TABLE = "subscriptions"
-_unjson = msgspec.json.decode
 RUNNING = ("ACTIVE", "IN_TRIAL")
 # Scheduler batch: at most this many due subscriptions per step (the rest wait a step),
 # caught up for at most this many customers at a time.
@@ -323,10 +322,8 @@ async def customer_subscriptions(services: Any, env: str, customer_id: str
                                  ) -> list[dict[str, Any]]:
     """Every subscription of the customer, caught up to now, oldest first."""
     async with lock_of(env, customer_id):  # read under the lock: nobody writes meanwhile
-        rows = await services.store.fetch(
-            "SELECT doc FROM subscriptions WHERE environment = ? AND customer_id = ? "
-            "ORDER BY created_at, id", env, customer_id)
-        return [await catch_up(services, env, _unjson(r[0])) for r in rows]
+        return [await catch_up(services, env, doc)
+                for doc in await services.store.customer_subscriptions(env, customer_id)]
 
 
 async def active_subscriptions(services: Any, env: str, customer_id: str,
@@ -415,9 +412,7 @@ def _step_lock(services: Any) -> anyio.Lock:
 
 
 async def _catch_up_step(services: Any, now: int, limit: int) -> tuple[int, list[Exception]]:
-    rows = await services.store.fetch(
-        "SELECT environment, id, customer_id FROM subscriptions WHERE due_at <= ? "
-        "ORDER BY due_at LIMIT ?", now, limit)
+    rows = await services.store.due_subscriptions(now, limit)
     by_customer: dict[tuple[str, str], list[str]] = {}
     for env, ident, customer_id in rows:
         by_customer.setdefault((env, customer_id), []).append(ident)
@@ -501,15 +496,12 @@ async def migrate_all(services: Any, env: str, kind: str, ident: str) -> int:
     from gateway.subscription_changes import apply_changes, resolve  # noqa: PLC0415
 
     if kind == "plan":
-        rows = await services.store.fetch(
-            "SELECT customer_id, id FROM subscriptions WHERE environment = ? AND plan_id = ? "
-            "AND status IN ('ACTIVE', 'IN_TRIAL', 'NOT_STARTED')", env, ident)
+        rows = await services.store.running_subscriptions_on_plan(env, ident)
     else:
         # Add-ons are inside the documents: read the environment's running subscriptions.
-        rows = [(r[0], r[1]) for r in await services.store.fetch(
-            "SELECT customer_id, id, doc FROM subscriptions WHERE environment = ? "
-            "AND status IN ('ACTIVE', 'IN_TRIAL', 'NOT_STARTED')", env)
-            if any(a["id"] == ident for a in _unjson(r[2]).get("addons") or ())]
+        rows = [(d["customerId"], d["id"])
+                for d in await services.store.running_subscriptions(env)
+                if any(a["id"] == ident for a in d.get("addons") or ())]
     moved = 0
     for customer_id, sub_id in rows:
         async with lock_of(env, customer_id):
@@ -564,8 +556,7 @@ class Scheduler:
                     if failed or done < DUE_BATCH_MAX:
                         break
                     await anyio.lowlevel.checkpoint()
-                rows = await services.store.fetch("SELECT MIN(due_at) FROM subscriptions")
-                due = rows[0][0] if rows else None
+                due = await services.store.next_subscription_due()
             except Exception:  # noqa: BLE001 (the database may be away: try again later)
                 log.exception("subscription scheduler step failed")
                 failed, due = True, None

@@ -43,7 +43,7 @@ from engine.core.model import CustomerState
 from engine.core.replay import GrantRow, restore
 from engine.core.usage import restore_usage
 from engine.runtime.errors import KeysRemembered, StoreUnavailable
-from persistence import analytics, pages, promotions, sql
+from persistence import analytics, pages, promotions, sql, subscriptions
 from persistence.codec import (
     StoredCustomer,
     Unit,
@@ -606,6 +606,34 @@ class DurableStore:
         rows = await self.fetch(f"SELECT id FROM plans WHERE {where} ORDER BY created_at, id",
                                 *params)
         return [r[0] for r in rows]
+
+    # -- subscriptions (persistence/subscriptions.py) ----------------------------------
+
+    async def customer_subscriptions(self, environment: str,
+                                     customer_id: str) -> list[dict[str, Any]]:
+        """Every subscription of the customer as stored, oldest first."""
+        return await subscriptions.of_customer(self, environment, customer_id)
+
+    async def due_subscriptions(self, now: int, limit: int) -> list[tuple[str, str, str]]:
+        """(environment, id, customer id) of the subscriptions due by `now`."""
+        return await subscriptions.due(self, now, limit)
+
+    async def next_subscription_due(self) -> int | None:
+        return await subscriptions.next_due(self)
+
+    async def running_subscriptions_on_plan(self, environment: str,
+                                            plan_id: str) -> list[tuple[str, str]]:
+        """(customer id, id) of the running or scheduled subscriptions to the plan."""
+        return await subscriptions.running_on_plan(self, environment, plan_id)
+
+    async def running_subscriptions(self, environment: str) -> list[dict[str, Any]]:
+        """The environment's running or scheduled subscriptions, as stored."""
+        return await subscriptions.running(self, environment)
+
+    async def running_subscriptions_on_resource(self, environment: str, customer_id: str,
+                                                resource_id: str) -> list[dict[str, Any]]:
+        return await subscriptions.running_on_resource(self, environment, customer_id,
+                                                       resource_id)
 
     # -- usage analytics (persistence/analytics.py) -------------------------------------
 

@@ -375,7 +375,7 @@ _COMMON_V7 = [
 
 
 def _documents(table: str, *extra: str) -> list[str]:
-    """A table of catalog documents (gateway.catalog.Catalog), with `extra` columns that
+    """A table of catalog documents (persistence.documents.Catalog), with `extra` columns that
     lists filter on copied out of the document."""
     columns = "".join(f"        {c} TEXT,\n" for c in extra)
     return [

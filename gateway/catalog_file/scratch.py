@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from .applier import Change, _Applier
-from .handlers import _unjson
 from .parse import load
 from .schema import CatalogError, CatalogFile
 
@@ -18,24 +17,15 @@ _DOC_TABLES = ("currencies", "features", "coupons", "products", "plans", "addons
 
 
 async def _scratch_copy(catalog: Any, env: str, scratch: Any) -> None:
-    for table in _DOC_TABLES:
-        for (doc,) in await catalog.store.fetch(
-                f"SELECT doc FROM {table} WHERE environment = ?", env):
-            await scratch.insert(table, env, _unjson(doc))
-    for row in await catalog.store.fetch(
-            "SELECT environment, kind, id, version, doc, published_at FROM package_versions "
-            "WHERE environment = ?", env):
-        await scratch.store.execute(
-            "INSERT INTO package_versions (environment, kind, id, version, doc, published_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)", *row)
+    await catalog.copy_environment(env, scratch, _DOC_TABLES)
 
 
 async def apply(catalog: Any, env: str, file: CatalogFile, *,
                 dry_run: bool = False) -> list[Change]:
     """Make the environment's catalog say what `file` says; the changes, one per item.
     Raises CatalogError (nothing applied) if any item cannot be applied."""
-    from gateway.catalog import Catalog
     from persistence import open_store
+    from persistence.documents import Catalog
 
     failed: CatalogError | None = None
     with tempfile.TemporaryDirectory(prefix="creditd-catalog-") as tmp:
@@ -58,8 +48,8 @@ async def apply(catalog: Any, env: str, file: CatalogFile, *,
 async def apply_path(database_url: str | None, env: str, path: str, *,
                      dry_run: bool = False) -> list[Change]:
     """Read, check and apply a catalog file to a database (what the CLI runs)."""
-    from gateway.catalog import Catalog
     from persistence import open_store
+    from persistence.documents import Catalog
 
     try:
         text = Path(path).read_text(encoding="utf-8")

@@ -8,7 +8,6 @@ from typing import Any
 
 from msgspec import UNSET
 
-from gateway.catalog import Catalog
 from gateway.errors import ApiError, bad_input
 from gateway.packages.charges import _charges
 from gateway.packages.checks import _name, _whole, money
@@ -21,6 +20,7 @@ from gateway.packages.shapes import (
     _camel,
 )
 from gateway.packages.store import _NAMES, _require_draft, get_package
+from persistence.documents import Catalog
 
 # -- packages -----------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ from decimal import Decimal
 from typing import Any
 
 from engine.billing.pricing import select_price_period
-from gateway.catalog import Catalog
 from gateway.errors import bad_input
 from gateway.packages.checks import (
     _credits,
@@ -28,6 +27,7 @@ from gateway.packages.shapes import (
     convert,
     to_dict,
 )
+from persistence.documents import Catalog
 
 # -- charges ------------------------------------------------------------------------------
 

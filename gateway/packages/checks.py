@@ -7,9 +7,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from gateway.catalog import Catalog
 from gateway.errors import bad_input
 from gateway.wire import amount_in
+from persistence.documents import Catalog
 
 _CONFIG_OF = {"MONTH": "monthlyResetPeriodConfiguration",
               "WEEK": "weeklyResetPeriodConfiguration",

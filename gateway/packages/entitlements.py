@@ -6,7 +6,6 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from gateway.catalog import Catalog
 from gateway.errors import ApiError, bad_input
 from gateway.packages.checks import (
     _CONFIG_OF,
@@ -18,6 +17,7 @@ from gateway.packages.checks import (
 )
 from gateway.packages.shapes import EntitlementIn, convert, to_dict
 from gateway.packages.store import _NAMES, _lock, _require_draft, _table, _touch, _working
+from persistence.documents import Catalog
 
 # -- entitlements -------------------------------------------------------------------------
 

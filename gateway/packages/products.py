@@ -8,12 +8,12 @@ from typing import Any
 
 from msgspec import UNSET, UnsetType
 
-from gateway.catalog import Catalog
 from gateway.errors import ApiError, bad_input
 from gateway.packages.bodies import _sibling
 from gateway.packages.checks import _check_id, _name
 from gateway.packages.shapes import ProductCreate, ProductUpdate, _camel, convert, to_dict
 from gateway.packages.store import _NAMES, KINDS, _lock, _table, _touch, get_package
+from persistence.documents import Catalog
 
 # -- products -----------------------------------------------------------------------------
 

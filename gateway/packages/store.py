@@ -11,10 +11,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import msgspec
 
-from gateway.catalog import Catalog
 from gateway.errors import ApiError, bad_input
+from persistence.documents import Catalog
 
 KINDS = {"plan": "plans", "addon": "addons"}
 _NAMES = {"plan": "plan", "addon": "add-on"}
@@ -59,8 +58,6 @@ async def _lock(catalog: Catalog, env: str, kind: str, ident: str) -> AsyncItera
             del locks[key]
 
 
-_json = msgspec.json.Encoder(order="deterministic").encode
-_unjson = msgspec.json.decode
 
 
 # -- reads ---------------------------------------------------------------------------------
@@ -89,21 +86,17 @@ async def published(catalog: Catalog, env: str, kind: str, ident: str,
         key = (env, kind, ident)
         version = state.latest.get(key)
         if version is None:
-            rows = await catalog.store.fetch(
-                "SELECT MAX(version) FROM package_versions WHERE environment = ? AND kind = ? "
-                "AND id = ?", env, kind, ident)
-            if not rows or rows[0][0] is None:
+            version = await catalog.latest_version(env, kind, ident)
+            if version is None:
                 return None  # not remembered: it may be published later
-            version = state.latest[key] = int(rows[0][0])
+            state.latest[key] = version
     vkey = (env, kind, ident, int(version))
     doc = state.versions.get(vkey)
     if doc is None:
-        rows = await catalog.store.fetch(
-            "SELECT doc FROM package_versions WHERE environment = ? AND kind = ? AND id = ? "
-            "AND version = ?", env, kind, ident, int(version))
-        if not rows:
+        doc = await catalog.package_version(env, kind, ident, int(version))
+        if doc is None:
             return None
-        doc = state.versions[vkey] = _unjson(rows[0][0])
+        state.versions[vkey] = doc
     return doc
 
 
@@ -157,11 +150,7 @@ def _touch(catalog: Catalog, doc: dict[str, Any], *, created: bool = False) -> d
 
 async def _store_version(catalog: Catalog, env: str, kind: str, doc: dict[str, Any]) -> None:
     version = int(doc["versionNumber"])
-    await catalog.store.execute(
-        "INSERT INTO package_versions (environment, kind, id, version, doc, published_at) "
-        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (environment, kind, id, version) DO UPDATE "
-        "SET doc = excluded.doc", env, kind, doc["id"], version, _json(doc).decode(),
-        catalog.now_ms())
+    await catalog.put_package_version(env, kind, doc, version)
     state = _state(catalog)
     state.versions[(env, kind, doc["id"], version)] = doc
     key = (env, kind, doc["id"])

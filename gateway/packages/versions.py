@@ -8,7 +8,6 @@ from typing import Any
 
 from msgspec import UNSET
 
-from gateway.catalog import Catalog
 from gateway.errors import ApiError, bad_input
 from gateway.packages.bodies import _apply
 from gateway.packages.checks import _check_id
@@ -24,6 +23,7 @@ from gateway.packages.store import (
     get_package,
     published,
 )
+from persistence.documents import Catalog
 
 
 async def create_package(catalog: Catalog, env: str, kind: str, body: dict) -> dict:

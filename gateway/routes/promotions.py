@@ -15,10 +15,10 @@ from litestar.params import FromPath, FromQuery
 
 from engine.domain import promotions
 from engine.domain.promotions import PromotionIn, status_of
-from gateway.catalog import parse_cursor
 from gateway.context import domain, environment, ok
 from gateway.openapi import request_body
 from gateway.wire import created_at_bounds, decode_body, iso, limit_in
+from persistence.pages import parse_cursor
 
 __all__ = ["ROUTES", "promotion_json", "promotion_status"]
 

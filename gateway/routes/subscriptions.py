@@ -621,12 +621,9 @@ async def _taken(request: Request, env: str, doc: dict[str, Any], resource_id: s
     product = await packages.get_product(services(request).catalog, env, doc["productId"])
     if product and product.get("multipleSubscriptions"):
         return False
-    rows = await services(request).store.fetch(
-        "SELECT doc FROM subscriptions WHERE environment = ? AND customer_id = ? "
-        "AND resource_id = ? AND status IN ('ACTIVE', 'IN_TRIAL', 'NOT_STARTED')",
-        env, doc["customerId"], resource_id)
-    return any(msgspec.json.decode(r[0]).get("productId") == doc["productId"]
-               and msgspec.json.decode(r[0])["id"] != doc["id"] for r in rows)
+    return any(other.get("productId") == doc["productId"] and other["id"] != doc["id"]
+               for other in await services(request).store.running_subscriptions_on_resource(
+                   env, doc["customerId"], resource_id))
 
 
 ROUTES = [provision, list_subscriptions, retrieve, update, cancel, cancel_schedule, migrate,

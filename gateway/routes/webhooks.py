@@ -11,11 +11,11 @@ from litestar import Request, Response, delete, get, patch, post
 from litestar.params import FromPath, FromQuery
 from msgspec import UNSET, UnsetType
 
-from gateway.catalog import parse_cursor
 from gateway.context import environment, ok
 from gateway.errors import ApiError, bad_input
 from gateway.openapi import request_body
 from gateway.wire import ascii_int, decode_body, iso, limit_in, parse_time
+from persistence.pages import parse_cursor
 from webhooks import Refusal, Webhooks
 from webhooks.endpoints import Endpoint
 from webhooks.tables import DEAD, DELIVERED, PENDING, Attempt, Delivery

@@ -13,8 +13,8 @@ import pytest
 
 from engine.domain.context import Domain
 from engine.runtime import ManualClock, Runtime
-from gateway.catalog import Catalog
 from persistence import open_store
+from persistence.documents import Catalog
 
 
 class World:

@@ -1,7 +1,8 @@
-"""Environment-scoped records the gateway keeps beside the engine: API keys, custom
-currencies and customer profiles. They change at admin pace, so they are written with
-single statements outside the group commit, and currencies are cached in memory (the
-consumption path checks one on every request)."""
+"""Environment-scoped documents kept beside the engine — customer profiles, currencies,
+features, coupons, products, plans, add-ons, subscriptions — and the API keys' hashes
+(the domain's `Documents`: engine/domain/context.py). They change at admin pace, so they
+are written with single statements outside the group commit, and documents are cached in
+memory (the consumption path checks a customer and a currency on every request)."""
 
 from __future__ import annotations
 
@@ -15,16 +16,18 @@ import msgspec
 
 from engine.core.meters import Meter
 from engine.runtime.clock import SystemClock
-from gateway.names import camel
+from persistence.pages import Page, page_by_creation
 
-__all__ = ["Catalog", "Page", "hash_key", "page_by_creation", "parse_cursor"]
-
-# Keyset pages live with the store now (persistence/pages.py); named here for the modules
-# that still page by SQL of their own.
-from persistence.pages import Page, page_by_creation, parse_cursor  # noqa: E402
+__all__ = ["Catalog", "hash_key"]
 
 _json = msgspec.json.Encoder(order="deterministic").encode
 _unjson = msgspec.json.decode
+
+
+def _camel(column: str) -> str:
+    """A column's document field: `feature_type` -> `featureType`."""
+    head, *rest = column.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 def hash_key(key: str) -> str:
@@ -153,7 +156,7 @@ class Catalog:
             f"INSERT INTO {table} ({names}) VALUES ({marks}) "
             "ON CONFLICT (environment, id) DO NOTHING",
             environment, doc["id"], _json(doc).decode(), doc["_createdAt"], doc["_updatedAt"],
-            doc.get("_archivedAt"), *(doc.get(camel(c)) for c in extra))
+            doc.get("_archivedAt"), *(doc.get(_camel(c)) for c in extra))
         if count:
             self._remember(table, environment, doc)
         return bool(count)
@@ -165,7 +168,7 @@ class Catalog:
             f"UPDATE {table} SET doc = ?, updated_at = ?, archived_at = ?{sets} "
             "WHERE environment = ? AND id = ?",
             _json(doc).decode(), doc["_updatedAt"], doc.get("_archivedAt"),
-            *(doc.get(camel(c)) for c in extra), environment, doc["id"])
+            *(doc.get(_camel(c)) for c in extra), environment, doc["id"])
         self._remember(table, environment, doc)
 
     async def replace_many(self, table: str, items: list[tuple[str, dict[str, Any]]]) -> None:
@@ -177,7 +180,7 @@ class Catalog:
             f"UPDATE {table} SET doc = ?, updated_at = ?, archived_at = ?{sets} "
             "WHERE environment = ? AND id = ?",
             [(_json(doc).decode(), doc["_updatedAt"], doc.get("_archivedAt"),
-              *(doc.get(camel(c)) for c in extra), env, doc["id"]) for env, doc in items])])
+              *(doc.get(_camel(c)) for c in extra), env, doc["id"]) for env, doc in items])])
         for env, doc in items:
             self._remember(table, env, doc)
 
@@ -211,3 +214,45 @@ class Catalog:
             self.store, f"SELECT doc, created_at, id FROM {table}", where, params, limit,
             after, before)
         return Page([_unjson(r[0]) for r in rows], next_cursor, prev_cursor)
+
+    # -- published package versions (gateway/packages caches them) ------------------------
+
+    async def latest_version(self, environment: str, kind: str, ident: str) -> int | None:
+        """The package's latest published version number, None if never published."""
+        rows = await self.store.fetch(
+            "SELECT MAX(version) FROM package_versions WHERE environment = ? AND kind = ? "
+            "AND id = ?", environment, kind, ident)
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+    async def package_version(self, environment: str, kind: str, ident: str,
+                              version: int) -> dict[str, Any] | None:
+        rows = await self.store.fetch(
+            "SELECT doc FROM package_versions WHERE environment = ? AND kind = ? AND id = ? "
+            "AND version = ?", environment, kind, ident, version)
+        return _unjson(rows[0][0]) if rows else None
+
+    async def put_package_version(self, environment: str, kind: str, doc: dict[str, Any],
+                                  version: int) -> None:
+        """Record a published version (the same version again replaces its document)."""
+        await self.store.execute(
+            "INSERT INTO package_versions (environment, kind, id, version, doc, published_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (environment, kind, id, version) DO UPDATE "
+            "SET doc = excluded.doc", environment, kind, doc["id"], version,
+            _json(doc).decode(), self.now_ms())
+
+    # -- copying an environment (the TOML catalog's scratch run) ---------------------------
+
+    async def copy_environment(self, environment: str, into: Catalog,
+                               tables: tuple[str, ...]) -> None:
+        """Copy the environment's documents of `tables` and its published package
+        versions into `into` (another database's Catalog)."""
+        for table in tables:
+            for (doc,) in await self.store.fetch(
+                    f"SELECT doc FROM {table} WHERE environment = ?", environment):
+                await into.insert(table, environment, _unjson(doc))
+        for row in await self.store.fetch(
+                "SELECT environment, kind, id, version, doc, published_at FROM package_versions "
+                "WHERE environment = ?", environment):
+            await into.store.execute(
+                "INSERT INTO package_versions (environment, kind, id, version, doc, "
+                "published_at) VALUES (?, ?, ?, ?, ?, ?)", *row)
