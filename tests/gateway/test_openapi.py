@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import secrets
+
 import msgspec
 from litestar import Litestar, Request, post
 from litestar.testing import TestClient
@@ -16,7 +18,6 @@ from litestar.testing import TestClient
 from gateway import openapi
 from gateway.openapi import request_body
 from gateway.wire import decode_body
-from tests.gateway.conftest import KEY
 
 # Operations that take a body, one or more per area (the synchronous consumption is a raw
 # ASGI route, which Litestar leaves out of its document).
@@ -52,8 +53,9 @@ def _refs(node: Any) -> list[str]:
 
 
 def test_the_document_describes_every_request_body(make_server: Callable[..., Any]) -> None:
-    server = make_server(api_keys=KEY).start()
-    with server.http() as http:
+    key = "openapi-key-" + secrets.token_hex(8)
+    server = make_server(api_keys=key).start()
+    with server.http(key) as http:
         document = http.get("/schema/openapi.json").json()
     for (path, method), name in WITH_BODIES.items():
         operation = document["paths"][path][method]
