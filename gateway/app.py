@@ -8,6 +8,7 @@ amounts never pass through a binary float in either direction.
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -64,7 +65,7 @@ async def health(request: Request, detail: FromQuery[bool] = False) -> Response:
         raise ApiError(401, "Unauthenticated", "detail needs a valid X-API-KEY", "X-API-KEY")
     return Response({"status": "ok",
                      "runtime": msgspec.to_builtins(svc.runtime.runtime_statistics()),
-                     "store": svc.store.statistics()})
+                     "store": svc.store.statistics(), "gc": gc_statistics()})
 
 
 @get("/ready", include_in_schema=False)
@@ -140,10 +141,34 @@ def tune_gc() -> None:
     """Move everything built at start-up out of the cyclic collector's way, and let the
     youngest generation grow larger before a collection: requests allocate many short-lived
     objects, and with the default threshold (700) collections ran every few requests and
-    showed up as latency spikes at high concurrency (scripts/bench_http.py p99)."""
+    showed up as latency spikes at high concurrency (scripts/bench_http.py p99). The
+    collections are counted and timed per generation (`gc_statistics`, in
+    /health?detail=true): a soak shows whether they grow with the heap."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+    if _gc_timer not in gc.callbacks:
+        gc.callbacks.append(_gc_timer)
+
+
+_gc_counts = [0, 0, 0]
+_gc_seconds = [0.0, 0.0, 0.0]
+_gc_started = 0.0
+
+
+def _gc_timer(phase: str, info: dict[str, int]) -> None:
+    global _gc_started
+    if phase == "start":
+        _gc_started = time.perf_counter()
+    else:
+        generation = info["generation"]
+        _gc_counts[generation] += 1
+        _gc_seconds[generation] += time.perf_counter() - _gc_started
+
+
+def gc_statistics() -> dict[str, list[int] | list[float]]:
+    """Collections since start per generation (0, 1, 2) and the seconds they took."""
+    return {"collections": list(_gc_counts), "seconds": [round(x, 3) for x in _gc_seconds]}
 
 
 def _feed(settings: Settings, clock: Any, secret: str) -> Feed:

@@ -212,6 +212,14 @@ def internals(before: dict[str, Any], after: dict[str, Any], seconds: float) -> 
         # check, and those it checked (persistence/key_filter.py).
         "filter_passed_per_s": delta("key_filter_passed") / seconds,
         "filter_held_per_s": delta("key_filter_held") / seconds,
+        # The cyclic collector: share of the interval spent collecting, and full (oldest
+        # generation) collections with their time each.
+        "gc_share": (sum(after.get("gc", {}).get("seconds", [0, 0, 0]))
+                     - sum(before.get("gc", {}).get("seconds", [0, 0, 0]))) / seconds,
+        "gc_full": (after.get("gc", {}).get("collections", [0, 0, 0])[2]
+                    - before.get("gc", {}).get("collections", [0, 0, 0])[2]),
+        "gc_full_s": (after.get("gc", {}).get("seconds", [0, 0, 0])[2]
+                      - before.get("gc", {}).get("seconds", [0, 0, 0])[2]),
     }
 
 
@@ -225,7 +233,8 @@ def internals_row(d: dict[str, Any]) -> str:
             f"memory {d['memory_mib']:.0f}/{d['memory_max_mib']:.0f} MiB, "
             f"{d['resident']:,} customers, {d['keys']:,} keys, "
             f"{d['keys_forgotten']:,} forgotten; key filter: {d['filter_passed_per_s']:,.0f}/s "
-            f"new, {d['filter_held_per_s']:,.0f}/s checked")
+            f"new, {d['filter_held_per_s']:,.0f}/s checked; gc {100 * d['gc_share']:.1f} % "
+            f"of the time, {d['gc_full']} full taking {d['gc_full_s']:.2f} s")
 
 
 def soak_backend(label: str, database_url: str, args: argparse.Namespace, script: Path,
