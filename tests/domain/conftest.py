@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from engine.domain.context import Domain
+from engine.domain.errors import DomainError
 from engine.runtime import ManualClock, Runtime
 from persistence import open_store
 from persistence.documents import Catalog
@@ -50,3 +51,14 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
             Runtime(store, clock) as runtime:
         catalog = Catalog(store, clock=clock)
         yield World(Domain(store=store, runtime=runtime, documents=catalog), catalog, clock)
+
+
+@pytest.fixture
+def refused() -> Any:
+    """`await refused(call)`: the DomainError the domain call raises (it must raise one)."""
+    async def refused(call: Any) -> DomainError:
+        with pytest.raises(DomainError) as caught:
+            await call
+        return caught.value
+
+    return refused

@@ -32,12 +32,6 @@ async def setup(world, *customers: str) -> None:
         await world.customer(ENV, c)
 
 
-async def refused(call) -> DomainError:
-    with pytest.raises(DomainError) as caught:
-        await call
-    return caught.value
-
-
 async def test_grant_consume_and_read_back(world) -> None:
     d = world.domain
     await setup(world)
@@ -63,7 +57,7 @@ async def test_grant_consume_and_read_back(world) -> None:
     assert customer == "c1" and voided.status is GrantStatus.VOIDED
 
 
-async def test_refusals_are_typed_and_name_the_field(world) -> None:
+async def test_refusals_are_typed_and_name_the_field(world, refused) -> None:
     d = world.domain
     await setup(world)
     await world.customer(ENV, "gone", archived=True)
@@ -94,7 +88,7 @@ async def test_refusals_are_typed_and_name_the_field(world) -> None:
     assert (err.code, err.field) == ("BadUserInput", "before")
 
 
-async def test_a_grant_is_found_only_in_its_environment(world) -> None:
+async def test_a_grant_is_found_only_in_its_environment(world, refused) -> None:
     d = world.domain
     await setup(world)
     g = await credits.grant_credits(d, ENV, grant())
@@ -110,7 +104,7 @@ async def test_a_grant_is_found_only_in_its_environment(world) -> None:
     assert customer == "c1" and voided.status is GrantStatus.VOIDED
 
 
-async def test_consume_many_checks_every_item_before_applying_any(world) -> None:
+async def test_consume_many_checks_every_item_before_applying_any(world, refused) -> None:
     d = world.domain
     await setup(world, "c1", "c2")
     await credits.grant_credits(d, ENV, grant(amount=20 * UNITS))

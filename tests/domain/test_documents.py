@@ -6,20 +6,13 @@ from __future__ import annotations
 import pytest
 
 from engine.domain import credits, currencies, customers
-from engine.domain.errors import DomainError
 
 pytestmark = pytest.mark.anyio
 
 ENV = "default"
 
 
-async def refused(call) -> DomainError:
-    with pytest.raises(DomainError) as caught:
-        await call
-    return caught.value
-
-
-async def test_customer_lifecycle(world) -> None:
+async def test_customer_lifecycle(world, refused) -> None:
     d = world.domain
     doc = await customers.provision(d, ENV, "c1", {"email": "a@b.c", "metadata": None})
     assert doc["id"] == "c1" and doc["metadata"] == {} and doc["email"] == "a@b.c"
@@ -52,7 +45,7 @@ async def test_customer_lifecycle(world) -> None:
     assert (err.status, err.code, err.field) == (404, "CustomerNotFound", "id")
 
 
-async def test_currency_rules(world) -> None:
+async def test_currency_rules(world, refused) -> None:
     d = world.domain
     top_up = currencies.TopUp(price_per_credit=1_000, price_currency="EUR",
                               minimum_purchase=5 * 100_000, maximum_purchase=100 * 100_000)
@@ -88,7 +81,7 @@ async def test_currency_rules(world) -> None:
     assert (err.code, err.field) == ("BadUserInput", "status")
 
 
-async def test_auto_recharge_settings_need_a_top_up_price(world) -> None:
+async def test_auto_recharge_settings_need_a_top_up_price(world, refused) -> None:
     from engine.domain import recharge
 
     d = world.domain
@@ -110,7 +103,7 @@ async def test_auto_recharge_settings_need_a_top_up_price(world) -> None:
     assert err.code == "CustomCurrencyNotFound"
 
 
-async def test_coupon_rules(world) -> None:
+async def test_coupon_rules(world, refused) -> None:
     from decimal import Decimal
 
     from engine.domain import coupons

@@ -10,17 +10,10 @@ from msgspec import UNSET
 
 from engine.core.meters import Meter
 from engine.domain import currencies, features
-from engine.domain.errors import DomainError
 
 pytestmark = pytest.mark.anyio
 
 ENV = "default"
-
-
-async def refused(call) -> DomainError:
-    with pytest.raises(DomainError) as caught:
-        await call
-    return caught.value
 
 
 def new(ident: str, kind: str = "NUMBER", **fields) -> features.FeatureCreate:
@@ -28,7 +21,7 @@ def new(ident: str, kind: str = "NUMBER", **fields) -> features.FeatureCreate:
                                   **fields)
 
 
-async def test_metered_credit_backed_feature(world) -> None:
+async def test_metered_credit_backed_feature(world, refused) -> None:
     d = world.domain
     await currencies.create(d, ENV, currencies.CurrencyInput(id="tok", display_name="T"))
     meter = msgspec.convert({"aggregation": {"function": "COUNT"}, "filters": [{"conditions": [
@@ -52,7 +45,7 @@ async def test_metered_credit_backed_feature(world) -> None:
     assert features.credit_rate_units(doc) is None
 
 
-async def test_feature_rules_and_lists(world) -> None:
+async def test_feature_rules_and_lists(world, refused) -> None:
     d = world.domain
     err = await refused(features.create(d, ENV, new("flag", "BOOLEAN",
                                                     meter_type="INCREMENTAL")))
