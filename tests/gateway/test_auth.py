@@ -36,6 +36,11 @@ def test_health_detail_needs_a_key_and_shows_the_counters_move(server, uid) -> N
     assert runtime["memory_max_bytes"] == 256 * 1024 * 1024  # CREDITD_MEMORY_MB's default
     assert runtime["memory_bytes"] > 0 and runtime["commands"] > before["runtime"]["commands"]
     assert store["flushes"] > before["store"]["flushes"] and store["flush_s"] > 0
+    # The garbage collector's collections and seconds per generation (gateway/app.py).
+    gc_before, gc_after = before["gc"], after["gc"]
+    assert len(gc_after["collections"]) == len(gc_after["seconds"]) == 3
+    assert all(a >= b >= 0 for a, b in zip(gc_after["collections"], gc_before["collections"]))
+    assert all(a >= b >= 0 for a, b in zip(gc_after["seconds"], gc_before["seconds"]))
 
 
 @pytest.mark.parametrize("headers, status, field", [
@@ -158,3 +163,20 @@ def test_every_response_carries_its_request_id(server) -> None:
     with server.http(key=None) as http:
         refused = http.get("/api/v1/customers", headers={"X-Request-ID": "req-401"})
         assert refused.status_code == 401 and refused.headers["x-request-id"] == "req-401"
+
+
+def test_gc_statistics_count_and_time_each_collection() -> None:
+    """What /health?detail=true shows under `gc`: every collection, by generation."""
+    import gc
+
+    from gateway import app
+
+    gc.callbacks.append(app._gc_timer)
+    try:
+        before = app.gc_statistics()
+        gc.collect()  # a full collection: generation 2
+        after = app.gc_statistics()
+    finally:
+        gc.callbacks.remove(app._gc_timer)
+    assert after["collections"][2] == before["collections"][2] + 1
+    assert after["seconds"][2] >= before["seconds"][2]
