@@ -1,7 +1,7 @@
 """The effective feature entitlements of a customer (docs/subscriptions.md, Entitlements).
 
 Sources: the customer's active subscriptions (`gateway.subscriptions.active_subscriptions`)
-through the published plan and add-on versions they point at (`gateway.packages.published`),
+through the published plan and add-on versions they point at (`engine.domain.packages.published`),
 and the customer's promotional entitlements (table `promotional_entitlements`, written by
 `engine.domain.promotions`). Per feature they combine as:
 
@@ -30,6 +30,7 @@ import msgspec
 from engine.billing.periods import reset_window
 from engine.core.commands import GetUsage, UsageCountersReply
 from engine.core.usage import usage_in_period
+from engine.domain.packages import published
 from gateway.entitlements_cache import cache_of
 from gateway.routes.common import engine_id
 from gateway.wire import parse_time
@@ -107,7 +108,6 @@ async def _subscriptions(services: Any, env: str, customer_id: str, resource_id:
 
 async def _published(services: Any, env: str, kind: str, ident: str,
                      version: int | None) -> dict[str, Any] | None:
-    from gateway.packages import published  # noqa: PLC0415
 
     return await published(services.catalog, env, kind, ident, version)
 

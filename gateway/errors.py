@@ -10,16 +10,14 @@ is logged and answered 500 without details; a client mistake never reaches that 
 from __future__ import annotations
 
 import math
-import re
 
-import msgspec
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from engine.domain.errors import DomainError, bad_input, from_refusal
-from gateway.names import camel
+from engine.domain.errors import DomainError, bad_input, field_of, from_refusal
 from engine.runtime.errors import EngineError, EngineFault, Overloaded, StoreUnavailable
+from gateway.names import camel
 
 __all__ = ["ApiError", "bad_input", "from_refusal", "exception_handlers", "field_of",
            "response"]
@@ -43,26 +41,6 @@ def response(exc: DomainError) -> Response:
     if 400 <= exc.status < 500 and exc.status != 429:
         headers.setdefault("x-should-retry", "false")
     return Response(body, status_code=exc.status, headers=headers)
-
-
-_PATH = re.compile(r" - at `\$\.?(.*)`$")
-
-
-def field_of(error: msgspec.ValidationError) -> tuple[str, str | None]:
-    """Split msgspec's 'Expected `int`, got `str` - at `$.items[0].amount`' into the
-    message and the field path (`items[0].amount`); a missing or unknown field is named
-    with its parent's path."""
-    text = str(error)
-    match = _PATH.search(text)
-    message = text if match is None else text[: match.start()]
-    path = None if match is None else (match.group(1) or None)
-    if path is not None:
-        # msgspec names a dict value `metadata[...]` (without the key): name the dict.
-        path = path.replace("[...]", "") or None
-    named = re.search(r"(?:missing required|unknown) field `([^`]+)`", message)
-    if named:
-        path = f"{path}.{named.group(1)}" if path else named.group(1)
-    return message, path
 
 
 def _retry_after(exc: EngineError) -> dict[str, str]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from engine.domain import packages
 from gateway.errors import bad_input
 
 __all__ = [
@@ -33,7 +34,6 @@ QUANTITY_MAX = 1_000_000
 
 async def _package(services: Any, env: str, kind: str, ident: str, field: str,
                    ) -> dict[str, Any]:
-    from gateway import packages  # noqa: PLC0415
 
     return await packages.require_published(services.catalog, env, kind, ident, field=field)
 
@@ -110,7 +110,6 @@ async def resolve(services: Any, env: str, current: dict[str, Any] | None,
         changes.update(planId=plan_id, planVersion=plan["versionNumber"],
                        productId=plan["productId"], pricingType=pricing_type_of(plan))
     else:
-        from gateway import packages  # noqa: PLC0415
 
         plan = await packages.published(services.catalog, env, "plan", plan_id,
                                         current["planVersion"])
@@ -241,7 +240,6 @@ async def trial_terms(plan: dict[str, Any], start: int, override: Trial | None,
 
 async def packages_published(services: Any, env: str, ident: str,
                              version: int | None) -> dict[str, Any]:
-    from gateway import packages  # noqa: PLC0415
 
     doc = await packages.published(services.catalog, env, "addon", ident, version)
     assert doc is not None, ident  # subscriptions only point at published versions

@@ -56,6 +56,7 @@ from engine.billing.lifecycle import (
 )
 from engine.core.commands import CreateGrant, GrantReply, Refused, SetGrantExpiry, VoidGrant
 from engine.core.model import GrantType
+from engine.domain import packages
 from gateway.entitlements_cache import invalidate
 from gateway.errors import ApiError, bad_input
 from gateway.routes.common import engine_id, scoped_key, stamp
@@ -139,7 +140,6 @@ def timeline_of(doc: dict[str, Any]) -> Timeline:
 
 async def _published(services: Any, env: str, kind: str, ident: str,
                      version: int | None) -> dict[str, Any] | None:
-    from gateway import packages  # noqa: PLC0415 (packages imports the routes' helpers)
 
     return await packages.published(services.catalog, env, kind, ident, version)
 

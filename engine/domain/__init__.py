@@ -17,10 +17,11 @@ Below it: the pure core (engine/core: one customer's state machine, no I/O), the
     features.py    features, their meters and credit rates
     coupons.py     coupons: discounts and durations
     recharge.py    auto-recharge settings
+    analytics.py   credit usage and usage history over time
+    promotions.py  promotional entitlements
+    packages/      products, plans and add-ons: drafts, versions, entitlements, prices
     values.py      small value rules shared with the store
 
-Moved here so far: credits, customers, currencies, features, coupons, auto-recharge
-settings (issue 16 moves the rest, area by area: usage and events, analytics, products,
-plans and add-ons, subscriptions, entitlements, promotions, paywall, estimates, webhook
-endpoints).
+Still in the gateway (issue 16 moves them, area by area): usage and events,
+subscriptions, entitlement checks, paywall, estimates.
 """

@@ -56,6 +56,15 @@ class Documents(Protocol):
 
     def now_ms(self) -> int: ...
 
+    # Published package versions (engine/domain/packages): immutable once written.
+    async def latest_version(self, environment: str, kind: str, ident: str) -> int | None: ...
+
+    async def package_version(self, environment: str, kind: str, ident: str,
+                              version: int) -> dict[str, Any] | None: ...
+
+    async def put_package_version(self, environment: str, kind: str, doc: dict[str, Any],
+                                  version: int) -> None: ...
+
 
 def stamp(documents: Documents, doc: dict[str, Any], *, created: bool = False,
           ) -> dict[str, Any]:

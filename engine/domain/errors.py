@@ -8,9 +8,13 @@ the HTTP status the REST API answers it with (GraphQL ignores it).
 
 from __future__ import annotations
 
+import re
+
+import msgspec
+
 from engine.core.commands import Refused
 
-__all__ = ["DomainError", "bad_input", "from_refusal", "not_found"]
+__all__ = ["DomainError", "bad_input", "field_of", "from_refusal", "not_found"]
 
 
 class DomainError(Exception):
@@ -67,3 +71,23 @@ def from_refusal(refused: Refused) -> DomainError:
     status, code = _REFUSALS.get(refused.code, (400, "BadUserInput"))
     return DomainError(status, code, _MESSAGES.get(refused.code, refused.message),
                        refused.field, headers={"x-should-retry": "false"})
+
+
+_PATH = re.compile(r" - at `\$\.?(.*)`$")
+
+
+def field_of(error: msgspec.ValidationError) -> tuple[str, str | None]:
+    """Split msgspec's 'Expected `int`, got `str` - at `$.items[0].amount`' into the
+    message and the field path (`items[0].amount`); a missing or unknown field is named
+    with its parent's path."""
+    text = str(error)
+    match = _PATH.search(text)
+    message = text if match is None else text[: match.start()]
+    path = None if match is None else (match.group(1) or None)
+    if path is not None:
+        # msgspec names a dict value `metadata[...]` (without the key): name the dict.
+        path = path.replace("[...]", "") or None
+    named = re.search(r"(?:missing required|unknown) field `([^`]+)`", message)
+    if named:
+        path = f"{path}.{named.group(1)}" if path else named.group(1)
+    return message, path

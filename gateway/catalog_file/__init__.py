@@ -6,7 +6,7 @@ coupons, applied to an environment with `creditd catalog apply FILE` (or at star
 table and key, with the line). `apply(catalog, env, file, dry_run)` compares every item with
 what is stored and creates, updates, or (plans and add-ons) publishes a new version where
 they differ, through the same code the REST API runs: the route handlers of currencies,
-features and coupons, and `gateway.packages` for products, plans and add-ons. Applying the
+features and coupons, and `engine.domain.packages` for products, plans and add-ons. Applying the
 same file again changes nothing.
 
 Nothing is half-applied: the whole change set is first applied to a scratch copy of the

@@ -1,5 +1,5 @@
 """Applying a catalog file item by item: `_Applier` compares each item with what is stored
-and creates, updates or publishes through the route handlers and `gateway.packages`,
+and creates, updates or publishes through the route handlers and `engine.domain.packages`,
 recording one `Change` per item."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
+from engine.domain import packages
 from engine.domain.context import Domain
 from gateway.errors import ApiError, bad_input, field_of
 
@@ -195,7 +196,6 @@ class _Applier:
             self.note("unchanged", "coupons", ident)
 
     async def _product(self, ident: str, p: Product) -> None:
-        from gateway import packages
 
         body = {"displayName": p.display_name, "description": p.description,
                 "metadata": p.metadata, "multipleSubscriptions": p.multiple_subscriptions}
@@ -212,7 +212,6 @@ class _Applier:
             self.note("unchanged", "products", ident)
 
     async def _package(self, table: str, ident: str, pkg: Plan | Addon) -> None:
-        from gateway import packages
 
         kind = "plan" if table == "plans" else "addon"
         fields = _package_fields(pkg)
@@ -266,7 +265,6 @@ class _Applier:
                     entitlements: list[dict[str, Any]], charges: dict[str, Any] | None) -> None:
         """Set a draft's fields, prices and entitlements; an error is reported at the
         file's key (entitlements are keyed by feature id there, prices by position)."""
-        from gateway import packages
 
         kind = "plan" if table == "plans" else "addon"
         try:

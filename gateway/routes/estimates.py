@@ -58,6 +58,7 @@ from engine.billing.pricing import (
 )
 from engine.billing.proration import Proration, prorate, prorated
 from engine.core.amounts import from_units
+from engine.domain import packages
 from gateway.context import environment, ok, services
 from gateway.errors import ApiError, bad_input
 from gateway.openapi import request_body
@@ -181,7 +182,6 @@ class EstimateUpdateBody(_Common):
 async def _package(request: Request, kind: str, ident: str, field: str,
                    version: int | None = None) -> dict[str, Any]:
     """A published package (given or latest version) that may be subscribed to."""
-    from gateway import packages  # noqa: PLC0415 (packages imports route helpers)
 
     catalog, env = services(request).catalog, environment(request)
     name = "PlanNotFound" if kind == "plan" else "AddonNotFound"

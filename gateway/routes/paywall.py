@@ -17,7 +17,7 @@ from typing import Any
 from litestar import Request, Response, get
 
 from engine.billing.pricing import select_price_period
-from gateway import packages
+from engine.domain import packages
 from gateway.context import environment, ok, services
 from gateway.errors import ApiError, bad_input
 from gateway.wire import iso

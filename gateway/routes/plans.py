@@ -1,5 +1,5 @@
 """Plans and add-ons (issue 9): the REST endpoints of the official client's `v1.plans` and
-`v1.addons`, over `gateway.packages` (which holds the rules and the stored documents).
+`v1.addons`, over `engine.domain.packages` (which holds the rules and the stored documents).
 
     POST   /api/v1/{plans|addons}                          create (DRAFT v1)
     GET    /api/v1/{plans|addons}                          list: productId, status, createdAt
@@ -24,11 +24,12 @@ import msgspec
 from litestar import Request, Response, delete, get, patch, post
 from litestar.params import FromPath, FromQuery
 
-from gateway import packages
+from engine.domain import packages
+from engine.domain.packages import EntitlementIn, PackageCreate, PackageUpdate
+from gateway import package_json
 from gateway.context import environment, ok, services
 from gateway.errors import bad_input
 from gateway.openapi import request_body
-from gateway.packages import EntitlementIn, PackageCreate, PackageUpdate
 from gateway.wire import ascii_int, created_at_bounds, decode_body, limit_in
 
 __all__ = ["ROUTES"]
@@ -93,7 +94,7 @@ def _routes(kind: str) -> list[Any]:
         body = await decode_body(request, PackageCreate)
         doc = await packages.create_package(services(request).catalog, environment(request),
                                             kind, body)
-        return ok(packages.package_json(doc, kind))
+        return ok(package_json.package_json(doc, kind))
 
     @get(base, name=f"{kind}_list")
     async def list_packages(
@@ -109,31 +110,31 @@ def _routes(kind: str) -> list[Any]:
             packages.KINDS[kind], environment(request), limit_in(limit), after, before,
             created=created_at_bounds(request), equal={"product_id": product},
             any_of={"status": _csv(request, "status", _STATUSES)})
-        return ok([packages.package_json(d, kind) for d in page.items],
+        return ok([package_json.package_json(d, kind) for d in page.items],
                   pagination={"next": page.next, "prev": page.prev})
 
     @get(base + "/{ident:str}", name=f"{kind}_retrieve")
     async def retrieve(request: Request, ident: FromPath[str]) -> Response:
-        return ok(packages.package_json(await _doc(request, ident), kind))
+        return ok(package_json.package_json(await _doc(request, ident), kind))
 
     @patch(base + "/{ident:str}", name=f"{kind}_update", opt=request_body(PackageUpdate))
     async def update(request: Request, ident: FromPath[str]) -> Response:
         body = await decode_body(request, PackageUpdate)
         doc = await packages.update_package(services(request).catalog, environment(request),
                                             kind, ident, body)
-        return ok(packages.package_json(doc, kind))
+        return ok(package_json.package_json(doc, kind))
 
     @post(base + "/{ident:str}/archive", name=f"{kind}_archive")
     async def archive(request: Request, ident: FromPath[str]) -> Response:
         doc = await packages.archive(services(request).catalog, environment(request), kind,
                                      ident)
-        return ok(packages.package_json(doc, kind))
+        return ok(package_json.package_json(doc, kind))
 
     @post(base + "/{ident:str}/draft", name=f"{kind}_create_draft")
     async def create_draft(request: Request, ident: FromPath[str]) -> Response:
         doc = await packages.create_draft(services(request).catalog, environment(request),
                                           kind, ident)
-        return ok(packages.package_json(doc, kind))
+        return ok(package_json.package_json(doc, kind))
 
     @delete(base + "/{ident:str}/draft", name=f"{kind}_remove_draft", status_code=200)
     async def remove_draft(request: Request, ident: FromPath[str]) -> Response:
@@ -158,7 +159,7 @@ def _routes(kind: str) -> list[Any]:
     async def _charges(request: Request, ident: str, limit: int | None, after: str | None,
                        before: str | None, overage: bool) -> Response:
         doc = await _doc(request, ident)
-        rows, pagination = page_rows(packages.charge_rows(doc, overage=overage),
+        rows, pagination = page_rows(package_json.charge_rows(doc, overage=overage),
                                      limit_in(limit), after, before)
         return ok(rows, pagination=pagination)
 
@@ -184,12 +185,12 @@ def _routes(kind: str) -> list[Any]:
         written = await packages.set_entitlements(
             services(request).catalog, environment(request), kind,
             request.path_params[pid], list(body.entitlements), replace=False)
-        return ok([packages.entitlement_json(e) for e in written])
+        return ok([package_json.entitlement_json(e) for e in written])
 
     @get(ents, name=f"{kind}_entitlements_list")
     async def list_entitlements(request: Request) -> Response:
         doc = await _doc(request, request.path_params[pid])
-        return ok([packages.entitlement_json(e) for e in doc["entitlements"]],
+        return ok([package_json.entitlement_json(e) for e in doc["entitlements"]],
                   pagination={"next": None, "prev": None})
 
     @patch(ents + "/{ent_id:str}", name=f"{kind}_entitlements_update",
@@ -199,14 +200,14 @@ def _routes(kind: str) -> list[Any]:
         ent = await packages.update_entitlement(
             services(request).catalog, environment(request), kind, request.path_params[pid],
             ent_id, body)
-        return ok(packages.entitlement_json(ent))
+        return ok(package_json.entitlement_json(ent))
 
     @delete(ents + "/{ent_id:str}", name=f"{kind}_entitlements_delete", status_code=200)
     async def delete_entitlement(request: Request, ent_id: FromPath[str]) -> Response:
         gone = await packages.delete_entitlement(
             services(request).catalog, environment(request), kind, request.path_params[pid],
             ent_id)
-        return ok(packages.entitlement_json(gone))
+        return ok(package_json.entitlement_json(gone))
 
     return [create, list_packages, retrieve, update, archive, create_draft, remove_draft,
             publish, list_charges, list_overage_charges, create_entitlements,

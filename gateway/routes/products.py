@@ -1,5 +1,5 @@
 """Products (issue 9): the official client's `v1.products` (create, list, update, archive,
-unarchive, duplicate) over `gateway.packages`, plus `GET /api/v1/products/{id}` (an
+unarchive, duplicate) over `engine.domain.packages`, plus `GET /api/v1/products/{id}` (an
 extension: the client has no retrieve)."""
 
 from __future__ import annotations
@@ -9,11 +9,12 @@ from litestar import Request, Response, get, patch, post
 from litestar.params import FromPath, FromQuery
 from msgspec import UNSET, UnsetType
 
-from gateway import packages
+from engine.domain import packages
+from engine.domain.packages import ProductCreate, ProductUpdate
+from gateway import package_json
 from gateway.context import environment, ok, services
 from gateway.errors import ApiError, bad_input
 from gateway.openapi import request_body
-from gateway.packages import ProductCreate, ProductUpdate
 from gateway.wire import created_at_bounds, decode_body, limit_in
 
 __all__ = ["ROUTES"]
@@ -31,7 +32,7 @@ class DuplicateBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 async def create_product(request: Request) -> Response:
     body = await decode_body(request, ProductCreate)
     doc = await packages.create_product(services(request).catalog, environment(request), body)
-    return ok(packages.product_json(doc))
+    return ok(package_json.product_json(doc))
 
 
 @get(_BASE)
@@ -52,7 +53,7 @@ async def list_products(
     page = await services(request).catalog.page(
         "products", environment(request), limit_in(limit), after, before, archived,
         created=created_at_bounds(request), equal={"id": id})
-    return ok([packages.product_json(d) for d in page.items],
+    return ok([package_json.product_json(d) for d in page.items],
               pagination={"next": page.next, "prev": page.prev})
 
 
@@ -62,7 +63,7 @@ async def retrieve_product(request: Request, product_id: FromPath[str]) -> Respo
                                      product_id)
     if doc is None:
         raise ApiError(404, "ProductNotFound", f"product {product_id!r} was not found", "id")
-    return ok(packages.product_json(doc))
+    return ok(package_json.product_json(doc))
 
 
 @patch(_BASE + "/{product_id:str}", opt=request_body(ProductUpdate))
@@ -70,21 +71,21 @@ async def update_product(request: Request, product_id: FromPath[str]) -> Respons
     body = await decode_body(request, ProductUpdate)
     doc = await packages.update_product(services(request).catalog, environment(request),
                                         product_id, body)
-    return ok(packages.product_json(doc))
+    return ok(package_json.product_json(doc))
 
 
 @post(_BASE + "/{product_id:str}/archive")
 async def archive_product(request: Request, product_id: FromPath[str]) -> Response:
     doc = await packages.archive_product(services(request).catalog, environment(request),
                                          product_id)
-    return ok(packages.product_json(doc))
+    return ok(package_json.product_json(doc))
 
 
 @post(_BASE + "/{product_id:str}/unarchive")
 async def unarchive_product(request: Request, product_id: FromPath[str]) -> Response:
     doc = await packages.unarchive_product(services(request).catalog, environment(request),
                                            product_id)
-    return ok(packages.product_json(doc))
+    return ok(package_json.product_json(doc))
 
 
 @post(_BASE + "/{product_id:str}/duplicate", opt=request_body(DuplicateBody))
@@ -93,7 +94,7 @@ async def duplicate_product(request: Request, product_id: FromPath[str]) -> Resp
     doc = await packages.duplicate_product(
         services(request).catalog, environment(request), product_id, body.target_id,
         display_name=body.display_name, description=body.description)
-    return ok(packages.product_json(doc))
+    return ok(package_json.product_json(doc))
 
 
 ROUTES = [create_product, list_products, retrieve_product, update_product, archive_product,

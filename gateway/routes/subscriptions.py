@@ -18,6 +18,7 @@ from litestar import Request, Response, delete, get, patch, post
 from litestar.params import FromPath, FromQuery
 from msgspec import UNSET, UnsetType
 
+from engine.domain import packages
 from gateway import subscriptions as subs
 from gateway.context import environment, ok, services
 from gateway.errors import ApiError, bad_input
@@ -267,7 +268,6 @@ async def _replace_running(request: Request, env: str, doc: dict[str, Any],
     it (same resource) ends now, replaced by the new one. Returns where the replaced one's
     usage windows were anchored (usage carries over, unless the product's
     usageResetCutoffRule says ALWAYS_RESET), or None if nothing was replaced."""
-    from gateway import packages  # noqa: PLC0415
 
     product = await packages.get_product(services(request).catalog, env, doc["productId"])
     if product and product.get("multipleSubscriptions"):
@@ -358,7 +358,6 @@ async def _provision(request: Request, svc: Any, env: str, body: ProvisionBody,
                                        None, "couponId")
         except ApiError:
             coupons = None
-    from gateway import packages  # noqa: PLC0415
 
     plan = await packages.published(svc.catalog, env, "plan", body.plan_id,
                                     changes["planVersion"])
@@ -616,7 +615,6 @@ async def _taken(request: Request, env: str, doc: dict[str, Any], resource_id: s
     """Whether `resource_id` already holds a running subscription on `doc`'s product and
     the product allows one (the caller holds the customer's lock: the documents are read
     as stored, without a catch-up)."""
-    from gateway import packages  # noqa: PLC0415
 
     product = await packages.get_product(services(request).catalog, env, doc["productId"])
     if product and product.get("multipleSubscriptions"):

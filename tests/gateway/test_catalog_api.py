@@ -139,7 +139,7 @@ def test_plan_lifecycle_with_versions(client, raw, uid, cat) -> None:
 
 
 def test_package_versions_are_kept(client, server, uid, cat) -> None:
-    """Both published versions stay in package_versions, readable through gateway.packages
+    """Both published versions stay in package_versions, readable through engine.domain.packages
     (checked in the server's database)."""
     p = plan(client, uid, cat)
     client.v1.plans.entitlements.create(p.id, entitlements=[

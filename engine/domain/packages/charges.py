@@ -7,8 +7,9 @@ from decimal import Decimal
 from typing import Any
 
 from engine.billing.pricing import select_price_period
-from gateway.errors import bad_input
-from gateway.packages.checks import (
+from engine.domain.context import Documents as Catalog
+from engine.domain.errors import bad_input
+from engine.domain.packages.checks import (
     _credits,
     _currency,
     _custom_currency,
@@ -18,7 +19,7 @@ from gateway.packages.checks import (
     decimal_str,
     money,
 )
-from gateway.packages.shapes import (
+from engine.domain.packages.shapes import (
     Charges,
     Money,
     PricePeriod,
@@ -27,7 +28,6 @@ from gateway.packages.shapes import (
     convert,
     to_dict,
 )
-from persistence.documents import Catalog
 
 # -- charges ------------------------------------------------------------------------------
 

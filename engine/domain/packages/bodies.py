@@ -8,10 +8,11 @@ from typing import Any
 
 from msgspec import UNSET
 
-from gateway.errors import ApiError, bad_input
-from gateway.packages.charges import _charges
-from gateway.packages.checks import _name, _whole, money
-from gateway.packages.shapes import (
+from engine.domain.context import Documents as Catalog
+from engine.domain.errors import DomainError, bad_input
+from engine.domain.packages.charges import _charges
+from engine.domain.packages.checks import _name, _whole, money
+from engine.domain.packages.shapes import (
     _ADDON_ONLY,
     _COSMETIC,
     _PLAN_ONLY,
@@ -19,8 +20,7 @@ from gateway.packages.shapes import (
     TrialConfig,
     _camel,
 )
-from gateway.packages.store import _NAMES, _require_draft, get_package
-from persistence.documents import Catalog
+from engine.domain.packages.store import _NAMES, _require_draft, get_package
 
 # -- packages -----------------------------------------------------------------------------
 
@@ -67,7 +67,7 @@ async def _apply(catalog: Catalog, env: str, kind: str, doc: dict[str, Any],
                   if getattr(body, n) is not UNSET]
     if doc["status"] == "ARCHIVED" and (structural or any(
             getattr(body, n) is not UNSET for n in _COSMETIC)):
-        raise ApiError(409, "PackageArchived",
+        raise DomainError(409, "PackageArchived",
                        f"{_NAMES[kind]} {doc['id']!r} is archived and cannot change")
     if structural and doc["status"] != "DRAFT":
         _require_draft(doc, kind, _camel(structural[0]))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from gateway.wire import iso
+from engine.times import iso
 
 # -- wire forms ---------------------------------------------------------------------------
 

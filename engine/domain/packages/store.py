@@ -12,8 +12,8 @@ from typing import Any
 
 import anyio
 
-from gateway.errors import ApiError, bad_input
-from persistence.documents import Catalog
+from engine.domain.context import Documents as Catalog
+from engine.domain.errors import DomainError, bad_input
 
 KINDS = {"plan": "plans", "addon": "addons"}
 _NAMES = {"plan": "plan", "addon": "add-on"}
@@ -106,7 +106,7 @@ async def require_published(catalog: Catalog, env: str, kind: str, ident: str, *
     package. 404 for an unknown package, 400 for an archived or never published one."""
     working = await get_package(catalog, env, kind, ident)
     if working is None:
-        raise ApiError(404, _NOT_FOUND[kind], f"{_NAMES[kind]} {ident!r} was not found", field)
+        raise DomainError(404, _NOT_FOUND[kind], f"{_NAMES[kind]} {ident!r} was not found", field)
     if working["status"] == "ARCHIVED":
         raise bad_input(f"{_NAMES[kind]} {ident!r} is archived", field)
     doc = await published(catalog, env, kind, ident, version)
@@ -120,7 +120,7 @@ async def _working(catalog: Catalog, env: str, kind: str, ident: str,
                    field: str = "id") -> dict[str, Any]:
     doc = await get_package(catalog, env, kind, ident)
     if doc is None:
-        raise ApiError(404, _NOT_FOUND[kind], f"{_NAMES[kind]} {ident!r} was not found", field)
+        raise DomainError(404, _NOT_FOUND[kind], f"{_NAMES[kind]} {ident!r} was not found", field)
     return copy.deepcopy(doc)
 
 
@@ -132,10 +132,10 @@ async def require_package(catalog: Catalog, env: str, kind: str, ident: str,
 
 def _require_draft(doc: dict[str, Any], kind: str, what: str) -> None:
     if doc["status"] == "ARCHIVED":
-        raise ApiError(409, "PackageArchived",
+        raise DomainError(409, "PackageArchived",
                        f"{_NAMES[kind]} {doc['id']!r} is archived; {what} cannot change")
     if doc["status"] != "DRAFT":
-        raise ApiError(409, "PackageNotDraft",
+        raise DomainError(409, "PackageNotDraft",
                        f"{_NAMES[kind]} {doc['id']!r} is published; create a draft first "
                        f"(POST …/{doc['id']}/draft) to change its {what}")
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from gateway.errors import ApiError, bad_input
-from gateway.packages.checks import (
+from engine.domain.context import Documents as Catalog
+from engine.domain.errors import DomainError, bad_input
+from engine.domain.packages.checks import (
     _CONFIG_OF,
     _credits,
     _custom_currency,
@@ -15,9 +16,8 @@ from gateway.packages.checks import (
     _reset_config,
     decimal_str,
 )
-from gateway.packages.shapes import EntitlementIn, convert, to_dict
-from gateway.packages.store import _NAMES, _lock, _require_draft, _table, _touch, _working
-from persistence.documents import Catalog
+from engine.domain.packages.shapes import EntitlementIn, convert, to_dict
+from engine.domain.packages.store import _NAMES, _lock, _require_draft, _table, _touch, _working
 
 # -- entitlements -------------------------------------------------------------------------
 
@@ -155,7 +155,7 @@ async def set_entitlements(catalog: Catalog, env: str, kind: str, ident: str,
             if key in seen:
                 if any((e["type"], e["id"]) == key for e in written):
                     raise bad_input("is listed twice", f"{field}.id")
-                raise ApiError(409, "DuplicatedEntityNotAllowed",
+                raise DomainError(409, "DuplicatedEntityNotAllowed",
                                f"{_NAMES[kind]} {ident!r} has an entitlement to "
                                f"{given['id']!r} already; update it instead", f"{field}.id")
             seen.add(key)
@@ -171,7 +171,7 @@ def _find(doc: dict[str, Any], ent_id: str, kind: str) -> int:
     for i, e in enumerate(doc["entitlements"]):
         if e["id"] == ent_id:
             return i
-    raise ApiError(404, "EntitlementNotFound",
+    raise DomainError(404, "EntitlementNotFound",
                    f"{_NAMES[kind]} {doc['id']!r} has no entitlement {ent_id!r}", "id")
 
 

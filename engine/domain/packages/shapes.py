@@ -9,7 +9,7 @@ from typing import Any, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from gateway.errors import bad_input, field_of
+from engine.domain.errors import bad_input, field_of
 
 ResetPeriod = Literal["YEAR", "MONTH", "WEEK", "DAY", "HOUR"]
 BillingPeriod = Literal["MONTHLY", "ANNUALLY"]

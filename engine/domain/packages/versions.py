@@ -8,12 +8,13 @@ from typing import Any
 
 from msgspec import UNSET
 
-from gateway.errors import ApiError, bad_input
-from gateway.packages.bodies import _apply
-from gateway.packages.checks import _check_id
-from gateway.packages.products import get_product
-from gateway.packages.shapes import PackageCreate, PackageUpdate, convert
-from gateway.packages.store import (
+from engine.domain.context import Documents as Catalog
+from engine.domain.errors import DomainError, bad_input
+from engine.domain.packages.bodies import _apply
+from engine.domain.packages.checks import _check_id
+from engine.domain.packages.products import get_product
+from engine.domain.packages.shapes import PackageCreate, PackageUpdate, convert
+from engine.domain.packages.store import (
     _NAMES,
     _lock,
     _store_version,
@@ -23,7 +24,6 @@ from gateway.packages.store import (
     get_package,
     published,
 )
-from persistence.documents import Catalog
 
 
 async def create_package(catalog: Catalog, env: str, kind: str, body: dict) -> dict:
@@ -56,12 +56,12 @@ async def create_package(catalog: Catalog, env: str, kind: str, body: dict) -> d
         doc.update({"maxQuantity": None, "dependencies": []})
     await _apply(catalog, env, kind, doc, b)
     if await get_package(catalog, env, kind, b.id) is not None:
-        raise ApiError(409, "DuplicatedEntityNotAllowed",
+        raise DomainError(409, "DuplicatedEntityNotAllowed",
                        f"{_NAMES[kind]} {b.id!r} exists already", "id")
     async with _lock(catalog, env, kind, b.id):
         _touch(catalog, doc, created=True)
         if not await catalog.insert(table, env, doc):
-            raise ApiError(409, "DuplicatedEntityNotAllowed",
+            raise DomainError(409, "DuplicatedEntityNotAllowed",
                            f"{_NAMES[kind]} {b.id!r} exists already", "id")
     if status == "PUBLISHED":
         doc = await publish(catalog, env, kind, b.id)
@@ -79,7 +79,7 @@ async def update_package(catalog: Catalog, env: str, kind: str, ident: str,
         async with _lock(catalog, env, kind, ident):
             doc = await _working(catalog, env, kind, ident)
             if b.status == "DRAFT" and doc["status"] == "ARCHIVED":
-                raise ApiError(409, "PackageArchived", f"{_NAMES[kind]} {ident!r} is archived")
+                raise DomainError(409, "PackageArchived", f"{_NAMES[kind]} {ident!r} is archived")
             if b.status == "DRAFT" and doc["status"] == "PUBLISHED":
                 doc = _draft_of(doc)
             await _apply(catalog, env, kind, doc, b)
@@ -115,7 +115,7 @@ async def publish(catalog: Catalog, env: str, kind: str, ident: str, *,
     async with _lock(catalog, env, kind, ident):
         doc = await _working(catalog, env, kind, ident)
         if doc["status"] != "DRAFT":
-            raise ApiError(409, "PackageNotDraft",
+            raise DomainError(409, "PackageNotDraft",
                            f"{_NAMES[kind]} {ident!r} is {doc['status']}: there is no draft "
                            "to publish")
         _check_publishable(doc, kind)
@@ -149,7 +149,7 @@ async def create_draft(catalog: Catalog, env: str, kind: str, ident: str) -> dic
         if doc["status"] == "DRAFT":
             return doc
         if doc["status"] == "ARCHIVED":
-            raise ApiError(409, "PackageArchived", f"{_NAMES[kind]} {ident!r} is archived")
+            raise DomainError(409, "PackageArchived", f"{_NAMES[kind]} {ident!r} is archived")
         draft = _touch(catalog, _draft_of(doc))
         await catalog.replace(_table(kind), env, draft)
         return draft
@@ -161,11 +161,11 @@ async def remove_draft(catalog: Catalog, env: str, kind: str, ident: str) -> dic
     async with _lock(catalog, env, kind, ident):
         doc = await _working(catalog, env, kind, ident)
         if doc["status"] != "DRAFT":
-            raise ApiError(409, "PackageNotDraft",
+            raise DomainError(409, "PackageNotDraft",
                            f"{_NAMES[kind]} {ident!r} is {doc['status']}: no draft to remove")
         latest = await published(catalog, env, kind, ident)
         if latest is None:
-            raise ApiError(409, "PackageNeverPublished",
+            raise DomainError(409, "PackageNeverPublished",
                            f"{_NAMES[kind]} {ident!r} was never published: its draft is all "
                            "there is (archive it instead)")
         restored = copy.deepcopy(latest)

@@ -7,9 +7,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from gateway.errors import bad_input
-from gateway.wire import amount_in
-from persistence.documents import Catalog
+from engine.domain.context import Documents as Catalog
+from engine.domain.errors import bad_input
+from engine.domain.values import units_in as amount_in
 
 _CONFIG_OF = {"MONTH": "monthlyResetPeriodConfiguration",
               "WEEK": "weeklyResetPeriodConfiguration",

@@ -8,12 +8,12 @@ from typing import Any
 
 from msgspec import UNSET, UnsetType
 
-from gateway.errors import ApiError, bad_input
-from gateway.packages.bodies import _sibling
-from gateway.packages.checks import _check_id, _name
-from gateway.packages.shapes import ProductCreate, ProductUpdate, _camel, convert, to_dict
-from gateway.packages.store import _NAMES, KINDS, _lock, _table, _touch, get_package
-from persistence.documents import Catalog
+from engine.domain.context import Documents as Catalog
+from engine.domain.errors import DomainError, bad_input
+from engine.domain.packages.bodies import _sibling
+from engine.domain.packages.checks import _check_id, _name
+from engine.domain.packages.shapes import ProductCreate, ProductUpdate, _camel, convert, to_dict
+from engine.domain.packages.store import _NAMES, KINDS, _lock, _table, _touch, get_package
 
 # -- products -----------------------------------------------------------------------------
 
@@ -24,7 +24,7 @@ async def get_product(catalog: Catalog, env: str, ident: str) -> dict | None:
 async def _product(catalog: Catalog, env: str, ident: str) -> dict[str, Any]:
     doc = await get_product(catalog, env, ident)
     if doc is None:
-        raise ApiError(404, "ProductNotFound", f"product {ident!r} was not found", "id")
+        raise DomainError(404, "ProductNotFound", f"product {ident!r} was not found", "id")
     return copy.deepcopy(doc)
 
 
@@ -71,7 +71,7 @@ async def create_product(catalog: Catalog, env: str, body: dict) -> dict:
                            "usageResetCutoffRule": None}
     await _apply_product(catalog, env, doc, b)
     if not await catalog.insert("products", env, _touch(catalog, doc, created=True)):
-        raise ApiError(409, "DuplicatedEntityNotAllowed", f"product {b.id!r} exists already",
+        raise DomainError(409, "DuplicatedEntityNotAllowed", f"product {b.id!r} exists already",
                        "id")
     return doc
 
@@ -125,7 +125,7 @@ async def duplicate_product(catalog: Catalog, env: str, ident: str, target_id: s
     _check_id(target_id, "targetId")
     source = await _product(catalog, env, ident)
     if await get_product(catalog, env, target_id) is not None:
-        raise ApiError(409, "DuplicatedEntityNotAllowed",
+        raise DomainError(409, "DuplicatedEntityNotAllowed",
                        f"product {target_id!r} exists already", "targetId")
     packages = {kind: [d for d in await _all_packages(catalog, env, kind, ident)
                        if d["status"] != "ARCHIVED"] for kind in KINDS}
@@ -135,7 +135,7 @@ async def duplicate_product(catalog: Catalog, env: str, ident: str, target_id: s
         for new in names.values():
             _check_id(new, "targetId")
             if await get_package(catalog, env, kind, new) is not None:
-                raise ApiError(409, "DuplicatedEntityNotAllowed",
+                raise DomainError(409, "DuplicatedEntityNotAllowed",
                                f"{_NAMES[kind]} {new!r} (the copy) exists already",
                                "targetId")
     product = copy.deepcopy(source)
@@ -150,7 +150,7 @@ async def duplicate_product(catalog: Catalog, env: str, ident: str, target_id: s
             if settings.get(name):
                 settings[name] = rename["plan"].get(settings[name])
     if not await catalog.insert("products", env, _touch(catalog, product, created=True)):
-        raise ApiError(409, "DuplicatedEntityNotAllowed",
+        raise DomainError(409, "DuplicatedEntityNotAllowed",
                        f"product {target_id!r} exists already", "targetId")
     for kind in ("addon", "plan"):
         for d in packages[kind]:

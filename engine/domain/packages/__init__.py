@@ -24,14 +24,18 @@ owns the database).
 The modules: `shapes` (the wire Structs), `checks` (small validators), `store` (the
 per-catalog locks and versions cache; the reads), `entitlements`, `charges` (prices),
 `bodies` (what a create or update body sets), `versions` (create, update, publish, drafts,
-archive), `products`, `wire` (the JSON forms).
+archive), `products`. The JSON forms the REST API answers with are gateway/package_json.py.
 """
 
 from __future__ import annotations
 
-from gateway.packages.checks import money
-from gateway.packages.entitlements import delete_entitlement, set_entitlements, update_entitlement
-from gateway.packages.products import (
+from engine.domain.packages.checks import money
+from engine.domain.packages.entitlements import (
+    delete_entitlement,
+    set_entitlements,
+    update_entitlement,
+)
+from engine.domain.packages.products import (
     archive_product,
     create_product,
     duplicate_product,
@@ -39,21 +43,21 @@ from gateway.packages.products import (
     unarchive_product,
     update_product,
 )
-from gateway.packages.shapes import (
+from engine.domain.packages.shapes import (
     EntitlementIn,
     PackageCreate,
     PackageUpdate,
     ProductCreate,
     ProductUpdate,
 )
-from gateway.packages.store import (
+from engine.domain.packages.store import (
     KINDS,
     get_package,
     published,
     require_package,
     require_published,
 )
-from gateway.packages.versions import (
+from engine.domain.packages.versions import (
     archive,
     create_draft,
     create_package,
@@ -61,13 +65,12 @@ from gateway.packages.versions import (
     remove_draft,
     update_package,
 )
-from gateway.packages.wire import charge_rows, entitlement_json, package_json, product_json
 
 __all__ = [
     "KINDS", "get_package", "require_package", "published", "require_published", "create_package",
     "update_package", "set_entitlements", "update_entitlement", "delete_entitlement",
     "publish", "create_draft", "remove_draft", "archive", "get_product", "create_product",
     "update_product", "archive_product", "unarchive_product", "duplicate_product",
-    "package_json", "entitlement_json", "charge_rows", "product_json", "money",
+    "money",
     "EntitlementIn", "PackageCreate", "PackageUpdate", "ProductCreate", "ProductUpdate",
 ]
