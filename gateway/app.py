@@ -200,8 +200,8 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
     inject stores that fail or stall on cue). With `server_process` (what `creditd serve`
     says), the garbage collector is tuned once started (`tune_gc`): a server's own process
     only."""
+    from engine.domain.subscriptions.catch_up import Scheduler
     from gateway.routes import ROUTES
-    from gateway.subscriptions import Scheduler
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -252,7 +252,7 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
                                      app.state.feed.options.heartbeat_s)
                     app.state.services = Services(settings, store, runtime, catalog, clock)
                     # Renewals, trial ends and scheduled changes of subscriptions.
-                    scheduler = Scheduler(lambda: app.state.services)
+                    scheduler = Scheduler(lambda: app.state.services.domain)
                     tasks.start_soon(scheduler.run)
                     app.state.on_clock_moved.append(scheduler.catch_up)
                     app.state.webhooks = webhooks

@@ -14,7 +14,6 @@ from litestar import Request, Response
 from engine.domain.context import Domain
 from engine.runtime import Runtime
 from gateway.config import Settings
-from gateway.entitlements_cache import invalidate
 from persistence.documents import Catalog
 
 __all__ = ["Services", "domain", "environment", "ok", "services"]
@@ -36,7 +35,7 @@ class Services:
 
     def __post_init__(self) -> None:
         self.domain = Domain(store=self.store, runtime=self.runtime, documents=self.catalog,
-                             entitlements_changed=lambda env, cid: invalidate(self, env, cid))
+                             clock=self.clock)
 
 
 def ok(data: Any, status: int = 200, pagination: dict[str, Any] | None = None) -> Response:

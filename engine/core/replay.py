@@ -25,10 +25,12 @@ from engine.core.model import (
     Grant,
     GrantStatus,
     GrantType,
-    LedgerEventType as L,
     Pool,
     Reservation,
     ReservationStatus,
+)
+from engine.core.model import (
+    LedgerEventType as L,
 )
 
 __all__ = [

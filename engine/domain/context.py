@@ -8,9 +8,12 @@ customers by the caller's id (`engine_id` makes the engine's `environment/custom
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+import anyio
+
+from engine.domain.entitlements_cache import EntitlementsCache
 from engine.domain.errors import DomainError, not_found
 from engine.runtime import Runtime
 
@@ -56,6 +59,13 @@ class Documents(Protocol):
 
     def now_ms(self) -> int: ...
 
+    # At most this many entries per table are cached (the entitlements' cache keeps as
+    # many customers).
+    docs_cached_max: int
+
+    async def replace_many(self, table: str, items: list[tuple[str, dict[str, Any]]],
+                           ) -> None: ...
+
     # Published package versions (engine/domain/packages): immutable once written.
     async def latest_version(self, environment: str, kind: str, ident: str) -> int | None: ...
 
@@ -76,15 +86,42 @@ def stamp(documents: Documents, doc: dict[str, Any], *, created: bool = False,
     return doc
 
 
+class Shared:
+    """What a Domain's operations share across calls: the effective entitlements'
+    cache and named locks (created on first use, inside the event loop)."""
+
+    def __init__(self) -> None:
+        self.entitlements = EntitlementsCache()
+        self._locks: dict[str, anyio.Lock] = {}
+
+    def lock(self, name: str) -> anyio.Lock:
+        found = self._locks.get(name)
+        if found is None:
+            found = self._locks[name] = anyio.Lock()
+        return found
+
+
 @dataclass(frozen=True)
 class Domain:
     store: Any
     runtime: Runtime
     documents: Documents
+    # The process's one clock (`now_ms()`, `wait_until(ms, event)`): billing periods,
+    # trials, usage windows and promotions read `now` from it. None: the documents'.
+    clock: Any = None
     # Called with (environment, customer id) after what the customer is entitled to
-    # changed outside the engine (a promotion granted or revoked): the gateway forgets
-    # its cached entitlements.
-    entitlements_changed: Callable[[str, str], None] = lambda env, customer_id: None
+    # changed outside the engine (a subscription or promotion written), besides this
+    # domain forgetting its own cached entitlements.
+    on_entitlements_changed: Callable[[str, str], None] | None = None
+    state: Shared = field(default_factory=Shared)
+
+    def now_ms(self) -> int:
+        return self.clock.now_ms() if self.clock is not None else self.documents.now_ms()
+
+    def entitlements_changed(self, env: str, customer_id: str) -> None:
+        self.state.entitlements.invalidate(env, customer_id)
+        if self.on_entitlements_changed is not None:
+            self.on_entitlements_changed(env, customer_id)
 
 
 def engine_id(env: str, customer_id: str) -> str:

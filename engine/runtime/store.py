@@ -22,9 +22,8 @@ Contract for implementations:
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from collections.abc import Sequence
+from typing import Protocol
 
 from engine.core.effects import Effects, IdempotencyRecord
 from engine.core.model import CustomerState

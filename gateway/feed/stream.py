@@ -31,8 +31,8 @@ from gateway.errors import bad_input
 from gateway.feed.hub import LimitReached, Subscriber, balance_json, event_frame
 from gateway.feed.service import Feed
 from gateway.feed.tokens import TTL_DEFAULT_S, TTL_MAX_S, Claims, TokenError, TokenExpired
-from gateway.routes.common import engine_id, require_customer
 from gateway.openapi import request_body
+from gateway.routes.common import engine_id, require_customer
 from gateway.wire import decode_body, iso
 
 __all__ = ["ROUTES", "Close"]

@@ -1,5 +1,6 @@
 """Route handlers by area; `ROUTES` is what the app mounts."""
 
+from gateway.feed.stream import ROUTES as _FEED
 from gateway.routes.analytics import ROUTES as _ANALYTICS
 from gateway.routes.coupons import ROUTES as _COUPONS
 from gateway.routes.credits import ROUTES as _CREDITS
@@ -17,7 +18,6 @@ from gateway.routes.subscriptions import ROUTES as _SUBSCRIPTIONS
 from gateway.routes.test_clock import ROUTES as _TEST_CLOCK
 from gateway.routes.usage import ROUTES as _USAGE
 from gateway.routes.webhooks import ROUTES as _WEBHOOKS
-from gateway.feed.stream import ROUTES as _FEED
 
 ROUTES = [*_CURRENCIES, *_CUSTOMERS, *_CREDITS, *_ENTITLEMENTS, *_FEATURES, *_USAGE,
           *_ANALYTICS, *_WEBHOOKS, *_FEED, *_RECHARGE,

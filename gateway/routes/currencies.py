@@ -12,8 +12,8 @@ from msgspec import UNSET, UnsetType
 
 from engine.domain import currencies
 from gateway.context import domain, environment, ok
-from gateway.routes.common import public
 from gateway.openapi import request_body
+from gateway.routes.common import public
 from gateway.wire import amount_in, amount_out, decode_body, limit_in
 
 __all__ = ["ROUTES"]

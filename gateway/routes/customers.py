@@ -15,8 +15,8 @@ from msgspec import UNSET, UnsetType
 
 from engine.domain import customers
 from gateway.context import domain, environment, ok
-from gateway.routes.common import public
 from gateway.openapi import request_body
+from gateway.routes.common import public
 from gateway.wire import created_at_bounds, decode_body, limit_in
 
 __all__ = ["ROUTES"]

@@ -5,7 +5,7 @@ customer's actor, so no concurrent consumption can take the credits between the 
 the later report.
 
 Feature entitlements come from the customer's subscriptions and promotional entitlements
-(`gateway.entitlements_state`). A check answers why access is denied: FeatureNotFound,
+(`engine.domain.entitlements`). A check answers why access is denied: FeatureNotFound,
 CustomerNotFound, CustomerIsArchived, NoActiveSubscription (no subscription and no
 promotion at all), NoFeatureEntitlementInSubscription, RequestedUsageExceedingLimit (a
 hard limit: current usage in the window + requestedUsage above the limit; without
@@ -24,6 +24,7 @@ import msgspec
 from litestar import Request, Response, get
 from litestar.params import FromPath, QueryParameter
 
+from engine.core.amounts import SCALE
 from engine.core.commands import (
     BalancesReply,
     BalanceView,
@@ -32,14 +33,13 @@ from engine.core.commands import (
     Reserve,
     ReserveReply,
 )
-from engine.core.amounts import SCALE
-from gateway.context import environment, ok, services
-from gateway.entitlements_state import (
+from engine.domain.entitlements import (
     Effective,
     credit_period_end,
     effective_entitlements,
     usage_of,
 )
+from gateway.context import environment, ok, services
 from gateway.errors import bad_input, from_refusal
 from gateway.routes.common import engine_id, require_currency, scoped_key
 from gateway.routes.credits import reservation_json
@@ -173,12 +173,12 @@ async def _check_feature(request: Request, customer_id: str, feature_id: str,
     values = [v.strip() for raw in request.query_params.getall("requestedValues", [])
               for v in raw.split(",") if v.strip()]
     now = svc.clock.now_ms()
-    sources = await effective_entitlements(svc, env, customer_id, resource_id, now)
+    sources = await effective_entitlements(svc.domain, env, customer_id, resource_id, now)
     eff = sources.features.get(feature_id)
     usage = None
     if eff is not None and feature.get("featureType") == "NUMBER":
         windows = {feature_id: eff.window} if eff.window is not None else {}
-        usage = (await usage_of(svc, env, customer_id, resource_id, windows)).get(feature_id)
+        usage = (await usage_of(svc.domain, env, customer_id, resource_id, windows)).get(feature_id)
     denied = _decide(feature, eff, usage, bool(sources.subscriptions or sources.promotions),
                      requested, values)
     return ok(feature_entitlement(feature, eff if eff is not None and eff.granted else None,
@@ -275,7 +275,7 @@ async def check_entitlement(
     # With no requested usage the question is "is there anything left?".
     granted = available >= requested if requested else available > 0
     svc = services(request)
-    sources = await effective_entitlements(svc, environment(request), customer_id,
+    sources = await effective_entitlements(svc.domain, environment(request), customer_id,
                                            resource_id, now)
     return ok(credit_entitlement(currency, view, now=now, granted=granted,
                                  denied=None if granted else "InsufficientCredits",
@@ -292,7 +292,7 @@ async def entitlements_of(request: Request, customer_id: str,
     env = environment(request)
     svc = services(request)
     now = svc.clock.now_ms()
-    sources = await effective_entitlements(svc, env, customer_id, resource_id, now)
+    sources = await effective_entitlements(svc.domain, env, customer_id, resource_id, now)
     entitlements = []
     for view in balances.balances:
         currency = await require_currency(request, view.currency_id, allow_archived=True)
@@ -304,7 +304,7 @@ async def entitlements_of(request: Request, customer_id: str,
     granted_features = {f: e for f, e in sources.features.items() if e.granted}
     if granted_features:
         windows = {f: e.window for f, e in granted_features.items() if e.window is not None}
-        usage = await usage_of(svc, env, customer_id, resource_id, windows)
+        usage = await usage_of(svc.domain, env, customer_id, resource_id, windows)
         features = []
         for feature_id in sorted(granted_features):
             feature = await svc.catalog.get("features", env, feature_id)

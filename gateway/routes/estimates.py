@@ -59,18 +59,20 @@ from engine.billing.pricing import (
 from engine.billing.proration import Proration, prorate, prorated
 from engine.core.amounts import from_units
 from engine.domain import packages
-from gateway.context import environment, ok, services
-from gateway.errors import ApiError, bad_input
-from gateway.openapi import request_body
-from gateway.routes.common import require_customer
-from gateway.routes.subscriptions import TrialOverride, trial_override
-from gateway.subscription_changes import (
+from engine.domain.subscriptions import catch_up as subscriptions
+from engine.domain.subscriptions.catch_up import trial_eligible
+from engine.domain.subscriptions.changes import (
     check_unit_quantity,
     country_code,
     price_periods,
     resolve_addons,
     trial_terms,
 )
+from gateway.context import domain, environment, ok, services
+from gateway.errors import ApiError, bad_input
+from gateway.openapi import request_body
+from gateway.routes.common import require_customer
+from gateway.routes.subscriptions import TrialOverride, trial_override
 from gateway.wire import amount_in, decode_body, iso, parse_time
 
 __all__ = ["ROUTES"]
@@ -459,7 +461,7 @@ async def _estimate_new(request: Request, body: PreviewBody | EstimateBody,
     if priced and period not in priced:
         raise bad_input(f"plan {body.plan_id!r} has no {period} price (it has "
                         f"{', '.join(sorted(priced))})", "billingPeriod")
-    addons = await resolve_addons(services(request), environment(request), plan, addon_items)
+    addons = await resolve_addons(domain(request), environment(request), plan, addon_items)
     unit = _unit_quantity(plan, body.unit_quantity)
     quantities = _quantities(unit, body.billable_features, body.charges)
     country = country_code(body.billing_country_code)
@@ -470,13 +472,12 @@ async def _estimate_new(request: Request, body: PreviewBody | EstimateBody,
         applied = await _stored_coupon(request, customer.get("couponId"), start)
     tax_rate = _tax_rate(request, body.billing_information, country)
 
-    from gateway.subscriptions import trial_eligible  # noqa: PLC0415
 
     # The trial provisioning would give (the plan's default only once per customer and
     # product), by the same function.
     trial_end, _ = await trial_terms(
         plan, start, trial_override(body.trial_override_configuration),
-        lambda: trial_eligible(services(request), environment(request), body.customer_id,
+        lambda: trial_eligible(domain(request), environment(request), body.customer_id,
                                plan["productId"]), skip=skip_trial)
     paid_start = trial_end if trial_end is not None else start
     first = billing_period(paid_start, period, paid_start)
@@ -526,10 +527,9 @@ async def _estimate_new(request: Request, body: PreviewBody | EstimateBody,
 async def _replaced(request: Request, customer_id: str, resource_id: str | None,
                     plan: dict[str, Any]) -> dict[str, Any] | None:
     """The customer's running subscription on the plan's product, which a new one replaces."""
-    from gateway import subscriptions  # noqa: PLC0415
 
     running = await subscriptions.active_subscriptions(
-        services(request), environment(request), customer_id, resource_id)
+        domain(request), environment(request), customer_id, resource_id)
     for doc in running:
         if doc.get("productId") == plan.get("productId"):
             return doc
@@ -556,9 +556,8 @@ async def estimate_subscription_update(request: Request) -> Response:
     body = await decode_body(request, EstimateUpdateBody)
     if not body.subscription_id:
         raise bad_input("is required", "subscriptionId")
-    from gateway import subscriptions  # noqa: PLC0415
 
-    doc = await subscriptions.subscription_doc(services(request), environment(request),
+    doc = await subscriptions.subscription_doc(domain(request), environment(request),
                                                body.subscription_id)
     if doc is None:
         raise ApiError(404, "SubscriptionNotFound",
@@ -582,7 +581,7 @@ async def estimate_subscription_update(request: Request) -> Response:
     country = doc.get("billingCountryCode")
     new_addons = old_addons
     if body.addons is not None:
-        new_addons = await resolve_addons(services(request), environment(request), new_plan,
+        new_addons = await resolve_addons(domain(request), environment(request), new_plan,
                                           [(a.addon_id, a.quantity) for a in body.addons])
     unit = _unit_quantity(new_plan, body.unit_quantity)
     new_q = _quantities(unit, body.billable_features, body.charges, base=old_q)

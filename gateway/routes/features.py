@@ -11,8 +11,8 @@ from litestar.params import FromPath, FromQuery
 from engine.domain import features
 from engine.domain.features import FeatureCreate, FeatureUpdate
 from gateway.context import domain, environment, ok
-from gateway.routes.common import public
 from gateway.openapi import request_body
+from gateway.routes.common import public
 from gateway.wire import created_at_bounds, decode_body, limit_in
 
 __all__ = ["ROUTES", "credit_rate_units", "require_feature"]

@@ -18,6 +18,7 @@ from litestar import Request, Response, get
 
 from engine.billing.pricing import select_price_period
 from engine.domain import packages
+from engine.domain.subscriptions import catch_up as subscriptions
 from gateway.context import environment, ok, services
 from gateway.errors import ApiError, bad_input
 from gateway.wire import iso
@@ -376,25 +377,18 @@ async def _customer(svc: Any, env: str, customer: dict[str, Any], resource_id: s
                     products: dict[str, dict[str, Any]]
                     ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
     customer_id = customer["id"]
-    try:
-        from gateway import subscriptions
-    except ImportError:  # the subscriptions side is not there yet
-        subscriptions = None  # type: ignore[assignment]
-    active: list[dict[str, Any]] | None = None
-    trialed: list[dict[str, Any]] = []
     eligible = [{"__typename": "EligibleForTrial", "productId": pid, "productRefId": pid,
                  "eligible": True} for pid in products]
-    if subscriptions is not None:
-        docs = await subscriptions.active_subscriptions(svc, env, customer_id, resource_id)
-        active = [_subscription_json(d) for d in docs]
-        everything = await subscriptions.customer_subscriptions(svc, env, customer_id)
-        trialed = [{"__typename": "TrialedPlan", "planId": d["planId"],
-                    "planRefId": d["planId"], "productId": d.get("productId"),
-                    "productRefId": d.get("productId")}
-                   for d in everything if d.get("_trialEnd") is not None]
-        for item in eligible:
-            item["eligible"] = await subscriptions.trial_eligible(svc, env, customer_id,
-                                                                  item["productId"])
+    docs = await subscriptions.active_subscriptions(svc.domain, env, customer_id, resource_id)
+    active: list[dict[str, Any]] | None = [_subscription_json(d) for d in docs]
+    everything = await subscriptions.customer_subscriptions(svc.domain, env, customer_id)
+    trialed = [{"__typename": "TrialedPlan", "planId": d["planId"],
+                "planRefId": d["planId"], "productId": d.get("productId"),
+                "productRefId": d.get("productId")}
+               for d in everything if d.get("_trialEnd") is not None]
+    for item in eligible:
+        item["eligible"] = await subscriptions.trial_eligible(svc.domain, env, customer_id,
+                                                              item["productId"])
     out = {
         "__typename": "Customer", "id": customer_id, "refId": customer_id,
         "customerId": customer_id, "name": customer.get("name"),

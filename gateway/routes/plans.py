@@ -26,8 +26,9 @@ from litestar.params import FromPath, FromQuery
 
 from engine.domain import packages
 from engine.domain.packages import EntitlementIn, PackageCreate, PackageUpdate
+from engine.domain.subscriptions.catch_up import migrate_all
 from gateway import package_json
-from gateway.context import environment, ok, services
+from gateway.context import domain, environment, ok, services
 from gateway.errors import bad_input
 from gateway.openapi import request_body
 from gateway.wire import ascii_int, created_at_bounds, decode_body, limit_in
@@ -151,9 +152,8 @@ def _routes(kind: str) -> list[Any]:
                                migration_type=body.migration_type)
         if body.migration_type == "ALL_CUSTOMERS":
             # Done before the answer (no background task to poll): taskId stays null.
-            from gateway.subscriptions import migrate_all  # noqa: PLC0415
 
-            await migrate_all(services(request), environment(request), kind, ident)
+            await migrate_all(domain(request), environment(request), kind, ident)
         return ok({"taskId": None})
 
     async def _charges(request: Request, ident: str, limit: int | None, after: str | None,

@@ -1,6 +1,6 @@
 """Subscriptions over REST: provision, retrieve, list, update, cancel, migrate, transfer,
 and cancelling a scheduled update. The life of a subscription in time (renewals, trials,
-recurring credits, scheduled changes) is in gateway/subscriptions.py.
+recurring credits, scheduled changes) is in engine/domain/subscriptions/catch_up.py.
 
 Extensions to the contract, all optional: `planId` and `unitQuantity` on PATCH (a change of
 plan keeps the subscription's id; the contract's way — provisioning the other plan of the
@@ -19,13 +19,13 @@ from litestar.params import FromPath, FromQuery
 from msgspec import UNSET, UnsetType
 
 from engine.domain import packages
-from gateway import subscriptions as subs
-from gateway.context import environment, ok, services
+from engine.domain.subscriptions import catch_up as subs
+from engine.domain.subscriptions.changes import Trial, apply_changes, resolve, trial_terms
+from engine.domain.subscriptions.changes import country_code as _country
+from gateway.context import domain, environment, ok, services
 from gateway.errors import ApiError, bad_input
 from gateway.openapi import request_body
 from gateway.routes.common import check_key, require_customer
-from gateway.subscription_changes import Trial, apply_changes, resolve, trial_terms
-from gateway.subscription_changes import country_code as _country
 from gateway.wire import (
     amount_in,
     amount_out,
@@ -68,7 +68,7 @@ class TrialOverride(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 
 
 def trial_override(body: TrialOverride | None) -> Trial | None:
-    """`trialOverrideConfiguration` as `subscription_changes.trial_terms` takes it."""
+    """`trialOverrideConfiguration` as `engine.domain.subscriptions.changes.trial_terms` takes it."""
     if body is None:
         return None
     return Trial(
@@ -274,12 +274,12 @@ async def _replace_running(request: Request, env: str, doc: dict[str, Any],
         return None
     rule = ((product or {}).get("usageResetCutoffRule") or {}).get("behavior")
     anchor = None
-    for other in await subs.customer_subscriptions(services(request), env, doc["customerId"]):
+    for other in await subs.customer_subscriptions(domain(request), env, doc["customerId"]):
         if other["id"] == doc["id"] or other.get("productId") != doc["productId"] or (
                 other.get("resourceId") != doc.get("resourceId")) or other["status"] not in (
                 *subs.RUNNING, "NOT_STARTED"):
             continue
-        async with subs.editing(services(request), env, other["id"]) as current:
+        async with subs.editing(domain(request), env, other["id"]) as current:
             if current["status"] in (*subs.RUNNING, "NOT_STARTED"):
                 await _end(request, env, current, now, "UPGRADE_OR_DOWNGRADE", revoke=True)
                 if rule != "ALWAYS_RESET" and current["status"] in subs.RUNNING:
@@ -295,8 +295,8 @@ async def _end(request: Request, env: str, doc: dict[str, Any], at: int, reason:
     doc["_cancelAt"] = at
     doc["cancelReason"] = reason
     if revoke:
-        await subs.void_current_credits(svc, env, doc)
-    return await subs.commit(svc, env, doc)
+        await subs.void_current_credits(svc.domain, env, doc)
+    return await subs.commit(svc.domain, env, doc)
 
 
 @post(_BASE, opt=request_body(ProvisionBody))
@@ -331,7 +331,7 @@ async def _provision(request: Request, svc: Any, env: str, body: ProvisionBody,
         ident = ident or subs.id_for_key(body.plan_id, body.customer_id, key)
         existing = await svc.catalog.get("subscriptions", env, ident)
         if existing is not None and existing.get("_idempotency") == [key, body_hash]:
-            doc = await subs.require_subscription(svc, env, ident)
+            doc = await subs.require_subscription(svc.domain, env, ident)
             return ok({"id": doc["id"], "status": "SUCCESS",
                        "subscription": subscription_json(doc),
                        "entitlements": await _entitlements(request, env, doc),
@@ -345,7 +345,7 @@ async def _provision(request: Request, svc: Any, env: str, body: ProvisionBody,
     start = parse_time(body.start_date, "startDate")
     start = now if start is None else start
     country = _country(body.billing_country_code)
-    changes = await resolve(svc, env, None, plan_id=body.plan_id,
+    changes = await resolve(svc.domain, env, None, plan_id=body.plan_id,
                             billing_period=body.billing_period, addons=body.addons,
                             unit_quantity=body.unit_quantity, charges=body.charges,
                             country=country)
@@ -364,7 +364,7 @@ async def _provision(request: Request, svc: Any, env: str, body: ProvisionBody,
     trial_end, behavior = await trial_terms(
         plan, start,
         trial_override(body.trial_override_configuration),
-        lambda: subs.trial_eligible(svc, env, body.customer_id, changes["productId"]))
+        lambda: subs.trial_eligible(svc.domain, env, body.customer_id, changes["productId"]))
     cancel_at = parse_time(body.cancellation_date, "cancellationDate")
     if cancel_at is not None and cancel_at <= start:
         raise bad_input("must be after the start date", "cancellationDate")
@@ -395,14 +395,14 @@ async def _provision(request: Request, svc: Any, env: str, body: ProvisionBody,
         **changes,
     }
     async with subs.lock_of(env, body.customer_id):
-        doc = await subs.catch_up(svc, env, doc, new=True)
+        doc = await subs.catch_up(svc.domain, env, doc, new=True)
     # Only once the new subscription is stored does the one it replaces end: a failure in
     # between leaves the customer with both for a moment, never with neither.
     usage_anchor = await _replace_running(request, env, doc, now)
     if usage_anchor is not None:
-        async with subs.editing(svc, env, doc["id"]) as new:
+        async with subs.editing(svc.domain, env, doc["id"]) as new:
             new["_usageAnchor"] = usage_anchor
-            doc = await subs.commit(svc, env, new)
+            doc = await subs.commit(svc.domain, env, new)
     entitlements = await _entitlements(request, env, doc)
     return ok({"id": doc["id"], "status": "SUCCESS", "subscription": subscription_json(doc),
                "entitlements": entitlements, "isScheduled": doc["status"] == "NOT_STARTED",
@@ -435,7 +435,7 @@ async def list_subscriptions(
         if p not in ("FREE", "PAID", "CUSTOM"):
             raise bad_input("must be FREE, PAID or CUSTOM", "pricingType")
     # Statuses move with time: bring every due subscription up to now before filtering.
-    await subs.catch_up_all_due(svc, svc.clock.now_ms())
+    await subs.catch_up_all_due(svc.domain, svc.clock.now_ms())
     page = await svc.catalog.page(
         "subscriptions", env, limit_in(limit), after, before,
         created=created_at_bounds(request),
@@ -449,7 +449,7 @@ async def list_subscriptions(
 
 @get(_BASE + "/{subscription_id:str}")
 async def retrieve(request: Request, subscription_id: FromPath[str]) -> Response:
-    doc = await subs.require_subscription(services(request), environment(request),
+    doc = await subs.require_subscription(domain(request), environment(request),
                                           subscription_id)
     return ok(subscription_json(doc))
 
@@ -476,12 +476,12 @@ async def update(request: Request, subscription_id: FromPath[str]) -> Response:
     env = environment(request)
     body = await decode_body(request, UpdateBody)
     _unsupported(body)
-    async with subs.editing(svc, env, subscription_id) as doc:
+    async with subs.editing(svc.domain, env, subscription_id) as doc:
         if doc["status"] not in (*subs.RUNNING, "NOT_STARTED"):
             raise bad_input(f"the subscription is {doc['status']}; only a running one can change",
                             "id")
         now = svc.clock.now_ms()
-        changes = await resolve(svc, env, doc, plan_id=body.plan_id,
+        changes = await resolve(svc.domain, env, doc, plan_id=body.plan_id,
                                 billing_period=body.billing_period, addons=body.addons,
                                 unit_quantity=body.unit_quantity, charges=body.charges)
         coupons = await _coupon_of(request, body.applied_coupon, body.promotion_code,
@@ -512,8 +512,8 @@ async def update(request: Request, subscription_id: FromPath[str]) -> Response:
         if changes and strategy != "IMMEDIATE":
             _schedule(doc, changes, _schedule_type(changes))
         elif changes:
-            await apply_changes(svc, env, doc, changes, now)
-        doc = await subs.commit(svc, env, doc)
+            await apply_changes(svc.domain, env, doc, changes, now)
+        doc = await subs.commit(svc.domain, env, doc)
         return ok(subscription_json(doc))
 
 
@@ -522,7 +522,7 @@ async def cancel(request: Request, subscription_id: FromPath[str]) -> Response:
     svc = services(request)
     env = environment(request)
     body = await decode_body(request, CancelBody)
-    async with subs.editing(svc, env, subscription_id) as doc:
+    async with subs.editing(svc.domain, env, subscription_id) as doc:
         if doc["status"] in ("CANCELED", "EXPIRED"):
             raise bad_input(f"the subscription is {doc['status']} already", "id")
         now = svc.clock.now_ms()
@@ -550,8 +550,8 @@ async def cancel(request: Request, subscription_id: FromPath[str]) -> Response:
         doc["_end"] = doc["_cancelAt"] = at
         doc["cancelReason"] = None
         if revoke:
-            await subs.void_current_credits(svc, env, doc)
-        doc = await subs.commit(svc, env, doc)
+            await subs.void_current_credits(svc.domain, env, doc)
+        doc = await subs.commit(svc.domain, env, doc)
         return ok(subscription_json(doc))
 
 
@@ -561,13 +561,13 @@ async def cancel_schedule(request: Request, subscription_id: FromPath[str]) -> R
     with PATCH cancellationDate: null)."""
     svc = services(request)
     env = environment(request)
-    async with subs.editing(svc, env, subscription_id) as doc:
+    async with subs.editing(svc.domain, env, subscription_id) as doc:
         pending = [u for u in doc.get("_scheduled") or () if u["status"] == "SCHEDULED"]
         if not pending:
             raise bad_input("the subscription has no scheduled update", "id")
         doc["_scheduled"] = [{**u, "status": "CANCELED"} if u["status"] == "SCHEDULED" else u
                              for u in doc["_scheduled"]]
-        doc = await subs.commit(svc, env, doc)
+        doc = await subs.commit(svc.domain, env, doc)
         return ok(subscription_json(doc))
 
 
@@ -577,16 +577,16 @@ async def migrate(request: Request, subscription_id: FromPath[str]) -> Response:
     svc = services(request)
     env = environment(request)
     body = await decode_body(request, MigrateBody)
-    async with subs.editing(svc, env, subscription_id) as doc:
+    async with subs.editing(svc.domain, env, subscription_id) as doc:
         if doc["status"] not in (*subs.RUNNING, "NOT_STARTED"):
             raise bad_input(f"the subscription is {doc['status']}", "id")
-        changes = await resolve(svc, env, doc, latest=True)
+        changes = await resolve(svc.domain, env, doc, latest=True)
         now = svc.clock.now_ms()
         if body.subscription_migration_time == "IMMEDIATE":
-            await apply_changes(svc, env, doc, changes, now)
+            await apply_changes(svc.domain, env, doc, changes, now)
         else:
             _schedule(doc, changes, "MIGRATE_TO_LATEST")
-        doc = await subs.commit(svc, env, doc)
+        doc = await subs.commit(svc.domain, env, doc)
         return ok(subscription_json(doc))
 
 
@@ -600,14 +600,14 @@ async def transfer(request: Request, subscription_id: FromPath[str]) -> Response
     target = body.destination_resource_id
     if not target or "/" in target or len(target) > 255:
         raise bad_input("must be 1-255 characters without '/'", "destinationResourceId")
-    async with subs.editing(svc, env, subscription_id) as doc:
+    async with subs.editing(svc.domain, env, subscription_id) as doc:
         if doc["status"] not in (*subs.RUNNING, "NOT_STARTED"):
             raise bad_input(f"the subscription is {doc['status']}", "id")
         if await _taken(request, env, doc, target):
             raise bad_input(f"resource {target!r} has a running subscription to this product, "
                             "which allows one", "destinationResourceId")
         doc["resourceId"] = target
-        doc = await subs.commit(svc, env, doc)
+        doc = await subs.commit(svc.domain, env, doc)
         return ok(subscription_json(doc))
 
 

@@ -7,7 +7,7 @@ Raw events (`POST /api/v1/events`): validated whole, matched against every meter
 of the environment here, then applied per customer (`engine.core.usage`); the answer comes
 once they are durable, so an accepted event has already moved the balance.
 
-Reset periods: for a feature whose entitlement resets (`gateway.entitlements_state`), each
+Reset periods: for a feature whose entitlement resets (`engine.domain.entitlements`), each
 measurement and metered event carries the start of the customer's current usage window,
 so the engine restarts the counter at the boundary; the answer names the window
 (`usagePeriodStart/End`, `nextResetDate`).
@@ -39,8 +39,8 @@ from engine.core.commands import (
 )
 from engine.core.meters import ADDITIVE, contribution, matches
 from engine.core.usage import burn_units
-from gateway.context import environment, ok, services
-from gateway.entitlements_state import effective_entitlements, period_starts, usage_of
+from engine.domain.entitlements import effective_entitlements, period_starts, usage_of
+from gateway.context import domain, environment, ok, services
 from gateway.errors import ApiError, bad_input, from_refusal
 from gateway.openapi import request_body
 from gateway.routes.common import (
@@ -121,7 +121,7 @@ async def _windows(request: Request, customer_id: str, resource_id: str | None,
     found = cache.get(key)
     if found is None:
         svc = services(request)
-        sources = await effective_entitlements(svc, environment(request), customer_id,
+        sources = await effective_entitlements(svc.domain, environment(request), customer_id,
                                                resource_id, svc.clock.now_ms())
         found = cache[key] = period_starts(sources)
     return found
@@ -395,7 +395,7 @@ async def estimate_usage(request: Request) -> Response:
     if body.update_behavior == "SET":
         window = (await _windows(request, body.customer_id, body.resource_id, {})).get(
             body.feature_id)
-        usage = await usage_of(services(request), env, body.customer_id, body.resource_id,
+        usage = await usage_of(domain(request), env, body.customer_id, body.resource_id,
                                {body.feature_id: window} if window else {})
         current = usage.get(body.feature_id, (0, 0))[0]
         delta = value - current

@@ -19,7 +19,7 @@ ENV = "default"
 async def test_grant_list_and_revoke(world) -> None:
     changed: list[tuple[str, str]] = []
     d = dataclasses.replace(world.domain,
-                            entitlements_changed=lambda env, cid: changed.append((env, cid)))
+                            on_entitlements_changed=lambda env, cid: changed.append((env, cid)))
     await world.customer(ENV, "acme")
     await features.create(d, ENV, features.FeatureCreate(
         id="seats", display_name="Seats", feature_type="NUMBER"))

@@ -205,7 +205,7 @@ def test_trial_then_paid_and_the_graphql_estimate(raw, cat):
 
 def test_an_estimate_and_provisioning_follow_the_same_rules(raw, cat):
     """Add-ons and trials are checked by one function for both (gateway/
-    subscription_changes.py): a quantity over the add-on's maximum is refused alike, and a
+    engine/domain/subscriptions/changes.py): a quantity over the add-on's maximum is refused alike, and a
     trial override without an end date gives the plan's default trial in both, where each
     used to have its own rule."""
     addon = cat.addon([{"billingModel": "FLAT_FEE", "pricePeriods": [flat("5")]}],

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from weakref import WeakValueDictionary
@@ -57,10 +57,9 @@ from engine.billing.lifecycle import (
 from engine.core.commands import CreateGrant, GrantReply, Refused, SetGrantExpiry, VoidGrant
 from engine.core.model import GrantType
 from engine.domain import packages
-from gateway.entitlements_cache import invalidate
-from gateway.errors import ApiError, bad_input
-from gateway.routes.common import engine_id, scoped_key, stamp
-from gateway.wire import amount_in
+from engine.domain.context import Domain, engine_id, scoped_key, stamp
+from engine.domain.errors import DomainError, bad_input
+from engine.domain.values import units_in as amount_in
 
 __all__ = [
     "RUNNING",
@@ -138,23 +137,23 @@ def timeline_of(doc: dict[str, Any]) -> Timeline:
                     end=doc.get("_end"), credit_anchor=doc.get("_creditAnchor"))
 
 
-async def _published(services: Any, env: str, kind: str, ident: str,
+async def _published(d: Domain, env: str, kind: str, ident: str,
                      version: int | None) -> dict[str, Any] | None:
 
-    return await packages.published(services.catalog, env, kind, ident, version)
+    return await packages.published(d.documents, env, kind, ident, version)
 
 
-async def credit_sources(services: Any, env: str, doc: dict[str, Any]
+async def credit_sources(d: Domain, env: str, doc: dict[str, Any]
                          ) -> list[tuple[str, str, int, str, str]]:
     """The subscription's recurring credits: (source key, currency, units per window,
     cadence, display name) for the plan's CREDIT entitlements and each add-on's times its
     quantity."""
     out: list[tuple[str, str, int, str, str]] = []
-    plan = await _published(services, env, "plan", doc["planId"], doc["planVersion"])
+    plan = await _published(d, env, "plan", doc["planId"], doc["planVersion"])
     packages = [("plan", plan, 1)]
     for addon in doc.get("addons") or ():
         packages.append((f"addon:{addon['id']}",
-                         await _published(services, env, "addon", addon["id"],
+                         await _published(d, env, "addon", addon["id"],
                                           addon.get("version")),
                          addon["quantity"]))
     for source, package, quantity in packages:
@@ -177,7 +176,7 @@ def _grant_id(doc: dict[str, Any], source: str, currency: str, window_start: int
     return f"subscription-{digest}-{window_start}-{n}"
 
 
-async def _grant_window(services: Any, env: str, doc: dict[str, Any], source: str,
+async def _grant_window(d: Domain, env: str, doc: dict[str, Any], source: str,
                         currency: str, units: int, cadence: str, name: str, now: int) -> bool:
     """Grant what the current window of this source still lacks; True if anything changed
     in the document."""
@@ -195,7 +194,7 @@ async def _grant_window(services: Any, env: str, doc: dict[str, Any], source: st
         # The window grew (a trial extended): its credits last until the new end. (A window
         # cut short by a cancellation keeps the expiry it was granted with.)
         for grant_id in got["ids"]:
-            await services.runtime.submit(engine_id(env, doc["customerId"]),
+            await d.runtime.submit(engine_id(env, doc["customerId"]),
                                           SetGrantExpiry(grant_id=grant_id, expire_at=end))
         got = {**got, "end": end}
         ledger[key] = got
@@ -205,7 +204,7 @@ async def _grant_window(services: Any, env: str, doc: dict[str, Any], source: st
             ledger[key] = got
         return changed
     grant_id = _grant_id(doc, source, currency, start, len(got["ids"]))
-    reply = await services.runtime.submit(engine_id(env, doc["customerId"]), CreateGrant(
+    reply = await d.runtime.submit(engine_id(env, doc["customerId"]), CreateGrant(
         grant_id=grant_id, currency_id=currency, amount=units - got["units"],
         grant_type=GrantType.RECURRING, display_name=f"{name} credits",
         resource_id=doc.get("resourceId"), expire_at=end,
@@ -223,11 +222,11 @@ async def _grant_window(services: Any, env: str, doc: dict[str, Any], source: st
     return True
 
 
-async def void_current_credits(services: Any, env: str, doc: dict[str, Any]) -> None:
+async def void_current_credits(d: Domain, env: str, doc: dict[str, Any]) -> None:
     """Void what is left of the recurring credits granted for the current windows."""
     for got in (doc.get("_credits") or {}).values():
         for grant_id in got["ids"]:
-            reply = await services.runtime.submit(
+            reply = await d.runtime.submit(
                 engine_id(env, doc["customerId"]),
                 VoidGrant(grant_id=grant_id, idempotency_key=scoped_key("subscription-void",
                                                                          grant_id)))
@@ -248,8 +247,8 @@ def _apply_fields(doc: dict[str, Any], now: int) -> None:
         doc["cancelReason"] = "TRIAL_ENDED" if status == "EXPIRED" else "ScheduledCancellation"
 
 
-async def _run_scheduled(services: Any, env: str, doc: dict[str, Any], now: int) -> bool:
-    from gateway.subscription_changes import apply_changes  # noqa: PLC0415 (cycle)
+async def _run_scheduled(d: Domain, env: str, doc: dict[str, Any], now: int) -> bool:
+    from engine.domain.subscriptions.changes import apply_changes  # noqa: PLC0415 (cycle)
 
     changed = False
     for update in doc.get("_scheduled") or ():
@@ -258,43 +257,43 @@ async def _run_scheduled(services: Any, env: str, doc: dict[str, Any], now: int)
                 # The subscription ended first (or at that instant): nothing to change.
                 update["status"] = "CANCELED"
             else:
-                await apply_changes(services, env, doc, update["changes"], update["at"])
+                await apply_changes(d, env, doc, update["changes"], update["at"])
                 update["status"] = "DONE"
             changed = True
     return changed
 
 
-async def catch_up(services: Any, env: str, doc: dict[str, Any], *,
+async def catch_up(d: Domain, env: str, doc: dict[str, Any], *,
                    new: bool = False, batch: list[tuple[str, dict[str, Any]]] | None = None,
                    ) -> dict[str, Any]:
     """Bring one subscription to the clock's `now` (the caller holds its customer's lock)
     and save it if anything moved (`new`: insert it; `batch`: leave the write to the
     caller, who writes the batch in one transaction before releasing the lock)."""
-    now = services.clock.now_ms()
+    now = d.now_ms()
     if not new and "dueAt" in doc and (doc["dueAt"] is None or doc["dueAt"] > now):
         return doc  # nothing has come due since it was last brought up to date
     doc = copy_of(doc)  # a private copy to change (the catalog caches the stored one)
-    changed = await _run_scheduled(services, env, doc, now)
+    changed = await _run_scheduled(d, env, doc, now)
     before = (doc.get("status"), doc.get("_periodStart"))
     _apply_fields(doc, now)
     changed |= before != (doc["status"], doc.get("_periodStart"))
-    sources = await credit_sources(services, env, doc)
+    sources = await credit_sources(d, env, doc)
     if new:
         # Inserted before any grant: a grant always belongs to a stored subscription.
         doc["dueAt"] = now
-        await save(services, env, doc, new=True)
+        await save(d, env, doc, new=True)
     if doc["status"] in RUNNING:
         for source, currency, units, cadence, name in sources:
-            changed |= await _grant_window(services, env, doc, source, currency, units,
+            changed |= await _grant_window(d, env, doc, source, currency, units,
                                            cadence, name, now)
     due = _due(doc, now, [cadence for _s, _c, _u, cadence, _n in sources])
     changed |= due != doc.get("dueAt")
     doc["dueAt"] = due
     if batch is not None and changed and not new:
-        stamp(services.catalog, doc)
+        stamp(d.documents, doc)
         batch.append((env, doc))
     elif changed or new:
-        await save(services, env, doc)
+        await save(d, env, doc)
     return doc
 
 
@@ -306,87 +305,87 @@ def _due(doc: dict[str, Any], now: int, cadences: list[str]) -> int | None:
     return min(found) if found else None
 
 
-async def save(services: Any, env: str, doc: dict[str, Any], *, new: bool = False) -> None:
-    stamp(services.catalog, doc, created=new)
+async def save(d: Domain, env: str, doc: dict[str, Any], *, new: bool = False) -> None:
+    stamp(d.documents, doc, created=new)
     if new:
-        if not await services.catalog.insert(_TABLE, env, doc):
-            raise ApiError(409, "DuplicatedEntityNotAllowed",
+        if not await d.documents.insert(_TABLE, env, doc):
+            raise DomainError(409, "DuplicatedEntityNotAllowed",
                            f"subscription {doc['id']!r} exists already", "id")
     else:
-        await services.catalog.replace(_TABLE, env, doc)
+        await d.documents.replace(_TABLE, env, doc)
 
-    invalidate(services, env, doc["customerId"])
+    d.entitlements_changed(env, doc["customerId"])
 
 
-async def customer_subscriptions(services: Any, env: str, customer_id: str
+async def customer_subscriptions(d: Domain, env: str, customer_id: str
                                  ) -> list[dict[str, Any]]:
     """Every subscription of the customer, caught up to now, oldest first."""
     async with lock_of(env, customer_id):  # read under the lock: nobody writes meanwhile
-        return [await catch_up(services, env, doc)
-                for doc in await services.store.customer_subscriptions(env, customer_id)]
+        return [await catch_up(d, env, doc)
+                for doc in await d.store.customer_subscriptions(env, customer_id)]
 
 
-async def active_subscriptions(services: Any, env: str, customer_id: str,
+async def active_subscriptions(d: Domain, env: str, customer_id: str,
                                resource_id: str | None = None) -> list[dict[str, Any]]:
     """The customer's running subscriptions (ACTIVE or IN_TRIAL) at the clock's now, for
     `resource_id` (None: those without a resource)."""
-    return [d for d in await customer_subscriptions(services, env, customer_id)
+    return [d for d in await customer_subscriptions(d, env, customer_id)
             if d["status"] in RUNNING and d.get("resourceId") == resource_id]
 
 
-async def subscription_doc(services: Any, env: str, ident: str) -> dict[str, Any] | None:
-    doc = await services.catalog.get(_TABLE, env, ident)
+async def subscription_doc(d: Domain, env: str, ident: str) -> dict[str, Any] | None:
+    doc = await d.documents.get(_TABLE, env, ident)
     if doc is None:
         return None
     async with lock_of(env, doc["customerId"]):
         # Read again under the lock: another request may have caught it up meanwhile.
-        return await catch_up(services, env, await services.catalog.get(_TABLE, env, ident))
+        return await catch_up(d, env, await d.documents.get(_TABLE, env, ident))
 
 
-async def trial_eligible(services: Any, env: str, customer_id: str, product_id: str) -> bool:
+async def trial_eligible(d: Domain, env: str, customer_id: str, product_id: str) -> bool:
     """One trial per customer and product: a customer who ever had a trial on one of the
     product's plans gets the plan's default trial no more."""
     return not any(d.get("_trialEnd") is not None and d.get("productId") == product_id
-                   for d in await customer_subscriptions(services, env, customer_id))
+                   for d in await customer_subscriptions(d, env, customer_id))
 
 
-async def require_subscription(services: Any, env: str, ident: str) -> dict[str, Any]:
+async def require_subscription(d: Domain, env: str, ident: str) -> dict[str, Any]:
     """The subscription, caught up, as a private copy the caller may change."""
-    doc = await subscription_doc(services, env, ident)
+    doc = await subscription_doc(d, env, ident)
     if doc is None:
-        raise ApiError(404, "SubscriptionNotFound", f"subscription {ident!r} was not found",
+        raise DomainError(404, "SubscriptionNotFound", f"subscription {ident!r} was not found",
                        "id")
     return copy_of(doc)
 
 
 @asynccontextmanager
-async def editing(services: Any, env: str, ident: str) -> AsyncIterator[dict[str, Any]]:
+async def editing(d: Domain, env: str, ident: str) -> AsyncIterator[dict[str, Any]]:
     """The subscription, caught up, as a private copy to change — under its customer's lock,
     held until the block ends, so a change is read and written in one hold (two changes at
     once never write over each other). Write it back with `commit` inside the block."""
-    found = await services.catalog.get(_TABLE, env, ident)
+    found = await d.documents.get(_TABLE, env, ident)
     if found is None:
-        raise ApiError(404, "SubscriptionNotFound", f"subscription {ident!r} was not found",
+        raise DomainError(404, "SubscriptionNotFound", f"subscription {ident!r} was not found",
                        "id")
     async with lock_of(env, found["customerId"]):
-        fresh = await services.catalog.get(_TABLE, env, ident)
+        fresh = await d.documents.get(_TABLE, env, ident)
         assert fresh is not None  # subscriptions are never deleted
-        yield copy_of(await catch_up(services, env, fresh))
+        yield copy_of(await catch_up(d, env, fresh))
 
 
-async def commit(services: Any, env: str, doc: dict[str, Any]) -> dict[str, Any]:
+async def commit(d: Domain, env: str, doc: dict[str, Any]) -> dict[str, Any]:
     """Save a changed subscription and bring it up to now (status, period, credit top-ups);
     the caller holds its customer's lock (`editing`)."""
-    doc["dueAt"] = services.clock.now_ms()
-    await save(services, env, doc)
-    return await catch_up(services, env, doc)
+    doc["dueAt"] = d.now_ms()
+    await save(d, env, doc)
+    return await catch_up(d, env, doc)
 
 
 def copy_of(doc: dict[str, Any]) -> dict[str, Any]:
     return msgspec.json.decode(msgspec.json.encode(doc))
 
 
-async def catch_up_due(services: Any, now: int,
+async def catch_up_due(d: Domain, now: int,
                        limit: int = DUE_BATCH_MAX) -> tuple[int, list[Exception]]:
     """Catch up the subscriptions whose `due_at` has passed, at most `limit`: how many were
     brought up to date, and the failures (each logged; one subscription failing — the
@@ -400,19 +399,16 @@ async def catch_up_due(services: Any, now: int,
     failed; the next one makes the same grants again, which the engine answers as replays."""
     # One step at a time: two steps holding customers' locks while they wait for their
     # own batch to be written could each wait for a lock the other holds.
-    async with _step_lock(services):
-        return await _catch_up_step(services, now, limit)
+    async with _step_lock(d):
+        return await _catch_up_step(d, now, limit)
 
 
-def _step_lock(services: Any) -> anyio.Lock:
-    lock = getattr(services.catalog, "_subscription_step_lock", None)
-    if lock is None:
-        lock = services.catalog._subscription_step_lock = anyio.Lock()
-    return lock
+def _step_lock(d: Domain) -> anyio.Lock:
+    return d.state.lock("subscription-step")
 
 
-async def _catch_up_step(services: Any, now: int, limit: int) -> tuple[int, list[Exception]]:
-    rows = await services.store.due_subscriptions(now, limit)
+async def _catch_up_step(d: Domain, now: int, limit: int) -> tuple[int, list[Exception]]:
+    rows = await d.store.due_subscriptions(now, limit)
     by_customer: dict[tuple[str, str], list[str]] = {}
     for env, ident, customer_id in rows:
         by_customer.setdefault((env, customer_id), []).append(ident)
@@ -429,9 +425,9 @@ async def _catch_up_step(services: Any, now: int, limit: int) -> tuple[int, list
                 async with limiter:  # released before the wait below: others may start
                     for ident in idents:
                         try:
-                            doc = await services.catalog.get(_TABLE, env, ident)
+                            doc = await d.documents.get(_TABLE, env, ident)
                             if doc is not None:
-                                await catch_up(services, env, doc, batch=batch)
+                                await catch_up(d, env, doc, batch=batch)
                         except Exception as exc:  # logged; retried at the next step
                             log.exception("subscription catch-up failed", subscription=ident)
                             failures.append(exc)
@@ -447,13 +443,13 @@ async def _catch_up_step(services: Any, now: int, limit: int) -> tuple[int, list
         if by_customer:
             await all_done.wait()
             try:
-                await _write(services, batch, failures)
+                await _write(d, batch, failures)
             finally:
                 written.set()
     return len(rows) - len(failures), failures
 
 
-async def _write(services: Any, batch: list[tuple[str, dict[str, Any]]],
+async def _write(d: Domain, batch: list[tuple[str, dict[str, Any]]],
                  failures: list[Exception]) -> None:
     """The batch's writes in one transaction; if that fails, one by one, so a subscription
     that cannot be written does not hold back the others (its failure is recorded)."""
@@ -461,70 +457,70 @@ async def _write(services: Any, batch: list[tuple[str, dict[str, Any]]],
     if not batch:
         return
     try:
-        await services.catalog.replace_many(_TABLE, batch)
+        await d.documents.replace_many(_TABLE, batch)
         written = batch
     except Exception:
         log.warning("subscription batch write failed; writing one by one", count=len(batch))
         written = []
         for env, doc in batch:
             try:
-                await services.catalog.replace(_TABLE, env, doc)
+                await d.documents.replace(_TABLE, env, doc)
                 written.append((env, doc))
             except Exception as exc:  # logged; caught up again at the next step
                 log.exception("subscription write failed", subscription=doc["id"])
                 failures.append(exc)
     for env, doc in written:
-        invalidate(services, env, doc["customerId"])
+        d.entitlements_changed(env, doc["customerId"])
 
 
-async def catch_up_all_due(services: Any, now: int) -> None:
+async def catch_up_all_due(d: Domain, now: int) -> None:
     """Every subscription due at `now`, batch after batch, before returning (a read that
     filters on status, a move of the test clock); the first failure is raised, after the
     others were tried."""
     while True:
-        done, failures = await catch_up_due(services, now)
+        done, failures = await catch_up_due(d, now)
         if failures:
             raise failures[0]
         if done < DUE_BATCH_MAX:
             return
 
 
-async def migrate_all(services: Any, env: str, kind: str, ident: str) -> int:
+async def migrate_all(d: Domain, env: str, kind: str, ident: str) -> int:
     """Publishing with migrationType ALL_CUSTOMERS: every running subscription on the
     package moves to its latest version now (credit amounts as in an immediate update).
     Returns how many moved."""
-    from gateway.subscription_changes import apply_changes, resolve  # noqa: PLC0415
+    from engine.domain.subscriptions.changes import apply_changes, resolve  # noqa: PLC0415
 
     if kind == "plan":
-        rows = await services.store.running_subscriptions_on_plan(env, ident)
+        rows = await d.store.running_subscriptions_on_plan(env, ident)
     else:
         # Add-ons are inside the documents: read the environment's running subscriptions.
         rows = [(d["customerId"], d["id"])
-                for d in await services.store.running_subscriptions(env)
+                for d in await d.store.running_subscriptions(env)
                 if any(a["id"] == ident for a in d.get("addons") or ())]
     moved = 0
     for customer_id, sub_id in rows:
         async with lock_of(env, customer_id):
-            doc = await services.catalog.get(_TABLE, env, sub_id)
+            doc = await d.documents.get(_TABLE, env, sub_id)
             if doc is None:
                 continue
-            doc = await catch_up(services, env, doc)
+            doc = await catch_up(d, env, doc)
             if doc["status"] not in (*RUNNING, "NOT_STARTED"):
                 continue
             doc = copy_of(doc)
-            now = services.clock.now_ms()
+            now = d.now_ms()
             try:
-                changes = await resolve(services, env, doc, latest=True)
-            except ApiError as exc:
+                changes = await resolve(d, env, doc, latest=True)
+            except DomainError as exc:
                 # The new version does not fit this subscription (an add-on no longer
                 # compatible, a billing period no longer priced): it stays where it is.
                 log.warning("subscription not migrated", subscription=sub_id,
                             field=exc.field, reason=str(exc))
                 continue
-            await apply_changes(services, env, doc, changes, now)
+            await apply_changes(d, env, doc, changes, now)
             doc["dueAt"] = now
-            await save(services, env, doc)
-            await catch_up(services, env, doc)  # under the lock already held
+            await save(d, env, doc)
+            await catch_up(d, env, doc)  # under the lock already held
             moved += 1
     return moved
 
@@ -533,8 +529,8 @@ class Scheduler:
     """Runs `catch_up_due` when the earliest due time passes (checked every
     SCHEDULER_POLL_S at least), and at once when woken (a clock move)."""
 
-    def __init__(self, services_of: Any) -> None:
-        self._services_of = services_of
+    def __init__(self, domain_of: Callable[[], Domain]) -> None:
+        self._domain_of = domain_of
         self._wake = anyio.Event()
 
     def wake(self) -> None:
@@ -542,21 +538,21 @@ class Scheduler:
 
     async def catch_up(self, now: int) -> None:
         """Everything due at `now`, before returning (after the test clock moved)."""
-        await catch_up_all_due(self._services_of(), now)
+        await catch_up_all_due(self._domain_of(), now)
         self.wake()
 
     async def run(self) -> None:
         while True:
-            services = self._services_of()
+            d = self._domain_of()
             failed = False
             try:
                 while True:
-                    done, failures = await catch_up_due(services, services.clock.now_ms())
+                    done, failures = await catch_up_due(d, d.now_ms())
                     failed = bool(failures)
                     if failed or done < DUE_BATCH_MAX:
                         break
                     await anyio.lowlevel.checkpoint()
-                due = await services.store.next_subscription_due()
+                due = await d.store.next_subscription_due()
             except Exception:  # noqa: BLE001 (the database may be away: try again later)
                 log.exception("subscription scheduler step failed")
                 failed, due = True, None
@@ -565,11 +561,11 @@ class Scheduler:
                 # at once (its due time has passed, so it would be due again immediately).
                 await anyio.sleep(SCHEDULER_RETRY_S)
                 continue
-            now = services.clock.now_ms()
+            now = d.now_ms()
             deadline = now + int(SCHEDULER_POLL_S * 1000)
             if due is not None:
                 deadline = min(deadline, max(due, now))
-            await services.clock.wait_until(deadline, self._wake)
+            await d.clock.wait_until(deadline, self._wake)
             self._wake = anyio.Event()
 
 

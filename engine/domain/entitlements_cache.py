@@ -1,13 +1,13 @@
-"""The cache of customers' effective entitlements (gateway.entitlements_state computes
-them), apart so that what changes them (subscriptions, promotions) can invalidate it
-without importing what reads subscriptions to compute them."""
+"""The cache of customers' effective entitlements (engine/domain/entitlements.py computes
+them; each `Domain` holds one), apart so that what changes them (subscriptions,
+promotions) can invalidate it without importing what reads subscriptions."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from typing import Any
 
-__all__ = ["EntitlementsCache", "cache_of", "invalidate"]
+__all__ = ["EntitlementsCache"]
 
 
 # Effective entitlements are read on every usage report, event batch and entitlement
@@ -24,17 +24,7 @@ class EntitlementsCache:
         # the change, so it is answered but not kept.
         self.epoch = 0
 
-
-def cache_of(services: Any) -> EntitlementsCache:
-    cache = getattr(services.catalog, "_entitlements_cache", None)
-    if cache is None:
-        cache = EntitlementsCache()
-        services.catalog._entitlements_cache = cache
-    return cache
-
-
-def invalidate(services: Any, env: str, customer_id: str) -> None:
-    """Forget the customer's cached entitlements (a subscription or promotion changed)."""
-    cache = cache_of(services)
-    cache.entries.pop((env, customer_id), None)
-    cache.epoch += 1
+    def invalidate(self, env: str, customer_id: str) -> None:
+        """Forget the customer's cached entitlements (a subscription or promotion changed)."""
+        self.entries.pop((env, customer_id), None)
+        self.epoch += 1

@@ -1,6 +1,6 @@
 """The effective feature entitlements of a customer (docs/subscriptions.md, Entitlements).
 
-Sources: the customer's active subscriptions (`gateway.subscriptions.active_subscriptions`)
+Sources: the customer's active subscriptions (`engine.domain.subscriptions`)
 through the published plan and add-on versions they point at (`engine.domain.packages.published`),
 and the customer's promotional entitlements (table `promotional_entitlements`, written by
 `engine.domain.promotions`). Per feature they combine as:
@@ -30,10 +30,9 @@ import msgspec
 from engine.billing.periods import reset_window
 from engine.core.commands import GetUsage, UsageCountersReply
 from engine.core.usage import usage_in_period
+from engine.domain.context import Domain, engine_id
 from engine.domain.packages import published
-from gateway.entitlements_cache import cache_of
-from gateway.routes.common import engine_id
-from gateway.wire import parse_time
+from engine.domain.values import time_in as parse_time
 
 __all__ = [
     "Effective",
@@ -94,22 +93,22 @@ def promo_active(doc: dict[str, Any], now: int) -> bool:
     return (start is None or start <= now) and (end is None or now < end)
 
 
-async def _subscriptions(services: Any, env: str, customer_id: str, resource_id: str | None,
+async def _subscriptions(d: Domain, env: str, customer_id: str, resource_id: str | None,
                          now: int) -> tuple[list[dict[str, Any]], int]:
     """The running subscriptions for the resource, and the next time any of the
     customer's subscriptions changes (a future start, a renewal, an end)."""
-    from gateway.subscriptions import RUNNING, customer_subscriptions  # noqa: PLC0415
+    from engine.domain.subscriptions.catch_up import RUNNING, customer_subscriptions  # noqa: PLC0415
 
-    docs = await customer_subscriptions(services, env, customer_id)
+    docs = await customer_subscriptions(d, env, customer_id)
     due = [d["dueAt"] for d in docs if d.get("dueAt") is not None and d["dueAt"] > now]
     running = [d for d in docs if d["status"] in RUNNING and d.get("resourceId") == resource_id]
     return running, min(due, default=_FOREVER)
 
 
-async def _published(services: Any, env: str, kind: str, ident: str,
+async def _published(d: Domain, env: str, kind: str, ident: str,
                      version: int | None) -> dict[str, Any] | None:
 
-    return await published(services.catalog, env, kind, ident, version)
+    return await published(d.documents, env, kind, ident, version)
 
 
 def _add(eff: Effective, ent: dict[str, Any], quantity: int, anchor: int | None,
@@ -147,35 +146,35 @@ def _add(eff: Effective, ent: dict[str, Any], quantity: int, anchor: int | None,
 _FOREVER = 1 << 62
 
 
-async def effective_entitlements(services: Any, env: str, customer_id: str,
+async def effective_entitlements(d: Domain, env: str, customer_id: str,
                                  resource_id: str | None, now: int) -> Sources:
     """The customer's feature entitlements at `now` (see the module docstring). Shared
     with other callers: read it, do not change it."""
-    cache = cache_of(services)
+    cache = d.state.entitlements
     key = (env, customer_id)
     entry = cache.entries.get(key, {}).get(resource_id)
     if entry is not None and entry[1] <= now < entry[2]:
         cache.entries.move_to_end(key)
         return entry[0]
     epoch = cache.epoch
-    sources, valid_until = await _effective(services, env, customer_id, resource_id, now)
+    sources, valid_until = await _effective(d, env, customer_id, resource_id, now)
     if cache.epoch != epoch:
         return sources  # something changed meanwhile: do not keep what may predate it
     cache.entries.setdefault(key, {})[resource_id] = (sources, now, valid_until)
     cache.entries.move_to_end(key)
-    while len(cache.entries) > services.catalog.docs_cached_max:
+    while len(cache.entries) > d.documents.docs_cached_max:
         cache.entries.popitem(last=False)
     return sources
 
 
-async def _effective(services: Any, env: str, customer_id: str, resource_id: str | None,
+async def _effective(d: Domain, env: str, customer_id: str, resource_id: str | None,
                      now: int) -> tuple[Sources, int]:
     """The entitlements at `now`, and until when they hold (the next boundary: a usage
     window's end, a promotion's start or end, a subscription's next change)."""
     out = Sources()
-    out.subscriptions, boundary = await _subscriptions(services, env, customer_id,
+    out.subscriptions, boundary = await _subscriptions(d, env, customer_id,
                                                        resource_id, now)
-    from gateway.subscriptions import timeline_of  # noqa: PLC0415 (subscriptions imports us)
+    from engine.domain.subscriptions.catch_up import timeline_of  # noqa: PLC0415 (subscriptions imports us)
 
     # When each feature's sources stop granting it (None: one of them never stops).
     ends: dict[str, list[int | None]] = {}
@@ -185,10 +184,10 @@ async def _effective(services: Any, env: str, customer_id: str, resource_id: str
         # Usage windows count from the subscription's start — or, for one that replaced
         # another on its product, from the replaced one's (usage carries over an upgrade).
         anchor = _ms(sub.get("_usageAnchor") or sub.get("_start", sub.get("startDate")))
-        plan = await _published(services, env, "plan", sub["planId"], sub.get("planVersion"))
+        plan = await _published(d, env, "plan", sub["planId"], sub.get("planVersion"))
         packages: list[tuple[dict[str, Any], int]] = [(plan, 1)] if plan else []
         for addon in sub.get("addons") or ():
-            doc = await _published(services, env, "addon", addon["id"], addon.get("version"))
+            doc = await _published(d, env, "addon", addon["id"], addon.get("version"))
             if doc is not None:
                 packages.append((doc, int(addon.get("quantity") or 1)))
         for doc, quantity in packages:
@@ -198,7 +197,7 @@ async def _effective(services: Any, env: str, customer_id: str, resource_id: str
                 eff = out.features.setdefault(ent["id"], Effective(ent["id"]))
                 _add(eff, ent, quantity, anchor, subscription=True, now=now)
                 ends.setdefault(ent["id"], []).append(sub_end)
-    promos = await services.store.promotions(env, customer_id)
+    promos = await d.store.promotions(env, customer_id)
     out.promotions = [p for p in promos if promo_active(p, now)]
     for promo in out.promotions:
         eff = out.features.setdefault(promo["featureId"], Effective(promo["featureId"]))
@@ -240,13 +239,13 @@ def period_starts(sources: Sources) -> dict[str, tuple[int, int]]:
     return {f: e.window for f, e in sources.features.items() if e.window is not None}
 
 
-async def usage_of(services: Any, env: str, customer_id: str,
+async def usage_of(d: Domain, env: str, customer_id: str,
                    resource_id: str | None, windows: dict[str, tuple[int, int]]
                    ) -> dict[str, tuple[int, int]]:
     """feature id -> (usage units in the current window, updated at) from the customer's
     counters, read from its actor (what was last acknowledged, without a database read);
     a counter of an earlier window counts 0."""
-    reply = await services.runtime.submit(engine_id(env, customer_id),
+    reply = await d.runtime.submit(engine_id(env, customer_id),
                                           GetUsage(resource_id=resource_id))
     assert isinstance(reply, UsageCountersReply)
     out = {}

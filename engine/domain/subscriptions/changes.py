@@ -13,7 +13,8 @@ from decimal import Decimal
 from typing import Any
 
 from engine.domain import packages
-from gateway.errors import bad_input
+from engine.domain.context import Domain
+from engine.domain.errors import bad_input
 
 __all__ = [
     "QUANTITY_MAX",
@@ -32,10 +33,10 @@ __all__ = [
 QUANTITY_MAX = 1_000_000
 
 
-async def _package(services: Any, env: str, kind: str, ident: str, field: str,
+async def _package(d: Domain, env: str, kind: str, ident: str, field: str,
                    ) -> dict[str, Any]:
 
-    return await packages.require_published(services.catalog, env, kind, ident, field=field)
+    return await packages.require_published(d.documents, env, kind, ident, field=field)
 
 
 def price_periods(package: dict[str, Any]) -> set[str]:
@@ -90,7 +91,7 @@ def country_code(code: str | None) -> str | None:
     return code.upper()
 
 
-async def resolve(services: Any, env: str, current: dict[str, Any] | None,
+async def resolve(d: Domain, env: str, current: dict[str, Any] | None,
                   *, plan_id: str | None = None, billing_period: str | None = None,
                   addons: list[Any] | None = None, unit_quantity: int | None = None,
                   charges: list[Any] | None = None, latest: bool = False,
@@ -106,12 +107,12 @@ async def resolve(services: Any, env: str, current: dict[str, Any] | None,
         raise bad_input("is required", "planId")
     plan_changed = current is None or plan_id != current["planId"]
     if plan_changed or latest:
-        plan = await _package(services, env, "plan", plan_id, "planId")
+        plan = await _package(d, env, "plan", plan_id, "planId")
         changes.update(planId=plan_id, planVersion=plan["versionNumber"],
                        productId=plan["productId"], pricingType=pricing_type_of(plan))
     else:
 
-        plan = await packages.published(services.catalog, env, "plan", plan_id,
+        plan = await packages.published(d.documents, env, "plan", plan_id,
                                         current["planVersion"])
         assert plan is not None
     period = billing_period or (current or {}).get("billingPeriod") or "MONTHLY"
@@ -128,7 +129,7 @@ async def resolve(services: Any, env: str, current: dict[str, Any] | None,
                   [(a["id"], a["quantity"]) for a in (current or {}).get("addons") or ()])
         resolved = [{"id": addon["id"], "quantity": quantity,
                      "version": addon["versionNumber"]}
-                    for addon, quantity in await resolve_addons(services, env, plan, wanted)]
+                    for addon, quantity in await resolve_addons(d, env, plan, wanted)]
         if current is None or resolved != current.get("addons"):
             changes["addons"] = resolved
     if unit_quantity is not None:
@@ -157,13 +158,13 @@ async def resolve(services: Any, env: str, current: dict[str, Any] | None,
         country = country or (current or {}).get("billingCountryCode")
         addon_docs = []
         for a in changes.get("addons", (current or {}).get("addons") or ()):
-            addon_docs.append((await packages_published(services, env, a["id"],
+            addon_docs.append((await packages_published(d, env, a["id"],
                                                         a.get("version")), True))
         changes["prices"] = prices_of([(plan, False), *addon_docs], period, country)
     return changes
 
 
-async def resolve_addons(services: Any, env: str, plan: dict[str, Any],
+async def resolve_addons(d: Domain, env: str, plan: dict[str, Any],
                          items: Sequence[tuple[str, Any]]) -> list[tuple[dict[str, Any], int]]:
     """The add-ons asked for, as (id, quantity) pairs, checked against the plan: each at
     most once, published, of the plan's product and compatible with the plan, in a whole
@@ -177,7 +178,7 @@ async def resolve_addons(services: Any, env: str, plan: dict[str, Any],
         if ident in seen:
             raise bad_input("each add-on at most once", f"{field}.id")
         seen.add(ident)
-        addon = await _package(services, env, "addon", ident, f"{field}.id")
+        addon = await _package(d, env, "addon", ident, f"{field}.id")
         if addon.get("productId") != plan.get("productId"):
             raise bad_input(f"add-on {ident!r} belongs to another product", f"{field}.id")
         if compatible is not None and ident not in compatible:
@@ -238,10 +239,10 @@ async def trial_terms(plan: dict[str, Any], start: int, override: Trial | None,
     return trial_end_of(start, duration, config.get("units") or "DAY"), behavior
 
 
-async def packages_published(services: Any, env: str, ident: str,
+async def packages_published(d: Domain, env: str, ident: str,
                              version: int | None) -> dict[str, Any]:
 
-    doc = await packages.published(services.catalog, env, "addon", ident, version)
+    doc = await packages.published(d.documents, env, "addon", ident, version)
     assert doc is not None, ident  # subscriptions only point at published versions
     return doc
 
@@ -280,7 +281,7 @@ def _money(m: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if m is None else {"amount": m["amount"], "currency": m.get("currency")}
 
 
-async def apply_changes(services: Any, env: str, doc: dict[str, Any], changes: dict[str, Any],
+async def apply_changes(d: Domain, env: str, doc: dict[str, Any], changes: dict[str, Any],
                         at: int) -> None:
     """Apply resolved changes at time `at`. A new billing period restarts the billing
     cycle at `at` (as a change of plan interval does with card processors); in a trial the
