@@ -35,7 +35,7 @@ class Services:
 
     def __post_init__(self) -> None:
         self.domain = Domain(store=self.store, runtime=self.runtime, documents=self.catalog,
-                             clock=self.clock)
+                             clock=self.clock, tax_rates=self.settings.tax_rates)
 
 
 def ok(data: Any, status: int = 200, pagination: dict[str, Any] | None = None) -> Response:

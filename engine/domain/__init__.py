@@ -20,8 +20,13 @@ Below it: the pure core (engine/core: one customer's state machine, no I/O), the
     analytics.py   credit usage and usage history over time
     promotions.py  promotional entitlements
     packages/      products, plans and add-ons: drafts, versions, entitlements, prices
+    subscriptions/ provision, update, cancel, migrate, transfer; catch-up in time; the
+                   rules of what a subscription is made of
+    entitlements.py  effective entitlements (subscriptions, add-ons, promotions)
+    access.py      entitlement checks, the check-and-hold reservation
+    usage.py       usage reports, raw events, their cost estimates
+    estimates.py   what a subscription or a change would cost
     values.py      small value rules shared with the store
 
-Still in the gateway (issue 16 moves them, area by area): usage and events,
-subscriptions, entitlement checks, paywall, estimates.
+Still in the gateway: the paywall (issue 16). Webhook endpoints are webhooks.Webhooks'.
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
 
 import anyio
@@ -66,6 +67,10 @@ class Documents(Protocol):
     async def replace_many(self, table: str, items: list[tuple[str, dict[str, Any]]],
                            ) -> None: ...
 
+    async def metered_features(self, environment: str) -> list[tuple[dict[str, Any], Any]]:
+        """The environment's active features that have a meter, with the meter parsed
+        (engine.core.meters.Meter)."""
+
     # Published package versions (engine/domain/packages): immutable once written.
     async def latest_version(self, environment: str, kind: str, ident: str) -> int | None: ...
 
@@ -113,6 +118,8 @@ class Domain:
     # changed outside the engine (a subscription or promotion written), besides this
     # domain forgetting its own cached entitlements.
     on_entitlements_changed: Callable[[str, str], None] | None = None
+    # Tax rates by billing country (CREDITD_TAX_RATES), for estimates.
+    tax_rates: dict[str, Decimal] = field(default_factory=dict)
     state: Shared = field(default_factory=Shared)
 
     def now_ms(self) -> int:

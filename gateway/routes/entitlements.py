@@ -1,22 +1,8 @@
-"""Entitlement checks and lists: credits and features.
-
-A check with `reserveAmount` is the atomic check-and-hold: the reservation is made in the
-customer's actor, so no concurrent consumption can take the credits between the check and
-the later report.
-
-Feature entitlements come from the customer's subscriptions and promotional entitlements
-(`engine.domain.entitlements`). A check answers why access is denied: FeatureNotFound,
-CustomerNotFound, CustomerIsArchived, NoActiveSubscription (no subscription and no
-promotion at all), NoFeatureEntitlementInSubscription, RequestedUsageExceedingLimit (a
-hard limit: current usage in the window + requestedUsage above the limit; without
-requestedUsage, nothing left), RequestedValuesMismatch (an ENUM value not granted). A soft
-limit never denies. Current usage is the engine's counter for the current reset window.
-"""
+"""Entitlement checks and lists, credits and features: the wire forms of
+engine/domain/access.py (which holds the rules and the reasons access is denied)."""
 
 from __future__ import annotations
 
-import hashlib
-import uuid
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -24,32 +10,15 @@ import msgspec
 from litestar import Request, Response, get
 from litestar.params import FromPath, QueryParameter
 
-from engine.core.amounts import SCALE
-from engine.core.commands import (
-    BalancesReply,
-    BalanceView,
-    GetBalances,
-    Refused,
-    Reserve,
-    ReserveReply,
-)
-from engine.domain.entitlements import (
-    Effective,
-    credit_period_end,
-    effective_entitlements,
-    usage_of,
-)
-from gateway.context import environment, ok, services
-from gateway.errors import bad_input, from_refusal
-from gateway.routes.common import engine_id, require_currency, scoped_key
+from engine.core.commands import BalanceView
+from engine.domain import access
+from engine.domain.entitlements import Effective
+from gateway.context import domain, environment, ok
+from gateway.errors import bad_input
 from gateway.routes.credits import reservation_json
 from gateway.wire import amount_in, amount_out, iso, parse_time
 
-__all__ = ["ROUTES", "entitlements_of"]
-
-# The contract: a TTL of 1 s to 24 h (default 1 h), or an absolute expiry at most 24 h ahead.
-RESERVATION_TTL_S_DEFAULT = 3600
-RESERVATION_TTL_S_MAX = 24 * 3600
+__all__ = ["ROUTES", "entitlements_json"]
 
 
 def _currency_json(doc: dict[str, Any]) -> dict[str, Any]:
@@ -82,17 +51,6 @@ def credit_entitlement(currency: dict[str, Any], b: BalanceView | None, *, now: 
         "usagePeriodEnd": iso(period_end),
         "validUntil": None,
     }
-
-
-async def _customer_state(request: Request, customer_id: str) -> str | None:
-    """The accessDeniedReason for the customer itself, if any."""
-    doc = await services(request).catalog.get("customer_profiles", environment(request),
-                                              customer_id)
-    if doc is None:
-        return "CustomerNotFound"
-    if doc.get("_archivedAt") is not None:
-        return "CustomerIsArchived"
-    return None
 
 
 def _metadata(raw: str | None) -> dict[str, str] | None:
@@ -138,51 +96,15 @@ def feature_entitlement(feature: dict[str, Any] | None, eff: Effective | None,
     }
 
 
-def _decide(feature: dict[str, Any], eff: Effective | None, usage: tuple[int, int] | None,
-            any_source: bool, requested: int | None, values: list[str]) -> str | None:
-    """Why access to `feature` is denied, or None."""
-    if eff is None or not eff.granted:
-        return "NoFeatureEntitlementInSubscription" if any_source else "NoActiveSubscription"
-    kind = feature.get("featureType")
-    if kind == "NUMBER" and not eff.unlimited and not eff.soft_limit:
-        limit = (eff.usage_limit or 0) * SCALE
-        current = usage[0] if usage is not None else 0
-        if current + requested > limit if requested is not None else current >= limit:
-            return "RequestedUsageExceedingLimit"
-    if kind == "ENUM" and values:
-        allowed = set(eff.enum_values or ())
-        if any(v not in allowed for v in values):
-            return "RequestedValuesMismatch"
-    return None
+def _credit_json(a: access.CreditAccess) -> dict[str, Any]:
+    return credit_entitlement(a.currency, a.balance, now=a.now, granted=a.granted,
+                              denied=a.denied, reservation=a.reservation,
+                              period_end=a.period_end)
 
 
-async def _check_feature(request: Request, customer_id: str, feature_id: str,
-                         requested_usage: Decimal | None, resource_id: str | None) -> Response:
-    env = environment(request)
-    svc = services(request)
-    feature = await svc.catalog.get("features", env, feature_id)
-    if feature is None or feature.get("_archivedAt") is not None:
-        return ok(feature_entitlement(None, None, None, granted=False,
-                                      denied="FeatureNotFound"))
-    denied = await _customer_state(request, customer_id)
-    if denied is not None:
-        return ok(feature_entitlement(feature, None, None, granted=False, denied=denied))
-    requested = None
-    if requested_usage is not None:
-        requested = amount_in(requested_usage, "requestedUsage", allow_zero=True)
-    values = [v.strip() for raw in request.query_params.getall("requestedValues", [])
-              for v in raw.split(",") if v.strip()]
-    now = svc.clock.now_ms()
-    sources = await effective_entitlements(svc.domain, env, customer_id, resource_id, now)
-    eff = sources.features.get(feature_id)
-    usage = None
-    if eff is not None and feature.get("featureType") == "NUMBER":
-        windows = {feature_id: eff.window} if eff.window is not None else {}
-        usage = (await usage_of(svc.domain, env, customer_id, resource_id, windows)).get(feature_id)
-    denied = _decide(feature, eff, usage, bool(sources.subscriptions or sources.promotions),
-                     requested, values)
-    return ok(feature_entitlement(feature, eff if eff is not None and eff.granted else None,
-                                  usage, granted=denied is None, denied=denied))
+def _feature_access_json(a: access.FeatureAccess) -> dict[str, Any]:
+    return feature_entitlement(a.feature, a.effective, a.usage, granted=a.granted,
+                               denied=a.denied)
 
 
 @get("/api/v1/customers/{customer_id:str}/entitlements/check")
@@ -203,119 +125,36 @@ async def check_entitlement(
 ) -> Response:
     if feature_id is not None and currency_id is not None:
         raise bad_input("give currencyId or featureId, not both", "featureId")
+    d, env = domain(request), environment(request)
+    requested = None
+    if requested_usage is not None:
+        requested = amount_in(requested_usage, "requestedUsage", allow_zero=True)
     if feature_id is not None:
-        return await _check_feature(request, customer_id, feature_id, requested_usage,
-                                    resource_id)
+        values = [v.strip() for raw in request.query_params.getall("requestedValues", [])
+                  for v in raw.split(",") if v.strip()]
+        return ok(_feature_access_json(await access.check_feature(
+            d, env, customer_id, feature_id, requested=requested, values=values,
+            resource_id=resource_id)))
     if not currency_id:
         raise bad_input("currencyId or featureId is required", "currencyId")
-    currency = await require_currency(request, currency_id)
-    now = services(request).clock.now_ms()
-    denied = await _customer_state(request, customer_id)
-    if denied is not None:
-        return ok(credit_entitlement(currency, None, now=now, granted=False, denied=denied))
-    runtime = services(request).runtime
-    customer = engine_id(environment(request), customer_id)
-    if reserve_amount is not None:
-        amount = amount_in(reserve_amount, "reserveAmount")
-        if reservation_id is None:
-            # The contract makes the id optional. Without one the check cannot be
-            # recognised when retried: each retry holds again (until it expires or is
-            # released). docs/api.md says so; send a reservationId to be safe.
-            reservation_id = f"res-{uuid.uuid4().hex}"
-        elif not reservation_id:
-            raise bad_input("must not be empty", "reservationId")
-        if reservation_ttl_seconds is not None and reservation_expires_at is not None:
-            raise bad_input("give reservationTtlSeconds or reservationExpiresAt, not both",
-                            "reservationTtlSeconds")
-        if reservation_expires_at is not None:
-            expires_at = parse_time(reservation_expires_at, "reservationExpiresAt")
-            assert expires_at is not None
-            if not now < expires_at <= now + RESERVATION_TTL_S_MAX * 1000:
-                raise bad_input("must be in the future and at most 24 hours ahead",
-                                "reservationExpiresAt")
-        else:
-            ttl = (RESERVATION_TTL_S_DEFAULT if reservation_ttl_seconds is None
-                   else reservation_ttl_seconds)
-            if not 1 <= ttl <= RESERVATION_TTL_S_MAX:
-                raise bad_input(f"must be from 1 to {RESERVATION_TTL_S_MAX}",
-                                "reservationTtlSeconds")
-            expires_at = now + ttl * 1000
-        metadata = _metadata(reservation_metadata)
-        # The client-chosen reservationId makes the check idempotent: a retry returns the
-        # same reservation instead of holding twice, and the same id with other parameters
-        # is a conflict. The hash covers what the client sent, not the expiry derived
-        # from the clock.
-        sent = msgspec.json.encode([currency_id, resource_id, str(reserve_amount),
-                                    reservation_ttl_seconds, reservation_expires_at,
-                                    reservation_metadata])
-        reply = await runtime.submit(customer, Reserve(
-            reservation_id=reservation_id, currency_id=currency_id, resource_id=resource_id,
-            amount=amount, expires_at=expires_at, metadata=metadata,
-            idempotency_key=scoped_key("reserve", reservation_id),
-            request_hash=hashlib.sha256(sent).hexdigest()))
-        if isinstance(reply, Refused):
-            if reply.code != "INSUFFICIENT_CREDITS":
-                raise from_refusal(reply)
-            balances = await runtime.submit(customer, GetBalances(
-                currency_id=currency_id, resource_id=resource_id, match_resource=True))
-            assert isinstance(balances, BalancesReply)
-            view = balances.balances[0] if balances.balances else None
-            return ok(credit_entitlement(currency, view, now=now, granted=False,
-                                         denied="InsufficientCredits"))
-        assert isinstance(reply, ReserveReply)
-        return ok(credit_entitlement(currency, reply.balance, now=now, granted=True,
-                                     denied=None, reservation=reply.reservation))
-    requested = 0 if requested_usage is None else amount_in(requested_usage, "requestedUsage",
-                                                              allow_zero=True)
-    balances = await runtime.submit(customer, GetBalances(
-        currency_id=currency_id, resource_id=resource_id, match_resource=True))
-    assert isinstance(balances, BalancesReply)
-    view = balances.balances[0] if balances.balances else None
-    available = view.current_balance if view else 0
-    # With no requested usage the question is "is there anything left?".
-    granted = available >= requested if requested else available > 0
-    svc = services(request)
-    sources = await effective_entitlements(svc.domain, environment(request), customer_id,
-                                           resource_id, now)
-    return ok(credit_entitlement(currency, view, now=now, granted=granted,
-                                 denied=None if granted else "InsufficientCredits",
-                                 period_end=credit_period_end(sources, currency_id, now)))
+    if reserve_amount is None:
+        return ok(_credit_json(await access.check_credits(
+            d, env, customer_id, currency_id, requested=requested or 0,
+            resource_id=resource_id)))
+    # Without a reservationId the domain generates one; a retry of such a check cannot be
+    # recognised (docs/api.md says so).
+    return ok(_credit_json(await access.reserve(d, env, access.ReserveInput(
+        customer_id=customer_id, currency_id=currency_id,
+        amount=amount_in(reserve_amount, "reserveAmount"), reservation_id=reservation_id,
+        ttl_seconds=reservation_ttl_seconds,
+        expires_at=parse_time(reservation_expires_at, "reservationExpiresAt"),
+        metadata=_metadata(reservation_metadata), resource_id=resource_id))))
 
 
-async def entitlements_of(request: Request, customer_id: str,
-                          resource_id: str | None) -> list[dict[str, Any]]:
+def entitlements_json(found: access.CustomerEntitlements) -> list[dict[str, Any]]:
     """The customer's entitlements: granted features first (by id), then credits."""
-    balances = await services(request).runtime.submit(
-        engine_id(environment(request), customer_id),
-        GetBalances(resource_id=resource_id, match_resource=True))
-    assert isinstance(balances, BalancesReply)
-    env = environment(request)
-    svc = services(request)
-    now = svc.clock.now_ms()
-    sources = await effective_entitlements(svc.domain, env, customer_id, resource_id, now)
-    entitlements = []
-    for view in balances.balances:
-        currency = await require_currency(request, view.currency_id, allow_archived=True)
-        granted = view.current_balance > 0
-        entitlements.append(credit_entitlement(
-            currency, view, now=now, granted=granted,
-            denied=None if granted else "InsufficientCredits",
-            period_end=credit_period_end(sources, view.currency_id, now)))
-    granted_features = {f: e for f, e in sources.features.items() if e.granted}
-    if granted_features:
-        windows = {f: e.window for f, e in granted_features.items() if e.window is not None}
-        usage = await usage_of(svc.domain, env, customer_id, resource_id, windows)
-        features = []
-        for feature_id in sorted(granted_features):
-            feature = await svc.catalog.get("features", env, feature_id)
-            if feature is None or feature.get("_archivedAt") is not None:
-                continue
-            eff = granted_features[feature_id]
-            denied = _decide(feature, eff, usage.get(feature_id), True, None, [])
-            features.append(feature_entitlement(feature, eff, usage.get(feature_id),
-                                                granted=denied is None, denied=denied))
-        entitlements = features + entitlements
-    return entitlements
+    return ([_feature_access_json(f) for f in found.features]
+            + [_credit_json(c) for c in found.credits])
 
 
 @get("/api/v1/customers/{customer_id:str}/entitlements")
@@ -324,11 +163,9 @@ async def list_entitlements(
     customer_id: FromPath[str],
     resource_id: Annotated[str | None, QueryParameter(name="resourceId")] = None,
 ) -> Response:
-    denied = await _customer_state(request, customer_id)
-    if denied is not None:
-        return ok({"accessDeniedReason": denied, "entitlements": []})
-    return ok({"accessDeniedReason": None,
-               "entitlements": await entitlements_of(request, customer_id, resource_id)})
+    found = await access.entitlements(domain(request), environment(request), customer_id,
+                                      resource_id)
+    return ok({"accessDeniedReason": found.denied, "entitlements": entitlements_json(found)})
 
 
 ROUTES = [check_entitlement, list_entitlements]

@@ -10,333 +10,30 @@
 - `POST /api/v1/subscriptions/estimate-update` — GraphQL `EstimateSubscriptionUpdateInput`
   (`subscriptionId`, new add-ons / quantities / coupon) → the same answer, with `proration`.
 
-What is priced (engine/billing/pricing.py has the rules and the rounding):
-- a new subscription: the immediate invoice is the first billing period from the start
-  (`startDate` or now): recurring charges paid in advance plus one-off charges; nothing
-  during a trial (the plan's default trial unless `trialOverrideConfiguration.isTrial` is
-  false or `skipTrial`). The recurring invoice is the next period's (usage-based charges
-  with the `billableFeatures` quantities are billed with it). If the customer already runs
-  a subscription on the plan's product, the new one replaces it: `proration.credit` is the
-  unused part of the running one, `isPlanDowngrade` says the new recurring price is lower.
-- an update: `proration` of the change now inside the current billing period (credit for
-  the unused part of the current recurring price, debit for the new one, both after their
-  discount); the top-level amounts are that net amount plus tax, `subscription` is the
-  recurring price after the change. Nothing is due for a change during a trial.
-Coupons: `appliedCoupon.couponId` or a promotion code (a coupon id, as in provisioning),
-`appliedCoupon.discount` (ad hoc: estimates accept it although provisioning does not), else
-the customer's `couponId` (new) or the subscription's coupon (update). Tax: exclusive, the
-`billingInformation.taxPercentage` if given, else the billing country's rate from
-CREDITD_TAX_RATES, else none. GraphQL-shaped `Money` carries the currency as the GraphQL
-enum spells it (`USD`); REST invoices carry it lowercase (`usd`).
+The rules are engine/domain/estimates.py's (what is priced, coupons, tax); this module
+maps its `Estimate` to both answer shapes.
+GraphQL-shaped `Money` carries the currency as the GraphQL enum spells it (`USD`); REST
+invoices carry it lowercase (`usd`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
-import msgspec
 from litestar import Request, Response, post
 
-from engine.billing.money import MoneyError
-from engine.billing.periods import billing_period, months_of
-from engine.billing.pricing import (
-    Coupon,
-    Invoice,
-    Line,
-    Quantities,
-    build_invoice,
-    coupon_applies,
-    coupon_from_discount,
-    coupon_from_doc,
-    invoice_currency,
-    minimum_spend_line,
-    months_between,
-    price_package,
-    tax_rate_for,
-)
-from engine.billing.proration import Proration, prorate, prorated
-from engine.core.amounts import from_units
-from engine.domain import packages
-from engine.domain.subscriptions import catch_up as subscriptions
-from engine.domain.subscriptions.catch_up import trial_eligible
-from engine.domain.subscriptions.changes import (
-    check_unit_quantity,
-    country_code,
-    price_periods,
-    resolve_addons,
-    trial_terms,
-)
-from gateway.context import domain, environment, ok, services
-from gateway.errors import ApiError, bad_input
+from engine.billing.pricing import Coupon, Invoice
+from engine.domain import estimates
+from engine.domain.estimates import EstimateBody, EstimateUpdateBody, PreviewBody
+from gateway.context import domain, environment, ok
 from gateway.openapi import request_body
-from gateway.routes.common import require_customer
-from gateway.routes.subscriptions import TrialOverride, trial_override
-from gateway.wire import amount_in, decode_body, iso, parse_time
+from gateway.wire import decode_body, iso
 
 __all__ = ["ROUTES"]
 
 _BASE = "/api/v1/subscriptions"
-RUNNING = ("ACTIVE", "IN_TRIAL")
 
-
-# --- bodies ----------------------------------------------------------------------------
-
-class _S(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
-    pass
-
-
-class AmountOff(_S):
-    amount: Decimal
-    currency: str
-
-
-class Discount(_S):
-    amounts_off: list[AmountOff] | None = None
-    description: str | None = None
-    duration_in_months: Decimal | None = None
-    name: str | None = None
-    percent_off: Decimal | None = None
-
-
-class CouponConfiguration(_S):
-    start_date: str | None = None
-
-
-class AppliedCoupon(_S):
-    billing_coupon_id: str | None = None
-    configuration: CouponConfiguration | None = None
-    coupon_id: str | None = None
-    discount: Discount | None = None
-    promotion_code: str | None = None
-
-
-class AddonIn(_S):
-    id: str
-    quantity: int
-
-
-class GqlAddonIn(_S):
-    addon_id: str
-    quantity: int = 1
-
-
-class BillableFeature(_S):
-    feature_id: str
-    quantity: Decimal
-
-
-class ChargeIn(_S):
-    id: str
-    quantity: Decimal
-    type: Literal["FEATURE", "CREDIT"]
-
-
-class _Common(_S):
-    applied_coupon: AppliedCoupon | None = None
-    billable_features: list[BillableFeature] | None = None
-    charges: list[ChargeIn] | None = None
-    environment_id: str | None = None  # GraphQL inputs: the key's environment wins
-
-
-class _New(_Common):
-    customer_id: str = ""
-    plan_id: str = ""
-    billing_country_code: str | None = None
-    billing_information: dict[str, Any] | None = None
-    billing_period: Literal["MONTHLY", "ANNUALLY"] | None = None
-    paying_customer_id: str | None = None
-    resource_id: str | None = None
-    start_date: str | None = None
-    trial_override_configuration: TrialOverride | None = None
-
-
-class PreviewBody(_New):
-    addons: list[AddonIn] | None = None
-    billing_cycle_anchor: Literal["UNCHANGED", "NOW"] | None = None
-    schedule_strategy: Literal["END_OF_BILLING_PERIOD", "END_OF_BILLING_MONTH",
-                               "IMMEDIATE"] | None = None
-    unit_quantity: int | None = None
-
-
-class EstimateBody(_New):
-    addons: list[GqlAddonIn] | None = None
-    price_unit_amount: Decimal | None = None
-    promotion_code: str | None = None
-    skip_trial: bool | None = None
-    unit_quantity: Decimal | None = None
-
-
-class EstimateUpdateBody(_Common):
-    subscription_id: str = ""
-    addons: list[GqlAddonIn] | None = None
-    promotion_code: str | None = None
-    unit_quantity: Decimal | None = None
-    # Extensions (as PATCH /api/v1/subscriptions/{id} takes them): another billing period
-    # (the cycle restarts at the change) and another plan of the product.
-    billing_period: Literal["MONTHLY", "ANNUALLY"] | None = None
-    plan_id: str | None = None
-
-
-# --- catalog reads ---------------------------------------------------------------------
-
-async def _package(request: Request, kind: str, ident: str, field: str,
-                   version: int | None = None) -> dict[str, Any]:
-    """A published package (given or latest version) that may be subscribed to."""
-
-    catalog, env = services(request).catalog, environment(request)
-    name = "PlanNotFound" if kind == "plan" else "AddonNotFound"
-    if version is not None:  # what a subscription already has: archived or not
-        doc = await packages.published(catalog, env, kind, ident, version)
-        if doc is None:
-            raise ApiError(404, name, f"{kind} {ident!r} version {version} was not found", field)
-        return doc
-    return await packages.require_published(catalog, env, kind, ident, field=field)
-
-
-@dataclass
-class _Applied:
-    coupon: Coupon
-    start: int
-
-
-async def _coupon_by_id(request: Request, ident: str, field: str) -> Coupon:
-    doc = await services(request).catalog.get("coupons", environment(request), ident)
-    if doc is None:
-        raise ApiError(404, "CouponNotFound", f"coupon {ident!r} was not found", field)
-    if doc.get("_archivedAt") is not None:
-        raise bad_input(f"coupon {ident!r} is archived", field)
-    return coupon_from_doc(doc)
-
-
-async def _applied(request: Request, given: AppliedCoupon | None, promotion_code: str | None,
-                   default_start: int) -> _Applied | None:
-    """The coupon asked for: a stored coupon by id (a promotion code is a coupon id, as in
-    provisioning: creditd has no separate codes) or an ad-hoc discount."""
-    start = default_start
-    if given is not None and given.configuration is not None and \
-            given.configuration.start_date is not None:
-        start = parse_time(given.configuration.start_date,
-                           "appliedCoupon.configuration.startDate") or start
-    if given is not None and given.coupon_id:
-        ident, field = given.coupon_id, "appliedCoupon.couponId"
-    elif given is not None and given.promotion_code:
-        ident, field = given.promotion_code, "appliedCoupon.promotionCode"
-    elif promotion_code:
-        ident, field = promotion_code, "promotionCode"
-    else:
-        ident = field = None
-    if ident is not None and given is not None and given.discount is not None:
-        raise bad_input("give a coupon or a discount, not both", "appliedCoupon.discount")
-    if ident is not None:
-        return _Applied(await _coupon_by_id(request, ident, field), start)
-    if given is not None and given.discount is not None:
-        try:
-            coupon = coupon_from_discount(msgspec.to_builtins(given.discount))
-        except MoneyError as exc:
-            raise bad_input(exc.reason, exc.field) from None
-        return _Applied(coupon, start)
-    return None
-
-
-async def _stored_coupon(request: Request, ident: str | None, start: int) -> _Applied | None:
-    """A coupon a customer (`couponId`) or subscription (`coupons[0].id`) carries; one
-    deleted since is ignored, an archived one still counts (it was applied before)."""
-    if not ident:
-        return None
-    doc = await services(request).catalog.get("coupons", environment(request), ident)
-    return None if doc is None else _Applied(coupon_from_doc(doc), start)
-
-
-# --- pricing ---------------------------------------------------------------------------
-
-def _quantities(unit_quantity: Decimal | int | None, features: list[BillableFeature] | None,
-                charges: list[ChargeIn] | None, base: Quantities | None = None) -> Quantities:
-    feature_q = dict(base.features) if base else {}
-    credit_q = dict(base.credits) if base else {}
-    for i, f in enumerate(features or ()):
-        feature_q[f.feature_id] = _feature_quantity(f.quantity,
-                                                    f"billableFeatures[{i}].quantity")
-    for i, c in enumerate(charges or ()):
-        (feature_q if c.type == "FEATURE" else credit_q)[c.id] = _feature_quantity(
-            c.quantity, f"charges[{i}].quantity")
-    unit = base.unit_quantity if base else None
-    if unit_quantity is not None:
-        if unit_quantity < 0:
-            raise bad_input("must not be negative", "unitQuantity")
-        unit = Decimal(unit_quantity)
-    return Quantities(unit_quantity=unit, features=feature_q, credits=credit_q)
-
-
-def _feature_quantity(quantity: Decimal, field: str) -> Decimal:
-    """A feature or credit quantity priced (`billableFeatures`, `charges`) as the API takes
-    any amount (gateway.wire.amount_in): at most 10^12, rounded to 5 decimals."""
-    if quantity < 0:
-        raise bad_input("must not be negative", field)
-    return from_units(amount_in(quantity, field, allow_zero=True))
-
-
-def _unit_quantity(plan: dict[str, Any], unit: Decimal | int | None) -> int | None:
-    """A `unitQuantity` asked for, checked as provisioning checks it (a whole number, 1 to
-    QUANTITY_MAX, within the plan's per-unit bounds) before anything is priced."""
-    if unit is None:
-        return None
-    if isinstance(unit, Decimal) and unit != unit.to_integral_value():
-        raise bad_input("must be a whole number", "unitQuantity")
-    check_unit_quantity(plan, unit)  # compares only: a huge Decimal is never converted
-    return int(unit)
-
-
-def _lines(plan: dict[str, Any], addons: list[tuple[dict[str, Any], int]], period: str,
-           country: str | None, quantities: Quantities) -> list[Line]:
-    try:
-        lines = price_package(plan.get("charges"), billing_period=period, country=country,
-                              quantities=quantities, package_id=plan["id"],
-                              name=plan.get("displayName") or plan["id"])
-        for addon, quantity in addons:
-            lines += price_package(addon.get("charges"), billing_period=period,
-                                   country=country, quantities=quantities,
-                                   package_id=addon["id"], multiplier=quantity,
-                                   name=addon.get("displayName") or addon["id"])
-        invoice_currency(lines)
-    except MoneyError as exc:
-        raise bad_input(exc.reason, exc.field) from None
-    return lines
-
-
-def _invoice(plan: dict[str, Any], lines: list[Line], period: str, currency: str,
-             applied: _Applied | None, invoice_start: int, first: bool,
-             tax_rate: Decimal | None) -> Invoice:
-    """An invoice of these lines (with the plan's minimum spend) for a period starting at
-    `invoice_start`, discounted if the coupon still applies then."""
-    sub_total = sum((ln.sub_total for ln in lines), Decimal(0))
-    extra = minimum_spend_line(plan.get("charges"), period, sub_total, currency)
-    if extra is not None:
-        lines = [*lines, extra]
-    coupon = None
-    if applied is not None and coupon_applies(
-            applied.coupon, months_elapsed=months_between(applied.start, invoice_start),
-            first_invoice=first):
-        coupon = applied.coupon
-    return build_invoice(lines, currency, coupon=coupon, tax_rate=tax_rate)
-
-
-def _tax_rate(request: Request, info: dict[str, Any] | None,
-              country: str | None) -> Decimal | None:
-    given = (info or {}).get("taxPercentage")
-    if given is not None:
-        try:
-            rate = Decimal(str(given))
-        except ArithmeticError:
-            raise bad_input("must be a number", "billingInformation.taxPercentage") from None
-        if not rate.is_finite() or not 0 <= rate <= 100:
-            raise bad_input("must be from 0 to 100", "billingInformation.taxPercentage")
-        return rate
-    return tax_rate_for(services(request).settings.tax_rates, country)
-
-
-# --- answers ---------------------------------------------------------------------------
 
 def _money(amount: Decimal, currency: str) -> dict[str, Any]:
     return {"amount": amount, "currency": currency.upper()}
@@ -389,23 +86,19 @@ def _price_preview(inv: Invoice, country: str | None) -> dict[str, Any]:
             "discount": _discount_json(inv.coupon, c)}
 
 
-def _answer(now_inv: Invoice, now_range: tuple[int, int], next_inv: Invoice,
-            next_range: tuple[int, int], country: str | None, *,
-            proration: dict[str, Any] | None, is_downgrade: bool, scheduled: bool,
-            free_items: list[dict[str, Any]]) -> dict[str, Any]:
-    top = _price_preview(now_inv, country)
+def _answer(e: estimates.Estimate) -> dict[str, Any]:
     return {
         # REST SubscriptionPreview
-        "immediateInvoice": _rest_invoice(now_inv, *now_range),
-        "recurringInvoice": _rest_invoice(next_inv, *next_range),
-        "billingPeriodRange": _range(*now_range),
-        "freeItems": free_items,
-        "hasScheduledUpdates": scheduled,
-        "isPlanDowngrade": is_downgrade,
+        "immediateInvoice": _rest_invoice(e.now, *e.now_range),
+        "recurringInvoice": _rest_invoice(e.next, *e.next_range),
+        "billingPeriodRange": _range(*e.now_range),
+        "freeItems": e.free_items,
+        "hasScheduledUpdates": e.scheduled,
+        "isPlanDowngrade": e.is_downgrade,
         # GraphQL SubscriptionPreview (the immediate charge; `subscription` = recurring)
-        **top,
-        "subscription": _price_preview(next_inv, country),
-        "proration": proration,
+        **_price_preview(e.now, e.country),
+        "subscription": _price_preview(e.next, e.country),
+        "proration": None if e.proration is None else _proration_json(e.proration),
         "credits": None,
     }
 
@@ -415,226 +108,24 @@ def _proration_json(p: Any) -> dict[str, Any]:
             "debit": _money(p.debit, p.currency), "netAmount": _money(p.net_amount, p.currency)}
 
 
-# --- a running subscription's price ------------------------------------------------------
-
-async def _running_price(request: Request, doc: dict[str, Any], at: int,
-                         ) -> tuple[dict[str, Any], list[tuple[dict[str, Any], int]],
-                                    Quantities, _Applied | None]:
-    plan = await _package(request, "plan", doc["planId"], "subscriptionId",
-                          version=doc.get("planVersion"))
-    addons = [(await _package(request, "addon", a["id"], "subscriptionId",
-                              version=a.get("version")), int(a["quantity"]))
-              for a in doc.get("addons") or ()]
-    charges = [ChargeIn(c["id"], Decimal(str(c["quantity"])), c.get("type") or "FEATURE")
-               for c in doc.get("charges") or ()]
-    unit = doc.get("unitQuantity")
-    quantities = _quantities(None if unit is None else Decimal(str(unit)), None, charges)
-    held = doc.get("coupons") or [{}]
-    applied = await _stored_coupon(request, held[0].get("id"), doc.get("_start") or at)
-    return plan, addons, quantities, applied
-
-
-def _in_advance(lines: list[Line]) -> list[Line]:
-    """What is paid at the start of a period (and prorated by a change): recurring charges
-    that are not billed in arrears."""
-    return [ln for ln in lines if ln.recurring and not ln.in_arrears]
-
-
-# --- handlers --------------------------------------------------------------------------
-
-async def _estimate_new(request: Request, body: PreviewBody | EstimateBody,
-                        addon_items: list[tuple[str, int]], skip_trial: bool,
-                        promotion_code: str | None) -> dict[str, Any]:
-    if not body.customer_id:
-        raise bad_input("is required", "customerId")
-    if not body.plan_id:
-        raise bad_input("is required", "planId")
-    customer = await require_customer(request, body.customer_id)
-    if body.paying_customer_id:
-        await require_customer(request, body.paying_customer_id, field="payingCustomerId")
-    now = services(request).clock.now_ms()
-    start = parse_time(body.start_date, "startDate") or now
-    plan = await _package(request, "plan", body.plan_id, "planId")
-    priced = price_periods(plan)
-    period = body.billing_period or ("MONTHLY" if not priced or "MONTHLY" in priced
-                                     else sorted(priced)[0])
-    if priced and period not in priced:
-        raise bad_input(f"plan {body.plan_id!r} has no {period} price (it has "
-                        f"{', '.join(sorted(priced))})", "billingPeriod")
-    addons = await resolve_addons(domain(request), environment(request), plan, addon_items)
-    unit = _unit_quantity(plan, body.unit_quantity)
-    quantities = _quantities(unit, body.billable_features, body.charges)
-    country = country_code(body.billing_country_code)
-    lines = _lines(plan, addons, period, country, quantities)
-    currency = invoice_currency(lines)
-    applied = await _applied(request, body.applied_coupon, promotion_code, start)
-    if applied is None and body.applied_coupon is None and promotion_code is None:
-        applied = await _stored_coupon(request, customer.get("couponId"), start)
-    tax_rate = _tax_rate(request, body.billing_information, country)
-
-
-    # The trial provisioning would give (the plan's default only once per customer and
-    # product), by the same function.
-    trial_end, _ = await trial_terms(
-        plan, start, trial_override(body.trial_override_configuration),
-        lambda: trial_eligible(domain(request), environment(request), body.customer_id,
-                               plan["productId"]), skip=skip_trial)
-    paid_start = trial_end if trial_end is not None else start
-    first = billing_period(paid_start, period, paid_start)
-    if trial_end is not None:
-        now_range = (start, trial_end)
-        now_inv = build_invoice([], currency, tax_rate=tax_rate)
-        next_range = first
-        # The first paid invoice, at the trial's end: in advance, with one-off charges.
-        next_inv = _invoice(plan, [ln for ln in lines if not ln.in_arrears], period, currency,
-                            applied, first[0], True, tax_rate)
-    else:
-        now_range = first
-        now_inv = _invoice(plan, [ln for ln in lines if not ln.in_arrears], period, currency,
-                           applied, first[0], True, tax_rate)
-        next_range = billing_period(paid_start, period, first[1])
-        next_inv = _invoice(plan, [ln for ln in lines if ln.recurring], period, currency,
-                            applied, next_range[0], False, tax_rate)
-
-    proration, downgrade = None, False
-    replaced = await _replaced(request, body.customer_id, body.resource_id, plan)
-    if replaced is not None:
-        r_plan, r_addons, r_quantities, r_applied = await _running_price(request, replaced, start)
-        r_period = replaced.get("billingPeriod") or "MONTHLY"
-        r_lines = _lines(r_plan, r_addons, r_period, replaced.get("billingCountryCode"),
-                         r_quantities)
-        r_currency = invoice_currency(r_lines, currency)
-        p_start, p_end = replaced.get("_periodStart"), replaced.get("_periodEnd")
-        r_inv = _invoice(r_plan, _in_advance(r_lines), r_period, r_currency, r_applied,
-                         p_start or start, False, None)
-        new_recurring = _invoice(plan, _in_advance(lines), period, currency, applied,
-                                 next_range[0], False, None)
-        if r_currency == currency and months_of(r_period) == months_of(period):
-            downgrade = new_recurring.total_excluding_tax < r_inv.total_excluding_tax
-        if (r_currency == currency and replaced.get("status") == "ACTIVE"
-                and p_start is not None and p_end is not None and p_end > p_start):
-            credit = prorated(r_inv.total_excluding_tax, p_start, p_end, start, currency)
-            debit = now_inv.total_excluding_tax
-            proration = {"prorationDate": iso(min(max(start, p_start), p_end)),
-                         "credit": _money(credit, currency), "debit": _money(debit, currency),
-                         "netAmount": _money(debit - credit, currency)}
-    free = [{"id": addon["id"], "quantity": quantity} for addon, quantity in addons
-            if not any(ln.package_id == addon["id"] for ln in lines)]
-    return _answer(now_inv, now_range, next_inv, next_range, country, proration=proration,
-                   is_downgrade=downgrade, scheduled=False, free_items=free)
-
-
-async def _replaced(request: Request, customer_id: str, resource_id: str | None,
-                    plan: dict[str, Any]) -> dict[str, Any] | None:
-    """The customer's running subscription on the plan's product, which a new one replaces."""
-
-    running = await subscriptions.active_subscriptions(
-        domain(request), environment(request), customer_id, resource_id)
-    for doc in running:
-        if doc.get("productId") == plan.get("productId"):
-            return doc
-    return None
-
 
 @post(_BASE + "/preview", opt=request_body(PreviewBody))
 async def preview_subscription(request: Request) -> Response:
     body = await decode_body(request, PreviewBody)
-    items = [(a.id, a.quantity) for a in body.addons or ()]
-    return ok(await _estimate_new(request, body, items, False, None))
+    return ok(_answer(await estimates.estimate_new(domain(request), environment(request), body)))
 
 
 @post(_BASE + "/estimate", opt=request_body(EstimateBody))
 async def estimate_subscription(request: Request) -> Response:
     body = await decode_body(request, EstimateBody)
-    items = [(a.addon_id, a.quantity) for a in body.addons or ()]
-    return ok(await _estimate_new(request, body, items, bool(body.skip_trial),
-                                  body.promotion_code))
+    return ok(_answer(await estimates.estimate_new(domain(request), environment(request), body)))
 
 
 @post(_BASE + "/estimate-update", opt=request_body(EstimateUpdateBody))
 async def estimate_subscription_update(request: Request) -> Response:
     body = await decode_body(request, EstimateUpdateBody)
-    if not body.subscription_id:
-        raise bad_input("is required", "subscriptionId")
-
-    doc = await subscriptions.subscription_doc(domain(request), environment(request),
-                                               body.subscription_id)
-    if doc is None:
-        raise ApiError(404, "SubscriptionNotFound",
-                       f"subscription {body.subscription_id!r} was not found", "subscriptionId")
-    if doc.get("status") not in RUNNING:
-        raise bad_input(f"subscription {body.subscription_id!r} is {doc.get('status')}",
-                        "subscriptionId")
-    now = services(request).clock.now_ms()
-    plan, old_addons, old_q, old_applied = await _running_price(request, doc, now)
-    period = doc.get("billingPeriod") or "MONTHLY"
-    new_period = body.billing_period or period
-    new_plan = plan
-    if body.plan_id is not None and body.plan_id != doc["planId"]:
-        new_plan = await _package(request, "plan", body.plan_id, "planId")
-        if new_plan.get("productId") != plan.get("productId"):
-            raise bad_input(f"plan {body.plan_id!r} belongs to another product", "planId")
-    priced = price_periods(new_plan)
-    if priced and new_period not in priced:
-        raise bad_input(f"plan {new_plan['id']!r} has no {new_period} price",
-                        "billingPeriod" if body.billing_period else "planId")
-    country = doc.get("billingCountryCode")
-    new_addons = old_addons
-    if body.addons is not None:
-        new_addons = await resolve_addons(domain(request), environment(request), new_plan,
-                                          [(a.addon_id, a.quantity) for a in body.addons])
-    unit = _unit_quantity(new_plan, body.unit_quantity)
-    new_q = _quantities(unit, body.billable_features, body.charges, base=old_q)
-    old_lines = _lines(plan, old_addons, period, country, old_q)
-    new_lines = _lines(new_plan, new_addons, new_period, country, new_q)
-    currency = invoice_currency(new_lines, invoice_currency(old_lines))
-    new_applied = await _applied(request, body.applied_coupon, body.promotion_code,
-                                 doc.get("_start") or now) or old_applied
-    tax_rate = _tax_rate(request, doc.get("billingInformation"), country)
-
-    p_start = doc.get("_periodStart") or now
-    p_end = doc.get("_periodEnd") or billing_period(p_start, period, p_start)[1]
-    old_inv = _invoice(plan, _in_advance(old_lines), period, currency, old_applied, p_start,
-                       False, None)
-    new_inv = _invoice(new_plan, _in_advance(new_lines), new_period, currency, new_applied,
-                       p_start, False, None)
-    in_trial = doc.get("status") == "IN_TRIAL"
-    if in_trial:  # nothing was paid, nothing is due for a change
-        old_price = new_price = Decimal(0)
-    else:
-        old_price, new_price = old_inv.total_excluding_tax, new_inv.total_excluding_tax
-    if new_period == period or in_trial:
-        p = prorate(old_price, new_price, start_ms=p_start, end_ms=p_end, at_ms=now,
-                    currency=currency)
-        now_range = (p_start, p_end)
-        next_range = billing_period(doc.get("_anchor") or p_start, new_period, p_end)
-    else:
-        # Another billing period restarts the cycle at the change (as the update does):
-        # credit for the old period's unused part, the whole new period due now.
-        credit = prorated(old_price, p_start, p_end, now, currency)
-        p = Proration(proration_date_ms=now, credit=credit, debit=new_price,
-                      net_amount=new_price - credit, currency=currency)
-        now_range = billing_period(now, new_period, now)
-        next_range = billing_period(now, new_period, now_range[1])
-    name = new_plan.get("displayName") or new_plan["id"]
-    old_name = plan.get("displayName") or plan["id"]
-    change = [Line(f"Remaining time on {name} after the change", Decimal(1), p.debit, p.debit,
-                   currency),
-              Line(f"Unused time on {old_name} before the change", Decimal(1), -p.credit,
-                   -p.credit, currency)]
-    now_inv = build_invoice([ln for ln in change if ln.sub_total], currency, tax_rate=tax_rate)
-    next_inv = _invoice(new_plan, [ln for ln in new_lines if ln.recurring], new_period,
-                        currency, new_applied, next_range[0], False, tax_rate)
-    scheduled = any(u.get("status") == "SCHEDULED" for u in doc.get("_scheduled") or ())
-    free = [{"id": addon["id"], "quantity": quantity} for addon, quantity in new_addons
-            if not any(ln.package_id == addon["id"] for ln in new_lines)]
-    # A downgrade: a lower recurring price per month of service.
-    per_month_old = old_inv.total_excluding_tax / months_of(period)
-    per_month_new = new_inv.total_excluding_tax / months_of(new_period)
-    downgrade = new_plan is not plan and per_month_new < per_month_old
-    return ok(_answer(now_inv, now_range, next_inv, next_range, country,
-                      proration=_proration_json(p), is_downgrade=downgrade,
-                      scheduled=scheduled, free_items=free))
+    return ok(_answer(await estimates.estimate_update(domain(request), environment(request),
+                                                      body)))
 
 
 ROUTES = [preview_subscription, estimate_subscription, estimate_subscription_update]

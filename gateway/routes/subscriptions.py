@@ -18,14 +18,13 @@ from litestar import Request, Response, delete, get, patch, post
 from litestar.params import FromPath, FromQuery
 from msgspec import UNSET, UnsetType
 
-from engine.domain import packages
-from engine.domain.subscriptions import catch_up as subs
-from engine.domain.subscriptions.changes import Trial, apply_changes, resolve, trial_terms
-from engine.domain.subscriptions.changes import country_code as _country
-from gateway.context import domain, environment, ok, services
-from gateway.errors import ApiError, bad_input
+from engine.domain.subscriptions import operations
+from engine.domain.subscriptions.changes import TrialOverride, trial_override
+from engine.domain.subscriptions.operations import AddonIn, ChargeIn, CouponIn
+from gateway.context import domain, environment, ok
+from gateway.errors import bad_input
 from gateway.openapi import request_body
-from gateway.routes.common import check_key, require_customer
+from gateway.routes.entitlements import entitlements_json
 from gateway.wire import (
     amount_in,
     amount_out,
@@ -39,41 +38,6 @@ from gateway.wire import (
 __all__ = ["ROUTES", "subscription_json"]
 
 _BASE = "/api/v1/subscriptions"
-_STATUSES = ("PAYMENT_PENDING", "ACTIVE", "EXPIRED", "IN_TRIAL", "CANCELED", "NOT_STARTED")
-
-
-class AddonIn(msgspec.Struct, forbid_unknown_fields=True):
-    id: str
-    quantity: int
-
-
-class ChargeIn(msgspec.Struct, forbid_unknown_fields=True):
-    id: str
-    quantity: Decimal
-    type: Literal["FEATURE", "CREDIT"]
-
-
-class CouponIn(msgspec.Struct, rename="camel"):
-    coupon_id: str | None = None
-    promotion_code: str | None = None
-    billing_coupon_id: str | None = None
-    configuration: Any = None
-    discount: Any = None
-
-
-class TrialOverride(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
-    is_trial: bool
-    trial_end_date: str | None = None
-    trial_end_behavior: Literal["CONVERT_TO_PAID", "CANCEL_SUBSCRIPTION"] | None = None
-
-
-def trial_override(body: TrialOverride | None) -> Trial | None:
-    """`trialOverrideConfiguration` as `engine.domain.subscriptions.changes.trial_terms` takes it."""
-    if body is None:
-        return None
-    return Trial(
-        body.is_trial, parse_time(body.trial_end_date, "trialOverrideConfiguration.trialEndDate"),
-        body.trial_end_behavior)
 
 
 class Budget(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -211,14 +175,6 @@ def subscription_json(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _budget(budget: Budget | None) -> dict[str, Any] | None:
-    if budget is None:
-        return None
-    # Stored in units (10^-5), like every amount; answered as a number.
-    return {"hasSoftLimit": budget.has_soft_limit,
-            "limit": amount_in(budget.limit, "budget.limit", allow_zero=True)}
-
-
 def _number(value: Any) -> Decimal | None:
     return None if value is None else Decimal(str(value))
 
@@ -234,186 +190,45 @@ def _price_json(p: dict[str, Any]) -> dict[str, Any]:
                  "flatPrice": money(t.get("flatPrice"))} for t in p["tiers"]]}
 
 
-async def _coupon_of(request: Request, body: CouponIn | None, promotion_code: str | None,
-                     field: str) -> list[dict[str, Any]] | None:
-    """The subscription's coupon list from `appliedCoupon` (a coupon id; a promotion code
-    is a coupon id too, as creditd has no separate codes) or a top-level `promotionCode`.
-    Errors name the field the id came from; an empty id is refused, not ignored."""
-    candidates = [(promotion_code, "promotionCode")]
-    if body is not None:
-        candidates = [(body.coupon_id, f"{field}.couponId"),
-                      (body.promotion_code, f"{field}.promotionCode"), *candidates]
-    given = [(ident, name) for ident, name in candidates if ident is not None]
-    if not given:
-        if body is not None and body.discount is not None:
-            raise bad_input("ad-hoc discounts are not supported; create a coupon and pass its "
-                            "id", f"{field}.discount")
+def _budget(budget: Budget | None) -> operations.Budget | None:
+    if budget is None:
         return None
-    ident, name = given[0]
-    if not ident:
-        raise bad_input("must not be empty", name)
-    coupon = await services(request).catalog.get("coupons", environment(request), ident)
-    if coupon is None:
-        raise ApiError(404, "CouponNotFound", f"coupon {ident!r} was not found", name)
-    if coupon.get("_archivedAt") is not None:
-        raise bad_input(f"coupon {ident!r} is archived", name)
-    return [{"id": coupon["id"], "name": coupon["name"], "status": "ACTIVE",
-             "percentOff": coupon.get("percentOff"),
-             "amountsOff": coupon.get("amountsOff")}]
+    # Stored in units (10^-5), like every amount; answered as a number.
+    return operations.Budget(budget.has_soft_limit,
+                             amount_in(budget.limit, "budget.limit", allow_zero=True))
 
 
-async def _replace_running(request: Request, env: str, doc: dict[str, Any],
-                           now: int) -> int | None:
-    """A product that does not allow several subscriptions: the customer's running one on
-    it (same resource) ends now, replaced by the new one. Returns where the replaced one's
-    usage windows were anchored (usage carries over, unless the product's
-    usageResetCutoffRule says ALWAYS_RESET), or None if nothing was replaced."""
-
-    product = await packages.get_product(services(request).catalog, env, doc["productId"])
-    if product and product.get("multipleSubscriptions"):
-        return None
-    rule = ((product or {}).get("usageResetCutoffRule") or {}).get("behavior")
-    anchor = None
-    for other in await subs.customer_subscriptions(domain(request), env, doc["customerId"]):
-        if other["id"] == doc["id"] or other.get("productId") != doc["productId"] or (
-                other.get("resourceId") != doc.get("resourceId")) or other["status"] not in (
-                *subs.RUNNING, "NOT_STARTED"):
-            continue
-        async with subs.editing(domain(request), env, other["id"]) as current:
-            if current["status"] in (*subs.RUNNING, "NOT_STARTED"):
-                await _end(request, env, current, now, "UPGRADE_OR_DOWNGRADE", revoke=True)
-                if rule != "ALWAYS_RESET" and current["status"] in subs.RUNNING:
-                    anchor = current.get("_usageAnchor") or current["_start"]
-    return anchor
-
-
-async def _end(request: Request, env: str, doc: dict[str, Any], at: int, reason: str, *,
-               revoke: bool) -> dict[str, Any]:
-    """End `doc` (a private copy, its customer's lock held) at `at`, and write it."""
-    svc = services(request)
-    doc["_end"] = at
-    doc["_cancelAt"] = at
-    doc["cancelReason"] = reason
-    if revoke:
-        await subs.void_current_credits(svc.domain, env, doc)
-    return await subs.commit(svc.domain, env, doc)
+def _provisioned_json(p: operations.Provisioned) -> dict[str, Any]:
+    doc = p.subscription
+    return {"id": doc["id"], "status": "SUCCESS", "subscription": subscription_json(doc),
+            "entitlements": entitlements_json(p.entitlements),
+            "isScheduled": doc["status"] == "NOT_STARTED",
+            "checkoutUrl": None, "checkoutBillingId": None}
 
 
 @post(_BASE, opt=request_body(ProvisionBody))
 async def provision(request: Request) -> Response:
-    """Provisioning is serialized per customer (a second subscription to a product replaces
-    the first: two at once must not replace each other). With an `Idempotency-Key` header
-    a retry answers the subscription the first request made (the id is derived from the
-    key when none is given); the key with another body is a 409."""
-    svc = services(request)
-    env = environment(request)
+    """With an `Idempotency-Key` header a retry answers the subscription the first request
+    made (the id is derived from the key when none is given); the key with another body
+    is a 409."""
     raw_body = await request.body()
     body = await decode_body(request, ProvisionBody, raw_body)
-    if not body.customer_id:
-        raise bad_input("is required", "customerId")
-    if not body.plan_id:
-        raise bad_input("is required", "planId")
     _unsupported(body)
-    if body.id is not None and (not body.id or "/" in body.id or len(body.id) > 255):
-        raise bad_input("must be 1-255 characters without '/'", "id")
-    key = request.headers.get("idempotency-key")
-    if key is not None:
-        check_key(key, "Idempotency-Key")
-    async with subs.provision_lock(env, body.customer_id):
-        return await _provision(request, svc, env, body, key,
-                                hashlib.sha256(raw_body).hexdigest())
-
-
-async def _provision(request: Request, svc: Any, env: str, body: ProvisionBody,
-                     key: str | None, body_hash: str) -> Response:
-    ident = body.id
-    if key is not None:
-        ident = ident or subs.id_for_key(body.plan_id, body.customer_id, key)
-        existing = await svc.catalog.get("subscriptions", env, ident)
-        if existing is not None and existing.get("_idempotency") == [key, body_hash]:
-            doc = await subs.require_subscription(svc.domain, env, ident)
-            return ok({"id": doc["id"], "status": "SUCCESS",
-                       "subscription": subscription_json(doc),
-                       "entitlements": await _entitlements(request, env, doc),
-                       "isScheduled": doc["status"] == "NOT_STARTED",
-                       "checkoutUrl": None, "checkoutBillingId": None}, status=201)
-        if existing is not None and existing.get("_idempotency") is not None:
-            raise ApiError(409, "IdempotencyKeyReused", "this idempotency key was used with a "
-                           "different request", "Idempotency-Key")
-    customer = await require_customer(request, body.customer_id)
-    now = svc.clock.now_ms()
-    start = parse_time(body.start_date, "startDate")
-    start = now if start is None else start
-    country = _country(body.billing_country_code)
-    changes = await resolve(svc.domain, env, None, plan_id=body.plan_id,
-                            billing_period=body.billing_period, addons=body.addons,
-                            unit_quantity=body.unit_quantity, charges=body.charges,
-                            country=country)
-    coupons = await _coupon_of(request, body.applied_coupon, None, "appliedCoupon")
-    if coupons is None and customer.get("couponId"):
-        # The customer's own coupon applies to their subscriptions unless one is given
-        # (not once it is archived or gone: the customer's record is not the request).
-        try:
-            coupons = await _coupon_of(request, CouponIn(coupon_id=customer["couponId"]),
-                                       None, "couponId")
-        except ApiError:
-            coupons = None
-
-    plan = await packages.published(svc.catalog, env, "plan", body.plan_id,
-                                    changes["planVersion"])
-    trial_end, behavior = await trial_terms(
-        plan, start,
-        trial_override(body.trial_override_configuration),
-        lambda: subs.trial_eligible(svc.domain, env, body.customer_id, changes["productId"]))
-    cancel_at = parse_time(body.cancellation_date, "cancellationDate")
-    if cancel_at is not None and cancel_at <= start:
-        raise bad_input("must be after the start date", "cancellationDate")
-    if ident is not None and await svc.catalog.get("subscriptions", env, ident):
-        raise ApiError(409, "DuplicatedEntityNotAllowed", f"subscription {ident!r} exists "
-                       "already", "id")
-    doc: dict[str, Any] = {
-        "id": ident or subs.new_id(body.plan_id),
-        "_idempotency": None if key is None else [key, body_hash],
-        "customerId": body.customer_id,
-        "payingCustomerId": body.paying_customer_id,
-        "resourceId": body.resource_id,
-        "status": "NOT_STARTED",
-        "billingCountryCode": country,
-        "coupons": coupons,
-        "metadata": body.metadata or {},
-        "budget": _budget(body.budget),
-        "billingId": body.billing_id,
-        "paymentCollectionMethod": body.payment_collection_method,
-        "_start": start,
-        "_anchor": trial_end if trial_end is not None else start,
-        "_creditAnchor": trial_end if trial_end is not None else start,
-        "_trialEnd": trial_end,
-        "_trialEndBehavior": behavior,
-        "_end": cancel_at,
-        "_cancelAt": cancel_at,
-        "_scheduled": [],
-        **changes,
-    }
-    async with subs.lock_of(env, body.customer_id):
-        doc = await subs.catch_up(svc.domain, env, doc, new=True)
-    # Only once the new subscription is stored does the one it replaces end: a failure in
-    # between leaves the customer with both for a moment, never with neither.
-    usage_anchor = await _replace_running(request, env, doc, now)
-    if usage_anchor is not None:
-        async with subs.editing(svc.domain, env, doc["id"]) as new:
-            new["_usageAnchor"] = usage_anchor
-            doc = await subs.commit(svc.domain, env, new)
-    entitlements = await _entitlements(request, env, doc)
-    return ok({"id": doc["id"], "status": "SUCCESS", "subscription": subscription_json(doc),
-               "entitlements": entitlements, "isScheduled": doc["status"] == "NOT_STARTED",
-               "checkoutUrl": None, "checkoutBillingId": None}, status=201)
-
-
-async def _entitlements(request: Request, env: str, doc: dict[str, Any]) -> list[Any]:
-    """The customer's entitlements once the subscription is in place."""
-    from gateway.routes.entitlements import entitlements_of  # noqa: PLC0415
-
-    return await entitlements_of(request, doc["customerId"], doc.get("resourceId"))
+    q = operations.ProvisionInput(
+        customer_id=body.customer_id, plan_id=body.plan_id, id=body.id, addons=body.addons,
+        charges=body.charges, coupon=body.applied_coupon,
+        billing_country_code=body.billing_country_code, billing_period=body.billing_period,
+        resource_id=body.resource_id, start=parse_time(body.start_date, "startDate"),
+        cancel_at=parse_time(body.cancellation_date, "cancellationDate"),
+        trial=trial_override(body.trial_override_configuration),
+        unit_quantity=body.unit_quantity, metadata=body.metadata, budget=_budget(body.budget),
+        billing_id=body.billing_id, paying_customer_id=body.paying_customer_id,
+        payment_collection_method=body.payment_collection_method,
+        idempotency_key=request.headers.get("idempotency-key"),
+        request_hash=hashlib.sha256(raw_body).hexdigest())
+    return ok(_provisioned_json(await operations.provision(domain(request),
+                                                           environment(request), q)),
+              status=201)
 
 
 @get(_BASE)
@@ -423,205 +238,77 @@ async def list_subscriptions(
     after: FromQuery[str | None] = None,
     before: FromQuery[str | None] = None,
 ) -> Response:
-    svc = services(request)
-    env = environment(request)
     q = request.query_params
-    statuses = [s.strip() for v in q.getall("status", []) for s in v.split(",") if s.strip()]
-    for s in statuses:
-        if s not in _STATUSES:
-            raise bad_input(f"must be among {', '.join(_STATUSES)}", "status")
-    pricing = [s.strip() for v in q.getall("pricingType", []) for s in v.split(",") if s.strip()]
-    for p in pricing:
-        if p not in ("FREE", "PAID", "CUSTOM"):
-            raise bad_input("must be FREE, PAID or CUSTOM", "pricingType")
-    # Statuses move with time: bring every due subscription up to now before filtering.
-    await subs.catch_up_all_due(svc.domain, svc.clock.now_ms())
-    page = await svc.catalog.page(
-        "subscriptions", env, limit_in(limit), after, before,
-        created=created_at_bounds(request),
-        equal={"customer_id": q.get("customerId"), "plan_id": q.get("planId"),
-               "resource_id": q.get("resourceId")},
-        any_of={"status": statuses})
-    items = [d for d in page.items if not pricing or d.get("pricingType") in pricing]
-    return ok([subscription_json(d) for d in items],
+
+    def listed(name: str) -> tuple[str, ...]:
+        return tuple(s.strip() for v in q.getall(name, []) for s in v.split(",") if s.strip())
+
+    page = await operations.list_subscriptions(domain(request), environment(request),
+                                               operations.SubscriptionsQuery(
+        limit=limit_in(limit), after=after, before=before, customer_id=q.get("customerId"),
+        plan_id=q.get("planId"), resource_id=q.get("resourceId"), statuses=listed("status"),
+        pricing_types=listed("pricingType"), created=tuple(created_at_bounds(request))))
+    return ok([subscription_json(d) for d in page.items],
               pagination={"next": page.next, "prev": page.prev})
 
 
 @get(_BASE + "/{subscription_id:str}")
 async def retrieve(request: Request, subscription_id: FromPath[str]) -> Response:
-    doc = await subs.require_subscription(domain(request), environment(request),
-                                          subscription_id)
-    return ok(subscription_json(doc))
-
-
-def _schedule(doc: dict[str, Any], changes: dict[str, Any], kind: str) -> None:
-    """Put `changes` in the subscription's futureUpdates, for the current period's end."""
-    doc["_scheduled"] = [*(doc.get("_scheduled") or ()), {
-        "at": doc["_periodEnd"], "status": "SCHEDULED", "type": kind, "changes": changes}]
-
-
-def _schedule_type(changes: dict[str, Any]) -> str:
-    if "planId" in changes:
-        return "PLAN"
-    if "billingPeriod" in changes:
-        return "BILLING_PERIOD"
-    if "addons" in changes:
-        return "ADDON"
-    return "UNIT_AMOUNT"
+    return ok(subscription_json(await operations.get(domain(request), environment(request),
+                                                     subscription_id)))
 
 
 @patch(_BASE + "/{subscription_id:str}", opt=request_body(UpdateBody))
 async def update(request: Request, subscription_id: FromPath[str]) -> Response:
-    svc = services(request)
-    env = environment(request)
     body = await decode_body(request, UpdateBody)
     _unsupported(body)
-    async with subs.editing(svc.domain, env, subscription_id) as doc:
-        if doc["status"] not in (*subs.RUNNING, "NOT_STARTED"):
-            raise bad_input(f"the subscription is {doc['status']}; only a running one can change",
-                            "id")
-        now = svc.clock.now_ms()
-        changes = await resolve(svc.domain, env, doc, plan_id=body.plan_id,
-                                billing_period=body.billing_period, addons=body.addons,
-                                unit_quantity=body.unit_quantity, charges=body.charges)
-        coupons = await _coupon_of(request, body.applied_coupon, body.promotion_code,
-                                   "appliedCoupon")
-        trial_end = parse_time(body.trial_end_date, "trialEndDate")
-        if trial_end is not None and (doc.get("_trialEnd") is None or doc["status"] != "IN_TRIAL"):
-            raise bad_input("the subscription is not in a trial", "trialEndDate")
-        if trial_end is not None and trial_end <= now:
-            raise bad_input("must be in the future", "trialEndDate")
-        cancel: int | None | UnsetType = UNSET
-        if body.cancellation_date is not UNSET:
-            cancel = parse_time(body.cancellation_date, "cancellationDate")
-            if cancel is not None and cancel <= now:
-                raise bad_input("must be in the future", "cancellationDate")
-        if body.metadata is not None:
-            doc["metadata"] = body.metadata
-        if coupons is not None:
-            doc["coupons"] = coupons
-        if body.budget is not None:
-            doc["budget"] = _budget(body.budget)
-        if trial_end is not None:
-            # The paid phase (and its billing cycle) starts when the trial ends.
-            doc["_trialEnd"] = doc["_anchor"] = doc["_creditAnchor"] = trial_end
-        if cancel is not UNSET:
-            doc["_end"] = doc["_cancelAt"] = cancel
-            doc["cancelReason"] = None
-        strategy = body.schedule_strategy or "IMMEDIATE"
-        if changes and strategy != "IMMEDIATE":
-            _schedule(doc, changes, _schedule_type(changes))
-        elif changes:
-            await apply_changes(svc.domain, env, doc, changes, now)
-        doc = await subs.commit(svc.domain, env, doc)
-        return ok(subscription_json(doc))
+    q = operations.UpdateInput(
+        plan_id=body.plan_id, billing_period=body.billing_period, addons=body.addons,
+        charges=body.charges, unit_quantity=body.unit_quantity, coupon=body.applied_coupon,
+        promotion_code=body.promotion_code,
+        trial_end=parse_time(body.trial_end_date, "trialEndDate"),
+        cancel_at=(UNSET if body.cancellation_date is UNSET
+                   else parse_time(body.cancellation_date, "cancellationDate")),
+        schedule_strategy=body.schedule_strategy, metadata=body.metadata,
+        budget=_budget(body.budget))
+    return ok(subscription_json(await operations.update(
+        domain(request), environment(request), subscription_id, q)))
 
 
 @post(_BASE + "/{subscription_id:str}/cancel", opt=request_body(CancelBody))
 async def cancel(request: Request, subscription_id: FromPath[str]) -> Response:
-    svc = services(request)
-    env = environment(request)
     body = await decode_body(request, CancelBody)
-    async with subs.editing(svc.domain, env, subscription_id) as doc:
-        if doc["status"] in ("CANCELED", "EXPIRED"):
-            raise bad_input(f"the subscription is {doc['status']} already", "id")
-        now = svc.clock.now_ms()
-        revoke = body.cancellation_action == "REVOKE_ENTITLEMENTS"
-        if body.cancellation_time == "IMMEDIATE":
-            if body.end_date is not None:
-                raise bad_input("is only for SPECIFIC_DATE", "endDate")
-            at, reason = now, "Immediate"
-        elif body.cancellation_time == "END_OF_BILLING_PERIOD":
-            if body.end_date is not None:
-                raise bad_input("is only for SPECIFIC_DATE", "endDate")
-            at, reason = doc["_periodEnd"], None
-            if doc["status"] == "NOT_STARTED":
-                at = now
-        else:
-            at = parse_time(body.end_date, "endDate")
-            if at is None:
-                raise bad_input("is required with SPECIFIC_DATE", "endDate")
-            if at <= now:
-                raise bad_input("must be in the future", "endDate")
-            reason = None
-        if at <= now:
-            return ok(subscription_json(await _end(request, env, doc, now, reason or "Immediate",
-                                                   revoke=revoke)))
-        doc["_end"] = doc["_cancelAt"] = at
-        doc["cancelReason"] = None
-        if revoke:
-            await subs.void_current_credits(svc.domain, env, doc)
-        doc = await subs.commit(svc.domain, env, doc)
-        return ok(subscription_json(doc))
+    q = operations.CancelInput(revoke=body.cancellation_action == "REVOKE_ENTITLEMENTS",
+                               time=body.cancellation_time,
+                               end_date=parse_time(body.end_date, "endDate"))
+    return ok(subscription_json(await operations.cancel(
+        domain(request), environment(request), subscription_id, q)))
 
 
 @delete(_BASE + "/{subscription_id:str}/future-update/schedule", status_code=200)
 async def cancel_schedule(request: Request, subscription_id: FromPath[str]) -> Response:
     """Cancel the subscription's scheduled updates (a scheduled cancellation is undone
     with PATCH cancellationDate: null)."""
-    svc = services(request)
-    env = environment(request)
-    async with subs.editing(svc.domain, env, subscription_id) as doc:
-        pending = [u for u in doc.get("_scheduled") or () if u["status"] == "SCHEDULED"]
-        if not pending:
-            raise bad_input("the subscription has no scheduled update", "id")
-        doc["_scheduled"] = [{**u, "status": "CANCELED"} if u["status"] == "SCHEDULED" else u
-                             for u in doc["_scheduled"]]
-        doc = await subs.commit(svc.domain, env, doc)
-        return ok(subscription_json(doc))
+    return ok(subscription_json(await operations.cancel_schedule(
+        domain(request), environment(request), subscription_id)))
 
 
 @post(_BASE + "/{subscription_id:str}/migrate", opt=request_body(MigrateBody))
 async def migrate(request: Request, subscription_id: FromPath[str]) -> Response:
     """Move to the latest published versions of the plan and add-ons."""
-    svc = services(request)
-    env = environment(request)
     body = await decode_body(request, MigrateBody)
-    async with subs.editing(svc.domain, env, subscription_id) as doc:
-        if doc["status"] not in (*subs.RUNNING, "NOT_STARTED"):
-            raise bad_input(f"the subscription is {doc['status']}", "id")
-        changes = await resolve(svc.domain, env, doc, latest=True)
-        now = svc.clock.now_ms()
-        if body.subscription_migration_time == "IMMEDIATE":
-            await apply_changes(svc.domain, env, doc, changes, now)
-        else:
-            _schedule(doc, changes, "MIGRATE_TO_LATEST")
-        doc = await subs.commit(svc.domain, env, doc)
-        return ok(subscription_json(doc))
+    return ok(subscription_json(await operations.migrate(
+        domain(request), environment(request), subscription_id,
+        immediate=body.subscription_migration_time == "IMMEDIATE")))
 
 
 @post(_BASE + "/{subscription_id:str}/transfer", opt=request_body(TransferBody))
 async def transfer(request: Request, subscription_id: FromPath[str]) -> Response:
-    """Move the subscription to another resource of the same customer. Recurring credits
-    already granted stay with the resource they were granted to."""
-    svc = services(request)
-    env = environment(request)
+    """Move the subscription to another resource of the same customer."""
     body = await decode_body(request, TransferBody)
-    target = body.destination_resource_id
-    if not target or "/" in target or len(target) > 255:
-        raise bad_input("must be 1-255 characters without '/'", "destinationResourceId")
-    async with subs.editing(svc.domain, env, subscription_id) as doc:
-        if doc["status"] not in (*subs.RUNNING, "NOT_STARTED"):
-            raise bad_input(f"the subscription is {doc['status']}", "id")
-        if await _taken(request, env, doc, target):
-            raise bad_input(f"resource {target!r} has a running subscription to this product, "
-                            "which allows one", "destinationResourceId")
-        doc["resourceId"] = target
-        doc = await subs.commit(svc.domain, env, doc)
-        return ok(subscription_json(doc))
-
-
-async def _taken(request: Request, env: str, doc: dict[str, Any], resource_id: str) -> bool:
-    """Whether `resource_id` already holds a running subscription on `doc`'s product and
-    the product allows one (the caller holds the customer's lock: the documents are read
-    as stored, without a catch-up)."""
-
-    product = await packages.get_product(services(request).catalog, env, doc["productId"])
-    if product and product.get("multipleSubscriptions"):
-        return False
-    return any(other.get("productId") == doc["productId"] and other["id"] != doc["id"]
-               for other in await services(request).store.running_subscriptions_on_resource(
-                   env, doc["customerId"], resource_id))
+    return ok(subscription_json(await operations.transfer(
+        domain(request), environment(request), subscription_id,
+        body.destination_resource_id)))
 
 
 ROUTES = [provision, list_subscriptions, retrieve, update, cancel, cancel_schedule, migrate,

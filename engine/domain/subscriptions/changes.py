@@ -10,15 +10,20 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
+
+import msgspec
 
 from engine.domain import packages
 from engine.domain.context import Domain
 from engine.domain.errors import bad_input
+from engine.domain.values import time_in
 
 __all__ = [
     "QUANTITY_MAX",
     "Trial",
+    "TrialOverride",
+    "trial_override",
     "resolve_addons",
     "trial_terms",
     "apply_changes",
@@ -206,6 +211,23 @@ class Trial:
 
 
 _END_FIELD = "trialOverrideConfiguration.trialEndDate"
+
+
+class TrialOverride(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    """`trialOverrideConfiguration` as the API sends it (REST decodes into it)."""
+
+    is_trial: bool
+    trial_end_date: str | None = None
+    trial_end_behavior: Literal["CONVERT_TO_PAID", "CANCEL_SUBSCRIPTION"] | None = None
+
+
+def trial_override(body: TrialOverride | None) -> Trial | None:
+    """`trialOverrideConfiguration` as `trial_terms` takes it."""
+    if body is None:
+        return None
+    return Trial(body.is_trial,
+                 time_in(body.trial_end_date, "trialOverrideConfiguration.trialEndDate"),
+                 body.trial_end_behavior)
 
 
 async def trial_terms(plan: dict[str, Any], start: int, override: Trial | None,

@@ -1,0 +1,254 @@
+"""Entitlement checks: may this customer use this feature, or these credits — and the
+atomic check-and-hold (`reserve`), which makes the reservation in the customer's actor, so
+no concurrent consumption can take the credits between the check and the later report.
+
+Feature entitlements come from the customer's subscriptions and promotional entitlements
+(`engine.domain.entitlements`). A check answers why access is denied: FeatureNotFound,
+CustomerNotFound, CustomerIsArchived, NoActiveSubscription (no subscription and no
+promotion at all), NoFeatureEntitlementInSubscription, RequestedUsageExceedingLimit (a
+hard limit: current usage in the window + requested usage above the limit; without a
+requested usage, nothing left), RequestedValuesMismatch (an ENUM value not granted). A
+soft limit never denies. Current usage is the engine's counter for the current reset
+window. A credit check is denied with InsufficientCredits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+import msgspec
+
+from engine.core.amounts import SCALE
+from engine.core.commands import (
+    BalancesReply,
+    BalanceView,
+    GetBalances,
+    Refused,
+    ReservationView,
+    Reserve,
+    ReserveReply,
+)
+from engine.domain.context import Domain, engine_id, require_currency, scoped_key
+from engine.domain.entitlements import (
+    Effective,
+    credit_period_end,
+    effective_entitlements,
+    usage_of,
+)
+from engine.domain.errors import bad_input, from_refusal
+
+__all__ = ["RESERVATION_TTL_S_DEFAULT", "RESERVATION_TTL_S_MAX", "CreditAccess",
+           "CustomerEntitlements", "FeatureAccess", "ReserveInput", "check_credits",
+           "check_feature", "customer_denial", "entitlements", "reserve"]
+
+# The contract: a TTL of 1 s to 24 h (default 1 h), or an absolute expiry at most 24 h ahead.
+RESERVATION_TTL_S_DEFAULT = 3600
+RESERVATION_TTL_S_MAX = 24 * 3600
+
+
+class FeatureAccess(msgspec.Struct, frozen=True, kw_only=True):
+    feature: dict[str, Any] | None  # None: FeatureNotFound
+    effective: Effective | None  # what the customer is granted (None: nothing)
+    usage: tuple[int, int] | None  # (units used in the current window, updated at)
+    granted: bool
+    denied: str | None
+
+
+class CreditAccess(msgspec.Struct, frozen=True, kw_only=True):
+    currency: dict[str, Any]
+    balance: BalanceView | None
+    now: int  # when the answer was made
+    granted: bool
+    denied: str | None
+    reservation: ReservationView | None = None
+    period_end: int | None = None  # when the currency's recurring credits next renew
+
+
+class CustomerEntitlements(msgspec.Struct, frozen=True, kw_only=True):
+    denied: str | None  # CustomerNotFound, CustomerIsArchived
+    features: list[FeatureAccess]  # granted features, by id
+    credits: list[CreditAccess]  # one per pool
+
+
+class ReserveInput(msgspec.Struct, frozen=True, kw_only=True):
+    customer_id: str
+    currency_id: str
+    amount: int
+    # None: one is generated — and a retry without an id cannot be recognised: each
+    # retry holds again (until it expires or is released). Send one to be safe.
+    reservation_id: str | None = None
+    ttl_seconds: int | None = None
+    expires_at: int | None = None  # instead of a TTL
+    metadata: dict[str, str] | None = None
+    resource_id: str | None = None
+
+
+async def customer_denial(d: Domain, env: str, customer_id: str) -> str | None:
+    """The accessDeniedReason for the customer itself, if any."""
+    doc = await d.documents.get("customer_profiles", env, customer_id)
+    if doc is None:
+        return "CustomerNotFound"
+    if doc.get("_archivedAt") is not None:
+        return "CustomerIsArchived"
+    return None
+
+
+def _decide(feature: dict[str, Any], eff: Effective | None, usage: tuple[int, int] | None,
+            any_source: bool, requested: int | None, values: list[str]) -> str | None:
+    """Why access to `feature` is denied, or None."""
+    if eff is None or not eff.granted:
+        return "NoFeatureEntitlementInSubscription" if any_source else "NoActiveSubscription"
+    kind = feature.get("featureType")
+    if kind == "NUMBER" and not eff.unlimited and not eff.soft_limit:
+        limit = (eff.usage_limit or 0) * SCALE
+        current = usage[0] if usage is not None else 0
+        if current + requested > limit if requested is not None else current >= limit:
+            return "RequestedUsageExceedingLimit"
+    if kind == "ENUM" and values:
+        allowed = set(eff.enum_values or ())
+        if any(v not in allowed for v in values):
+            return "RequestedValuesMismatch"
+    return None
+
+
+async def check_feature(d: Domain, env: str, customer_id: str, feature_id: str, *,
+                        requested: int | None = None, values: list[str] | None = None,
+                        resource_id: str | None = None) -> FeatureAccess:
+    """May the customer use `requested` units (None: any) of the feature, or these ENUM
+    `values`? Denials are answers, not refusals."""
+    feature = await d.documents.get("features", env, feature_id)
+    if feature is None or feature.get("_archivedAt") is not None:
+        return FeatureAccess(feature=None, effective=None, usage=None, granted=False,
+                             denied="FeatureNotFound")
+    denied = await customer_denial(d, env, customer_id)
+    if denied is not None:
+        return FeatureAccess(feature=feature, effective=None, usage=None, granted=False,
+                             denied=denied)
+    sources = await effective_entitlements(d, env, customer_id, resource_id, d.now_ms())
+    eff = sources.features.get(feature_id)
+    usage = None
+    if eff is not None and feature.get("featureType") == "NUMBER":
+        windows = {feature_id: eff.window} if eff.window is not None else {}
+        usage = (await usage_of(d, env, customer_id, resource_id, windows)).get(feature_id)
+    denied = _decide(feature, eff, usage, bool(sources.subscriptions or sources.promotions),
+                     requested, values or [])
+    return FeatureAccess(feature=feature, effective=eff if eff is not None and eff.granted
+                         else None, usage=usage, granted=denied is None, denied=denied)
+
+
+async def _balance(d: Domain, customer: str, currency_id: str,
+                   resource_id: str | None) -> BalanceView | None:
+    reply = await d.runtime.submit(customer, GetBalances(
+        currency_id=currency_id, resource_id=resource_id, match_resource=True))
+    assert isinstance(reply, BalancesReply)
+    return reply.balances[0] if reply.balances else None
+
+
+async def check_credits(d: Domain, env: str, customer_id: str, currency_id: str, *,
+                        requested: int = 0, resource_id: str | None = None) -> CreditAccess:
+    """Does the customer's pool hold `requested` units (0: anything at all)?"""
+    currency = await require_currency(d, env, currency_id)
+    now = d.now_ms()
+    denied = await customer_denial(d, env, customer_id)
+    if denied is not None:
+        return CreditAccess(currency=currency, balance=None, now=now, granted=False,
+                            denied=denied)
+    view = await _balance(d, engine_id(env, customer_id), currency_id, resource_id)
+    available = view.current_balance if view else 0
+    granted = available >= requested if requested else available > 0
+    sources = await effective_entitlements(d, env, customer_id, resource_id, now)
+    return CreditAccess(currency=currency, balance=view, now=now, granted=granted,
+                        denied=None if granted else "InsufficientCredits",
+                        period_end=credit_period_end(sources, currency_id, now))
+
+
+def _expiry(q: ReserveInput, now: int) -> int:
+    if q.ttl_seconds is not None and q.expires_at is not None:
+        raise bad_input("give reservationTtlSeconds or reservationExpiresAt, not both",
+                        "reservationTtlSeconds")
+    if q.expires_at is not None:
+        if not now < q.expires_at <= now + RESERVATION_TTL_S_MAX * 1000:
+            raise bad_input("must be in the future and at most 24 hours ahead",
+                            "reservationExpiresAt")
+        return q.expires_at
+    ttl = RESERVATION_TTL_S_DEFAULT if q.ttl_seconds is None else q.ttl_seconds
+    if not 1 <= ttl <= RESERVATION_TTL_S_MAX:
+        raise bad_input(f"must be from 1 to {RESERVATION_TTL_S_MAX}", "reservationTtlSeconds")
+    return now + ttl * 1000
+
+
+async def reserve(d: Domain, env: str, q: ReserveInput) -> CreditAccess:
+    """Check and hold `amount` units for a later report, atomically. Not enough credits
+    is an answer (denied: InsufficientCredits), not a refusal. The reservation id makes
+    the check idempotent: a retry returns the same reservation instead of holding twice,
+    and the same id with other parameters is a conflict (IdempotencyKeyReused)."""
+    currency = await require_currency(d, env, q.currency_id)
+    now = d.now_ms()
+    denied = await customer_denial(d, env, q.customer_id)
+    if denied is not None:
+        return CreditAccess(currency=currency, balance=None, now=now, granted=False,
+                            denied=denied)
+    reservation_id = q.reservation_id
+    if reservation_id is None:
+        reservation_id = f"res-{uuid.uuid4().hex}"
+    elif not reservation_id:
+        raise bad_input("must not be empty", "reservationId")
+    expires_at = _expiry(q, now)
+    # The hash covers what the client asked for, not the expiry derived from the clock.
+    asked = msgspec.json.encode([q.currency_id, q.resource_id, q.amount, q.ttl_seconds,
+                                 q.expires_at, q.metadata])
+    customer = engine_id(env, q.customer_id)
+    reply = await d.runtime.submit(customer, Reserve(
+        reservation_id=reservation_id, currency_id=q.currency_id, resource_id=q.resource_id,
+        amount=q.amount, expires_at=expires_at, metadata=q.metadata,
+        idempotency_key=scoped_key("reserve", reservation_id),
+        request_hash=hashlib.sha256(asked).hexdigest()))
+    if isinstance(reply, Refused):
+        if reply.code != "INSUFFICIENT_CREDITS":
+            raise from_refusal(reply)
+        view = await _balance(d, customer, q.currency_id, q.resource_id)
+        return CreditAccess(currency=currency, balance=view, now=now, granted=False,
+                            denied="InsufficientCredits")
+    assert isinstance(reply, ReserveReply)
+    return CreditAccess(currency=currency, balance=reply.balance, now=now, granted=True,
+                        denied=None, reservation=reply.reservation)
+
+
+async def entitlements(d: Domain, env: str, customer_id: str,
+                       resource_id: str | None = None) -> CustomerEntitlements:
+    """Everything the customer is entitled to: its granted features (by id) and one
+    credit entitlement per pool (granted while the balance is positive)."""
+    denied = await customer_denial(d, env, customer_id)
+    if denied is not None:
+        return CustomerEntitlements(denied=denied, features=[], credits=[])
+    balances = await d.runtime.submit(engine_id(env, customer_id),
+                                      GetBalances(resource_id=resource_id,
+                                                  match_resource=True))
+    assert isinstance(balances, BalancesReply)
+    now = d.now_ms()
+    sources = await effective_entitlements(d, env, customer_id, resource_id, now)
+    credits = []
+    for view in balances.balances:
+        currency = await require_currency(d, env, view.currency_id, allow_archived=True)
+        granted = view.current_balance > 0
+        credits.append(CreditAccess(
+            currency=currency, balance=view, now=now, granted=granted,
+            denied=None if granted else "InsufficientCredits",
+            period_end=credit_period_end(sources, view.currency_id, now)))
+    granted_features = {f: e for f, e in sources.features.items() if e.granted}
+    features = []
+    if granted_features:
+        windows = {f: e.window for f, e in granted_features.items() if e.window is not None}
+        usage = await usage_of(d, env, customer_id, resource_id, windows)
+        for feature_id in sorted(granted_features):
+            feature = await d.documents.get("features", env, feature_id)
+            if feature is None or feature.get("_archivedAt") is not None:
+                continue
+            eff = granted_features[feature_id]
+            why = _decide(feature, eff, usage.get(feature_id), True, None, [])
+            features.append(FeatureAccess(feature=feature, effective=eff,
+                                          usage=usage.get(feature_id),
+                                          granted=why is None, denied=why))
+    return CustomerEntitlements(denied=None, features=features, credits=credits)

@@ -1,0 +1,456 @@
+"""The subscription operations: provision, get, list, update, cancel, cancel a scheduled
+update, migrate to the latest versions, transfer to another resource.
+
+Each takes typed inputs (times as epoch ms, amounts as units) and answers the stored
+document, caught up to now (`catch_up.py`); what is being changed is checked whole by
+`changes.resolve` before anything is written. A change to a subscription is made under its
+customer's lock (`catch_up.editing`), so two changes never write over each other.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Literal
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from engine.domain import packages
+from engine.domain.access import CustomerEntitlements, entitlements
+from engine.domain.context import DocumentPage, Domain, check_key, require_customer
+from engine.domain.errors import DomainError, bad_input
+from engine.domain.subscriptions import catch_up as subs
+from engine.domain.subscriptions.changes import (
+    Trial,
+    apply_changes,
+    country_code,
+    resolve,
+    trial_terms,
+)
+
+__all__ = ["STATUSES", "AddonIn", "CancelInput", "ChargeIn", "CouponIn", "ProvisionInput",
+           "Provisioned", "SubscriptionsQuery", "UpdateInput", "cancel", "cancel_schedule",
+           "coupons_of", "get", "list_subscriptions", "migrate", "provision", "transfer",
+           "update"]
+
+STATUSES = ("PAYMENT_PENDING", "ACTIVE", "EXPIRED", "IN_TRIAL", "CANCELED", "NOT_STARTED")
+PRICING_TYPES = ("FREE", "PAID", "CUSTOM")
+_LIVE = (*subs.RUNNING, "NOT_STARTED")
+
+
+# Items in the API's names: REST decodes into them directly.
+class AddonIn(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    quantity: int
+
+
+class ChargeIn(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    quantity: Decimal
+    type: Literal["FEATURE", "CREDIT"]
+
+
+class CouponIn(msgspec.Struct, rename="camel"):
+    coupon_id: str | None = None
+    promotion_code: str | None = None
+    billing_coupon_id: str | None = None
+    configuration: Any = None
+    discount: Any = None
+
+
+class Budget(msgspec.Struct, frozen=True):
+    has_soft_limit: bool
+    limit: int  # units
+
+
+class ProvisionInput(msgspec.Struct, frozen=True, kw_only=True):
+    customer_id: str
+    plan_id: str
+    id: str | None = None
+    addons: list[AddonIn] | None = None
+    charges: list[ChargeIn] | None = None
+    coupon: CouponIn | None = None
+    billing_country_code: str | None = None
+    billing_period: str | None = None
+    resource_id: str | None = None
+    start: int | None = None  # None: now
+    cancel_at: int | None = None
+    trial: Trial | None = None  # trialOverrideConfiguration
+    unit_quantity: int | None = None
+    # Kept and answered, changing nothing here (no billing provider is connected).
+    metadata: dict[str, str] | None = None
+    budget: Budget | None = None
+    billing_id: str | None = None
+    paying_customer_id: str | None = None
+    payment_collection_method: str | None = None
+    # The caller's Idempotency-Key and a digest of its request: a retry answers the
+    # subscription the first request made; the key with another request is a 409.
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+class Provisioned(msgspec.Struct, frozen=True, kw_only=True):
+    subscription: dict[str, Any]
+    entitlements: CustomerEntitlements  # the customer's, once the subscription is in place
+
+
+class UpdateInput(msgspec.Struct, frozen=True, kw_only=True):
+    plan_id: str | None = None
+    billing_period: str | None = None
+    addons: list[AddonIn] | None = None
+    charges: list[ChargeIn] | None = None
+    unit_quantity: int | None = None
+    coupon: CouponIn | None = None
+    promotion_code: str | None = None
+    trial_end: int | None = None
+    cancel_at: int | None | UnsetType = UNSET  # None: undo a scheduled cancellation
+    schedule_strategy: str | None = None  # IMMEDIATE (default) or at the period's end
+    metadata: dict[str, str] | None = None
+    budget: Budget | None = None
+
+
+class CancelInput(msgspec.Struct, frozen=True, kw_only=True):
+    revoke: bool = False  # REVOKE_ENTITLEMENTS: void the current recurring credits
+    time: Literal["END_OF_BILLING_PERIOD", "IMMEDIATE", "SPECIFIC_DATE"] = "IMMEDIATE"
+    end_date: int | None = None
+
+
+class SubscriptionsQuery(msgspec.Struct, frozen=True, kw_only=True):
+    limit: int = 20
+    after: str | None = None
+    before: str | None = None
+    customer_id: str | None = None
+    plan_id: str | None = None
+    resource_id: str | None = None
+    statuses: tuple[str, ...] = ()
+    pricing_types: tuple[str, ...] = ()
+    created: tuple[tuple[str, int], ...] = ()
+
+
+def _check_id(ident: str, field: str) -> None:
+    if not ident or "/" in ident or len(ident) > 255:
+        raise bad_input("must be 1-255 characters without '/'", field)
+
+
+def _budget(budget: Budget | None) -> dict[str, Any] | None:
+    return None if budget is None else {"hasSoftLimit": budget.has_soft_limit,
+                                        "limit": budget.limit}
+
+
+async def coupons_of(d: Domain, env: str, coupon: CouponIn | None, promotion_code: str | None,
+                     field: str) -> list[dict[str, Any]] | None:
+    """The subscription's coupon list from `appliedCoupon` (a coupon id; a promotion code
+    is a coupon id too, as creditd has no separate codes) or a top-level `promotionCode`.
+    Errors name the field the id came from; an empty id is refused, not ignored."""
+    candidates = [(promotion_code, "promotionCode")]
+    if coupon is not None:
+        candidates = [(coupon.coupon_id, f"{field}.couponId"),
+                      (coupon.promotion_code, f"{field}.promotionCode"), *candidates]
+    given = [(ident, name) for ident, name in candidates if ident is not None]
+    if not given:
+        if coupon is not None and coupon.discount is not None:
+            raise bad_input("ad-hoc discounts are not supported; create a coupon and pass its "
+                            "id", f"{field}.discount")
+        return None
+    ident, name = given[0]
+    if not ident:
+        raise bad_input("must not be empty", name)
+    doc = await d.documents.get("coupons", env, ident)
+    if doc is None:
+        raise DomainError(404, "CouponNotFound", f"coupon {ident!r} was not found", name)
+    if doc.get("_archivedAt") is not None:
+        raise bad_input(f"coupon {ident!r} is archived", name)
+    return [{"id": doc["id"], "name": doc["name"], "status": "ACTIVE",
+             "percentOff": doc.get("percentOff"), "amountsOff": doc.get("amountsOff")}]
+
+
+async def _end(d: Domain, env: str, doc: dict[str, Any], at: int, reason: str, *,
+               revoke: bool) -> dict[str, Any]:
+    """End `doc` (a private copy, its customer's lock held) at `at`, and write it."""
+    doc["_end"] = at
+    doc["_cancelAt"] = at
+    doc["cancelReason"] = reason
+    if revoke:
+        await subs.void_current_credits(d, env, doc)
+    return await subs.commit(d, env, doc)
+
+
+async def _replace_running(d: Domain, env: str, doc: dict[str, Any], now: int) -> int | None:
+    """A product that does not allow several subscriptions: the customer's running one on
+    it (same resource) ends now, replaced by the new one. Returns where the replaced one's
+    usage windows were anchored (usage carries over, unless the product's
+    usageResetCutoffRule says ALWAYS_RESET), or None if nothing was replaced."""
+    product = await packages.get_product(d.documents, env, doc["productId"])
+    if product and product.get("multipleSubscriptions"):
+        return None
+    rule = ((product or {}).get("usageResetCutoffRule") or {}).get("behavior")
+    anchor = None
+    for other in await subs.customer_subscriptions(d, env, doc["customerId"]):
+        if other["id"] == doc["id"] or other.get("productId") != doc["productId"] or (
+                other.get("resourceId") != doc.get("resourceId")) or other["status"] not in _LIVE:
+            continue
+        async with subs.editing(d, env, other["id"]) as current:
+            if current["status"] in _LIVE:
+                await _end(d, env, current, now, "UPGRADE_OR_DOWNGRADE", revoke=True)
+                if rule != "ALWAYS_RESET" and current["status"] in subs.RUNNING:
+                    anchor = current.get("_usageAnchor") or current["_start"]
+    return anchor
+
+
+async def provision(d: Domain, env: str, q: ProvisionInput) -> Provisioned:
+    """A new subscription of the customer to the plan. A second subscription to a product
+    that allows one replaces the first (which ends, its unused recurring credits voided);
+    provisioning is serialized per customer, so two at once never replace each other."""
+    if not q.customer_id:
+        raise bad_input("is required", "customerId")
+    if not q.plan_id:
+        raise bad_input("is required", "planId")
+    if q.id is not None:
+        _check_id(q.id, "id")
+    if q.idempotency_key is not None:
+        check_key(q.idempotency_key, "Idempotency-Key")
+    async with subs.provision_lock(env, q.customer_id):
+        return await _provision(d, env, q)
+
+
+async def _provision(d: Domain, env: str, q: ProvisionInput) -> Provisioned:
+    ident = q.id
+    key = q.idempotency_key
+    if key is not None:
+        ident = ident or subs.id_for_key(q.plan_id, q.customer_id, key)
+        existing = await d.documents.get("subscriptions", env, ident)
+        if existing is not None and existing.get("_idempotency") == [key, q.request_hash]:
+            doc = await subs.require_subscription(d, env, ident)
+            return Provisioned(subscription=doc, entitlements=await entitlements(
+                d, env, doc["customerId"], doc.get("resourceId")))
+        if existing is not None and existing.get("_idempotency") is not None:
+            raise DomainError(409, "IdempotencyKeyReused", "this idempotency key was used with "
+                              "a different request", "Idempotency-Key")
+    customer = await require_customer(d, env, q.customer_id)
+    now = d.now_ms()
+    start = now if q.start is None else q.start
+    country = country_code(q.billing_country_code)
+    changes = await resolve(d, env, None, plan_id=q.plan_id, billing_period=q.billing_period,
+                            addons=q.addons, unit_quantity=q.unit_quantity, charges=q.charges,
+                            country=country)
+    coupons = await coupons_of(d, env, q.coupon, None, "appliedCoupon")
+    if coupons is None and customer.get("couponId"):
+        # The customer's own coupon applies to their subscriptions unless one is given
+        # (not once it is archived or gone: the customer's record is not the request).
+        try:
+            coupons = await coupons_of(d, env, CouponIn(coupon_id=customer["couponId"]),
+                                       None, "couponId")
+        except DomainError:
+            coupons = None
+    plan = await packages.published(d.documents, env, "plan", q.plan_id,
+                                    changes["planVersion"])
+    trial_end, behavior = await trial_terms(
+        plan, start, q.trial,
+        lambda: subs.trial_eligible(d, env, q.customer_id, changes["productId"]))
+    if q.cancel_at is not None and q.cancel_at <= start:
+        raise bad_input("must be after the start date", "cancellationDate")
+    if ident is not None and await d.documents.get("subscriptions", env, ident):
+        raise DomainError(409, "DuplicatedEntityNotAllowed",
+                          f"subscription {ident!r} exists already", "id")
+    doc: dict[str, Any] = {
+        "id": ident or subs.new_id(q.plan_id),
+        "_idempotency": None if key is None else [key, q.request_hash],
+        "customerId": q.customer_id,
+        "payingCustomerId": q.paying_customer_id,
+        "resourceId": q.resource_id,
+        "status": "NOT_STARTED",
+        "billingCountryCode": country,
+        "coupons": coupons,
+        "metadata": q.metadata or {},
+        "budget": _budget(q.budget),
+        "billingId": q.billing_id,
+        "paymentCollectionMethod": q.payment_collection_method,
+        "_start": start,
+        "_anchor": trial_end if trial_end is not None else start,
+        "_creditAnchor": trial_end if trial_end is not None else start,
+        "_trialEnd": trial_end,
+        "_trialEndBehavior": behavior,
+        "_end": q.cancel_at,
+        "_cancelAt": q.cancel_at,
+        "_scheduled": [],
+        **changes,
+    }
+    async with subs.lock_of(env, q.customer_id):
+        doc = await subs.catch_up(d, env, doc, new=True)
+    # Only once the new subscription is stored does the one it replaces end: a failure in
+    # between leaves the customer with both for a moment, never with neither.
+    usage_anchor = await _replace_running(d, env, doc, now)
+    if usage_anchor is not None:
+        async with subs.editing(d, env, doc["id"]) as new:
+            new["_usageAnchor"] = usage_anchor
+            doc = await subs.commit(d, env, new)
+    return Provisioned(subscription=doc, entitlements=await entitlements(
+        d, env, doc["customerId"], doc.get("resourceId")))
+
+
+async def get(d: Domain, env: str, subscription_id: str) -> dict[str, Any]:
+    """The subscription, caught up to now; SubscriptionNotFound."""
+    return await subs.require_subscription(d, env, subscription_id)
+
+
+async def list_subscriptions(d: Domain, env: str, q: SubscriptionsQuery) -> Any:
+    """A page in creation order (`.items`, `.next`, `.prev`), filtered."""
+    for s in q.statuses:
+        if s not in STATUSES:
+            raise bad_input(f"must be among {', '.join(STATUSES)}", "status")
+    for p in q.pricing_types:
+        if p not in PRICING_TYPES:
+            raise bad_input("must be FREE, PAID or CUSTOM", "pricingType")
+    # Statuses move with time: bring every due subscription up to now before filtering.
+    await subs.catch_up_all_due(d, d.now_ms())
+    page = await d.documents.page(
+        "subscriptions", env, q.limit, q.after, q.before, created=list(q.created),
+        equal={"customer_id": q.customer_id, "plan_id": q.plan_id,
+               "resource_id": q.resource_id},
+        any_of={"status": list(q.statuses)})
+    if q.pricing_types:
+        page = DocumentPage([doc for doc in page.items
+                             if doc.get("pricingType") in q.pricing_types], page.next, page.prev)
+    return page
+
+
+def _schedule(doc: dict[str, Any], changes: dict[str, Any], kind: str) -> None:
+    """Put `changes` in the subscription's futureUpdates, for the current period's end."""
+    doc["_scheduled"] = [*(doc.get("_scheduled") or ()), {
+        "at": doc["_periodEnd"], "status": "SCHEDULED", "type": kind, "changes": changes}]
+
+
+def _schedule_type(changes: dict[str, Any]) -> str:
+    if "planId" in changes:
+        return "PLAN"
+    if "billingPeriod" in changes:
+        return "BILLING_PERIOD"
+    if "addons" in changes:
+        return "ADDON"
+    return "UNIT_AMOUNT"
+
+
+async def update(d: Domain, env: str, subscription_id: str, q: UpdateInput) -> dict[str, Any]:
+    """Change a running (or not yet started) subscription: plan, billing period, add-ons,
+    quantities now or at the period's end (`futureUpdates`); coupon, trial end, scheduled
+    cancellation, metadata, budget now."""
+    async with subs.editing(d, env, subscription_id) as doc:
+        if doc["status"] not in _LIVE:
+            raise bad_input(f"the subscription is {doc['status']}; only a running one can change",
+                            "id")
+        now = d.now_ms()
+        changes = await resolve(d, env, doc, plan_id=q.plan_id, billing_period=q.billing_period,
+                                addons=q.addons, unit_quantity=q.unit_quantity,
+                                charges=q.charges)
+        coupons = await coupons_of(d, env, q.coupon, q.promotion_code, "appliedCoupon")
+        if q.trial_end is not None and (doc.get("_trialEnd") is None
+                                        or doc["status"] != "IN_TRIAL"):
+            raise bad_input("the subscription is not in a trial", "trialEndDate")
+        if q.trial_end is not None and q.trial_end <= now:
+            raise bad_input("must be in the future", "trialEndDate")
+        if q.cancel_at is not UNSET and q.cancel_at is not None and q.cancel_at <= now:
+            raise bad_input("must be in the future", "cancellationDate")
+        if q.metadata is not None:
+            doc["metadata"] = q.metadata
+        if coupons is not None:
+            doc["coupons"] = coupons
+        if q.budget is not None:
+            doc["budget"] = _budget(q.budget)
+        if q.trial_end is not None:
+            # The paid phase (and its billing cycle) starts when the trial ends.
+            doc["_trialEnd"] = doc["_anchor"] = doc["_creditAnchor"] = q.trial_end
+        if q.cancel_at is not UNSET:
+            doc["_end"] = doc["_cancelAt"] = q.cancel_at
+            doc["cancelReason"] = None
+        strategy = q.schedule_strategy or "IMMEDIATE"
+        if changes and strategy != "IMMEDIATE":
+            _schedule(doc, changes, _schedule_type(changes))
+        elif changes:
+            await apply_changes(d, env, doc, changes, now)
+        return await subs.commit(d, env, doc)
+
+
+async def cancel(d: Domain, env: str, subscription_id: str, q: CancelInput) -> dict[str, Any]:
+    """End the subscription now, at the period's end or on a date; REVOKE_ENTITLEMENTS
+    also voids the recurring credits left in the current window."""
+    async with subs.editing(d, env, subscription_id) as doc:
+        if doc["status"] in ("CANCELED", "EXPIRED"):
+            raise bad_input(f"the subscription is {doc['status']} already", "id")
+        now = d.now_ms()
+        reason: str | None
+        if q.time == "IMMEDIATE":
+            if q.end_date is not None:
+                raise bad_input("is only for SPECIFIC_DATE", "endDate")
+            at, reason = now, "Immediate"
+        elif q.time == "END_OF_BILLING_PERIOD":
+            if q.end_date is not None:
+                raise bad_input("is only for SPECIFIC_DATE", "endDate")
+            at, reason = doc["_periodEnd"], None
+            if doc["status"] == "NOT_STARTED":
+                at = now
+        else:
+            if q.end_date is None:
+                raise bad_input("is required with SPECIFIC_DATE", "endDate")
+            if q.end_date <= now:
+                raise bad_input("must be in the future", "endDate")
+            at, reason = q.end_date, None
+        if at <= now:
+            return await _end(d, env, doc, now, reason or "Immediate", revoke=q.revoke)
+        doc["_end"] = doc["_cancelAt"] = at
+        doc["cancelReason"] = None
+        if q.revoke:
+            await subs.void_current_credits(d, env, doc)
+        return await subs.commit(d, env, doc)
+
+
+async def cancel_schedule(d: Domain, env: str, subscription_id: str) -> dict[str, Any]:
+    """Cancel the subscription's scheduled updates (a scheduled cancellation is undone by
+    an update with `cancel_at=None`)."""
+    async with subs.editing(d, env, subscription_id) as doc:
+        if not any(u["status"] == "SCHEDULED" for u in doc.get("_scheduled") or ()):
+            raise bad_input("the subscription has no scheduled update", "id")
+        doc["_scheduled"] = [{**u, "status": "CANCELED"} if u["status"] == "SCHEDULED" else u
+                             for u in doc["_scheduled"]]
+        return await subs.commit(d, env, doc)
+
+
+async def migrate(d: Domain, env: str, subscription_id: str, *,
+                  immediate: bool = True) -> dict[str, Any]:
+    """Move to the latest published versions of the plan and add-ons, now or at the
+    period's end."""
+    async with subs.editing(d, env, subscription_id) as doc:
+        if doc["status"] not in _LIVE:
+            raise bad_input(f"the subscription is {doc['status']}", "id")
+        changes = await resolve(d, env, doc, latest=True)
+        if immediate:
+            await apply_changes(d, env, doc, changes, d.now_ms())
+        else:
+            _schedule(doc, changes, "MIGRATE_TO_LATEST")
+        return await subs.commit(d, env, doc)
+
+
+async def transfer(d: Domain, env: str, subscription_id: str,
+                   resource_id: str) -> dict[str, Any]:
+    """Move the subscription to another resource of the same customer. Recurring credits
+    already granted stay with the resource they were granted to."""
+    _check_id(resource_id, "destinationResourceId")
+    async with subs.editing(d, env, subscription_id) as doc:
+        if doc["status"] not in _LIVE:
+            raise bad_input(f"the subscription is {doc['status']}", "id")
+        if await _taken(d, env, doc, resource_id):
+            raise bad_input(f"resource {resource_id!r} has a running subscription to this "
+                            "product, which allows one", "destinationResourceId")
+        doc["resourceId"] = resource_id
+        return await subs.commit(d, env, doc)
+
+
+async def _taken(d: Domain, env: str, doc: dict[str, Any], resource_id: str) -> bool:
+    """Whether `resource_id` already holds a running subscription on `doc`'s product and
+    the product allows one (the caller holds the customer's lock: the documents are read
+    as stored, without a catch-up)."""
+    product = await packages.get_product(d.documents, env, doc["productId"])
+    if product and product.get("multipleSubscriptions"):
+        return False
+    return any(other.get("productId") == doc["productId"] and other["id"] != doc["id"]
+               for other in await d.store.running_subscriptions_on_resource(
+                   env, doc["customerId"], resource_id))
