@@ -26,7 +26,8 @@ Below it: the pure core (engine/core: one customer's state machine, no I/O), the
     access.py      entitlement checks, the check-and-hold reservation
     usage.py       usage reports, raw events, their cost estimates
     estimates.py   what a subscription or a change would cost
+    paywall.py     what a pricing page shows
     values.py      small value rules shared with the store
 
-Still in the gateway: the paywall (issue 16). Webhook endpoints are webhooks.Webhooks'.
+Webhook endpoints' rules are webhooks.Webhooks' (webhooks/), beside their delivery.
 """

@@ -25,14 +25,14 @@ from litestar.params import FromPath
 
 from engine.core.commands import BalancesReply, GetBalances
 from engine.core.effects import DomainEvent
+from engine.domain.context import engine_id, require_customer
 from engine.runtime.errors import EngineError
-from gateway.context import environment, ok, services
+from gateway.context import domain, environment, ok, services
 from gateway.errors import bad_input
 from gateway.feed.hub import LimitReached, Subscriber, balance_json, event_frame
 from gateway.feed.service import Feed
 from gateway.feed.tokens import TTL_DEFAULT_S, TTL_MAX_S, Claims, TokenError, TokenExpired
 from gateway.openapi import request_body
-from gateway.routes.common import engine_id, require_customer
 from gateway.wire import decode_body, iso
 
 __all__ = ["ROUTES", "Close"]
@@ -77,10 +77,11 @@ async def mint_token(request: Request, customer_id: FromPath[str]) -> Response:
         raise bad_input(f"must be between 1 and {TTL_MAX_S} seconds", "ttlSeconds")
     if body.resource_id is not None and not body.resource_id:
         raise bad_input("must not be empty", "resourceId")
-    await require_customer(request, customer_id, field="customerId")
+    await require_customer(domain(request), environment(request), customer_id,
+                           field="customerId")
     token, expires_s = _feed(request.app.state).tokens.mint(
         environment(request), customer_id, body.resource_id,
-        services(request).clock.now_ms() // 1000,
+        domain(request).now_ms() // 1000,
         body.ttl_seconds)
     return ok({"token": token, "expiresAt": iso(expires_s * 1000), "customerId": customer_id,
                "resourceId": body.resource_id}, status=201)

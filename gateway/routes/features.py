@@ -3,8 +3,6 @@ the domain's (engine/domain/features.py); bodies decode straight into its inputs
 
 from __future__ import annotations
 
-from typing import Any
-
 from litestar import Request, Response, get, patch, post
 from litestar.params import FromPath, FromQuery
 
@@ -15,17 +13,10 @@ from gateway.openapi import request_body
 from gateway.routes.common import public
 from gateway.wire import created_at_bounds, decode_body, limit_in
 
-__all__ = ["ROUTES", "credit_rate_units", "require_feature"]
+__all__ = ["ROUTES"]
 
 _BASE = "/api/v1/features"
 credit_rate_units = features.credit_rate_units
-
-
-async def require_feature(request: Request, feature_id: str, *, field: str = "featureId",
-                          allow_archived: bool = False) -> dict[str, Any]:
-    """The domain's rule for the request's environment."""
-    return await features.require_feature(domain(request), environment(request), feature_id,
-                                          field=field, allow_archived=allow_archived)
 
 
 @post(_BASE, opt=request_body(FeatureCreate))
@@ -36,8 +27,9 @@ async def create_feature(request: Request) -> Response:
 
 @get(_BASE + "/{feature_id:str}")
 async def retrieve_feature(request: Request, feature_id: FromPath[str]) -> Response:
-    return ok(public(await require_feature(request, feature_id, field="id",
-                                           allow_archived=True)))
+    return ok(public(await features.require_feature(domain(request), environment(request),
+                                                    feature_id, field="id",
+                                                    allow_archived=True)))
 
 
 @patch(_BASE + "/{feature_id:str}", opt=request_body(FeatureUpdate))

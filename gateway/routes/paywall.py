@@ -16,14 +16,21 @@ from typing import Any
 
 from litestar import Request, Response, get
 
-from engine.billing.pricing import select_price_period
-from engine.domain import packages
-from engine.domain.subscriptions import catch_up as subscriptions
-from gateway.context import environment, ok, services
-from gateway.errors import ApiError, bad_input
+from engine.domain.paywall import (
+    CustomerView,
+    PackageView,
+    Paywall,
+    PaywallQuery,
+    PricePoint,
+    localized_periods,
+    paywall,
+)
+from gateway.context import domain, environment, ok
+from gateway.errors import bad_input
+from gateway.routes.subscriptions import subscription_json
 from gateway.wire import iso
 
-__all__ = ["ROUTES", "paywall"]
+__all__ = ["ROUTES", "paywall_json"]
 
 _SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥", "inr": "₹", "cad": "CA$",
             "aud": "A$", "chf": "CHF", "brl": "R$", "cny": "CN¥", "krw": "₩", "sek": "kr",
@@ -64,9 +71,9 @@ def _feature_json(doc: dict[str, Any] | None, ident: str) -> dict[str, Any]:
     }
 
 
-async def _entitlements(catalog: Any, env: str, plan: dict[str, Any]
-                        ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _entitlements(view: PackageView) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(feature entitlements as PackageEntitlement, all as PackageEntitlementUnion)."""
+    plan = view.package
     features: list[dict[str, Any]] = []
     union: list[dict[str, Any]] = []
     for e in plan.get("entitlements") or []:
@@ -80,7 +87,7 @@ async def _entitlements(catalog: Any, env: str, plan: dict[str, Any]
             "behavior": e.get("behavior"),
         }
         if e["type"] == "FEATURE":
-            doc = await catalog.get("features", env, e["id"])
+            doc = view.features.get(e["id"])
             item = {"__typename": "PackageEntitlement", "featureId": e["id"],
                     "usageLimit": e.get("usageLimit"),
                     "hasUnlimitedUsage": bool(e.get("hasUnlimitedUsage")),
@@ -91,7 +98,7 @@ async def _entitlements(catalog: Any, env: str, plan: dict[str, Any]
             features.append(item)
             union.append(item)
         else:
-            doc = await catalog.get("currencies", env, e["id"]) or {}
+            doc = view.currencies.get(e["id"]) or {}
             units = doc.get("units") or {}
             union.append({
                 "__typename": "PackageCreditEntitlement", "customCurrencyId": e["id"],
@@ -109,23 +116,10 @@ async def _entitlements(catalog: Any, env: str, plan: dict[str, Any]
 
 def _prices(plan: dict[str, Any], country: str | None, all_countries: bool,
             features: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The plan's prices as GraphQL `Price` rows, localized: for each pricing model and
-    billing period, the price of `country` where there is one, else the default price."""
+    """The plan's prices as GraphQL `Price` rows, localized (`localized_periods`)."""
     out: list[dict[str, Any]] = []
-    charges = plan.get("charges") or {}
-    wanted = country.lower() if country else None
-    for model in charges.get("pricingModels") or []:
-        periods = model.get("pricePeriods") or []
-        if not all_countries:
-            chosen: dict[str, dict[str, Any]] = {}
-            for p in periods:
-                code = (p.get("billingCountryCode") or "").lower() or None
-                if code is None and p["billingPeriod"] not in chosen:
-                    chosen[p["billingPeriod"]] = p
-                if code is not None and code == wanted:
-                    chosen[p["billingPeriod"]] = p
-            periods = list(chosen.values())
-        for p in periods:
+    for model in (plan.get("charges") or {}).get("pricingModels") or []:
+        for p in localized_periods(model, country, all_countries):
             feature_id = model.get("featureId")
             tiers = p.get("tiers")
             out.append({
@@ -173,15 +167,18 @@ def _product_json(doc: dict[str, Any]) -> dict[str, Any]:
             "productSettings": doc.get("productSettings")}
 
 
-async def _addon_json(catalog: Any, env: str, ident: str, country: str | None,
-                      all_countries: bool) -> dict[str, Any] | None:
-    addon = await packages.published(catalog, env, "addon", ident)
-    working = await packages.get_package(catalog, env, "addon", ident)
-    if addon is None or working is None or working.get("status") == "ARCHIVED":
-        return None
-    features, union = await _entitlements(catalog, env, addon)
+def _by_id(features: list[dict[str, Any]], view: PackageView) -> dict[str, dict[str, Any]]:
+    """Features as Feature JSON by id: those of the entitlements, then those only priced."""
     by_id = {f["featureId"]: f["feature"] for f in features}
-    return {"__typename": "Addon", "id": ident, "refId": ident,
+    for fid, doc in view.features.items():
+        by_id.setdefault(fid, _feature_json(doc, fid))
+    return by_id
+
+
+def _addon_json(view: PackageView, q: PaywallQuery) -> dict[str, Any]:
+    addon = view.package
+    features, union = _entitlements(view)
+    return {"__typename": "Addon", "id": addon["id"], "refId": addon["id"],
             "displayName": addon.get("displayName"), "description": addon.get("description"),
             "billingId": addon.get("billingId"), "versionNumber": addon.get("versionNumber"),
             "additionalMetaData": addon.get("metadata") or {},
@@ -189,206 +186,79 @@ async def _addon_json(catalog: Any, env: str, ident: str, country: str | None,
             "maxQuantity": addon.get("maxQuantity"),
             "dependencies": addon.get("dependencies") or [],
             "entitlements": features, "packageEntitlements": union,
-            "prices": _prices(addon, country, all_countries, by_id), "overagePrices": []}
+            # (an add-on's price rows name only the features it grants)
+            "prices": _prices(addon, q.country, q.all_countries,
+                              {f["featureId"]: f["feature"] for f in features}),
+            "overagePrices": []}
 
 
-def _model_point(model: dict[str, Any], period: dict[str, Any]
-                 ) -> tuple[Decimal, str | None, bool]:
-    """(amount, currency, additional charges may apply) of one pricing model's price period
-    in a price point: a flat price as is; a price that depends on a quantity (per unit,
-    usage) the first tier's unit price times the minimum quantity, flagged."""
-    quantity = Decimal(str(model.get("minUnitQuantity") or 0))
-    price = _money(period.get("price"))
-    if price is not None:
-        if model["billingModel"] == "FLAT_FEE":
-            return price["amount"], price["currency"], False
-        return price["amount"] * quantity, price["currency"], True
-    tiers = period.get("tiers")
-    if tiers:
-        unit, flat = _money(tiers[0].get("unitPrice")), _money(tiers[0].get("flatPrice"))
-        amount = Decimal(0)
-        if unit is not None:
-            amount += unit["amount"] * quantity
-        if flat is not None and quantity:
-            amount += flat["amount"]
-        return amount, (unit or flat or {}).get("currency"), True
-    return Decimal(0), None, False
+def _point_json(p: PricePoint, features: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"__typename": "PaywallPricePoint", "planId": p.plan_id,
+            "billingPeriod": p.billing_period, "billingCountryCode": p.country,
+            "amount": p.amount, "currency": p.currency,
+            "additionalChargesMayApply": p.more_may_apply,
+            "feature": None if p.feature_id is None else features.get(p.feature_id)}
 
 
-def _points_for(plan: dict[str, Any], country: str | None,
-                features: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The plan's price points for one billing country (None: the default prices), one per
-    billing period, as the estimate charges them: every pricing model's price period
-    picked by `select_price_period` (the country's own, else the default). The point's
-    `billingCountryCode` is the country when one of its prices is the country's own, else
-    None (all defaults). A period whose picked prices mix currencies cannot be charged
-    (the estimate refuses it) and gets no point."""
-    models = [m for m in (plan.get("charges") or {}).get("pricingModels") or []
-              if m.get("billingCadence", "RECURRING") != "ONE_OFF"
-              and m["billingModel"] != "CREDIT_BASED"]
-    periods = list(dict.fromkeys(p["billingPeriod"] for m in models
-                                 for p in m.get("pricePeriods") or ()))
-    out: list[dict[str, Any]] = []
-    for billing_period in periods:
-        point: dict[str, Any] = {
-            "__typename": "PaywallPricePoint", "planId": plan["id"],
-            "billingPeriod": billing_period, "billingCountryCode": None,
-            "amount": Decimal(0), "currency": None,
-            "additionalChargesMayApply": False, "feature": None}
-        currencies: set[str] = set()
-        for model in models:
-            period = select_price_period(model, billing_period, country)
-            if period is None:
-                continue
-            if period.get("billingCountryCode"):
-                point["billingCountryCode"] = period["billingCountryCode"]
-            amount, currency, more = _model_point(model, period)
-            if currency is not None:
-                currencies.add(currency)
-            point["amount"] += amount
-            point["currency"] = point["currency"] or currency
-            point["additionalChargesMayApply"] |= more
-            feature_id = model.get("featureId")
-            if more and point["feature"] is None and feature_id is not None:
-                point["feature"] = features.get(feature_id)
-        if len(currencies) <= 1:
-            out.append(point)
-    return out
-
-
-def _price_points(plan: dict[str, Any], country: str | None, all_countries: bool,
-                  features: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """What the plan costs per billing period (PaywallPricePoint) for `country`; with
-    `all_countries`, the default points and those of every country the plan has prices
-    for (each country's points that use at least one of its own prices)."""
-    if not all_countries:
-        return _points_for(plan, country, features)
-    points = _points_for(plan, None, features)
-    codes = dict.fromkeys(
-        p["billingCountryCode"].lower()
-        for m in (plan.get("charges") or {}).get("pricingModels") or []
-        for p in m.get("pricePeriods") or () if p.get("billingCountryCode"))
-    for code in codes:
-        points += [p for p in _points_for(plan, code, features)
-                   if p["billingCountryCode"] is not None]
-    return points
-
-
-def _flag(value: str | None, field: str) -> bool:
-    if value is None:
-        return False
-    lowered = value.strip().lower()
-    if lowered in ("true", "1"):
-        return True
-    if lowered in ("false", "0", ""):
-        return False
-    raise bad_input("must be true or false", field)
-
-
-async def paywall(svc: Any, env: str, *, product_id: str | None = None,
-                  country: str | None = None, customer_id: str | None = None,
-                  resource_id: str | None = None, include_hidden: bool = False,
-                  all_countries: bool = False) -> dict[str, Any]:
-    catalog = svc.catalog
-    if product_id is not None:
-        product = await packages.get_product(catalog, env, product_id)
-        if product is None:
-            raise ApiError(404, "ProductNotFound", f"product {product_id!r} was not found",
-                           "productId")
-    if country is not None and not (2 <= len(country) <= 3 and country.isascii()
-                                    and country.isalpha()):
-        raise bad_input("must be an ISO country code (or 'eu')", "billingCountryCode")
-    customer = None
-    if customer_id is not None:
-        customer = await catalog.get("customer_profiles", env, customer_id)
-        if customer is None:
-            raise ApiError(404, "CustomerNotFound", f"customer {customer_id!r} was not found",
-                           "customerId")
+def paywall_json(found: Paywall) -> dict[str, Any]:
+    """The paywall in the field names of Stigg's GraphQL `Paywall`."""
+    q = found.query
+    products = {pid: _product_json(doc) for pid, doc in found.products.items()}
     plans: list[dict[str, Any]] = []
     points: list[dict[str, Any]] = []
     currencies: list[str] = []
-    products: dict[str, dict[str, Any]] = {}
-    for ident in await catalog.store.plan_ids(env, product_id):
-        plan = await packages.published(catalog, env, "plan", ident)
-        if plan is None or (plan.get("hidden") and not include_hidden):
-            continue
-        pid = plan["productId"]
-        if pid not in products:
-            products[pid] = _product_json(await packages.get_product(catalog, env, pid) or
-                                          {"id": pid})
-        features, union = await _entitlements(catalog, env, plan)
-        by_id = {f["featureId"]: f["feature"] for f in features}
-        for model in (plan.get("charges") or {}).get("pricingModels") or []:
-            fid = model.get("featureId")
-            if fid and fid not in by_id:
-                by_id[fid] = _feature_json(await catalog.get("features", env, fid), fid)
-        prices = _prices(plan, country, all_countries, by_id)
+    for view in found.plans:
+        plan = view.plan.package
+        ident = plan["id"]
+        features, union = _entitlements(view.plan)
+        by_id = _by_id(features, view.plan)
+        prices = _prices(plan, q.country, q.all_countries, by_id)
         currencies += [p["price"]["currency"] for p in prices if p["price"]]
         currencies += [t["unitPrice"]["currency"] for p in prices for t in p["tiers"] or ()
                        if t["unitPrice"]]
-        addons = [a for a in [await _addon_json(catalog, env, a, country, all_countries)
-                              for a in plan.get("compatibleAddonIds") or []] if a]
-        parent = plan.get("parentPlanId")
-        base = await packages.published(catalog, env, "plan", parent) if parent else None
-        inherited: list[dict[str, Any]] = []
-        inherited_union: list[dict[str, Any]] = []
-        if base is not None:
-            inherited, inherited_union = await _entitlements(catalog, env, base)
+        base = None if view.base is None else view.base.package
+        inherited, inherited_union = ([], []) if view.base is None else _entitlements(view.base)
         plans.append({
             "__typename": "Plan", "id": ident, "refId": ident,
             "displayName": plan.get("displayName"), "description": plan.get("description"),
             "billingId": plan.get("billingId"), "versionNumber": plan.get("versionNumber"),
             "additionalMetaData": plan.get("metadata") or {},
             "hiddenFromWidgets": ["PAYWALL"] if plan.get("hidden") else [],
-            "product": products[pid],
+            "product": products[plan["productId"]],
             "basePlan": None if base is None else {
                 "__typename": "Plan", "id": base["id"], "refId": base["id"],
                 "displayName": base.get("displayName")},
             "entitlements": features, "inheritedEntitlements": inherited,
             "packageEntitlements": union, "inheritedPackageEntitlements": inherited_union,
-            "compatibleAddons": addons, "compatiblePackageGroups": [],
+            "compatibleAddons": [_addon_json(a, q) for a in view.addons],
+            "compatiblePackageGroups": [],
             "prices": prices, "overagePrices": [],
             "pricingType": plan.get("pricingType"),
             "defaultTrialConfig": _trial(plan),
             "awsMarketplacePlanDimension": None,
         })
-        points += _price_points(plan, country, all_countries, by_id)
+        points += [_point_json(p, by_id) for p in view.points]
     code = (currencies[0] if currencies else "USD").upper()
-    result: dict[str, Any] = {
+    customer, active = (None, None) if found.customer is None else _customer_json(
+        found.customer)
+    return {
         "__typename": "Paywall",
         "plans": plans,
         "currency": {"__typename": "PaywallCurrency", "code": code,
                      "symbol": _SYMBOLS.get(code.lower(), code)},
         "configuration": None,
-        "customer": None,
-        "activeSubscriptions": None,
-        "resource": None if resource_id is None else {"__typename": "CustomerResource",
-                                                      "resourceId": resource_id},
+        "customer": customer,
+        "activeSubscriptions": active,
+        "resource": None if q.resource_id is None else {"__typename": "CustomerResource",
+                                                        "resourceId": q.resource_id},
         "paywallCalculatedPricePoints": points,
     }
-    if customer is not None:
-        assert customer_id is not None
-        result["customer"], result["activeSubscriptions"] = await _customer(
-            svc, env, customer, resource_id, products)
-    return result
 
 
-async def _customer(svc: Any, env: str, customer: dict[str, Any], resource_id: str | None,
-                    products: dict[str, dict[str, Any]]
-                    ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+def _customer_json(view: CustomerView) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    customer = view.customer
     customer_id = customer["id"]
-    eligible = [{"__typename": "EligibleForTrial", "productId": pid, "productRefId": pid,
-                 "eligible": True} for pid in products]
-    docs = await subscriptions.active_subscriptions(svc.domain, env, customer_id, resource_id)
-    active: list[dict[str, Any]] | None = [_subscription_json(d) for d in docs]
-    everything = await subscriptions.customer_subscriptions(svc.domain, env, customer_id)
-    trialed = [{"__typename": "TrialedPlan", "planId": d["planId"],
-                "planRefId": d["planId"], "productId": d.get("productId"),
-                "productRefId": d.get("productId")}
-               for d in everything if d.get("_trialEnd") is not None]
-    for item in eligible:
-        item["eligible"] = await subscriptions.trial_eligible(svc.domain, env, customer_id,
-                                                              item["productId"])
+    active = [_subscription_json(d) for d in view.active]
     out = {
         "__typename": "Customer", "id": customer_id, "refId": customer_id,
         "customerId": customer_id, "name": customer.get("name"),
@@ -396,7 +266,12 @@ async def _customer(svc: Any, env: str, customer: dict[str, Any], resource_id: s
         "additionalMetaData": customer.get("metadata") or {},
         "createdAt": iso(customer.get("_createdAt")), "updatedAt": iso(customer.get("_updatedAt")),
         "hasPaymentMethod": False, "hasActiveSubscription": bool(active),
-        "trialedPlans": trialed, "eligibleForTrial": eligible,
+        "trialedPlans": [{"__typename": "TrialedPlan", "planId": d["planId"],
+                          "planRefId": d["planId"], "productId": d.get("productId"),
+                          "productRefId": d.get("productId")} for d in view.trialed],
+        "eligibleForTrial": [{"__typename": "EligibleForTrial", "productId": pid,
+                              "productRefId": pid, "eligible": eligible}
+                             for pid, eligible in view.eligible.items()],
         "promotionalEntitlements": [], "coupon": None, "experimentInfo": None,
         "awsMarketplaceCustomerId": None,
     }
@@ -405,12 +280,7 @@ async def _customer(svc: Any, env: str, customer: dict[str, Any], resource_id: s
 
 def _subscription_json(doc: dict[str, Any]) -> dict[str, Any]:
     """A running subscription in CustomerSubscription's field names."""
-    try:
-        from gateway.routes.subscriptions import subscription_json
-
-        base = subscription_json(doc)
-    except Exception:  # noqa: BLE001 - the REST form is optional here: fall back to ours
-        base = {}
+    base = subscription_json(doc)
     ident = doc["id"]
     return {
         **base,
@@ -431,17 +301,27 @@ def _subscription_json(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _flag(value: str | None, field: str) -> bool:
+    if value is None:
+        return False
+    lowered = value.strip().lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0", ""):
+        return False
+    raise bad_input("must be true or false", field)
+
+
 @get("/api/v1/paywall")
 async def get_paywall(request: Request) -> Response:
     query = request.query_params
-    return ok(await paywall(
-        services(request), environment(request),
+    return ok(paywall_json(await paywall(domain(request), environment(request), PaywallQuery(
         product_id=query.get("productId") or None,
         country=query.get("billingCountryCode") or None,
         customer_id=query.get("customerId") or None,
         resource_id=query.get("resourceId") or None,
         include_hidden=_flag(query.get("includeHiddenPlans"), "includeHiddenPlans"),
-        all_countries=_flag(query.get("fetchAllCountriesPrices"), "fetchAllCountriesPrices")))
+        all_countries=_flag(query.get("fetchAllCountriesPrices"), "fetchAllCountriesPrices")))))
 
 
 ROUTES = [get_paywall]

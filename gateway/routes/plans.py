@@ -26,9 +26,9 @@ from litestar.params import FromPath, FromQuery
 
 from engine.domain import packages
 from engine.domain.packages import EntitlementIn, PackageCreate, PackageUpdate
-from engine.domain.subscriptions.catch_up import migrate_all
+from engine.domain.subscriptions import operations
 from gateway import package_json
-from gateway.context import domain, environment, ok, services
+from gateway.context import domain, environment, ok
 from gateway.errors import bad_input
 from gateway.openapi import request_body
 from gateway.wire import ascii_int, created_at_bounds, decode_body, limit_in
@@ -87,13 +87,13 @@ def _routes(kind: str) -> list[Any]:
     pid = "plan_id" if kind == "plan" else "addon_id"
 
     async def _doc(request: Request, ident: str) -> dict[str, Any]:
-        return await packages.require_package(services(request).catalog, environment(request), kind,
+        return await packages.require_package(domain(request).documents, environment(request), kind,
                                        ident)
 
     @post(base, name=f"{kind}_create", opt=request_body(PackageCreate))
     async def create(request: Request) -> Response:
         body = await decode_body(request, PackageCreate)
-        doc = await packages.create_package(services(request).catalog, environment(request),
+        doc = await packages.create_package(domain(request).documents, environment(request),
                                             kind, body)
         return ok(package_json.package_json(doc, kind))
 
@@ -107,7 +107,7 @@ def _routes(kind: str) -> list[Any]:
         """Creation order; `productId` matches exactly, `status` is one or more of DRAFT,
         PUBLISHED, ARCHIVED (comma-separated), `createdAt[gt|gte|lt|lte]` bound the time."""
         product = request.query_params.get("productId")
-        page = await services(request).catalog.page(
+        page = await domain(request).documents.page(
             packages.KINDS[kind], environment(request), limit_in(limit), after, before,
             created=created_at_bounds(request), equal={"product_id": product},
             any_of={"status": _csv(request, "status", _STATUSES)})
@@ -121,39 +121,35 @@ def _routes(kind: str) -> list[Any]:
     @patch(base + "/{ident:str}", name=f"{kind}_update", opt=request_body(PackageUpdate))
     async def update(request: Request, ident: FromPath[str]) -> Response:
         body = await decode_body(request, PackageUpdate)
-        doc = await packages.update_package(services(request).catalog, environment(request),
+        doc = await packages.update_package(domain(request).documents, environment(request),
                                             kind, ident, body)
         return ok(package_json.package_json(doc, kind))
 
     @post(base + "/{ident:str}/archive", name=f"{kind}_archive")
     async def archive(request: Request, ident: FromPath[str]) -> Response:
-        doc = await packages.archive(services(request).catalog, environment(request), kind,
+        doc = await packages.archive(domain(request).documents, environment(request), kind,
                                      ident)
         return ok(package_json.package_json(doc, kind))
 
     @post(base + "/{ident:str}/draft", name=f"{kind}_create_draft")
     async def create_draft(request: Request, ident: FromPath[str]) -> Response:
-        doc = await packages.create_draft(services(request).catalog, environment(request),
+        doc = await packages.create_draft(domain(request).documents, environment(request),
                                           kind, ident)
         return ok(package_json.package_json(doc, kind))
 
     @delete(base + "/{ident:str}/draft", name=f"{kind}_remove_draft", status_code=200)
     async def remove_draft(request: Request, ident: FromPath[str]) -> Response:
-        doc = await packages.remove_draft(services(request).catalog, environment(request),
+        doc = await packages.remove_draft(domain(request).documents, environment(request),
                                           kind, ident)
         return ok({"id": doc["id"]})
 
     @post(base + "/{ident:str}/publish", name=f"{kind}_publish", opt=request_body(PublishBody))
     async def publish(request: Request, ident: FromPath[str]) -> Response:
         body = await decode_body(request, PublishBody)
-        if body.migration_type is None:
-            raise bad_input("is required: NEW_CUSTOMERS or ALL_CUSTOMERS", "migrationType")
-        await packages.publish(services(request).catalog, environment(request), kind, ident,
-                               migration_type=body.migration_type)
-        if body.migration_type == "ALL_CUSTOMERS":
-            # Done before the answer (no background task to poll): taskId stays null.
-
-            await migrate_all(domain(request), environment(request), kind, ident)
+        # Migrations are done before the answer (no background task to poll): taskId
+        # stays null.
+        await operations.publish(domain(request), environment(request), kind, ident,
+                                 body.migration_type)
         return ok({"taskId": None})
 
     async def _charges(request: Request, ident: str, limit: int | None, after: str | None,
@@ -183,7 +179,7 @@ def _routes(kind: str) -> list[Any]:
     async def create_entitlements(request: Request) -> Response:
         body = await decode_body(request, EntitlementsBody)
         written = await packages.set_entitlements(
-            services(request).catalog, environment(request), kind,
+            domain(request).documents, environment(request), kind,
             request.path_params[pid], list(body.entitlements), replace=False)
         return ok([package_json.entitlement_json(e) for e in written])
 
@@ -198,14 +194,14 @@ def _routes(kind: str) -> list[Any]:
     async def update_entitlement(request: Request, ent_id: FromPath[str]) -> Response:
         body = await decode_body(request, EntitlementIn)
         ent = await packages.update_entitlement(
-            services(request).catalog, environment(request), kind, request.path_params[pid],
+            domain(request).documents, environment(request), kind, request.path_params[pid],
             ent_id, body)
         return ok(package_json.entitlement_json(ent))
 
     @delete(ents + "/{ent_id:str}", name=f"{kind}_entitlements_delete", status_code=200)
     async def delete_entitlement(request: Request, ent_id: FromPath[str]) -> Response:
         gone = await packages.delete_entitlement(
-            services(request).catalog, environment(request), kind, request.path_params[pid],
+            domain(request).documents, environment(request), kind, request.path_params[pid],
             ent_id)
         return ok(package_json.entitlement_json(gone))
 

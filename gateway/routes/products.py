@@ -12,7 +12,7 @@ from msgspec import UNSET, UnsetType
 from engine.domain import packages
 from engine.domain.packages import ProductCreate, ProductUpdate
 from gateway import package_json
-from gateway.context import environment, ok, services
+from gateway.context import domain, environment, ok
 from gateway.errors import ApiError, bad_input
 from gateway.openapi import request_body
 from gateway.wire import created_at_bounds, decode_body, limit_in
@@ -31,7 +31,7 @@ class DuplicateBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 @post(_BASE, opt=request_body(ProductCreate))
 async def create_product(request: Request) -> Response:
     body = await decode_body(request, ProductCreate)
-    doc = await packages.create_product(services(request).catalog, environment(request), body)
+    doc = await packages.create_product(domain(request).documents, environment(request), body)
     return ok(package_json.product_json(doc))
 
 
@@ -50,7 +50,7 @@ async def list_products(
     if wanted - {"PUBLISHED", "ARCHIVED"}:
         raise bad_input("must be PUBLISHED, ARCHIVED or both, comma-separated", "status")
     archived = None if len(wanted) != 1 else wanted == {"ARCHIVED"}
-    page = await services(request).catalog.page(
+    page = await domain(request).documents.page(
         "products", environment(request), limit_in(limit), after, before, archived,
         created=created_at_bounds(request), equal={"id": id})
     return ok([package_json.product_json(d) for d in page.items],
@@ -59,7 +59,7 @@ async def list_products(
 
 @get(_BASE + "/{product_id:str}")
 async def retrieve_product(request: Request, product_id: FromPath[str]) -> Response:
-    doc = await packages.get_product(services(request).catalog, environment(request),
+    doc = await packages.get_product(domain(request).documents, environment(request),
                                      product_id)
     if doc is None:
         raise ApiError(404, "ProductNotFound", f"product {product_id!r} was not found", "id")
@@ -69,21 +69,21 @@ async def retrieve_product(request: Request, product_id: FromPath[str]) -> Respo
 @patch(_BASE + "/{product_id:str}", opt=request_body(ProductUpdate))
 async def update_product(request: Request, product_id: FromPath[str]) -> Response:
     body = await decode_body(request, ProductUpdate)
-    doc = await packages.update_product(services(request).catalog, environment(request),
+    doc = await packages.update_product(domain(request).documents, environment(request),
                                         product_id, body)
     return ok(package_json.product_json(doc))
 
 
 @post(_BASE + "/{product_id:str}/archive")
 async def archive_product(request: Request, product_id: FromPath[str]) -> Response:
-    doc = await packages.archive_product(services(request).catalog, environment(request),
+    doc = await packages.archive_product(domain(request).documents, environment(request),
                                          product_id)
     return ok(package_json.product_json(doc))
 
 
 @post(_BASE + "/{product_id:str}/unarchive")
 async def unarchive_product(request: Request, product_id: FromPath[str]) -> Response:
-    doc = await packages.unarchive_product(services(request).catalog, environment(request),
+    doc = await packages.unarchive_product(domain(request).documents, environment(request),
                                            product_id)
     return ok(package_json.product_json(doc))
 
@@ -92,7 +92,7 @@ async def unarchive_product(request: Request, product_id: FromPath[str]) -> Resp
 async def duplicate_product(request: Request, product_id: FromPath[str]) -> Response:
     body = await decode_body(request, DuplicateBody)
     doc = await packages.duplicate_product(
-        services(request).catalog, environment(request), product_id, body.target_id,
+        domain(request).documents, environment(request), product_id, body.target_id,
         display_name=body.display_name, description=body.description)
     return ok(package_json.product_json(doc))
 

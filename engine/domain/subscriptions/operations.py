@@ -30,7 +30,7 @@ from engine.domain.subscriptions.changes import (
 
 __all__ = ["STATUSES", "AddonIn", "CancelInput", "ChargeIn", "CouponIn", "ProvisionInput",
            "Provisioned", "SubscriptionsQuery", "UpdateInput", "cancel", "cancel_schedule",
-           "coupons_of", "get", "list_subscriptions", "migrate", "provision", "transfer",
+           "coupons_of", "get", "list_subscriptions", "migrate", "provision", "publish", "transfer",
            "update"]
 
 STATUSES = ("PAYMENT_PENDING", "ACTIVE", "EXPIRED", "IN_TRIAL", "CANCELED", "NOT_STARTED")
@@ -442,6 +442,19 @@ async def transfer(d: Domain, env: str, subscription_id: str,
                             "product, which allows one", "destinationResourceId")
         doc["resourceId"] = resource_id
         return await subs.commit(d, env, doc)
+
+
+async def publish(d: Domain, env: str, kind: str, ident: str,
+                  migration_type: str | None) -> dict[str, Any]:
+    """Publish a plan's or add-on's draft. NEW_CUSTOMERS: existing subscriptions keep the
+    version they have; ALL_CUSTOMERS: every running one moves to the new version now,
+    before this returns (`catch_up.migrate_all`; one the new version does not fit stays)."""
+    if migration_type is None:
+        raise bad_input("is required: NEW_CUSTOMERS or ALL_CUSTOMERS", "migrationType")
+    doc = await packages.publish(d.documents, env, kind, ident, migration_type=migration_type)
+    if migration_type == "ALL_CUSTOMERS":
+        await subs.migrate_all(d, env, kind, ident)
+    return doc
 
 
 async def _taken(d: Domain, env: str, doc: dict[str, Any], resource_id: str) -> bool:
