@@ -39,6 +39,9 @@ import asyncpg
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+# The checkout the server runs from (`--root`: another one, to compare two versions of the
+# code on the same machine in the same hour; `python -m` puts its directory first).
+SERVER_ROOT = ROOT
 KEY = "bench-" + secrets.token_hex(8)
 CURRENCY = "tokens"
 
@@ -83,7 +86,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--fd", str(sock.fileno()),
              "--database-url", database_url],
-            cwd=ROOT, env=env, pass_fds=[sock.fileno()], stdout=subprocess.DEVNULL,
+            cwd=SERVER_ROOT, env=env, pass_fds=[sock.fileno()], stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         sock.close()
 
@@ -203,7 +206,14 @@ def wrk_arguments(parser: argparse.ArgumentParser, name: str) -> argparse.Namesp
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--only", choices=["sqlite", "postgresql"])
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--root", type=Path, default=ROOT,
+                        help="run the server from this checkout (default: this one)")
     args = parser.parse_args()
+    global SERVER_ROOT
+    SERVER_ROOT = args.root.resolve()
+    commit = subprocess.run(["git", "-C", str(SERVER_ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    print(f"# server code: {SERVER_ROOT} ({commit or 'not a git checkout'})", flush=True)
     if shutil.which("wrk") is None:
         sys.exit(f"{name} needs wrk (Debian/Ubuntu: apt-get install wrk)")
     return args

@@ -32,6 +32,8 @@ from engine.core.commands import GetUsage, UsageCountersReply
 from engine.core.usage import usage_in_period
 from engine.domain.context import Domain, engine_id
 from engine.domain.packages import published
+from engine.domain.subscriptions.catch_up import RUNNING, customer_subscriptions, timeline_of
+from engine.domain.subscriptions.document import Subscription
 from engine.domain.values import time_in as parse_time
 
 __all__ = [
@@ -68,7 +70,7 @@ class Effective:
 class Sources:
     """What the customer's entitlements come from, and the combined result per feature."""
 
-    subscriptions: list[dict[str, Any]] = field(default_factory=list)
+    subscriptions: list[Subscription] = field(default_factory=list)
     promotions: list[dict[str, Any]] = field(default_factory=list)
     features: dict[str, Effective] = field(default_factory=dict)
 
@@ -94,14 +96,12 @@ def promo_active(doc: dict[str, Any], now: int) -> bool:
 
 
 async def _subscriptions(d: Domain, env: str, customer_id: str, resource_id: str | None,
-                         now: int) -> tuple[list[dict[str, Any]], int]:
+                         now: int) -> tuple[list[Subscription], int]:
     """The running subscriptions for the resource, and the next time any of the
     customer's subscriptions changes (a future start, a renewal, an end)."""
-    from engine.domain.subscriptions.catch_up import RUNNING, customer_subscriptions  # noqa: PLC0415
-
-    docs = await customer_subscriptions(d, env, customer_id)
-    due = [d["dueAt"] for d in docs if d.get("dueAt") is not None and d["dueAt"] > now]
-    running = [d for d in docs if d["status"] in RUNNING and d.get("resourceId") == resource_id]
+    subs = await customer_subscriptions(d, env, customer_id)
+    due = [s.due_at for s in subs if isinstance(s.due_at, int) and s.due_at > now]
+    running = [s for s in subs if s.status in RUNNING and s.resource_id == resource_id]
     return running, min(due, default=_FOREVER)
 
 
@@ -174,7 +174,6 @@ async def _effective(d: Domain, env: str, customer_id: str, resource_id: str | N
     out = Sources()
     out.subscriptions, boundary = await _subscriptions(d, env, customer_id,
                                                        resource_id, now)
-    from engine.domain.subscriptions.catch_up import timeline_of  # noqa: PLC0415 (subscriptions imports us)
 
     # When each feature's sources stop granting it (None: one of them never stops).
     ends: dict[str, list[int | None]] = {}
@@ -183,13 +182,13 @@ async def _effective(d: Domain, env: str, customer_id: str, resource_id: str | N
         sub_end = None if stop >= _FOREVER else stop
         # Usage windows count from the subscription's start — or, for one that replaced
         # another on its product, from the replaced one's (usage carries over an upgrade).
-        anchor = _ms(sub.get("_usageAnchor") or sub.get("_start", sub.get("startDate")))
-        plan = await _published(d, env, "plan", sub["planId"], sub.get("planVersion"))
+        anchor = sub.usage_anchor or sub.start
+        plan = await _published(d, env, "plan", sub.plan_id, sub.plan_version)
         packages: list[tuple[dict[str, Any], int]] = [(plan, 1)] if plan else []
-        for addon in sub.get("addons") or ():
-            doc = await _published(d, env, "addon", addon["id"], addon.get("version"))
+        for addon in sub.addons:
+            doc = await _published(d, env, "addon", addon.id, addon.version)
             if doc is not None:
-                packages.append((doc, int(addon.get("quantity") or 1)))
+                packages.append((doc, int(addon.quantity or 1)))
         for doc, quantity in packages:
             for ent in doc.get("entitlements") or ():
                 if ent.get("type", "FEATURE") != "FEATURE":
@@ -228,9 +227,8 @@ async def _effective(d: Domain, env: str, customer_id: str, resource_id: str | N
 def credit_period_end(sources: Sources, currency_id: str, now: int) -> int | None:
     """When the customer's recurring credits of `currency_id` next renew: the earliest
     end of a current credit window of its running subscriptions (None: none recur)."""
-    ends = [got["end"] for sub in sources.subscriptions
-            for key, got in (sub.get("_credits") or {}).items()
-            if key.rpartition("|")[2] == currency_id and got["window"] <= now < got["end"]]
+    ends = [got.end for sub in sources.subscriptions for key, got in sub.credits.items()
+            if key.rpartition("|")[2] == currency_id and got.window <= now < got.end]
     return min(ends, default=None)
 
 

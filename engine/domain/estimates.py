@@ -67,6 +67,7 @@ from engine.domain.subscriptions.changes import (
     trial_override,
     trial_terms,
 )
+from engine.domain.subscriptions.document import Subscription
 from engine.domain.values import time_in, units_in
 
 __all__ = ["Estimate", "EstimateBody", "EstimateUpdateBody", "PreviewBody", "estimate_new",
@@ -347,20 +348,19 @@ def _tax_rate(d: Domain, info: dict[str, Any] | None,
 
 # --- a running subscription's price ------------------------------------------------------
 
-async def _running_price(d: Domain, env: str, doc: dict[str, Any], at: int,
+async def _running_price(d: Domain, env: str, doc: Subscription, at: int,
                          ) -> tuple[dict[str, Any], list[tuple[dict[str, Any], int]],
                                     Quantities, _Applied | None]:
-    plan = await _package(d, env, "plan", doc["planId"], "subscriptionId",
-                          version=doc.get("planVersion"))
-    addons = [(await _package(d, env, "addon", a["id"], "subscriptionId",
-                              version=a.get("version")), int(a["quantity"]))
-              for a in doc.get("addons") or ()]
+    plan = await _package(d, env, "plan", doc.plan_id, "subscriptionId",
+                          version=doc.plan_version)
+    addons = [(await _package(d, env, "addon", a.id, "subscriptionId", version=a.version),
+               int(a.quantity)) for a in doc.addons]
     charges = [ChargeIn(c["id"], Decimal(str(c["quantity"])), c.get("type") or "FEATURE")
-               for c in doc.get("charges") or ()]
-    unit = doc.get("unitQuantity")
+               for c in doc.charges or ()]
+    unit = doc.unit_quantity
     quantities = _quantities(None if unit is None else Decimal(str(unit)), None, charges)
-    held = doc.get("coupons") or [{}]
-    applied = await _stored_coupon(d, env, held[0].get("id"), doc.get("_start") or at)
+    held = doc.coupons or [{}]
+    applied = await _stored_coupon(d, env, held[0].get("id"), doc.start or at)
     return plan, addons, quantities, applied
 
 
@@ -430,18 +430,18 @@ async def _estimate_new(d: Domain, env: str, body: PreviewBody | EstimateBody,
     replaced = await _replaced(d, env, body.customer_id, body.resource_id, plan)
     if replaced is not None:
         r_plan, r_addons, r_quantities, r_applied = await _running_price(d, env, replaced, start)
-        r_period = replaced.get("billingPeriod") or "MONTHLY"
-        r_lines = _lines(r_plan, r_addons, r_period, replaced.get("billingCountryCode"),
+        r_period = replaced.billing_period or "MONTHLY"
+        r_lines = _lines(r_plan, r_addons, r_period, replaced.billing_country_code,
                          r_quantities)
         r_currency = invoice_currency(r_lines, currency)
-        p_start, p_end = replaced.get("_periodStart"), replaced.get("_periodEnd")
+        p_start, p_end = replaced.period_start, replaced.period_end
         r_inv = _invoice(r_plan, _in_advance(r_lines), r_period, r_currency, r_applied,
                          p_start or start, False, None)
         new_recurring = _invoice(plan, _in_advance(lines), period, currency, applied,
                                  next_range[0], False, None)
         if r_currency == currency and months_of(r_period) == months_of(period):
             downgrade = new_recurring.total_excluding_tax < r_inv.total_excluding_tax
-        if (r_currency == currency and replaced.get("status") == "ACTIVE"
+        if (r_currency == currency and replaced.status == "ACTIVE"
                 and p_start is not None and p_end is not None and p_end > p_start):
             credit = prorated(r_inv.total_excluding_tax, p_start, p_end, start, currency)
             debit = now_inv.total_excluding_tax
@@ -455,13 +455,12 @@ async def _estimate_new(d: Domain, env: str, body: PreviewBody | EstimateBody,
 
 
 async def _replaced(d: Domain, env: str, customer_id: str, resource_id: str | None,
-                    plan: dict[str, Any]) -> dict[str, Any] | None:
+                    plan: dict[str, Any]) -> Subscription | None:
     """The customer's running subscription on the plan's product, which a new one replaces."""
-
     running = await subscriptions.active_subscriptions(
         d, env, customer_id, resource_id)
     for doc in running:
-        if doc.get("productId") == plan.get("productId"):
+        if doc.product_id == plan.get("productId"):
             return doc
     return None
 
@@ -486,15 +485,15 @@ async def estimate_update(d: Domain, env: str, body: EstimateUpdateBody) -> Esti
     if doc is None:
         raise DomainError(404, "SubscriptionNotFound",
                        f"subscription {body.subscription_id!r} was not found", "subscriptionId")
-    if doc.get("status") not in RUNNING:
-        raise bad_input(f"subscription {body.subscription_id!r} is {doc.get('status')}",
+    if doc.status not in RUNNING:
+        raise bad_input(f"subscription {body.subscription_id!r} is {doc.status}",
                         "subscriptionId")
     now = d.now_ms()
     plan, old_addons, old_q, old_applied = await _running_price(d, env, doc, now)
-    period = doc.get("billingPeriod") or "MONTHLY"
+    period = doc.billing_period or "MONTHLY"
     new_period = body.billing_period or period
     new_plan = plan
-    if body.plan_id is not None and body.plan_id != doc["planId"]:
+    if body.plan_id is not None and body.plan_id != doc.plan_id:
         new_plan = await _package(d, env, "plan", body.plan_id, "planId")
         if new_plan.get("productId") != plan.get("productId"):
             raise bad_input(f"plan {body.plan_id!r} belongs to another product", "planId")
@@ -502,7 +501,7 @@ async def estimate_update(d: Domain, env: str, body: EstimateUpdateBody) -> Esti
     if priced and new_period not in priced:
         raise bad_input(f"plan {new_plan['id']!r} has no {new_period} price",
                         "billingPeriod" if body.billing_period else "planId")
-    country = doc.get("billingCountryCode")
+    country = doc.billing_country_code
     new_addons = old_addons
     if body.addons is not None:
         new_addons = await resolve_addons(d, env, new_plan,
@@ -513,16 +512,16 @@ async def estimate_update(d: Domain, env: str, body: EstimateUpdateBody) -> Esti
     new_lines = _lines(new_plan, new_addons, new_period, country, new_q)
     currency = invoice_currency(new_lines, invoice_currency(old_lines))
     new_applied = await _applied(d, env, body.applied_coupon, body.promotion_code,
-                                 doc.get("_start") or now) or old_applied
-    tax_rate = _tax_rate(d, doc.get("billingInformation"), country)
+                                 doc.start or now) or old_applied
+    tax_rate = _tax_rate(d, doc.billing_information, country)
 
-    p_start = doc.get("_periodStart") or now
-    p_end = doc.get("_periodEnd") or billing_period(p_start, period, p_start)[1]
+    p_start = doc.period_start or now
+    p_end = doc.period_end or billing_period(p_start, period, p_start)[1]
     old_inv = _invoice(plan, _in_advance(old_lines), period, currency, old_applied, p_start,
                        False, None)
     new_inv = _invoice(new_plan, _in_advance(new_lines), new_period, currency, new_applied,
                        p_start, False, None)
-    in_trial = doc.get("status") == "IN_TRIAL"
+    in_trial = doc.status == "IN_TRIAL"
     if in_trial:  # nothing was paid, nothing is due for a change
         old_price = new_price = Decimal(0)
     else:
@@ -531,7 +530,7 @@ async def estimate_update(d: Domain, env: str, body: EstimateUpdateBody) -> Esti
         p = prorate(old_price, new_price, start_ms=p_start, end_ms=p_end, at_ms=now,
                     currency=currency)
         now_range = (p_start, p_end)
-        next_range = billing_period(doc.get("_anchor") or p_start, new_period, p_end)
+        next_range = billing_period(doc.anchor or p_start, new_period, p_end)
     else:
         # Another billing period restarts the cycle at the change (as the update does):
         # credit for the old period's unused part, the whole new period due now.
@@ -549,7 +548,7 @@ async def estimate_update(d: Domain, env: str, body: EstimateUpdateBody) -> Esti
     now_inv = build_invoice([ln for ln in change if ln.sub_total], currency, tax_rate=tax_rate)
     next_inv = _invoice(new_plan, [ln for ln in new_lines if ln.recurring], new_period,
                         currency, new_applied, next_range[0], False, tax_rate)
-    scheduled = any(u.get("status") == "SCHEDULED" for u in doc.get("_scheduled") or ())
+    scheduled = any(u.status == "SCHEDULED" for u in doc.scheduled)
     free = [{"id": addon["id"], "quantity": quantity} for addon, quantity in new_addons
             if not any(ln.package_id == addon["id"] for ln in new_lines)]
     # A downgrade: a lower recurring price per month of service.

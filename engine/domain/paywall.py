@@ -23,6 +23,7 @@ from engine.domain import packages
 from engine.domain.context import Domain
 from engine.domain.errors import DomainError, bad_input
 from engine.domain.subscriptions import catch_up as subscriptions
+from engine.domain.subscriptions.document import Subscription
 
 __all__ = ["CustomerView", "PackageView", "Paywall", "PaywallQuery", "PlanView", "PricePoint",
            "localized_periods", "paywall"]
@@ -65,8 +66,8 @@ class PlanView(msgspec.Struct, frozen=True, kw_only=True):
 
 class CustomerView(msgspec.Struct, frozen=True, kw_only=True):
     customer: dict[str, Any]
-    active: list[dict[str, Any]]  # running subscriptions (for the resource)
-    trialed: list[dict[str, Any]]  # every subscription that had a trial
+    active: list[Subscription]  # running subscriptions (for the resource)
+    trialed: list[Subscription]  # every subscription that had a trial
     eligible: dict[str, bool]  # product id -> may still get the plan's default trial
 
 
@@ -251,5 +252,5 @@ async def _customer(d: Domain, env: str, customer: dict[str, Any], resource_id: 
     eligible = {pid: await subscriptions.trial_eligible(d, env, customer_id, pid)
                 for pid in products}
     return CustomerView(customer=customer, active=active,
-                        trialed=[s for s in everything if s.get("_trialEnd") is not None],
+                        trialed=[s for s in everything if s.trial_end is not None],
                         eligible=eligible)

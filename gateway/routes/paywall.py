@@ -25,6 +25,7 @@ from engine.domain.paywall import (
     localized_periods,
     paywall,
 )
+from engine.domain.subscriptions.document import Subscription
 from gateway.context import domain, environment, ok
 from gateway.errors import bad_input
 from gateway.routes.subscriptions import subscription_json
@@ -266,9 +267,9 @@ def _customer_json(view: CustomerView) -> tuple[dict[str, Any], list[dict[str, A
         "additionalMetaData": customer.get("metadata") or {},
         "createdAt": iso(customer.get("_createdAt")), "updatedAt": iso(customer.get("_updatedAt")),
         "hasPaymentMethod": False, "hasActiveSubscription": bool(active),
-        "trialedPlans": [{"__typename": "TrialedPlan", "planId": d["planId"],
-                          "planRefId": d["planId"], "productId": d.get("productId"),
-                          "productRefId": d.get("productId")} for d in view.trialed],
+        "trialedPlans": [{"__typename": "TrialedPlan", "planId": s.plan_id,
+                          "planRefId": s.plan_id, "productId": s.product_id,
+                          "productRefId": s.product_id} for s in view.trialed],
         "eligibleForTrial": [{"__typename": "EligibleForTrial", "productId": pid,
                               "productRefId": pid, "eligible": eligible}
                              for pid, eligible in view.eligible.items()],
@@ -278,26 +279,18 @@ def _customer_json(view: CustomerView) -> tuple[dict[str, Any], list[dict[str, A
     return out, active
 
 
-def _subscription_json(doc: dict[str, Any]) -> dict[str, Any]:
+def _subscription_json(doc: Subscription) -> dict[str, Any]:
     """A running subscription in CustomerSubscription's field names."""
     base = subscription_json(doc)
-    ident = doc["id"]
     return {
         **base,
-        "__typename": "CustomerSubscription", "id": ident, "subscriptionId": ident,
-        "refId": ident, "status": doc.get("status"),
-        "startDate": base.get("startDate"), "endDate": base.get("endDate"),
-        "trialEndDate": base.get("trialEndDate") or iso(doc.get("_trialEnd")),
-        "cancellationDate": base.get("cancellationDate"),
-        "currentBillingPeriodEnd": base.get("currentBillingPeriodEnd")
-        or iso(doc.get("_periodEnd")),
-        "pricingType": doc.get("pricingType") or base.get("pricingType"),
-        "plan": {"__typename": "Plan", "id": doc["planId"], "refId": doc["planId"],
-                 "versionNumber": doc.get("planVersion")},
-        "addons": [{"addon": {"id": a["id"], "refId": a["id"]}, "quantity": a.get("quantity")}
-                   for a in doc.get("addons") or []],
-        "resource": None if not doc.get("resourceId") else {
-            "resourceId": doc["resourceId"]},
+        "__typename": "CustomerSubscription", "id": doc.id, "subscriptionId": doc.id,
+        "refId": doc.id, "status": doc.status,
+        "plan": {"__typename": "Plan", "id": doc.plan_id, "refId": doc.plan_id,
+                 "versionNumber": doc.plan_version},
+        "addons": [{"addon": {"id": a.id, "refId": a.id}, "quantity": a.quantity}
+                   for a in doc.addons],
+        "resource": None if not doc.resource_id else {"resourceId": doc.resource_id},
     }
 
 

@@ -20,6 +20,7 @@ from msgspec import UNSET, UnsetType
 
 from engine.domain.subscriptions import operations
 from engine.domain.subscriptions.changes import TrialOverride, trial_override
+from engine.domain.subscriptions.document import Subscription
 from engine.domain.subscriptions.operations import AddonIn, ChargeIn, CouponIn
 from gateway.context import domain, environment, ok
 from gateway.errors import bad_input
@@ -124,54 +125,53 @@ def _unsupported(body: Any) -> None:
             raise bad_input("is not supported by creditd (define it on the plan instead)", wire)
 
 
-def subscription_json(doc: dict[str, Any]) -> dict[str, Any]:
-    trial_end = doc.get("_trialEnd")
+def subscription_json(doc: Subscription) -> dict[str, Any]:
+    trial_end = doc.trial_end
     return {
-        "id": doc["id"],
-        "customerId": doc["customerId"],
-        "payingCustomerId": doc.get("payingCustomerId"),
-        "resourceId": doc.get("resourceId"),
-        "planId": doc["planId"],
-        "planVersion": doc["planVersion"],
-        "pricingType": doc["pricingType"],
-        "status": doc["status"],
-        "billingPeriod": doc["billingPeriod"],
-        "unitQuantity": doc.get("unitQuantity"),
-        "billingCountryCode": doc.get("billingCountryCode"),
-        "addons": [{"id": a["id"], "quantity": a["quantity"]} for a in doc.get("addons") or ()],
-        "charges": doc.get("charges") or [],
-        "startDate": iso(doc["_start"]),
-        "billingCycleAnchor": iso(doc["_anchor"]),
-        "currentBillingPeriodStart": iso(doc.get("_periodStart")),
-        "currentBillingPeriodEnd": iso(doc.get("_periodEnd")),
+        "id": doc.id,
+        "customerId": doc.customer_id,
+        "payingCustomerId": doc.paying_customer_id,
+        "resourceId": doc.resource_id,
+        "planId": doc.plan_id,
+        "planVersion": doc.plan_version,
+        "pricingType": doc.pricing_type,
+        "status": doc.status,
+        "billingPeriod": doc.billing_period,
+        "unitQuantity": doc.unit_quantity,
+        "billingCountryCode": doc.billing_country_code,
+        "addons": [{"id": a.id, "quantity": a.quantity} for a in doc.addons],
+        "charges": doc.charges or [],
+        "startDate": iso(doc.start),
+        "billingCycleAnchor": iso(doc.anchor),
+        "currentBillingPeriodStart": iso(doc.period_start),
+        "currentBillingPeriodEnd": iso(doc.period_end),
         "trialEndDate": iso(trial_end),
-        "trial": {"trialEndBehavior": doc.get("_trialEndBehavior") or "CONVERT_TO_PAID"}
+        "trial": {"trialEndBehavior": doc.trial_end_behavior or "CONVERT_TO_PAID"}
         if trial_end is not None else None,
-        "cancellationDate": iso(doc.get("_cancelAt")),
-        "cancelReason": doc.get("cancelReason"),
-        "endDate": iso(doc.get("_end")),
-        "effectiveEndDate": iso(doc.get("_end")),
-        "coupons": doc.get("coupons") or [],
+        "cancellationDate": iso(doc.cancel_at),
+        "cancelReason": doc.cancel_reason,
+        "endDate": iso(doc.end),
+        "effectiveEndDate": iso(doc.end),
+        "coupons": doc.coupons or [],
         "futureUpdates": [
-            {"scheduledExecutionTime": iso(u["at"]), "scheduleStatus": u["status"],
-             "subscriptionScheduleType": u["type"],
-             "targetPackage": {"id": u["changes"]["planId"]} if "planId" in u["changes"]
-             else None}
-            for u in doc.get("_scheduled") or ()],
-        "metadata": doc.get("metadata") or {},
-        "budget": None if doc.get("budget") is None else {
-            "hasSoftLimit": doc["budget"]["hasSoftLimit"],
-            "limit": amount_out(doc["budget"]["limit"])},
+            {"scheduledExecutionTime": iso(u.at), "scheduleStatus": u.status,
+             "subscriptionScheduleType": u.type,
+             "targetPackage": {"id": u.changes["planId"]} if "planId" in u.changes else None}
+            for u in doc.scheduled],
+        "metadata": doc.metadata or {},
+        "budget": None if doc.budget is None else {
+            "hasSoftLimit": doc.budget["hasSoftLimit"],
+            "limit": amount_out(doc.budget["limit"])},
         "paymentCollection": "NOT_REQUIRED",
-        "paymentCollectionMethod": doc.get("paymentCollectionMethod") or "NONE",
-        "billingId": doc.get("billingId"),
+        "paymentCollectionMethod": doc.payment_collection_method or "NONE",
+        "billingId": doc.billing_id,
         "latestInvoice": None,
         "minimumSpend": None,
         "contractId": None,
-        "prices": [_price_json(p) for p in doc.get("prices") or ()],
+        "prices": [_price_json(p) for p in doc.prices or ()],
         "subscriptionEntitlements": [],
-        "createdAt": iso(doc["_createdAt"]),
-        "updatedAt": iso(doc["_updatedAt"]),
+        "createdAt": iso(doc.created_at),
+        "updatedAt": iso(doc.updated_at),
     }
 
 
@@ -200,9 +200,9 @@ def _budget(budget: Budget | None) -> operations.Budget | None:
 
 def _provisioned_json(p: operations.Provisioned) -> dict[str, Any]:
     doc = p.subscription
-    return {"id": doc["id"], "status": "SUCCESS", "subscription": subscription_json(doc),
+    return {"id": doc.id, "status": "SUCCESS", "subscription": subscription_json(doc),
             "entitlements": entitlements_json(p.entitlements),
-            "isScheduled": doc["status"] == "NOT_STARTED",
+            "isScheduled": doc.status == "NOT_STARTED",
             "checkoutUrl": None, "checkoutBillingId": None}
 
 

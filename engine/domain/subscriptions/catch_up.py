@@ -46,6 +46,7 @@ import anyio
 import anyio.lowlevel
 import msgspec
 import structlog
+from msgspec import UNSET
 
 from engine.billing.lifecycle import (
     Timeline,
@@ -57,8 +58,15 @@ from engine.billing.lifecycle import (
 from engine.core.commands import CreateGrant, GrantReply, Refused, SetGrantExpiry, VoidGrant
 from engine.core.model import GrantType
 from engine.domain import packages
-from engine.domain.context import Domain, engine_id, scoped_key, stamp
+from engine.domain.context import Domain, engine_id, scoped_key
 from engine.domain.errors import DomainError, bad_input
+from engine.domain.subscriptions.changes import apply_changes, resolve
+from engine.domain.subscriptions.document import (
+    CreditWindow,
+    Subscription,
+    decode,
+    encode,
+)
 from engine.domain.values import units_in as amount_in
 
 __all__ = [
@@ -130,11 +138,11 @@ def provision_lock(env: str, customer_id: str) -> anyio.Lock:
     return lock
 
 
-def timeline_of(doc: dict[str, Any]) -> Timeline:
-    return Timeline(start=doc["_start"], anchor=doc["_anchor"],
-                    billing_period=doc["billingPeriod"], trial_end=doc.get("_trialEnd"),
-                    trial_end_behavior=doc.get("_trialEndBehavior") or "CONVERT_TO_PAID",
-                    end=doc.get("_end"), credit_anchor=doc.get("_creditAnchor"))
+def timeline_of(doc: Subscription) -> Timeline:
+    return Timeline(start=doc.start, anchor=doc.anchor, billing_period=doc.billing_period,
+                    trial_end=doc.trial_end,
+                    trial_end_behavior=doc.trial_end_behavior or "CONVERT_TO_PAID",
+                    end=doc.end, credit_anchor=doc.credit_anchor)
 
 
 async def _published(d: Domain, env: str, kind: str, ident: str,
@@ -143,19 +151,18 @@ async def _published(d: Domain, env: str, kind: str, ident: str,
     return await packages.published(d.documents, env, kind, ident, version)
 
 
-async def credit_sources(d: Domain, env: str, doc: dict[str, Any]
+async def credit_sources(d: Domain, env: str, doc: Subscription
                          ) -> list[tuple[str, str, int, str, str]]:
     """The subscription's recurring credits: (source key, currency, units per window,
     cadence, display name) for the plan's CREDIT entitlements and each add-on's times its
     quantity."""
     out: list[tuple[str, str, int, str, str]] = []
-    plan = await _published(d, env, "plan", doc["planId"], doc["planVersion"])
+    plan = await _published(d, env, "plan", doc.plan_id, doc.plan_version)
     packages = [("plan", plan, 1)]
-    for addon in doc.get("addons") or ():
-        packages.append((f"addon:{addon['id']}",
-                         await _published(d, env, "addon", addon["id"],
-                                          addon.get("version")),
-                         addon["quantity"]))
+    for addon in doc.addons:
+        packages.append((f"addon:{addon.id}",
+                         await _published(d, env, "addon", addon.id, addon.version),
+                         addon.quantity))
     for source, package, quantity in packages:
         if package is None:
             continue
@@ -169,14 +176,14 @@ async def credit_sources(d: Domain, env: str, doc: dict[str, Any]
     return out
 
 
-def _grant_id(doc: dict[str, Any], source: str, currency: str, window_start: int,
+def _grant_id(doc: Subscription, source: str, currency: str, window_start: int,
               n: int) -> str:
-    digest = hashlib.blake2b(f"{doc['id']}\x00{source}\x00{currency}".encode(),
+    digest = hashlib.blake2b(f"{doc.id}\x00{source}\x00{currency}".encode(),
                              digest_size=10).hexdigest()
     return f"subscription-{digest}-{window_start}-{n}"
 
 
-async def _grant_window(d: Domain, env: str, doc: dict[str, Any], source: str,
+async def _grant_window(d: Domain, env: str, doc: Subscription, source: str,
                         currency: str, units: int, cadence: str, name: str, now: int) -> bool:
     """Grant what the current window of this source still lacks; True if anything changed
     in the document."""
@@ -186,170 +193,180 @@ async def _grant_window(d: Domain, env: str, doc: dict[str, Any], source: str,
     changed = False
     start, end = window
     key = f"{source}|{currency}"
-    ledger = doc.setdefault("_credits", {})
+    ledger = doc.credits
     got = ledger.get(key)
-    if got is None or got["window"] != start:
-        got = {"window": start, "end": end, "units": 0, "ids": []}
-    elif end > got["end"]:
+    if got is None or got.window != start:
+        got = CreditWindow(window=start, end=end, units=0, ids=[])
+    elif end > got.end:
         # The window grew (a trial extended): its credits last until the new end. (A window
         # cut short by a cancellation keeps the expiry it was granted with.)
-        for grant_id in got["ids"]:
-            await d.runtime.submit(engine_id(env, doc["customerId"]),
-                                          SetGrantExpiry(grant_id=grant_id, expire_at=end))
-        got = {**got, "end": end}
+        for grant_id in got.ids:
+            await d.runtime.submit(engine_id(env, doc.customer_id),
+                                   SetGrantExpiry(grant_id=grant_id, expire_at=end))
+        got = CreditWindow(window=got.window, end=end, units=got.units, ids=list(got.ids))
         ledger[key] = got
         changed = True
-    if got["units"] >= units:
+    if got.units >= units:
         if ledger.get(key) is not got:
             ledger[key] = got
         return changed
-    grant_id = _grant_id(doc, source, currency, start, len(got["ids"]))
-    reply = await d.runtime.submit(engine_id(env, doc["customerId"]), CreateGrant(
-        grant_id=grant_id, currency_id=currency, amount=units - got["units"],
+    grant_id = _grant_id(doc, source, currency, start, len(got.ids))
+    reply = await d.runtime.submit(engine_id(env, doc.customer_id), CreateGrant(
+        grant_id=grant_id, currency_id=currency, amount=units - got.units,
         grant_type=GrantType.RECURRING, display_name=f"{name} credits",
-        resource_id=doc.get("resourceId"), expire_at=end,
-        metadata={"subscriptionId": doc["id"], "source": source},
+        resource_id=doc.resource_id, expire_at=end,
+        metadata={"subscriptionId": doc.id, "source": source},
         idempotency_key=scoped_key("subscription", grant_id)))
     if isinstance(reply, Refused):
         # The catalog validated the currency; a refusal here is a bug or a race with an
         # archived currency: log it and try again at the next catch-up.
-        log.warning("recurring credits refused", subscription=doc["id"], currency=currency,
+        log.warning("recurring credits refused", subscription=doc.id, currency=currency,
                     code=reply.code, message=reply.message)
         return changed
     assert isinstance(reply, GrantReply)
-    got = {"window": start, "end": end, "units": units, "ids": [*got["ids"], grant_id]}
-    ledger[key] = got
+    ledger[key] = CreditWindow(window=start, end=end, units=units, ids=[*got.ids, grant_id])
     return True
 
 
-async def void_current_credits(d: Domain, env: str, doc: dict[str, Any]) -> None:
+async def void_current_credits(d: Domain, env: str, doc: Subscription) -> None:
     """Void what is left of the recurring credits granted for the current windows."""
-    for got in (doc.get("_credits") or {}).values():
-        for grant_id in got["ids"]:
+    for got in doc.credits.values():
+        for grant_id in got.ids:
             reply = await d.runtime.submit(
-                engine_id(env, doc["customerId"]),
+                engine_id(env, doc.customer_id),
                 VoidGrant(grant_id=grant_id, idempotency_key=scoped_key("subscription-void",
                                                                          grant_id)))
             if isinstance(reply, Refused) and reply.code not in (
                     "GRANT_ALREADY_VOIDED", "GRANT_NOT_ACTIVE", "GRANT_EXPIRED"):
                 log.info("recurring credits not voided", grant=grant_id, code=reply.code)
-        got["ids"] = []
+        got.ids = []
 
 
-def _apply_fields(doc: dict[str, Any], now: int) -> None:
+def _apply_fields(doc: Subscription, now: int) -> None:
     """Status and billing period from the timeline at `now`."""
     t = timeline_of(doc)
     status = status_at(t, now)
-    doc["status"] = status
-    start, end = billing_window(t, now)
-    doc["_periodStart"], doc["_periodEnd"] = start, end
-    if status in ("CANCELED", "EXPIRED") and doc.get("cancelReason") is None:
-        doc["cancelReason"] = "TRIAL_ENDED" if status == "EXPIRED" else "ScheduledCancellation"
+    doc.status = status
+    doc.period_start, doc.period_end = billing_window(t, now)
+    if status in ("CANCELED", "EXPIRED") and doc.cancel_reason is None:
+        doc.cancel_reason = "TRIAL_ENDED" if status == "EXPIRED" else "ScheduledCancellation"
 
 
-async def _run_scheduled(d: Domain, env: str, doc: dict[str, Any], now: int) -> bool:
-    from engine.domain.subscriptions.changes import apply_changes  # noqa: PLC0415 (cycle)
-
+async def _run_scheduled(d: Domain, env: str, doc: Subscription, now: int) -> bool:
     changed = False
-    for update in doc.get("_scheduled") or ():
-        if update["status"] == "SCHEDULED" and update["at"] <= now:
-            if update["at"] >= timeline_of(doc).stop:
+    for update in doc.scheduled:
+        if update.status == "SCHEDULED" and update.at <= now:
+            if update.at >= timeline_of(doc).stop:
                 # The subscription ended first (or at that instant): nothing to change.
-                update["status"] = "CANCELED"
+                update.status = "CANCELED"
             else:
-                await apply_changes(d, env, doc, update["changes"], update["at"])
-                update["status"] = "DONE"
+                await apply_changes(d, env, doc, update.changes, update.at)
+                update.status = "DONE"
             changed = True
     return changed
 
 
-async def catch_up(d: Domain, env: str, doc: dict[str, Any], *,
-                   new: bool = False, batch: list[tuple[str, dict[str, Any]]] | None = None,
-                   ) -> dict[str, Any]:
+async def catch_up(d: Domain, env: str, doc: Subscription, *,
+                   new: bool = False, batch: list[tuple[str, Subscription]] | None = None,
+                   ) -> Subscription:
     """Bring one subscription to the clock's `now` (the caller holds its customer's lock)
     and save it if anything moved (`new`: insert it; `batch`: leave the write to the
     caller, who writes the batch in one transaction before releasing the lock)."""
     now = d.now_ms()
-    if not new and "dueAt" in doc and (doc["dueAt"] is None or doc["dueAt"] > now):
+    if not new and doc.due_at is not UNSET and (doc.due_at is None or doc.due_at > now):
         return doc  # nothing has come due since it was last brought up to date
-    doc = copy_of(doc)  # a private copy to change (the catalog caches the stored one)
+    doc = copy_of(doc)  # a private copy to change (the caller's may be shared)
     changed = await _run_scheduled(d, env, doc, now)
-    before = (doc.get("status"), doc.get("_periodStart"))
+    before = (doc.status, doc.period_start)
     _apply_fields(doc, now)
-    changed |= before != (doc["status"], doc.get("_periodStart"))
+    changed |= before != (doc.status, doc.period_start)
     sources = await credit_sources(d, env, doc)
     if new:
         # Inserted before any grant: a grant always belongs to a stored subscription.
-        doc["dueAt"] = now
+        doc.due_at = now
         await save(d, env, doc, new=True)
-    if doc["status"] in RUNNING:
+    if doc.status in RUNNING:
         for source, currency, units, cadence, name in sources:
             changed |= await _grant_window(d, env, doc, source, currency, units,
                                            cadence, name, now)
     due = _due(doc, now, [cadence for _s, _c, _u, cadence, _n in sources])
-    changed |= due != doc.get("dueAt")
-    doc["dueAt"] = due
+    changed |= due != doc.due_at
+    doc.due_at = due
     if batch is not None and changed and not new:
-        stamp(d.documents, doc)
+        _stamp(d, doc)
         batch.append((env, doc))
     elif changed or new:
         await save(d, env, doc)
     return doc
 
 
-def _due(doc: dict[str, Any], now: int, cadences: list[str]) -> int | None:
+def _due(doc: Subscription, now: int, cadences: list[str]) -> int | None:
     t = timeline_of(doc)
     candidates = [next_change(t, cadences, now)]
-    candidates += [u["at"] for u in doc.get("_scheduled") or () if u["status"] == "SCHEDULED"]
+    candidates += [u.at for u in doc.scheduled if u.status == "SCHEDULED"]
     found = [c for c in candidates if c is not None]
     return min(found) if found else None
 
 
-async def save(d: Domain, env: str, doc: dict[str, Any], *, new: bool = False) -> None:
-    stamp(d.documents, doc, created=new)
-    if new:
-        if not await d.documents.insert(_TABLE, env, doc):
-            raise DomainError(409, "DuplicatedEntityNotAllowed",
-                           f"subscription {doc['id']!r} exists already", "id")
-    else:
-        await d.documents.replace(_TABLE, env, doc)
+def _stamp(d: Domain, doc: Subscription, *, created: bool = False) -> None:
+    """Mark `doc` changed (and created) now, by the process's clock."""
+    now = d.documents.now_ms()
+    if created:
+        doc.created_at = now
+    doc.updated_at = now
 
-    d.entitlements_changed(env, doc["customerId"])
+
+async def save(d: Domain, env: str, doc: Subscription, *, new: bool = False) -> None:
+    _stamp(d, doc, created=new)
+    if new:
+        if not await d.documents.insert(_TABLE, env, encode(doc)):
+            raise DomainError(409, "DuplicatedEntityNotAllowed",
+                              f"subscription {doc.id!r} exists already", "id")
+    else:
+        await d.documents.replace(_TABLE, env, encode(doc))
+    d.entitlements_changed(env, doc.customer_id)
 
 
 async def customer_subscriptions(d: Domain, env: str, customer_id: str
-                                 ) -> list[dict[str, Any]]:
+                                 ) -> list[Subscription]:
     """Every subscription of the customer, caught up to now, oldest first."""
     async with lock_of(env, customer_id):  # read under the lock: nobody writes meanwhile
-        return [await catch_up(d, env, doc)
+        return [await catch_up(d, env, decode(doc))
                 for doc in await d.store.customer_subscriptions(env, customer_id)]
 
 
 async def active_subscriptions(d: Domain, env: str, customer_id: str,
-                               resource_id: str | None = None) -> list[dict[str, Any]]:
+                               resource_id: str | None = None) -> list[Subscription]:
     """The customer's running subscriptions (ACTIVE or IN_TRIAL) at the clock's now, for
     `resource_id` (None: those without a resource)."""
-    return [d for d in await customer_subscriptions(d, env, customer_id)
-            if d["status"] in RUNNING and d.get("resourceId") == resource_id]
+    return [s for s in await customer_subscriptions(d, env, customer_id)
+            if s.status in RUNNING and s.resource_id == resource_id]
 
 
-async def subscription_doc(d: Domain, env: str, ident: str) -> dict[str, Any] | None:
-    doc = await d.documents.get(_TABLE, env, ident)
+async def _stored(d: Domain, env: str, ident: str) -> Subscription | None:
+    found = await d.documents.get(_TABLE, env, ident)
+    return None if found is None else decode(found)
+
+
+async def subscription_doc(d: Domain, env: str, ident: str) -> Subscription | None:
+    doc = await _stored(d, env, ident)
     if doc is None:
         return None
-    async with lock_of(env, doc["customerId"]):
+    async with lock_of(env, doc.customer_id):
         # Read again under the lock: another request may have caught it up meanwhile.
-        return await catch_up(d, env, await d.documents.get(_TABLE, env, ident))
+        fresh = await _stored(d, env, ident)
+        assert fresh is not None  # subscriptions are never deleted
+        return await catch_up(d, env, fresh)
 
 
 async def trial_eligible(d: Domain, env: str, customer_id: str, product_id: str) -> bool:
     """One trial per customer and product: a customer who ever had a trial on one of the
     product's plans gets the plan's default trial no more."""
-    return not any(d.get("_trialEnd") is not None and d.get("productId") == product_id
-                   for d in await customer_subscriptions(d, env, customer_id))
+    return not any(s.trial_end is not None and s.product_id == product_id
+                   for s in await customer_subscriptions(d, env, customer_id))
 
 
-async def require_subscription(d: Domain, env: str, ident: str) -> dict[str, Any]:
+async def require_subscription(d: Domain, env: str, ident: str) -> Subscription:
     """The subscription, caught up, as a private copy the caller may change."""
     doc = await subscription_doc(d, env, ident)
     if doc is None:
@@ -359,30 +376,31 @@ async def require_subscription(d: Domain, env: str, ident: str) -> dict[str, Any
 
 
 @asynccontextmanager
-async def editing(d: Domain, env: str, ident: str) -> AsyncIterator[dict[str, Any]]:
+async def editing(d: Domain, env: str, ident: str) -> AsyncIterator[Subscription]:
     """The subscription, caught up, as a private copy to change — under its customer's lock,
     held until the block ends, so a change is read and written in one hold (two changes at
     once never write over each other). Write it back with `commit` inside the block."""
-    found = await d.documents.get(_TABLE, env, ident)
+    found = await _stored(d, env, ident)
     if found is None:
         raise DomainError(404, "SubscriptionNotFound", f"subscription {ident!r} was not found",
-                       "id")
-    async with lock_of(env, found["customerId"]):
-        fresh = await d.documents.get(_TABLE, env, ident)
+                          "id")
+    async with lock_of(env, found.customer_id):
+        fresh = await _stored(d, env, ident)
         assert fresh is not None  # subscriptions are never deleted
         yield copy_of(await catch_up(d, env, fresh))
 
 
-async def commit(d: Domain, env: str, doc: dict[str, Any]) -> dict[str, Any]:
+async def commit(d: Domain, env: str, doc: Subscription) -> Subscription:
     """Save a changed subscription and bring it up to now (status, period, credit top-ups);
     the caller holds its customer's lock (`editing`)."""
-    doc["dueAt"] = d.now_ms()
+    doc.due_at = d.now_ms()
     await save(d, env, doc)
     return await catch_up(d, env, doc)
 
 
-def copy_of(doc: dict[str, Any]) -> dict[str, Any]:
-    return msgspec.json.decode(msgspec.json.encode(doc))
+def copy_of(doc: Subscription) -> Subscription:
+    """A deep copy to change."""
+    return decode(msgspec.json.encode(doc))
 
 
 async def catch_up_due(d: Domain, now: int,
@@ -413,7 +431,7 @@ async def _catch_up_step(d: Domain, now: int, limit: int) -> tuple[int, list[Exc
     for env, ident, customer_id in rows:
         by_customer.setdefault((env, customer_id), []).append(ident)
     failures: list[Exception] = []
-    batch: list[tuple[str, dict[str, Any]]] = []
+    batch: list[tuple[str, Subscription]] = []
     limiter = anyio.CapacityLimiter(DUE_CONCURRENCY)
     pending = len(by_customer)
     all_done, written = anyio.Event(), anyio.Event()
@@ -425,7 +443,7 @@ async def _catch_up_step(d: Domain, now: int, limit: int) -> tuple[int, list[Exc
                 async with limiter:  # released before the wait below: others may start
                     for ident in idents:
                         try:
-                            doc = await d.documents.get(_TABLE, env, ident)
+                            doc = await _stored(d, env, ident)
                             if doc is not None:
                                 await catch_up(d, env, doc, batch=batch)
                         except Exception as exc:  # logged; retried at the next step
@@ -449,7 +467,7 @@ async def _catch_up_step(d: Domain, now: int, limit: int) -> tuple[int, list[Exc
     return len(rows) - len(failures), failures
 
 
-async def _write(d: Domain, batch: list[tuple[str, dict[str, Any]]],
+async def _write(d: Domain, batch: list[tuple[str, Subscription]],
                  failures: list[Exception]) -> None:
     """The batch's writes in one transaction; if that fails, one by one, so a subscription
     that cannot be written does not hold back the others (its failure is recorded)."""
@@ -457,20 +475,20 @@ async def _write(d: Domain, batch: list[tuple[str, dict[str, Any]]],
     if not batch:
         return
     try:
-        await d.documents.replace_many(_TABLE, batch)
+        await d.documents.replace_many(_TABLE, [(env, encode(doc)) for env, doc in batch])
         written = batch
     except Exception:
         log.warning("subscription batch write failed; writing one by one", count=len(batch))
         written = []
         for env, doc in batch:
             try:
-                await d.documents.replace(_TABLE, env, doc)
+                await d.documents.replace(_TABLE, env, encode(doc))
                 written.append((env, doc))
             except Exception as exc:  # logged; caught up again at the next step
-                log.exception("subscription write failed", subscription=doc["id"])
+                log.exception("subscription write failed", subscription=doc.id)
                 failures.append(exc)
     for env, doc in written:
-        d.entitlements_changed(env, doc["customerId"])
+        d.entitlements_changed(env, doc.customer_id)
 
 
 async def catch_up_all_due(d: Domain, now: int) -> None:
@@ -489,23 +507,21 @@ async def migrate_all(d: Domain, env: str, kind: str, ident: str) -> int:
     """Publishing with migrationType ALL_CUSTOMERS: every running subscription on the
     package moves to its latest version now (credit amounts as in an immediate update).
     Returns how many moved."""
-    from engine.domain.subscriptions.changes import apply_changes, resolve  # noqa: PLC0415
-
     if kind == "plan":
         rows = await d.store.running_subscriptions_on_plan(env, ident)
     else:
         # Add-ons are inside the documents: read the environment's running subscriptions.
-        rows = [(d["customerId"], d["id"])
-                for d in await d.store.running_subscriptions(env)
-                if any(a["id"] == ident for a in d.get("addons") or ())]
+        rows = [(doc["customerId"], doc["id"])
+                for doc in await d.store.running_subscriptions(env)
+                if any(a["id"] == ident for a in doc.get("addons") or ())]
     moved = 0
     for customer_id, sub_id in rows:
         async with lock_of(env, customer_id):
-            doc = await d.documents.get(_TABLE, env, sub_id)
+            doc = await _stored(d, env, sub_id)
             if doc is None:
                 continue
             doc = await catch_up(d, env, doc)
-            if doc["status"] not in (*RUNNING, "NOT_STARTED"):
+            if doc.status not in (*RUNNING, "NOT_STARTED"):
                 continue
             doc = copy_of(doc)
             now = d.now_ms()
@@ -518,7 +534,7 @@ async def migrate_all(d: Domain, env: str, kind: str, ident: str) -> int:
                             field=exc.field, reason=str(exc))
                 continue
             await apply_changes(d, env, doc, changes, now)
-            doc["dueAt"] = now
+            doc.due_at = now
             await save(d, env, doc)
             await catch_up(d, env, doc)  # under the lock already held
             moved += 1

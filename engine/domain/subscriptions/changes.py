@@ -17,6 +17,7 @@ import msgspec
 from engine.domain import packages
 from engine.domain.context import Domain
 from engine.domain.errors import bad_input
+from engine.domain.subscriptions.document import Subscription
 from engine.domain.values import time_in
 
 __all__ = [
@@ -96,7 +97,7 @@ def country_code(code: str | None) -> str | None:
     return code.upper()
 
 
-async def resolve(d: Domain, env: str, current: dict[str, Any] | None,
+async def resolve(d: Domain, env: str, current: Subscription | None,
                   *, plan_id: str | None = None, billing_period: str | None = None,
                   addons: list[Any] | None = None, unit_quantity: int | None = None,
                   charges: list[Any] | None = None, latest: bool = False,
@@ -107,10 +108,10 @@ async def resolve(d: Domain, env: str, current: dict[str, Any] | None,
     changes: dict[str, Any] = {}
     if plan_id == "":
         raise bad_input("must not be empty", "planId")
-    plan_id = plan_id or (current or {}).get("planId")
+    plan_id = plan_id or (current.plan_id if current is not None else None)
     if plan_id is None:
         raise bad_input("is required", "planId")
-    plan_changed = current is None or plan_id != current["planId"]
+    plan_changed = current is None or plan_id != current.plan_id
     if plan_changed or latest:
         plan = await _package(d, env, "plan", plan_id, "planId")
         changes.update(planId=plan_id, planVersion=plan["versionNumber"],
@@ -118,24 +119,25 @@ async def resolve(d: Domain, env: str, current: dict[str, Any] | None,
     else:
 
         plan = await packages.published(d.documents, env, "plan", plan_id,
-                                        current["planVersion"])
+                                        current.plan_version)
         assert plan is not None
-    period = billing_period or (current or {}).get("billingPeriod") or "MONTHLY"
+    period = billing_period or (current.billing_period if current is not None
+                                else None) or "MONTHLY"
     if period not in ("MONTHLY", "ANNUALLY"):
         raise bad_input("must be MONTHLY or ANNUALLY", "billingPeriod")
     periods = price_periods(plan)
     if periods and period not in periods:
         raise bad_input(f"plan {plan_id!r} has no {period} price (it has "
                         f"{', '.join(sorted(periods))})", "billingPeriod")
-    if current is None or period != current.get("billingPeriod"):
+    if current is None or period != current.billing_period:
         changes["billingPeriod"] = period
     if addons is not None or plan_changed or latest:
         wanted = ([(a.id, a.quantity) for a in addons] if addons is not None else
-                  [(a["id"], a["quantity"]) for a in (current or {}).get("addons") or ()])
+                  [(a.id, a.quantity) for a in current.addons] if current is not None else [])
         resolved = [{"id": addon["id"], "quantity": quantity,
                      "version": addon["versionNumber"]}
                     for addon, quantity in await resolve_addons(d, env, plan, wanted)]
-        if current is None or resolved != current.get("addons"):
+        if current is None or resolved != msgspec.to_builtins(current.addons):
             changes["addons"] = resolved
     if unit_quantity is not None:
         check_unit_quantity(plan, unit_quantity)
@@ -160,9 +162,10 @@ async def resolve(d: Domain, env: str, current: dict[str, Any] | None,
             out.append({"id": c.id, "quantity": int(c.quantity), "type": "FEATURE"})
         changes["charges"] = out
     if {"planId", "planVersion", "billingPeriod", "addons"} & changes.keys():
-        country = country or (current or {}).get("billingCountryCode")
+        country = country or (current.billing_country_code if current is not None else None)
         addon_docs = []
-        for a in changes.get("addons", (current or {}).get("addons") or ()):
+        held = msgspec.to_builtins(current.addons) if current is not None else []
+        for a in changes.get("addons", held):
             addon_docs.append((await packages_published(d, env, a["id"],
                                                         a.get("version")), True))
         changes["prices"] = prices_of([(plan, False), *addon_docs], period, country)
@@ -303,13 +306,13 @@ def _money(m: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if m is None else {"amount": m["amount"], "currency": m.get("currency")}
 
 
-async def apply_changes(d: Domain, env: str, doc: dict[str, Any], changes: dict[str, Any],
+async def apply_changes(d: Domain, env: str, doc: Subscription, changes: dict[str, Any],
                         at: int) -> None:
     """Apply resolved changes at time `at`. A new billing period restarts the billing
     cycle at `at` (as a change of plan interval does with card processors); in a trial the
     cycle still starts at the trial's end."""
-    if "billingPeriod" in changes and doc.get("billingPeriod") != changes["billingPeriod"]:
-        trial_end = doc.get("_trialEnd")
-        if (trial_end is None or at >= trial_end) and at > doc["_start"]:
-            doc["_anchor"] = at  # before the start, the first period still starts then
-    doc.update(changes)
+    if "billingPeriod" in changes and doc.billing_period != changes["billingPeriod"]:
+        trial_end = doc.trial_end
+        if (trial_end is None or at >= trial_end) and at > doc.start:
+            doc.anchor = at  # before the start, the first period still starts then
+    doc.apply(changes)

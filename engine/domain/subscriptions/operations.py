@@ -27,6 +27,7 @@ from engine.domain.subscriptions.changes import (
     resolve,
     trial_terms,
 )
+from engine.domain.subscriptions.document import ScheduledUpdate, Subscription, decode
 
 __all__ = ["STATUSES", "AddonIn", "CancelInput", "ChargeIn", "CouponIn", "ProvisionInput",
            "Provisioned", "SubscriptionsQuery", "UpdateInput", "cancel", "cancel_schedule",
@@ -90,7 +91,7 @@ class ProvisionInput(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Provisioned(msgspec.Struct, frozen=True, kw_only=True):
-    subscription: dict[str, Any]
+    subscription: Subscription
     entitlements: CustomerEntitlements  # the customer's, once the subscription is in place
 
 
@@ -164,36 +165,35 @@ async def coupons_of(d: Domain, env: str, coupon: CouponIn | None, promotion_cod
              "percentOff": doc.get("percentOff"), "amountsOff": doc.get("amountsOff")}]
 
 
-async def _end(d: Domain, env: str, doc: dict[str, Any], at: int, reason: str, *,
-               revoke: bool) -> dict[str, Any]:
+async def _end(d: Domain, env: str, doc: Subscription, at: int, reason: str, *,
+               revoke: bool) -> Subscription:
     """End `doc` (a private copy, its customer's lock held) at `at`, and write it."""
-    doc["_end"] = at
-    doc["_cancelAt"] = at
-    doc["cancelReason"] = reason
+    doc.end = doc.cancel_at = at
+    doc.cancel_reason = reason
     if revoke:
         await subs.void_current_credits(d, env, doc)
     return await subs.commit(d, env, doc)
 
 
-async def _replace_running(d: Domain, env: str, doc: dict[str, Any], now: int) -> int | None:
+async def _replace_running(d: Domain, env: str, doc: Subscription, now: int) -> int | None:
     """A product that does not allow several subscriptions: the customer's running one on
     it (same resource) ends now, replaced by the new one. Returns where the replaced one's
     usage windows were anchored (usage carries over, unless the product's
     usageResetCutoffRule says ALWAYS_RESET), or None if nothing was replaced."""
-    product = await packages.get_product(d.documents, env, doc["productId"])
+    product = await packages.get_product(d.documents, env, doc.product_id or "")
     if product and product.get("multipleSubscriptions"):
         return None
     rule = ((product or {}).get("usageResetCutoffRule") or {}).get("behavior")
     anchor = None
-    for other in await subs.customer_subscriptions(d, env, doc["customerId"]):
-        if other["id"] == doc["id"] or other.get("productId") != doc["productId"] or (
-                other.get("resourceId") != doc.get("resourceId")) or other["status"] not in _LIVE:
+    for other in await subs.customer_subscriptions(d, env, doc.customer_id):
+        if other.id == doc.id or other.product_id != doc.product_id or (
+                other.resource_id != doc.resource_id) or other.status not in _LIVE:
             continue
-        async with subs.editing(d, env, other["id"]) as current:
-            if current["status"] in _LIVE:
+        async with subs.editing(d, env, other.id) as current:
+            if current.status in _LIVE:
                 await _end(d, env, current, now, "UPGRADE_OR_DOWNGRADE", revoke=True)
-                if rule != "ALWAYS_RESET" and current["status"] in subs.RUNNING:
-                    anchor = current.get("_usageAnchor") or current["_start"]
+                if rule != "ALWAYS_RESET" and current.status in subs.RUNNING:
+                    anchor = current.usage_anchor or current.start
     return anchor
 
 
@@ -222,7 +222,7 @@ async def _provision(d: Domain, env: str, q: ProvisionInput) -> Provisioned:
         if existing is not None and existing.get("_idempotency") == [key, q.request_hash]:
             doc = await subs.require_subscription(d, env, ident)
             return Provisioned(subscription=doc, entitlements=await entitlements(
-                d, env, doc["customerId"], doc.get("resourceId")))
+                d, env, doc.customer_id, doc.resource_id))
         if existing is not None and existing.get("_idempotency") is not None:
             raise DomainError(409, "IdempotencyKeyReused", "this idempotency key was used with "
                               "a different request", "Idempotency-Key")
@@ -252,49 +252,38 @@ async def _provision(d: Domain, env: str, q: ProvisionInput) -> Provisioned:
     if ident is not None and await d.documents.get("subscriptions", env, ident):
         raise DomainError(409, "DuplicatedEntityNotAllowed",
                           f"subscription {ident!r} exists already", "id")
-    doc: dict[str, Any] = {
-        "id": ident or subs.new_id(q.plan_id),
-        "_idempotency": None if key is None else [key, q.request_hash],
-        "customerId": q.customer_id,
-        "payingCustomerId": q.paying_customer_id,
-        "resourceId": q.resource_id,
-        "status": "NOT_STARTED",
-        "billingCountryCode": country,
-        "coupons": coupons,
-        "metadata": q.metadata or {},
-        "budget": _budget(q.budget),
-        "billingId": q.billing_id,
-        "paymentCollectionMethod": q.payment_collection_method,
-        "_start": start,
-        "_anchor": trial_end if trial_end is not None else start,
-        "_creditAnchor": trial_end if trial_end is not None else start,
-        "_trialEnd": trial_end,
-        "_trialEndBehavior": behavior,
-        "_end": q.cancel_at,
-        "_cancelAt": q.cancel_at,
-        "_scheduled": [],
-        **changes,
-    }
+    paid_from = trial_end if trial_end is not None else start
+    doc = Subscription(
+        id=ident or subs.new_id(q.plan_id), customer_id=q.customer_id,
+        plan_id=changes["planId"], plan_version=changes["planVersion"],
+        idempotency=None if key is None or q.request_hash is None else [key, q.request_hash],
+        paying_customer_id=q.paying_customer_id, resource_id=q.resource_id,
+        billing_country_code=country, coupons=coupons, metadata=q.metadata or {},
+        budget=_budget(q.budget), billing_id=q.billing_id,
+        payment_collection_method=q.payment_collection_method,
+        start=start, anchor=paid_from, credit_anchor=paid_from, trial_end=trial_end,
+        trial_end_behavior=behavior, end=q.cancel_at, cancel_at=q.cancel_at)
+    doc.apply(changes)
     async with subs.lock_of(env, q.customer_id):
         doc = await subs.catch_up(d, env, doc, new=True)
     # Only once the new subscription is stored does the one it replaces end: a failure in
     # between leaves the customer with both for a moment, never with neither.
     usage_anchor = await _replace_running(d, env, doc, now)
     if usage_anchor is not None:
-        async with subs.editing(d, env, doc["id"]) as new:
-            new["_usageAnchor"] = usage_anchor
+        async with subs.editing(d, env, doc.id) as new:
+            new.usage_anchor = usage_anchor
             doc = await subs.commit(d, env, new)
     return Provisioned(subscription=doc, entitlements=await entitlements(
-        d, env, doc["customerId"], doc.get("resourceId")))
+        d, env, doc.customer_id, doc.resource_id))
 
 
-async def get(d: Domain, env: str, subscription_id: str) -> dict[str, Any]:
+async def get(d: Domain, env: str, subscription_id: str) -> Subscription:
     """The subscription, caught up to now; SubscriptionNotFound."""
     return await subs.require_subscription(d, env, subscription_id)
 
 
 async def list_subscriptions(d: Domain, env: str, q: SubscriptionsQuery) -> Any:
-    """A page in creation order (`.items`, `.next`, `.prev`), filtered."""
+    """A page in creation order (`.items`: Subscriptions, `.next`, `.prev`), filtered."""
     for s in q.statuses:
         if s not in STATUSES:
             raise bad_input(f"must be among {', '.join(STATUSES)}", "status")
@@ -308,16 +297,16 @@ async def list_subscriptions(d: Domain, env: str, q: SubscriptionsQuery) -> Any:
         equal={"customer_id": q.customer_id, "plan_id": q.plan_id,
                "resource_id": q.resource_id},
         any_of={"status": list(q.statuses)})
-    if q.pricing_types:
-        page = DocumentPage([doc for doc in page.items
-                             if doc.get("pricingType") in q.pricing_types], page.next, page.prev)
-    return page
+    return DocumentPage([sub for sub in map(decode, page.items)
+                         if not q.pricing_types or sub.pricing_type in q.pricing_types],
+                        page.next, page.prev)
 
 
-def _schedule(doc: dict[str, Any], changes: dict[str, Any], kind: str) -> None:
+def _schedule(doc: Subscription, changes: dict[str, Any], kind: str) -> None:
     """Put `changes` in the subscription's futureUpdates, for the current period's end."""
-    doc["_scheduled"] = [*(doc.get("_scheduled") or ()), {
-        "at": doc["_periodEnd"], "status": "SCHEDULED", "type": kind, "changes": changes}]
+    assert doc.period_end is not None  # caught up: the period is known
+    doc.scheduled.append(ScheduledUpdate(at=doc.period_end, status="SCHEDULED", type=kind,
+                                         changes=changes))
 
 
 def _schedule_type(changes: dict[str, Any]) -> str:
@@ -330,38 +319,37 @@ def _schedule_type(changes: dict[str, Any]) -> str:
     return "UNIT_AMOUNT"
 
 
-async def update(d: Domain, env: str, subscription_id: str, q: UpdateInput) -> dict[str, Any]:
+async def update(d: Domain, env: str, subscription_id: str, q: UpdateInput) -> Subscription:
     """Change a running (or not yet started) subscription: plan, billing period, add-ons,
     quantities now or at the period's end (`futureUpdates`); coupon, trial end, scheduled
     cancellation, metadata, budget now."""
     async with subs.editing(d, env, subscription_id) as doc:
-        if doc["status"] not in _LIVE:
-            raise bad_input(f"the subscription is {doc['status']}; only a running one can change",
+        if doc.status not in _LIVE:
+            raise bad_input(f"the subscription is {doc.status}; only a running one can change",
                             "id")
         now = d.now_ms()
         changes = await resolve(d, env, doc, plan_id=q.plan_id, billing_period=q.billing_period,
                                 addons=q.addons, unit_quantity=q.unit_quantity,
                                 charges=q.charges)
         coupons = await coupons_of(d, env, q.coupon, q.promotion_code, "appliedCoupon")
-        if q.trial_end is not None and (doc.get("_trialEnd") is None
-                                        or doc["status"] != "IN_TRIAL"):
+        if q.trial_end is not None and (doc.trial_end is None or doc.status != "IN_TRIAL"):
             raise bad_input("the subscription is not in a trial", "trialEndDate")
         if q.trial_end is not None and q.trial_end <= now:
             raise bad_input("must be in the future", "trialEndDate")
         if q.cancel_at is not UNSET and q.cancel_at is not None and q.cancel_at <= now:
             raise bad_input("must be in the future", "cancellationDate")
         if q.metadata is not None:
-            doc["metadata"] = q.metadata
+            doc.metadata = q.metadata
         if coupons is not None:
-            doc["coupons"] = coupons
+            doc.coupons = coupons
         if q.budget is not None:
-            doc["budget"] = _budget(q.budget)
+            doc.budget = _budget(q.budget)
         if q.trial_end is not None:
             # The paid phase (and its billing cycle) starts when the trial ends.
-            doc["_trialEnd"] = doc["_anchor"] = doc["_creditAnchor"] = q.trial_end
+            doc.trial_end = doc.anchor = doc.credit_anchor = q.trial_end
         if q.cancel_at is not UNSET:
-            doc["_end"] = doc["_cancelAt"] = q.cancel_at
-            doc["cancelReason"] = None
+            doc.end = doc.cancel_at = q.cancel_at
+            doc.cancel_reason = None
         strategy = q.schedule_strategy or "IMMEDIATE"
         if changes and strategy != "IMMEDIATE":
             _schedule(doc, changes, _schedule_type(changes))
@@ -370,12 +358,12 @@ async def update(d: Domain, env: str, subscription_id: str, q: UpdateInput) -> d
         return await subs.commit(d, env, doc)
 
 
-async def cancel(d: Domain, env: str, subscription_id: str, q: CancelInput) -> dict[str, Any]:
+async def cancel(d: Domain, env: str, subscription_id: str, q: CancelInput) -> Subscription:
     """End the subscription now, at the period's end or on a date; REVOKE_ENTITLEMENTS
     also voids the recurring credits left in the current window."""
     async with subs.editing(d, env, subscription_id) as doc:
-        if doc["status"] in ("CANCELED", "EXPIRED"):
-            raise bad_input(f"the subscription is {doc['status']} already", "id")
+        if doc.status in ("CANCELED", "EXPIRED"):
+            raise bad_input(f"the subscription is {doc.status} already", "id")
         now = d.now_ms()
         reason: str | None
         if q.time == "IMMEDIATE":
@@ -385,8 +373,8 @@ async def cancel(d: Domain, env: str, subscription_id: str, q: CancelInput) -> d
         elif q.time == "END_OF_BILLING_PERIOD":
             if q.end_date is not None:
                 raise bad_input("is only for SPECIFIC_DATE", "endDate")
-            at, reason = doc["_periodEnd"], None
-            if doc["status"] == "NOT_STARTED":
+            at, reason = doc.period_end or now, None
+            if doc.status == "NOT_STARTED":
                 at = now
         else:
             if q.end_date is None:
@@ -396,31 +384,32 @@ async def cancel(d: Domain, env: str, subscription_id: str, q: CancelInput) -> d
             at, reason = q.end_date, None
         if at <= now:
             return await _end(d, env, doc, now, reason or "Immediate", revoke=q.revoke)
-        doc["_end"] = doc["_cancelAt"] = at
-        doc["cancelReason"] = None
+        doc.end = doc.cancel_at = at
+        doc.cancel_reason = None
         if q.revoke:
             await subs.void_current_credits(d, env, doc)
         return await subs.commit(d, env, doc)
 
 
-async def cancel_schedule(d: Domain, env: str, subscription_id: str) -> dict[str, Any]:
+async def cancel_schedule(d: Domain, env: str, subscription_id: str) -> Subscription:
     """Cancel the subscription's scheduled updates (a scheduled cancellation is undone by
     an update with `cancel_at=None`)."""
     async with subs.editing(d, env, subscription_id) as doc:
-        if not any(u["status"] == "SCHEDULED" for u in doc.get("_scheduled") or ()):
+        if not any(u.status == "SCHEDULED" for u in doc.scheduled):
             raise bad_input("the subscription has no scheduled update", "id")
-        doc["_scheduled"] = [{**u, "status": "CANCELED"} if u["status"] == "SCHEDULED" else u
-                             for u in doc["_scheduled"]]
+        for u in doc.scheduled:
+            if u.status == "SCHEDULED":
+                u.status = "CANCELED"
         return await subs.commit(d, env, doc)
 
 
 async def migrate(d: Domain, env: str, subscription_id: str, *,
-                  immediate: bool = True) -> dict[str, Any]:
+                  immediate: bool = True) -> Subscription:
     """Move to the latest published versions of the plan and add-ons, now or at the
     period's end."""
     async with subs.editing(d, env, subscription_id) as doc:
-        if doc["status"] not in _LIVE:
-            raise bad_input(f"the subscription is {doc['status']}", "id")
+        if doc.status not in _LIVE:
+            raise bad_input(f"the subscription is {doc.status}", "id")
         changes = await resolve(d, env, doc, latest=True)
         if immediate:
             await apply_changes(d, env, doc, changes, d.now_ms())
@@ -430,17 +419,17 @@ async def migrate(d: Domain, env: str, subscription_id: str, *,
 
 
 async def transfer(d: Domain, env: str, subscription_id: str,
-                   resource_id: str) -> dict[str, Any]:
+                   resource_id: str) -> Subscription:
     """Move the subscription to another resource of the same customer. Recurring credits
     already granted stay with the resource they were granted to."""
     _check_id(resource_id, "destinationResourceId")
     async with subs.editing(d, env, subscription_id) as doc:
-        if doc["status"] not in _LIVE:
-            raise bad_input(f"the subscription is {doc['status']}", "id")
+        if doc.status not in _LIVE:
+            raise bad_input(f"the subscription is {doc.status}", "id")
         if await _taken(d, env, doc, resource_id):
             raise bad_input(f"resource {resource_id!r} has a running subscription to this "
                             "product, which allows one", "destinationResourceId")
-        doc["resourceId"] = resource_id
+        doc.resource_id = resource_id
         return await subs.commit(d, env, doc)
 
 
@@ -457,13 +446,13 @@ async def publish(d: Domain, env: str, kind: str, ident: str,
     return doc
 
 
-async def _taken(d: Domain, env: str, doc: dict[str, Any], resource_id: str) -> bool:
+async def _taken(d: Domain, env: str, doc: Subscription, resource_id: str) -> bool:
     """Whether `resource_id` already holds a running subscription on `doc`'s product and
     the product allows one (the caller holds the customer's lock: the documents are read
     as stored, without a catch-up)."""
-    product = await packages.get_product(d.documents, env, doc["productId"])
+    product = await packages.get_product(d.documents, env, doc.product_id or "")
     if product and product.get("multipleSubscriptions"):
         return False
-    return any(other.get("productId") == doc["productId"] and other["id"] != doc["id"]
+    return any(other.get("productId") == doc.product_id and other["id"] != doc.id
                for other in await d.store.running_subscriptions_on_resource(
-                   env, doc["customerId"], resource_id))
+                   env, doc.customer_id, resource_id))
