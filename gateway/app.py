@@ -18,6 +18,7 @@ import msgspec
 import structlog
 from litestar import Litestar, Request, Response, get
 from litestar.config.app import AppConfig
+from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.params import FromQuery
@@ -33,6 +34,7 @@ from gateway.errors import ApiError, exception_handlers
 from gateway.feed.hub import Hub
 from gateway.feed.service import Feed, FeedOptions
 from gateway.feed.tokens import Tokens, load_secret
+from gateway.wire import page_query
 from persistence import default_database_url, open_store
 from persistence.documents import Catalog
 from webhooks import Options as WebhookOptions
@@ -275,6 +277,8 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         on_app_init=[_on_app_init],
         request_max_body_size=settings.body_bytes_max,
+        # Every list's paging (`page: PageQuery` in its handler).
+        dependencies={"page": Provide(page_query, sync_to_thread=False)},
         openapi_config=OpenAPIConfig(title="creditd", version="0.1.0", path="/schema",
                                      render_plugins=[SwaggerRenderPlugin()]),
         debug=False,

@@ -17,8 +17,8 @@ from engine.times import iso
 from gateway.errors import bad_input, field_of
 
 __all__ = ["decode", "decode_body", "iso", "parse_time", "amount_in", "amount_out", "limit_in",
-           "created_at_bounds", "signed_amount_in", "Dimensions", "DIMENSIONS_MAX",
-           "dimensions_in", "ascii_int", "TIME_MAX_MS", "TIME_MIN_MS"]
+           "created_at_bounds", "signed_amount_in", "PageQuery", "page_query", "Dimensions",
+           "DIMENSIONS_MAX", "dimensions_in", "ascii_int", "TIME_MAX_MS", "TIME_MIN_MS"]
 
 T = TypeVar("T")
 _decoders: dict[type, msgspec.json.Decoder] = {}
@@ -126,3 +126,18 @@ def limit_in(value: int | None, *, default: int = 20, maximum: int = 100) -> int
     if not 1 <= value <= maximum:
         raise bad_input(f"must be between 1 and {maximum}", "limit")
     return value
+
+
+class PageQuery(msgspec.Struct, frozen=True):
+    """`limit`, `after`, `before`: the paging of every list (cursors as the list issued
+    them). Handlers take it as `page: PageQuery` (the app provides it, `page_query`)."""
+
+    limit: int
+    after: str | None
+    before: str | None
+
+
+def page_query(limit: int | None = None, after: str | None = None,
+               before: str | None = None) -> PageQuery:
+    return PageQuery(limit_in(limit), after, before)
+

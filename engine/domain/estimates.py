@@ -68,6 +68,7 @@ from engine.domain.subscriptions.changes import (
     trial_terms,
 )
 from engine.domain.subscriptions.document import Subscription
+from engine.domain.subscriptions.operations import AddonIn, ChargeIn
 from engine.domain.values import time_in, units_in
 
 __all__ = ["Estimate", "EstimateBody", "EstimateUpdateBody", "PreviewBody", "estimate_new",
@@ -107,11 +108,6 @@ class AppliedCoupon(_S):
     promotion_code: str | None = None
 
 
-class AddonIn(_S):
-    id: str
-    quantity: int
-
-
 class GqlAddonIn(_S):
     addon_id: str
     quantity: int = 1
@@ -120,12 +116,6 @@ class GqlAddonIn(_S):
 class BillableFeature(_S):
     feature_id: str
     quantity: Decimal
-
-
-class ChargeIn(_S):
-    id: str
-    quantity: Decimal
-    type: Literal["FEATURE", "CREDIT"]
 
 
 class _Common(_S):

@@ -11,7 +11,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from engine.domain import analytics
 from engine.domain.analytics import periods
 from gateway.context import domain, environment, ok
-from gateway.wire import amount_out, iso, limit_in, parse_time
+from gateway.wire import PageQuery, amount_out, iso, limit_in, parse_time
 
 __all__ = ["ROUTES", "periods"]
 
@@ -34,6 +34,7 @@ def _currency(doc: dict[str, Any] | None) -> dict[str, Any] | None:
 @get("/api/v1/credits/usage")
 async def credit_usage(
     request: Request,
+    page: PageQuery,
     customer_id: Annotated[str | None, Q(name="customerId")] = None,
     currency_id: Annotated[str | None, Q(name="currencyId")] = None,
     resource_id: Annotated[str | None, Q(name="resourceId")] = None,
@@ -41,18 +42,15 @@ async def credit_usage(
     start_date: Annotated[str | None, Q(name="startDate")] = None,
     end_date: Annotated[str | None, Q(name="endDate")] = None,
     group_by: Annotated[str | None, Q(name="groupBy")] = None,
-    limit: FromQuery[int | None] = None,
-    after: FromQuery[str | None] = None,
-    before: FromQuery[str | None] = None,
 ) -> Response:
     """Credits consumed over time: a series per feature (featureId null: consumed
     directly), or per combination of up to three dimension values with `groupBy`."""
     usage = await analytics.credit_usage(domain(request), environment(request),
                                          analytics.CreditUsageQuery(
-        customer_id=customer_id, limit=limit_in(limit), currency_id=currency_id,
+        customer_id=customer_id, limit=page.limit, currency_id=currency_id,
         resource_id=resource_id, time_range=time_range,
         start=parse_time(start_date, "startDate"), end=parse_time(end_date, "endDate"),
-        group_by=group_by, after=after, before=before))
+        group_by=group_by, after=page.after, before=page.before))
     return ok({
         "currency": _currency(usage.currency),
         "series": [{

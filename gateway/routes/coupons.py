@@ -13,7 +13,7 @@ from engine.domain import coupons
 from engine.domain.coupons import CouponCreate, CouponUpdate
 from gateway.context import domain, environment, ok
 from gateway.openapi import request_body
-from gateway.wire import amount_out, created_at_bounds, decode_body, iso, limit_in
+from gateway.wire import PageQuery, amount_out, created_at_bounds, decode_body, iso
 
 __all__ = ["ROUTES"]
 
@@ -51,9 +51,7 @@ async def create_coupon(request: Request) -> Response:
 @get(_BASE)
 async def list_coupons(
     request: Request,
-    limit: FromQuery[int | None] = None,
-    after: FromQuery[str | None] = None,
-    before: FromQuery[str | None] = None,
+    page: PageQuery,
     id: FromQuery[str | None] = None,  # noqa: A002  # the contract's name
     type: FromQuery[str | None] = None,  # noqa: A002
 ) -> Response:
@@ -63,7 +61,7 @@ async def list_coupons(
                        for s in value.split(",") if s.strip())
     page = await coupons.list_coupons(domain(request), environment(request),
                                       coupons.CouponsQuery(
-        limit=limit_in(limit), after=after, before=before, id=id, type=type, statuses=wanted,
+        limit=page.limit, after=page.after, before=page.before, id=id, type=type, statuses=wanted,
         created=tuple(created_at_bounds(request))))
     return ok([coupon_json(d) for d in page.items],
               pagination={"next": page.next, "prev": page.prev})

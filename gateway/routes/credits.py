@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, asgi, get, post
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, QueryParameter
 
 from engine.core.commands import BalanceView
 from engine.core.model import GrantType
@@ -23,13 +23,13 @@ from gateway.errors import ApiError, bad_input
 from gateway.openapi import request_body
 from gateway.wire import (
     Dimensions,
+    PageQuery,
     amount_in,
     amount_out,
     created_at_bounds,
     decode_body,
     dimensions_in,
     iso,
-    limit_in,
     parse_time,
 )
 
@@ -160,12 +160,10 @@ async def void_grant(request: Request, grant_id: FromPath[str]) -> Response:
 @get("/api/v1/credits/grants")
 async def list_grants(
     request: Request,
+    page: PageQuery,
     customer_id: CustomerQ = None,
     currency_id: CurrencyQ = None,
     resource_id: ResourceQ = None,
-    limit: FromQuery[int | None] = None,
-    after: FromQuery[str | None] = None,
-    before: FromQuery[str | None] = None,
 ) -> Response:
     if not customer_id:
         raise bad_input("is required", "customerId")
@@ -173,7 +171,7 @@ async def list_grants(
         domain(request), environment(request), credits.GrantsQuery(
             customer_id=customer_id, currency_id=currency_id or None,
             resource_id=resource_id or None, created=tuple(created_at_bounds(request)),
-            limit=limit_in(limit), after=after, before=before))
+            limit=page.limit, after=page.after, before=page.before))
     pagination = {"next": next_cursor, "prev": prev_cursor}
     return ok([grant_json(customer_id, g) for g in rows], pagination=pagination)
 
@@ -181,14 +179,12 @@ async def list_grants(
 @get("/api/v1/credits/ledger")
 async def list_ledger(
     request: Request,
+    page: PageQuery,
     customer_id: CustomerQ = None,
     currency_id: CurrencyQ = None,
     resource_id: ResourceQ = None,
     event_type: EventTypeQ = None,
     reservation_id: ReservationQ = None,
-    limit: FromQuery[int | None] = None,
-    after: FromQuery[str | None] = None,
-    before: FromQuery[str | None] = None,
 ) -> Response:
     """Newest first; cursors are ledger sequence numbers."""
     if not customer_id:
@@ -196,8 +192,8 @@ async def list_ledger(
     types = tuple(t.strip() for t in event_type.split(",") if t.strip()) if event_type else ()
     page = await credits.ledger(domain(request), environment(request), credits.LedgerQuery(
         customer_id=customer_id, currency_id=currency_id, resource_id=resource_id,
-        reservation_id=reservation_id, event_types=types, limit=limit_in(limit),
-        after=after, before=before))
+        reservation_id=reservation_id, event_types=types, limit=page.limit,
+        after=page.after, before=page.before))
     data = [{
         "amount": amount_out(e.amount),
         "creditCurrencyId": e.currency_id,

@@ -14,7 +14,7 @@ from engine.domain import currencies
 from gateway.context import domain, environment, ok
 from gateway.openapi import request_body
 from gateway.routes.common import public
-from gateway.wire import amount_in, amount_out, decode_body, limit_in
+from gateway.wire import PageQuery, amount_in, amount_out, decode_body
 
 __all__ = ["ROUTES"]
 
@@ -97,14 +97,12 @@ async def create_currency(request: Request) -> Response:
 @get(_BASE)
 async def list_currencies(
     request: Request,
-    limit: FromQuery[int | None] = None,
-    after: FromQuery[str | None] = None,
-    before: FromQuery[str | None] = None,
+    page: PageQuery,
     status: FromQuery[str | None] = None,
 ) -> Response:
     wanted = frozenset(s.strip() for s in (status or "").split(",") if s.strip())
     page = await currencies.list_currencies(domain(request), environment(request),
-                                            limit_in(limit), after, before, wanted)
+                                            page.limit, page.after, page.before, wanted)
     return ok([currency_public(d) for d in page.items],
               pagination={"next": page.next, "prev": page.prev})
 

@@ -17,7 +17,7 @@ from engine.domain import customers
 from gateway.context import domain, environment, ok
 from gateway.openapi import request_body
 from gateway.routes.common import public
-from gateway.wire import created_at_bounds, decode_body, limit_in
+from gateway.wire import PageQuery, created_at_bounds, decode_body
 
 __all__ = ["ROUTES"]
 
@@ -70,9 +70,7 @@ async def update_customer(request: Request, customer_id: FromPath[str]) -> Respo
 @get(_BASE)
 async def list_customers(
     request: Request,
-    limit: FromQuery[int | None] = None,
-    after: FromQuery[str | None] = None,
-    before: FromQuery[str | None] = None,
+    page: PageQuery,
     email: FromQuery[str | None] = None,
     name: FromQuery[str | None] = None,
 ) -> Response:
@@ -80,7 +78,7 @@ async def list_customers(
     the creation time."""
     page = await customers.list_customers(domain(request), environment(request),
                                           customers.CustomersQuery(
-        limit=limit_in(limit), after=after, before=before, email=email, name=name,
+        limit=page.limit, after=page.after, before=page.before, email=email, name=name,
         created=tuple(created_at_bounds(request))))
     return ok([public(d) for d in page.items], pagination={"next": page.next, "prev": page.prev})
 

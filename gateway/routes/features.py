@@ -11,7 +11,7 @@ from engine.domain.features import FeatureCreate, FeatureUpdate
 from gateway.context import domain, environment, ok
 from gateway.openapi import request_body
 from gateway.routes.common import public
-from gateway.wire import created_at_bounds, decode_body, limit_in
+from gateway.wire import PageQuery, created_at_bounds, decode_body
 
 __all__ = ["ROUTES"]
 
@@ -46,15 +46,13 @@ def _csv(value: str | None) -> tuple[str, ...]:
 @get(_BASE)
 async def list_features(
     request: Request,
-    limit: FromQuery[int | None] = None,
-    after: FromQuery[str | None] = None,
-    before: FromQuery[str | None] = None,
+    page: PageQuery,
     id: FromQuery[str | None] = None,  # noqa: A002 - the contract's parameter name
 ) -> Response:
     query = request.query_params
     page = await features.list_features(domain(request), environment(request),
                                         features.FeaturesQuery(
-        id=id, limit=limit_in(limit), after=after, before=before,
+        id=id, limit=page.limit, after=page.after, before=page.before,
         created=tuple(created_at_bounds(request)),
         feature_types=_csv(query.get("featureType")), meter_types=_csv(query.get("meterType")),
         statuses=_csv(query.get("status"))))

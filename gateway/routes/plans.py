@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import msgspec
 from litestar import Request, Response, delete, get, patch, post
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath
 
 from engine.domain import packages
 from engine.domain.packages import EntitlementIn, PackageCreate, PackageUpdate
@@ -31,11 +31,10 @@ from gateway import package_json
 from gateway.context import domain, environment, ok
 from gateway.errors import bad_input
 from gateway.openapi import request_body
-from gateway.wire import ascii_int, created_at_bounds, decode_body, limit_in
+from gateway.wire import PageQuery, ascii_int, created_at_bounds, decode_body
 
 __all__ = ["ROUTES"]
 
-_STATUSES = {"DRAFT", "PUBLISHED", "ARCHIVED"}
 
 
 class PublishBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -44,16 +43,6 @@ class PublishBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 
 class EntitlementsBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     entitlements: list[EntitlementIn]
-
-
-def _csv(request: Request, name: str, allowed: set[str]) -> list[str]:
-    items = [s.strip() for value in request.query_params.getall(name, [])
-             for s in value.split(",") if s.strip()]
-    unknown = [v for v in items if v not in allowed]
-    if unknown:
-        raise bad_input(f"unknown value {unknown[0]!r}; one of {', '.join(sorted(allowed))}",
-                        name)
-    return items
 
 
 def _offset(cursor: str | None, field: str, size: int) -> int | None:
@@ -100,19 +89,19 @@ def _routes(kind: str) -> list[Any]:
     @get(base, name=f"{kind}_list")
     async def list_packages(
         request: Request,
-        limit: FromQuery[int | None] = None,
-        after: FromQuery[str | None] = None,
-        before: FromQuery[str | None] = None,
+        page: PageQuery,
     ) -> Response:
         """Creation order; `productId` matches exactly, `status` is one or more of DRAFT,
         PUBLISHED, ARCHIVED (comma-separated), `createdAt[gt|gte|lt|lte]` bound the time."""
-        product = request.query_params.get("productId")
-        page = await domain(request).documents.page(
-            packages.KINDS[kind], environment(request), limit_in(limit), after, before,
-            created=created_at_bounds(request), equal={"product_id": product},
-            any_of={"status": _csv(request, "status", _STATUSES)})
-        return ok([package_json.package_json(d, kind) for d in page.items],
-                  pagination={"next": page.next, "prev": page.prev})
+        statuses = tuple(s.strip() for value in request.query_params.getall("status", [])
+                         for s in value.split(",") if s.strip())
+        found = await packages.list_packages(
+            domain(request).documents, environment(request), kind, packages.PackagesQuery(
+                limit=page.limit, after=page.after, before=page.before,
+                product_id=request.query_params.get("productId"), statuses=statuses,
+                created=tuple(created_at_bounds(request))))
+        return ok([package_json.package_json(d, kind) for d in found.items],
+                  pagination={"next": found.next, "prev": found.prev})
 
     @get(base + "/{ident:str}", name=f"{kind}_retrieve")
     async def retrieve(request: Request, ident: FromPath[str]) -> Response:
@@ -152,26 +141,22 @@ def _routes(kind: str) -> list[Any]:
                                  body.migration_type)
         return ok({"taskId": None})
 
-    async def _charges(request: Request, ident: str, limit: int | None, after: str | None,
-                       before: str | None, overage: bool) -> Response:
+    async def _charges(request: Request, ident: str, page: PageQuery,
+                       overage: bool) -> Response:
         doc = await _doc(request, ident)
         rows, pagination = page_rows(package_json.charge_rows(doc, overage=overage),
-                                     limit_in(limit), after, before)
+                                     page.limit, page.after, page.before)
         return ok(rows, pagination=pagination)
 
     @get(base + "/{ident:str}/charges", name=f"{kind}_charges")
     async def list_charges(request: Request, ident: FromPath[str],
-                           limit: FromQuery[int | None] = None,
-                           after: FromQuery[str | None] = None,
-                           before: FromQuery[str | None] = None) -> Response:
-        return await _charges(request, ident, limit, after, before, False)
+                           page: PageQuery) -> Response:
+        return await _charges(request, ident, page, False)
 
     @get(base + "/{ident:str}/overage-charges", name=f"{kind}_overage_charges")
     async def list_overage_charges(request: Request, ident: FromPath[str],
-                                   limit: FromQuery[int | None] = None,
-                                   after: FromQuery[str | None] = None,
-                                   before: FromQuery[str | None] = None) -> Response:
-        return await _charges(request, ident, limit, after, before, True)
+                                   page: PageQuery) -> Response:
+        return await _charges(request, ident, page, True)
 
     ents = base + "/{%s:str}/entitlements" % pid
 

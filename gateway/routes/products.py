@@ -13,9 +13,9 @@ from engine.domain import packages
 from engine.domain.packages import ProductCreate, ProductUpdate
 from gateway import package_json
 from gateway.context import domain, environment, ok
-from gateway.errors import ApiError, bad_input
+from gateway.errors import ApiError
 from gateway.openapi import request_body
-from gateway.wire import created_at_bounds, decode_body, limit_in
+from gateway.wire import PageQuery, created_at_bounds, decode_body
 
 __all__ = ["ROUTES"]
 
@@ -38,23 +38,19 @@ async def create_product(request: Request) -> Response:
 @get(_BASE)
 async def list_products(
     request: Request,
-    limit: FromQuery[int | None] = None,
-    after: FromQuery[str | None] = None,
-    before: FromQuery[str | None] = None,
+    page: PageQuery,
     id: FromQuery[str | None] = None,  # noqa: A002 - the contract's parameter name
 ) -> Response:
     """Creation order; `id` matches exactly, `status` is PUBLISHED, ARCHIVED or both
     (comma-separated), `createdAt[gt|gte|lt|lte]` bound the creation time."""
-    wanted = {s.strip() for value in request.query_params.getall("status", [])
-              for s in value.split(",") if s.strip()}
-    if wanted - {"PUBLISHED", "ARCHIVED"}:
-        raise bad_input("must be PUBLISHED, ARCHIVED or both, comma-separated", "status")
-    archived = None if len(wanted) != 1 else wanted == {"ARCHIVED"}
-    page = await domain(request).documents.page(
-        "products", environment(request), limit_in(limit), after, before, archived,
-        created=created_at_bounds(request), equal={"id": id})
-    return ok([package_json.product_json(d) for d in page.items],
-              pagination={"next": page.next, "prev": page.prev})
+    statuses = tuple(s.strip() for value in request.query_params.getall("status", [])
+                     for s in value.split(",") if s.strip())
+    found = await packages.list_products(domain(request).documents, environment(request),
+                                         packages.ProductsQuery(
+        limit=page.limit, after=page.after, before=page.before, id=id, statuses=statuses,
+        created=tuple(created_at_bounds(request))))
+    return ok([package_json.product_json(d) for d in found.items],
+              pagination={"next": found.next, "prev": found.prev})
 
 
 @get(_BASE + "/{product_id:str}")

@@ -11,13 +11,13 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, delete, get, post
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath
 
 from engine.domain import promotions
 from engine.domain.promotions import PromotionIn, status_of
 from gateway.context import domain, environment, ok
 from gateway.openapi import request_body
-from gateway.wire import created_at_bounds, decode_body, iso, limit_in
+from gateway.wire import PageQuery, created_at_bounds, decode_body, iso
 from persistence.pages import parse_cursor
 
 __all__ = ["ROUTES", "promotion_json", "promotion_status"]
@@ -72,20 +72,18 @@ def _cursor(mark: tuple[int, str] | None) -> str | None:
 @get(_BASE)
 async def list_promotions(
     request: Request,
-    customer_id: FromPath[str],
-    limit: FromQuery[int | None] = None,
-    after: FromQuery[str | None] = None,
-    before: FromQuery[str | None] = None,
+    customer_id: FromPath[str], page: PageQuery,
 ) -> Response:
     """Creation order (then feature id); `status` Active, Expired, Paused (comma-separated
     or repeated), `createdAt[gt|gte|lt|lte]`."""
     statuses = frozenset(s.strip() for value in request.query_params.getall("status", [])
                          for s in value.split(",") if s.strip())
     query = promotions.PromotionsQuery(
-        customer_id=customer_id, limit=limit_in(limit), statuses=statuses,
+        customer_id=customer_id, limit=page.limit, statuses=statuses,
         created=created_at_bounds(request),
-        after=parse_cursor(after, "after") if after else None,
-        before=parse_cursor(before, "before") if before and not after else None)
+        after=parse_cursor(page.after, "after") if page.after else None,
+        before=(parse_cursor(page.before, "before") if page.before and not page.after
+                else None))
     env = environment(request)
     page, nxt, prev = await promotions.list_promotions(domain(request), env, query)
     now = domain(request).documents.now_ms()

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 from litestar import Request, Response, delete, get, patch, post
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath
 from msgspec import UNSET, UnsetType
 
 from engine.domain.subscriptions import operations
@@ -27,12 +27,12 @@ from gateway.errors import bad_input
 from gateway.openapi import request_body
 from gateway.routes.entitlements import entitlements_json
 from gateway.wire import (
+    PageQuery,
     amount_in,
     amount_out,
     created_at_bounds,
     decode_body,
     iso,
-    limit_in,
     parse_time,
 )
 
@@ -234,9 +234,7 @@ async def provision(request: Request) -> Response:
 @get(_BASE)
 async def list_subscriptions(
     request: Request,
-    limit: FromQuery[int | None] = None,
-    after: FromQuery[str | None] = None,
-    before: FromQuery[str | None] = None,
+    page: PageQuery,
 ) -> Response:
     q = request.query_params
 
@@ -245,7 +243,7 @@ async def list_subscriptions(
 
     page = await operations.list_subscriptions(domain(request), environment(request),
                                                operations.SubscriptionsQuery(
-        limit=limit_in(limit), after=after, before=before, customer_id=q.get("customerId"),
+        limit=page.limit, after=page.after, before=page.before, customer_id=q.get("customerId"),
         plan_id=q.get("planId"), resource_id=q.get("resourceId"), statuses=listed("status"),
         pricing_types=listed("pricingType"), created=tuple(created_at_bounds(request))))
     return ok([subscription_json(d) for d in page.items],

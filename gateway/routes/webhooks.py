@@ -14,7 +14,7 @@ from msgspec import UNSET, UnsetType
 from gateway.context import environment, ok
 from gateway.errors import ApiError, bad_input
 from gateway.openapi import request_body
-from gateway.wire import ascii_int, decode_body, iso, limit_in, parse_time
+from gateway.wire import PageQuery, ascii_int, decode_body, iso, limit_in, parse_time
 from persistence.pages import parse_cursor
 from webhooks import Refusal, Webhooks
 from webhooks.endpoints import Endpoint
@@ -247,12 +247,9 @@ async def rotate_secret(request: Request, endpoint_id: FromPath[str]) -> Respons
 
 
 @get(_ONE + "/deliveries")
-async def list_deliveries(request: Request, endpoint_id: FromPath[str],
-                          status: FromQuery[str | None] = None,
-                          limit: FromQuery[int | None] = None,
-                          after: FromQuery[str | None] = None,
-                          before: FromQuery[str | None] = None) -> Response:
-    size = limit_in(limit)
+async def list_deliveries(request: Request, endpoint_id: FromPath[str], page: PageQuery,
+                          status: FromQuery[str | None] = None) -> Response:
+    size, after, before = page.limit, page.after, page.before
     if status is not None and status not in _STATUSES:
         raise bad_input(f"must be one of {', '.join(_STATUSES)}", "status")
     items = await _call(_webhooks(request).deliveries(
@@ -283,10 +280,8 @@ async def replay_delivery(request: Request, endpoint_id: FromPath[str],
 
 @get(_ONE + "/attempts")
 async def list_attempts(request: Request, endpoint_id: FromPath[str],
-                        limit: FromQuery[int | None] = None,
-                        after: FromQuery[str | None] = None,
-                        before: FromQuery[str | None] = None) -> Response:
-    size = limit_in(limit)
+                        page: PageQuery) -> Response:
+    size, after, before = page.limit, page.after, page.before
     items = await _call(_webhooks(request).attempts(
         environment(request), endpoint_id, after=_cursor(after, "after"),
         before=_cursor(before, "before"), limit=size + 1))

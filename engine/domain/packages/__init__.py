@@ -36,10 +36,12 @@ from engine.domain.packages.entitlements import (
     update_entitlement,
 )
 from engine.domain.packages.products import (
+    ProductsQuery,
     archive_product,
     create_product,
     duplicate_product,
     get_product,
+    list_products,
     unarchive_product,
     update_product,
 )
@@ -58,9 +60,11 @@ from engine.domain.packages.store import (
     require_published,
 )
 from engine.domain.packages.versions import (
+    PackagesQuery,
     archive,
     create_draft,
     create_package,
+    list_packages,
     publish,
     remove_draft,
     update_package,
@@ -71,6 +75,6 @@ __all__ = [
     "update_package", "set_entitlements", "update_entitlement", "delete_entitlement",
     "publish", "create_draft", "remove_draft", "archive", "get_product", "create_product",
     "update_product", "archive_product", "unarchive_product", "duplicate_product",
-    "money",
+    "money", "ProductsQuery", "list_products", "PackagesQuery", "list_packages",
     "EntitlementIn", "PackageCreate", "PackageUpdate", "ProductCreate", "ProductUpdate",
 ]

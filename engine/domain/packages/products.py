@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import msgspec
 from msgspec import UNSET, UnsetType
 
 from engine.domain.context import Documents as Catalog
@@ -170,3 +171,23 @@ async def duplicate_product(catalog: Catalog, env: str, ident: str, target_id: s
                                        if a in rename["addon"]]
             await catalog.insert(_table(kind), env, _touch(catalog, new, created=True))
     return product
+
+
+class ProductsQuery(msgspec.Struct, frozen=True, kw_only=True):
+    limit: int = 20
+    after: str | None = None
+    before: str | None = None
+    id: str | None = None
+    statuses: tuple[str, ...] = ()  # PUBLISHED, ARCHIVED (none: both)
+    created: tuple[tuple[str, int], ...] = ()
+
+
+async def list_products(catalog: Catalog, env: str, q: ProductsQuery) -> Any:
+    """A page of products in creation order (`.items`, `.next`, `.prev`)."""
+    wanted = set(q.statuses)
+    if wanted - {"PUBLISHED", "ARCHIVED"}:
+        raise bad_input("must be PUBLISHED, ARCHIVED or both, comma-separated", "status")
+    archived = None if len(wanted) != 1 else wanted == {"ARCHIVED"}
+    return await catalog.page("products", env, q.limit, q.after, q.before, archived,
+                              created=list(q.created), equal={"id": q.id})
+

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import msgspec
 from msgspec import UNSET
 
 from engine.domain.context import Documents as Catalog
@@ -186,3 +187,27 @@ async def archive(catalog: Catalog, env: str, kind: str, ident: str) -> dict:
         doc["_archivedAt"] = doc["_updatedAt"]
         await catalog.replace(_table(kind), env, doc)
         return doc
+
+
+class PackagesQuery(msgspec.Struct, frozen=True, kw_only=True):
+    limit: int = 20
+    after: str | None = None
+    before: str | None = None
+    product_id: str | None = None
+    statuses: tuple[str, ...] = ()  # DRAFT, PUBLISHED, ARCHIVED (none: any)
+    created: tuple[tuple[str, int], ...] = ()
+
+
+_STATUSES = ("ARCHIVED", "DRAFT", "PUBLISHED")
+
+
+async def list_packages(catalog: Catalog, env: str, kind: str, q: PackagesQuery) -> Any:
+    """A page of plans or add-ons (working copies) in creation order."""
+    unknown = [v for v in q.statuses if v not in _STATUSES]
+    if unknown:
+        raise bad_input(f"unknown value {unknown[0]!r}; one of {', '.join(_STATUSES)}",
+                        "status")
+    return await catalog.page(_table(kind), env, q.limit, q.after, q.before,
+                              created=list(q.created), equal={"product_id": q.product_id},
+                              any_of={"status": list(q.statuses)})
+

@@ -104,15 +104,21 @@ SCHEDULER_POLL_S = 30.0
 # After a failed step (the database away), the scheduler waits this long (wall time).
 SCHEDULER_RETRY_S = 5.0
 
-_locks: WeakValueDictionary[tuple[str, str], anyio.Lock] = WeakValueDictionary()
+# Per (purpose, environment, customer); an entry goes when no one holds or waits for it.
+_locks: WeakValueDictionary[tuple[str, str, str], anyio.Lock] = WeakValueDictionary()
 
 
-def lock_of(env: str, customer_id: str) -> anyio.Lock:
-    key = (env, customer_id)
+def _lock(purpose: str, env: str, customer_id: str) -> anyio.Lock:
+    key = (purpose, env, customer_id)
     lock = _locks.get(key)
     if lock is None:
         lock = _locks[key] = anyio.Lock()
     return lock
+
+
+def lock_of(env: str, customer_id: str) -> anyio.Lock:
+    """Serializes the changes to a customer's subscriptions (catch-ups included)."""
+    return _lock("catch-up", env, customer_id)
 
 
 def new_id(plan_id: str) -> str:
@@ -125,17 +131,10 @@ def id_for_key(plan_id: str, customer_id: str, key: str) -> str:
     return f"subscription-{plan_id}-{digest}"
 
 
-_provision_locks: WeakValueDictionary[tuple[str, str], anyio.Lock] = WeakValueDictionary()
-
-
 def provision_lock(env: str, customer_id: str) -> anyio.Lock:
     """Serializes provisioning per customer (held around the catch-up lock, never inside
     it)."""
-    key = (env, customer_id)
-    lock = _provision_locks.get(key)
-    if lock is None:
-        lock = _provision_locks[key] = anyio.Lock()
-    return lock
+    return _lock("provision", env, customer_id)
 
 
 def timeline_of(doc: Subscription) -> Timeline:
