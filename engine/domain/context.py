@@ -1,6 +1,6 @@
 """What a domain operation reaches: the process's services, without a web framework.
 
-`Domain` is built once per process (gateway/app.py builds it beside the gateway's
+`Domain` is built once per process (gateway/context.py builds it beside the gateway's
 `Services`); operations take it and the caller's environment (the API key's), and name
 customers by the caller's id (`engine_id` makes the engine's `environment/customer`).
 """
@@ -42,8 +42,9 @@ class DocumentPage(NamedTuple):
 
 class Documents(Protocol):
     """The environment-scoped documents (customers, currencies, …), cached: the
-    gateway's Catalog today. A document is a dict of its wire fields plus `_createdAt`,
-    `_updatedAt` and `_archivedAt` (epoch ms)."""
+    store's Catalog (persistence/documents.py). A document is a dict of its wire fields
+    plus `_createdAt`, `_updatedAt` and `_archivedAt` (epoch ms); subscriptions are read
+    and written through their typed form (subscriptions/document.py)."""
 
     async def get(self, table: str, environment: str, doc_id: str,
                   ) -> dict[str, Any] | None: ...

@@ -151,6 +151,29 @@ def test_query_parameters(raw, setup) -> None:
     assert r.json()["data"]["balances"][0]["reserved"] == 0
 
 
+def test_every_list_refuses_a_bad_page_size_alike(raw, setup) -> None:
+    """Every list takes its paging from one place (gateway/wire.PageQuery): a size out of
+    1-100 or not a number is a 400 naming `limit`, on each of them; 1 is a page of one."""
+    customer, _ = setup
+    lists = [
+        ("/api/v1/customers", {}), ("/api/v1/credits/custom-currencies", {}),
+        ("/api/v1/credits/grants", {"customerId": customer}),
+        ("/api/v1/credits/ledger", {"customerId": customer}),
+        ("/api/v1/credits/usage", {"customerId": customer}),
+        ("/api/v1/features", {}), ("/api/v1/coupons", {}), ("/api/v1/products", {}),
+        ("/api/v1/plans", {}), ("/api/v1/addons", {}), ("/api/v1/subscriptions", {}),
+        (f"/api/v1/customers/{customer}/promotional-entitlements", {}),
+    ]
+    for path, params in lists:
+        for bad in (0, 101, "many"):
+            assert_error(raw.get(path, params={**params, "limit": bad}), 400, "limit")
+        r = raw.get(path, params={**params, "limit": 1})
+        assert r.status_code == 200, (path, r.text)
+        data = r.json()["data"]
+        rows = data["series"] if isinstance(data, dict) else data  # credit usage: series
+        assert len(rows) <= 1, path
+
+
 def test_unknown_ids_are_404_with_the_contract_codes(raw, setup, uid) -> None:
     customer, currency = setup
     cases = [

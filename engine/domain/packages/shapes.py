@@ -1,5 +1,6 @@
-"""Wire shapes of products, plans and add-ons: the msgspec Structs of the official
-client's request types, and the conversion of a camelCase body to and from them."""
+"""The inputs of products, plans and add-ons: msgspec Structs in the official client's
+request types' names (REST bodies and the TOML catalog's items decode into them), and the
+conversion of a camelCase body to and from them."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ Weekday = Literal["SubscriptionStart", "EverySunday", "EveryMonday", "EveryTuesd
                   "EveryWednesday", "EveryThursday", "EveryFriday", "EverySaturday"]
 
 
-# -- wire shapes (the official client's request types) -----------------------------------
+# -- inputs (the official client's request types) ----------------------------------------
 
 class _Struct(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     pass
