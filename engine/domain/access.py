@@ -31,6 +31,7 @@ from engine.core.commands import (
     ReserveReply,
 )
 from engine.domain.context import Domain, engine_id, require_currency, scoped_key
+from engine.domain.credits import pool_balance
 from engine.domain.entitlements import (
     Effective,
     credit_period_end,
@@ -138,24 +139,26 @@ async def check_feature(d: Domain, env: str, customer_id: str, feature_id: str, 
                          else None, usage=usage, granted=denied is None, denied=denied)
 
 
-async def _balance(d: Domain, customer: str, currency_id: str,
-                   resource_id: str | None) -> BalanceView | None:
-    reply = await d.runtime.submit(customer, GetBalances(
-        currency_id=currency_id, resource_id=resource_id, match_resource=True))
-    assert isinstance(reply, BalancesReply)
-    return reply.balances[0] if reply.balances else None
+async def _credit_check(d: Domain, env: str, customer_id: str, currency_id: str,
+                        ) -> tuple[dict[str, Any], int, CreditAccess | None]:
+    """The currency (CustomCurrencyNotFound), now, and the answer if the customer itself
+    is denied (missing or archived)."""
+    currency = await require_currency(d, env, currency_id)
+    now = d.now_ms()
+    denied = await customer_denial(d, env, customer_id)
+    if denied is None:
+        return currency, now, None
+    return currency, now, CreditAccess(currency=currency, balance=None, now=now,
+                                       granted=False, denied=denied)
 
 
 async def check_credits(d: Domain, env: str, customer_id: str, currency_id: str, *,
                         requested: int = 0, resource_id: str | None = None) -> CreditAccess:
     """Does the customer's pool hold `requested` units (0: anything at all)?"""
-    currency = await require_currency(d, env, currency_id)
-    now = d.now_ms()
-    denied = await customer_denial(d, env, customer_id)
-    if denied is not None:
-        return CreditAccess(currency=currency, balance=None, now=now, granted=False,
-                            denied=denied)
-    view = await _balance(d, engine_id(env, customer_id), currency_id, resource_id)
+    currency, now, refused = await _credit_check(d, env, customer_id, currency_id)
+    if refused is not None:
+        return refused
+    view = await pool_balance(d, engine_id(env, customer_id), currency_id, resource_id)
     available = view.current_balance if view else 0
     granted = available >= requested if requested else available > 0
     sources = await effective_entitlements(d, env, customer_id, resource_id, now)
@@ -184,12 +187,9 @@ async def reserve(d: Domain, env: str, q: ReserveInput) -> CreditAccess:
     is an answer (denied: InsufficientCredits), not a refusal. The reservation id makes
     the check idempotent: a retry returns the same reservation instead of holding twice,
     and the same id with other parameters is a conflict (IdempotencyKeyReused)."""
-    currency = await require_currency(d, env, q.currency_id)
-    now = d.now_ms()
-    denied = await customer_denial(d, env, q.customer_id)
-    if denied is not None:
-        return CreditAccess(currency=currency, balance=None, now=now, granted=False,
-                            denied=denied)
+    currency, now, refused = await _credit_check(d, env, q.customer_id, q.currency_id)
+    if refused is not None:
+        return refused
     reservation_id = q.reservation_id
     if reservation_id is None:
         reservation_id = f"res-{uuid.uuid4().hex}"
@@ -208,7 +208,7 @@ async def reserve(d: Domain, env: str, q: ReserveInput) -> CreditAccess:
     if isinstance(reply, Refused):
         if reply.code != "INSUFFICIENT_CREDITS":
             raise from_refusal(reply)
-        view = await _balance(d, customer, q.currency_id, q.resource_id)
+        view = await pool_balance(d, customer, q.currency_id, q.resource_id)
         return CreditAccess(currency=currency, balance=view, now=now, granted=False,
                             denied="InsufficientCredits")
     assert isinstance(reply, ReserveReply)

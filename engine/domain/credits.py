@@ -43,7 +43,7 @@ from engine.domain.values import ascii_int
 
 __all__ = ["CONSUMPTIONS_MAX", "ConsumeInput", "GrantInput", "GrantsQuery", "LedgerPage",
            "LedgerQuery", "ReleaseInput", "balances", "consume", "consume_many",
-           "grant_credits", "grants", "ledger", "release", "void_grant"]
+           "grant_credits", "grants", "ledger", "pool_balance", "release", "void_grant"]
 
 
 class GrantInput(msgspec.Struct, frozen=True, kw_only=True):
@@ -220,6 +220,16 @@ async def balances(d: Domain, env: str, customer_id: str, currency_id: str | Non
                     match_resource=resource_id is not None)))
     return [(b, await require_currency(d, env, b.currency_id, allow_archived=True))
             for b in reply.balances]
+
+
+async def pool_balance(d: Domain, customer: str, currency_id: str,
+                       resource_id: str | None) -> BalanceView | None:
+    """The balance of one pool (`customer` is the engine's id), read from its actor;
+    None if the customer never had credits there. No checks: for callers that made them."""
+    reply = await d.runtime.submit(customer, GetBalances(
+        currency_id=currency_id, resource_id=resource_id, match_resource=True))
+    assert isinstance(reply, BalancesReply)
+    return reply.balances[0] if reply.balances else None
 
 
 async def grants(d: Domain, env: str, q: GrantsQuery) -> tuple[list[Any], str | None,

@@ -34,7 +34,6 @@ from engine.domain.context import Domain, engine_id
 from engine.domain.packages import published
 from engine.domain.subscriptions.catch_up import RUNNING, customer_subscriptions, timeline_of
 from engine.domain.subscriptions.document import Subscription
-from engine.domain.values import time_in as parse_time
 
 __all__ = [
     "Effective",
@@ -75,17 +74,6 @@ class Sources:
     features: dict[str, Effective] = field(default_factory=dict)
 
 
-def _ms(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, int):
-        return value
-    try:
-        return parse_time(str(value), "startDate")
-    except Exception:  # noqa: BLE001 (a malformed stored date: no anchor)
-        return None
-
-
 def promo_active(doc: dict[str, Any], now: int) -> bool:
     """A promotion counts from its start until its end date, unless revoked."""
     if doc.get("_archivedAt") is not None:
@@ -103,12 +91,6 @@ async def _subscriptions(d: Domain, env: str, customer_id: str, resource_id: str
     due = [s.due_at for s in subs if isinstance(s.due_at, int) and s.due_at > now]
     running = [s for s in subs if s.status in RUNNING and s.resource_id == resource_id]
     return running, min(due, default=_FOREVER)
-
-
-async def _published(d: Domain, env: str, kind: str, ident: str,
-                     version: int | None) -> dict[str, Any] | None:
-
-    return await published(d.documents, env, kind, ident, version)
 
 
 def _add(eff: Effective, ent: dict[str, Any], quantity: int, anchor: int | None,
@@ -183,10 +165,10 @@ async def _effective(d: Domain, env: str, customer_id: str, resource_id: str | N
         # Usage windows count from the subscription's start — or, for one that replaced
         # another on its product, from the replaced one's (usage carries over an upgrade).
         anchor = sub.usage_anchor or sub.start
-        plan = await _published(d, env, "plan", sub.plan_id, sub.plan_version)
+        plan = await published(d.documents, env, "plan", sub.plan_id, sub.plan_version)
         packages: list[tuple[dict[str, Any], int]] = [(plan, 1)] if plan else []
         for addon in sub.addons:
-            doc = await _published(d, env, "addon", addon.id, addon.version)
+            doc = await published(d.documents, env, "addon", addon.id, addon.version)
             if doc is not None:
                 packages.append((doc, int(addon.quantity or 1)))
         for doc, quantity in packages:

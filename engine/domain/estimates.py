@@ -74,7 +74,6 @@ from engine.domain.values import time_in, units_in
 __all__ = ["Estimate", "EstimateBody", "EstimateUpdateBody", "PreviewBody", "estimate_new",
            "estimate_update"]
 
-RUNNING = ("ACTIVE", "IN_TRIAL")
 
 
 # --- inputs ------------------------------------------------------------------------------
@@ -475,7 +474,7 @@ async def estimate_update(d: Domain, env: str, body: EstimateUpdateBody) -> Esti
     if doc is None:
         raise DomainError(404, "SubscriptionNotFound",
                        f"subscription {body.subscription_id!r} was not found", "subscriptionId")
-    if doc.status not in RUNNING:
+    if doc.status not in subscriptions.RUNNING:
         raise bad_input(f"subscription {body.subscription_id!r} is {doc.status}",
                         "subscriptionId")
     now = d.now_ms()

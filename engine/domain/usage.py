@@ -24,12 +24,10 @@ import anyio
 import msgspec
 
 from engine.core.commands import (
-    BalancesReply,
     BalanceView,
     Burn,
     Dimensions,
     EventsReply,
-    GetBalances,
     IngestEvents,
     Measurement,
     Metered,
@@ -42,6 +40,7 @@ from engine.core.commands import (
 from engine.core.meters import ADDITIVE, Meter, contribution, matches
 from engine.core.usage import burn_units
 from engine.domain.context import Domain, check_key, engine_id, require_customer, scoped_key
+from engine.domain.credits import pool_balance
 from engine.domain.entitlements import effective_entitlements, period_starts, usage_of
 from engine.domain.errors import DomainError, bad_input, from_refusal
 from engine.domain.features import credit_rate_units, require_feature
@@ -290,12 +289,10 @@ async def report_events(d: Domain, env: str, items: list[EventInput], *,
 # -- estimates -----------------------------------------------------------------------------
 
 
-async def _balance(d: Domain, customer: str, currency_id: str,
+async def _current(d: Domain, customer: str, currency_id: str,
                    resource_id: str | None) -> int:
-    reply = await d.runtime.submit(customer, GetBalances(
-        currency_id=currency_id, resource_id=resource_id, match_resource=True))
-    assert isinstance(reply, BalancesReply)
-    return reply.balances[0].current_balance if reply.balances else 0
+    view = await pool_balance(d, customer, currency_id, resource_id)
+    return view.current_balance if view else 0
 
 
 async def _estimates(d: Domain, customer: str, resource_id: str | None,
@@ -305,7 +302,7 @@ async def _estimates(d: Domain, customer: str, resource_id: str | None,
     for currency, line in costs:
         by_currency[currency].append(line)
     return [CostEstimate(currency_id=currency,
-                         current_balance=await _balance(d, customer, currency, resource_id),
+                         current_balance=await _current(d, customer, currency, resource_id),
                          estimated_cost=sum(line.cost for line in lines), lines=lines)
             for currency, lines in by_currency.items()]
 

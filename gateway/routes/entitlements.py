@@ -10,9 +10,7 @@ import msgspec
 from litestar import Request, Response, get
 from litestar.params import FromPath, QueryParameter
 
-from engine.core.commands import BalanceView
 from engine.domain import access
-from engine.domain.entitlements import Effective
 from gateway.context import domain, environment, ok
 from gateway.errors import bad_input
 from gateway.routes.credits import reservation_json
@@ -28,27 +26,26 @@ def _currency_json(doc: dict[str, Any]) -> dict[str, Any]:
             "unitPlural": units.get("plural"), "unitSingular": units.get("singular")}
 
 
-def credit_entitlement(currency: dict[str, Any], b: BalanceView | None, *, now: int,
-                       granted: bool, denied: str | None, reservation: Any = None,
-                       period_end: int | None = None) -> dict[str, Any]:
-    """`period_end`: when the recurring credits of the currency next renew; `now` is
-    when the answer was made, shown as its update time when there is no balance."""
+def _credit_json(a: access.CreditAccess) -> dict[str, Any]:
+    """A credit entitlement; without a balance, its update time is when the answer was
+    made. `usagePeriodEnd`: when the currency's recurring credits next renew."""
+    b = a.balance
     consumed = b.total_consumed if b else 0
     balance = max(b.current_balance, 0) if b else 0
-    updated = iso(b.timestamp) if b else iso(now)
+    updated = iso(b.timestamp) if b else iso(a.now)
     return {
         "type": "CREDIT",
-        "isGranted": granted,
-        "accessDeniedReason": denied,
-        "currency": _currency_json(currency),
+        "isGranted": a.granted,
+        "accessDeniedReason": a.denied,
+        "currency": _currency_json(a.currency),
         "currentUsage": amount_out(consumed),
         "usageLimit": amount_out(consumed + balance),
         "usageUpdatedAt": updated,
         "entitlementUpdatedAt": updated,
-        "reservation": reservation_json(reservation) if reservation is not None else None,
+        "reservation": reservation_json(a.reservation) if a.reservation is not None else None,
         "reserved": amount_out(b.reserved) if b else 0,
         "reservedOnExpiredGrants": 0,
-        "usagePeriodEnd": iso(period_end),
+        "usagePeriodEnd": iso(a.period_end),
         "validUntil": None,
     }
 
@@ -70,17 +67,16 @@ def _feature_json(feature: dict[str, Any]) -> dict[str, Any]:
             "featureType": feature["featureType"]}
 
 
-def feature_entitlement(feature: dict[str, Any] | None, eff: Effective | None,
-                        usage: tuple[int, int] | None, *, granted: bool,
-                        denied: str | None) -> dict[str, Any]:
+def _feature_access_json(a: access.FeatureAccess) -> dict[str, Any]:
+    feature, eff, usage = a.feature, a.effective, a.usage
     window = eff.window if eff is not None else None
     metered = feature is not None and feature.get("featureType") == "NUMBER"
     current = usage[0] if usage is not None else 0
     limit = eff.usage_limit if eff is not None else None
     return {
         "type": "FEATURE",
-        "isGranted": granted,
-        "accessDeniedReason": denied,
+        "isGranted": a.granted,
+        "accessDeniedReason": a.denied,
         "feature": _feature_json(feature) if feature is not None else None,
         "currentUsage": amount_out(current) if metered and eff is not None else None,
         "usageLimit": None if eff is None or eff.unlimited else limit,
@@ -94,17 +90,6 @@ def feature_entitlement(feature: dict[str, Any] | None, eff: Effective | None,
         "validUntil": iso(eff.valid_until) if eff is not None else None,
         "entitlementUpdatedAt": iso(eff.updated_at) if eff is not None else None,
     }
-
-
-def _credit_json(a: access.CreditAccess) -> dict[str, Any]:
-    return credit_entitlement(a.currency, a.balance, now=a.now, granted=a.granted,
-                              denied=a.denied, reservation=a.reservation,
-                              period_end=a.period_end)
-
-
-def _feature_access_json(a: access.FeatureAccess) -> dict[str, Any]:
-    return feature_entitlement(a.feature, a.effective, a.usage, granted=a.granted,
-                               denied=a.denied)
 
 
 @get("/api/v1/customers/{customer_id:str}/entitlements/check")

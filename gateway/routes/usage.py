@@ -67,7 +67,7 @@ def _usage_input(item: UsageItem, at: str) -> usage.UsageInput:
 
 async def _report(request: Request) -> tuple[list[UsageItem], usage.UsageReport]:
     body = await decode_body(request, UsageBody)
-    usage.check_batch(body.usages, "usages")
+    usage.check_batch(body.usages, "usages")  # before converting a batch that is too long
     items = [_usage_input(item, f"usages[{i}]") for i, item in enumerate(body.usages)]
     return body.usages, await usage.report_usage(domain(request), environment(request), items)
 

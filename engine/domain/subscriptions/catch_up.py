@@ -39,7 +39,6 @@ import hashlib
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 from weakref import WeakValueDictionary
 
 import anyio
@@ -144,25 +143,20 @@ def timeline_of(doc: Subscription) -> Timeline:
                     end=doc.end, credit_anchor=doc.credit_anchor)
 
 
-async def _published(d: Domain, env: str, kind: str, ident: str,
-                     version: int | None) -> dict[str, Any] | None:
-
-    return await packages.published(d.documents, env, kind, ident, version)
-
-
 async def credit_sources(d: Domain, env: str, doc: Subscription
                          ) -> list[tuple[str, str, int, str, str]]:
     """The subscription's recurring credits: (source key, currency, units per window,
     cadence, display name) for the plan's CREDIT entitlements and each add-on's times its
     quantity."""
     out: list[tuple[str, str, int, str, str]] = []
-    plan = await _published(d, env, "plan", doc.plan_id, doc.plan_version)
-    packages = [("plan", plan, 1)]
+    plan = await packages.published(d.documents, env, "plan", doc.plan_id, doc.plan_version)
+    held = [("plan", plan, 1)]
     for addon in doc.addons:
-        packages.append((f"addon:{addon.id}",
-                         await _published(d, env, "addon", addon.id, addon.version),
-                         addon.quantity))
-    for source, package, quantity in packages:
+        held.append((f"addon:{addon.id}",
+                     await packages.published(d.documents, env, "addon", addon.id,
+                                              addon.version),
+                     addon.quantity))
+    for source, package, quantity in held:
         if package is None:
             continue
         for e in package.get("entitlements") or ():
