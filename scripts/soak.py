@@ -147,6 +147,31 @@ async def _pg_size(url: str, checkpoint: bool) -> int:
         await conn.close()
 
 
+async def _pg_tables(url: str, vacuum: bool) -> str:
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        if vacuum:
+            await conn.execute("VACUUM (ANALYZE)")
+        rows = await conn.fetch(
+            "SELECT relname, pg_total_relation_size(relid) AS bytes, n_live_tup, n_dead_tup,"
+            " n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
+            " ORDER BY pg_total_relation_size(relid) DESC LIMIT 6")
+    finally:
+        await conn.close()
+    return "  tables: " + "; ".join(
+        f"{r['relname']} {r['bytes'] / MIB:.0f} MiB live {r['n_live_tup']:,} "
+        f"dead {r['n_dead_tup']:,} hot {r['n_tup_hot_upd']:,}/{r['n_tup_upd']:,}" for r in rows)
+
+
+def pg_tables(database_url: str, vacuum: bool) -> str | None:
+    """PostgreSQL only: the largest tables with their dead rows and HOT updates (what an
+    aging server writes into), after a `VACUUM (ANALYZE)` when asked — --vacuum-minutes
+    stands in for autovacuum on a server where it is off, to tell the two apart."""
+    if database_url.startswith("sqlite:///"):
+        return None
+    return anyio.run(_pg_tables, database_url, vacuum)
+
+
 def disk_bytes(database_url: str, checkpoint: bool = False) -> int:
     """The database's size on disk; checkpointed first if asked, so that what the log (WAL)
     holds is counted once, in the tables, and the figure does not depend on when the last
@@ -287,6 +312,11 @@ def soak_backend(label: str, database_url: str, args: argparse.Namespace, script
                 })
                 print(row(intervals[-1]), flush=True)
                 print(internals_row(inside), flush=True)
+                every = args.vacuum_minutes
+                vacuum = bool(every) and round(intervals[-1]["minute"]) % every == 0
+                tables = pg_tables(database_url, vacuum) if args.pg_tables or vacuum else None
+                if tables:
+                    print(tables + (" (vacuumed)" if vacuum else ""), flush=True)
                 disk_prev = disk
         samples = [{"t_s": s["t"] - load_start["t"], "rss_mib": s["rss"], "fds": s["fds"],
                     "cpu_s": s["cpu"]} for s in sampler.samples]
@@ -484,6 +514,12 @@ def main() -> None:
                              "one, loaded in turn (0: none)")
     parser.add_argument("--compare-seconds", type=int, default=30)
     parser.add_argument("--only", choices=["sqlite", "postgresql"])
+    parser.add_argument("--pg-tables", action="store_true",
+                        help="print the largest tables' sizes, dead rows and HOT updates "
+                        "after each interval (PostgreSQL)")
+    parser.add_argument("--vacuum-minutes", type=int, default=0,
+                        help="VACUUM (ANALYZE) the database every N minutes, between "
+                        "intervals (PostgreSQL; for a server running without autovacuum)")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     args.env = dict(args.env)
