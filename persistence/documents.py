@@ -2,7 +2,11 @@
 features, coupons, products, plans, add-ons, subscriptions — and the API keys' hashes
 (the domain's `Documents`: engine/domain/context.py). They change at admin pace, so they
 are written with single statements outside the group commit, and documents are cached in
-memory (the consumption path checks a customer and a currency on every request)."""
+memory (the consumption path checks a customer and a currency on every request).
+
+The tables of `types` (by default the domain's typed documents, engine/domain/stored.py)
+hold typed documents: they are decoded once, when read from the database, and the cache
+holds the decoded, frozen Struct. The other tables' documents are dicts."""
 
 from __future__ import annotations
 
@@ -10,11 +14,13 @@ import hashlib
 import hmac
 import secrets
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
 from engine.core.meters import Meter
+from engine.domain.stored import DOCUMENT_TYPES
 from engine.runtime.clock import SystemClock
 from persistence.pages import Page, page_by_creation
 
@@ -30,6 +36,25 @@ def _camel(column: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+def _times(doc: Any) -> tuple[int, int, int | None]:
+    """(created, updated, archived) of a typed or a dict document."""
+    if isinstance(doc, dict):
+        return doc["_createdAt"], doc["_updatedAt"], doc.get("_archivedAt")
+    return doc.created_at, doc.updated_at, doc.archived_at
+
+
+def _column(doc: Any, column: str) -> Any:
+    """A document's value for one of its table's filter columns."""
+    if isinstance(doc, dict):
+        return doc.get(_camel(column))
+    value = getattr(doc, column)
+    return None if value is msgspec.UNSET else value
+
+
+def _id(doc: Any) -> str:
+    return doc["id"] if isinstance(doc, dict) else doc.id
+
+
 def hash_key(key: str) -> str:
     # API keys are random 32-byte tokens, so a plain SHA-256 is the right hash: nothing to
     # brute-force, and it lets us look a key up by its hash in constant time.
@@ -43,19 +68,20 @@ class Catalog:
     because one creditd process owns a database and every write goes through here."""
 
     def __init__(self, store: Any, *, clock: Any = None,
-                 docs_cached_max: int = 100_000) -> None:
+                 docs_cached_max: int = 100_000,
+                 types: Mapping[str, type] = DOCUMENT_TYPES) -> None:
         assert docs_cached_max > 0
         self.store = store
+        self.types = dict(types)
         # The process's one clock (the runtime's): documents are stamped with its time, so
         # a manual clock (CREDITD_CLOCK) and the documents agree.
         self.clock = clock if clock is not None else SystemClock()
         self.docs_cached_max = docs_cached_max
-        self.docs_cached_max = docs_cached_max
-        self._docs: dict[str, OrderedDict[tuple[str, str], dict[str, Any]]] = {}
+        self._docs: dict[str, OrderedDict[tuple[str, str], Any]] = {}
         self._keys: dict[str, str] = {}  # key hash -> environment
         # environment -> features with a meter (events are matched against all of them);
         # dropped whenever a feature of the environment is written.
-        self._metered: dict[str, list[tuple[dict[str, Any], Meter]]] = {}
+        self._metered: dict[str, list[tuple[Any, Meter]]] = {}
 
     def now_ms(self) -> int:
         return self.clock.now_ms()
@@ -102,7 +128,18 @@ class Catalog:
 
     # -- documents (currencies, customer profiles) ----------------------------------------
 
-    async def get(self, table: str, environment: str, ident: str) -> dict[str, Any] | None:
+    def _decode(self, table: str, raw: str | bytes) -> Any:
+        kind = self.types.get(table)
+        return _unjson(raw) if kind is None else _unjson(raw, type=kind)
+
+    def _encode(self, table: str, doc: Any) -> str:
+        kind = self.types.get(table)
+        if kind is not None and not isinstance(doc, kind):
+            raise TypeError(f"{table} keeps {kind.__name__} documents, not {type(doc).__name__}")
+        return _json(doc).decode()
+
+    async def get(self, table: str, environment: str, ident: str) -> Any:
+        """The document (a typed one for the tables of `types`), None if there is none."""
         cache = self._docs.setdefault(table, OrderedDict())
         doc = cache.get((environment, ident))
         if doc is not None:
@@ -112,28 +149,29 @@ class Catalog:
             f"SELECT doc FROM {table} WHERE environment = ? AND id = ?", environment, ident)
         if not rows:
             return None  # not cached: the document may be created later
-        doc = _unjson(rows[0][0])
+        doc = self._decode(table, rows[0][0])
         self._remember(table, environment, doc)
         return doc
 
-    async def metered_features(self, environment: str) -> list[tuple[dict[str, Any], Meter]]:
-        """The environment's active features that have a meter, with the meter parsed."""
+    async def metered_features(self, environment: str) -> list[tuple[Any, Meter]]:
+        """The environment's active features that have a meter, with the meter."""
         found = self._metered.get(environment)
         if found is None:
             rows = await self.store.fetch(
                 "SELECT doc FROM features WHERE environment = ? AND archived_at IS NULL "
                 "AND meter_type <> 'None'", environment)
-            docs = [d for d in (_unjson(r[0]) for r in rows) if d.get("meter")]
-            found = [(d, msgspec.convert(d["meter"], Meter)) for d in docs]
+            docs = [self._decode("features", r[0]) for r in rows]
+            found = [(d, d.meter) for d in docs if d.meter is not None]
             self._metered[environment] = found
         return found
 
-    def _remember(self, table: str, environment: str, doc: dict[str, Any]) -> None:
+    def _remember(self, table: str, environment: str, doc: Any) -> None:
         if table == "features":
             self._metered.pop(environment, None)
         cache = self._docs.setdefault(table, OrderedDict())
-        cache[(environment, doc["id"])] = doc
-        cache.move_to_end((environment, doc["id"]))
+        key = (environment, _id(doc))
+        cache[key] = doc
+        cache.move_to_end(key)
         if len(cache) > self.docs_cached_max:
             cache.popitem(last=False)
 
@@ -146,7 +184,7 @@ class Catalog:
                 "addons": ("product_id", "status"),
                 "subscriptions": ("customer_id", "plan_id", "status", "resource_id", "due_at")}
 
-    async def insert(self, table: str, environment: str, doc: dict[str, Any]) -> bool:
+    async def insert(self, table: str, environment: str, doc: Any) -> bool:
         """False if a document with this id exists already."""
         extra = self._COLUMNS.get(table, ())
         names = ", ".join(("environment", "id", "doc", "created_at", "updated_at",
@@ -155,23 +193,27 @@ class Catalog:
         count = await self.store.execute(
             f"INSERT INTO {table} ({names}) VALUES ({marks}) "
             "ON CONFLICT (environment, id) DO NOTHING",
-            environment, doc["id"], _json(doc).decode(), doc["_createdAt"], doc["_updatedAt"],
-            doc.get("_archivedAt"), *(doc.get(_camel(c)) for c in extra))
+            environment, _id(doc), self._encode(table, doc), *_times(doc),
+            *(_column(doc, c) for c in extra))
         if count:
             self._remember(table, environment, doc)
         return bool(count)
 
-    async def replace(self, table: str, environment: str, doc: dict[str, Any]) -> None:
+    def _replacement(self, table: str, environment: str, doc: Any) -> tuple[Any, ...]:
+        _, updated, archived = _times(doc)
+        return (self._encode(table, doc), updated, archived,
+                *(_column(doc, c) for c in self._COLUMNS.get(table, ())), environment,
+                _id(doc))
+
+    async def replace(self, table: str, environment: str, doc: Any) -> None:
         extra = self._COLUMNS.get(table, ())
         sets = "".join(f", {c} = ?" for c in extra)
         await self.store.execute(
             f"UPDATE {table} SET doc = ?, updated_at = ?, archived_at = ?{sets} "
-            "WHERE environment = ? AND id = ?",
-            _json(doc).decode(), doc["_updatedAt"], doc.get("_archivedAt"),
-            *(doc.get(_camel(c)) for c in extra), environment, doc["id"])
+            "WHERE environment = ? AND id = ?", *self._replacement(table, environment, doc))
         self._remember(table, environment, doc)
 
-    async def replace_many(self, table: str, items: list[tuple[str, dict[str, Any]]]) -> None:
+    async def replace_many(self, table: str, items: list[tuple[str, Any]]) -> None:
         """`replace` for many (environment, document) pairs in one transaction: all are
         written or none."""
         extra = self._COLUMNS.get(table, ())
@@ -179,8 +221,7 @@ class Catalog:
         await self.store.transact([(
             f"UPDATE {table} SET doc = ?, updated_at = ?, archived_at = ?{sets} "
             "WHERE environment = ? AND id = ?",
-            [(_json(doc).decode(), doc["_updatedAt"], doc.get("_archivedAt"),
-              *(doc.get(_camel(c)) for c in extra), env, doc["id"]) for env, doc in items])])
+            [self._replacement(table, env, doc) for env, doc in items])])
         for env, doc in items:
             self._remember(table, env, doc)
 
@@ -213,7 +254,7 @@ class Catalog:
         rows, next_cursor, prev_cursor = await page_by_creation(
             self.store, f"SELECT doc, created_at, id FROM {table}", where, params, limit,
             after, before)
-        return Page([_unjson(r[0]) for r in rows], next_cursor, prev_cursor)
+        return Page([self._decode(table, r[0]) for r in rows], next_cursor, prev_cursor)
 
     # -- published package versions (gateway/packages caches them) ------------------------
 
@@ -249,7 +290,7 @@ class Catalog:
         for table in tables:
             for (doc,) in await self.store.fetch(
                     f"SELECT doc FROM {table} WHERE environment = ?", environment):
-                await into.insert(table, environment, _unjson(doc))
+                await into.insert(table, environment, self._decode(table, doc))
         for row in await self.store.fetch(
                 "SELECT environment, kind, id, version, doc, published_at FROM package_versions "
                 "WHERE environment = ?", environment):

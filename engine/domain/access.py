@@ -39,6 +39,7 @@ from engine.domain.entitlements import (
     usage_of,
 )
 from engine.domain.errors import bad_input, from_refusal
+from engine.domain.stored import Currency, Feature
 
 __all__ = ["RESERVATION_TTL_S_DEFAULT", "RESERVATION_TTL_S_MAX", "CreditAccess",
            "CustomerEntitlements", "FeatureAccess", "ReserveInput", "check_credits",
@@ -50,7 +51,7 @@ RESERVATION_TTL_S_MAX = 24 * 3600
 
 
 class FeatureAccess(msgspec.Struct, frozen=True, kw_only=True):
-    feature: dict[str, Any] | None  # None: FeatureNotFound
+    feature: Feature | None  # None: FeatureNotFound
     effective: Effective | None  # what the customer is granted (None: nothing)
     usage: tuple[int, int] | None  # (units used in the current window, updated at)
     granted: bool
@@ -58,7 +59,7 @@ class FeatureAccess(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class CreditAccess(msgspec.Struct, frozen=True, kw_only=True):
-    currency: dict[str, Any]
+    currency: Currency
     balance: BalanceView | None
     now: int  # when the answer was made
     granted: bool
@@ -91,17 +92,17 @@ async def customer_denial(d: Domain, env: str, customer_id: str) -> str | None:
     doc = await d.documents.get("customer_profiles", env, customer_id)
     if doc is None:
         return "CustomerNotFound"
-    if doc.get("_archivedAt") is not None:
+    if doc.archived_at is not None:
         return "CustomerIsArchived"
     return None
 
 
-def _decide(feature: dict[str, Any], eff: Effective | None, usage: tuple[int, int] | None,
+def _decide(feature: Feature, eff: Effective | None, usage: tuple[int, int] | None,
             any_source: bool, requested: int | None, values: list[str]) -> str | None:
     """Why access to `feature` is denied, or None."""
     if eff is None or not eff.granted:
         return "NoFeatureEntitlementInSubscription" if any_source else "NoActiveSubscription"
-    kind = feature.get("featureType")
+    kind = feature.feature_type
     if kind == "NUMBER" and not eff.unlimited and not eff.soft_limit:
         limit = (eff.usage_limit or 0) * SCALE
         current = usage[0] if usage is not None else 0
@@ -120,7 +121,7 @@ async def check_feature(d: Domain, env: str, customer_id: str, feature_id: str, 
     """May the customer use `requested` units (None: any) of the feature, or these ENUM
     `values`? Denials are answers, not refusals."""
     feature = await d.documents.get("features", env, feature_id)
-    if feature is None or feature.get("_archivedAt") is not None:
+    if feature is None or feature.archived_at is not None:
         return FeatureAccess(feature=None, effective=None, usage=None, granted=False,
                              denied="FeatureNotFound")
     denied = await customer_denial(d, env, customer_id)
@@ -130,7 +131,7 @@ async def check_feature(d: Domain, env: str, customer_id: str, feature_id: str, 
     sources = await effective_entitlements(d, env, customer_id, resource_id, d.now_ms())
     eff = sources.features.get(feature_id)
     usage = None
-    if eff is not None and feature.get("featureType") == "NUMBER":
+    if eff is not None and feature.feature_type == "NUMBER":
         windows = {feature_id: eff.window} if eff.window is not None else {}
         usage = (await usage_of(d, env, customer_id, resource_id, windows)).get(feature_id)
     denied = _decide(feature, eff, usage, bool(sources.subscriptions or sources.promotions),
@@ -244,7 +245,7 @@ async def entitlements(d: Domain, env: str, customer_id: str,
         usage = await usage_of(d, env, customer_id, resource_id, windows)
         for feature_id in sorted(granted_features):
             feature = await d.documents.get("features", env, feature_id)
-            if feature is None or feature.get("_archivedAt") is not None:
+            if feature is None or feature.archived_at is not None:
                 continue
             eff = granted_features[feature_id]
             why = _decide(feature, eff, usage.get(feature_id), True, None, [])

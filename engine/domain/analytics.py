@@ -20,6 +20,7 @@ import msgspec
 from engine.domain.context import Domain, engine_id, require_currency, require_customer
 from engine.domain.errors import bad_input
 from engine.domain.features import require_feature
+from engine.domain.stored import Currency
 from engine.domain.values import ascii_int
 
 __all__ = ["GROUP_KEYS_MAX", "RANGE_MS_MAX", "CreditSeries", "CreditUsage", "CreditUsageQuery",
@@ -143,7 +144,7 @@ class CreditSeries(msgspec.Struct, frozen=True):
 
 
 class CreditUsage(msgspec.Struct, frozen=True):
-    currency: dict[str, Any] | None  # the currency's document, if one currency is shown
+    currency: Currency | None  # the currency's document, if one currency is shown
     series: list[CreditSeries]
     next: str | None
     prev: str | None
@@ -198,7 +199,7 @@ async def credit_usage(d: Domain, env: str, q: CreditUsageQuery) -> CreditUsage:
     for s in page:
         if s["feature"] and s["feature"] not in names:
             doc = await d.documents.get("features", env, s["feature"])
-            names[s["feature"]] = doc["displayName"] if doc else s["feature"]
+            names[s["feature"]] = doc.display_name if doc else s["feature"]
     return CreditUsage(
         currency=currency,
         series=[CreditSeries(

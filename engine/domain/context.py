@@ -10,19 +10,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import anyio
+import msgspec
 
+from engine.core.meters import Meter
 from engine.domain.entitlements_cache import EntitlementsCache
 from engine.domain.errors import DomainError, not_found
+from engine.domain.stored import Currency, Customer, Feature, Stored
 from engine.runtime import Runtime
+
+D = TypeVar("D")
 
 __all__ = [
     "IDEMPOTENCY_KEY_BYTES_MAX",
     "DocumentPage",
     "Documents",
     "Domain",
+    "archived_at",
     "check_key",
     "engine_id",
     "require_currency",
@@ -35,23 +41,24 @@ __all__ = [
 class DocumentPage(NamedTuple):
     """A page of documents in creation order and the cursors of the pages beside it."""
 
-    items: list[dict[str, Any]]
+    items: list[Any]
     next: str | None
     prev: str | None
 
 
 class Documents(Protocol):
     """The environment-scoped documents (customers, currencies, …), cached: the
-    store's Catalog (persistence/documents.py). A document is a dict of its wire fields
-    plus `_createdAt`, `_updatedAt` and `_archivedAt` (epoch ms); subscriptions are read
-    and written through their typed form (subscriptions/document.py)."""
+    store's Catalog (persistence/documents.py). Customers, currencies, features and
+    coupons are typed (stored.py: `DOCUMENT_TYPES`); the other tables' documents are
+    dicts of their wire fields plus `_createdAt`, `_updatedAt` and `_archivedAt` (epoch
+    ms) — subscriptions are read and written through their typed form
+    (subscriptions/document.py)."""
 
-    async def get(self, table: str, environment: str, doc_id: str,
-                  ) -> dict[str, Any] | None: ...
+    async def get(self, table: str, environment: str, doc_id: str) -> Any: ...
 
-    async def insert(self, table: str, environment: str, doc: dict[str, Any]) -> bool: ...
+    async def insert(self, table: str, environment: str, doc: Any) -> bool: ...
 
-    async def replace(self, table: str, environment: str, doc: dict[str, Any]) -> None: ...
+    async def replace(self, table: str, environment: str, doc: Any) -> None: ...
 
     async def page(self, table: str, environment: str, limit: int, after: str | None,
                    before: str | None, archived: bool | None = None, *,
@@ -65,12 +72,10 @@ class Documents(Protocol):
     # many customers).
     docs_cached_max: int
 
-    async def replace_many(self, table: str, items: list[tuple[str, dict[str, Any]]],
-                           ) -> None: ...
+    async def replace_many(self, table: str, items: list[tuple[str, Any]]) -> None: ...
 
-    async def metered_features(self, environment: str) -> list[tuple[dict[str, Any], Any]]:
-        """The environment's active features that have a meter, with the meter parsed
-        (engine.core.meters.Meter)."""
+    async def metered_features(self, environment: str) -> list[tuple[Feature, Meter]]:
+        """The environment's active features that have a meter, with the meter."""
 
     # Published package versions (engine/domain/packages): immutable once written.
     async def latest_version(self, environment: str, kind: str, ident: str) -> int | None: ...
@@ -82,14 +87,22 @@ class Documents(Protocol):
                                   version: int) -> None: ...
 
 
-def stamp(documents: Documents, doc: dict[str, Any], *, created: bool = False,
-          ) -> dict[str, Any]:
-    """Mark `doc` changed (and created) now, by the process's clock (the documents')."""
+def stamp(documents: Documents, doc: D, *, created: bool = False) -> D:
+    """`doc` marked changed (and created) now, by the process's clock (the documents'):
+    a typed document's stamped copy, or a dict stamped in place."""
     now = documents.now_ms()
+    if isinstance(doc, Stored):
+        return msgspec.structs.replace(  # type: ignore[return-value]
+            doc, updated_at=now, **({"created_at": now} if created else {}))
     if created:
         doc["_createdAt"] = now
     doc["_updatedAt"] = now
     return doc
+
+
+def archived_at(doc: Any) -> int | None:
+    """When a typed or dict document was archived (None: it is not)."""
+    return doc.get("_archivedAt") if isinstance(doc, dict) else doc.archived_at
 
 
 class Shared:
@@ -154,21 +167,20 @@ def check_key(key: str, field: str) -> None:
 
 
 async def require_document(d: Domain, env: str, table: str, doc_id: str, *, what: str,
-                           code: str, field: str, allow_archived: bool = False,
-                           ) -> dict[str, Any]:
+                           code: str, field: str, allow_archived: bool = False) -> Any:
     """A document of `table`; `<code>NotFound`, or `<code>IsArchived` unless allowed
     (Stigg's codes: CustomerNotFound, FeatureIsArchived, …)."""
     doc = await d.documents.get(table, env, doc_id)
     if doc is None:
         raise not_found(f"{code}NotFound", what, doc_id, field)
-    if doc.get("_archivedAt") is not None and not allow_archived:
+    if archived_at(doc) is not None and not allow_archived:
         raise DomainError(400, f"{code}IsArchived", f"{what} {doc_id!r} is archived", field)
     return doc
 
 
 async def require_customer(d: Domain, env: str, customer_id: str, *,
                            field: str = "customerId", allow_archived: bool = False,
-                           ) -> dict[str, Any]:
+                           ) -> Customer:
     """The customer's profile; CustomerNotFound, or CustomerIsArchived unless allowed."""
     return await require_document(d, env, "customer_profiles", customer_id, what="customer",
                                   code="Customer", field=field, allow_archived=allow_archived)
@@ -176,17 +188,21 @@ async def require_customer(d: Domain, env: str, customer_id: str, *,
 
 async def require_currency(d: Domain, env: str, currency_id: str, *,
                            field: str = "currencyId", allow_archived: bool = False,
-                           ) -> dict[str, Any]:
+                           ) -> Currency:
     """The custom currency; CustomCurrencyNotFound, or CustomCurrencyIsArchived."""
     return await require_document(d, env, "currencies", currency_id, what="currency",
                                   code="CustomCurrency", field=field,
                                   allow_archived=allow_archived)
 
 
-async def set_archived(d: Domain, env: str, table: str, doc: dict[str, Any],
-                       archived: bool) -> dict[str, Any]:
+async def set_archived(d: Domain, env: str, table: str, doc: D, archived: bool) -> D:
     """Archive (now) or unarchive a copy of `doc` and store it."""
-    doc = dict(doc)
-    doc["_archivedAt"] = d.documents.now_ms() if archived else None
-    await d.documents.replace(table, env, stamp(d.documents, doc))
+    at = d.documents.now_ms() if archived else None
+    if isinstance(doc, Stored):
+        doc = msgspec.structs.replace(doc, archived_at=at)  # type: ignore[assignment]
+    else:
+        doc = dict(doc)  # type: ignore[assignment]
+        doc["_archivedAt"] = at  # type: ignore[index]
+    doc = stamp(d.documents, doc)
+    await d.documents.replace(table, env, doc)
     return doc

@@ -17,8 +17,10 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from engine.billing.pricing import DURATION_MONTHS_MAX
+from engine.domain import stored
 from engine.domain.context import Domain, set_archived, stamp
 from engine.domain.errors import DomainError, bad_input, not_found
+from engine.domain.stored import Coupon
 from engine.domain.values import units_in
 
 __all__ = ["AmountOff", "CouponCreate", "CouponUpdate", "CouponsQuery", "archive", "create",
@@ -62,15 +64,15 @@ class CouponsQuery(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def discount(c: CouponCreate) -> dict[str, Any]:
-    """The coupon's discount as its document keeps it: a percentage, or amounts per
-    currency in units."""
+    """The coupon's discount as its document keeps it (stored.Coupon's attributes): a
+    percentage, or amounts per currency in units."""
     if (c.percent_off is None) == (c.amounts_off is None):
         raise bad_input("give either percentOff or amountsOff", "percentOff")
     if c.percent_off is not None:
         p = c.percent_off
         if not p.is_finite() or p != p.to_integral_value() or not 1 <= p <= 100:
             raise bad_input("must be a whole number from 1 to 100", "percentOff")
-        return {"type": "PERCENTAGE", "percentOff": int(p), "amountsOff": None}
+        return {"type": "PERCENTAGE", "percent_off": int(p), "amounts_off": None}
     assert c.amounts_off is not None
     if not c.amounts_off:
         raise bad_input("must hold at least one amount", "amountsOff")
@@ -83,13 +85,13 @@ def discount(c: CouponCreate) -> dict[str, Any]:
         if currency in seen:
             raise bad_input("each currency at most once", f"amountsOff[{i}].currency")
         seen.add(currency)
-        amounts.append({"amount": units_in(a.amount, f"amountsOff[{i}].amount"),
-                        "currency": currency})
-    return {"type": "FIXED", "percentOff": None, "amountsOff": amounts}
+        amounts.append(stored.AmountOff(units_in(a.amount, f"amountsOff[{i}].amount"),
+                                        currency))
+    return {"type": "FIXED", "percent_off": None, "amounts_off": amounts}
 
 
 def duration(c: CouponCreate) -> dict[str, Any]:
-    """How long the discount applies, as the coupon's document keeps it."""
+    """How long the discount applies, as the coupon's document keeps it (attributes)."""
     months = c.duration_in_months
     if months is not None and not 1 <= months <= DURATION_MONTHS_MAX:
         raise bad_input(f"must be from 1 to {DURATION_MONTHS_MAX}", "durationInMonths")
@@ -98,23 +100,23 @@ def duration(c: CouponCreate) -> dict[str, Any]:
         raise bad_input("is required for a REPEATING coupon", "durationInMonths")
     if kind != "REPEATING" and months is not None:
         raise bad_input(f"a {kind} coupon has no durationInMonths", "durationInMonths")
-    return {"duration": kind, "durationInMonths": months}
+    return {"duration": kind, "duration_in_months": months}
 
 
-async def get(d: Domain, env: str, coupon_id: str) -> dict[str, Any]:
+async def get(d: Domain, env: str, coupon_id: str) -> Coupon:
     doc = await d.documents.get(_TABLE, env, coupon_id)
     if doc is None:
         raise not_found("CouponNotFound", "coupon", coupon_id, "id")
     return doc
 
 
-async def create(d: Domain, env: str, c: CouponCreate) -> dict[str, Any]:
+async def create(d: Domain, env: str, c: CouponCreate) -> Coupon:
     if not c.id or "/" in c.id or len(c.id) > COUPON_ID_MAX:
         raise bad_input(f"must be 1-{COUPON_ID_MAX} characters without '/'", "id")
     if not c.name.strip():
         raise bad_input("must not be empty", "name")
-    doc = stamp(d.documents, {"id": c.id, "name": c.name, "description": c.description,
-                              "metadata": c.metadata or {}, **discount(c), **duration(c)},
+    doc = stamp(d.documents, Coupon(id=c.id, name=c.name, description=c.description,
+                                    metadata=c.metadata or {}, **discount(c), **duration(c)),
                 created=True)
     if not await d.documents.insert(_TABLE, env, doc):
         raise DomainError(409, "DuplicatedEntityNotAllowed",
@@ -122,18 +124,20 @@ async def create(d: Domain, env: str, c: CouponCreate) -> dict[str, Any]:
     return doc
 
 
-async def update(d: Domain, env: str, coupon_id: str, u: CouponUpdate) -> dict[str, Any]:
+async def update(d: Domain, env: str, coupon_id: str, u: CouponUpdate) -> Coupon:
     """Name, description and metadata; the discount and duration never change."""
-    doc = dict(await get(d, env, coupon_id))
+    doc = await get(d, env, coupon_id)
+    changes: dict[str, Any] = {}
     if u.name is not UNSET:
         if not u.name.strip():
             raise bad_input("must not be empty", "name")
-        doc["name"] = u.name
+        changes["name"] = u.name
     if u.description is not UNSET:
-        doc["description"] = u.description
+        changes["description"] = u.description
     if u.metadata is not UNSET:
-        doc["metadata"] = u.metadata or {}
-    await d.documents.replace(_TABLE, env, stamp(d.documents, doc))
+        changes["metadata"] = u.metadata or {}
+    doc = stamp(d.documents, msgspec.structs.replace(doc, **changes))
+    await d.documents.replace(_TABLE, env, doc)
     return doc
 
 
@@ -148,10 +152,10 @@ async def list_coupons(d: Domain, env: str, q: CouponsQuery) -> Any:
                                   created=list(q.created), equal={"id": q.id, "type": q.type})
 
 
-async def archive(d: Domain, env: str, coupon_id: str) -> dict[str, Any]:
+async def archive(d: Domain, env: str, coupon_id: str) -> Coupon:
     """Archived coupons cannot be applied to new subscriptions; archiving again is a
     no-op."""
     doc = await get(d, env, coupon_id)
-    if doc.get("_archivedAt") is not None:
+    if doc.archived_at is not None:
         return doc
     return await set_archived(d, env, _TABLE, doc, True)

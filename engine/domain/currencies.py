@@ -1,7 +1,7 @@
 """Custom currencies (credit types): create, list, update, archive and unarchive.
 
-A currency's optional top-up price (what one credit costs when auto-recharge buys it) is
-kept in units (10^-5), exact."""
+A currency is a typed document (stored.Currency). Its optional top-up price (what one
+credit costs when auto-recharge buys it) is kept in units (10^-5), exact."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from msgspec import UNSET, UnsetType
 
 from engine.domain.context import Domain, require_currency, set_archived, stamp
 from engine.domain.errors import DomainError, bad_input
+from engine.domain.stored import Currency, CurrencyUnits
+from engine.domain.stored import TopUp as StoredTopUp
 
 __all__ = ["CURRENCY_ID_MAX", "CurrencyInput", "CurrencyUpdate", "TopUp", "Units", "archive",
            "create", "list_currencies", "top_up_document", "update"]
@@ -52,11 +54,11 @@ class CurrencyUpdate(msgspec.Struct, frozen=True, kw_only=True):
     top_up: TopUp | None | UnsetType = UNSET
 
 
-def _units(units: Units | None) -> dict[str, str] | None:
-    return None if units is None else {"plural": units.plural, "singular": units.singular}
+def _units(units: Units | None) -> CurrencyUnits | None:
+    return None if units is None else CurrencyUnits(units.plural, units.singular)
 
 
-def top_up_document(t: TopUp | None) -> dict[str, object] | None:
+def top_up_document(t: TopUp | None) -> StoredTopUp | None:
     """The top-up price as the currency's document keeps it (units), checked."""
     if t is None:
         return None
@@ -66,17 +68,17 @@ def top_up_document(t: TopUp | None) -> dict[str, object] | None:
     currency = t.price_currency.lower()
     if not (len(currency) == 3 and currency.isascii() and currency.isalpha()):
         raise bad_input("must be a three-letter currency code", "topUp.priceCurrency")
-    return {"pricePerCredit": t.price_per_credit, "priceCurrency": currency,
-            "minimumPurchase": low, "maximumPurchase": high}
+    return StoredTopUp(price_per_credit=t.price_per_credit, price_currency=currency,
+                       minimum_purchase=low, maximum_purchase=high)
 
 
-async def create(d: Domain, env: str, c: CurrencyInput) -> dict[str, Any]:
+async def create(d: Domain, env: str, c: CurrencyInput) -> Currency:
     if not c.id or "/" in c.id or len(c.id) > CURRENCY_ID_MAX:
         raise bad_input(f"must be 1-{CURRENCY_ID_MAX} characters without '/'", "id")
-    doc = stamp(d.documents, {"id": c.id, "displayName": c.display_name,
-                              "description": c.description, "metadata": c.metadata,
-                              "symbol": c.symbol, "units": _units(c.units),
-                              "topUp": top_up_document(c.top_up)}, created=True)
+    doc = stamp(d.documents, Currency(
+        id=c.id, display_name=c.display_name, description=c.description,
+        metadata=c.metadata, symbol=c.symbol, units=_units(c.units),
+        top_up=top_up_document(c.top_up)), created=True)
     if not await d.documents.insert(_TABLE, env, doc):
         raise DomainError(409, "DuplicatedEntityNotAllowed",
                           f"currency {c.id!r} exists already", "id")
@@ -92,24 +94,22 @@ async def list_currencies(d: Domain, env: str, limit: int, after: str | None,
     return await d.documents.page(_TABLE, env, limit, after, before, archived)
 
 
-async def update(d: Domain, env: str, currency_id: str, u: CurrencyUpdate) -> dict[str, Any]:
-    doc = dict(await require_currency(d, env, currency_id, allow_archived=True))
-    for attribute, wire_name in (("display_name", "displayName"),
-                                 ("description", "description"), ("symbol", "symbol")):
-        value = getattr(u, attribute)
-        if value is not UNSET:
-            doc[wire_name] = value
+async def update(d: Domain, env: str, currency_id: str, u: CurrencyUpdate) -> Currency:
+    doc = await require_currency(d, env, currency_id, allow_archived=True)
+    changes: dict[str, Any] = {name: value for name in ("display_name", "description", "symbol")
+                               if (value := getattr(u, name)) is not UNSET}
     if u.metadata is not UNSET:
-        doc["metadata"] = u.metadata or {}
+        changes["metadata"] = u.metadata or {}
     if u.units is not UNSET:
-        doc["units"] = _units(u.units)
+        changes["units"] = _units(u.units)
     if u.top_up is not UNSET:
-        doc["topUp"] = top_up_document(u.top_up)
-    await d.documents.replace(_TABLE, env, stamp(d.documents, doc))
+        changes["top_up"] = top_up_document(u.top_up)
+    doc = stamp(d.documents, msgspec.structs.replace(doc, **changes))
+    await d.documents.replace(_TABLE, env, doc)
     return doc
 
 
-async def archive(d: Domain, env: str, currency_id: str, archived: bool) -> dict[str, Any]:
+async def archive(d: Domain, env: str, currency_id: str, archived: bool) -> Currency:
     """Archive (or unarchive): an archived currency takes no new grants or consumptions;
     balances in it stay readable."""
     doc = await require_currency(d, env, currency_id, allow_archived=True)

@@ -1,8 +1,8 @@
 """Customers: provision, get, update, list, archive and unarchive.
 
-A customer's profile is a document of the fields the client sent (Stigg's Customer has
-many optional billing fields that creditd keeps and returns but never computes on); its
-credits live with the engine under the same id.
+A customer's profile is a typed document (stored.Customer) of the fields the client sent
+(Stigg's Customer has many optional billing fields that creditd keeps and returns but
+never computes on); its credits live with the engine under the same id.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import msgspec
 
 from engine.domain.context import Domain, require_customer, set_archived, stamp
 from engine.domain.errors import DomainError, bad_input
+from engine.domain.stored import Customer
 
 __all__ = ["CUSTOMER_ID_MAX", "CustomersQuery", "archive", "get", "list_customers",
            "provision", "update"]
@@ -31,38 +32,46 @@ class CustomersQuery(msgspec.Struct, frozen=True, kw_only=True):
     created: tuple[tuple[str, int], ...] = ()
 
 
+# What a client may set, by attribute (stored.Customer's fields but the id and times).
+FIELDS = frozenset(Customer.__struct_fields__) - {"id", "created_at", "updated_at",
+                                                  "archived_at"}
+
+
 def _fields(fields: dict[str, Any]) -> dict[str, Any]:
-    fields = {k: v for k, v in fields.items() if k != "id"}
+    """The given fields by attribute name; a null metadata is an empty one."""
+    unknown = set(fields) - FIELDS
+    if unknown:
+        raise bad_input("is not a customer field", sorted(unknown)[0])
     if "metadata" in fields and fields["metadata"] is None:
-        fields["metadata"] = {}
+        fields = {**fields, "metadata": {}}
     return fields
 
 
 async def provision(d: Domain, env: str, customer_id: str,
-                    fields: dict[str, Any]) -> dict[str, Any]:
-    """A new customer with `fields` (wire names: email, name, metadata, billingId, …)."""
+                    fields: dict[str, Any]) -> Customer:
+    """A new customer with `fields` (by attribute name: email, name, metadata,
+    billing_id, …; absent ones stay unset)."""
     if not customer_id or "/" in customer_id or len(customer_id) > CUSTOMER_ID_MAX:
         raise bad_input(f"must be 1-{CUSTOMER_ID_MAX} characters without '/'", "id")
-    doc = stamp(d.documents, {"id": customer_id, "metadata": {}, **_fields(fields)},
-                created=True)
+    doc = stamp(d.documents, Customer(id=customer_id, **_fields(fields)), created=True)
     if not await d.documents.insert(_TABLE, env, doc):
         raise DomainError(409, "DuplicatedEntityNotAllowed",
                           f"customer {customer_id!r} exists already", "id")
     return doc
 
 
-async def get(d: Domain, env: str, customer_id: str) -> dict[str, Any]:
+async def get(d: Domain, env: str, customer_id: str) -> Customer:
     """The customer, archived or not."""
     return await require_customer(d, env, customer_id, field="id", allow_archived=True)
 
 
 async def update(d: Domain, env: str, customer_id: str,
-                 fields: dict[str, Any]) -> dict[str, Any]:
-    """Set the fields given (absent ones are left alone; a null metadata clears it). An
-    archived customer is not updated."""
-    doc = dict(await require_customer(d, env, customer_id, field="id"))
-    doc.update(_fields(fields))
-    await d.documents.replace(_TABLE, env, stamp(d.documents, doc))
+                 fields: dict[str, Any]) -> Customer:
+    """Set the fields given (by attribute name; absent ones are left alone, a null
+    metadata clears it). An archived customer is not updated."""
+    doc = await require_customer(d, env, customer_id, field="id")
+    doc = stamp(d.documents, msgspec.structs.replace(doc, **_fields(fields)))
+    await d.documents.replace(_TABLE, env, doc)
     return doc
 
 
@@ -73,7 +82,7 @@ async def list_customers(d: Domain, env: str, q: CustomersQuery) -> Any:
                                   equal={"email": q.email, "name": q.name})
 
 
-async def archive(d: Domain, env: str, customer_id: str, archived: bool) -> dict[str, Any]:
+async def archive(d: Domain, env: str, customer_id: str, archived: bool) -> Customer:
     """Archive (or unarchive) a customer: archived ones keep their credits and answer
     reads, but take no new grants or consumptions."""
     doc = await require_customer(d, env, customer_id, field="id", allow_archived=True)

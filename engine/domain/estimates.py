@@ -56,6 +56,8 @@ from engine.core.amounts import from_units
 from engine.domain import packages
 from engine.domain.context import Domain, require_customer
 from engine.domain.errors import DomainError, bad_input
+from engine.domain.stored import Coupon as StoredCoupon
+from engine.domain.stored import unset_none
 from engine.domain.subscriptions import catch_up as subscriptions
 from engine.domain.subscriptions.catch_up import trial_eligible
 from engine.domain.subscriptions.changes import (
@@ -194,6 +196,11 @@ async def _package(d: Domain, env: str, kind: str, ident: str, field: str,
     return await packages.require_published(catalog, env, kind, ident, field=field)
 
 
+def _pricing_coupon(doc: StoredCoupon) -> Coupon:
+    # The billing layer reads a coupon in its stored (wire) names.
+    return coupon_from_doc(msgspec.to_builtins(doc))
+
+
 @dataclass
 class _Applied:
     coupon: Coupon
@@ -204,9 +211,9 @@ async def _coupon_by_id(d: Domain, env: str, ident: str, field: str) -> Coupon:
     doc = await d.documents.get("coupons", env, ident)
     if doc is None:
         raise DomainError(404, "CouponNotFound", f"coupon {ident!r} was not found", field)
-    if doc.get("_archivedAt") is not None:
+    if doc.archived_at is not None:
         raise bad_input(f"coupon {ident!r} is archived", field)
-    return coupon_from_doc(doc)
+    return _pricing_coupon(doc)
 
 
 async def _applied(d: Domain, env: str, given: AppliedCoupon | None, promotion_code: str | None,
@@ -245,7 +252,7 @@ async def _stored_coupon(d: Domain, env: str, ident: str | None, start: int) -> 
     if not ident:
         return None
     doc = await d.documents.get("coupons", env, ident)
-    return None if doc is None else _Applied(coupon_from_doc(doc), start)
+    return None if doc is None else _Applied(_pricing_coupon(doc), start)
 
 
 # --- pricing ---------------------------------------------------------------------------
@@ -388,7 +395,7 @@ async def _estimate_new(d: Domain, env: str, body: PreviewBody | EstimateBody,
     currency = invoice_currency(lines)
     applied = await _applied(d, env, body.applied_coupon, promotion_code, start)
     if applied is None and body.applied_coupon is None and promotion_code is None:
-        applied = await _stored_coupon(d, env, customer.get("couponId"), start)
+        applied = await _stored_coupon(d, env, unset_none(customer.coupon_id), start)
     tax_rate = _tax_rate(d, body.billing_information, country)
 
 

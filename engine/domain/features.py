@@ -1,6 +1,7 @@
 """Features: the catalog of what customers use, and how raw events are metered into usage.
 
-A feature is a document (table `features`). Metered features carry a `meter`
+A feature is a typed document (stored.Feature, table `features`). Metered features carry
+a `meter`
 (engine/core/meters.py), and may carry `creditRate {amount, currencyId}` — an extension
 the official client sends through `extra_body`: how many credits of that currency one
 unit of usage burns (one image = 5 "AI Tokens"); reporting usage of such a feature
@@ -21,6 +22,7 @@ from msgspec import UNSET, UnsetType
 
 from engine.core.amounts import units_to_json
 from engine.core.meters import Meter, MeterError, validate_meter
+from engine.domain import stored
 from engine.domain.context import (
     DocumentPage,
     Domain,
@@ -30,6 +32,7 @@ from engine.domain.context import (
     stamp,
 )
 from engine.domain.errors import DomainError, bad_input
+from engine.domain.stored import Feature
 from engine.domain.values import units_in
 
 __all__ = ["FEATURE_ID_MAX", "CreditRate", "EnumValue", "FeatureCreate", "FeatureUpdate",
@@ -92,56 +95,57 @@ class FeaturesQuery(msgspec.Struct, frozen=True, kw_only=True):
     statuses: tuple[str, ...] = ()
 
 
-# Update fields copied as they are, by attribute -> document (wire) name.
-_SIMPLE = {"display_name": "displayName", "description": "description",
-           "feature_units": "featureUnits", "feature_units_plural": "featureUnitsPlural",
-           "feature_status": "featureStatus"}
+# Update fields copied as they are (the input's and the document's attributes agree).
+_SIMPLE = ("display_name", "description", "feature_units", "feature_units_plural",
+           "feature_status")
 
 
-async def _apply(d: Domain, env: str, doc: dict[str, Any], body: FeatureUpdate) -> None:
-    """Copy what `body` sets onto `doc` (a copy), validating the result as a whole."""
-    for name, wire in _SIMPLE.items():
-        value = getattr(body, name)
-        if value is not UNSET:
-            doc[wire] = value
+async def _apply(d: Domain, env: str, doc: Feature, body: FeatureUpdate) -> Feature:
+    """`doc` with what `body` sets, validated as a whole."""
+    changes: dict[str, Any] = {name: value for name in _SIMPLE
+                               if (value := getattr(body, name)) is not UNSET}
     if body.metadata is not UNSET:
-        doc["metadata"] = body.metadata or {}
+        changes["metadata"] = body.metadata or {}
     if body.enum_configuration is not UNSET:
-        doc["enumConfiguration"] = msgspec.to_builtins(body.enum_configuration)
+        changes["enum_configuration"] = None if body.enum_configuration is None else [
+            stored.EnumValue(v.display_name, v.value) for v in body.enum_configuration]
     if body.unit_transformation is not UNSET:
         t = body.unit_transformation
         if t is not None and t.divide < 1:
             raise bad_input("must be a positive integer", "unitTransformation.divide")
-        doc["unitTransformation"] = msgspec.to_builtins(t)
+        changes["unit_transformation"] = None if t is None else stored.UnitTransformation(
+            t.divide, t.feature_units, t.feature_units_plural, t.round)
     if body.meter is not UNSET:
         if body.meter is not None:
             try:
                 validate_meter(body.meter)
             except MeterError as exc:
                 raise bad_input(exc.reason, exc.field) from None
-        doc["meter"] = msgspec.to_builtins(body.meter)
+        changes["meter"] = body.meter
     if body.credit_rate is not UNSET:
         rate = body.credit_rate
         if rate is None:
-            doc["creditRate"] = None
+            changes["credit_rate"] = None
         else:
             currency = await require_currency(d, env, rate.currency_id,
                                               field="creditRate.currencyId")
-            units = units_in(rate.amount, "creditRate.amount")
-            doc["creditRate"] = {"amount": units_to_json(units), "currencyId": currency["id"]}
-    if doc["featureType"] != "NUMBER":
-        for name in ("meter", "creditRate"):
-            if doc.get(name) is not None:
+            amount = units_to_json(units_in(rate.amount, "creditRate.amount"))
+            changes["credit_rate"] = stored.CreditRate(Decimal(amount), currency.id)
+    doc = msgspec.structs.replace(doc, **changes)
+    if doc.feature_type != "NUMBER":
+        for name, value in (("meter", doc.meter), ("creditRate", doc.credit_rate)):
+            if value is not None:
                 raise bad_input("only NUMBER features are metered", name)
-        if doc["meterType"] != "None":
+        if doc.meter_type != "None":
             raise bad_input("only NUMBER features are metered", "meterType")
-    elif doc.get("meter") is not None and doc["meterType"] == "None":
+    elif doc.meter is not None and doc.meter_type == "None":
         raise bad_input("a feature with a meter is INCREMENTAL or FLUCTUATING", "meterType")
-    if doc["featureType"] == "ENUM" and not doc.get("enumConfiguration"):
+    if doc.feature_type == "ENUM" and not doc.enum_configuration:
         raise bad_input("an ENUM feature needs its values", "enumConfiguration")
+    return doc
 
 
-async def create(d: Domain, env: str, body: FeatureCreate) -> dict[str, Any]:
+async def create(d: Domain, env: str, body: FeatureCreate) -> Feature:
     if not body.id or "/" in body.id or len(body.id) > FEATURE_ID_MAX:
         raise bad_input(f"must be 1-{FEATURE_ID_MAX} characters without '/'", "id")
     if body.display_name is UNSET:
@@ -152,14 +156,9 @@ async def create(d: Domain, env: str, body: FeatureCreate) -> dict[str, Any]:
     if meter_type is UNSET:
         # A NUMBER feature with a meter counts up from events unless told otherwise.
         meter_type = "INCREMENTAL" if body.meter not in (UNSET, None) else "None"
-    doc: dict[str, Any] = {
-        "id": body.id, "featureType": body.feature_type, "meterType": meter_type,
-        "featureStatus": "NEW", "description": None, "featureUnits": None,
-        "featureUnitsPlural": None, "metadata": {}, "meter": None, "unitTransformation": None,
-        "enumConfiguration": None, "creditRate": None,
-    }
-    await _apply(d, env, doc, body)
-    stamp(d.documents, doc, created=True)
+    doc = await _apply(d, env, Feature(id=body.id, feature_type=body.feature_type,
+                                       meter_type=meter_type), body)
+    doc = stamp(d.documents, doc, created=True)
     if not await d.documents.insert(_TABLE, env, doc):
         raise DomainError(409, "DuplicatedEntityNotAllowed",
                           f"feature {body.id!r} exists already", "id")
@@ -167,25 +166,25 @@ async def create(d: Domain, env: str, body: FeatureCreate) -> dict[str, Any]:
 
 
 async def require_feature(d: Domain, env: str, feature_id: str, *, field: str = "featureId",
-                          allow_archived: bool = False) -> dict[str, Any]:
+                          allow_archived: bool = False) -> Feature:
     """The feature; FeatureNotFound, or FeatureIsArchived unless allowed."""
     return await require_document(d, env, _TABLE, feature_id, what="feature",
                                   code="Feature", field=field, allow_archived=allow_archived)
 
 
-def credit_rate_units(doc: dict[str, Any]) -> tuple[str, int] | None:
+def credit_rate_units(doc: Feature) -> tuple[str, int] | None:
     """(currency id, units of credit per unit of usage) for a credit-backed feature."""
-    rate = doc.get("creditRate")
-    if not rate:
+    rate = doc.credit_rate
+    if rate is None:
         return None
-    return rate["currencyId"], units_in(rate["amount"], "creditRate.amount")
+    return rate.currency_id, units_in(rate.amount, "creditRate.amount")
 
 
-async def update(d: Domain, env: str, feature_id: str, body: FeatureUpdate) -> dict[str, Any]:
+async def update(d: Domain, env: str, feature_id: str, body: FeatureUpdate) -> Feature:
     """Apply `body` to an active feature; nothing changes if any of it is refused."""
-    doc = dict(await require_feature(d, env, feature_id, field="id"))
-    await _apply(d, env, doc, body)
-    await d.documents.replace(_TABLE, env, stamp(d.documents, doc))
+    doc = await require_feature(d, env, feature_id, field="id")
+    doc = stamp(d.documents, await _apply(d, env, doc, body))
+    await d.documents.replace(_TABLE, env, doc)
     return doc
 
 
@@ -212,6 +211,6 @@ async def list_features(d: Domain, env: str, q: FeaturesQuery) -> Any:
                                   created=list(q.created), any_of=any_of)
 
 
-async def archive(d: Domain, env: str, feature_id: str, archived: bool) -> dict[str, Any]:
+async def archive(d: Domain, env: str, feature_id: str, archived: bool) -> Feature:
     doc = await require_feature(d, env, feature_id, field="id", allow_archived=True)
     return await set_archived(d, env, _TABLE, doc, archived)

@@ -22,6 +22,7 @@ from engine.billing.pricing import select_price_period
 from engine.domain import packages
 from engine.domain.context import Domain
 from engine.domain.errors import DomainError, bad_input
+from engine.domain.stored import Currency, Customer, Feature
 from engine.domain.subscriptions import catch_up as subscriptions
 from engine.domain.subscriptions.document import Subscription
 
@@ -53,8 +54,8 @@ class PackageView(msgspec.Struct, frozen=True, kw_only=True):
     gone; custom currencies by id)."""
 
     package: dict[str, Any]
-    features: dict[str, dict[str, Any] | None]
-    currencies: dict[str, dict[str, Any]]
+    features: dict[str, Feature | None]
+    currencies: dict[str, Currency | None]
 
 
 class PlanView(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,7 +66,7 @@ class PlanView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class CustomerView(msgspec.Struct, frozen=True, kw_only=True):
-    customer: dict[str, Any]
+    customer: Customer
     active: list[Subscription]  # running subscriptions (for the resource)
     trialed: list[Subscription]  # every subscription that had a trial
     eligible: dict[str, bool]  # product id -> may still get the plan's default trial
@@ -183,13 +184,13 @@ def price_points(plan: dict[str, Any], country: str | None,
 
 
 async def _view(d: Domain, env: str, package: dict[str, Any]) -> PackageView:
-    features: dict[str, dict[str, Any] | None] = {}
-    currencies: dict[str, dict[str, Any]] = {}
+    features: dict[str, Feature | None] = {}
+    currencies: dict[str, Currency | None] = {}
     for e in package.get("entitlements") or []:
         if e["type"] == "FEATURE":
             features[e["id"]] = await d.documents.get("features", env, e["id"])
         else:
-            currencies[e["id"]] = await d.documents.get("currencies", env, e["id"]) or {}
+            currencies[e["id"]] = await d.documents.get("currencies", env, e["id"])
     for model in (package.get("charges") or {}).get("pricingModels") or []:
         fid = model.get("featureId")
         if fid and fid not in features:
@@ -244,9 +245,9 @@ async def paywall(d: Domain, env: str, q: PaywallQuery) -> Paywall:
     return Paywall(query=q, plans=plans, products=products, customer=view)
 
 
-async def _customer(d: Domain, env: str, customer: dict[str, Any], resource_id: str | None,
+async def _customer(d: Domain, env: str, customer: Customer, resource_id: str | None,
                     products: dict[str, dict[str, Any]]) -> CustomerView:
-    customer_id = customer["id"]
+    customer_id = customer.id
     active = await subscriptions.active_subscriptions(d, env, customer_id, resource_id)
     everything = await subscriptions.customer_subscriptions(d, env, customer_id)
     eligible = {pid: await subscriptions.trial_eligible(d, env, customer_id, pid)

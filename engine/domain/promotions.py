@@ -117,7 +117,7 @@ async def _document(d: Domain, env: str, item: PromotionIn, at: str,
                     now: int) -> dict[str, Any]:
     """The promotion `item` grants, checked against its feature."""
     feature = await require_feature(d, env, item.feature_id, field=f"{at}.featureId")
-    kind = feature["featureType"]
+    kind = feature.feature_type
     if item.usage_limit is not None:
         if kind != "NUMBER":
             raise bad_input(f"only a NUMBER feature has a usage limit ({item.feature_id!r} is "
@@ -135,7 +135,7 @@ async def _document(d: Domain, env: str, item: PromotionIn, at: str,
         if kind != "ENUM":
             raise bad_input(f"only an ENUM feature has values ({item.feature_id!r} is {kind})",
                             f"{at}.enumValues")
-        known = {v.get("value") for v in feature.get("enumConfiguration") or ()}
+        known = {v.value for v in feature.enum_configuration or ()}
         unknown = [v for v in item.enum_values if v not in known]
         if unknown:
             raise bad_input(f"not values of feature {item.feature_id!r}: {unknown}",

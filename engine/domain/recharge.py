@@ -50,17 +50,16 @@ async def save_settings(d: Domain, env: str, r: RechargeInput) -> AutoRechargeRe
     """Save a pool's settings; the currency must have a top-up price."""
     await require_customer(d, env, r.customer_id)
     currency = await require_currency(d, env, r.currency_id)
-    top_up = currency.get("topUp")
-    if not top_up:
+    top_up = currency.top_up
+    if top_up is None:
         raise bad_input("the currency has no top-up price: set topUp.pricePerCredit on it "
                         "first", "currencyId")
     reply = await d.runtime.submit(engine_id(env, r.customer_id), ConfigureAutoRecharge(
         currency_id=r.currency_id, resource_id=r.resource_id, enabled=r.enabled,
         threshold_type=r.threshold_type, threshold_value=r.threshold_value,
         target_balance=r.target_balance, max_spend=r.max_spend, expiration=r.expiration,
-        price=int(top_up["pricePerCredit"]),
-        price_currency=str(top_up.get("priceCurrency") or "usd"),
-        min_purchase=top_up.get("minimumPurchase"), max_purchase=top_up.get("maximumPurchase")))
+        price=top_up.price_per_credit, price_currency=top_up.price_currency,
+        min_purchase=top_up.minimum_purchase, max_purchase=top_up.maximum_purchase))
     if isinstance(reply, Refused):
         raise from_refusal(reply)
     assert isinstance(reply, AutoRechargeReply)

@@ -44,6 +44,7 @@ from engine.domain.credits import pool_balance
 from engine.domain.entitlements import effective_entitlements, period_starts, usage_of
 from engine.domain.errors import DomainError, bad_input, from_refusal
 from engine.domain.features import credit_rate_units, require_feature
+from engine.domain.stored import Feature
 
 __all__ = ["EVENT_FUTURE_MS_MAX", "ITEMS_MAX", "CostEstimate", "CostLine", "Estimates",
            "EventEstimateInput", "EventInput", "EventsReport", "UsageEstimateInput",
@@ -183,8 +184,8 @@ async def report_usage(d: Domain, env: str, items: list[UsageInput], *,
         if feature is None:
             feature = features[item.feature_id] = await require_feature(
                 d, env, item.feature_id, field=f"{at}.featureId")
-        if feature["featureType"] != "NUMBER":
-            raise bad_input(f"feature {item.feature_id!r} is {feature['featureType']}, "
+        if feature.feature_type != "NUMBER":
+            raise bad_input(f"feature {item.feature_id!r} is {feature.feature_type}, "
                             "not a NUMBER feature that can be metered", f"{at}.featureId")
         if item.set_value and item.value < 0:
             raise bad_input("a SET value must not be negative", f"{at}.value")
@@ -219,7 +220,7 @@ async def report_usage(d: Domain, env: str, items: list[UsageInput], *,
     return UsageReport(results=results, windows=item_windows, balances=balances)
 
 
-def _metered(metered: list[tuple[dict[str, Any], Meter]], event_name: str,
+def _metered(metered: list[tuple[Feature, Meter]], event_name: str,
              dims: dict[str, Any], windows: Windows | None = None) -> tuple[Metered, ...]:
     """What an event means for each metered feature it matches (with the customer's
     current usage window of the feature, when its entitlement resets)."""
@@ -231,8 +232,8 @@ def _metered(metered: list[tuple[dict[str, Any], Meter]], event_name: str,
         if value is None:
             continue  # matched, but lacks the aggregated field: nothing to add
         rate = credit_rate_units(doc)
-        window = windows.get(doc["id"]) if windows else None
-        out.append(Metered(doc["id"], meter.aggregation.function.value, value,
+        window = windows.get(doc.id) if windows else None
+        out.append(Metered(doc.id, meter.aggregation.function.value, value,
                            rate[0] if rate else None, rate[1] if rate else None,
                            window[0] if window is not None else None))
     return tuple(out)
@@ -312,7 +313,7 @@ async def estimate_usage(d: Domain, env: str, q: UsageEstimateInput) -> Estimate
     missing or not credit-based is a warning, not a refusal."""
     await require_customer(d, env, q.customer_id)
     feature = await d.documents.get("features", env, q.feature_id)
-    if feature is None or feature.get("_archivedAt") is not None:
+    if feature is None or feature.archived_at is not None:
         return Estimates(estimates=[], warnings=["FEATURE_NOT_FOUND"])
     rate = credit_rate_units(feature)
     if rate is None:

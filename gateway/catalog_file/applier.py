@@ -11,6 +11,7 @@ import msgspec
 
 from engine.domain import packages
 from engine.domain.context import Domain
+from engine.domain.stored import Coupon as StoredCoupon
 from gateway.errors import ApiError, bad_input, field_of
 
 from .bodies import (
@@ -65,6 +66,12 @@ def _as(body: dict[str, Any], kind: type[T]) -> T:
         raise bad_input(message, field) from None
 
 
+def _as_dict(doc: Any) -> dict[str, Any] | None:
+    """A stored typed document in its stored (wire) names, as the file's items are
+    compared with it."""
+    return None if doc is None else msgspec.to_builtins(doc)
+
+
 class _Applier:
     def __init__(self, file: CatalogFile, catalog: Any, env: str) -> None:
         self.file = file
@@ -111,7 +118,7 @@ class _Applier:
 
         units = None if c.units is None else currencies.Units(c.units.plural, c.units.singular)
         top_up = top_up_in(c.top_up)
-        stored = await self.catalog.get("currencies", self.env, ident)
+        stored = _as_dict(await self.catalog.get("currencies", self.env, ident))
         if stored is None:
             await currencies.create(self.domain, self.env, currencies.CurrencyInput(
                 id=ident, display_name=c.display_name, description=c.description,
@@ -121,7 +128,7 @@ class _Applier:
         body = _currency_body(ident, c)
         del body["id"]
         # Compare in the stored shape: top-up amounts are kept as units.
-        body["topUp"] = currencies.top_up_document(top_up)
+        body["topUp"] = msgspec.to_builtins(currencies.top_up_document(top_up))
         changed = _differs(body, stored)
         if stored.get("_archivedAt") is not None:
             await currencies.archive(self.domain, self.env, ident, False)
@@ -137,7 +144,7 @@ class _Applier:
     async def _feature(self, ident: str, feat: Feature) -> None:
         from engine.domain import features
 
-        stored = await self.catalog.get("features", self.env, ident)
+        stored = _as_dict(await self.catalog.get("features", self.env, ident))
         if stored is None:
             await features.create(self.domain, self.env, _as(
                 _feature_body(ident, feat, create=True), features.FeatureCreate))
@@ -170,7 +177,7 @@ class _Applier:
         from engine.domain import coupons
 
         body = _coupon_body(ident, c)
-        stored = await self.catalog.get("coupons", self.env, ident)
+        stored = _as_dict(await self.catalog.get("coupons", self.env, ident))
         if stored is None:
             await coupons.create(self.domain, self.env, _as(body, coupons.CouponCreate))
             self.note("create", "coupons", ident)
@@ -178,8 +185,10 @@ class _Applier:
         # The discount and duration of a coupon are fixed once created (as the API has it).
         parsed = _as(body, coupons.CouponCreate)
         fixed = {**coupons.discount(parsed), **coupons.duration(parsed)}
-        for key, value in fixed.items():
-            if not same(value, stored.get(key)):
+        wire = {f.name: f.encode_name for f in msgspec.structs.fields(StoredCoupon)}
+        for attribute, value in fixed.items():
+            key = wire[attribute]
+            if not same(msgspec.to_builtins(value), stored.get(key)):
                 raise ApiError(400, "BadUserInput",
                                "a coupon's discount and duration cannot change once created; "
                                "archive it and use a new id", key)

@@ -10,6 +10,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 
 from engine.domain import analytics
 from engine.domain.analytics import periods
+from engine.domain.stored import Currency
 from gateway.context import domain, environment, ok
 from gateway.wire import PageQuery, amount_out, iso, limit_in, parse_time
 
@@ -22,13 +23,12 @@ def _tags(tags: list[tuple[str, str]]) -> list[dict[str, str]]:
     return [{"key": k, "value": v} for k, v in tags]
 
 
-def _currency(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+def _currency(doc: Currency | None) -> dict[str, Any] | None:
     if doc is None:
         return None
-    units = doc.get("units") or {}
-    return {"currencyId": doc["id"], "displayName": doc["displayName"],
-            "symbol": doc.get("symbol"), "singular": units.get("singular"),
-            "plural": units.get("plural")}
+    units = doc.units
+    return {"currencyId": doc.id, "displayName": doc.display_name, "symbol": doc.symbol,
+            "singular": units and units.singular, "plural": units and units.plural}
 
 
 @get("/api/v1/credits/usage")

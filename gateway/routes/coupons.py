@@ -4,6 +4,7 @@ update, archive. The rules are the domain's (engine/domain/coupons.py).
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from litestar import Request, Response, get, patch, post
@@ -11,6 +12,7 @@ from litestar.params import FromPath, FromQuery
 
 from engine.domain import coupons
 from engine.domain.coupons import CouponCreate, CouponUpdate
+from engine.domain.stored import Coupon
 from gateway.context import domain, environment, ok
 from gateway.openapi import request_body
 from gateway.wire import PageQuery, amount_out, created_at_bounds, decode_body, iso
@@ -20,25 +22,25 @@ __all__ = ["ROUTES"]
 _BASE = "/api/v1/coupons"
 
 
-def coupon_json(doc: dict[str, Any]) -> dict[str, Any]:
+def coupon_json(doc: Coupon) -> dict[str, Any]:
     return {
-        "id": doc["id"],
-        "name": doc["name"],
-        "description": doc.get("description"),
-        "type": doc["type"],
-        "percentOff": doc.get("percentOff"),
-        "amountsOff": None if doc.get("amountsOff") is None else [
-            {"amount": amount_out(a["amount"]), "currency": a["currency"]}
-            for a in doc["amountsOff"]],
-        "durationInMonths": doc.get("durationInMonths"),
-        "duration": doc["duration"],
-        "metadata": doc.get("metadata") or {},
+        "id": doc.id,
+        "name": doc.name,
+        "description": doc.description,
+        "type": doc.type,
+        "percentOff": doc.percent_off,
+        "amountsOff": None if doc.amounts_off is None else [
+            {"amount": amount_out(a.amount) if isinstance(a.amount, int) else Decimal(a.amount),
+             "currency": a.currency} for a in doc.amounts_off],
+        "durationInMonths": doc.duration_in_months,
+        "duration": doc.duration,
+        "metadata": doc.metadata,
         "billingId": None,
         "billingLinkUrl": None,
         "source": "STIGG",
-        "status": "ARCHIVED" if doc.get("_archivedAt") is not None else "ACTIVE",
-        "createdAt": iso(doc["_createdAt"]),
-        "updatedAt": iso(doc["_updatedAt"]),
+        "status": "ARCHIVED" if doc.archived_at is not None else "ACTIVE",
+        "createdAt": iso(doc.created_at),
+        "updatedAt": iso(doc.updated_at),
     }
 
 

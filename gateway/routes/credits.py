@@ -280,8 +280,9 @@ async def balance(request: Request, customer_id: CustomerQ = None,
     found = await credits.balances(domain(request), environment(request), customer_id,
                                    currency_id, resource_id)
     balances = [{
-        "currency": {"currencyId": b.currency_id, "displayName": currency["displayName"],
-                     "symbol": currency.get("symbol"), "units": currency.get("units")},
+        "currency": {"currencyId": b.currency_id, "displayName": currency.display_name,
+                     "symbol": currency.symbol,
+                     "units": msgspec.to_builtins(currency.units)},
         **balance_json(b),
     } for b, currency in found]
     return ok({"customerId": customer_id, "balances": balances})

@@ -11,6 +11,7 @@ from litestar.params import FromPath, FromQuery
 from msgspec import UNSET, UnsetType
 
 from engine.domain import currencies
+from engine.domain.stored import Currency
 from gateway.context import domain, environment, ok
 from gateway.openapi import request_body
 from gateway.routes.common import public
@@ -73,14 +74,15 @@ def top_up_in(t: Any) -> currencies.TopUp | None:
             t.maximum_purchase, "topUp.maximumPurchase"))
 
 
-def currency_public(doc: dict[str, object]) -> dict[str, object]:
+def currency_public(doc: Currency) -> dict[str, object]:
     out = public(doc)
-    top_up = doc.get("topUp")
-    if top_up:
-        out["topUp"] = {k: amount_out(v) if isinstance(v, int) else v
-                        for k, v in top_up.items()}  # type: ignore[union-attr]
-    else:
-        out["topUp"] = None
+    t = doc.top_up
+    out["topUp"] = None if t is None else {
+        "pricePerCredit": amount_out(t.price_per_credit), "priceCurrency": t.price_currency,
+        "minimumPurchase": None if t.minimum_purchase is None else amount_out(
+            t.minimum_purchase),
+        "maximumPurchase": None if t.maximum_purchase is None else amount_out(
+            t.maximum_purchase)}
     return out
 
 

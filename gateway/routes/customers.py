@@ -44,8 +44,9 @@ class CustomerCreate(CustomerFields, forbid_unknown_fields=True, rename="camel")
 
 
 def _fields(body: CustomerFields) -> dict[str, Any]:
-    # Only what the client sent: msgspec.to_builtins drops UNSET fields.
-    return msgspec.to_builtins(body)
+    """Only what the client sent (UNSET is absent), by attribute name."""
+    return {name: value for name in body.__struct_fields__
+            if name != "id" and (value := getattr(body, name)) is not UNSET}
 
 
 @post(_BASE, opt=request_body(CustomerCreate))

@@ -11,6 +11,7 @@ from litestar import Request, Response, get
 from litestar.params import FromPath, QueryParameter
 
 from engine.domain import access
+from engine.domain.stored import Currency, Feature
 from gateway.context import domain, environment, ok
 from gateway.errors import bad_input
 from gateway.routes.credits import reservation_json
@@ -19,11 +20,11 @@ from gateway.wire import amount_in, amount_out, iso, parse_time
 __all__ = ["ROUTES", "entitlements_json"]
 
 
-def _currency_json(doc: dict[str, Any]) -> dict[str, Any]:
-    units = doc.get("units") or {}
-    return {"currencyId": doc["id"], "displayName": doc["displayName"],
-            "description": doc.get("description"), "metadata": doc.get("metadata") or {},
-            "unitPlural": units.get("plural"), "unitSingular": units.get("singular")}
+def _currency_json(doc: Currency) -> dict[str, Any]:
+    units = doc.units
+    return {"currencyId": doc.id, "displayName": doc.display_name,
+            "description": doc.description, "metadata": doc.metadata,
+            "unitPlural": units and units.plural, "unitSingular": units and units.singular}
 
 
 def _credit_json(a: access.CreditAccess) -> dict[str, Any]:
@@ -61,16 +62,16 @@ def _metadata(raw: str | None) -> dict[str, str] | None:
                         "reservationMetadata") from None
 
 
-def _feature_json(feature: dict[str, Any]) -> dict[str, Any]:
-    return {"id": feature["id"], "displayName": feature.get("displayName") or feature["id"],
-            "featureStatus": feature.get("featureStatus") or "ACTIVE",
-            "featureType": feature["featureType"]}
+def _feature_json(feature: Feature) -> dict[str, Any]:
+    return {"id": feature.id, "displayName": feature.display_name or feature.id,
+            "featureStatus": feature.feature_status or "ACTIVE",
+            "featureType": feature.feature_type}
 
 
 def _feature_access_json(a: access.FeatureAccess) -> dict[str, Any]:
     feature, eff, usage = a.feature, a.effective, a.usage
     window = eff.window if eff is not None else None
-    metered = feature is not None and feature.get("featureType") == "NUMBER"
+    metered = feature is not None and feature.feature_type == "NUMBER"
     current = usage[0] if usage is not None else 0
     limit = eff.usage_limit if eff is not None else None
     return {

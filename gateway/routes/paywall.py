@@ -25,6 +25,7 @@ from engine.domain.paywall import (
     localized_periods,
     paywall,
 )
+from engine.domain.stored import Feature, unset_none
 from engine.domain.subscriptions.document import Subscription
 from gateway.context import domain, environment, ok
 from gateway.errors import bad_input
@@ -55,20 +56,22 @@ def _reset_configuration(e: dict[str, Any]) -> dict[str, Any] | None:
     return {"__typename": kind, f"{name}AccordingTo": config.get("accordingTo")}
 
 
-def _feature_json(doc: dict[str, Any] | None, ident: str) -> dict[str, Any]:
-    doc = doc or {}
-    meter = doc.get("meterType") or "None"
-    transformation = doc.get("unitTransformation")
+def _feature_json(doc: Feature | None, ident: str) -> dict[str, Any]:
+    if doc is None:  # gone since the package named it
+        return {"__typename": "Feature", "id": ident, "refId": ident, "displayName": ident,
+                "description": None, "featureType": None, "meterType": "None",
+                "featureUnits": None, "featureUnitsPlural": None, "additionalMetaData": {},
+                "unitTransformation": None}
+    meter = doc.meter_type
+    t = doc.unit_transformation
     return {
         "__typename": "Feature", "id": ident, "refId": ident,
-        "displayName": doc.get("displayName") or ident, "description": doc.get("description"),
-        "featureType": doc.get("featureType"),
+        "displayName": doc.display_name or ident, "description": doc.description,
+        "featureType": doc.feature_type,
         "meterType": meter.capitalize() if meter != "None" else "None",
-        "featureUnits": doc.get("featureUnits"),
-        "featureUnitsPlural": doc.get("featureUnitsPlural"),
-        "additionalMetaData": doc.get("metadata") or {},
-        "unitTransformation": None if not transformation else {
-            "divide": transformation.get("divide"), "round": transformation.get("round")},
+        "featureUnits": doc.feature_units, "featureUnitsPlural": doc.feature_units_plural,
+        "additionalMetaData": doc.metadata,
+        "unitTransformation": None if t is None else {"divide": t.divide, "round": t.round},
     }
 
 
@@ -99,18 +102,18 @@ def _entitlements(view: PackageView) -> tuple[list[dict[str, Any]], list[dict[st
             features.append(item)
             union.append(item)
         else:
-            doc = view.currencies.get(e["id"]) or {}
-            units = doc.get("units") or {}
+            c = view.currencies.get(e["id"])
+            units = None if c is None else c.units
             union.append({
                 "__typename": "PackageCreditEntitlement", "customCurrencyId": e["id"],
                 "amount": Decimal(str(e["amount"])), "cadence": e.get("cadence"),
                 "customCurrency": {"currencyId": e["id"],
-                                   "displayName": doc.get("displayName") or e["id"],
-                                   "description": doc.get("description"),
-                                   "symbol": doc.get("symbol"),
-                                   "unitSingular": units.get("singular"),
-                                   "unitPlural": units.get("plural"),
-                                   "additionalMetaData": doc.get("metadata") or {}},
+                                   "displayName": (c and c.display_name) or e["id"],
+                                   "description": c and c.description,
+                                   "symbol": c and c.symbol,
+                                   "unitSingular": units and units.singular,
+                                   "unitPlural": units and units.plural,
+                                   "additionalMetaData": c.metadata if c else {}},
                 **common})
     return features, union
 
@@ -258,14 +261,14 @@ def paywall_json(found: Paywall) -> dict[str, Any]:
 
 def _customer_json(view: CustomerView) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     customer = view.customer
-    customer_id = customer["id"]
+    customer_id = customer.id
     active = [_subscription_json(d) for d in view.active]
     out = {
         "__typename": "Customer", "id": customer_id, "refId": customer_id,
-        "customerId": customer_id, "name": customer.get("name"),
-        "email": customer.get("email"), "billingId": customer.get("billingId"),
-        "additionalMetaData": customer.get("metadata") or {},
-        "createdAt": iso(customer.get("_createdAt")), "updatedAt": iso(customer.get("_updatedAt")),
+        "customerId": customer_id, "name": unset_none(customer.name),
+        "email": unset_none(customer.email), "billingId": unset_none(customer.billing_id),
+        "additionalMetaData": customer.metadata,
+        "createdAt": iso(customer.created_at), "updatedAt": iso(customer.updated_at),
         "hasPaymentMethod": False, "hasActiveSubscription": bool(active),
         "trialedPlans": [{"__typename": "TrialedPlan", "planId": s.plan_id,
                           "planRefId": s.plan_id, "productId": s.product_id,

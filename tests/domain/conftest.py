@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from engine.domain.context import Domain
+from engine.domain.context import Domain, stamp
+from engine.domain.stored import Currency, Customer
 from engine.domain.errors import DomainError
 from engine.runtime import ManualClock, Runtime
 from persistence import open_store
@@ -26,22 +27,17 @@ class World:
         self.catalog = catalog
         self.clock = clock
 
-    async def document(self, table: str, env: str, doc: dict[str, Any]) -> None:
-        now = self.clock.now_ms()
-        assert await self.catalog.insert(table, env, {**doc, "_createdAt": now,
-                                                      "_updatedAt": now})
+    async def document(self, table: str, env: str, doc: Any) -> None:
+        assert await self.catalog.insert(table, env, stamp(self.catalog, doc, created=True))
 
     async def customer(self, env: str, customer_id: str, *, archived: bool = False) -> None:
-        doc: dict[str, Any] = {"id": customer_id, "customerId": customer_id, "email": None,
-                               "name": None}
-        if archived:
-            doc["_archivedAt"] = self.clock.now_ms()
-        await self.document("customer_profiles", env, doc)
+        await self.document("customer_profiles", env, Customer(
+            id=customer_id, email=None, name=None,
+            archived_at=self.clock.now_ms() if archived else None))
 
     async def currency(self, env: str, currency_id: str) -> None:
-        await self.document("currencies", env, {"id": currency_id, "currencyId": currency_id,
-                                                "displayName": currency_id.title(),
-                                                "symbol": None, "units": None})
+        await self.document("currencies", env, Currency(id=currency_id,
+                                                        display_name=currency_id.title()))
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ async def test_grant_consume_and_read_back(world) -> None:
     # Once per key: the same request again is the same answer, applied once.
     assert await credits.consume(d, ENV, use("k1")) == first
     [(balance, currency)] = await credits.balances(d, ENV, "c1")
-    assert balance.current_balance == 90 * UNITS and currency["displayName"] == "Tok"
+    assert balance.current_balance == 90 * UNITS and currency.display_name == "Tok"
 
     rows, next_page, prev_page = await credits.grants(d, ENV, credits.GrantsQuery(
         customer_id="c1"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from engine.domain import credits, currencies, customers
+from engine.domain.stored import AmountOff, CurrencyUnits, TopUp
 
 pytestmark = pytest.mark.anyio
 
@@ -15,7 +16,7 @@ ENV = "default"
 async def test_customer_lifecycle(world, refused) -> None:
     d = world.domain
     doc = await customers.provision(d, ENV, "c1", {"email": "a@b.c", "metadata": None})
-    assert doc["id"] == "c1" and doc["metadata"] == {} and doc["email"] == "a@b.c"
+    assert doc.id == "c1" and doc.metadata == {} and doc.email == "a@b.c"
     err = await refused(customers.provision(d, ENV, "c1", {}))
     assert (err.status, err.code, err.field) == (409, "DuplicatedEntityNotAllowed", "id")
     for bad in ("", "a/b", "x" * 256):
@@ -23,16 +24,16 @@ async def test_customer_lifecycle(world, refused) -> None:
         assert (err.code, err.field) == ("BadUserInput", "id")
     world.clock.advance(1_000)
     updated = await customers.update(d, ENV, "c1", {"name": "Ann"})
-    assert updated["name"] == "Ann" and updated["email"] == "a@b.c"
-    assert updated["_updatedAt"] == doc["_createdAt"] + 1_000
-    assert (await customers.get(d, ENV, "c1"))["name"] == "Ann"
+    assert updated.name == "Ann" and updated.email == "a@b.c"
+    assert updated.updated_at == doc.created_at + 1_000
+    assert (await customers.get(d, ENV, "c1")).name == "Ann"
     page = await customers.list_customers(d, ENV, customers.CustomersQuery(email="a@b.c"))
-    assert [c["id"] for c in page.items] == ["c1"]
+    assert [c.id for c in page.items] == ["c1"]
     assert (await customers.list_customers(d, "other", customers.CustomersQuery())).items == []
 
     # Archived: still readable, not updatable, takes no credits; unarchived again.
     await customers.archive(d, ENV, "c1", True)
-    assert (await customers.get(d, ENV, "c1"))["_archivedAt"] is not None
+    assert (await customers.get(d, ENV, "c1")).archived_at is not None
     err = await refused(customers.update(d, ENV, "c1", {"name": "Bo"}))
     assert (err.code, err.field) == ("CustomerIsArchived", "id")
     await currencies.create(d, ENV, currencies.CurrencyInput(id="tok", display_name="Tokens"))
@@ -40,7 +41,7 @@ async def test_customer_lifecycle(world, refused) -> None:
         customer_id="c1", currency_id="tok", amount=1, idempotency_key="k")))
     assert err.code == "CustomerIsArchived"
     await customers.archive(d, ENV, "c1", False)
-    assert (await customers.update(d, ENV, "c1", {"name": "Bo"}))["name"] == "Bo"
+    assert (await customers.update(d, ENV, "c1", {"name": "Bo"})).name == "Bo"
     err = await refused(customers.get(d, ENV, "nobody"))
     assert (err.status, err.code, err.field) == (404, "CustomerNotFound", "id")
 
@@ -52,9 +53,9 @@ async def test_currency_rules(world, refused) -> None:
     doc = await currencies.create(d, ENV, currencies.CurrencyInput(
         id="tok", display_name="Tokens", units=currencies.Units("tokens", "token"),
         top_up=top_up))
-    assert doc["topUp"] == {"pricePerCredit": 1_000, "priceCurrency": "eur",
-                            "minimumPurchase": 500_000, "maximumPurchase": 10_000_000}
-    assert doc["units"] == {"plural": "tokens", "singular": "token"}
+    assert doc.top_up == TopUp(price_per_credit=1_000, price_currency="eur",
+                               minimum_purchase=500_000, maximum_purchase=10_000_000)
+    assert doc.units == CurrencyUnits(plural="tokens", singular="token")
     err = await refused(currencies.create(d, ENV, currencies.CurrencyInput(
         id="tok", display_name="Again")))
     assert err.code == "DuplicatedEntityNotAllowed"
@@ -65,17 +66,17 @@ async def test_currency_rules(world, refused) -> None:
     err = await refused(currencies.update(d, ENV, "tok", currencies.CurrencyUpdate(
         top_up=currencies.TopUp(price_per_credit=1, price_currency="euro"))))
     assert (err.code, err.field) == ("BadUserInput", "topUp.priceCurrency")
-    assert (await world.catalog.get("currencies", ENV, "tok"))["topUp"]["priceCurrency"] == "eur"
+    assert (await world.catalog.get("currencies", ENV, "tok")).top_up.price_currency == "eur"
 
     # Absent fields are left alone; None clears an optional one.
     doc = await currencies.update(d, ENV, "tok", currencies.CurrencyUpdate(symbol="T",
                                                                           top_up=None))
-    assert doc["symbol"] == "T" and doc["topUp"] is None and doc["displayName"] == "Tokens"
+    assert doc.symbol == "T" and doc.top_up is None and doc.display_name == "Tokens"
     await currencies.archive(d, ENV, "tok", True)
     active = await currencies.list_currencies(d, ENV, 20, None, None, frozenset({"ACTIVE"}))
     archived = await currencies.list_currencies(d, ENV, 20, None, None,
                                                 frozenset({"ARCHIVED"}))
-    assert active.items == [] and [c["id"] for c in archived.items] == ["tok"]
+    assert active.items == [] and [c.id for c in archived.items] == ["tok"]
     err = await refused(currencies.list_currencies(d, ENV, 20, None, None,
                                                    frozenset({"GONE"})))
     assert (err.code, err.field) == ("BadUserInput", "status")
@@ -112,9 +113,9 @@ async def test_coupon_rules(world, refused) -> None:
     doc = await coupons.create(d, ENV, coupons.CouponCreate(
         id="ten", name="Ten off", amounts_off=[coupons.AmountOff(Decimal("10"), "USD")],
         duration_in_months=3))
-    assert doc["type"] == "FIXED" and doc["amountsOff"] == [{"amount": 1_000_000,
-                                                             "currency": "usd"}]
-    assert (doc["duration"], doc["durationInMonths"]) == ("REPEATING", 3)
+    assert doc.type == "FIXED" and doc.amounts_off == [AmountOff(amount=1_000_000,
+                                                                 currency="usd")]
+    assert (doc.duration, doc.duration_in_months) == ("REPEATING", 3)
     for bad, field in (
             (coupons.CouponCreate(id="x", name="X"), "percentOff"),
             (coupons.CouponCreate(id="x", name="X", percent_off=Decimal("12.5")), "percentOff"),
@@ -127,10 +128,10 @@ async def test_coupon_rules(world, refused) -> None:
         err = await refused(coupons.create(d, ENV, bad))
         assert (err.code, err.field) == ("BadUserInput", field)
     updated = await coupons.update(d, ENV, "ten", coupons.CouponUpdate(name="Tenner"))
-    assert updated["name"] == "Tenner" and updated["amountsOff"] == doc["amountsOff"]
+    assert updated.name == "Tenner" and updated.amounts_off == doc.amounts_off
     archived = await coupons.archive(d, ENV, "ten")
     again = await coupons.archive(d, ENV, "ten")
-    assert archived["_archivedAt"] == again["_archivedAt"] is not None
+    assert archived.archived_at == again.archived_at is not None
     page = await coupons.list_coupons(d, ENV, coupons.CouponsQuery(
         statuses=frozenset({"ACTIVE"})))
     assert page.items == []

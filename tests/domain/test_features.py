@@ -29,7 +29,7 @@ async def test_metered_credit_backed_feature(world, refused) -> None:
     doc = await features.create(d, ENV, new(
         "images", meter=meter,
         credit_rate=features.CreditRate(amount=Decimal("2.5"), currency_id="tok")))
-    assert doc["meterType"] == "INCREMENTAL"  # a meter counts up unless told otherwise
+    assert doc.meter_type == "INCREMENTAL"  # a meter counts up unless told otherwise
     assert features.credit_rate_units(doc) == ("tok", 250_000)
     err = await refused(features.create(d, ENV, new("images")))
     assert err.code == "DuplicatedEntityNotAllowed"
@@ -40,7 +40,7 @@ async def test_metered_credit_backed_feature(world, refused) -> None:
                                                                  currency_id="gold"))))
     assert (err.code, err.field) == ("CustomCurrencyNotFound", "creditRate.currencyId")
     kept = await features.require_feature(d, ENV, "images")
-    assert kept["displayName"] == "Images"
+    assert kept.display_name == "Images"
     doc = await features.update(d, ENV, "images", features.FeatureUpdate(credit_rate=None))
     assert features.credit_rate_units(doc) is None
 
@@ -65,7 +65,7 @@ async def test_feature_rules_and_lists(world, refused) -> None:
     await features.create(d, ENV, new("seats"))
     page = await features.list_features(d, ENV, features.FeaturesQuery(
         feature_types=("BOOLEAN",)))
-    assert [f["id"] for f in page.items] == ["flag"]
+    assert [f.id for f in page.items] == ["flag"]
     err = await refused(features.list_features(d, ENV, features.FeaturesQuery(
         statuses=("GONE",))))
     assert (err.code, err.field) == ("BadUserInput", "status")
@@ -73,7 +73,7 @@ async def test_feature_rules_and_lists(world, refused) -> None:
     err = await refused(features.require_feature(d, ENV, "seats"))
     assert err.code == "FeatureIsArchived"
     one = await features.list_features(d, ENV, features.FeaturesQuery(id="seats"))
-    assert [f["id"] for f in one.items] == ["seats"] and one.next is None
+    assert [f.id for f in one.items] == ["seats"] and one.next is None
     assert (await features.list_features(d, ENV, features.FeaturesQuery(id="no"))).items == []
     err = await refused(features.update(d, ENV, "seats", features.FeatureUpdate(
         description=UNSET, display_name="S")))

@@ -120,10 +120,10 @@ async def _pricing_model(catalog: Catalog, env: str, m: PricingModel,
                             f"{field}.featureId")
     if m.feature_id is not None:
         feature = await _feature(catalog, env, m.feature_id, f"{field}.featureId")
-        if feature["featureType"] != "NUMBER":
-            raise bad_input(f"feature {m.feature_id!r} is {feature['featureType']}; priced "
+        if feature.feature_type != "NUMBER":
+            raise bad_input(f"feature {m.feature_id!r} is {feature.feature_type}; priced "
                             "features are NUMBER features", f"{field}.featureId")
-        if model == "USAGE_BASED" and feature.get("meterType") in (None, "None"):
+        if model == "USAGE_BASED" and feature.meter_type == "None":
             raise bad_input(f"feature {m.feature_id!r} is not metered; USAGE_BASED prices "
                             "metered features (PER_UNIT prices a quantity)",
                             f"{field}.featureId")

@@ -9,6 +9,7 @@ from typing import Any
 
 from engine.domain.context import Documents as Catalog
 from engine.domain.errors import bad_input
+from engine.domain.stored import Currency, Feature
 from engine.domain.values import units_in as amount_in
 
 _CONFIG_OF = {"MONTH": "monthlyResetPeriodConfiguration",
@@ -96,20 +97,20 @@ def _reset_config(period: str | None, given: dict[str, Any], field: str) -> dict
     return {"accordingTo": config["accordingTo"] if config else "SubscriptionStart"}
 
 
-async def _feature(catalog: Catalog, env: str, ident: Any, field: str) -> dict[str, Any]:
+async def _feature(catalog: Catalog, env: str, ident: Any, field: str) -> Feature:
     doc = await catalog.get("features", env, ident) if isinstance(ident, str) else None
     if doc is None:
         raise bad_input(f"feature {ident!r} was not found", field)
-    if doc.get("_archivedAt") is not None:
+    if doc.archived_at is not None:
         raise bad_input(f"feature {ident!r} is archived", field)
     return doc
 
 
 async def _custom_currency(catalog: Catalog, env: str, ident: Any,
-                           field: str) -> dict[str, Any]:
+                           field: str) -> Currency:
     doc = await catalog.get("currencies", env, ident) if isinstance(ident, str) else None
     if doc is None:
         raise bad_input(f"custom currency {ident!r} was not found", field)
-    if doc.get("_archivedAt") is not None:
+    if doc.archived_at is not None:
         raise bad_input(f"custom currency {ident!r} is archived", field)
     return doc

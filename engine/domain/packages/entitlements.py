@@ -82,7 +82,7 @@ async def _entitlement(catalog: Catalog, env: str, given: dict[str, Any],
     if "resetPeriod" in given or any(n in given for n in _CONFIG_OF.values()):
         out["resetPeriodConfiguration"] = _reset_config(out["resetPeriod"], given, prefix)
     out.setdefault("resetPeriodConfiguration", None)
-    ftype = feature["featureType"]
+    ftype = feature.feature_type
     if ftype != "NUMBER":
         for name in ("usageLimit", "resetPeriod"):
             if out[name] is not None:
@@ -93,7 +93,7 @@ async def _entitlement(catalog: Catalog, env: str, given: dict[str, Any],
     if ftype != "ENUM" and out["enumValues"] is not None:
         raise bad_input(f"feature {ident!r} is {ftype}, not ENUM", prefix + "enumValues")
     if ftype == "ENUM":
-        allowed = {v["value"] for v in feature.get("enumConfiguration") or ()}
+        allowed = {v.value for v in feature.enum_configuration or ()}
         values = out["enumValues"]
         if not values:
             raise bad_input("an ENUM entitlement lists the values it grants",
@@ -116,7 +116,7 @@ async def _entitlement(catalog: Catalog, env: str, given: dict[str, Any],
                             prefix + "usageLimit")
         elif out["usageLimit"] < 0:
             raise bad_input("must not be negative", prefix + "usageLimit")
-        if out["resetPeriod"] is not None and feature.get("meterType") == "FLUCTUATING":
+        if out["resetPeriod"] is not None and feature.meter_type == "FLUCTUATING":
             raise bad_input(f"feature {ident!r} is FLUCTUATING (a level, not a count): "
                             "it does not reset", prefix + "resetPeriod")
     return out

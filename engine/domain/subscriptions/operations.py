@@ -19,6 +19,7 @@ from engine.domain import packages
 from engine.domain.access import CustomerEntitlements, entitlements
 from engine.domain.context import DocumentPage, Domain, check_key, require_customer
 from engine.domain.errors import DomainError, bad_input
+from engine.domain.stored import unset_none
 from engine.domain.subscriptions import catch_up as subs
 from engine.domain.subscriptions.changes import (
     Trial,
@@ -159,10 +160,10 @@ async def coupons_of(d: Domain, env: str, coupon: CouponIn | None, promotion_cod
     doc = await d.documents.get("coupons", env, ident)
     if doc is None:
         raise DomainError(404, "CouponNotFound", f"coupon {ident!r} was not found", name)
-    if doc.get("_archivedAt") is not None:
+    if doc.archived_at is not None:
         raise bad_input(f"coupon {ident!r} is archived", name)
-    return [{"id": doc["id"], "name": doc["name"], "status": "ACTIVE",
-             "percentOff": doc.get("percentOff"), "amountsOff": doc.get("amountsOff")}]
+    return [{"id": doc.id, "name": doc.name, "status": "ACTIVE", "percentOff": doc.percent_off,
+             "amountsOff": msgspec.to_builtins(doc.amounts_off)}]
 
 
 async def _end(d: Domain, env: str, doc: Subscription, at: int, reason: str, *,
@@ -234,11 +235,11 @@ async def _provision(d: Domain, env: str, q: ProvisionInput) -> Provisioned:
                             addons=q.addons, unit_quantity=q.unit_quantity, charges=q.charges,
                             country=country)
     coupons = await coupons_of(d, env, q.coupon, None, "appliedCoupon")
-    if coupons is None and customer.get("couponId"):
+    if coupons is None and unset_none(customer.coupon_id):
         # The customer's own coupon applies to their subscriptions unless one is given
         # (not once it is archived or gone: the customer's record is not the request).
         try:
-            coupons = await coupons_of(d, env, CouponIn(coupon_id=customer["couponId"]),
+            coupons = await coupons_of(d, env, CouponIn(coupon_id=customer.coupon_id),
                                        None, "couponId")
         except DomainError:
             coupons = None

@@ -1,0 +1,153 @@
+"""Customers, currencies, features and coupons are typed documents (engine/domain/stored.py)
+whose stored names are the keys every earlier version wrote: a row as an earlier version
+stored it decodes, answers the domain's reads and is written back in the same keys — no
+migration. The cache holds the typed document; a process that reads the row afresh gets
+an equal one."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.core.meters import Meter
+from engine.domain import coupons, currencies, customers, features
+from engine.domain.stored import (
+    DOCUMENT_TYPES,
+    AmountOff,
+    Coupon,
+    CreditRate,
+    Currency,
+    Customer,
+    Feature,
+)
+from persistence.documents import Catalog
+
+pytestmark = pytest.mark.anyio
+
+ENV = "production"
+AT = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+# Rows as earlier versions wrote them (the keys each version's create wrote; `_archivedAt`
+# absent before archiving existed for the table, amounts in the shapes of their time).
+EARLIER: dict[str, dict[str, Any]] = {
+    "customer_profiles": {  # only the fields the client sent
+        "id": "acme", "metadata": {}, "email": "billing@acme.test", "billingId": None,
+        "_createdAt": AT, "_updatedAt": AT},
+    "currencies": {
+        "id": "tokens", "displayName": "Tokens", "description": None, "metadata": {},
+        "symbol": "T", "units": {"plural": "tokens", "singular": "token"},
+        "topUp": {"pricePerCredit": 1000, "priceCurrency": "usd", "minimumPurchase": None,
+                  "maximumPurchase": None},
+        "_createdAt": AT, "_updatedAt": AT},
+    "features": {  # a credit rate stored as the exact decimal's text
+        "id": "images", "featureType": "NUMBER", "meterType": "INCREMENTAL",
+        "featureStatus": "NEW", "description": None, "featureUnits": None,
+        "featureUnitsPlural": None, "metadata": {}, "displayName": "Images",
+        "meter": {"aggregation": {"function": "COUNT", "field": None},
+                  "filters": [{"conditions": [{"field": "eventName", "operation": "EQUALS",
+                                               "value": "image", "values": None}]}]},
+        "unitTransformation": None, "enumConfiguration": None,
+        "creditRate": {"amount": "2.5", "currencyId": "tokens"},
+        "_createdAt": AT, "_updatedAt": AT, "_archivedAt": None},
+    "coupons": {  # fixed amounts before they were kept in units: the decimal's text
+        "id": "ten", "name": "Ten off", "description": None, "metadata": {},
+        "type": "FIXED", "percentOff": None,
+        "amountsOff": [{"amount": "10", "currency": "usd"}],
+        "duration": "REPEATING", "durationInMonths": 3,
+        "_createdAt": AT, "_updatedAt": AT, "_archivedAt": None},
+}
+
+
+async def _insert_raw(catalog: Catalog, table: str, doc: dict[str, Any]) -> None:
+    """A row written the way an earlier version wrote it: its JSON as it was."""
+    extra = catalog._COLUMNS.get(table, ())
+    columns = ["environment", "id", "doc", "created_at", "updated_at", "archived_at", *extra]
+    values = [ENV, doc["id"], json.dumps(doc), doc["_createdAt"], doc["_updatedAt"],
+              doc.get("_archivedAt"),
+              *(doc.get("".join(p if i == 0 else p.title()
+                                for i, p in enumerate(c.split("_")))) for c in extra)]
+    await catalog.store.execute(
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in values)})",
+        *values)
+
+
+async def _row(catalog: Catalog, table: str, ident: str) -> dict[str, Any]:
+    [(doc,)] = await catalog.store.fetch(
+        f"SELECT doc FROM {table} WHERE environment = ? AND id = ?", ENV, ident)
+    return json.loads(doc)
+
+
+async def test_earlier_rows_decode_and_keep_their_keys(world: Any) -> None:
+    d = world.domain
+    for table, doc in EARLIER.items():
+        await _insert_raw(world.catalog, table, doc)
+
+    customer = await customers.get(d, ENV, "acme")
+    assert isinstance(customer, Customer)
+    assert customer.email == "billing@acme.test" and customer.billing_id is None
+    assert customer.name is msgspec.UNSET  # never sent: still absent
+    currency = await world.catalog.get("currencies", ENV, "tokens")
+    assert isinstance(currency, Currency) and currency.top_up is not None
+    assert currency.top_up.price_per_credit == 1000
+    feature = await features.require_feature(d, ENV, "images")
+    assert isinstance(feature, Feature) and isinstance(feature.meter, Meter)
+    assert features.credit_rate_units(feature) == ("tokens", 250_000)
+    [(metered, meter)] = await d.documents.metered_features(ENV)
+    assert metered == feature and meter == feature.meter
+    coupon = await coupons.get(d, ENV, "ten")
+    assert isinstance(coupon, Coupon) and coupon.amounts_off == [AmountOff("10", "usd")]
+
+    # Written back by today's code: every earlier key is still there with its value
+    # (only what the change touched differs).
+    world.clock.advance(1_000)
+    await customers.update(d, ENV, "acme", {"name": "Acme"})
+    await currencies.update(d, ENV, "tokens", currencies.CurrencyUpdate(symbol="TK"))
+    await features.update(d, ENV, "images", features.FeatureUpdate(description="Pictures"))
+    await coupons.update(d, ENV, "ten", coupons.CouponUpdate(name="Tenner"))
+    changed = {"customer_profiles": {"name": "Acme"}, "currencies": {"symbol": "TK"},
+               "features": {"description": "Pictures"}, "coupons": {"name": "Tenner"}}
+    for table, doc in EARLIER.items():
+        ident = doc["id"]
+        row = await _row(world.catalog, table, ident)
+        expected = {**doc, **changed[table], "_updatedAt": AT + 1_000}
+        assert {k: row[k] for k in expected if k != "creditRate"} == {
+            k: v for k, v in expected.items() if k != "creditRate"}, table
+        # A fresh process reads what this one cached.
+        fresh = Catalog(world.catalog.store, clock=world.clock)
+        assert await fresh.get(table, ENV, ident) == await world.catalog.get(table, ENV, ident)
+    # The rate is exact whichever way it was kept.
+    assert Decimal(str((await _row(world.catalog, "features", "images"))["creditRate"]
+                       ["amount"])) == Decimal("2.5")
+
+
+async def test_a_dict_is_refused_for_a_typed_table(world: Any) -> None:
+    """The catalog writes a typed table's documents from their type only, so a shape
+    cannot drift by a dict that skipped the type."""
+    with pytest.raises(TypeError, match="Feature"):
+        await world.catalog.insert("features", ENV, EARLIER["features"])
+    assert set(DOCUMENT_TYPES) == {"customer_profiles", "currencies", "features", "coupons"}
+
+
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.none() | _text, email=st.none() | _text,
+       metadata=st.dictionaries(_text, _text, max_size=3),
+       rate=st.decimals(min_value=Decimal("0.00001"), max_value=Decimal("100000"),
+                        places=5))
+def test_typed_documents_round_trip(name: Any, email: Any, metadata: dict[str, str],
+                                    rate: Decimal) -> None:
+    """Whatever a document holds, its stored JSON decodes to an equal document."""
+    for doc in (Customer(id="c", name=name, email=email, metadata=metadata, created_at=AT,
+                         updated_at=AT),
+                Feature(id="f", feature_type="NUMBER", meter_type="INCREMENTAL",
+                        credit_rate=CreditRate(rate, "tokens"), metadata=metadata)):
+        assert msgspec.json.decode(msgspec.json.encode(doc), type=type(doc)) == doc
