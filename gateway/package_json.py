@@ -6,6 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from engine.domain.stored import Addon, Package, PackageEntitlement, Plan, Product
 from engine.times import iso
 
 # -- wire forms ---------------------------------------------------------------------------
@@ -18,49 +19,48 @@ def _money_out(m: dict[str, str] | None) -> dict[str, Any] | None:
     return None if m is None else {"amount": Decimal(m["amount"]), "currency": m["currency"]}
 
 
-def entitlement_json(e: dict[str, Any]) -> dict[str, Any]:
+def entitlement_json(e: PackageEntitlement) -> dict[str, Any]:
     out = {
-        "id": e["id"], "type": e["type"], "behavior": e["behavior"],
-        "description": e["description"], "displayNameOverride": e["displayNameOverride"],
-        "hiddenFromWidgets": e["hiddenFromWidgets"], "isCustom": e["isCustom"],
-        "isGranted": e["isGranted"], "hasSoftLimit": e["hasSoftLimit"],
-        "order": _number(e["order"]),
-        "createdAt": iso(e["_createdAt"]), "updatedAt": iso(e["_updatedAt"]),
+        "id": e.id, "type": e.type, "behavior": e.behavior,
+        "description": e.description, "displayNameOverride": e.display_name_override,
+        "hiddenFromWidgets": e.hidden_from_widgets, "isCustom": e.is_custom,
+        "isGranted": e.is_granted, "hasSoftLimit": e.has_soft_limit,
+        "order": _number(e.order),
+        "createdAt": iso(e.created_at), "updatedAt": iso(e.updated_at),
     }
-    if e["type"] == "FEATURE":
-        out.update({"enumValues": e["enumValues"], "hasUnlimitedUsage": e["hasUnlimitedUsage"],
-                    "usageLimit": e["usageLimit"], "resetPeriod": e["resetPeriod"],
-                    "resetPeriodConfiguration": e["resetPeriodConfiguration"]})
+    if e.type == "FEATURE":
+        out.update({"enumValues": e.enum_values, "hasUnlimitedUsage": e.has_unlimited_usage,
+                    "usageLimit": e.usage_limit, "resetPeriod": e.reset_period,
+                    "resetPeriodConfiguration": e.reset_period_configuration})
     else:
-        out.update({"amount": _number(e["amount"]), "cadence": e["cadence"],
-                    "dependencyFeatureId": e["dependencyFeatureId"]})
+        out.update({"amount": _number(e.amount), "cadence": e.cadence,
+                    "dependencyFeatureId": e.dependency_feature_id})
     return out
 
 
-def package_json(doc: dict[str, Any], kind: str, *, is_latest: bool = True) -> dict[str, Any]:
+def package_json(doc: Package, kind: str, *, is_latest: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "id": doc["id"], "productId": doc["productId"], "displayName": doc["displayName"],
-        "description": doc["description"], "billingId": doc["billingId"],
-        "metadata": doc["metadata"], "pricingType": doc["pricingType"],
-        "status": doc["status"], "versionNumber": doc["versionNumber"], "isLatest": is_latest,
-        "hidden": doc.get("hidden", False),
-        "entitlements": [{"id": e["id"], "type": e["type"]} for e in doc["entitlements"]],
-        "createdAt": iso(doc["_createdAt"]), "updatedAt": iso(doc["_updatedAt"]),
-        "archivedAt": iso(doc.get("_archivedAt")),
+        "id": doc.id, "productId": doc.product_id, "displayName": doc.display_name,
+        "description": doc.description, "billingId": doc.billing_id,
+        "metadata": doc.metadata, "pricingType": doc.pricing_type,
+        "status": doc.status, "versionNumber": doc.version_number, "isLatest": is_latest,
+        "hidden": doc.hidden,
+        "entitlements": [{"id": e.id, "type": e.type} for e in doc.entitlements],
+        "createdAt": iso(doc.created_at), "updatedAt": iso(doc.updated_at),
+        "archivedAt": iso(doc.archived_at),
     }
-    if kind == "plan":
-        trial = doc.get("defaultTrialConfig")
+    if isinstance(doc, Plan):
+        trial = doc.default_trial_config
         if trial is not None:
             trial = dict(trial)
             if trial.get("budget"):
                 trial["budget"] = {"hasSoftLimit": trial["budget"]["hasSoftLimit"],
                                    "limit": Decimal(trial["budget"]["limit"])}
-        out.update({"parentPlanId": doc.get("parentPlanId"),
-                    "compatibleAddonIds": doc.get("compatibleAddonIds") or [],
+        out.update({"parentPlanId": doc.parent_plan_id,
+                    "compatibleAddonIds": doc.compatible_addon_ids,
                     "defaultTrialConfig": trial})
-    else:
-        out.update({"maxQuantity": doc.get("maxQuantity"),
-                    "dependencies": doc.get("dependencies") or []})
+    elif isinstance(doc, Addon):
+        out.update({"maxQuantity": doc.max_quantity, "dependencies": doc.dependencies})
     return out
 
 
@@ -90,25 +90,25 @@ def _charge_row(model: dict[str, Any], p: dict[str, Any], set_at: int) -> dict[s
     }
 
 
-def charge_rows(doc: dict[str, Any], *, overage: bool = False) -> list[dict[str, Any]]:
+def charge_rows(doc: Package, *, overage: bool = False) -> list[dict[str, Any]]:
     """The package's prices as the client's PlanListChargesResponse rows: one per pricing
     model and price period (overage models with `overage`)."""
-    charges = doc.get("charges")
+    charges = doc.charges
     if not charges:
         return []
     models = charges["overagePricingModels" if overage else "pricingModels"] or []
-    set_at = charges.get("_setAt") or doc["_updatedAt"]
+    set_at = charges.get("_setAt") or doc.updated_at
     return [_charge_row(m, p, set_at) for m in models for p in m["pricePeriods"]]
 
 
-def product_json(doc: dict[str, Any]) -> dict[str, Any]:
+def product_json(doc: Product) -> dict[str, Any]:
     return {
-        "id": doc["id"], "displayName": doc["displayName"], "description": doc["description"],
-        "metadata": doc["metadata"], "multipleSubscriptions": doc["multipleSubscriptions"],
-        "productSettings": doc.get("productSettings"),
-        "usageResetCutoffRule": doc.get("usageResetCutoffRule"),
-        "status": "ARCHIVED" if doc.get("_archivedAt") is not None else "PUBLISHED",
-        "createdAt": iso(doc["_createdAt"]), "updatedAt": iso(doc["_updatedAt"]),
-        "archivedAt": iso(doc.get("_archivedAt")),
+        "id": doc.id, "displayName": doc.display_name, "description": doc.description,
+        "metadata": doc.metadata, "multipleSubscriptions": doc.multiple_subscriptions,
+        "productSettings": doc.product_settings,
+        "usageResetCutoffRule": doc.usage_reset_cutoff_rule,
+        "status": "ARCHIVED" if doc.archived_at is not None else "PUBLISHED",
+        "createdAt": iso(doc.created_at), "updatedAt": iso(doc.updated_at),
+        "archivedAt": iso(doc.archived_at),
     }
 

@@ -27,6 +27,8 @@ from persistence.pages import Page, page_by_creation
 __all__ = ["Catalog", "hash_key"]
 
 _json = msgspec.json.Encoder(order="deterministic").encode
+# A package kind's table (its published versions have the working copy's type).
+_PACKAGE_TABLES = {"plan": "plans", "addon": "addons"}
 _unjson = msgspec.json.decode
 
 
@@ -266,20 +268,20 @@ class Catalog:
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     async def package_version(self, environment: str, kind: str, ident: str,
-                              version: int) -> dict[str, Any] | None:
+                              version: int) -> Any:
         rows = await self.store.fetch(
             "SELECT doc FROM package_versions WHERE environment = ? AND kind = ? AND id = ? "
             "AND version = ?", environment, kind, ident, version)
-        return _unjson(rows[0][0]) if rows else None
+        return self._decode(_PACKAGE_TABLES[kind], rows[0][0]) if rows else None
 
-    async def put_package_version(self, environment: str, kind: str, doc: dict[str, Any],
+    async def put_package_version(self, environment: str, kind: str, doc: Any,
                                   version: int) -> None:
         """Record a published version (the same version again replaces its document)."""
         await self.store.execute(
             "INSERT INTO package_versions (environment, kind, id, version, doc, published_at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (environment, kind, id, version) DO UPDATE "
-            "SET doc = excluded.doc", environment, kind, doc["id"], version,
-            _json(doc).decode(), self.now_ms())
+            "SET doc = excluded.doc", environment, kind, _id(doc), version,
+            self._encode(_PACKAGE_TABLES[kind], doc), self.now_ms())
 
     # -- copying an environment (the TOML catalog's scratch run) ---------------------------
 

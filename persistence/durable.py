@@ -42,6 +42,7 @@ from engine.core.effects import DomainEvent, Effects, IdempotencyRecord, LedgerE
 from engine.core.model import CustomerState
 from engine.core.replay import GrantRow, restore
 from engine.core.usage import restore_usage
+from engine.domain.stored import Promotion
 from engine.runtime.errors import KeysRemembered, StoreUnavailable
 from persistence import analytics, pages, promotions, sql, subscriptions
 from persistence.codec import (
@@ -656,21 +657,21 @@ class DurableStore:
 
     # -- promotional entitlements (persistence/promotions.py) --------------------------
 
-    async def promotions(self, environment: str, customer_id: str) -> list[dict[str, Any]]:
+    async def promotions(self, environment: str, customer_id: str) -> list[Promotion]:
         """Every promotional entitlement of the customer, revoked ones included."""
         return await promotions.of_customer(self, environment, customer_id)
 
     async def promotion(self, environment: str, customer_id: str,
-                        feature_id: str) -> dict[str, Any] | None:
+                        feature_id: str) -> Promotion | None:
         """The customer's promotion for the feature, unless revoked."""
         return await promotions.one(self, environment, customer_id, feature_id)
 
     async def save_promotions(self, environment: str, customer_id: str,
-                              docs: list[dict[str, Any]], now: int) -> None:
+                              docs: list[Promotion], now: int) -> None:
         """Grant `docs`, replacing the customer's promotions for their features."""
         await promotions.save(self, environment, customer_id, docs, now)
 
-    async def end_promotion(self, environment: str, customer_id: str, doc: dict[str, Any],
+    async def end_promotion(self, environment: str, customer_id: str, doc: Promotion,
                             now: int) -> None:
         """Write `doc` as revoked at `now`."""
         await promotions.end(self, environment, customer_id, doc, now)

@@ -1,12 +1,14 @@
 """The rows of promotional entitlements (table `promotional_entitlements`, one per
-environment, customer and feature): a document of the wire fields plus `_startDate`,
-`_endDate` and the stamps (engine/domain/promotions.py decides what goes in)."""
+environment, customer and feature): a typed document, engine/domain/stored.Promotion
+(engine/domain/promotions.py decides what goes in)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import msgspec
+
+from engine.domain.stored import Promotion
 
 __all__ = ["end", "of_customer", "one", "save"]
 
@@ -24,27 +26,30 @@ _END = ("UPDATE promotional_entitlements SET doc = ?, status = ?, updated_at = ?
         "archived_at = ? WHERE environment = ? AND customer_id = ? AND feature_id = ?")
 
 
-async def of_customer(store: Any, env: str, customer_id: str) -> list[dict[str, Any]]:
+_decode = msgspec.json.Decoder(Promotion).decode
+
+
+async def of_customer(store: Any, env: str, customer_id: str) -> list[Promotion]:
     """Every promotion of the customer, revoked ones included."""
-    return [msgspec.json.decode(r[0]) for r in await store.fetch(_OF_CUSTOMER, env, customer_id)]
+    return [_decode(r[0]) for r in await store.fetch(_OF_CUSTOMER, env, customer_id)]
 
 
-async def one(store: Any, env: str, customer_id: str, feature_id: str) -> dict[str, Any] | None:
+async def one(store: Any, env: str, customer_id: str, feature_id: str) -> Promotion | None:
     """The customer's promotion for the feature, unless revoked."""
     rows = await store.fetch(_ONE, env, customer_id, feature_id)
-    return msgspec.json.decode(rows[0][0]) if rows else None
+    return _decode(rows[0][0]) if rows else None
 
 
-async def save(store: Any, env: str, customer_id: str, docs: list[dict[str, Any]],
+async def save(store: Any, env: str, customer_id: str, docs: list[Promotion],
                now: int) -> None:
     """Grant `docs` (one per feature), replacing the customer's promotions for those
     features, all or none."""
     await store.transact([(_UPSERT, [
-        (env, customer_id, d["featureId"], _json(d).decode(), "Active", now, now)
+        (env, customer_id, d.feature_id, _json(d).decode(), "Active", now, now)
         for d in docs])])
 
 
-async def end(store: Any, env: str, customer_id: str, doc: dict[str, Any], now: int) -> None:
+async def end(store: Any, env: str, customer_id: str, doc: Promotion, now: int) -> None:
     """Write `doc` revoked at `now`."""
     await store.execute(_END, _json(doc).decode(), "Revoked", now, now, env, customer_id,
-                        doc["featureId"])
+                        doc.feature_id)

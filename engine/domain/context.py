@@ -18,7 +18,7 @@ import msgspec
 from engine.core.meters import Meter
 from engine.domain.entitlements_cache import EntitlementsCache
 from engine.domain.errors import DomainError, not_found
-from engine.domain.stored import Currency, Customer, Feature, Stored
+from engine.domain.stored import Addon, Currency, Customer, Edited, Feature, Plan, Stored
 from engine.runtime import Runtime
 
 D = TypeVar("D")
@@ -48,11 +48,11 @@ class DocumentPage(NamedTuple):
 
 class Documents(Protocol):
     """The environment-scoped documents (customers, currencies, …), cached: the
-    store's Catalog (persistence/documents.py). Customers, currencies, features and
-    coupons are typed (stored.py: `DOCUMENT_TYPES`); the other tables' documents are
-    dicts of their wire fields plus `_createdAt`, `_updatedAt` and `_archivedAt` (epoch
-    ms) — subscriptions are read and written through their typed form
-    (subscriptions/document.py)."""
+    store's Catalog (persistence/documents.py). Customers, currencies, features,
+    coupons, products, plans and add-ons are typed (stored.py: `DOCUMENT_TYPES`);
+    subscriptions and promotions are dicts of their wire fields plus `_createdAt`,
+    `_updatedAt` and `_archivedAt` (epoch ms) — subscriptions are read and written
+    through their typed form (subscriptions/document.py)."""
 
     async def get(self, table: str, environment: str, doc_id: str) -> Any: ...
 
@@ -81,19 +81,24 @@ class Documents(Protocol):
     async def latest_version(self, environment: str, kind: str, ident: str) -> int | None: ...
 
     async def package_version(self, environment: str, kind: str, ident: str,
-                              version: int) -> dict[str, Any] | None: ...
+                              version: int) -> Plan | Addon | None: ...
 
-    async def put_package_version(self, environment: str, kind: str, doc: dict[str, Any],
+    async def put_package_version(self, environment: str, kind: str, doc: Plan | Addon,
                                   version: int) -> None: ...
 
 
 def stamp(documents: Documents, doc: D, *, created: bool = False) -> D:
     """`doc` marked changed (and created) now, by the process's clock (the documents'):
-    a typed document's stamped copy, or a dict stamped in place."""
+    a frozen document's stamped copy, or an edited one or a dict stamped in place."""
     now = documents.now_ms()
     if isinstance(doc, Stored):
         return msgspec.structs.replace(  # type: ignore[return-value]
             doc, updated_at=now, **({"created_at": now} if created else {}))
+    if isinstance(doc, Edited):
+        if created:
+            doc.created_at = now
+        doc.updated_at = now
+        return doc
     if created:
         doc["_createdAt"] = now
     doc["_updatedAt"] = now

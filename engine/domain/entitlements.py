@@ -23,7 +23,6 @@ here treat a counter of an earlier window as 0 (`usage_in_period`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgspec
 
@@ -32,6 +31,7 @@ from engine.core.commands import GetUsage, UsageCountersReply
 from engine.core.usage import usage_in_period
 from engine.domain.context import Domain, engine_id
 from engine.domain.packages import published
+from engine.domain.stored import Grant, Package, Promotion
 from engine.domain.subscriptions.catch_up import RUNNING, customer_subscriptions, timeline_of
 from engine.domain.subscriptions.document import Subscription
 
@@ -70,17 +70,15 @@ class Sources:
     """What the customer's entitlements come from, and the combined result per feature."""
 
     subscriptions: list[Subscription] = field(default_factory=list)
-    promotions: list[dict[str, Any]] = field(default_factory=list)
+    promotions: list[Promotion] = field(default_factory=list)
     features: dict[str, Effective] = field(default_factory=dict)
 
 
-def promo_active(doc: dict[str, Any], now: int) -> bool:
+def promo_active(doc: Promotion, now: int) -> bool:
     """A promotion counts from its start until its end date, unless revoked."""
-    if doc.get("_archivedAt") is not None:
+    if doc.archived_at is not None:
         return False
-    start = doc.get("_startDate")
-    end = doc.get("_endDate")
-    return (start is None or start <= now) and (end is None or now < end)
+    return (doc.start is None or doc.start <= now) and (doc.end is None or now < doc.end)
 
 
 async def _subscriptions(d: Domain, env: str, customer_id: str, resource_id: str | None,
@@ -93,36 +91,35 @@ async def _subscriptions(d: Domain, env: str, customer_id: str, resource_id: str
     return running, min(due, default=_FOREVER)
 
 
-def _add(eff: Effective, ent: dict[str, Any], quantity: int, anchor: int | None,
+def _add(eff: Effective, ent: Grant, quantity: int, anchor: int | None,
          *, subscription: bool, now: int) -> None:
-    if ent.get("isGranted", True) is False:
+    if not ent.is_granted:
         return
     eff.granted = True
-    if ent.get("hasUnlimitedUsage"):
+    if ent.has_unlimited_usage:
         eff.unlimited = True
-    limit = ent.get("usageLimit")
+    limit = ent.usage_limit
     if limit is not None:
         eff.usage_limit = (eff.usage_limit or 0) + int(limit) * quantity
-    if ent.get("hasSoftLimit"):
+    if ent.has_soft_limit:
         eff.soft_limit = True
-    values = ent.get("enumValues")
+    values = ent.enum_values
     if values:
         merged = list(eff.enum_values or [])
         merged += [v for v in values if v not in merged]
         eff.enum_values = merged
-    period = ent.get("resetPeriod")
+    period = ent.reset_period
     # The subscription's reset period wins over a promotion's; the first one found wins.
     if period and anchor is not None and (
             eff.reset_period is None or (subscription and not eff.from_subscription)):
         eff.reset_period = period
-        eff.according_to = (ent.get("resetPeriodConfiguration") or {}).get("accordingTo")
+        eff.according_to = (ent.reset_period_configuration or {}).get("accordingTo")
         eff.anchor_ms = anchor
         eff.from_subscription = subscription
     elif subscription:
         eff.from_subscription = True
-    updated = ent.get("_updatedAt")
-    if isinstance(updated, int):
-        eff.updated_at = max(eff.updated_at or 0, updated)
+    if ent.updated_at:
+        eff.updated_at = max(eff.updated_at or 0, ent.updated_at)
 
 
 _FOREVER = 1 << 62
@@ -166,27 +163,24 @@ async def _effective(d: Domain, env: str, customer_id: str, resource_id: str | N
         # another on its product, from the replaced one's (usage carries over an upgrade).
         anchor = sub.usage_anchor or sub.start
         plan = await published(d.documents, env, "plan", sub.plan_id, sub.plan_version)
-        packages: list[tuple[dict[str, Any], int]] = [(plan, 1)] if plan else []
+        packages: list[tuple[Package, int]] = [(plan, 1)] if plan else []
         for addon in sub.addons:
             doc = await published(d.documents, env, "addon", addon.id, addon.version)
             if doc is not None:
                 packages.append((doc, int(addon.quantity or 1)))
         for doc, quantity in packages:
-            for ent in doc.get("entitlements") or ():
-                if ent.get("type", "FEATURE") != "FEATURE":
+            for ent in doc.entitlements:
+                if ent.type != "FEATURE":
                     continue
-                eff = out.features.setdefault(ent["id"], Effective(ent["id"]))
+                eff = out.features.setdefault(ent.id, Effective(ent.id))
                 _add(eff, ent, quantity, anchor, subscription=True, now=now)
-                ends.setdefault(ent["id"], []).append(sub_end)
+                ends.setdefault(ent.id, []).append(sub_end)
     promos = await d.store.promotions(env, customer_id)
     out.promotions = [p for p in promos if promo_active(p, now)]
     for promo in out.promotions:
-        eff = out.features.setdefault(promo["featureId"], Effective(promo["featureId"]))
-        _add(eff, promo, 1, promo.get("_startDate"), subscription=False, now=now)
-        ends.setdefault(promo["featureId"], []).append(promo.get("_endDate"))
-        updated = promo.get("_updatedAt")
-        if isinstance(updated, int):
-            eff.updated_at = max(eff.updated_at or 0, updated)
+        eff = out.features.setdefault(promo.feature_id, Effective(promo.feature_id))
+        _add(eff, promo, 1, promo.start, subscription=False, now=now)
+        ends.setdefault(promo.feature_id, []).append(promo.end)
     for feature_id, stops in ends.items():
         # Granted until the last source stops; for good if any source never does.
         if None not in stops:
@@ -201,8 +195,7 @@ async def _effective(d: Domain, env: str, customer_id: str, resource_id: str | N
     edges = [boundary]
     edges += [e.window[1] for e in out.features.values() if e.window is not None]
     for promo in promos:
-        edges += [t for t in (promo.get("_startDate"), promo.get("_endDate"))
-                  if isinstance(t, int) and t > now]
+        edges += [t for t in (promo.start, promo.end) if t is not None and t > now]
     return out, min(edges)
 
 

@@ -57,7 +57,7 @@ from engine.domain import packages
 from engine.domain.context import Domain, require_customer
 from engine.domain.errors import DomainError, bad_input
 from engine.domain.stored import Coupon as StoredCoupon
-from engine.domain.stored import unset_none
+from engine.domain.stored import Package, unset_none
 from engine.domain.subscriptions import catch_up as subscriptions
 from engine.domain.subscriptions.catch_up import trial_eligible
 from engine.domain.subscriptions.changes import (
@@ -183,7 +183,7 @@ class Estimate:
 # --- catalog reads ---------------------------------------------------------------------
 
 async def _package(d: Domain, env: str, kind: str, ident: str, field: str,
-                   version: int | None = None) -> dict[str, Any]:
+                   version: int | None = None) -> Package:
     """A published package (given or latest version) that may be subscribed to."""
 
     catalog = d.documents
@@ -283,7 +283,7 @@ def _feature_quantity(quantity: Decimal, field: str) -> Decimal:
     return from_units(units_in(quantity, field, allow_zero=True))
 
 
-def _unit_quantity(plan: dict[str, Any], unit: Decimal | int | None) -> int | None:
+def _unit_quantity(plan: Package, unit: Decimal | int | None) -> int | None:
     """A `unitQuantity` asked for, checked as provisioning checks it (a whole number, 1 to
     QUANTITY_MAX, within the plan's per-unit bounds) before anything is priced."""
     if unit is None:
@@ -294,30 +294,30 @@ def _unit_quantity(plan: dict[str, Any], unit: Decimal | int | None) -> int | No
     return int(unit)
 
 
-def _lines(plan: dict[str, Any], addons: list[tuple[dict[str, Any], int]], period: str,
+def _lines(plan: Package, addons: list[tuple[Package, int]], period: str,
            country: str | None, quantities: Quantities) -> list[Line]:
     try:
-        lines = price_package(plan.get("charges"), billing_period=period, country=country,
-                              quantities=quantities, package_id=plan["id"],
-                              name=plan.get("displayName") or plan["id"])
+        lines = price_package(plan.charges, billing_period=period, country=country,
+                              quantities=quantities, package_id=plan.id,
+                              name=plan.display_name or plan.id)
         for addon, quantity in addons:
-            lines += price_package(addon.get("charges"), billing_period=period,
+            lines += price_package(addon.charges, billing_period=period,
                                    country=country, quantities=quantities,
-                                   package_id=addon["id"], multiplier=quantity,
-                                   name=addon.get("displayName") or addon["id"])
+                                   package_id=addon.id, multiplier=quantity,
+                                   name=addon.display_name or addon.id)
         invoice_currency(lines)
     except MoneyError as exc:
         raise bad_input(exc.reason, exc.field) from None
     return lines
 
 
-def _invoice(plan: dict[str, Any], lines: list[Line], period: str, currency: str,
+def _invoice(plan: Package, lines: list[Line], period: str, currency: str,
              applied: _Applied | None, invoice_start: int, first: bool,
              tax_rate: Decimal | None) -> Invoice:
     """An invoice of these lines (with the plan's minimum spend) for a period starting at
     `invoice_start`, discounted if the coupon still applies then."""
     sub_total = sum((ln.sub_total for ln in lines), Decimal(0))
-    extra = minimum_spend_line(plan.get("charges"), period, sub_total, currency)
+    extra = minimum_spend_line(plan.charges, period, sub_total, currency)
     if extra is not None:
         lines = [*lines, extra]
     coupon = None
@@ -345,7 +345,7 @@ def _tax_rate(d: Domain, info: dict[str, Any] | None,
 # --- a running subscription's price ------------------------------------------------------
 
 async def _running_price(d: Domain, env: str, doc: Subscription, at: int,
-                         ) -> tuple[dict[str, Any], list[tuple[dict[str, Any], int]],
+                         ) -> tuple[Package, list[tuple[Package, int]],
                                     Quantities, _Applied | None]:
     plan = await _package(d, env, "plan", doc.plan_id, "subscriptionId",
                           version=doc.plan_version)
@@ -404,7 +404,7 @@ async def _estimate_new(d: Domain, env: str, body: PreviewBody | EstimateBody,
     trial_end, _ = await trial_terms(
         plan, start, trial_override(body.trial_override_configuration),
         lambda: trial_eligible(d, env, body.customer_id,
-                               plan["productId"]), skip=skip_trial)
+                               plan.product_id), skip=skip_trial)
     paid_start = trial_end if trial_end is not None else start
     first = billing_period(paid_start, period, paid_start)
     if trial_end is not None:
@@ -444,19 +444,19 @@ async def _estimate_new(d: Domain, env: str, body: PreviewBody | EstimateBody,
             proration = Proration(proration_date_ms=min(max(start, p_start), p_end),
                                   credit=credit, debit=debit, net_amount=debit - credit,
                                   currency=currency)
-    free = [{"id": addon["id"], "quantity": quantity} for addon, quantity in addons
-            if not any(ln.package_id == addon["id"] for ln in lines)]
+    free = [{"id": addon.id, "quantity": quantity} for addon, quantity in addons
+            if not any(ln.package_id == addon.id for ln in lines)]
     return Estimate(now_inv, now_range, next_inv, next_range, country, proration, downgrade,
                     False, free)
 
 
 async def _replaced(d: Domain, env: str, customer_id: str, resource_id: str | None,
-                    plan: dict[str, Any]) -> Subscription | None:
+                    plan: Package) -> Subscription | None:
     """The customer's running subscription on the plan's product, which a new one replaces."""
     running = await subscriptions.active_subscriptions(
         d, env, customer_id, resource_id)
     for doc in running:
-        if doc.product_id == plan.get("productId"):
+        if doc.product_id == plan.product_id:
             return doc
     return None
 
@@ -491,11 +491,11 @@ async def estimate_update(d: Domain, env: str, body: EstimateUpdateBody) -> Esti
     new_plan = plan
     if body.plan_id is not None and body.plan_id != doc.plan_id:
         new_plan = await _package(d, env, "plan", body.plan_id, "planId")
-        if new_plan.get("productId") != plan.get("productId"):
+        if new_plan.product_id != plan.product_id:
             raise bad_input(f"plan {body.plan_id!r} belongs to another product", "planId")
     priced = price_periods(new_plan)
     if priced and new_period not in priced:
-        raise bad_input(f"plan {new_plan['id']!r} has no {new_period} price",
+        raise bad_input(f"plan {new_plan.id!r} has no {new_period} price",
                         "billingPeriod" if body.billing_period else "planId")
     country = doc.billing_country_code
     new_addons = old_addons
@@ -535,8 +535,8 @@ async def estimate_update(d: Domain, env: str, body: EstimateUpdateBody) -> Esti
                       net_amount=new_price - credit, currency=currency)
         now_range = billing_period(now, new_period, now)
         next_range = billing_period(now, new_period, now_range[1])
-    name = new_plan.get("displayName") or new_plan["id"]
-    old_name = plan.get("displayName") or plan["id"]
+    name = new_plan.display_name or new_plan.id
+    old_name = plan.display_name or plan.id
     change = [Line(f"Remaining time on {name} after the change", Decimal(1), p.debit, p.debit,
                    currency),
               Line(f"Unused time on {old_name} before the change", Decimal(1), -p.credit,
@@ -545,8 +545,8 @@ async def estimate_update(d: Domain, env: str, body: EstimateUpdateBody) -> Esti
     next_inv = _invoice(new_plan, [ln for ln in new_lines if ln.recurring], new_period,
                         currency, new_applied, next_range[0], False, tax_rate)
     scheduled = any(u.status == "SCHEDULED" for u in doc.scheduled)
-    free = [{"id": addon["id"], "quantity": quantity} for addon, quantity in new_addons
-            if not any(ln.package_id == addon["id"] for ln in new_lines)]
+    free = [{"id": addon.id, "quantity": quantity} for addon, quantity in new_addons
+            if not any(ln.package_id == addon.id for ln in new_lines)]
     # A downgrade: a lower recurring price per month of service.
     per_month_old = old_inv.total_excluding_tax / months_of(period)
     per_month_new = new_inv.total_excluding_tax / months_of(new_period)

@@ -22,7 +22,7 @@ from engine.billing.pricing import select_price_period
 from engine.domain import packages
 from engine.domain.context import Domain
 from engine.domain.errors import DomainError, bad_input
-from engine.domain.stored import Currency, Customer, Feature
+from engine.domain.stored import Currency, Customer, Feature, Package, Plan, Product
 from engine.domain.subscriptions import catch_up as subscriptions
 from engine.domain.subscriptions.document import Subscription
 
@@ -53,7 +53,7 @@ class PackageView(msgspec.Struct, frozen=True, kw_only=True):
     """A published plan or add-on and the documents it names (features by id, None if
     gone; custom currencies by id)."""
 
-    package: dict[str, Any]
+    package: Package
     features: dict[str, Feature | None]
     currencies: dict[str, Currency | None]
 
@@ -75,7 +75,7 @@ class CustomerView(msgspec.Struct, frozen=True, kw_only=True):
 class Paywall(msgspec.Struct, frozen=True, kw_only=True):
     query: PaywallQuery
     plans: list[PlanView]
-    products: dict[str, dict[str, Any]]  # the plans' products, by id (first-seen order)
+    products: dict[str, Product | None]  # the plans' products by id (None: gone)
     customer: CustomerView | None
 
 
@@ -126,13 +126,13 @@ def _model_point(model: dict[str, Any], period: dict[str, Any]
     return Decimal(0), None, False
 
 
-def _points_for(plan: dict[str, Any], country: str | None) -> list[PricePoint]:
+def _points_for(plan: Package, country: str | None) -> list[PricePoint]:
     """The plan's price points for one billing country (None: the default prices), one per
     billing period, as the estimate charges them: every pricing model's price period
     picked by `select_price_period` (the country's own, else the default). A period whose
     picked prices mix currencies cannot be charged (the estimate refuses it) and gets no
     point."""
-    models = [m for m in (plan.get("charges") or {}).get("pricingModels") or []
+    models = [m for m in (plan.charges or {}).get("pricingModels") or []
               if m.get("billingCadence", "RECURRING") != "ONE_OFF"
               and m["billingModel"] != "CREDIT_BASED"]
     periods = list(dict.fromkeys(p["billingPeriod"] for m in models
@@ -160,13 +160,13 @@ def _points_for(plan: dict[str, Any], country: str | None) -> list[PricePoint]:
             if part_more and feature_id is None and model.get("featureId") is not None:
                 feature_id = model["featureId"]
         if len(currencies) <= 1:
-            out.append(PricePoint(plan_id=plan["id"], billing_period=billing_period,
+            out.append(PricePoint(plan_id=plan.id, billing_period=billing_period,
                                   country=code, amount=amount, currency=currency,
                                   more_may_apply=more, feature_id=feature_id))
     return out
 
 
-def price_points(plan: dict[str, Any], country: str | None,
+def price_points(plan: Package, country: str | None,
                  all_countries: bool) -> list[PricePoint]:
     """What the plan costs per billing period for `country`; with `all_countries`, the
     default points and those of every country the plan has prices for (each country's
@@ -176,22 +176,22 @@ def price_points(plan: dict[str, Any], country: str | None,
     points = _points_for(plan, None)
     codes = dict.fromkeys(
         p["billingCountryCode"].lower()
-        for m in (plan.get("charges") or {}).get("pricingModels") or []
+        for m in (plan.charges or {}).get("pricingModels") or []
         for p in m.get("pricePeriods") or () if p.get("billingCountryCode"))
     for code in codes:
         points += [p for p in _points_for(plan, code) if p.country is not None]
     return points
 
 
-async def _view(d: Domain, env: str, package: dict[str, Any]) -> PackageView:
+async def _view(d: Domain, env: str, package: Package) -> PackageView:
     features: dict[str, Feature | None] = {}
     currencies: dict[str, Currency | None] = {}
-    for e in package.get("entitlements") or []:
-        if e["type"] == "FEATURE":
-            features[e["id"]] = await d.documents.get("features", env, e["id"])
+    for e in package.entitlements:
+        if e.type == "FEATURE":
+            features[e.id] = await d.documents.get("features", env, e.id)
         else:
-            currencies[e["id"]] = await d.documents.get("currencies", env, e["id"])
-    for model in (package.get("charges") or {}).get("pricingModels") or []:
+            currencies[e.id] = await d.documents.get("currencies", env, e.id)
+    for model in (package.charges or {}).get("pricingModels") or []:
         fid = model.get("featureId")
         if fid and fid not in features:
             features[fid] = await d.documents.get("features", env, fid)
@@ -201,7 +201,7 @@ async def _view(d: Domain, env: str, package: dict[str, Any]) -> PackageView:
 async def _addon(d: Domain, env: str, ident: str) -> PackageView | None:
     addon = await packages.published(d.documents, env, "addon", ident)
     working = await packages.get_package(d.documents, env, "addon", ident)
-    if addon is None or working is None or working.get("status") == "ARCHIVED":
+    if addon is None or working is None or working.status == "ARCHIVED":
         return None
     return await _view(d, env, addon)
 
@@ -223,17 +223,18 @@ async def paywall(d: Domain, env: str, q: PaywallQuery) -> Paywall:
             raise DomainError(404, "CustomerNotFound",
                               f"customer {q.customer_id!r} was not found", "customerId")
     plans: list[PlanView] = []
-    products: dict[str, dict[str, Any]] = {}
+    products: dict[str, Product | None] = {}
     for ident in await d.store.plan_ids(env, q.product_id):
         plan = await packages.published(d.documents, env, "plan", ident)
-        if plan is None or (plan.get("hidden") and not q.include_hidden):
+        if plan is None or (plan.hidden and not q.include_hidden):
             continue
-        pid = plan["productId"]
+        assert isinstance(plan, Plan)
+        pid = plan.product_id
         if pid not in products:
-            products[pid] = await packages.get_product(d.documents, env, pid) or {"id": pid}
-        addons = [a for a in [await _addon(d, env, a)
-                              for a in plan.get("compatibleAddonIds") or []] if a]
-        parent = plan.get("parentPlanId")
+            products[pid] = await packages.get_product(d.documents, env, pid)
+        addons = [a for a in [await _addon(d, env, a) for a in plan.compatible_addon_ids]
+                  if a]
+        parent = plan.parent_plan_id
         base = await packages.published(d.documents, env, "plan", parent) if parent else None
         plans.append(PlanView(plan=await _view(d, env, plan),
                               base=None if base is None else await _view(d, env, base),
@@ -246,7 +247,7 @@ async def paywall(d: Domain, env: str, q: PaywallQuery) -> Paywall:
 
 
 async def _customer(d: Domain, env: str, customer: Customer, resource_id: str | None,
-                    products: dict[str, dict[str, Any]]) -> CustomerView:
+                    products: dict[str, Product | None]) -> CustomerView:
     customer_id = customer.id
     active = await subscriptions.active_subscriptions(d, env, customer_id, resource_id)
     everything = await subscriptions.customer_subscriptions(d, env, customer_id)

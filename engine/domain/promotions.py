@@ -25,6 +25,7 @@ from engine.billing.periods import ANCHORS, WEEK_MS, add_months
 from engine.domain.context import Domain, require_customer
 from engine.domain.errors import DomainError, bad_input
 from engine.domain.features import require_feature
+from engine.domain.stored import Promotion
 from engine.domain.values import time_in
 
 __all__ = ["ITEMS_MAX", "USAGE_LIMIT_MAX", "AnchorConfig", "PromotionIn", "PromotionsQuery",
@@ -68,8 +69,8 @@ class PromotionsQuery(msgspec.Struct, frozen=True):
     before: tuple[int, str] | None = None
 
 
-def status_of(doc: dict[str, Any], now: int) -> str:
-    end = doc.get("_endDate")
+def status_of(doc: Promotion, now: int) -> str:
+    end = doc.end
     return "Expired" if end is not None and now >= end else "Active"
 
 
@@ -114,7 +115,7 @@ def _reset(item: PromotionIn, at: str) -> dict[str, Any] | None:
 
 
 async def _document(d: Domain, env: str, item: PromotionIn, at: str,
-                    now: int) -> dict[str, Any]:
+                    now: int) -> Promotion:
     """The promotion `item` grants, checked against its feature."""
     feature = await require_feature(d, env, item.feature_id, field=f"{at}.featureId")
     kind = feature.feature_type
@@ -142,28 +143,18 @@ async def _document(d: Domain, env: str, item: PromotionIn, at: str,
                             f"{at}.enumValues")
     reset_config = _reset(item, at)
     end = _end_date(item, now, at)
-    return {
-        "id": str(uuid.uuid4()),
-        "featureId": item.feature_id,
-        "description": item.description,
-        "period": item.period,
-        "usageLimit": item.usage_limit,
-        "hasUnlimitedUsage": bool(item.has_unlimited_usage),
-        "hasSoftLimit": bool(item.has_soft_limit),
-        "resetPeriod": item.reset_period,
-        "resetPeriodConfiguration": reset_config,
-        "enumValues": item.enum_values,
-        "isVisible": True if item.is_visible is None else item.is_visible,
-        "_startDate": now,
-        "_endDate": end,
-        "_createdAt": now,
-        "_updatedAt": now,
-        "_archivedAt": None,
-    }
+    return Promotion(
+        id=str(uuid.uuid4()), feature_id=item.feature_id, description=item.description,
+        period=item.period, usage_limit=item.usage_limit,
+        has_unlimited_usage=bool(item.has_unlimited_usage),
+        has_soft_limit=bool(item.has_soft_limit), reset_period=item.reset_period,
+        reset_period_configuration=reset_config, enum_values=item.enum_values,
+        is_visible=True if item.is_visible is None else item.is_visible,
+        start=now, end=end, created_at=now, updated_at=now)
 
 
 async def grant(d: Domain, env: str, customer_id: str,
-                items: Sequence[PromotionIn]) -> list[dict[str, Any]]:
+                items: Sequence[PromotionIn]) -> list[Promotion]:
     """Grant the customer `items` (1 to ITEMS_MAX, one per feature), all or none; errors
     name `promotionalEntitlements[i]`. Returns the stored documents."""
     if not 1 <= len(items) <= ITEMS_MAX:
@@ -184,8 +175,8 @@ async def grant(d: Domain, env: str, customer_id: str,
     return docs
 
 
-def _key(doc: dict[str, Any]) -> tuple[int, str]:
-    return doc["_createdAt"], doc["featureId"]
+def _key(doc: Promotion) -> tuple[int, str]:
+    return doc.created_at, doc.feature_id
 
 
 _OPS = {">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b,
@@ -193,7 +184,7 @@ _OPS = {">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a 
 
 
 async def list_promotions(d: Domain, env: str, q: PromotionsQuery,
-                          ) -> tuple[list[dict[str, Any]], tuple[int, str] | None,
+                          ) -> tuple[list[Promotion], tuple[int, str] | None,
                                      tuple[int, str] | None]:
     """A page of the customer's promotions (revoked ones left out) and the cursors of the
     pages after and before it. A customer holds at most one promotion per feature, so
@@ -203,9 +194,9 @@ async def list_promotions(d: Domain, env: str, q: PromotionsQuery,
     await require_customer(d, env, q.customer_id, field="id", allow_archived=True)
     now = d.documents.now_ms()
     docs = sorted((doc for doc in await d.store.promotions(env, q.customer_id)
-                   if doc.get("_archivedAt") is None
+                   if doc.archived_at is None
                    and (not q.statuses or status_of(doc, now) in q.statuses)
-                   and all(_OPS[op](doc["_createdAt"], ms) for op, ms in q.created)),
+                   and all(_OPS[op](doc.created_at, ms) for op, ms in q.created)),
                   key=_key)
     size = q.limit
     if q.after is not None:
@@ -225,7 +216,7 @@ async def list_promotions(d: Domain, env: str, q: PromotionsQuery,
     return page, nxt, prev
 
 
-async def revoke(d: Domain, env: str, customer_id: str, feature_id: str) -> dict[str, Any]:
+async def revoke(d: Domain, env: str, customer_id: str, feature_id: str) -> Promotion:
     """End the customer's promotion for the feature now; 404 if it has none."""
     doc = await d.store.promotion(env, customer_id, feature_id)
     if doc is None:
@@ -233,9 +224,9 @@ async def revoke(d: Domain, env: str, customer_id: str, feature_id: str) -> dict
         raise DomainError(404, "NotFound", f"customer {customer_id!r} has no promotional "
                           f"entitlement for feature {feature_id!r}", "featureId")
     now = d.documents.now_ms()
-    if doc.get("_endDate") is None or doc["_endDate"] > now:
-        doc["_endDate"] = now  # it ends now: it shows Expired from here on
-    doc["_archivedAt"] = doc["_updatedAt"] = now
+    if doc.end is None or doc.end > now:
+        doc.end = now  # it ends now: it shows Expired from here on
+    doc.archived_at = doc.updated_at = now
     await d.store.end_promotion(env, customer_id, doc, now)
     d.entitlements_changed(env, customer_id)
     return doc

@@ -6,14 +6,21 @@ field's stored name is the JSON key every earlier version wrote — the wire nam
 the API shows, `_`-prefixed for the times only creditd reads — so stored rows decode as
 they are, with no migration, and are written back in the same shape.
 
-The documents are frozen: the cache hands the same object to every reader, so a change
-is a new document (`msgspec.structs.replace`) that the store then writes.
+Customers, currencies, features and coupons are frozen: the cache hands the same object
+to every reader, so a change is a new document (`msgspec.structs.replace`) that the store
+then writes. Products, plans and add-ons are edited as a private deep copy under their
+lock (packages/store.py), as subscriptions are.
 
     Stored    what every document has: id, created, updated, archived (epoch ms)
     Customer  a customer's profile: the optional fields the client sent
     Currency  a custom currency (credit type), its unit names and top-up price
     Feature   a feature: type, meter, unit transformation, credit rate
     Coupon    a percentage or fixed amounts off, and for how long
+    Product   a product and its subscription settings
+    Plan      a plan's version (working copy or published), its entitlements and prices
+    Addon     an add-on's version, likewise
+    PackageEntitlement  what a plan or add-on grants of one feature or currency
+    Promotion a feature granted to one customer for a while (its own table)
 
 Subscriptions have their own typed document (subscriptions/document.py).
 """
@@ -28,9 +35,10 @@ from msgspec import UNSET, UnsetType, field
 
 from engine.core.meters import Meter
 
-__all__ = ["DOCUMENT_TYPES", "AmountOff", "Coupon", "CreditRate", "Currency", "CurrencyUnits",
-           "Customer", "EnumValue", "Feature", "Stored", "TopUp", "UnitTransformation",
-           "unset_none"]
+__all__ = ["DOCUMENT_TYPES", "Addon", "AmountOff", "Coupon", "CreditRate", "Currency",
+           "CurrencyUnits", "Customer", "Edited", "EnumValue", "Feature", "Grant", "Package",
+           "PackageEntitlement", "Plan", "Product", "Promotion", "Stored", "TopUp",
+           "UnitTransformation", "unset_none"]
 
 
 T = TypeVar("T")
@@ -138,10 +146,116 @@ class Coupon(Stored, frozen=True, kw_only=True):
     duration_in_months: int | None = field(default=None, name="durationInMonths")
 
 
+# -- products, plans and add-ons (engine/domain/packages) ------------------------------
+#
+# These are written by editing a working copy under the package's lock (packages/store.py
+# `_working` hands out a deep copy), so they are mutable; a published version is never
+# changed once written.
+
+class Edited(msgspec.Struct, kw_only=True):
+    id: str
+    created_at: int = field(default=0, name="_createdAt")
+    updated_at: int = field(default=0, name="_updatedAt")
+    archived_at: int | None = field(default=None, name="_archivedAt")
+
+
+class Product(Edited, kw_only=True):
+    display_name: str = field(default="", name="displayName")
+    description: str | None = None
+    metadata: dict[str, str] = {}
+    multiple_subscriptions: bool = field(default=False, name="multipleSubscriptions")
+    # {subscriptionCancellationTime, subscriptionEndSetup, subscriptionStartSetup,
+    #  downgradePlanId, prorateAtEndOfBillingPeriod, subscriptionStartPlanId}
+    product_settings: dict[str, Any] | None = field(default=None, name="productSettings")
+    usage_reset_cutoff_rule: dict[str, Any] | None = field(default=None,
+                                                           name="usageResetCutoffRule")
+
+
+class Grant(msgspec.Struct, kw_only=True):
+    """What an entitlement to a feature grants: shared by a package's FEATURE
+    entitlements and promotional entitlements (engine/domain/entitlements.py adds them
+    up)."""
+    is_granted: bool = field(default=True, name="isGranted")
+    has_unlimited_usage: bool = field(default=False, name="hasUnlimitedUsage")
+    usage_limit: int | None = field(default=None, name="usageLimit")
+    has_soft_limit: bool = field(default=False, name="hasSoftLimit")
+    enum_values: list[str] | None = field(default=None, name="enumValues")
+    reset_period: str | None = field(default=None, name="resetPeriod")  # YEAR … HOUR
+    reset_period_configuration: dict[str, Any] | None = field(  # {accordingTo}
+        default=None, name="resetPeriodConfiguration")
+    created_at: int = field(default=0, name="_createdAt")
+    updated_at: int = field(default=0, name="_updatedAt")
+
+
+class PackageEntitlement(Grant, kw_only=True):
+    """An entitlement of a plan or add-on: to a feature (FEATURE: the grant's fields) or
+    to credits of a custom currency each cadence (CREDIT: amount, cadence)."""
+    id: str  # the feature's or the currency's
+    type: str = "FEATURE"
+    behavior: str = "Increment"
+    description: str | None = None
+    display_name_override: str | None = field(default=None, name="displayNameOverride")
+    hidden_from_widgets: list[str] = field(default_factory=list, name="hiddenFromWidgets")
+    is_custom: bool = field(default=False, name="isCustom")
+    order: str | None = None  # a decimal's text
+    amount: str | None = None  # credits each cadence, a decimal's text
+    cadence: str | None = None  # MONTH or YEAR
+    dependency_feature_id: str | None = field(default=None, name="dependencyFeatureId")
+
+
+class Promotion(Grant, kw_only=True):
+    """A promotional entitlement: a feature granted to one customer from `start` until
+    `end` (None: for good), unless revoked (`archived_at`)."""
+    id: str
+    feature_id: str = field(name="featureId")
+    description: str | None = None
+    period: str | None = None  # the grant's length as asked (1 week … lifetime)
+    is_visible: bool = field(default=True, name="isVisible")
+    start: int | None = field(default=None, name="_startDate")
+    end: int | None = field(default=None, name="_endDate")
+    archived_at: int | None = field(default=None, name="_archivedAt")
+
+
+class Package(Edited, kw_only=True):
+    """What plans and add-ons share. `entitlements` are the stored entitlement objects
+    (packages/entitlements.py), `charges` the prices in the shape engine/billing/pricing.py
+    reads."""
+    product_id: str = field(name="productId")
+    display_name: str = field(default="", name="displayName")
+    description: str | None = None
+    billing_id: str | None = field(default=None, name="billingId")
+    metadata: dict[str, str] = {}
+    pricing_type: str | None = field(default=None, name="pricingType")  # FREE, PAID, CUSTOM
+    status: str = "DRAFT"  # DRAFT, PUBLISHED, ARCHIVED
+    version_number: int = field(default=1, name="versionNumber")
+    hidden: bool = False
+    entitlements: list[PackageEntitlement] = []
+    charges: dict[str, Any] | None = None
+    # Set when a version is published; ALL_CUSTOMERS moves existing subscribers to it.
+    published_at: int | None = field(default=None, name="_publishedAt")
+    migration_type: str | None = field(default=None, name="_migrationType")
+
+
+class Plan(Package, kw_only=True):
+    parent_plan_id: str | None = field(default=None, name="parentPlanId")
+    compatible_addon_ids: list[str] = field(default_factory=list, name="compatibleAddonIds")
+    # {duration, units, trialEndBehavior, budget: {hasSoftLimit, limit} | None}
+    default_trial_config: dict[str, Any] | None = field(default=None,
+                                                        name="defaultTrialConfig")
+
+
+class Addon(Package, kw_only=True):
+    max_quantity: int | None = field(default=None, name="maxQuantity")
+    dependencies: list[str] = []
+
+
 # The catalog's tables whose documents are typed (persistence/documents.py decodes them).
-DOCUMENT_TYPES: dict[str, type[Stored]] = {
+DOCUMENT_TYPES: dict[str, type] = {
     "customer_profiles": Customer,
     "currencies": Currency,
     "features": Feature,
     "coupons": Coupon,
+    "products": Product,
+    "plans": Plan,
+    "addons": Addon,
 }

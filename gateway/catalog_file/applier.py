@@ -208,7 +208,7 @@ class _Applier:
 
         body = {"displayName": p.display_name, "description": p.description,
                 "metadata": p.metadata, "multipleSubscriptions": p.multiple_subscriptions}
-        stored = await packages.get_product(self.catalog, self.env, ident)
+        stored = _as_dict(await packages.get_product(self.catalog, self.env, ident))
         if stored is None:
             await packages.create_product(self.catalog, self.env, {"id": ident, **body})
             self.note("create", "products", ident)
@@ -226,21 +226,21 @@ class _Applier:
         fields = _package_fields(pkg)
         entitlements = _entitlements(self.file, table, ident)
         charges = _charges(pkg)
-        stored = await packages.get_package(self.catalog, self.env, kind, ident)
+        stored = _as_dict(await packages.get_package(self.catalog, self.env, kind, ident))
         if stored is None:
             create = {"id": ident, "productId": pkg.product,
                       **{k: fields[k] for k in _CREATE_FIELDS if k in fields}}
             await packages.create_package(self.catalog, self.env, kind, _plain(create))
             await self._fill(table, ident, fields, entitlements, charges)
             doc = await packages.publish(self.catalog, self.env, kind, ident)
-            self.note("create", table, ident, f"v{doc.get('versionNumber', 1)}")
+            self.note("create", table, ident, f"v{doc.version_number}")
             return
         if stored.get("productId") != pkg.product:
             raise ApiError(400, "BadUserInput", f"a {kind} cannot move to another product "
                            f"(it is in {stored.get('productId')!r})", "product")
         if stored.get("status") == "ARCHIVED" or stored.get("_archivedAt") is not None:
             raise ApiError(400, "BadUserInput", f"{kind} {ident!r} is archived; use a new id")
-        current = await packages.published(self.catalog, self.env, kind, ident)
+        current = _as_dict(await packages.published(self.catalog, self.env, kind, ident))
         if current is None:
             changed = ["first version"]
         else:
@@ -268,7 +268,7 @@ class _Applier:
         await self._fill(table, ident, fields, entitlements, charges)
         doc = await packages.publish(self.catalog, self.env, kind, ident)
         self.note("publish", table, ident,
-                  f"v{doc.get('versionNumber', '?')}: {', '.join(changed)}")
+                  f"v{doc.version_number}: {', '.join(changed)}")
 
     async def _fill(self, table: str, ident: str, fields: dict[str, Any],
                     entitlements: list[dict[str, Any]], charges: dict[str, Any] | None) -> None:

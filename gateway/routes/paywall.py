@@ -25,7 +25,15 @@ from engine.domain.paywall import (
     localized_periods,
     paywall,
 )
-from engine.domain.stored import Feature, unset_none
+from engine.domain.stored import (
+    Addon,
+    Feature,
+    Package,
+    PackageEntitlement,
+    Plan,
+    Product,
+    unset_none,
+)
 from engine.domain.subscriptions.document import Subscription
 from gateway.context import domain, environment, ok
 from gateway.errors import bad_input
@@ -45,9 +53,9 @@ def _money(m: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"amount": Decimal(m["amount"]), "currency": m["currency"].upper()}
 
 
-def _reset_configuration(e: dict[str, Any]) -> dict[str, Any] | None:
-    config = e.get("resetPeriodConfiguration")
-    period = e.get("resetPeriod")
+def _reset_configuration(e: PackageEntitlement) -> dict[str, Any] | None:
+    config = e.reset_period_configuration
+    period = e.reset_period
     if not config or period not in ("MONTH", "WEEK", "YEAR"):
         return None
     name = {"MONTH": "monthly", "WEEK": "weekly", "YEAR": "yearly"}[period]
@@ -80,35 +88,35 @@ def _entitlements(view: PackageView) -> tuple[list[dict[str, Any]], list[dict[st
     plan = view.package
     features: list[dict[str, Any]] = []
     union: list[dict[str, Any]] = []
-    for e in plan.get("entitlements") or []:
+    for e in plan.entitlements:
         common = {
-            "hasSoftLimit": bool(e.get("hasSoftLimit")),
-            "hiddenFromWidgets": e.get("hiddenFromWidgets") or [],
-            "isCustom": bool(e.get("isCustom")),
-            "displayNameOverride": e.get("displayNameOverride"),
-            "description": e.get("description"),
-            "order": None if e.get("order") is None else Decimal(str(e["order"])),
-            "behavior": e.get("behavior"),
+            "hasSoftLimit": e.has_soft_limit,
+            "hiddenFromWidgets": e.hidden_from_widgets,
+            "isCustom": e.is_custom,
+            "displayNameOverride": e.display_name_override,
+            "description": e.description,
+            "order": None if e.order is None else Decimal(e.order),
+            "behavior": e.behavior,
         }
-        if e["type"] == "FEATURE":
-            doc = view.features.get(e["id"])
-            item = {"__typename": "PackageEntitlement", "featureId": e["id"],
-                    "usageLimit": e.get("usageLimit"),
-                    "hasUnlimitedUsage": bool(e.get("hasUnlimitedUsage")),
-                    "resetPeriod": e.get("resetPeriod"),
+        if e.type == "FEATURE":
+            doc = view.features.get(e.id)
+            item = {"__typename": "PackageEntitlement", "featureId": e.id,
+                    "usageLimit": e.usage_limit,
+                    "hasUnlimitedUsage": e.has_unlimited_usage,
+                    "resetPeriod": e.reset_period,
                     "resetPeriodConfiguration": _reset_configuration(e),
-                    "enumValues": e.get("enumValues"), "isGranted": e.get("isGranted", True),
-                    "feature": _feature_json(doc, e["id"]), **common}
+                    "enumValues": e.enum_values, "isGranted": e.is_granted,
+                    "feature": _feature_json(doc, e.id), **common}
             features.append(item)
             union.append(item)
         else:
-            c = view.currencies.get(e["id"])
+            c = view.currencies.get(e.id)
             units = None if c is None else c.units
             union.append({
-                "__typename": "PackageCreditEntitlement", "customCurrencyId": e["id"],
-                "amount": Decimal(str(e["amount"])), "cadence": e.get("cadence"),
-                "customCurrency": {"currencyId": e["id"],
-                                   "displayName": (c and c.display_name) or e["id"],
+                "__typename": "PackageCreditEntitlement", "customCurrencyId": e.id,
+                "amount": Decimal(e.amount or 0), "cadence": e.cadence,
+                "customCurrency": {"currencyId": e.id,
+                                   "displayName": (c and c.display_name) or e.id,
                                    "description": c and c.description,
                                    "symbol": c and c.symbol,
                                    "unitSingular": units and units.singular,
@@ -118,11 +126,11 @@ def _entitlements(view: PackageView) -> tuple[list[dict[str, Any]], list[dict[st
     return features, union
 
 
-def _prices(plan: dict[str, Any], country: str | None, all_countries: bool,
+def _prices(plan: Package, country: str | None, all_countries: bool,
             features: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """The plan's prices as GraphQL `Price` rows, localized (`localized_periods`)."""
     out: list[dict[str, Any]] = []
-    for model in (plan.get("charges") or {}).get("pricingModels") or []:
+    for model in (plan.charges or {}).get("pricingModels") or []:
         for p in localized_periods(model, country, all_countries):
             feature_id = model.get("featureId")
             tiers = p.get("tiers")
@@ -152,8 +160,8 @@ def _prices(plan: dict[str, Any], country: str | None, all_countries: bool,
     return out
 
 
-def _trial(plan: dict[str, Any]) -> dict[str, Any] | None:
-    t = plan.get("defaultTrialConfig")
+def _trial(plan: Plan) -> dict[str, Any] | None:
+    t = plan.default_trial_config
     if not t:
         return None
     budget = t.get("budget")
@@ -163,12 +171,16 @@ def _trial(plan: dict[str, Any]) -> dict[str, Any] | None:
                                                "hasSoftLimit": budget["hasSoftLimit"]}}
 
 
-def _product_json(doc: dict[str, Any]) -> dict[str, Any]:
-    return {"__typename": "Product", "id": doc["id"], "refId": doc["id"],
-            "displayName": doc.get("displayName"), "description": doc.get("description"),
-            "additionalMetaData": doc.get("metadata") or {},
-            "multipleSubscriptions": bool(doc.get("multipleSubscriptions")),
-            "productSettings": doc.get("productSettings")}
+def _product_json(ident: str, doc: Product | None) -> dict[str, Any]:
+    if doc is None:  # gone since the plan named it
+        return {"__typename": "Product", "id": ident, "refId": ident, "displayName": None,
+                "description": None, "additionalMetaData": {}, "multipleSubscriptions": False,
+                "productSettings": None}
+    return {"__typename": "Product", "id": doc.id, "refId": doc.id,
+            "displayName": doc.display_name, "description": doc.description,
+            "additionalMetaData": doc.metadata,
+            "multipleSubscriptions": doc.multiple_subscriptions,
+            "productSettings": doc.product_settings}
 
 
 def _by_id(features: list[dict[str, Any]], view: PackageView) -> dict[str, dict[str, Any]]:
@@ -181,14 +193,14 @@ def _by_id(features: list[dict[str, Any]], view: PackageView) -> dict[str, dict[
 
 def _addon_json(view: PackageView, q: PaywallQuery) -> dict[str, Any]:
     addon = view.package
+    assert isinstance(addon, Addon)
     features, union = _entitlements(view)
-    return {"__typename": "Addon", "id": addon["id"], "refId": addon["id"],
-            "displayName": addon.get("displayName"), "description": addon.get("description"),
-            "billingId": addon.get("billingId"), "versionNumber": addon.get("versionNumber"),
-            "additionalMetaData": addon.get("metadata") or {},
-            "hiddenFromWidgets": [], "pricingType": addon.get("pricingType"),
-            "maxQuantity": addon.get("maxQuantity"),
-            "dependencies": addon.get("dependencies") or [],
+    return {"__typename": "Addon", "id": addon.id, "refId": addon.id,
+            "displayName": addon.display_name, "description": addon.description,
+            "billingId": addon.billing_id, "versionNumber": addon.version_number,
+            "additionalMetaData": addon.metadata,
+            "hiddenFromWidgets": [], "pricingType": addon.pricing_type,
+            "maxQuantity": addon.max_quantity, "dependencies": addon.dependencies,
             "entitlements": features, "packageEntitlements": union,
             # (an add-on's price rows name only the features it grants)
             "prices": _prices(addon, q.country, q.all_countries,
@@ -207,13 +219,14 @@ def _point_json(p: PricePoint, features: dict[str, dict[str, Any]]) -> dict[str,
 def paywall_json(found: Paywall) -> dict[str, Any]:
     """The paywall in the field names of Stigg's GraphQL `Paywall`."""
     q = found.query
-    products = {pid: _product_json(doc) for pid, doc in found.products.items()}
+    products = {pid: _product_json(pid, doc) for pid, doc in found.products.items()}
     plans: list[dict[str, Any]] = []
     points: list[dict[str, Any]] = []
     currencies: list[str] = []
     for view in found.plans:
         plan = view.plan.package
-        ident = plan["id"]
+        assert isinstance(plan, Plan)
+        ident = plan.id
         features, union = _entitlements(view.plan)
         by_id = _by_id(features, view.plan)
         prices = _prices(plan, q.country, q.all_countries, by_id)
@@ -224,20 +237,20 @@ def paywall_json(found: Paywall) -> dict[str, Any]:
         inherited, inherited_union = ([], []) if view.base is None else _entitlements(view.base)
         plans.append({
             "__typename": "Plan", "id": ident, "refId": ident,
-            "displayName": plan.get("displayName"), "description": plan.get("description"),
-            "billingId": plan.get("billingId"), "versionNumber": plan.get("versionNumber"),
-            "additionalMetaData": plan.get("metadata") or {},
-            "hiddenFromWidgets": ["PAYWALL"] if plan.get("hidden") else [],
-            "product": products[plan["productId"]],
+            "displayName": plan.display_name, "description": plan.description,
+            "billingId": plan.billing_id, "versionNumber": plan.version_number,
+            "additionalMetaData": plan.metadata,
+            "hiddenFromWidgets": ["PAYWALL"] if plan.hidden else [],
+            "product": products[plan.product_id],
             "basePlan": None if base is None else {
-                "__typename": "Plan", "id": base["id"], "refId": base["id"],
-                "displayName": base.get("displayName")},
+                "__typename": "Plan", "id": base.id, "refId": base.id,
+                "displayName": base.display_name},
             "entitlements": features, "inheritedEntitlements": inherited,
             "packageEntitlements": union, "inheritedPackageEntitlements": inherited_union,
             "compatibleAddons": [_addon_json(a, q) for a in view.addons],
             "compatiblePackageGroups": [],
             "prices": prices, "overagePrices": [],
-            "pricingType": plan.get("pricingType"),
+            "pricingType": plan.pricing_type,
             "defaultTrialConfig": _trial(plan),
             "awsMarketplacePlanDimension": None,
         })

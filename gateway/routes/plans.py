@@ -130,7 +130,7 @@ def _routes(kind: str) -> list[Any]:
     async def remove_draft(request: Request, ident: FromPath[str]) -> Response:
         doc = await packages.remove_draft(domain(request).documents, environment(request),
                                           kind, ident)
-        return ok({"id": doc["id"]})
+        return ok({"id": doc.id})
 
     @post(base + "/{ident:str}/publish", name=f"{kind}_publish", opt=request_body(PublishBody))
     async def publish(request: Request, ident: FromPath[str]) -> Response:
@@ -171,7 +171,7 @@ def _routes(kind: str) -> list[Any]:
     @get(ents, name=f"{kind}_entitlements_list")
     async def list_entitlements(request: Request) -> Response:
         doc = await _doc(request, request.path_params[pid])
-        return ok([package_json.entitlement_json(e) for e in doc["entitlements"]],
+        return ok([package_json.entitlement_json(e) for e in doc.entitlements],
                   pagination={"next": None, "prev": None})
 
     @patch(ents + "/{ent_id:str}", name=f"{kind}_entitlements_update",

@@ -15,6 +15,7 @@ from litestar.params import FromPath
 
 from engine.domain import promotions
 from engine.domain.promotions import PromotionIn, status_of
+from engine.domain.stored import Promotion
 from gateway.context import domain, environment, ok
 from gateway.openapi import request_body
 from gateway.wire import PageQuery, created_at_bounds, decode_body, iso
@@ -32,26 +33,26 @@ class PromotionsBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel")
 promotion_status = status_of
 
 
-def promotion_json(doc: dict[str, Any], env: str, now: int) -> dict[str, Any]:
+def promotion_json(doc: Promotion, env: str, now: int) -> dict[str, Any]:
     return {
-        "id": doc["id"],
-        "featureId": doc["featureId"],
+        "id": doc.id,
+        "featureId": doc.feature_id,
         "environmentId": env,
-        "description": doc.get("description"),
-        "period": doc["period"],
-        "startDate": iso(doc["_startDate"]),
-        "endDate": iso(doc.get("_endDate")),
+        "description": doc.description,
+        "period": doc.period,
+        "startDate": iso(doc.start),
+        "endDate": iso(doc.end),
         "status": promotion_status(doc, now),
-        "usageLimit": doc.get("usageLimit"),
-        "hasUnlimitedUsage": doc.get("hasUnlimitedUsage"),
-        "hasSoftLimit": doc.get("hasSoftLimit"),
-        "resetPeriod": doc.get("resetPeriod"),
-        "resetPeriodConfiguration": doc.get("resetPeriodConfiguration"),
-        "enumValues": doc.get("enumValues"),
-        "isVisible": doc.get("isVisible", True),
+        "usageLimit": doc.usage_limit,
+        "hasUnlimitedUsage": doc.has_unlimited_usage,
+        "hasSoftLimit": doc.has_soft_limit,
+        "resetPeriod": doc.reset_period,
+        "resetPeriodConfiguration": doc.reset_period_configuration,
+        "enumValues": doc.enum_values,
+        "isVisible": doc.is_visible,
         "featureGroupIds": None,
-        "createdAt": iso(doc["_createdAt"]),
-        "updatedAt": iso(doc["_updatedAt"]),
+        "createdAt": iso(doc.created_at),
+        "updatedAt": iso(doc.updated_at),
     }
 
 

@@ -30,7 +30,7 @@ async def test_grant_list_and_revoke(world) -> None:
     docs = await promotions.grant(d, ENV, "acme", [
         PromotionIn(feature_id="seats", period="1 week", usage_limit=5),
         PromotionIn(feature_id="sso", period="lifetime")])
-    assert [(x["featureId"], x["_endDate"]) for x in docs] == [
+    assert [(x.feature_id, x.end) for x in docs] == [
         ("seats", start + WEEK_MS), ("sso", None)]
     assert changed == [(ENV, "acme")]  # the gateway's cache forgets the customer
 
@@ -42,20 +42,20 @@ async def test_grant_list_and_revoke(world) -> None:
                         custom_end_date="yesterday")])
     assert (caught.value.status, caught.value.field) == (
         400, "promotionalEntitlements[1].customEndDate")
-    assert [x["period"] for x in await d.store.promotions(ENV, "acme")] == ["1 week",
+    assert [x.period for x in await d.store.promotions(ENV, "acme")] == ["1 week",
                                                                          "lifetime"]
 
     world.clock.advance(WEEK_MS)  # the week is over: seats is Expired
     page, nxt, prev = await promotions.list_promotions(d, ENV, PromotionsQuery(
         customer_id="acme", limit=1, statuses=frozenset({"Expired"})))
-    assert [x["featureId"] for x in page] == ["seats"] and nxt is None and prev is None
+    assert [x.feature_id for x in page] == ["seats"] and nxt is None and prev is None
 
     revoked = await promotions.revoke(d, ENV, "acme", "sso")
-    assert revoked["_endDate"] == world.clock.now_ms()
+    assert revoked.end == world.clock.now_ms()
     assert changed == [(ENV, "acme"), (ENV, "acme")]
     page, _, _ = await promotions.list_promotions(d, ENV, PromotionsQuery(
         customer_id="acme", limit=10))
-    assert [x["featureId"] for x in page] == ["seats"]  # revoked ones are not listed
+    assert [x.feature_id for x in page] == ["seats"]  # revoked ones are not listed
     with pytest.raises(DomainError) as caught:
         await promotions.revoke(d, ENV, "acme", "sso")
     assert (caught.value.status, caught.value.code) == (404, "NotFound")

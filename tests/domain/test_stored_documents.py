@@ -1,7 +1,7 @@
-"""Customers, currencies, features and coupons are typed documents (engine/domain/stored.py)
-whose stored names are the keys every earlier version wrote: a row as an earlier version
-stored it decodes, answers the domain's reads and is written back in the same keys — no
-migration. The cache holds the typed document; a process that reads the row afresh gets
+"""Customers, currencies, features, coupons, products, plans and add-ons are typed
+documents (engine/domain/stored.py) whose stored names are the keys every earlier version
+wrote: a row as an earlier version stored it decodes, answers the domain's reads and is
+written back in the same keys — no migration. The cache holds the typed document; a process that reads the row afresh gets
 an equal one."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.core.meters import Meter
-from engine.domain import coupons, currencies, customers, features
+from engine.domain import coupons, currencies, customers, features, packages, promotions
 from engine.domain.stored import (
     DOCUMENT_TYPES,
     AmountOff,
@@ -25,6 +25,8 @@ from engine.domain.stored import (
     Currency,
     Customer,
     Feature,
+    Plan,
+    Product,
 )
 from persistence.documents import Catalog
 
@@ -32,6 +34,20 @@ pytestmark = pytest.mark.anyio
 
 ENV = "production"
 AT = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+ENTITLEMENT = {  # a plan's FEATURE entitlement, as the first packages code stored it
+    "type": "FEATURE", "id": "images", "behavior": "Increment", "description": None,
+    "displayNameOverride": None, "hiddenFromWidgets": [], "isCustom": False,
+    "isGranted": True, "hasSoftLimit": False, "order": None, "enumValues": None,
+    "hasUnlimitedUsage": False, "usageLimit": 10, "resetPeriod": "MONTH",
+    "resetPeriodConfiguration": {"accordingTo": "SubscriptionStart"},
+    "_createdAt": AT, "_updatedAt": AT}
+PROMOTION = {  # a promotional entitlement, as the first promotions code stored it
+    "id": "p-1", "featureId": "images", "description": None, "period": "1 month",
+    "usageLimit": 50, "hasUnlimitedUsage": False, "hasSoftLimit": False,
+    "resetPeriod": None, "resetPeriodConfiguration": None, "enumValues": None,
+    "isVisible": True, "_startDate": AT, "_endDate": AT + 31 * 86_400_000,
+    "_createdAt": AT, "_updatedAt": AT, "_archivedAt": None}
 
 # Rows as earlier versions wrote them (the keys each version's create wrote; `_archivedAt`
 # absent before archiving existed for the table, amounts in the shapes of their time).
@@ -61,6 +77,21 @@ EARLIER: dict[str, dict[str, Any]] = {
         "amountsOff": [{"amount": "10", "currency": "usd"}],
         "duration": "REPEATING", "durationInMonths": 3,
         "_createdAt": AT, "_updatedAt": AT, "_archivedAt": None},
+    "products": {
+        "id": "app", "displayName": "App", "description": None, "metadata": {},
+        "multipleSubscriptions": False, "productSettings": None,
+        "usageResetCutoffRule": None, "_createdAt": AT, "_updatedAt": AT},
+    "plans": {  # before `hidden`, never published
+        "id": "pro", "productId": "app", "displayName": "Pro", "description": None,
+        "billingId": None, "metadata": {}, "pricingType": "FREE", "status": "DRAFT",
+        "versionNumber": 1, "entitlements": [ENTITLEMENT], "charges": None,
+        "parentPlanId": None, "compatibleAddonIds": [], "defaultTrialConfig": None,
+        "_createdAt": AT, "_updatedAt": AT},
+    "addons": {
+        "id": "seats", "productId": "app", "displayName": "Seats", "description": None,
+        "billingId": None, "metadata": {}, "pricingType": "FREE", "status": "DRAFT",
+        "versionNumber": 1, "hidden": False, "entitlements": [], "charges": None,
+        "maxQuantity": None, "dependencies": [], "_createdAt": AT, "_updatedAt": AT},
 }
 
 
@@ -102,6 +133,18 @@ async def test_earlier_rows_decode_and_keep_their_keys(world: Any) -> None:
     assert metered == feature and meter == feature.meter
     coupon = await coupons.get(d, ENV, "ten")
     assert isinstance(coupon, Coupon) and coupon.amounts_off == [AmountOff("10", "usd")]
+    product = await packages.get_product(d.documents, ENV, "app")
+    assert isinstance(product, Product) and product.display_name == "App"
+    plan = await packages.get_package(d.documents, ENV, "plan", "pro")
+    assert isinstance(plan, Plan) and plan.hidden is False and plan.compatible_addon_ids == []
+    [ent] = plan.entitlements
+    assert (ent.type, ent.usage_limit, ent.reset_period) == ("FEATURE", 10, "MONTH")
+    await d.store.execute(
+        "INSERT INTO promotional_entitlements (environment, customer_id, feature_id, doc, "
+        "status, created_at, updated_at, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+        ENV, "acme", "images", json.dumps(PROMOTION), "Active", AT, AT)
+    [promo] = await d.store.promotions(ENV, "acme")
+    assert (promo.feature_id, promo.usage_limit, promo.start) == ("images", 50, AT)
 
     # Written back by today's code: every earlier key is still there with its value
     # (only what the change touched differs).
@@ -110,17 +153,31 @@ async def test_earlier_rows_decode_and_keep_their_keys(world: Any) -> None:
     await currencies.update(d, ENV, "tokens", currencies.CurrencyUpdate(symbol="TK"))
     await features.update(d, ENV, "images", features.FeatureUpdate(description="Pictures"))
     await coupons.update(d, ENV, "ten", coupons.CouponUpdate(name="Tenner"))
+    await packages.update_product(d.documents, ENV, "app", {"description": "Apps"})
+    await packages.update_package(d.documents, ENV, "plan", "pro", {"description": "Best"})
+    await packages.update_package(d.documents, ENV, "addon", "seats", {"maxQuantity": 5})
     changed = {"customer_profiles": {"name": "Acme"}, "currencies": {"symbol": "TK"},
-               "features": {"description": "Pictures"}, "coupons": {"name": "Tenner"}}
+               "features": {"description": "Pictures"}, "coupons": {"name": "Tenner"},
+               "products": {"description": "Apps"}, "plans": {"description": "Best"},
+               "addons": {"maxQuantity": 5}}
     for table, doc in EARLIER.items():
         ident = doc["id"]
         row = await _row(world.catalog, table, ident)
         expected = {**doc, **changed[table], "_updatedAt": AT + 1_000}
-        assert {k: row[k] for k in expected if k != "creditRate"} == {
-            k: v for k, v in expected.items() if k != "creditRate"}, table
+        nested = ("creditRate", "entitlements")
+        assert {k: row[k] for k in expected if k not in nested} == {
+            k: v for k, v in expected.items() if k not in nested}, table
         # A fresh process reads what this one cached.
         fresh = Catalog(world.catalog.store, clock=world.clock)
         assert await fresh.get(table, ENV, ident) == await world.catalog.get(table, ENV, ident)
+    # An entitlement keeps every key it had (a CREDIT entitlement's fields are added, null).
+    [ent_row] = (await _row(world.catalog, "plans", "pro"))["entitlements"]
+    assert {k: ent_row[k] for k in ENTITLEMENT} == ENTITLEMENT
+    revoked = await promotions.revoke(d, ENV, "acme", "images")
+    [(doc,)] = await d.store.fetch("SELECT doc FROM promotional_entitlements WHERE "
+                                   "environment = ? AND feature_id = ?", ENV, "images")
+    assert json.loads(doc) == {**PROMOTION, "_endDate": revoked.end, "isGranted": True,
+                               "_archivedAt": revoked.end, "_updatedAt": revoked.end}
     # The rate is exact whichever way it was kept.
     assert Decimal(str((await _row(world.catalog, "features", "images"))["creditRate"]
                        ["amount"])) == Decimal("2.5")
@@ -131,7 +188,7 @@ async def test_a_dict_is_refused_for_a_typed_table(world: Any) -> None:
     cannot drift by a dict that skipped the type."""
     with pytest.raises(TypeError, match="Feature"):
         await world.catalog.insert("features", ENV, EARLIER["features"])
-    assert set(DOCUMENT_TYPES) == {"customer_profiles", "currencies", "features", "coupons"}
+    assert set(DOCUMENT_TYPES) == set(EARLIER)
 
 
 _text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)

@@ -1,7 +1,8 @@
 """Products, plans and add-ons (issue 9): the one way to read and write packages.
 
-A plan or add-on ("package", `kind` "plan" | "addon") is a document whose row in `plans` /
-`addons` is its *working copy*: the latest version, DRAFT, PUBLISHED or ARCHIVED. Every
+A plan or add-on ("package", `kind` "plan" | "addon") is a typed document (stored.Plan,
+stored.Addon; products are stored.Product) whose row in `plans` / `addons` is its *working
+copy*: the latest version, DRAFT, PUBLISHED or ARCHIVED. Every
 published version is kept, immutable, in `package_versions` (subscriptions point at one).
 
     create_package      a new package, DRAFT v1 (or published at once with status PUBLISHED)

@@ -21,6 +21,7 @@ from engine.domain.packages.shapes import (
     _camel,
 )
 from engine.domain.packages.store import _NAMES, _require_draft, get_package
+from engine.domain.stored import Addon, Package, Plan
 
 # -- packages -----------------------------------------------------------------------------
 
@@ -44,19 +45,19 @@ def _trial(t: TrialConfig) -> dict[str, Any]:
 
 
 async def _sibling(catalog: Catalog, env: str, kind: str, ident: str, product_id: str,
-                   field: str) -> dict[str, Any]:
+                   field: str) -> Package:
     other = await get_package(catalog, env, kind, ident)
     if other is None:
         raise bad_input(f"{_NAMES[kind]} {ident!r} was not found", field)
-    if other["productId"] != product_id:
+    if other.product_id != product_id:
         raise bad_input(f"{_NAMES[kind]} {ident!r} belongs to product "
-                        f"{other['productId']!r}, not {product_id!r}", field)
-    if other["status"] == "ARCHIVED":
+                        f"{other.product_id!r}, not {product_id!r}", field)
+    if other.status == "ARCHIVED":
         raise bad_input(f"{_NAMES[kind]} {ident!r} is archived", field)
     return other
 
 
-async def _apply(catalog: Catalog, env: str, kind: str, doc: dict[str, Any],
+async def _apply(catalog: Catalog, env: str, kind: str, doc: Package,
                  body: PackageUpdate) -> None:
     """Copy what `body` sets onto `doc`, validating it (the status change is the caller's)."""
     for name in _PLAN_ONLY if kind == "addon" else _ADDON_ONLY:
@@ -65,30 +66,30 @@ async def _apply(catalog: Catalog, env: str, kind: str, doc: dict[str, Any],
                             _camel(name))
     structural = [n for n in ("charges", *_PLAN_ONLY, *_ADDON_ONLY)
                   if getattr(body, n) is not UNSET]
-    if doc["status"] == "ARCHIVED" and (structural or any(
+    if doc.status == "ARCHIVED" and (structural or any(
             getattr(body, n) is not UNSET for n in _COSMETIC)):
         raise DomainError(409, "PackageArchived",
-                       f"{_NAMES[kind]} {doc['id']!r} is archived and cannot change")
-    if structural and doc["status"] != "DRAFT":
+                       f"{_NAMES[kind]} {doc.id!r} is archived and cannot change")
+    if structural and doc.status != "DRAFT":
         _require_draft(doc, kind, _camel(structural[0]))
     if body.display_name is not UNSET:
-        doc["displayName"] = _name(body.display_name, "displayName")
+        doc.display_name = _name(body.display_name, "displayName")
     if body.description is not UNSET:
-        doc["description"] = body.description
+        doc.description = body.description
     if body.billing_id is not UNSET:
-        doc["billingId"] = body.billing_id
+        doc.billing_id = body.billing_id
     if body.metadata is not UNSET:
-        doc["metadata"] = body.metadata or {}
+        doc.metadata = body.metadata or {}
     if body.hidden is not UNSET:
-        doc["hidden"] = body.hidden
-    product = doc["productId"]
-    if kind == "plan":
+        doc.hidden = bool(body.hidden)
+    product = doc.product_id
+    if isinstance(doc, Plan):
         if body.parent_plan_id is not UNSET:
             parent = body.parent_plan_id
             if parent is not None:
-                if parent == doc["id"]:
+                if parent == doc.id:
                     raise bad_input("a plan cannot be its own parent", "parentPlanId")
-                seen = {doc["id"]}
+                seen = {doc.id}
                 step: str | None = parent
                 while step is not None:
                     if step in seen:
@@ -96,36 +97,38 @@ async def _apply(catalog: Catalog, env: str, kind: str, doc: dict[str, Any],
                                         "parentPlanId")
                     seen.add(step)
                     up = await _sibling(catalog, env, "plan", step, product, "parentPlanId")
-                    step = up.get("parentPlanId")
-            doc["parentPlanId"] = parent
+                    assert isinstance(up, Plan)
+                    step = up.parent_plan_id
+            doc.parent_plan_id = parent
         if body.compatible_addon_ids is not UNSET:
             ids = body.compatible_addon_ids or []
             if len(set(ids)) != len(ids):
                 raise bad_input("lists an add-on twice", "compatibleAddonIds")
             for i, a in enumerate(ids):
                 await _sibling(catalog, env, "addon", a, product, f"compatibleAddonIds[{i}]")
-            doc["compatibleAddonIds"] = list(ids)
+            doc.compatible_addon_ids = list(ids)
         if body.default_trial_config is not UNSET:
             t = body.default_trial_config
-            doc["defaultTrialConfig"] = None if t is None else _trial(t)
+            doc.default_trial_config = None if t is None else _trial(t)
     else:
+        assert isinstance(doc, Addon)
         if body.max_quantity is not UNSET:
             q = body.max_quantity
             if q is not None and q < 1:
                 raise bad_input("must be at least 1 (null: no maximum)", "maxQuantity")
-            doc["maxQuantity"] = q
+            doc.max_quantity = q
         if body.dependencies is not UNSET:
             ids = body.dependencies or []
             if len(set(ids)) != len(ids):
                 raise bad_input("lists an add-on twice", "dependencies")
             for i, a in enumerate(ids):
-                if a == doc["id"]:
+                if a == doc.id:
                     raise bad_input("an add-on cannot depend on itself", f"dependencies[{i}]")
                 await _sibling(catalog, env, "addon", a, product, f"dependencies[{i}]")
-            doc["dependencies"] = list(ids)
+            doc.dependencies = list(ids)
     if body.charges is not UNSET:
         if body.charges is None:
-            doc["charges"] = None
+            doc.charges = None
         else:
-            doc["charges"] = await _charges(catalog, env, body.charges)
-            doc["pricingType"] = doc["charges"]["pricingType"]
+            doc.charges = await _charges(catalog, env, body.charges)
+            doc.pricing_type = doc.charges["pricingType"]

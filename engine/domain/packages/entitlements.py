@@ -6,6 +6,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import msgspec
+
 from engine.domain.context import Documents as Catalog
 from engine.domain.errors import DomainError, bad_input
 from engine.domain.packages.checks import (
@@ -18,6 +20,7 @@ from engine.domain.packages.checks import (
 )
 from engine.domain.packages.shapes import EntitlementIn, convert, to_dict
 from engine.domain.packages.store import _NAMES, _lock, _require_draft, _table, _touch, _working
+from engine.domain.stored import Package, PackageEntitlement
 
 # -- entitlements -------------------------------------------------------------------------
 
@@ -32,9 +35,17 @@ _COMMON_DEFAULTS: dict[str, Any] = {
 
 
 async def _entitlement(catalog: Catalog, env: str, given: dict[str, Any],
-                       existing: dict[str, Any] | None, field: str) -> dict[str, Any]:
-    """One entitlement in its stored form: `given` (camelCase input) over `existing` (on
-    update), validated against the feature or currency it names."""
+                       existing: PackageEntitlement | None, field: str) -> PackageEntitlement:
+    """One entitlement as stored: `given` (camelCase input) over `existing` (on update),
+    validated against the feature or currency it names. The input's names are the stored
+    ones, so the two are merged by name before the result is typed."""
+    out = await _merged(catalog, env, given,
+                        None if existing is None else msgspec.to_builtins(existing), field)
+    return msgspec.convert(out, PackageEntitlement)
+
+
+async def _merged(catalog: Catalog, env: str, given: dict[str, Any],
+                  existing: dict[str, Any] | None, field: str) -> dict[str, Any]:
     prefix = f"{field}." if field else ""
     kind = given["type"]
     if existing is not None and existing["type"] != kind:
@@ -127,15 +138,16 @@ def _entitlement_input(body: Any, field: str) -> dict[str, Any]:
     return to_dict(parsed)
 
 
-def _stamp_entitlement(catalog: Catalog, ent: dict[str, Any],
-                       existing: dict[str, Any] | None) -> None:
+def _stamp_entitlement(catalog: Catalog, ent: PackageEntitlement,
+                       existing: PackageEntitlement | None) -> None:
     now = catalog.now_ms()
-    ent["_createdAt"] = existing["_createdAt"] if existing else now
-    ent["_updatedAt"] = now
+    ent.created_at = existing.created_at if existing else now
+    ent.updated_at = now
 
 
 async def set_entitlements(catalog: Catalog, env: str, kind: str, ident: str,
-                           entitlements: list[dict], replace: bool) -> list[dict]:
+                           entitlements: list[dict], replace: bool,
+                           ) -> list[PackageEntitlement]:
     """Add `entitlements` to a DRAFT package (409 on one it has already), or with `replace`
     make them its whole list. Returns the stored entitlements written."""
     async with _lock(catalog, env, kind, ident):
@@ -143,8 +155,8 @@ async def set_entitlements(catalog: Catalog, env: str, kind: str, ident: str,
         _require_draft(doc, kind, "entitlements")
         if not isinstance(entitlements, list):
             raise bad_input("must be a list", "entitlements")
-        current = [] if replace else list(doc["entitlements"])
-        seen = {(e["type"], e["id"]) for e in current}
+        current = [] if replace else list(doc.entitlements)
+        seen = {(e.type, e.id) for e in current}
         written = []
         for i, body in enumerate(entitlements):
             field = f"entitlements[{i}]"
@@ -153,7 +165,7 @@ async def set_entitlements(catalog: Catalog, env: str, kind: str, ident: str,
                 raise bad_input("is required", f"{field}.id")
             key = (given["type"], given["id"])
             if key in seen:
-                if any((e["type"], e["id"]) == key for e in written):
+                if any((e.type, e.id) == key for e in written):
                     raise bad_input("is listed twice", f"{field}.id")
                 raise DomainError(409, "DuplicatedEntityNotAllowed",
                                f"{_NAMES[kind]} {ident!r} has an entitlement to "
@@ -162,21 +174,21 @@ async def set_entitlements(catalog: Catalog, env: str, kind: str, ident: str,
             ent = await _entitlement(catalog, env, given, None, field)
             _stamp_entitlement(catalog, ent, None)
             written.append(ent)
-        doc["entitlements"] = current + written
+        doc.entitlements = current + written
         await catalog.replace(_table(kind), env, _touch(catalog, doc))
         return written
 
 
-def _find(doc: dict[str, Any], ent_id: str, kind: str) -> int:
-    for i, e in enumerate(doc["entitlements"]):
-        if e["id"] == ent_id:
+def _find(doc: Package, ent_id: str, kind: str) -> int:
+    for i, e in enumerate(doc.entitlements):
+        if e.id == ent_id:
             return i
     raise DomainError(404, "EntitlementNotFound",
-                   f"{_NAMES[kind]} {doc['id']!r} has no entitlement {ent_id!r}", "id")
+                   f"{_NAMES[kind]} {doc.id!r} has no entitlement {ent_id!r}", "id")
 
 
 async def update_entitlement(catalog: Catalog, env: str, kind: str, ident: str,
-                             ent_id: str, changes: dict) -> dict:
+                             ent_id: str, changes: dict) -> PackageEntitlement:
     """Change fields of one entitlement of a DRAFT package (`changes` names its `type`)."""
     async with _lock(catalog, env, kind, ident):
         doc = await _working(catalog, env, kind, ident)
@@ -184,20 +196,20 @@ async def update_entitlement(catalog: Catalog, env: str, kind: str, ident: str,
         _require_draft(doc, kind, "entitlements")
         given = _entitlement_input(changes, "")
         given.pop("id", None)
-        existing = doc["entitlements"][index]
+        existing = doc.entitlements[index]
         ent = await _entitlement(catalog, env, given, existing, "")
         _stamp_entitlement(catalog, ent, existing)
-        doc["entitlements"][index] = ent
+        doc.entitlements[index] = ent
         await catalog.replace(_table(kind), env, _touch(catalog, doc))
         return ent
 
 
 async def delete_entitlement(catalog: Catalog, env: str, kind: str, ident: str,
-                             ent_id: str) -> dict:
+                             ent_id: str) -> PackageEntitlement:
     async with _lock(catalog, env, kind, ident):
         doc = await _working(catalog, env, kind, ident)
         index = _find(doc, ent_id, kind)
         _require_draft(doc, kind, "entitlements")
-        gone = doc["entitlements"].pop(index)
+        gone = doc.entitlements.pop(index)
         await catalog.replace(_table(kind), env, _touch(catalog, doc))
         return gone

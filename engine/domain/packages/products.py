@@ -15,44 +15,44 @@ from engine.domain.packages.bodies import _sibling
 from engine.domain.packages.checks import _check_id, _name
 from engine.domain.packages.shapes import ProductCreate, ProductUpdate, _camel, convert, to_dict
 from engine.domain.packages.store import _NAMES, KINDS, _lock, _table, _touch, get_package
+from engine.domain.stored import Addon, Package, Plan, Product
 
 # -- products -----------------------------------------------------------------------------
 
-async def get_product(catalog: Catalog, env: str, ident: str) -> dict | None:
+async def get_product(catalog: Catalog, env: str, ident: str) -> Product | None:
     return await catalog.get("products", env, ident)
 
 
-async def _product(catalog: Catalog, env: str, ident: str) -> dict[str, Any]:
+async def _product(catalog: Catalog, env: str, ident: str) -> Product:
     doc = await get_product(catalog, env, ident)
     if doc is None:
         raise DomainError(404, "ProductNotFound", f"product {ident!r} was not found", "id")
     return copy.deepcopy(doc)
 
 
-async def _apply_product(catalog: Catalog, env: str, doc: dict[str, Any],
-                         b: ProductUpdate) -> None:
+async def _apply_product(catalog: Catalog, env: str, doc: Product, b: ProductUpdate) -> None:
     if b.display_name is not UNSET:
-        doc["displayName"] = _name(b.display_name, "displayName")
+        doc.display_name = _name(b.display_name, "displayName")
     if b.description is not UNSET:
-        doc["description"] = b.description
+        doc.description = b.description
     if b.metadata is not UNSET:
-        doc["metadata"] = b.metadata or {}
+        doc.metadata = b.metadata or {}
     if b.multiple_subscriptions is not UNSET:
-        doc["multipleSubscriptions"] = b.multiple_subscriptions
+        doc.multiple_subscriptions = b.multiple_subscriptions
     if b.usage_reset_cutoff_rule is not UNSET:
         rule = b.usage_reset_cutoff_rule
-        doc["usageResetCutoffRule"] = None if rule is None else to_dict(rule)
+        doc.usage_reset_cutoff_rule = None if rule is None else to_dict(rule)
     if b.product_settings is not UNSET:
         s = b.product_settings
         if s is None:
-            doc["productSettings"] = None
+            doc.product_settings = None
         else:
             for name in ("downgrade_plan_id", "subscription_start_plan_id"):
                 plan_id = getattr(s, name)
                 if plan_id is not None:
-                    await _sibling(catalog, env, "plan", plan_id, doc["id"],
+                    await _sibling(catalog, env, "plan", plan_id, doc.id,
                                    f"productSettings.{_camel(name)}")
-            doc["productSettings"] = {
+            doc.product_settings = {
                 "subscriptionCancellationTime": s.subscription_cancellation_time,
                 "subscriptionEndSetup": s.subscription_end_setup,
                 "subscriptionStartSetup": s.subscription_start_setup,
@@ -62,14 +62,12 @@ async def _apply_product(catalog: Catalog, env: str, doc: dict[str, Any],
             }
 
 
-async def create_product(catalog: Catalog, env: str, body: dict) -> dict:
+async def create_product(catalog: Catalog, env: str, body: dict) -> Product:
     b = convert(body, ProductCreate)
     _check_id(b.id)
     if b.display_name is UNSET:
         raise bad_input("is required", "displayName")
-    doc: dict[str, Any] = {"id": b.id, "displayName": "", "description": None, "metadata": {},
-                           "multipleSubscriptions": False, "productSettings": None,
-                           "usageResetCutoffRule": None}
+    doc = Product(id=b.id)
     await _apply_product(catalog, env, doc, b)
     if not await catalog.insert("products", env, _touch(catalog, doc, created=True)):
         raise DomainError(409, "DuplicatedEntityNotAllowed", f"product {b.id!r} exists already",
@@ -77,7 +75,7 @@ async def create_product(catalog: Catalog, env: str, body: dict) -> dict:
     return doc
 
 
-async def update_product(catalog: Catalog, env: str, ident: str, changes: dict) -> dict:
+async def update_product(catalog: Catalog, env: str, ident: str, changes: dict) -> Product:
     b = convert(changes, ProductUpdate)
     async with _lock(catalog, env, "product", ident):
         doc = await _product(catalog, env, ident)
@@ -87,25 +85,25 @@ async def update_product(catalog: Catalog, env: str, ident: str, changes: dict) 
 
 
 async def archive_product(catalog: Catalog, env: str, ident: str,
-                          archived: bool = True) -> dict:
+                          archived: bool = True) -> Product:
     """Archived products take no new plans, add-ons or subscriptions (their packages'
     subscriptions go on). `archived=False` restores it."""
     async with _lock(catalog, env, "product", ident):
         doc = await _product(catalog, env, ident)
-        if (doc.get("_archivedAt") is not None) != archived:
+        if (doc.archived_at is not None) != archived:
             _touch(catalog, doc)
-            doc["_archivedAt"] = doc["_updatedAt"] if archived else None
+            doc.archived_at = doc.updated_at if archived else None
             await catalog.replace("products", env, doc)
         return doc
 
 
-async def unarchive_product(catalog: Catalog, env: str, ident: str) -> dict:
+async def unarchive_product(catalog: Catalog, env: str, ident: str) -> Product:
     return await archive_product(catalog, env, ident, archived=False)
 
 
 async def _all_packages(catalog: Catalog, env: str, kind: str,
-                        product_id: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+                        product_id: str) -> list[Package]:
+    out: list[Package] = []
     after = None
     while True:
         page = await catalog.page(_table(kind), env, 100, after, None,
@@ -118,7 +116,7 @@ async def _all_packages(catalog: Catalog, env: str, kind: str,
 
 async def duplicate_product(catalog: Catalog, env: str, ident: str, target_id: str, *,
                             display_name: str | None = None,
-                            description: str | None | UnsetType = UNSET) -> dict:
+                            description: str | None | UnsetType = UNSET) -> Product:
     """A copy of product `ident` as `target_id`, with a DRAFT copy (version 1) of each of
     its live plans and add-ons, their working copies' entitlements and charges included.
     The copies' ids are `<targetId>-<original id>`; their references (parent plan,
@@ -129,9 +127,9 @@ async def duplicate_product(catalog: Catalog, env: str, ident: str, target_id: s
         raise DomainError(409, "DuplicatedEntityNotAllowed",
                        f"product {target_id!r} exists already", "targetId")
     packages = {kind: [d for d in await _all_packages(catalog, env, kind, ident)
-                       if d["status"] != "ARCHIVED"] for kind in KINDS}
-    rename: dict[str, dict[str, str]] = {k: {d["id"]: f"{target_id}-{d['id']}"
-                                             for d in docs} for k, docs in packages.items()}
+                       if d.status != "ARCHIVED"] for kind in KINDS}
+    rename: dict[str, dict[str, str]] = {k: {d.id: f"{target_id}-{d.id}" for d in docs}
+                                         for k, docs in packages.items()}
     for kind, names in rename.items():
         for new in names.values():
             _check_id(new, "targetId")
@@ -140,12 +138,12 @@ async def duplicate_product(catalog: Catalog, env: str, ident: str, target_id: s
                                f"{_NAMES[kind]} {new!r} (the copy) exists already",
                                "targetId")
     product = copy.deepcopy(source)
-    product.update({"id": target_id, "_archivedAt": None})
+    product.id, product.archived_at = target_id, None
     if display_name is not None:
-        product["displayName"] = _name(display_name, "displayName")
+        product.display_name = _name(display_name, "displayName")
     if description is not UNSET:
-        product["description"] = description
-    settings = product.get("productSettings")
+        product.description = description
+    settings = product.product_settings
     if settings:
         for name in ("downgradePlanId", "subscriptionStartPlanId"):
             if settings.get(name):
@@ -156,19 +154,18 @@ async def duplicate_product(catalog: Catalog, env: str, ident: str, target_id: s
     for kind in ("addon", "plan"):
         for d in packages[kind]:
             new = copy.deepcopy(d)
-            for name in ("_archivedAt", "_migrationType", "_publishedAt"):
-                new.pop(name, None)
-            new.update({"id": rename[kind][d["id"]], "productId": target_id,
-                        "status": "DRAFT", "versionNumber": 1})
-            if kind == "plan":
-                if new.get("parentPlanId"):
-                    new["parentPlanId"] = rename["plan"].get(new["parentPlanId"])
-                new["compatibleAddonIds"] = [rename["addon"][a] for a in
-                                             new.get("compatibleAddonIds") or ()
-                                             if a in rename["addon"]]
+            new.archived_at = new.migration_type = new.published_at = None
+            new.id, new.product_id = rename[kind][d.id], target_id
+            new.status, new.version_number = "DRAFT", 1
+            if isinstance(new, Plan):
+                if new.parent_plan_id:
+                    new.parent_plan_id = rename["plan"].get(new.parent_plan_id)
+                new.compatible_addon_ids = [rename["addon"][a] for a in new.compatible_addon_ids
+                                            if a in rename["addon"]]
             else:
-                new["dependencies"] = [rename["addon"][a] for a in new.get("dependencies") or ()
-                                       if a in rename["addon"]]
+                assert isinstance(new, Addon)
+                new.dependencies = [rename["addon"][a] for a in new.dependencies
+                                    if a in rename["addon"]]
             await catalog.insert(_table(kind), env, _touch(catalog, new, created=True))
     return product
 

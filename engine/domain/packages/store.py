@@ -8,12 +8,16 @@ import copy
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
 from engine.domain.context import Documents as Catalog
+from engine.domain.context import stamp
 from engine.domain.errors import DomainError, bad_input
+from engine.domain.stored import Edited, Package
+
+E = TypeVar("E", bound=Edited)
 
 KINDS = {"plan": "plans", "addon": "addons"}
 _NAMES = {"plan": "plan", "addon": "add-on"}
@@ -25,7 +29,7 @@ _NOT_FOUND = {"plan": "PlanNotFound", "addon": "AddonNotFound"}
 class _State:
     def __init__(self) -> None:
         self.locks: dict[tuple[str, str, str], list[Any]] = {}  # [lock, users]
-        self.versions: dict[tuple[str, str, str, int], dict[str, Any]] = {}
+        self.versions: dict[tuple[str, str, str, int], Package] = {}
         self.latest: dict[tuple[str, str, str], int] = {}
 
 
@@ -69,17 +73,17 @@ def _table(kind: str) -> str:
     return table
 
 
-async def get_package(catalog: Catalog, env: str, kind: str, ident: str) -> dict | None:
+async def get_package(catalog: Catalog, env: str, kind: str, ident: str) -> Package | None:
     """The working copy (latest version: DRAFT, PUBLISHED or ARCHIVED), or None. Shared
     with the cache: do not mutate it."""
     return await catalog.get(_table(kind), env, ident)
 
 
 async def published(catalog: Catalog, env: str, kind: str, ident: str,
-                    version: int | None = None) -> dict | None:
+                    version: int | None = None) -> Package | None:
     """Published version `version` of the package, or its latest published one; None if
     there is none. Versions are immutable (an archived package's versions stay readable:
-    check `get_package(...)["status"]` before subscribing, or use `require_published`)."""
+    check `get_package(...).status` before subscribing, or use `require_published`)."""
     _table(kind)
     state = _state(catalog)
     if version is None:
@@ -101,13 +105,13 @@ async def published(catalog: Catalog, env: str, kind: str, ident: str,
 
 
 async def require_published(catalog: Catalog, env: str, kind: str, ident: str, *,
-                            field: str = "planId", version: int | None = None) -> dict:
+                            field: str = "planId", version: int | None = None) -> Package:
     """What a new subscription may use: the latest (or given) published version of a live
     package. 404 for an unknown package, 400 for an archived or never published one."""
     working = await get_package(catalog, env, kind, ident)
     if working is None:
         raise DomainError(404, _NOT_FOUND[kind], f"{_NAMES[kind]} {ident!r} was not found", field)
-    if working["status"] == "ARCHIVED":
+    if working.status == "ARCHIVED":
         raise bad_input(f"{_NAMES[kind]} {ident!r} is archived", field)
     doc = await published(catalog, env, kind, ident, version)
     if doc is None:
@@ -117,7 +121,7 @@ async def require_published(catalog: Catalog, env: str, kind: str, ident: str, *
 
 
 async def _working(catalog: Catalog, env: str, kind: str, ident: str,
-                   field: str = "id") -> dict[str, Any]:
+                   field: str = "id") -> Package:
     doc = await get_package(catalog, env, kind, ident)
     if doc is None:
         raise DomainError(404, _NOT_FOUND[kind], f"{_NAMES[kind]} {ident!r} was not found", field)
@@ -125,34 +129,32 @@ async def _working(catalog: Catalog, env: str, kind: str, ident: str,
 
 
 async def require_package(catalog: Catalog, env: str, kind: str, ident: str,
-                          field: str = "id") -> dict[str, Any]:
+                          field: str = "id") -> Package:
     """The working copy (a copy the caller may change), 404 if there is none."""
     return await _working(catalog, env, kind, ident, field)
 
 
-def _require_draft(doc: dict[str, Any], kind: str, what: str) -> None:
-    if doc["status"] == "ARCHIVED":
+def _require_draft(doc: Package, kind: str, what: str) -> None:
+    if doc.status == "ARCHIVED":
         raise DomainError(409, "PackageArchived",
-                       f"{_NAMES[kind]} {doc['id']!r} is archived; {what} cannot change")
-    if doc["status"] != "DRAFT":
+                       f"{_NAMES[kind]} {doc.id!r} is archived; {what} cannot change")
+    if doc.status != "DRAFT":
         raise DomainError(409, "PackageNotDraft",
-                       f"{_NAMES[kind]} {doc['id']!r} is published; create a draft first "
-                       f"(POST …/{doc['id']}/draft) to change its {what}")
+                       f"{_NAMES[kind]} {doc.id!r} is published; create a draft first "
+                       f"(POST …/{doc.id}/draft) to change its {what}")
 
 
-def _touch(catalog: Catalog, doc: dict[str, Any], *, created: bool = False) -> dict[str, Any]:
-    now = catalog.now_ms()
-    if created:
-        doc["_createdAt"] = now
-    doc["_updatedAt"] = now
-    return doc
+def _touch(catalog: Catalog, doc: E, *, created: bool = False) -> E:
+    return stamp(catalog, doc, created=created)
 
 
-async def _store_version(catalog: Catalog, env: str, kind: str, doc: dict[str, Any]) -> None:
-    version = int(doc["versionNumber"])
+async def _store_version(catalog: Catalog, env: str, kind: str, doc: Package) -> None:
+    version = doc.version_number
+    # The version is kept as it is now: later edits of the working copy must not reach it.
+    doc = copy.deepcopy(doc)
     await catalog.put_package_version(env, kind, doc, version)
     state = _state(catalog)
-    state.versions[(env, kind, doc["id"], version)] = doc
-    key = (env, kind, doc["id"])
+    state.versions[(env, kind, doc.id, version)] = doc
+    key = (env, kind, doc.id)
     if (state.latest.get(key) or 0) < version:
         state.latest[key] = version

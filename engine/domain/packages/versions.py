@@ -25,9 +25,10 @@ from engine.domain.packages.store import (
     get_package,
     published,
 )
+from engine.domain.stored import Addon, Package, Plan
 
 
-async def create_package(catalog: Catalog, env: str, kind: str, body: dict) -> dict:
+async def create_package(catalog: Catalog, env: str, kind: str, body: dict) -> Package:
     """A new plan or add-on: DRAFT version 1 (status PUBLISHED publishes it at once).
     409 if the id is taken; 400 for an unknown or archived product."""
     table = _table(kind)
@@ -40,21 +41,13 @@ async def create_package(catalog: Catalog, env: str, kind: str, body: dict) -> d
     product = await get_product(catalog, env, b.product_id)
     if product is None:
         raise bad_input(f"product {b.product_id!r} was not found", "productId")
-    if product.get("_archivedAt") is not None:
+    if product.archived_at is not None:
         raise bad_input(f"product {b.product_id!r} is archived", "productId")
     status = "DRAFT" if b.status is UNSET else b.status
     if status == "ARCHIVED":
         raise bad_input("a new package is DRAFT or PUBLISHED", "status")
-    doc: dict[str, Any] = {
-        "id": b.id, "productId": b.product_id, "displayName": "", "description": None,
-        "billingId": None, "metadata": {}, "pricingType": b.pricing_type, "status": "DRAFT",
-        "versionNumber": 1, "hidden": False, "entitlements": [], "charges": None,
-    }
-    if kind == "plan":
-        doc.update({"parentPlanId": None, "compatibleAddonIds": [],
-                    "defaultTrialConfig": None})
-    else:
-        doc.update({"maxQuantity": None, "dependencies": []})
+    doc: Package = (Plan if kind == "plan" else Addon)(
+        id=b.id, product_id=b.product_id, pricing_type=b.pricing_type)
     await _apply(catalog, env, kind, doc, b)
     if await get_package(catalog, env, kind, b.id) is not None:
         raise DomainError(409, "DuplicatedEntityNotAllowed",
@@ -70,7 +63,7 @@ async def create_package(catalog: Catalog, env: str, kind: str, body: dict) -> d
 
 
 async def update_package(catalog: Catalog, env: str, kind: str, ident: str,
-                         changes: dict) -> dict:
+                         changes: dict) -> Package:
     """Apply `changes` (the PATCH body: cosmetic fields on any live package, structure
     and `charges` on a DRAFT only; `status` PUBLISHED publishes, ARCHIVED archives, DRAFT
     creates a draft). Cosmetic changes to a PUBLISHED package reach its published version
@@ -79,112 +72,110 @@ async def update_package(catalog: Catalog, env: str, kind: str, ident: str,
     if b.status is UNSET or b.status == "DRAFT":
         async with _lock(catalog, env, kind, ident):
             doc = await _working(catalog, env, kind, ident)
-            if b.status == "DRAFT" and doc["status"] == "ARCHIVED":
+            if b.status == "DRAFT" and doc.status == "ARCHIVED":
                 raise DomainError(409, "PackageArchived", f"{_NAMES[kind]} {ident!r} is archived")
-            if b.status == "DRAFT" and doc["status"] == "PUBLISHED":
+            if b.status == "DRAFT" and doc.status == "PUBLISHED":
                 doc = _draft_of(doc)
             await _apply(catalog, env, kind, doc, b)
             await catalog.replace(_table(kind), env, _touch(catalog, doc))
-            if doc["status"] == "PUBLISHED":
+            if doc.status == "PUBLISHED":
                 await _store_version(catalog, env, kind, doc)
             return doc
     async with _lock(catalog, env, kind, ident):
         doc = await _working(catalog, env, kind, ident)
         await _apply(catalog, env, kind, doc, b)
         await catalog.replace(_table(kind), env, _touch(catalog, doc))
-        if doc["status"] == "PUBLISHED":
+        if doc.status == "PUBLISHED":
             await _store_version(catalog, env, kind, doc)
-    if b.status == "PUBLISHED" and doc["status"] != "PUBLISHED":
+    if b.status == "PUBLISHED" and doc.status != "PUBLISHED":
         return await publish(catalog, env, kind, ident)
     if b.status == "ARCHIVED":
         return await archive(catalog, env, kind, ident)
     return doc
 
 
-def _check_publishable(doc: dict[str, Any], kind: str) -> None:
-    if doc.get("pricingType") == "PAID" and not (doc.get("charges") or {}).get(
-            "pricingModels"):
+def _check_publishable(doc: Package, kind: str) -> None:
+    if doc.pricing_type == "PAID" and not (doc.charges or {}).get("pricingModels"):
         raise bad_input("a PAID package is published with its prices: set charges first",
                         "charges")
 
 
 async def publish(catalog: Catalog, env: str, kind: str, ident: str, *,
-                  migration_type: str = "NEW_CUSTOMERS") -> dict:
+                  migration_type: str = "NEW_CUSTOMERS") -> Package:
     """DRAFT vN -> PUBLISHED vN, kept in package_versions. 409 if there is no draft.
     `migration_type` ALL_CUSTOMERS is recorded on the version (`_migrationType`) for the
     subscriptions side to move existing subscribers."""
     async with _lock(catalog, env, kind, ident):
         doc = await _working(catalog, env, kind, ident)
-        if doc["status"] != "DRAFT":
+        if doc.status != "DRAFT":
             raise DomainError(409, "PackageNotDraft",
-                           f"{_NAMES[kind]} {ident!r} is {doc['status']}: there is no draft "
+                           f"{_NAMES[kind]} {ident!r} is {doc.status}: there is no draft "
                            "to publish")
         _check_publishable(doc, kind)
-        if kind == "plan" and doc.get("parentPlanId"):
-            if await published(catalog, env, "plan", doc["parentPlanId"]) is None:
-                raise bad_input(f"parent plan {doc['parentPlanId']!r} is not published",
+        if isinstance(doc, Plan) and doc.parent_plan_id:
+            if await published(catalog, env, "plan", doc.parent_plan_id) is None:
+                raise bad_input(f"parent plan {doc.parent_plan_id!r} is not published",
                                 "parentPlanId")
-        doc["status"] = "PUBLISHED"
-        doc["_migrationType"] = migration_type
+        doc.status = "PUBLISHED"
+        doc.migration_type = migration_type
         _touch(catalog, doc)
-        doc["_publishedAt"] = doc["_updatedAt"]
+        doc.published_at = doc.updated_at
         await _store_version(catalog, env, kind, doc)
         await catalog.replace(_table(kind), env, doc)
         return doc
 
 
-def _draft_of(doc: dict[str, Any]) -> dict[str, Any]:
+def _draft_of(doc: Package) -> Package:
     draft = copy.deepcopy(doc)
-    draft["status"] = "DRAFT"
-    draft["versionNumber"] = int(doc["versionNumber"]) + 1
-    draft.pop("_migrationType", None)
-    draft.pop("_publishedAt", None)
+    draft.status = "DRAFT"
+    draft.version_number = doc.version_number + 1
+    draft.migration_type = draft.published_at = None
     return draft
 
 
-async def create_draft(catalog: Catalog, env: str, kind: str, ident: str) -> dict:
+async def create_draft(catalog: Catalog, env: str, kind: str, ident: str) -> Package:
     """PUBLISHED vN -> DRAFT vN+1 as the working copy (the published vN stays in force).
     A package that is a draft already is returned as it is; 409 on an archived one."""
     async with _lock(catalog, env, kind, ident):
         doc = await _working(catalog, env, kind, ident)
-        if doc["status"] == "DRAFT":
+        if doc.status == "DRAFT":
             return doc
-        if doc["status"] == "ARCHIVED":
+        if doc.status == "ARCHIVED":
             raise DomainError(409, "PackageArchived", f"{_NAMES[kind]} {ident!r} is archived")
         draft = _touch(catalog, _draft_of(doc))
         await catalog.replace(_table(kind), env, draft)
         return draft
 
 
-async def remove_draft(catalog: Catalog, env: str, kind: str, ident: str) -> dict:
+async def remove_draft(catalog: Catalog, env: str, kind: str, ident: str) -> Package:
     """Drop the draft: the latest published version is the working copy again. 409 if
     there is no draft, or the package was never published (archive it instead)."""
     async with _lock(catalog, env, kind, ident):
         doc = await _working(catalog, env, kind, ident)
-        if doc["status"] != "DRAFT":
+        if doc.status != "DRAFT":
             raise DomainError(409, "PackageNotDraft",
-                           f"{_NAMES[kind]} {ident!r} is {doc['status']}: no draft to remove")
+                           f"{_NAMES[kind]} {ident!r} is {doc.status}: no draft to remove")
         latest = await published(catalog, env, kind, ident)
         if latest is None:
             raise DomainError(409, "PackageNeverPublished",
                            f"{_NAMES[kind]} {ident!r} was never published: its draft is all "
                            "there is (archive it instead)")
         restored = copy.deepcopy(latest)
-        restored["_createdAt"] = doc["_createdAt"]
+        restored.created_at = doc.created_at
         await catalog.replace(_table(kind), env, _touch(catalog, restored))
         return restored
 
 
-async def archive(catalog: Catalog, env: str, kind: str, ident: str) -> dict:
+async def archive(catalog: Catalog, env: str, kind: str, ident: str) -> Package:
     """No new subscriptions to the package; its published versions stay readable for the
     subscriptions that have them. Archiving again is a no-op."""
     async with _lock(catalog, env, kind, ident):
         doc = await _working(catalog, env, kind, ident)
-        if doc["status"] == "ARCHIVED":
+        if doc.status == "ARCHIVED":
             return doc
-        doc["status"] = "ARCHIVED"
+        doc.status = "ARCHIVED"
         _touch(catalog, doc)
-        doc["_archivedAt"] = doc["_updatedAt"]
+        doc.archived_at = doc.updated_at
         await catalog.replace(_table(kind), env, doc)
         return doc
 

@@ -159,13 +159,13 @@ async def credit_sources(d: Domain, env: str, doc: Subscription
     for source, package, quantity in held:
         if package is None:
             continue
-        for e in package.get("entitlements") or ():
-            if e.get("type") != "CREDIT" or e.get("amount") in (None, "0"):
+        for e in package.entitlements:
+            if e.type != "CREDIT" or e.amount in (None, "0"):
                 continue
-            units = amount_in(e["amount"], "amount", allow_zero=True) * quantity
+            units = amount_in(e.amount, "amount", allow_zero=True) * quantity
             if units > 0:
-                out.append((source, e["id"], units, e.get("cadence") or "MONTH",
-                            package.get("displayName") or package["id"]))
+                out.append((source, e.id, units, e.cadence or "MONTH",
+                            package.display_name or package.id))
     return out
 
 

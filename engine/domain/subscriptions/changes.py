@@ -17,6 +17,7 @@ import msgspec
 from engine.domain import packages
 from engine.domain.context import Domain
 from engine.domain.errors import bad_input
+from engine.domain.stored import Addon, Package, Plan
 from engine.domain.subscriptions.document import Subscription
 from engine.domain.values import time_in
 
@@ -39,28 +40,27 @@ __all__ = [
 QUANTITY_MAX = 1_000_000
 
 
-async def _package(d: Domain, env: str, kind: str, ident: str, field: str,
-                   ) -> dict[str, Any]:
+async def _package(d: Domain, env: str, kind: str, ident: str, field: str) -> Package:
 
     return await packages.require_published(d.documents, env, kind, ident, field=field)
 
 
-def price_periods(package: dict[str, Any]) -> set[str]:
+def price_periods(package: Package) -> set[str]:
     """The billing periods the package has prices for (empty: free, any period)."""
-    charges = package.get("charges") or {}
+    charges = package.charges or {}
     return {p.get("billingPeriod") for m in charges.get("pricingModels") or ()
             for p in m.get("pricePeriods") or ()}
 
 
-def pricing_type_of(package: dict[str, Any]) -> str:
-    declared = package.get("pricingType") or (package.get("charges") or {}).get("pricingType")
+def pricing_type_of(package: Package) -> str:
+    declared = package.pricing_type or (package.charges or {}).get("pricingType")
     if declared:
         return declared
     return "PAID" if price_periods(package) else "FREE"
 
 
-def _per_unit(package: dict[str, Any], feature_id: str | None) -> dict[str, Any] | None:
-    for m in (package.get("charges") or {}).get("pricingModels") or ():
+def _per_unit(package: Package, feature_id: str | None) -> dict[str, Any] | None:
+    for m in (package.charges or {}).get("pricingModels") or ():
         if m.get("billingModel") == "PER_UNIT" and (
                 feature_id is None or m.get("featureId") == feature_id):
             return m
@@ -81,7 +81,7 @@ def _check_quantity(model: dict[str, Any] | None, quantity: Any, field: str) -> 
         raise bad_input(f"must be at most {high} (the plan's maximum)", field)
 
 
-def check_unit_quantity(plan: dict[str, Any], quantity: Any,
+def check_unit_quantity(plan: Package, quantity: Any,
                         field: str = "unitQuantity") -> None:
     """A subscription's `unitQuantity` as provisioning takes it: 1 to QUANTITY_MAX, within
     the plan's per-unit minimum and maximum (estimates check theirs with it too)."""
@@ -114,8 +114,8 @@ async def resolve(d: Domain, env: str, current: Subscription | None,
     plan_changed = current is None or plan_id != current.plan_id
     if plan_changed or latest:
         plan = await _package(d, env, "plan", plan_id, "planId")
-        changes.update(planId=plan_id, planVersion=plan["versionNumber"],
-                       productId=plan["productId"], pricingType=pricing_type_of(plan))
+        changes.update(planId=plan_id, planVersion=plan.version_number,
+                       productId=plan.product_id, pricingType=pricing_type_of(plan))
     else:
 
         plan = await packages.published(d.documents, env, "plan", plan_id,
@@ -134,8 +134,7 @@ async def resolve(d: Domain, env: str, current: Subscription | None,
     if addons is not None or plan_changed or latest:
         wanted = ([(a.id, a.quantity) for a in addons] if addons is not None else
                   [(a.id, a.quantity) for a in current.addons] if current is not None else [])
-        resolved = [{"id": addon["id"], "quantity": quantity,
-                     "version": addon["versionNumber"]}
+        resolved = [{"id": addon.id, "quantity": quantity, "version": addon.version_number}
                     for addon, quantity in await resolve_addons(d, env, plan, wanted)]
         if current is None or resolved != msgspec.to_builtins(current.addons):
             changes["addons"] = resolved
@@ -172,13 +171,14 @@ async def resolve(d: Domain, env: str, current: Subscription | None,
     return changes
 
 
-async def resolve_addons(d: Domain, env: str, plan: dict[str, Any],
-                         items: Sequence[tuple[str, Any]]) -> list[tuple[dict[str, Any], int]]:
+async def resolve_addons(d: Domain, env: str, plan: Package,
+                         items: Sequence[tuple[str, Any]]) -> list[tuple[Addon, int]]:
     """The add-ons asked for, as (id, quantity) pairs, checked against the plan: each at
     most once, published, of the plan's product and compatible with the plan, in a whole
     quantity from 1 to QUANTITY_MAX and within the add-on's `maxQuantity`. Returns their
     latest published documents with the quantities. Errors name `addons[i]`."""
-    compatible = plan.get("compatibleAddonIds")
+    assert isinstance(plan, Plan)
+    compatible = plan.compatible_addon_ids
     seen: set[str] = set()
     out = []
     for i, (ident, quantity) in enumerate(items):
@@ -187,15 +187,16 @@ async def resolve_addons(d: Domain, env: str, plan: dict[str, Any],
             raise bad_input("each add-on at most once", f"{field}.id")
         seen.add(ident)
         addon = await _package(d, env, "addon", ident, f"{field}.id")
-        if addon.get("productId") != plan.get("productId"):
+        assert isinstance(addon, Addon)
+        if addon.product_id != plan.product_id:
             raise bad_input(f"add-on {ident!r} belongs to another product", f"{field}.id")
-        if compatible is not None and ident not in compatible:
-            raise bad_input(f"add-on {ident!r} is not compatible with plan {plan['id']!r}",
+        if ident not in compatible:
+            raise bad_input(f"add-on {ident!r} is not compatible with plan {plan.id!r}",
                             f"{field}.id")
         if type(quantity) is not int or not 1 <= quantity <= QUANTITY_MAX:
             raise bad_input(f"must be a whole number from 1 to {QUANTITY_MAX}",
                             f"{field}.quantity")
-        limit = addon.get("maxQuantity")
+        limit = addon.max_quantity
         if limit is not None and quantity > limit:
             raise bad_input(f"must be at most {limit} (the add-on's maximum)",
                             f"{field}.quantity")
@@ -233,7 +234,7 @@ def trial_override(body: TrialOverride | None) -> Trial | None:
                  body.trial_end_behavior)
 
 
-async def trial_terms(plan: dict[str, Any], start: int, override: Trial | None,
+async def trial_terms(plan: Package, start: int, override: Trial | None,
                       eligible: Callable[[], Awaitable[bool]], *, skip: bool = False,
                       ) -> tuple[int | None, str]:
     """(trial end or None, end behavior) of a subscription to `plan` starting at `start`.
@@ -243,7 +244,7 @@ async def trial_terms(plan: dict[str, Any], start: int, override: Trial | None,
     a trial on the product: asked only then). `skip`: no trial at all (estimates)."""
     from engine.billing.lifecycle import trial_end_of  # noqa: PLC0415
 
-    config = plan.get("defaultTrialConfig") or None
+    config = plan.default_trial_config if isinstance(plan, Plan) else None
     behavior = (config or {}).get("trialEndBehavior") or "CONVERT_TO_PAID"
     if skip:
         return None, behavior
@@ -256,7 +257,7 @@ async def trial_terms(plan: dict[str, Any], start: int, override: Trial | None,
                 raise bad_input("must be after the start date", _END_FIELD)
             return override.end, behavior
         if config is None:
-            raise bad_input(f"plan {plan['id']!r} has no default trial: give trialEndDate",
+            raise bad_input(f"plan {plan.id!r} has no default trial: give trialEndDate",
                             _END_FIELD)
     elif config is None or not await eligible():
         return None, behavior
@@ -265,14 +266,14 @@ async def trial_terms(plan: dict[str, Any], start: int, override: Trial | None,
 
 
 async def packages_published(d: Domain, env: str, ident: str,
-                             version: int | None) -> dict[str, Any]:
+                             version: int | None) -> Package:
 
     doc = await packages.published(d.documents, env, "addon", ident, version)
     assert doc is not None, ident  # subscriptions only point at published versions
     return doc
 
 
-def prices_of(packages: list[tuple[dict[str, Any], bool]], period: str,
+def prices_of(packages: list[tuple[Package, bool]], period: str,
               country: str | None) -> list[dict[str, Any]]:
     """The contract's `Subscription.prices`: each pricing model's price for the billing
     period, the billing country's if it has one (packages: (document, is an add-on))."""
@@ -280,13 +281,13 @@ def prices_of(packages: list[tuple[dict[str, Any], bool]], period: str,
 
     out = []
     for package, is_addon in packages:
-        for model in (package.get("charges") or {}).get("pricingModels") or ():
+        for model in (package.charges or {}).get("pricingModels") or ():
             chosen = select_price_period(model, period, country)
             if chosen is None:
                 continue
             price = chosen.get("price") or {}
             out.append({
-                "addonId": package["id"] if is_addon else None,
+                "addonId": package.id if is_addon else None,
                 "featureId": model.get("featureId"),
                 "baseCharge": model.get("billingModel") == "FLAT_FEE",
                 "billingModel": model.get("billingModel"),  # extension

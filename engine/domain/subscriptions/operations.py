@@ -182,9 +182,9 @@ async def _replace_running(d: Domain, env: str, doc: Subscription, now: int) -> 
     usage windows were anchored (usage carries over, unless the product's
     usageResetCutoffRule says ALWAYS_RESET), or None if nothing was replaced."""
     product = await packages.get_product(d.documents, env, doc.product_id or "")
-    if product and product.get("multipleSubscriptions"):
+    if product and product.multiple_subscriptions:
         return None
-    rule = ((product or {}).get("usageResetCutoffRule") or {}).get("behavior")
+    rule = ((product and product.usage_reset_cutoff_rule) or {}).get("behavior")
     anchor = None
     for other in await subs.customer_subscriptions(d, env, doc.customer_id):
         if other.id == doc.id or other.product_id != doc.product_id or (
@@ -452,7 +452,7 @@ async def _taken(d: Domain, env: str, doc: Subscription, resource_id: str) -> bo
     the product allows one (the caller holds the customer's lock: the documents are read
     as stored, without a catch-up)."""
     product = await packages.get_product(d.documents, env, doc.product_id or "")
-    if product and product.get("multipleSubscriptions"):
+    if product and product.multiple_subscriptions:
         return False
     return any(other.get("productId") == doc.product_id and other["id"] != doc.id
                for other in await d.store.running_subscriptions_on_resource(
