@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request
+from litestar.params import FromQuery
 
 from engine.core.amounts import AMOUNT_UNITS_MAX, SCALE, units_to_json
 from engine.core.commands import Dimensions
@@ -137,7 +138,7 @@ class PageQuery(msgspec.Struct, frozen=True):
     before: str | None
 
 
-def page_query(limit: int | None = None, after: str | None = None,
-               before: str | None = None) -> PageQuery:
+def page_query(limit: FromQuery[int | None] = None, after: FromQuery[str | None] = None,
+               before: FromQuery[str | None] = None) -> PageQuery:
     return PageQuery(limit_in(limit), after, before)
 

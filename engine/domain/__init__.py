@@ -11,6 +11,8 @@ Below it: the pure core (engine/core: one customer's state machine, no I/O), the
     errors.py   DomainError (Stigg's error code, a message, the input field), bad_input,
                 from_refusal (engine refusals as domain errors)
     context.py  Domain: what an operation reaches (store, runtime, documents, clock)
+    stored.py   the catalog's typed documents (customers … plans, promotions)
+    constraints.py  bounded input types, checked while a body is decoded
     credits.py     grants, consumption, reservations' release, balances, the ledger
     customers.py   customer profiles
     currencies.py  custom currencies and their top-up prices

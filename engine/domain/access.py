@@ -30,6 +30,7 @@ from engine.core.commands import (
     Reserve,
     ReserveReply,
 )
+from engine.domain.constraints import RESERVATION_TTL_S_MAX
 from engine.domain.context import Domain, engine_id, require_currency, scoped_key
 from engine.domain.credits import pool_balance
 from engine.domain.entitlements import (
@@ -47,7 +48,6 @@ __all__ = ["RESERVATION_TTL_S_DEFAULT", "RESERVATION_TTL_S_MAX", "CreditAccess",
 
 # The contract: a TTL of 1 s to 24 h (default 1 h), or an absolute expiry at most 24 h ahead.
 RESERVATION_TTL_S_DEFAULT = 3600
-RESERVATION_TTL_S_MAX = 24 * 3600
 
 
 class FeatureAccess(msgspec.Struct, frozen=True, kw_only=True):

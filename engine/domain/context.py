@@ -16,6 +16,7 @@ import anyio
 import msgspec
 
 from engine.core.meters import Meter
+from engine.domain.constraints import IDEMPOTENCY_KEY_MAX
 from engine.domain.entitlements_cache import EntitlementsCache
 from engine.domain.errors import DomainError, not_found
 from engine.domain.stored import Addon, Currency, Customer, Edited, Feature, Plan, Stored
@@ -162,7 +163,7 @@ def scoped_key(scope: str, key: str) -> str:
     return f"{scope}:{key}"
 
 
-IDEMPOTENCY_KEY_BYTES_MAX = 255
+IDEMPOTENCY_KEY_BYTES_MAX = IDEMPOTENCY_KEY_MAX
 
 
 def check_key(key: str, field: str) -> None:

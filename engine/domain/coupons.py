@@ -18,6 +18,7 @@ from msgspec import UNSET, UnsetType
 
 from engine.billing.pricing import DURATION_MONTHS_MAX
 from engine.domain import stored
+from engine.domain.constraints import ID_MAX, CurrencyCode, Ident, Months
 from engine.domain.context import Domain, set_archived, stamp
 from engine.domain.errors import DomainError, bad_input, not_found
 from engine.domain.stored import Coupon
@@ -26,22 +27,22 @@ from engine.domain.values import units_in
 __all__ = ["AmountOff", "CouponCreate", "CouponUpdate", "CouponsQuery", "archive", "create",
            "discount", "duration", "get", "list_coupons", "update"]
 
-COUPON_ID_MAX = 255
+COUPON_ID_MAX = ID_MAX
 _TABLE = "coupons"
 
 
 class AmountOff(msgspec.Struct, forbid_unknown_fields=True):
     amount: Decimal
-    currency: str
+    currency: CurrencyCode
 
 
 class CouponCreate(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
-    id: str
+    id: Ident
     name: str
     amounts_off: list[AmountOff] | None = None
     percent_off: Decimal | None = None
     description: str | None = None
-    duration_in_months: int | None = None
+    duration_in_months: Months | None = None
     metadata: dict[str, str] | None = None
     duration: Literal["ONCE", "REPEATING", "FOREVER"] | None = None  # extension
 

@@ -30,6 +30,7 @@ from engine.core.commands import (
 )
 from engine.core.effects import LedgerEntry
 from engine.core.model import GrantType, LedgerEventType
+from engine.domain import constraints
 from engine.domain.context import (
     Domain,
     check_key,
@@ -111,7 +112,7 @@ class LedgerPage(msgspec.Struct, frozen=True, kw_only=True):
     prev: str | None
 
 
-PRIORITY_MAX = 100
+PRIORITY_MAX = constraints.PRIORITY_MAX
 CONSUMPTIONS_MAX = 1000
 _EVENT_TYPES = frozenset(t.value for t in LedgerEventType)
 

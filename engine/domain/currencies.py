@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from engine.domain.constraints import CURRENCY_ID_MAX
 from engine.domain.context import Domain, require_currency, set_archived, stamp
 from engine.domain.errors import DomainError, bad_input
 from engine.domain.stored import Currency, CurrencyUnits
@@ -18,7 +19,6 @@ from engine.domain.stored import TopUp as StoredTopUp
 __all__ = ["CURRENCY_ID_MAX", "CurrencyInput", "CurrencyUpdate", "TopUp", "Units", "archive",
            "create", "list_currencies", "top_up_document", "update"]
 
-CURRENCY_ID_MAX = 200
 _TABLE = "currencies"
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from engine.domain.constraints import ID_MAX
 from engine.domain.context import Domain, require_customer, set_archived, stamp
 from engine.domain.errors import DomainError, bad_input
 from engine.domain.stored import Customer
@@ -18,7 +19,7 @@ from engine.domain.stored import Customer
 __all__ = ["CUSTOMER_ID_MAX", "CustomersQuery", "archive", "get", "list_customers",
            "provision", "update"]
 
-CUSTOMER_ID_MAX = 255
+CUSTOMER_ID_MAX = ID_MAX
 _TABLE = "customer_profiles"
 
 

@@ -23,6 +23,7 @@ from msgspec import UNSET, UnsetType
 from engine.core.amounts import units_to_json
 from engine.core.meters import Meter, MeterError, validate_meter
 from engine.domain import stored
+from engine.domain.constraints import ID_MAX, Ident, Reference
 from engine.domain.context import (
     DocumentPage,
     Domain,
@@ -39,7 +40,7 @@ __all__ = ["FEATURE_ID_MAX", "CreditRate", "EnumValue", "FeatureCreate", "Featur
            "FeaturesQuery", "UnitTransformation", "archive", "create", "credit_rate_units",
            "list_features", "require_feature", "update"]
 
-FEATURE_ID_MAX = 255
+FEATURE_ID_MAX = ID_MAX
 _TABLE = "features"
 FeatureType = Literal["BOOLEAN", "NUMBER", "ENUM"]
 MeterType = Literal["None", "FLUCTUATING", "INCREMENTAL"]
@@ -60,7 +61,7 @@ class UnitTransformation(msgspec.Struct, forbid_unknown_fields=True, rename="cam
 
 class CreditRate(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     amount: Decimal
-    currency_id: str
+    currency_id: Reference
 
 
 class FeatureUpdate(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -77,7 +78,7 @@ class FeatureUpdate(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 
 
 class FeatureCreate(FeatureUpdate, forbid_unknown_fields=True, rename="camel"):
-    id: str = ""
+    id: Ident = ""
     feature_type: FeatureType | UnsetType = UNSET
     meter_type: MeterType | UnsetType = UNSET
 

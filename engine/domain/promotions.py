@@ -22,6 +22,7 @@ from typing import Any, Literal
 import msgspec
 
 from engine.billing.periods import ANCHORS, WEEK_MS, add_months
+from engine.domain.constraints import Reference
 from engine.domain.context import Domain, require_customer
 from engine.domain.errors import DomainError, bad_input
 from engine.domain.features import require_feature
@@ -43,7 +44,7 @@ class AnchorConfig(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 
 
 class PromotionIn(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
-    feature_id: str
+    feature_id: Reference
     period: Period
     custom_end_date: str | None = None
     enum_values: list[str] | None = None

@@ -16,6 +16,7 @@ from litestar.params import FromPath, QueryParameter
 from engine.core.commands import BalanceView
 from engine.core.model import GrantType
 from engine.domain import credits
+from engine.domain.constraints import IdempotencyKey, ItemsOf, Priority, Reference
 from engine.domain.errors import DomainError
 from gateway.auth import authenticate
 from gateway.context import domain, environment, ok, services
@@ -50,8 +51,8 @@ class Cost(msgspec.Struct, forbid_unknown_fields=True):
 
 class GrantCreate(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     amount: Decimal
-    currency_id: str
-    customer_id: str
+    currency_id: Reference
+    customer_id: Reference
     display_name: str
     grant_type: Literal["PAID", "PROMOTIONAL"]
     await_payment_confirmation: bool = False
@@ -62,15 +63,15 @@ class GrantCreate(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     expire_at: str | None = None
     metadata: dict[str, str] | None = None
     payment_collection_method: Literal["CHARGE", "INVOICE", "NONE"] | None = None
-    priority: int = 50
+    priority: Priority = 50
     resource_id: str | None = None
 
 
 class ConsumptionCreate(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     amount: Decimal
-    currency_id: str
-    customer_id: str
-    idempotency_key: str
+    currency_id: Reference
+    customer_id: Reference
+    idempotency_key: IdempotencyKey
     created_at: str | None = None
     dimensions: Dimensions | None = None
     resource_id: str | None = None
@@ -289,7 +290,7 @@ async def balance(request: Request, customer_id: CustomerQ = None,
 
 
 class ConsumptionBatch(msgspec.Struct, forbid_unknown_fields=True):
-    consumptions: list[ConsumptionCreate]
+    consumptions: ItemsOf(ConsumptionCreate, credits.CONSUMPTIONS_MAX)
 
 
 @post("/api/v1/credits/consumption/async", opt=request_body(ConsumptionBatch))
@@ -298,8 +299,6 @@ async def consume_batch(request: Request) -> Response:
     currencies) before any item is applied; then each item is applied and made durable
     before the reply. Business refusals (e.g. insufficient credits) are per item."""
     body = await decode_body(request, ConsumptionBatch)
-    if not 1 <= len(body.consumptions) <= credits.CONSUMPTIONS_MAX:
-        raise bad_input(f"must hold 1 to {credits.CONSUMPTIONS_MAX} items", "consumptions")
     items = [_consume_input(c, f"consumptions[{i}].") for i, c in enumerate(body.consumptions)]
     results = await credits.consume_many(domain(request), environment(request), items)
     refused = [{"index": i, "code": r.code, "message": r.message}
@@ -309,8 +308,8 @@ async def consume_batch(request: Request) -> Response:
 
 class ReleaseBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     consumed_amount: Decimal
-    currency_id: str
-    customer_id: str
+    currency_id: Reference
+    customer_id: Reference
     resource_id: str | None = None
 
 

@@ -11,6 +11,7 @@ from litestar.params import FromPath, FromQuery
 from msgspec import UNSET, UnsetType
 
 from engine.domain import currencies
+from engine.domain.constraints import CurrencyCode, CurrencyIdent
 from engine.domain.stored import Currency
 from gateway.context import domain, environment, ok
 from gateway.openapi import request_body
@@ -31,13 +32,13 @@ class TopUp(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     """The price of one credit when bought (auto-recharge; an extension field)."""
 
     price_per_credit: Decimal
-    price_currency: str = "usd"
+    price_currency: CurrencyCode = "usd"
     minimum_purchase: Decimal | None = None
     maximum_purchase: Decimal | None = None
 
 
 class CurrencyCreate(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
-    id: str
+    id: CurrencyIdent
     display_name: str
     description: str | None = None
     metadata: dict[str, str] = {}

@@ -14,6 +14,7 @@ from litestar.params import FromPath, FromQuery
 from msgspec import UNSET, UnsetType
 
 from engine.domain import customers
+from engine.domain.constraints import Ident
 from gateway.context import domain, environment, ok
 from gateway.openapi import request_body
 from gateway.routes.common import public
@@ -40,7 +41,7 @@ class CustomerFields(msgspec.Struct, forbid_unknown_fields=True, rename="camel")
 
 
 class CustomerCreate(CustomerFields, forbid_unknown_fields=True, rename="camel"):
-    id: str = ""
+    id: Ident = ""  # absent: refused by the domain, naming `id`
 
 
 def _fields(body: CustomerFields) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from litestar import Request, Response, delete, get, post
 from litestar.params import FromPath
 
 from engine.domain import promotions
+from engine.domain.constraints import ItemsOf
 from engine.domain.promotions import PromotionIn, status_of
 from engine.domain.stored import Promotion
 from gateway.context import domain, environment, ok
@@ -27,7 +28,7 @@ _BASE = "/api/v1/customers/{customer_id:str}/promotional-entitlements"
 
 
 class PromotionsBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
-    promotional_entitlements: list[PromotionIn]
+    promotional_entitlements: ItemsOf(PromotionIn, promotions.ITEMS_MAX)
 
 
 promotion_status = status_of

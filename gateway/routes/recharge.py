@@ -19,6 +19,7 @@ from litestar.params import QueryParameter
 from engine.core.commands import AutoRechargeReply
 from engine.core.model import AutoRecharge
 from engine.domain import recharge
+from engine.domain.constraints import Reference
 from gateway.context import domain, environment, ok
 from gateway.errors import bad_input
 from gateway.openapi import request_body
@@ -32,8 +33,8 @@ ResourceQ = Annotated[str | None, QueryParameter(name="resourceId")]
 
 
 class SaveBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
-    customer_id: str
-    currency_id: str
+    customer_id: Reference
+    currency_id: Reference
     is_enabled: bool
     threshold_type: Literal["CREDIT_AMOUNT", "DOLLAR_AMOUNT"] = "CREDIT_AMOUNT"
     threshold_value: Decimal | None = None

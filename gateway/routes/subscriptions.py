@@ -61,7 +61,7 @@ class _Passive(msgspec.Struct, rename="camel"):
 
 
 class ProvisionBody(_Passive, forbid_unknown_fields=True, rename="camel"):
-    customer_id: str = ""
+    customer_id: str = ""  # required: refused by the domain when absent, naming it
     plan_id: str = ""
     id: str | None = None
     addons: list[AddonIn] | None = None

@@ -12,6 +12,7 @@ import msgspec
 from litestar import Request, Response, post
 
 from engine.domain import usage
+from engine.domain.constraints import IdempotencyKey, ItemsOf, NonEmpty, Reference
 from gateway.context import domain, environment, ok
 from gateway.openapi import request_body
 from gateway.wire import (
@@ -28,31 +29,31 @@ __all__ = ["ROUTES"]
 
 
 class UsageItem(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
-    customer_id: str
-    feature_id: str
+    customer_id: Reference
+    feature_id: Reference
     value: Decimal
     created_at: str | None = None
     dimensions: Dimensions | None = None
-    idempotency_key: str | None = None
+    idempotency_key: IdempotencyKey | None = None
     resource_id: str | None = None
     update_behavior: Literal["DELTA", "SET"] = "DELTA"
 
 
 class UsageBody(msgspec.Struct, forbid_unknown_fields=True):
-    usages: list[UsageItem]
+    usages: ItemsOf(UsageItem, usage.ITEMS_MAX)
 
 
 class EventItem(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
-    customer_id: str
-    event_name: str
-    idempotency_key: str
+    customer_id: Reference
+    event_name: NonEmpty
+    idempotency_key: IdempotencyKey
     dimensions: Dimensions | None = None
     resource_id: str | None = None
     timestamp: str | None = None
 
 
 class EventsBody(msgspec.Struct, forbid_unknown_fields=True):
-    events: list[EventItem]
+    events: ItemsOf(EventItem, usage.ITEMS_MAX)
 
 
 def _usage_input(item: UsageItem, at: str) -> usage.UsageInput:
@@ -141,8 +142,8 @@ async def report_events(request: Request) -> Response:
 
 
 class UsageEstimateBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
-    customer_id: str
-    feature_id: str
+    customer_id: Reference
+    feature_id: Reference
     value: Decimal
     dimensions: Dimensions | None = None
     resource_id: str | None = None
@@ -150,8 +151,8 @@ class UsageEstimateBody(msgspec.Struct, forbid_unknown_fields=True, rename="came
 
 
 class EventEstimateBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
-    customer_id: str
-    event_name: str
+    customer_id: Reference
+    event_name: NonEmpty
     dimensions: Dimensions | None = None
     resource_id: str | None = None
 

@@ -11,6 +11,7 @@ from litestar import Request, Response, delete, get, patch, post
 from litestar.params import FromPath, FromQuery
 from msgspec import UNSET, UnsetType
 
+from engine.domain.constraints import Url
 from gateway.context import environment, ok
 from gateway.errors import ApiError, bad_input
 from gateway.openapi import request_body
@@ -29,7 +30,7 @@ T = TypeVar("T")
 
 
 class EndpointCreate(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
-    url: str
+    url: Url
     event_types: list[str] = []
     enabled: bool = True
     description: str | None = None
@@ -38,7 +39,7 @@ class EndpointCreate(msgspec.Struct, forbid_unknown_fields=True, rename="camel")
 
 class EndpointUpdate(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     # Absent (UNSET) leaves a field alone; null clears the description.
-    url: str | UnsetType = UNSET
+    url: Url | UnsetType = UNSET
     event_types: list[str] | UnsetType = UNSET
     enabled: bool | UnsetType = UNSET
     description: str | None | UnsetType = UNSET

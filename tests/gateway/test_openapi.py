@@ -100,3 +100,55 @@ def test_a_route_must_decode_the_body_it_declares() -> None:
         document = client.get("/schema/openapi.json").json()
     assert document["paths"]["/right"]["post"]["requestBody"]["content"][
         "application/json"]["schema"] == {"$ref": "#/components/schemas/_Declared"}
+
+
+def test_bounds_are_checked_while_decoding_and_shown_in_the_document(
+        make_server: Callable[..., Any]) -> None:
+    """Constrained fields (engine/domain/constraints.py): msgspec refuses a value out of
+    bounds while it decodes the body — a 400 naming the field, nothing applied — and the
+    document shows each bound."""
+    key = "bounds-key-" + secrets.token_hex(8)
+    server = make_server(api_keys=key).start()
+    with server.http(key) as http:
+        document = http.get("/schema/openapi.json").json()
+        schemas = document["components"]["schemas"]
+        assert schemas["CouponCreate"]["properties"]["id"] == {
+            "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[^/]+$",
+            "description": "1-255 characters without '/'"}
+        assert schemas["ConsumptionCreate"]["properties"]["idempotencyKey"]["maxLength"] == 255
+        assert schemas["GrantCreate"]["properties"]["priority"]["maximum"] == 100
+        usages = schemas["UsageBody"]["properties"]["usages"]
+        assert (usages["minItems"], usages["maxItems"]) == (1, 1000)
+        amounts_off = schemas["CouponCreate"]["properties"]["amountsOff"]
+        [ref] = _refs(amounts_off)
+        amount_off = _resolve(document, ref)
+        assert amount_off["properties"]["currency"]["pattern"] == "^[A-Za-z]{3}$"
+
+        assert http.post("/api/v1/customers", json={"id": "c1"}).status_code == 200
+        assert http.post("/api/v1/credits/custom-currencies",
+                         json={"id": "tok", "displayName": "T"}
+                         ).status_code == 200
+        cases = [
+            ("/api/v1/customers", {"id": "a/b"}, "id"),
+            ("/api/v1/coupons", {"id": "x" * 256, "name": "X", "percentOff": 10}, "id"),
+            ("/api/v1/coupons", {"id": "c", "name": "C", "amountsOff": [
+                {"amount": 1, "currency": "dollars"}]}, "amountsOff[0].currency"),
+            ("/api/v1/credits/grants", {"customerId": "c1", "currencyId": "tok", "amount": 5,
+                                        "displayName": "G", "grantType": "PAID",
+                                        "priority": 101}, "priority"),
+            ("/api/v1/credits/consumption", {"customerId": "c1", "currencyId": "tok",
+                                             "amount": 1, "idempotencyKey": "k" * 256},
+             "idempotencyKey"),
+            ("/api/v1/credits/consumption/async", {"consumptions": []}, "consumptions"),
+            ("/api/v1/usage", {"usages": []}, "usages"),
+            ("/api/v1/events", {"events": [{"customerId": "c1", "eventName": "",
+                                            "idempotencyKey": "e"}]}, "events[0].eventName"),
+        ]
+        for path, body, field in cases:
+            r = http.post(path, json=body)
+            assert r.status_code == 400, (path, r.text)
+            assert r.json()["field"] == field, (path, r.text)
+        # Nothing was applied: the customer has no grants, the coupons do not exist.
+        grants = http.get("/api/v1/credits/grants", params={"customerId": "c1"}).json()
+        assert grants["data"] == []
+        assert http.get("/api/v1/coupons/c").status_code == 404

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from engine.domain.constraints import PackageIdent
 from engine.domain.errors import bad_input, field_of
 
 ResetPeriod = Literal["YEAR", "MONTH", "WEEK", "DAY", "HOUR"]
@@ -176,7 +177,7 @@ class PackageUpdate(_Struct):
 
 
 class PackageCreate(PackageUpdate):
-    id: str = ""
+    id: PackageIdent = ""  # absent: refused by create_package, naming `id`
     product_id: str = ""
     pricing_type: Literal["FREE", "PAID", "CUSTOM"] | None = None
 
@@ -210,7 +211,7 @@ class ProductUpdate(_Struct):
 
 
 class ProductCreate(ProductUpdate):
-    id: str = ""
+    id: PackageIdent = ""
 
 
 def convert(body: Any, kind: type[Any], prefix: str = "") -> Any:

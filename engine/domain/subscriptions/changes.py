@@ -15,6 +15,7 @@ from typing import Any, Literal
 import msgspec
 
 from engine.domain import packages
+from engine.domain.constraints import QUANTITY_MAX
 from engine.domain.context import Domain
 from engine.domain.errors import bad_input
 from engine.domain.stored import Addon, Package, Plan
@@ -37,7 +38,6 @@ __all__ = [
     "resolve",
 ]
 
-QUANTITY_MAX = 1_000_000
 
 
 async def _package(d: Domain, env: str, kind: str, ident: str, field: str) -> Package:

@@ -17,6 +17,7 @@ from msgspec import UNSET, UnsetType
 
 from engine.domain import packages
 from engine.domain.access import CustomerEntitlements, entitlements
+from engine.domain.constraints import Quantity
 from engine.domain.context import DocumentPage, Domain, check_key, require_customer
 from engine.domain.errors import DomainError, bad_input
 from engine.domain.stored import unset_none
@@ -43,7 +44,7 @@ _LIVE = (*subs.RUNNING, "NOT_STARTED")
 # Items in the API's names: REST decodes into them directly.
 class AddonIn(msgspec.Struct, forbid_unknown_fields=True):
     id: str
-    quantity: int
+    quantity: Quantity
 
 
 class ChargeIn(msgspec.Struct, forbid_unknown_fields=True):
