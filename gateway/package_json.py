@@ -6,6 +6,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import msgspec
+
 from engine.domain.stored import Addon, Package, PackageEntitlement, Plan, Product
 from engine.times import iso
 
@@ -50,12 +52,11 @@ def package_json(doc: Package, kind: str, *, is_latest: bool = True) -> dict[str
         "archivedAt": iso(doc.archived_at),
     }
     if isinstance(doc, Plan):
-        trial = doc.default_trial_config
-        if trial is not None:
-            trial = dict(trial)
-            if trial.get("budget"):
-                trial["budget"] = {"hasSoftLimit": trial["budget"]["hasSoftLimit"],
-                                   "limit": Decimal(trial["budget"]["limit"])}
+        t = doc.default_trial_config
+        trial = None if t is None else {
+            "duration": t.duration, "units": t.units, "trialEndBehavior": t.trial_end_behavior,
+            "budget": None if t.budget is None else {
+                "hasSoftLimit": t.budget.has_soft_limit, "limit": Decimal(t.budget.limit)}}
         out.update({"parentPlanId": doc.parent_plan_id,
                     "compatibleAddonIds": doc.compatible_addon_ids,
                     "defaultTrialConfig": trial})
@@ -105,8 +106,8 @@ def product_json(doc: Product) -> dict[str, Any]:
     return {
         "id": doc.id, "displayName": doc.display_name, "description": doc.description,
         "metadata": doc.metadata, "multipleSubscriptions": doc.multiple_subscriptions,
-        "productSettings": doc.product_settings,
-        "usageResetCutoffRule": doc.usage_reset_cutoff_rule,
+        "productSettings": msgspec.to_builtins(doc.product_settings),
+        "usageResetCutoffRule": msgspec.to_builtins(doc.usage_reset_cutoff_rule),
         "status": "ARCHIVED" if doc.archived_at is not None else "PUBLISHED",
         "createdAt": iso(doc.created_at), "updatedAt": iso(doc.updated_at),
         "archivedAt": iso(doc.archived_at),

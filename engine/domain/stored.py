@@ -159,16 +159,39 @@ class Edited(msgspec.Struct, kw_only=True):
     archived_at: int | None = field(default=None, name="_archivedAt")
 
 
+class ProductSettings(msgspec.Struct, kw_only=True, rename="camel"):
+    subscription_cancellation_time: str  # END_OF_BILLING_PERIOD, IMMEDIATE, SPECIFIC_DATE
+    subscription_end_setup: str  # DOWNGRADE_TO_FREE, CANCEL_SUBSCRIPTION
+    subscription_start_setup: str  # PLAN_SELECTION, TRIAL_PERIOD, FREE_PLAN
+    downgrade_plan_id: str | None = None
+    prorate_at_end_of_billing_period: bool | None = None
+    subscription_start_plan_id: str | None = None
+
+
+class UsageResetCutoffRule(msgspec.Struct):
+    behavior: str  # NEVER_RESET, ALWAYS_RESET, BILLING_PERIOD_CHANGE
+
+
+class TrialBudget(msgspec.Struct, kw_only=True, rename="camel"):
+    has_soft_limit: bool
+    limit: str  # money, a decimal's text
+
+
+class TrialConfig(msgspec.Struct, kw_only=True, rename="camel"):
+    duration: int
+    units: str  # DAY or MONTH
+    trial_end_behavior: str = "CONVERT_TO_PAID"  # or CANCEL_SUBSCRIPTION
+    budget: TrialBudget | None = None
+
+
 class Product(Edited, kw_only=True):
     display_name: str = field(default="", name="displayName")
     description: str | None = None
     metadata: dict[str, str] = {}
     multiple_subscriptions: bool = field(default=False, name="multipleSubscriptions")
-    # {subscriptionCancellationTime, subscriptionEndSetup, subscriptionStartSetup,
-    #  downgradePlanId, prorateAtEndOfBillingPeriod, subscriptionStartPlanId}
-    product_settings: dict[str, Any] | None = field(default=None, name="productSettings")
-    usage_reset_cutoff_rule: dict[str, Any] | None = field(default=None,
-                                                           name="usageResetCutoffRule")
+    product_settings: ProductSettings | None = field(default=None, name="productSettings")
+    usage_reset_cutoff_rule: UsageResetCutoffRule | None = field(
+        default=None, name="usageResetCutoffRule")
 
 
 class Grant(msgspec.Struct, kw_only=True):
@@ -239,9 +262,7 @@ class Package(Edited, kw_only=True):
 class Plan(Package, kw_only=True):
     parent_plan_id: str | None = field(default=None, name="parentPlanId")
     compatible_addon_ids: list[str] = field(default_factory=list, name="compatibleAddonIds")
-    # {duration, units, trialEndBehavior, budget: {hasSoftLimit, limit} | None}
-    default_trial_config: dict[str, Any] | None = field(default=None,
-                                                        name="defaultTrialConfig")
+    default_trial_config: TrialConfig | None = field(default=None, name="defaultTrialConfig")
 
 
 class Addon(Package, kw_only=True):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 from litestar import Request, Response, get
 
 from engine.domain.paywall import (
@@ -162,13 +163,13 @@ def _prices(plan: Package, country: str | None, all_countries: bool,
 
 def _trial(plan: Plan) -> dict[str, Any] | None:
     t = plan.default_trial_config
-    if not t:
+    if t is None:
         return None
-    budget = t.get("budget")
-    return {"__typename": "DefaultTrialConfig", "duration": Decimal(str(t["duration"])),
-            "units": t["units"], "trialEndBehavior": t.get("trialEndBehavior"),
-            "budget": None if not budget else {"limit": Decimal(str(budget["limit"])),
-                                               "hasSoftLimit": budget["hasSoftLimit"]}}
+    budget = t.budget
+    return {"__typename": "DefaultTrialConfig", "duration": Decimal(t.duration),
+            "units": t.units, "trialEndBehavior": t.trial_end_behavior,
+            "budget": None if budget is None else {"limit": Decimal(budget.limit),
+                                                   "hasSoftLimit": budget.has_soft_limit}}
 
 
 def _product_json(ident: str, doc: Product | None) -> dict[str, Any]:
@@ -180,7 +181,7 @@ def _product_json(ident: str, doc: Product | None) -> dict[str, Any]:
             "displayName": doc.display_name, "description": doc.description,
             "additionalMetaData": doc.metadata,
             "multipleSubscriptions": doc.multiple_subscriptions,
-            "productSettings": doc.product_settings}
+            "productSettings": msgspec.to_builtins(doc.product_settings)}
 
 
 def _by_id(features: list[dict[str, Any]], view: PackageView) -> dict[str, dict[str, Any]]:

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from engine.domain.context import Domain, stamp
-from engine.domain.stored import Currency, Customer
 from engine.domain.errors import DomainError
+from engine.domain.stored import Currency, Customer
 from engine.runtime import ManualClock, Runtime
 from persistence import open_store
 from persistence.documents import Catalog

@@ -79,13 +79,22 @@ EARLIER: dict[str, dict[str, Any]] = {
         "_createdAt": AT, "_updatedAt": AT, "_archivedAt": None},
     "products": {
         "id": "app", "displayName": "App", "description": None, "metadata": {},
-        "multipleSubscriptions": False, "productSettings": None,
-        "usageResetCutoffRule": None, "_createdAt": AT, "_updatedAt": AT},
+        "multipleSubscriptions": False,
+        "productSettings": {"subscriptionCancellationTime": "END_OF_BILLING_PERIOD",
+                            "subscriptionEndSetup": "CANCEL_SUBSCRIPTION",
+                            "subscriptionStartSetup": "PLAN_SELECTION",
+                            "downgradePlanId": None, "prorateAtEndOfBillingPeriod": None,
+                            "subscriptionStartPlanId": None},
+        "usageResetCutoffRule": {"behavior": "NEVER_RESET"},
+        "_createdAt": AT, "_updatedAt": AT},
     "plans": {  # before `hidden`, never published
         "id": "pro", "productId": "app", "displayName": "Pro", "description": None,
         "billingId": None, "metadata": {}, "pricingType": "FREE", "status": "DRAFT",
         "versionNumber": 1, "entitlements": [ENTITLEMENT], "charges": None,
-        "parentPlanId": None, "compatibleAddonIds": [], "defaultTrialConfig": None,
+        "parentPlanId": None, "compatibleAddonIds": [],
+        "defaultTrialConfig": {"duration": 14, "units": "DAY",
+                               "trialEndBehavior": "CONVERT_TO_PAID",
+                               "budget": {"hasSoftLimit": True, "limit": "50"}},
         "_createdAt": AT, "_updatedAt": AT},
     "addons": {
         "id": "seats", "productId": "app", "displayName": "Seats", "description": None,
@@ -135,8 +144,13 @@ async def test_earlier_rows_decode_and_keep_their_keys(world: Any) -> None:
     assert isinstance(coupon, Coupon) and coupon.amounts_off == [AmountOff("10", "usd")]
     product = await packages.get_product(d.documents, ENV, "app")
     assert isinstance(product, Product) and product.display_name == "App"
+    assert product.product_settings is not None and product.usage_reset_cutoff_rule is not None
+    assert product.usage_reset_cutoff_rule.behavior == "NEVER_RESET"
     plan = await packages.get_package(d.documents, ENV, "plan", "pro")
     assert isinstance(plan, Plan) and plan.hidden is False and plan.compatible_addon_ids == []
+    trial = plan.default_trial_config
+    assert trial is not None and (trial.duration, trial.units) == (14, "DAY")
+    assert trial.budget is not None and trial.budget.limit == "50"
     [ent] = plan.entitlements
     assert (ent.type, ent.usage_limit, ent.reset_period) == ("FEATURE", 10, "MONTH")
     await d.store.execute(

@@ -6,10 +6,9 @@ route declares its body Struct and the document is completed from the declaratio
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from typing import Any
-
-import secrets
 
 import msgspec
 from litestar import Litestar, Request, post

@@ -4,10 +4,9 @@ onto the document."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from msgspec import UNSET
 
+from engine.domain import stored
 from engine.domain.context import Documents as Catalog
 from engine.domain.errors import DomainError, bad_input
 from engine.domain.packages.charges import _charges
@@ -29,19 +28,17 @@ from engine.domain.stored import Addon, Package, Plan
 TRIAL_MAX = {"DAY": 3650, "MONTH": 120}
 
 
-def _trial(t: TrialConfig) -> dict[str, Any]:
+def _trial(t: TrialConfig) -> stored.TrialConfig:
     duration = _whole(t.duration, "defaultTrialConfig.duration")
     if duration > TRIAL_MAX[t.units]:
         raise bad_input(f"must be at most {TRIAL_MAX[t.units]} for units {t.units}",
                         "defaultTrialConfig.duration")
-    return {
-        "duration": duration,
-        "units": t.units,
-        "trialEndBehavior": t.trial_end_behavior or "CONVERT_TO_PAID",
-        "budget": None if t.budget is None else {
-            "hasSoftLimit": t.budget.has_soft_limit,
-            "limit": money(t.budget.limit, "defaultTrialConfig.budget.limit")},
-    }
+    return stored.TrialConfig(
+        duration=duration, units=t.units,
+        trial_end_behavior=t.trial_end_behavior or "CONVERT_TO_PAID",
+        budget=None if t.budget is None else stored.TrialBudget(
+            has_soft_limit=t.budget.has_soft_limit,
+            limit=money(t.budget.limit, "defaultTrialConfig.budget.limit")))
 
 
 async def _sibling(catalog: Catalog, env: str, kind: str, ident: str, product_id: str,

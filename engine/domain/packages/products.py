@@ -9,11 +9,12 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from engine.domain import stored
 from engine.domain.context import Documents as Catalog
 from engine.domain.errors import DomainError, bad_input
 from engine.domain.packages.bodies import _sibling
 from engine.domain.packages.checks import _check_id, _name
-from engine.domain.packages.shapes import ProductCreate, ProductUpdate, _camel, convert, to_dict
+from engine.domain.packages.shapes import ProductCreate, ProductUpdate, _camel, convert
 from engine.domain.packages.store import _NAMES, KINDS, _lock, _table, _touch, get_package
 from engine.domain.stored import Addon, Package, Plan, Product
 
@@ -41,7 +42,8 @@ async def _apply_product(catalog: Catalog, env: str, doc: Product, b: ProductUpd
         doc.multiple_subscriptions = b.multiple_subscriptions
     if b.usage_reset_cutoff_rule is not UNSET:
         rule = b.usage_reset_cutoff_rule
-        doc.usage_reset_cutoff_rule = None if rule is None else to_dict(rule)
+        doc.usage_reset_cutoff_rule = None if rule is None else stored.UsageResetCutoffRule(
+            rule.behavior)
     if b.product_settings is not UNSET:
         s = b.product_settings
         if s is None:
@@ -52,14 +54,13 @@ async def _apply_product(catalog: Catalog, env: str, doc: Product, b: ProductUpd
                 if plan_id is not None:
                     await _sibling(catalog, env, "plan", plan_id, doc.id,
                                    f"productSettings.{_camel(name)}")
-            doc.product_settings = {
-                "subscriptionCancellationTime": s.subscription_cancellation_time,
-                "subscriptionEndSetup": s.subscription_end_setup,
-                "subscriptionStartSetup": s.subscription_start_setup,
-                "downgradePlanId": s.downgrade_plan_id,
-                "prorateAtEndOfBillingPeriod": s.prorate_at_end_of_billing_period,
-                "subscriptionStartPlanId": s.subscription_start_plan_id,
-            }
+            doc.product_settings = stored.ProductSettings(
+                subscription_cancellation_time=s.subscription_cancellation_time,
+                subscription_end_setup=s.subscription_end_setup,
+                subscription_start_setup=s.subscription_start_setup,
+                downgrade_plan_id=s.downgrade_plan_id,
+                prorate_at_end_of_billing_period=s.prorate_at_end_of_billing_period,
+                subscription_start_plan_id=s.subscription_start_plan_id)
 
 
 async def create_product(catalog: Catalog, env: str, body: dict) -> Product:
@@ -144,10 +145,12 @@ async def duplicate_product(catalog: Catalog, env: str, ident: str, target_id: s
     if description is not UNSET:
         product.description = description
     settings = product.product_settings
-    if settings:
-        for name in ("downgradePlanId", "subscriptionStartPlanId"):
-            if settings.get(name):
-                settings[name] = rename["plan"].get(settings[name])
+    if settings is not None:
+        if settings.downgrade_plan_id:
+            settings.downgrade_plan_id = rename["plan"].get(settings.downgrade_plan_id)
+        if settings.subscription_start_plan_id:
+            settings.subscription_start_plan_id = rename["plan"].get(
+                settings.subscription_start_plan_id)
     if not await catalog.insert("products", env, _touch(catalog, product, created=True)):
         raise DomainError(409, "DuplicatedEntityNotAllowed",
                        f"product {target_id!r} exists already", "targetId")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
@@ -245,7 +244,7 @@ async def trial_terms(plan: Package, start: int, override: Trial | None,
     from engine.billing.lifecycle import trial_end_of  # noqa: PLC0415
 
     config = plan.default_trial_config if isinstance(plan, Plan) else None
-    behavior = (config or {}).get("trialEndBehavior") or "CONVERT_TO_PAID"
+    behavior = config.trial_end_behavior if config else "CONVERT_TO_PAID"
     if skip:
         return None, behavior
     if override is not None:
@@ -261,8 +260,7 @@ async def trial_terms(plan: Package, start: int, override: Trial | None,
                             _END_FIELD)
     elif config is None or not await eligible():
         return None, behavior
-    duration = int(Decimal(str(config["duration"])))
-    return trial_end_of(start, duration, config.get("units") or "DAY"), behavior
+    return trial_end_of(start, config.duration, config.units or "DAY"), behavior
 
 
 async def packages_published(d: Domain, env: str, ident: str,

@@ -185,7 +185,8 @@ async def _replace_running(d: Domain, env: str, doc: Subscription, now: int) -> 
     product = await packages.get_product(d.documents, env, doc.product_id or "")
     if product and product.multiple_subscriptions:
         return None
-    rule = ((product and product.usage_reset_cutoff_rule) or {}).get("behavior")
+    rule = product.usage_reset_cutoff_rule if product else None
+    behavior = rule.behavior if rule else None
     anchor = None
     for other in await subs.customer_subscriptions(d, env, doc.customer_id):
         if other.id == doc.id or other.product_id != doc.product_id or (
@@ -194,7 +195,7 @@ async def _replace_running(d: Domain, env: str, doc: Subscription, now: int) -> 
         async with subs.editing(d, env, other.id) as current:
             if current.status in _LIVE:
                 await _end(d, env, current, now, "UPGRADE_OR_DOWNGRADE", revoke=True)
-                if rule != "ALWAYS_RESET" and current.status in subs.RUNNING:
+                if behavior != "ALWAYS_RESET" and current.status in subs.RUNNING:
                     anchor = current.usage_anchor or current.start
     return anchor
 
