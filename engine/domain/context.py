@@ -22,14 +22,14 @@ from engine.domain.errors import DomainError, not_found
 from engine.domain.stored import Addon, Currency, Customer, Edited, Feature, Plan, Stored
 from engine.runtime import Runtime
 
-D = TypeVar("D")
+D = TypeVar("D", bound="Stored | Edited")
+S = TypeVar("S", bound=Stored)
 
 __all__ = [
     "IDEMPOTENCY_KEY_BYTES_MAX",
     "DocumentPage",
     "Documents",
     "Domain",
-    "archived_at",
     "check_key",
     "engine_id",
     "require_currency",
@@ -90,25 +90,16 @@ class Documents(Protocol):
 
 def stamp(documents: Documents, doc: D, *, created: bool = False) -> D:
     """`doc` marked changed (and created) now, by the process's clock (the documents'):
-    a frozen document's stamped copy, or an edited one or a dict stamped in place."""
+    a frozen document's stamped copy, or an edited one stamped in place."""
     now = documents.now_ms()
     if isinstance(doc, Stored):
         return msgspec.structs.replace(  # type: ignore[return-value]
             doc, updated_at=now, **({"created_at": now} if created else {}))
-    if isinstance(doc, Edited):
-        if created:
-            doc.created_at = now
-        doc.updated_at = now
-        return doc
+    assert isinstance(doc, Edited), type(doc)
     if created:
-        doc["_createdAt"] = now
-    doc["_updatedAt"] = now
+        doc.created_at = now
+    doc.updated_at = now
     return doc
-
-
-def archived_at(doc: Any) -> int | None:
-    """When a typed or dict document was archived (None: it is not)."""
-    return doc.get("_archivedAt") if isinstance(doc, dict) else doc.archived_at
 
 
 class Shared:
@@ -179,7 +170,7 @@ async def require_document(d: Domain, env: str, table: str, doc_id: str, *, what
     doc = await d.documents.get(table, env, doc_id)
     if doc is None:
         raise not_found(f"{code}NotFound", what, doc_id, field)
-    if archived_at(doc) is not None and not allow_archived:
+    if doc.archived_at is not None and not allow_archived:
         raise DomainError(400, f"{code}IsArchived", f"{what} {doc_id!r} is archived", field)
     return doc
 
@@ -201,14 +192,9 @@ async def require_currency(d: Domain, env: str, currency_id: str, *,
                                   allow_archived=allow_archived)
 
 
-async def set_archived(d: Domain, env: str, table: str, doc: D, archived: bool) -> D:
+async def set_archived(d: Domain, env: str, table: str, doc: S, archived: bool) -> S:
     """Archive (now) or unarchive a copy of `doc` and store it."""
     at = d.documents.now_ms() if archived else None
-    if isinstance(doc, Stored):
-        doc = msgspec.structs.replace(doc, archived_at=at)  # type: ignore[assignment]
-    else:
-        doc = dict(doc)  # type: ignore[assignment]
-        doc["_archivedAt"] = at  # type: ignore[index]
-    doc = stamp(d.documents, doc)
+    doc = stamp(d.documents, msgspec.structs.replace(doc, archived_at=at))
     await d.documents.replace(table, env, doc)
     return doc

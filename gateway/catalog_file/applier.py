@@ -118,7 +118,8 @@ class _Applier:
 
         units = None if c.units is None else currencies.Units(c.units.plural, c.units.singular)
         top_up = top_up_in(c.top_up)
-        stored = _as_dict(await self.catalog.get("currencies", self.env, ident))
+        found = await self.catalog.get("currencies", self.env, ident)
+        stored = _as_dict(found)
         if stored is None:
             await currencies.create(self.domain, self.env, currencies.CurrencyInput(
                 id=ident, display_name=c.display_name, description=c.description,
@@ -130,7 +131,7 @@ class _Applier:
         # Compare in the stored shape: top-up amounts are kept as units.
         body["topUp"] = msgspec.to_builtins(currencies.top_up_document(top_up))
         changed = _differs(body, stored)
-        if stored.get("_archivedAt") is not None:
+        if found.archived_at is not None:
             await currencies.archive(self.domain, self.env, ident, False)
             changed.insert(0, "unarchived")
         if changed:
@@ -144,26 +145,27 @@ class _Applier:
     async def _feature(self, ident: str, feat: Feature) -> None:
         from engine.domain import features
 
-        stored = _as_dict(await self.catalog.get("features", self.env, ident))
+        found = await self.catalog.get("features", self.env, ident)
+        stored = _as_dict(found)
         if stored is None:
             await features.create(self.domain, self.env, _as(
                 _feature_body(ident, feat, create=True), features.FeatureCreate))
             self.note("create", "features", ident)
             return
-        if stored["featureType"] != feat.type:
+        if found.feature_type != feat.type:
             raise ApiError(400, "BadUserInput", f"a feature's type cannot change (it is "
-                           f"{stored['featureType']}); archive it and use a new id",
+                           f"{found.feature_type}); archive it and use a new id",
                            "featureType")
-        if feat.meter_type is not None and stored["meterType"] != feat.meter_type:
+        if feat.meter_type is not None and found.meter_type != feat.meter_type:
             raise ApiError(400, "BadUserInput", f"a feature's meter type cannot change (it is "
-                           f"{stored['meterType']})", "meterType")
+                           f"{found.meter_type})", "meterType")
         body = _feature_body(ident, feat, create=False)
         wanted = dict(body)
         if feat.credit_rate is not None:
             wanted["creditRate"] = {"amount": feat.credit_rate.amount,
                                     "currencyId": feat.credit_rate.currency}
         changed = _differs(wanted, stored)
-        if stored.get("_archivedAt") is not None:
+        if found.archived_at is not None:
             await features.archive(self.domain, self.env, ident, False)
             changed.insert(0, "unarchived")
         if changed:
@@ -177,7 +179,8 @@ class _Applier:
         from engine.domain import coupons
 
         body = _coupon_body(ident, c)
-        stored = _as_dict(await self.catalog.get("coupons", self.env, ident))
+        found = await self.catalog.get("coupons", self.env, ident)
+        stored = _as_dict(found)
         if stored is None:
             await coupons.create(self.domain, self.env, _as(body, coupons.CouponCreate))
             self.note("create", "coupons", ident)
@@ -192,7 +195,7 @@ class _Applier:
                 raise ApiError(400, "BadUserInput",
                                "a coupon's discount and duration cannot change once created; "
                                "archive it and use a new id", key)
-        if stored.get("_archivedAt") is not None:
+        if found.archived_at is not None:
             raise ApiError(400, "BadUserInput", f"coupon {ident!r} is archived; archived "
                            "coupons cannot come back, use a new id")
         update = {"name": c.name, "description": c.description, "metadata": c.metadata}
@@ -226,7 +229,8 @@ class _Applier:
         fields = _package_fields(pkg)
         entitlements = _entitlements(self.file, table, ident)
         charges = _charges(pkg)
-        stored = _as_dict(await packages.get_package(self.catalog, self.env, kind, ident))
+        found = await packages.get_package(self.catalog, self.env, kind, ident)
+        stored = _as_dict(found)
         if stored is None:
             create = {"id": ident, "productId": pkg.product,
                       **{k: fields[k] for k in _CREATE_FIELDS if k in fields}}
@@ -235,10 +239,10 @@ class _Applier:
             doc = await packages.publish(self.catalog, self.env, kind, ident)
             self.note("create", table, ident, f"v{doc.version_number}")
             return
-        if stored.get("productId") != pkg.product:
+        if found.product_id != pkg.product:
             raise ApiError(400, "BadUserInput", f"a {kind} cannot move to another product "
-                           f"(it is in {stored.get('productId')!r})", "product")
-        if stored.get("status") == "ARCHIVED" or stored.get("_archivedAt") is not None:
+                           f"(it is in {found.product_id!r})", "product")
+        if found.status == "ARCHIVED" or found.archived_at is not None:
             raise ApiError(400, "BadUserInput", f"{kind} {ident!r} is archived; use a new id")
         current = _as_dict(await packages.published(self.catalog, self.env, kind, ident))
         if current is None:
@@ -255,7 +259,7 @@ class _Applier:
             # through the API is left alone).
             self.note("unchanged", table, ident)
             return
-        if stored.get("status") == "PUBLISHED" and set(changed) <= set(_COSMETIC):
+        if found.status == "PUBLISHED" and set(changed) <= set(_COSMETIC):
             # Names, descriptions and metadata are not prices: they change in place, on the
             # published version too, as PATCH does.
             await packages.update_package(self.catalog, self.env, kind, ident,
@@ -263,7 +267,7 @@ class _Applier:
             self.note("update", table, ident, ", ".join(changed))
             return
         # Any change makes a new version: subscriptions on the old one keep what they have.
-        if stored.get("status") != "DRAFT":
+        if found.status != "DRAFT":
             await packages.create_draft(self.catalog, self.env, kind, ident)
         await self._fill(table, ident, fields, entitlements, charges)
         doc = await packages.publish(self.catalog, self.env, kind, ident)

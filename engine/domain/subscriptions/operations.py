@@ -221,12 +221,13 @@ async def _provision(d: Domain, env: str, q: ProvisionInput) -> Provisioned:
     key = q.idempotency_key
     if key is not None:
         ident = ident or subs.id_for_key(q.plan_id, q.customer_id, key)
-        existing = await d.documents.get("subscriptions", env, ident)
-        if existing is not None and existing.get("_idempotency") == [key, q.request_hash]:
+        found = await d.documents.get("subscriptions", env, ident)
+        existing = None if found is None else decode(found)
+        if existing is not None and existing.idempotency == [key, q.request_hash]:
             doc = await subs.require_subscription(d, env, ident)
             return Provisioned(subscription=doc, entitlements=await entitlements(
                 d, env, doc.customer_id, doc.resource_id))
-        if existing is not None and existing.get("_idempotency") is not None:
+        if existing is not None and existing.idempotency is not None:
             raise DomainError(409, "IdempotencyKeyReused", "this idempotency key was used with "
                               "a different request", "Idempotency-Key")
     customer = await require_customer(d, env, q.customer_id)
