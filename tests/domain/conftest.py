@@ -28,7 +28,14 @@ class World:
         self.clock = clock
 
     async def document(self, table: str, env: str, doc: Any) -> None:
-        assert await self.catalog.insert(table, env, stamp(self.catalog, doc, created=True))
+        """Insert `doc`, stamped now: a typed document, or a subscription's stored dict (in
+        the shape some version wrote)."""
+        if isinstance(doc, dict):
+            now = self.clock.now_ms()
+            doc = {**doc, "_createdAt": now, "_updatedAt": now}
+        else:
+            doc = stamp(self.catalog, doc, created=True)
+        assert await self.catalog.insert(table, env, doc)
 
     async def customer(self, env: str, customer_id: str, *, archived: bool = False) -> None:
         await self.document("customer_profiles", env, Customer(
