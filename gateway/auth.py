@@ -14,6 +14,8 @@ from gateway.errors import ApiError
 __all__ = ["PUBLIC_PATHS", "authenticate"]
 
 PUBLIC_PATHS = ("/health", "/ready", "/schema")
+# Paths that check the key themselves, to answer in their own error shape (GraphQL).
+SELF_AUTHENTICATED = ("/graphql",)
 
 
 # Request ids: random per process, then counted (uuid4 per request cost 3 % under load).
@@ -31,7 +33,7 @@ async def authenticate(request: Request) -> None:
     state = request.scope.setdefault("state", {})  # type: ignore[typeddict-item]
     state["request_id"] = request_id
     structlog.contextvars.bind_contextvars(request_id=request_id)
-    if path.startswith(PUBLIC_PATHS):
+    if path.startswith(PUBLIC_PATHS) or path in SELF_AUTHENTICATED:
         return
     key = request.headers.get("x-api-key")
     if not key:

@@ -1,0 +1,220 @@
+"""`POST /graphql` (and `GET /graphql` for queries): Stigg's GraphQL API over HTTP.
+
+The request is `{"query", "operationName", "variables"}` with `X-API-KEY` (the same keys
+and environments as REST). Every answer is HTTP 200 with `{"data", "errors"}` as GraphQL
+clients expect — an error is `{"message", "locations"?, "path"?, "extensions": {"code":
+<Stigg ErrorCode>, "traceId", "field"?}}`:
+
+    no or unknown API key            Unauthenticated (and no data)
+    a document or variables that     BadUserInput, naming what is wrong (an operation or
+    do not validate                  field creditd does not serve is named too)
+    a domain refusal                 its code when it is one of Stigg's ErrorCode values
+                                     (CustomerNotFound, CreditGrantNotFound, …), else
+                                     BadUserInput (4xx) or UnexpectedError
+    engine overload / store outage   RateLimitExceeded / OperationTimeout (retryable)
+    anything unexpected              UnexpectedError, logged, no details
+
+Parsed and validated documents are cached by their text: the SDKs send a fixed set of
+documents, and validation costs far more than execution."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+import msgspec
+import structlog
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    GraphQLError,
+    GraphQLSchema,
+    OperationDefinitionNode,
+    OperationType,
+    execute,
+    get_operation_ast,
+    parse,
+    validate,
+)
+from litestar import Request, Response, get, post
+
+from engine.domain.errors import DomainError
+from engine.runtime.errors import EngineError, EngineFault, Overloaded, StoreUnavailable
+from gateway.context import services
+from gateway.graphql import resolvers
+from gateway.graphql.schema import served_schema, stigg_schema
+
+__all__ = ["ROUTES"]
+
+log = structlog.get_logger("creditd.graphql")
+_encode = msgspec.json.Encoder(decimal_format="number").encode
+DOCUMENTS_CACHED_MAX = 256
+BODY_BYTES_MAX = 1 << 20
+
+
+@lru_cache(maxsize=1)
+def schema() -> GraphQLSchema:
+    return served_schema(resolvers.ROOTS)
+
+
+@lru_cache(maxsize=1)
+def _error_codes() -> frozenset[str]:
+    codes = stigg_schema().get_type("ErrorCode")
+    return frozenset(codes.values)  # type: ignore[union-attr]
+
+
+class _Documents:
+    """Parsed, validated documents by their text (least recently used first out)."""
+
+    def __init__(self) -> None:
+        self._docs: OrderedDict[str, DocumentNode | list[GraphQLError]] = OrderedDict()
+
+    def get(self, source: str) -> DocumentNode | list[GraphQLError]:
+        found = self._docs.get(source)
+        if found is not None:
+            self._docs.move_to_end(source)
+            return found
+        try:
+            document: DocumentNode | list[GraphQLError] = parse(source)
+        except GraphQLError as exc:
+            document = [exc]
+        else:
+            errors = validate(schema(), document)
+            if errors:
+                document = errors
+        self._docs[source] = document
+        if len(self._docs) > DOCUMENTS_CACHED_MAX:
+            self._docs.popitem(last=False)
+        return document
+
+
+_documents = _Documents()
+
+
+def _trace_id(request: Request) -> str:
+    return request.scope.get("state", {}).get("request_id", "")  # type: ignore[union-attr]
+
+
+def _error(message: str, code: str, trace: str, *, field: str | None = None,
+           error: GraphQLError | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"message": message}
+    if error is not None:
+        if error.locations:
+            out["locations"] = [{"line": loc.line, "column": loc.column}
+                                for loc in error.locations]
+        if error.path:
+            out["path"] = list(error.path)
+    extensions: dict[str, Any] = {"code": code, "traceId": trace}
+    if field is not None:
+        extensions["field"] = field
+    out["extensions"] = extensions
+    return out
+
+
+def _answer(data: Any, errors: list[dict[str, Any]]) -> Response:
+    body: dict[str, Any] = {"data": data}
+    if errors:
+        body["errors"] = errors
+    return Response(content=_encode(body), status_code=200, media_type="application/json")
+
+
+def _refusal(exc: GraphQLError, trace: str) -> dict[str, Any]:
+    """An error raised while resolving, in Stigg's shape."""
+    cause = exc.original_error
+    if isinstance(cause, DomainError):
+        code = cause.code if cause.code in _error_codes() else (
+            "BadUserInput" if cause.status < 500 else "UnexpectedError")
+        message = f"{cause.field}: {cause.message}" if cause.field else cause.message
+        return _error(message, code, trace, field=cause.field, error=exc)
+    if isinstance(cause, Overloaded):
+        return _error(str(cause), "RateLimitExceeded", trace, error=exc)
+    if isinstance(cause, StoreUnavailable):
+        return _error("the database is unavailable; retry", "OperationTimeout", trace, error=exc)
+    if isinstance(cause, EngineError) and not isinstance(cause, EngineFault):
+        return _error(str(cause), "OperationTimeout", trace, error=exc)
+    if cause is None or isinstance(cause, GraphQLError):
+        # A GraphQL error proper: a variable that does not coerce, a null for a non-null
+        # argument, …
+        return _error(exc.message, "BadUserInput", trace, error=exc)
+    log.error("graphql resolver failed", trace_id=trace,
+              error=repr(cause.__cause__ if isinstance(cause, EngineFault) else cause),
+              exc_info=cause)
+    return _error("internal error", "UnexpectedError", trace, error=exc)
+
+
+async def _run(request: Request, query: Any, operation: Any, variables: Any,
+               *, read_only: bool) -> Response:
+    trace = _trace_id(request)
+    key = request.headers.get("x-api-key")
+    env = services(request).catalog.environment_of(key) if key else None
+    if env is None:
+        return _answer(None, [_error("the X-API-KEY header is missing" if not key else
+                                     "the API key is not valid", "Unauthenticated", trace)])
+    request.scope["state"]["environment"] = env  # type: ignore[index]
+    if not isinstance(query, str) or not query.strip():
+        return _answer(None, [_error("query: a GraphQL document is required", "BadUserInput",
+                                     trace, field="query")])
+    if operation is not None and not isinstance(operation, str):
+        return _answer(None, [_error("operationName: must be a string", "BadUserInput", trace,
+                                     field="operationName")])
+    if variables is not None and not isinstance(variables, dict):
+        return _answer(None, [_error("variables: must be an object", "BadUserInput", trace,
+                                     field="variables")])
+    document = _documents.get(query)
+    if isinstance(document, list):
+        return _answer(None, [_error(e.message, "BadUserInput", trace, error=e)
+                              for e in document])
+    chosen = get_operation_ast(document, operation)
+    if read_only and isinstance(chosen, OperationDefinitionNode) and \
+            chosen.operation is not OperationType.QUERY:
+        return _answer(None, [_error("GET runs queries only; send mutations with POST",
+                                     "BadUserInput", trace)])
+    result = execute(schema(), document, variable_values=variables, operation_name=operation,
+                     context_value=request)
+    if not isinstance(result, ExecutionResult):
+        result = await result
+    errors = [_refusal(e, trace) for e in result.errors or ()]
+    return _answer(result.data, errors)
+
+
+def _json(raw: bytes | str) -> Any:
+    # Numbers keep their digits: amounts are exact (schema.py's Float takes Decimals).
+    return json.loads(raw, parse_float=Decimal)
+
+
+@post("/graphql")
+async def graphql_post(request: Request) -> Response:
+    raw = await request.body()
+    if len(raw) > BODY_BYTES_MAX:
+        return _answer(None, [_error("the request body is too large", "BadUserInput",
+                                     _trace_id(request))])
+    try:
+        body = _json(raw)
+    except ValueError as exc:
+        return _answer(None, [_error(f"the body is not JSON: {exc}", "BadUserInput",
+                                     _trace_id(request))])
+    if not isinstance(body, dict):
+        return _answer(None, [_error("the body must be a JSON object {query, operationName, "
+                                     "variables}", "BadUserInput", _trace_id(request))])
+    return await _run(request, body.get("query"), body.get("operationName"),
+                      body.get("variables"), read_only=False)
+
+
+@get("/graphql")
+async def graphql_get(request: Request) -> Response:
+    params = request.query_params
+    variables: Any = params.get("variables")
+    if variables is not None:
+        try:
+            variables = _json(variables)
+        except ValueError as exc:
+            return _answer(None, [_error(f"variables: not JSON: {exc}", "BadUserInput",
+                                         _trace_id(request), field="variables")])
+    return await _run(request, params.get("query"), params.get("operationName"), variables,
+                      read_only=True)
+
+
+ROUTES = [graphql_post, graphql_get]

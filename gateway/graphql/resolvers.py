@@ -1,0 +1,226 @@
+"""GraphQL resolvers: each maps a root field's arguments (Stigg's input types, camelCase,
+amounts as Decimals) to one domain function's input, and its typed result to Stigg's
+output type (field names as the schema has them; times as ISO-8601; amounts exact).
+The rules are the domain's (engine/domain/); a refusal it raises becomes a GraphQL error
+with its code (endpoint.py).
+
+    creditBalanceSummary  credits.balances
+    createCreditGrant     credits.grant_credits
+    voidCreditGrant       credits.void_grant
+    consumeCredits        credits.consume
+    reportUsage           usage.report_usage
+    reportUsageBulk       usage.report_usage (a batch, checked whole)
+    reportEvent           usage.report_events
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from graphql import GraphQLResolveInfo
+
+from engine.core.amounts import units_to_json
+from engine.core.model import GrantType
+from engine.domain import credits, usage
+from engine.domain.errors import bad_input
+from engine.domain.values import time_in, units_in
+from engine.times import iso
+from gateway.context import domain, environment
+from gateway.wire import dimensions_in, signed_amount_in
+
+__all__ = ["ROOTS"]
+
+
+def _ctx(info: GraphQLResolveInfo) -> tuple[Any, str]:
+    request = info.context
+    return domain(request), environment(request)
+
+
+def _amount(units: int) -> Decimal:
+    return Decimal(units_to_json(units))
+
+
+def _units(value: Any, field: str, *, allow_zero: bool = False) -> int:
+    return units_in(value, field, allow_zero=allow_zero)
+
+
+def _currency(currency: Any) -> dict[str, Any]:
+    units = currency.units
+    return {"currencyId": currency.id, "displayName": currency.display_name,
+            "symbol": currency.symbol,
+            "units": None if units is None else {"plural": units.plural,
+                                                 "singular": units.singular}}
+
+
+# -- credits -------------------------------------------------------------------------------
+
+async def credit_balance_summary(_: Any, info: GraphQLResolveInfo, input: dict) -> dict:  # noqa: A002
+    d, env = _ctx(info)
+    customer_id = input["customerId"]
+    found = await credits.balances(d, env, customer_id, input.get("currencyId"),
+                                   input.get("resourceId"))
+    return {"customerId": customer_id, "resourceId": input.get("resourceId"), "balances": [{
+        "customerId": customer_id, "currencyId": b.currency_id, "resourceId": b.resource_id,
+        "currency": _currency(currency),
+        "currentBalance": _amount(b.current_balance),
+        "totalConsumed": _amount(b.total_consumed),
+        "totalGranted": _amount(b.total_granted),
+        "validUntil": None,
+    } for b, currency in found]}
+
+
+def _grant(customer_id: str, g: Any) -> dict[str, Any]:
+    consumed = getattr(g, "consumed_amount", None)
+    if consumed is None:
+        consumed = g.consumed
+    return {
+        "id": g.id, "grantId": g.id, "customerId": customer_id, "currencyId": g.currency_id,
+        "resourceId": g.resource_id, "amount": _amount(g.amount),
+        "consumedAmount": _amount(consumed), "grantType": str(g.grant_type),
+        "status": str(g.status), "priority": g.priority,
+        "effectiveAt": iso(g.effective_at), "expireAt": iso(g.expire_at),
+        "createdAt": iso(g.created_at), "updatedAt": iso(g.updated_at),
+        "voidedAt": iso(g.voided_at),
+        "cost": {"amount": _amount(g.cost_amount or 0),
+                 "currency": (g.cost_currency or "usd").upper()},
+        "displayName": g.display_name, "comment": g.comment,
+        "additionalMetaData": dict(g.metadata or {}),
+        "paymentCollection": "PROCESSING" if str(g.status) == "PAYMENT_PENDING"
+        else "NOT_REQUIRED",
+        "invoiceId": None, "latestInvoice": None, "sourceType": None,
+        "automaticRechargeConfigurationId": None,
+    }
+
+
+def _priority(value: Any) -> int:
+    if value is None:
+        return 50
+    if value != int(value):
+        raise bad_input("must be a whole number", "priority")
+    return int(value)
+
+
+async def create_credit_grant(_: Any, info: GraphQLResolveInfo, input: dict) -> dict:  # noqa: A002
+    d, env = _ctx(info)
+    cost = input.get("cost")
+    metadata = input.get("additionalMetaData")
+    if metadata is not None and (not isinstance(metadata, dict) or not all(
+            isinstance(v, str) for v in metadata.values())):
+        raise bad_input("must be an object of string values", "additionalMetaData")
+    grant = await credits.grant_credits(d, env, credits.GrantInput(
+        customer_id=input["customerId"], currency_id=input["currencyId"],
+        resource_id=input.get("resourceId"), amount=_units(input["amount"], "amount"),
+        grant_type=GrantType(input["grantType"]), display_name=input["displayName"],
+        priority=_priority(input.get("priority")),
+        effective_at=time_in(input.get("effectiveAt"), "effectiveAt"),
+        expire_at=time_in(input.get("expireAt"), "expireAt"),
+        cost_amount=None if cost is None else _units(cost["amount"], "cost.amount",
+                                                      allow_zero=True),
+        cost_currency=None if cost is None or cost.get("currency") is None
+        else cost["currency"].lower(),
+        comment=input.get("comment"), metadata=metadata,
+        await_payment=bool(input.get("awaitPaymentConfirmation"))))
+    return _grant(input["customerId"], grant)
+
+
+async def void_credit_grant(_: Any, info: GraphQLResolveInfo, input: dict) -> dict:  # noqa: A002
+    d, env = _ctx(info)
+    customer_id, grant = await credits.void_grant(d, env, input["id"], None)
+    return _grant(customer_id, grant)
+
+
+def _credit(b: Any) -> dict[str, Any]:
+    """Stigg's OptimisticCreditBalance / UsageMeasurementCredit: usageLimit − currentUsage
+    is what can still be consumed (the current balance)."""
+    return {"currencyId": b.currency_id, "currentUsage": _amount(b.total_consumed),
+            "usageLimit": _amount(b.total_consumed + max(b.current_balance, 0)),
+            "timestamp": iso(b.timestamp), "usagePeriodEnd": None}
+
+
+async def consume_credits(_: Any, info: GraphQLResolveInfo, input: dict) -> dict:  # noqa: A002
+    d, env = _ctx(info)
+    reply = await credits.consume(d, env, credits.ConsumeInput(
+        customer_id=input["customerId"], currency_id=input["currencyId"],
+        resource_id=input.get("resourceId"), amount=_units(input["amount"], "amount"),
+        idempotency_key=input["idempotencyKey"],
+        dimensions=dimensions_in(input.get("dimensions"), "dimensions"),
+        created_at=time_in(input.get("createdAt"), "createdAt")))
+    return {"amount": _amount(reply.amount), "currencyId": input["currencyId"],
+            "customerId": input["customerId"], "resourceId": input.get("resourceId"),
+            "timestamp": iso(reply.timestamp), "credit": _credit(reply.balance)}
+
+
+# -- usage and events ----------------------------------------------------------------------
+
+def _usage_input(item: dict[str, Any], at: str) -> usage.UsageInput:
+    return usage.UsageInput(
+        customer_id=item["customerId"], feature_id=item["featureId"],
+        value=signed_amount_in(item["value"], f"{at}value"),
+        set_value=item.get("updateBehavior") == "SET",
+        created_at=time_in(item.get("createdAt"), f"{at}createdAt"),
+        dimensions=dimensions_in(item.get("dimensions"), f"{at}dimensions"),
+        idempotency_key=item.get("idempotencyKey"), resource_id=item.get("resourceId"))
+
+
+def _measurement(item: dict[str, Any], result: Any, window: Any, env: str) -> dict[str, Any]:
+    """Stigg's UsageMeasurementWithCurrentUsage for one reported item."""
+    credit = None
+    if result.currency_id is not None and result.balance is not None:
+        credit = {"consumed": _amount(result.consumed), **_credit(result.balance)}
+    return {
+        "id": item.get("idempotencyKey") or str(uuid.uuid4()),
+        "customerId": item["customerId"], "featureId": item["featureId"],
+        "resourceId": item.get("resourceId"), "environmentId": env, "value": item["value"],
+        "currentUsage": _amount(result.usage.current_usage),
+        "createdAt": item.get("createdAt") or iso(result.timestamp),
+        "timestamp": iso(result.timestamp), "credit": credit,
+        "nextResetDate": iso(window[1]) if window is not None else None,
+        "usagePeriodStart": iso(window[0]) if window is not None else None,
+        "usagePeriodEnd": iso(window[1]) if window is not None else None,
+    }
+
+
+async def report_usage(_: Any, info: GraphQLResolveInfo, input: dict) -> dict:  # noqa: A002
+    d, env = _ctx(info)
+    report = await usage.report_usage(d, env, [_usage_input(input, "")], field="input")
+    return _measurement(input, report.results[0], report.windows[0], env)
+
+
+async def report_usage_bulk(_: Any, info: GraphQLResolveInfo, input: dict) -> list:  # noqa: A002
+    d, env = _ctx(info)
+    given = input["usages"]
+    usage.check_batch(given, "usages")
+    items = [_usage_input(u, f"usages[{i}].") for i, u in enumerate(given)]
+    report = await usage.report_usage(d, env, items, field="usages")
+    return [_measurement(item, r, w, env)
+            for item, r, w in zip(given, report.results, report.windows, strict=True)]
+
+
+async def report_event(_: Any, info: GraphQLResolveInfo, events: dict) -> None:
+    d, env = _ctx(info)
+    usage.check_batch(events["usageEvents"], "usageEvents")
+    items = [usage.EventInput(
+        customer_id=e["customerId"], event_name=e["eventName"],
+        idempotency_key=e["idempotencyKey"], resource_id=e.get("resourceId"),
+        dimensions=dimensions_in(e.get("dimensions"), f"usageEvents[{i}].dimensions"),
+        timestamp=time_in(e.get("timestamp"), f"usageEvents[{i}].timestamp"))
+        for i, e in enumerate(events["usageEvents"])]
+    await usage.report_events(d, env, items, field="usageEvents")
+    return None
+
+
+ROOTS: dict[str, dict[str, Any]] = {
+    "Query": {
+        "creditBalanceSummary": credit_balance_summary,
+    },
+    "Mutation": {
+        "createCreditGrant": create_credit_grant,
+        "voidCreditGrant": void_credit_grant,
+        "consumeCredits": consume_credits,
+        "reportUsage": report_usage,
+        "reportUsageBulk": report_usage_bulk,
+        "reportEvent": report_event,
+    },
+}

@@ -1,0 +1,105 @@
+"""The GraphQL schema creditd serves: a subset of Stigg's own (stigg.graphql, printed from
+the stigg-api-client package), so every type, field, argument, nullability and enum value
+is Stigg's spelling — the root fields creditd resolves and every type they reach.
+
+Amounts are exact: the process's `Float` takes a JSON number's text as a Decimal (the
+endpoint decodes request bodies with `parse_float=Decimal`) and answers Decimals as JSON
+numbers, never through a binary float. `DateTime` values are ISO-8601 strings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from graphql import (
+    GraphQLError,
+    GraphQLFloat,
+    GraphQLInterfaceType,
+    GraphQLObjectType,
+    GraphQLSchema,
+    build_schema,
+    is_introspection_type,
+    print_schema,
+)
+from graphql.language import FloatValueNode, IntValueNode
+
+__all__ = ["Resolver", "served_schema", "stigg_schema"]
+
+Resolver = Callable[..., Any]
+_SDL = Path(__file__).with_name("stigg.graphql")
+
+
+@lru_cache(maxsize=1)
+def stigg_schema() -> GraphQLSchema:
+    """Stigg's whole schema (about 1,200 types)."""
+    return build_schema(_SDL.read_text())
+
+
+def _subset_sdl(schema: GraphQLSchema, roots: Mapping[str, Iterable[str]]) -> str:
+    """SDL of `schema` cut down to the root fields `roots` ({"Query": [...], ...}) and the
+    types they reach (a schema collects those from its roots; Stigg's has no interfaces,
+    whose implementations it would not)."""
+    assert not any(isinstance(t, GraphQLInterfaceType) for t in schema.type_map.values()
+                   if not is_introspection_type(t))
+    kinds: dict[str, GraphQLObjectType] = {}
+    for root, names in roots.items():
+        full = schema.get_type(root)
+        assert isinstance(full, GraphQLObjectType), root
+        # KeyError: a field that is not in Stigg's schema.
+        kinds[root] = GraphQLObjectType(root, {n: full.fields[n] for n in names})
+    return print_schema(GraphQLSchema(query=kinds.get("Query"), mutation=kinds.get("Mutation"),
+                                      subscription=kinds.get("Subscription")))
+
+
+# -- exact Float ---------------------------------------------------------------------------
+
+def _float_value(value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        raise GraphQLError(f"Float cannot represent a non numeric value: {value!r}")
+    number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    if not number.is_finite():
+        raise GraphQLError(f"Float cannot represent a non-finite value: {value!r}")
+    return number
+
+
+def _float_literal(node: Any, _variables: Any = None) -> Decimal:
+    if not isinstance(node, (FloatValueNode, IntValueNode)):
+        raise GraphQLError("Float cannot represent a non numeric value", node)
+    return Decimal(node.value)
+
+
+def _float_out(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise GraphQLError(f"Float cannot represent a non numeric value: {value!r}")
+    if isinstance(value, (int, float, Decimal)):
+        return value
+    raise GraphQLError(f"Float cannot represent a non numeric value: {value!r}")
+
+
+def _exact_floats() -> None:
+    # GraphQLFloat is graphql-core's one Float scalar, shared by every schema in the
+    # process; creditd builds only this one. graphql-core 3.2 names the hooks
+    # parse_value / parse_literal / serialize, 3.3 coerce_input_value /
+    # coerce_input_literal / coerce_output_value (and keeps the old names as aliases).
+    hooks = {"parse_value": _float_value, "coerce_input_value": _float_value,
+             "parse_literal": _float_literal, "coerce_input_literal": _float_literal,
+             "serialize": _float_out, "coerce_output_value": _float_out}
+    for name, hook in hooks.items():
+        if hasattr(GraphQLFloat, name):
+            setattr(GraphQLFloat, name, hook)
+
+
+def served_schema(resolvers: Mapping[str, Mapping[str, Resolver]]) -> GraphQLSchema:
+    """The subset of Stigg's schema whose root fields are `resolvers`' keys ({"Query":
+    {"creditBalanceSummary": resolve, …}, "Mutation": {…}}), with the resolvers bound."""
+    _exact_floats()
+    schema = build_schema(_subset_sdl(stigg_schema(), resolvers))
+    for root, fields in resolvers.items():
+        kind = schema.get_type(root)
+        assert isinstance(kind, GraphQLObjectType)
+        for name, resolve in fields.items():
+            kind.fields[name].resolve = resolve
+    return schema

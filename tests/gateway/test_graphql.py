@@ -1,0 +1,185 @@
+"""Stigg's GraphQL API at /graphql (gateway/graphql/): the documents Stigg's Python client
+sends (stigg-api-client-v2, recorded in graphql/documents.json), answered in Stigg's
+schema with exact amounts and Stigg's error shape; the served schema is Stigg's own."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from graphql import parse, print_type, validate
+
+from gateway.graphql import endpoint
+from gateway.graphql.schema import stigg_schema
+
+_encode = msgspec.json.Encoder(decimal_format="number").encode
+DOCUMENTS = json.loads((Path(__file__).parent / "graphql" / "documents.json").read_text())[
+    "documents"]
+
+
+def gql(server: Any, name: str, variables: dict[str, Any], *, key: Any = ...,
+        query: str | None = None) -> dict[str, Any]:
+    """Send the recorded document `name` (or `query`) as the client does; the parsed
+    answer, numbers as Decimals (as exact as the wire)."""
+    with (server.http() if key is ... else server.http(key)) as http:
+        # Amounts go as JSON numbers with their exact digits (Decimal), as typed.
+        body = _encode({"query": query if query is not None else DOCUMENTS[name]["query"],
+                        "operationName": name, "variables": variables})
+        r = http.post("/graphql", content=body, headers={
+            "Content-Type": "application/json", "X-API-VERSION": "1",
+            "x-graphql-operation-name": name})
+    assert r.status_code == 200, r.text
+    return json.loads(r.text, parse_float=Decimal)
+
+
+def data(answer: dict[str, Any]) -> Any:
+    assert "errors" not in answer, answer
+    return answer["data"]
+
+
+def code(answer: dict[str, Any]) -> str:
+    [error] = answer["errors"]
+    assert error["extensions"]["traceId"], error
+    return error["extensions"]["code"]
+
+
+@pytest.fixture
+def customer(client: Any, uid: Any) -> str:
+    cid = uid("gql-cust")
+    client.v1.customers.provision(id=cid, name="Acme")
+    return cid
+
+
+@pytest.fixture
+def currency(client: Any, uid: Any) -> str:
+    cid = uid("gql-tok")
+    client.v1.credits.custom_currencies.create(
+        id=cid, display_name="AI Tokens", symbol="T",
+        units={"singular": "token", "plural": "tokens"})
+    return cid
+
+
+def test_grant_consume_and_balance_exactly(server: Any, customer: str, currency: str) -> None:
+    grant = data(gql(server, "GrantCredits", {"input": {
+        "customerId": customer, "currencyId": currency, "amount": Decimal("0.1"),
+        "displayName": "welcome", "grantType": "PROMOTIONAL", "priority": 10,
+        "cost": {"amount": 0, "currency": "USD"}}}))["createCreditGrant"]
+    assert grant["amount"] == Decimal("0.1") and grant["status"] == "ACTIVE"
+    assert grant["grantType"] == "PROMOTIONAL" and grant["cost"]["currency"] == "USD"
+    data(gql(server, "GrantCredits", {"input": {
+        "customerId": customer, "currencyId": currency, "amount": Decimal("0.2"),
+        "displayName": "top-up", "grantType": "PAID"}}))
+    consumed = data(gql(server, "ConsumeCredits", {"input": {
+        "customerId": customer, "currencyId": currency, "amount": Decimal("0.3"),
+        "idempotencyKey": "gql-1"}}))["consumeCredits"]
+    # 0.1 + 0.2 − 0.3 is 0 exactly (binary floats would leave 5.55e-17).
+    assert consumed["amount"] == Decimal("0.3")
+    assert consumed["credit"]["usageLimit"] - consumed["credit"]["currentUsage"] == 0
+    again = data(gql(server, "ConsumeCredits", {"input": {
+        "customerId": customer, "currencyId": currency, "amount": Decimal("0.3"),
+        "idempotencyKey": "gql-1"}}))["consumeCredits"]
+    assert again == consumed  # the same key: the same answer, applied once
+
+    summary = data(gql(server, "GetCreditBalance", {"input": {
+        "customerId": customer, "currencyId": currency}}))["creditBalanceSummary"]
+    [b] = summary["balances"]
+    assert b["currentBalance"] == 0 and b["totalGranted"] == Decimal("0.3")
+    assert b["totalConsumed"] == Decimal("0.3")
+    assert b["currency"] == {"currencyId": currency, "displayName": "AI Tokens", "symbol": "T",
+                             "units": {"singular": "token", "plural": "tokens"}}
+
+    voided = data(gql(server, "VoidCreditGrant", {"input": {"id": grant["grantId"]}}))
+    assert voided["voidCreditGrant"]["status"] == "VOIDED"
+    assert code(gql(server, "VoidCreditGrant", {"input": {"id": "nope"}})) == \
+        "CreditGrantNotFound"
+
+
+def test_report_usage_and_events(server: Any, client: Any, customer: str, uid: Any) -> None:
+    feature = uid("gql-calls")
+    client.v1.features.create_feature(id=feature, display_name="Calls", feature_type="NUMBER",
+                                      meter_type="INCREMENTAL")
+    first = data(gql(server, "ReportUsage", {"input": {
+        "customerId": customer, "featureId": feature, "value": 3,
+        "idempotencyKey": "u-1"}}))["reportUsage"]
+    assert (first["customerId"], first["featureId"], first["currentUsage"]) == (
+        customer, feature, 3)
+    bulk = data(gql(server, "ReportUsageBulk", {"input": {"usages": [
+        {"customerId": customer, "featureId": feature, "value": 2},
+        {"customerId": customer, "featureId": feature, "value": 5,
+         "updateBehavior": "SET"}]}}))["reportUsageBulk"]
+    assert [u["currentUsage"] for u in bulk] == [5, 5]
+    # Raw events are accepted (metered into every matching feature's usage).
+    assert data(gql(server, "ReportEvent", {"input": {"usageEvents": [
+        {"customerId": customer, "eventName": "call", "idempotencyKey": "e-1",
+         "dimensions": {"model": "small"}}]}})) == {"reportEvent": None}
+    # A refusal names its field and code, and nothing of the batch is applied.
+    bad = gql(server, "ReportUsageBulk", {"input": {"usages": [
+        {"customerId": customer, "featureId": feature, "value": 1},
+        {"customerId": "nobody", "featureId": feature, "value": 1}]}})
+    assert code(bad) == "CustomerNotFound" and bad["data"] is None
+    assert bad["errors"][0]["extensions"]["field"] == "usages[1].customerId"
+    after = data(gql(server, "ReportUsage", {"input": {
+        "customerId": customer, "featureId": feature, "value": 0}}))["reportUsage"]
+    assert after["currentUsage"] == 5
+
+
+def test_errors_in_stiggs_shape(server: Any, customer: str, currency: str) -> None:
+    assert code(gql(server, "GetCreditBalance", {"input": {"customerId": customer}},
+                    key=None)) == "Unauthenticated"
+    assert code(gql(server, "GetCreditBalance", {"input": {"customerId": customer}},
+                    key="cd_wrong")) == "Unauthenticated"
+    assert code(gql(server, "GetCreditBalance", {"input": {"customerId": "nobody"}})) == \
+        "CustomerNotFound"
+    # A variable that does not coerce (a string amount) is named; nothing is applied.
+    wrong = gql(server, "ConsumeCredits", {"input": {
+        "customerId": customer, "currencyId": currency, "amount": "lots",
+        "idempotencyKey": "k"}})
+    assert code(wrong) == "BadUserInput" and "amount" in wrong["errors"][0]["message"]
+    # What creditd does not serve (yet) is named, never a 500.
+    unserved = gql(server, "GetPaywall", {}, query="query GetPaywall { paywall(input: {}) "
+                   "{ plans { id } } }")
+    assert code(unserved) == "BadUserInput" and "paywall" in unserved["errors"][0]["message"]
+    assert code(gql(server, "X", {}, query="query X { ")) == "BadUserInput"
+    with server.http() as http:
+        assert http.post("/graphql", content=b"[1]").json()["errors"][0]["extensions"][
+            "code"] == "BadUserInput"
+        # GET runs queries, not mutations.
+        r = http.get("/graphql", params={
+            "query": DOCUMENTS["ConsumeCredits"]["query"], "operationName": "ConsumeCredits",
+            "variables": json.dumps({"input": {"customerId": customer, "currencyId": currency,
+                                               "amount": 1, "idempotencyKey": "g"}})})
+        assert r.json()["errors"][0]["extensions"]["code"] == "BadUserInput"
+        r = http.get("/graphql", params={
+            "query": DOCUMENTS["GetCreditBalance"]["query"],
+            "operationName": "GetCreditBalance",
+            "variables": json.dumps({"input": {"customerId": customer}})})
+        assert "errors" not in r.json(), r.text
+
+
+def test_the_served_schema_is_stiggs(server: Any) -> None:
+    """Every type the endpoint serves is defined exactly as in Stigg's schema (names,
+    fields, arguments, nullability, enum values), and the root fields are Stigg's."""
+    with server.http() as http:
+        r = http.post("/graphql", json={"query": "{ __schema { types { name } } }"})
+    served_names = {t["name"] for t in r.json()["data"]["__schema"]["types"]}
+    full = stigg_schema()
+    served = endpoint.schema()
+    assert {t for t in served_names if not t.startswith("__")} == {
+        t for t in served.type_map if not t.startswith("__")}
+    for name, t in served.type_map.items():
+        if name.startswith("__") or name in ("Query", "Mutation"):
+            continue
+        assert print_type(t) == print_type(full.get_type(name)), name
+    for root in ("Query", "Mutation"):
+        for field, definition in served.get_type(root).fields.items():
+            stigg = full.get_type(root).fields[field]
+            assert str(definition.type) == str(stigg.type), field
+            assert {a: str(v.type) for a, v in definition.args.items()} == {
+                a: str(v.type) for a, v in stigg.args.items()}, field
+    # Every recorded client document validates against what is served.
+    for name, doc in DOCUMENTS.items():
+        assert validate(served, parse(doc["query"])) == [], name
