@@ -6,6 +6,8 @@ as the REST client the tests use does):
     python3 -m venv /tmp/stigg-v2 && /tmp/stigg-v2/bin/pip install stigg-api-client-v2
     /tmp/stigg-v2/bin/python scripts/stigg_documents.py get_credit_balance grant_credits \\
         void_credit_grant consume_credits report_usage report_usage_bulk report_event \\
+        estimate_usage_cost estimate_event_cost get_automatic_recharge_configuration \\
+        save_automatic_recharge_configuration \\
         > tests/gateway/graphql/documents.json
 
 Each client method is called with its transport replaced by one that keeps the document

@@ -11,6 +11,10 @@ with its code (endpoint.py).
     reportUsage           usage.report_usage
     reportUsageBulk       usage.report_usage (a batch, checked whole)
     reportEvent           usage.report_events
+    estimateUsageCost     usage.estimate_usage
+    estimateEventCost     usage.estimate_event
+    getAutoRechargeSettings   recharge.get_settings
+    saveAutoRechargeSettings  recharge.save_settings
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from graphql import GraphQLResolveInfo
 
 from engine.core.amounts import units_to_json
 from engine.core.model import GrantType
-from engine.domain import credits, usage
+from engine.domain import credits, recharge, usage
 from engine.domain.errors import bad_input
 from engine.domain.values import time_in, units_in
 from engine.times import iso
@@ -211,9 +215,95 @@ async def report_event(_: Any, info: GraphQLResolveInfo, events: dict) -> None:
     return None
 
 
+# -- estimates -----------------------------------------------------------------------------
+
+def _estimation(found: usage.Estimates) -> dict[str, Any]:
+    return {"estimates": [{
+        "currencyId": e.currency_id, "currentBalance": _amount(e.current_balance),
+        "estimatedCost": _amount(e.estimated_cost),
+        "balanceAfterEstimate": _amount(e.balance_after), "wouldOverdraft": e.would_overdraft,
+        "breakdown": [{"featureId": line.feature_id, "cost": _amount(line.cost),
+                       "warningCode": line.warning} for line in e.lines],
+    } for e in found.estimates], "warnings": found.warnings}
+
+
+async def estimate_usage_cost(_: Any, info: GraphQLResolveInfo, input: dict) -> dict:  # noqa: A002
+    d, env = _ctx(info)
+    dimensions_in(input.get("dimensions"), "dimensions")
+    return _estimation(await usage.estimate_usage(d, env, usage.UsageEstimateInput(
+        customer_id=input["customerId"], feature_id=input["featureId"],
+        value=signed_amount_in(input["value"], "value"),
+        set_value=input.get("updateBehavior") == "SET", resource_id=input.get("resourceId"))))
+
+
+async def estimate_event_cost(_: Any, info: GraphQLResolveInfo, input: dict) -> dict:  # noqa: A002
+    d, env = _ctx(info)
+    return _estimation(await usage.estimate_event(d, env, usage.EventEstimateInput(
+        customer_id=input["customerId"], event_name=input["eventName"],
+        dimensions=dimensions_in(input.get("dimensions"), "dimensions"),
+        resource_id=input.get("resourceId"))))
+
+
+# -- auto-recharge -------------------------------------------------------------------------
+
+_EXPIRATION = {"OneMonth": "1_MONTH", "OneYear": "1_YEAR"}
+_THRESHOLD = {"CreditAmount": "CREDIT_AMOUNT", "DollarAmount": "DOLLAR_AMOUNT"}
+
+
+def _recharge(customer_id: str, currency_id: str, env: str, reply: Any) -> dict[str, Any]:
+    r = reply.settings
+    out: dict[str, Any] = {
+        "customerId": customer_id, "currencyId": currency_id, "environmentId": env,
+        "isEnabled": False, "thresholdType": "CreditAmount", "thresholdValue": 0,
+        "targetBalance": 0, "maxSpendLimit": None, "grantExpirationPeriod": "OneMonth",
+        "currentMonthlySpend": _amount(reply.current_monthly_spend), "createdAt": None,
+        "updatedAt": None, "id": None,
+        "validationConfig": {"allowUnlimitedSpendLimit": True, "maxCreditPoolSize": None,
+                             "maxTargetBalance": None, "maxThresholdAmount": None,
+                             "minGrantAmount": None, "minTargetBalance": None}}
+    if r is not None:  # (None: nothing saved yet, the defaults above)
+        out.update({
+            "isEnabled": r.enabled,
+            "thresholdType": {v: k for k, v in _THRESHOLD.items()}[r.threshold_type],
+            "thresholdValue": _amount(r.threshold_value),
+            "targetBalance": _amount(r.target_balance),
+            "maxSpendLimit": None if r.max_spend is None else _amount(r.max_spend),
+            "grantExpirationPeriod": {v: k for k, v in _EXPIRATION.items()}[r.expiration],
+            "createdAt": iso(r.created_at), "updatedAt": iso(r.updated_at)})
+    return out
+
+
+async def get_auto_recharge_settings(_: Any, info: GraphQLResolveInfo,
+                                     input: dict) -> dict:  # noqa: A002
+    d, env = _ctx(info)
+    reply = await recharge.get_settings(d, env, input["customerId"], input["currencyId"], None)
+    return _recharge(input["customerId"], input["currencyId"], env, reply)
+
+
+async def save_auto_recharge_settings(_: Any, info: GraphQLResolveInfo,
+                                      input: dict) -> dict:  # noqa: A002
+    d, env = _ctx(info)
+    for name in ("thresholdValue", "targetBalance"):
+        if input.get(name) is None:
+            raise bad_input("is required", name)
+    reply = await recharge.save_settings(d, env, recharge.RechargeInput(
+        customer_id=input["customerId"], currency_id=input["currencyId"],
+        enabled=input["isEnabled"],
+        threshold_type=_THRESHOLD[input.get("thresholdType") or "CreditAmount"],
+        threshold_value=_units(input["thresholdValue"], "thresholdValue"),
+        target_balance=_units(input["targetBalance"], "targetBalance"),
+        max_spend=None if input.get("maxSpendLimit") is None
+        else _units(input["maxSpendLimit"], "maxSpendLimit"),
+        expiration=_EXPIRATION[input.get("grantExpirationPeriod") or "OneMonth"]))
+    return _recharge(input["customerId"], input["currencyId"], env, reply)
+
+
 ROOTS: dict[str, dict[str, Any]] = {
     "Query": {
         "creditBalanceSummary": credit_balance_summary,
+        "estimateUsageCost": estimate_usage_cost,
+        "estimateEventCost": estimate_event_cost,
+        "getAutoRechargeSettings": get_auto_recharge_settings,
     },
     "Mutation": {
         "createCreditGrant": create_credit_grant,
@@ -222,5 +312,6 @@ ROOTS: dict[str, dict[str, Any]] = {
         "reportUsage": report_usage,
         "reportUsageBulk": report_usage_bulk,
         "reportEvent": report_event,
+        "saveAutoRechargeSettings": save_auto_recharge_settings,
     },
 }

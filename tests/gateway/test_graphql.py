@@ -183,3 +183,49 @@ def test_the_served_schema_is_stiggs(server: Any) -> None:
     # Every recorded client document validates against what is served.
     for name, doc in DOCUMENTS.items():
         assert validate(served, parse(doc["query"])) == [], name
+
+
+def test_cost_estimates_and_auto_recharge(server: Any, client: Any, customer: str,
+                                          currency: str, uid: Any) -> None:
+    feature = uid("gql-images")
+    client.v1.features.create_feature(
+        id=feature, display_name="Images", feature_type="NUMBER", meter_type="INCREMENTAL",
+        extra_body={"creditRate": {"amount": 2.5, "currencyId": currency}})
+    data(gql(server, "GrantCredits", {"input": {
+        "customerId": customer, "currencyId": currency, "amount": 10,
+        "displayName": "g", "grantType": "PAID"}}))
+    estimate = data(gql(server, "EstimateUsageCost", {"input": {
+        "customerId": customer, "featureId": feature, "value": 3}}))["estimateUsageCost"]
+    [e] = estimate["estimates"]
+    assert (e["currencyId"], e["estimatedCost"], e["currentBalance"]) == (currency, Decimal(
+        "7.5"), 10)
+    assert e["balanceAfterEstimate"] == Decimal("2.5") and e["wouldOverdraft"] is False
+    assert e["breakdown"] == [{"featureId": feature, "cost": Decimal("7.5"),
+                               "warningCode": None}]
+    missing = data(gql(server, "EstimateUsageCost", {"input": {
+        "customerId": customer, "featureId": "no-such", "value": 1}}))["estimateUsageCost"]
+    assert missing == {"estimates": [], "warnings": ["FEATURE_NOT_FOUND"]}
+    events = data(gql(server, "EstimateEventCost", {"input": {
+        "customerId": customer, "eventName": "nothing-meters-this"}}))["estimateEventCost"]
+    assert events["estimates"] == [] and events["warnings"] == ["FEATURE_NOT_FOUND"]
+
+    # Auto-recharge: the currency needs a top-up price first (a refusal naming it).
+    got = data(gql(server, "GetAutomaticRechargeConfiguration", {"input": {
+        "customerId": customer, "currencyId": currency}}))["getAutoRechargeSettings"]
+    assert got["isEnabled"] is False and got["grantExpirationPeriod"] == "OneMonth"
+    save = {"input": {"customerId": customer, "currencyId": currency, "isEnabled": True,
+                      "thresholdType": "CreditAmount", "thresholdValue": 5,
+                      "targetBalance": Decimal("20.5"), "grantExpirationPeriod": "OneYear"}}
+    refused = gql(server, "SaveAutomaticRechargeConfiguration", save)
+    assert code(refused) == "BadUserInput"
+    assert refused["errors"][0]["extensions"]["field"] == "currencyId"
+    client.v1.credits.custom_currencies.update(
+        currency, extra_body={"topUp": {"pricePerCredit": 0.01}})
+    saved = data(gql(server, "SaveAutomaticRechargeConfiguration", save))[
+        "saveAutoRechargeSettings"]
+    assert (saved["isEnabled"], saved["thresholdValue"], saved["targetBalance"],
+            saved["grantExpirationPeriod"], saved["thresholdType"]) == (
+        True, 5, Decimal("20.5"), "OneYear", "CreditAmount")
+    again = data(gql(server, "GetAutomaticRechargeConfiguration", {"input": {
+        "customerId": customer, "currencyId": currency}}))["getAutoRechargeSettings"]
+    assert again == saved
