@@ -17,6 +17,7 @@ instead of sending it.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import sys
 from importlib.metadata import version
@@ -40,8 +41,12 @@ async def main(methods: list[str]) -> None:
     out: dict[str, Any] = {"client": f"stigg-api-client-v2 {version('stigg-api-client-v2')}",
                            "documents": {}}
     for method in methods:
+        call = getattr(client, method)
+        # The methods take their input as one argument (`get_coupons` and a few take none).
+        args = [None for q in inspect.signature(call).parameters.values()
+                if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD) and q.default is q.empty]
         try:
-            await getattr(client, method)(None)
+            await call(*args)
         except _Kept as kept:
             query, name = kept.args
             out["documents"][name] = {"method": method, "query": query}
