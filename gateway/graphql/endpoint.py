@@ -53,6 +53,8 @@ log = structlog.get_logger("creditd.graphql")
 _encode = msgspec.json.Encoder(decimal_format="number").encode
 DOCUMENTS_CACHED_MAX = 256
 BODY_BYTES_MAX = 1 << 20
+# The largest client document (GetCustomerById) is under 2,000 tokens.
+TOKENS_MAX = 50_000
 
 
 @lru_cache(maxsize=1)
@@ -78,11 +80,14 @@ class _Documents:
             self._docs.move_to_end(source)
             return found
         try:
-            document: DocumentNode | list[GraphQLError] = parse(source)
+            document: DocumentNode | list[GraphQLError] = parse(source, max_tokens=TOKENS_MAX)
+            errors = validate(schema(), document)  # type: ignore[arg-type]
         except GraphQLError as exc:
             document = [exc]
+        except RecursionError:
+            # Nesting deeper than the interpreter's stack (the body limit still allows it).
+            document = [GraphQLError("the document nests too deeply")]
         else:
-            errors = validate(schema(), document)
             if errors:
                 document = errors
         self._docs[source] = document

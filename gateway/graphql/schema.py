@@ -81,9 +81,9 @@ def _float_out(value: Any) -> Any:
 
 def _exact_floats() -> None:
     # GraphQLFloat is graphql-core's one Float scalar, shared by every schema in the
-    # process; creditd builds only this one. graphql-core 3.2 names the hooks
-    # parse_value / parse_literal / serialize, 3.3 coerce_input_value /
-    # coerce_input_literal / coerce_output_value (and keeps the old names as aliases).
+    # process; creditd builds only this one. graphql-core 3.3 calls the hooks
+    # coerce_input_value / coerce_input_literal / coerce_output_value and keeps the 3.2
+    # names (parse_value / parse_literal / serialize) as attributes too: set both.
     hooks = {"parse_value": _float_value, "coerce_input_value": _float_value,
              "parse_literal": _float_literal, "coerce_input_literal": _float_literal,
              "serialize": _float_out, "coerce_output_value": _float_out}

@@ -229,3 +229,12 @@ def test_cost_estimates_and_auto_recharge(server: Any, client: Any, customer: st
     again = data(gql(server, "GetAutomaticRechargeConfiguration", {"input": {
         "customerId": customer, "currencyId": currency}}))["getAutoRechargeSettings"]
     assert again == saved
+
+
+def test_hostile_documents_are_refused_not_crashed(server: Any) -> None:
+    """Documents no client sends — nested past the interpreter's stack, or with a huge
+    number of tokens — are a BadUserInput, not a 500."""
+    deep = "query Deep { " + "a { " * 5000 + "b" + " }" * 5001  # 10,000 tokens
+    assert code(gql(server, "Deep", {}, query=deep)) == "BadUserInput"
+    wide = "query Wide { " + " ".join("__typename" for _ in range(60_000)) + " }"
+    assert code(gql(server, "Wide", {}, query=wide)) == "BadUserInput"
