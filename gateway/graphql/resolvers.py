@@ -20,19 +20,19 @@ with its code (endpoint.py).
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal
 from typing import Any
 
 from graphql import GraphQLResolveInfo
 
-from engine.core.amounts import units_to_json
 from engine.core.model import GrantType
 from engine.domain import credits, recharge, usage
 from engine.domain.errors import bad_input
-from engine.domain.values import time_in, units_in
+from engine.domain.values import time_in
 from engine.times import iso
 from gateway.context import domain, environment
-from gateway.wire import dimensions_in, signed_amount_in
+from gateway.routes.credits import credit_json
+from gateway.routes.usage import estimates_json
+from gateway.wire import amount_in, amount_out, dimensions_in, signed_amount_in
 
 __all__ = ["ROOTS"]
 
@@ -40,14 +40,6 @@ __all__ = ["ROOTS"]
 def _ctx(info: GraphQLResolveInfo) -> tuple[Any, str]:
     request = info.context
     return domain(request), environment(request)
-
-
-def _amount(units: int) -> Decimal:
-    return Decimal(units_to_json(units))
-
-
-def _units(value: Any, field: str, *, allow_zero: bool = False) -> int:
-    return units_in(value, field, allow_zero=allow_zero)
 
 
 def _currency(currency: Any) -> dict[str, Any]:
@@ -68,9 +60,9 @@ async def credit_balance_summary(_: Any, info: GraphQLResolveInfo, input: dict) 
     return {"customerId": customer_id, "resourceId": input.get("resourceId"), "balances": [{
         "customerId": customer_id, "currencyId": b.currency_id, "resourceId": b.resource_id,
         "currency": _currency(currency),
-        "currentBalance": _amount(b.current_balance),
-        "totalConsumed": _amount(b.total_consumed),
-        "totalGranted": _amount(b.total_granted),
+        "currentBalance": amount_out(b.current_balance),
+        "totalConsumed": amount_out(b.total_consumed),
+        "totalGranted": amount_out(b.total_granted),
         "validUntil": None,
     } for b, currency in found]}
 
@@ -81,13 +73,13 @@ def _grant(customer_id: str, g: Any) -> dict[str, Any]:
         consumed = g.consumed
     return {
         "id": g.id, "grantId": g.id, "customerId": customer_id, "currencyId": g.currency_id,
-        "resourceId": g.resource_id, "amount": _amount(g.amount),
-        "consumedAmount": _amount(consumed), "grantType": str(g.grant_type),
+        "resourceId": g.resource_id, "amount": amount_out(g.amount),
+        "consumedAmount": amount_out(consumed), "grantType": str(g.grant_type),
         "status": str(g.status), "priority": g.priority,
         "effectiveAt": iso(g.effective_at), "expireAt": iso(g.expire_at),
         "createdAt": iso(g.created_at), "updatedAt": iso(g.updated_at),
         "voidedAt": iso(g.voided_at),
-        "cost": {"amount": _amount(g.cost_amount or 0),
+        "cost": {"amount": amount_out(g.cost_amount or 0),
                  "currency": (g.cost_currency or "usd").upper()},
         "displayName": g.display_name, "comment": g.comment,
         "additionalMetaData": dict(g.metadata or {}),
@@ -115,12 +107,12 @@ async def create_credit_grant(_: Any, info: GraphQLResolveInfo, input: dict) -> 
         raise bad_input("must be an object of string values", "additionalMetaData")
     grant = await credits.grant_credits(d, env, credits.GrantInput(
         customer_id=input["customerId"], currency_id=input["currencyId"],
-        resource_id=input.get("resourceId"), amount=_units(input["amount"], "amount"),
+        resource_id=input.get("resourceId"), amount=amount_in(input["amount"], "amount"),
         grant_type=GrantType(input["grantType"]), display_name=input["displayName"],
         priority=_priority(input.get("priority")),
         effective_at=time_in(input.get("effectiveAt"), "effectiveAt"),
         expire_at=time_in(input.get("expireAt"), "expireAt"),
-        cost_amount=None if cost is None else _units(cost["amount"], "cost.amount",
+        cost_amount=None if cost is None else amount_in(cost["amount"], "cost.amount",
                                                       allow_zero=True),
         cost_currency=None if cost is None or cost.get("currency") is None
         else cost["currency"].lower(),
@@ -135,25 +127,17 @@ async def void_credit_grant(_: Any, info: GraphQLResolveInfo, input: dict) -> di
     return _grant(customer_id, grant)
 
 
-def _credit(b: Any) -> dict[str, Any]:
-    """Stigg's OptimisticCreditBalance / UsageMeasurementCredit: usageLimit − currentUsage
-    is what can still be consumed (the current balance)."""
-    return {"currencyId": b.currency_id, "currentUsage": _amount(b.total_consumed),
-            "usageLimit": _amount(b.total_consumed + max(b.current_balance, 0)),
-            "timestamp": iso(b.timestamp), "usagePeriodEnd": None}
-
-
 async def consume_credits(_: Any, info: GraphQLResolveInfo, input: dict) -> dict:  # noqa: A002
     d, env = _ctx(info)
     reply = await credits.consume(d, env, credits.ConsumeInput(
         customer_id=input["customerId"], currency_id=input["currencyId"],
-        resource_id=input.get("resourceId"), amount=_units(input["amount"], "amount"),
+        resource_id=input.get("resourceId"), amount=amount_in(input["amount"], "amount"),
         idempotency_key=input["idempotencyKey"],
         dimensions=dimensions_in(input.get("dimensions"), "dimensions"),
         created_at=time_in(input.get("createdAt"), "createdAt")))
-    return {"amount": _amount(reply.amount), "currencyId": input["currencyId"],
+    return {"amount": amount_out(reply.amount), "currencyId": input["currencyId"],
             "customerId": input["customerId"], "resourceId": input.get("resourceId"),
-            "timestamp": iso(reply.timestamp), "credit": _credit(reply.balance)}
+            "timestamp": iso(reply.timestamp), "credit": credit_json(reply.balance)}
 
 
 # -- usage and events ----------------------------------------------------------------------
@@ -172,12 +156,12 @@ def _measurement(item: dict[str, Any], result: Any, window: Any, env: str) -> di
     """Stigg's UsageMeasurementWithCurrentUsage for one reported item."""
     credit = None
     if result.currency_id is not None and result.balance is not None:
-        credit = {"consumed": _amount(result.consumed), **_credit(result.balance)}
+        credit = {"consumed": amount_out(result.consumed), **credit_json(result.balance)}
     return {
         "id": item.get("idempotencyKey") or str(uuid.uuid4()),
         "customerId": item["customerId"], "featureId": item["featureId"],
         "resourceId": item.get("resourceId"), "environmentId": env, "value": item["value"],
-        "currentUsage": _amount(result.usage.current_usage),
+        "currentUsage": amount_out(result.usage.current_usage),
         "createdAt": item.get("createdAt") or iso(result.timestamp),
         "timestamp": iso(result.timestamp), "credit": credit,
         "nextResetDate": iso(window[1]) if window is not None else None,
@@ -217,20 +201,10 @@ async def report_event(_: Any, info: GraphQLResolveInfo, events: dict) -> None:
 
 # -- estimates -----------------------------------------------------------------------------
 
-def _estimation(found: usage.Estimates) -> dict[str, Any]:
-    return {"estimates": [{
-        "currencyId": e.currency_id, "currentBalance": _amount(e.current_balance),
-        "estimatedCost": _amount(e.estimated_cost),
-        "balanceAfterEstimate": _amount(e.balance_after), "wouldOverdraft": e.would_overdraft,
-        "breakdown": [{"featureId": line.feature_id, "cost": _amount(line.cost),
-                       "warningCode": line.warning} for line in e.lines],
-    } for e in found.estimates], "warnings": found.warnings}
-
-
 async def estimate_usage_cost(_: Any, info: GraphQLResolveInfo, input: dict) -> dict:  # noqa: A002
     d, env = _ctx(info)
     dimensions_in(input.get("dimensions"), "dimensions")
-    return _estimation(await usage.estimate_usage(d, env, usage.UsageEstimateInput(
+    return estimates_json(await usage.estimate_usage(d, env, usage.UsageEstimateInput(
         customer_id=input["customerId"], feature_id=input["featureId"],
         value=signed_amount_in(input["value"], "value"),
         set_value=input.get("updateBehavior") == "SET", resource_id=input.get("resourceId"))))
@@ -238,7 +212,7 @@ async def estimate_usage_cost(_: Any, info: GraphQLResolveInfo, input: dict) -> 
 
 async def estimate_event_cost(_: Any, info: GraphQLResolveInfo, input: dict) -> dict:  # noqa: A002
     d, env = _ctx(info)
-    return _estimation(await usage.estimate_event(d, env, usage.EventEstimateInput(
+    return estimates_json(await usage.estimate_event(d, env, usage.EventEstimateInput(
         customer_id=input["customerId"], event_name=input["eventName"],
         dimensions=dimensions_in(input.get("dimensions"), "dimensions"),
         resource_id=input.get("resourceId"))))
@@ -256,7 +230,7 @@ def _recharge(customer_id: str, currency_id: str, env: str, reply: Any) -> dict[
         "customerId": customer_id, "currencyId": currency_id, "environmentId": env,
         "isEnabled": False, "thresholdType": "CreditAmount", "thresholdValue": 0,
         "targetBalance": 0, "maxSpendLimit": None, "grantExpirationPeriod": "OneMonth",
-        "currentMonthlySpend": _amount(reply.current_monthly_spend), "createdAt": None,
+        "currentMonthlySpend": amount_out(reply.current_monthly_spend), "createdAt": None,
         "updatedAt": None, "id": None,
         "validationConfig": {"allowUnlimitedSpendLimit": True, "maxCreditPoolSize": None,
                              "maxTargetBalance": None, "maxThresholdAmount": None,
@@ -265,9 +239,9 @@ def _recharge(customer_id: str, currency_id: str, env: str, reply: Any) -> dict[
         out.update({
             "isEnabled": r.enabled,
             "thresholdType": {v: k for k, v in _THRESHOLD.items()}[r.threshold_type],
-            "thresholdValue": _amount(r.threshold_value),
-            "targetBalance": _amount(r.target_balance),
-            "maxSpendLimit": None if r.max_spend is None else _amount(r.max_spend),
+            "thresholdValue": amount_out(r.threshold_value),
+            "targetBalance": amount_out(r.target_balance),
+            "maxSpendLimit": None if r.max_spend is None else amount_out(r.max_spend),
             "grantExpirationPeriod": {v: k for k, v in _EXPIRATION.items()}[r.expiration],
             "createdAt": iso(r.created_at), "updatedAt": iso(r.updated_at)})
     return out
@@ -290,10 +264,10 @@ async def save_auto_recharge_settings(_: Any, info: GraphQLResolveInfo,
         customer_id=input["customerId"], currency_id=input["currencyId"],
         enabled=input["isEnabled"],
         threshold_type=_THRESHOLD[input.get("thresholdType") or "CreditAmount"],
-        threshold_value=_units(input["thresholdValue"], "thresholdValue"),
-        target_balance=_units(input["targetBalance"], "targetBalance"),
+        threshold_value=amount_in(input["thresholdValue"], "thresholdValue"),
+        target_balance=amount_in(input["targetBalance"], "targetBalance"),
         max_spend=None if input.get("maxSpendLimit") is None
-        else _units(input["maxSpendLimit"], "maxSpendLimit"),
+        else amount_in(input["maxSpendLimit"], "maxSpendLimit"),
         expiration=_EXPIRATION[input.get("grantExpirationPeriod") or "OneMonth"]))
     return _recharge(input["customerId"], input["currencyId"], env, reply)
 

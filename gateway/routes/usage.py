@@ -157,7 +157,7 @@ class EventEstimateBody(msgspec.Struct, forbid_unknown_fields=True, rename="came
     resource_id: str | None = None
 
 
-def _estimates_json(found: usage.Estimates) -> dict[str, Any]:
+def estimates_json(found: usage.Estimates) -> dict[str, Any]:
     return {"estimates": [{
         "currencyId": e.currency_id, "currentBalance": amount_out(e.current_balance),
         "estimatedCost": amount_out(e.estimated_cost),
@@ -175,7 +175,7 @@ async def estimate_usage(request: Request) -> Response:
     body = await decode_body(request, UsageEstimateBody)
     dimensions_in(body.dimensions, "dimensions")
     value = signed_amount_in(body.value, "value")
-    return ok(_estimates_json(await usage.estimate_usage(
+    return ok(estimates_json(await usage.estimate_usage(
         domain(request), environment(request), usage.UsageEstimateInput(
             customer_id=body.customer_id, feature_id=body.feature_id, value=value,
             set_value=body.update_behavior == "SET", resource_id=body.resource_id))))
@@ -185,7 +185,7 @@ async def estimate_usage(request: Request) -> Response:
 async def estimate_event(request: Request) -> Response:
     """The credits an event would burn through every meter it matches, recording nothing."""
     body = await decode_body(request, EventEstimateBody)
-    return ok(_estimates_json(await usage.estimate_event(
+    return ok(estimates_json(await usage.estimate_event(
         domain(request), environment(request), usage.EventEstimateInput(
             customer_id=body.customer_id, event_name=body.event_name,
             dimensions=dimensions_in(body.dimensions, "dimensions"),
