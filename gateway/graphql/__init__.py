@@ -5,6 +5,7 @@
                   exact amounts (Float as Decimal)
     endpoint.py   the HTTP endpoint: the API key, documents cached parsed and validated,
                   errors in Stigg's shape and codes
-    resolvers.py  one resolver per root field: arguments to a domain function's input, its
-                  result to Stigg's output type (the rules are engine/domain's)
+    resolvers/    one resolver per root field, a module per area: arguments to a domain
+                  function's input, its result to Stigg's output type (the rules are
+                  engine/domain's)
 """

