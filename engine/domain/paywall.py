@@ -27,7 +27,7 @@ from engine.domain.subscriptions import catch_up as subscriptions
 from engine.domain.subscriptions.document import Subscription
 
 __all__ = ["CustomerView", "PackageView", "Paywall", "PaywallQuery", "PlanView", "PricePoint",
-           "localized_periods", "paywall"]
+           "customer_view", "localized_periods", "package_view", "paywall"]
 
 
 class PaywallQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -183,7 +183,7 @@ def price_points(plan: Package, country: str | None,
     return points
 
 
-async def _view(d: Domain, env: str, package: Package) -> PackageView:
+async def package_view(d: Domain, env: str, package: Package) -> PackageView:
     features: dict[str, Feature | None] = {}
     currencies: dict[str, Currency | None] = {}
     for e in package.entitlements:
@@ -203,7 +203,7 @@ async def _addon(d: Domain, env: str, ident: str) -> PackageView | None:
     working = await packages.get_package(d.documents, env, "addon", ident)
     if addon is None or working is None or working.status == "ARCHIVED":
         return None
-    return await _view(d, env, addon)
+    return await package_view(d, env, addon)
 
 
 async def paywall(d: Domain, env: str, q: PaywallQuery) -> Paywall:
@@ -236,17 +236,18 @@ async def paywall(d: Domain, env: str, q: PaywallQuery) -> Paywall:
                   if a]
         parent = plan.parent_plan_id
         base = await packages.published(d.documents, env, "plan", parent) if parent else None
-        plans.append(PlanView(plan=await _view(d, env, plan),
-                              base=None if base is None else await _view(d, env, base),
+        plans.append(PlanView(plan=await package_view(d, env, plan),
+                              base=None if base is None
+                              else await package_view(d, env, base),
                               addons=addons,
                               points=price_points(plan, country, q.all_countries)))
     view = None
     if customer is not None:
-        view = await _customer(d, env, customer, q.resource_id, products)
+        view = await customer_view(d, env, customer, q.resource_id, products)
     return Paywall(query=q, plans=plans, products=products, customer=view)
 
 
-async def _customer(d: Domain, env: str, customer: Customer, resource_id: str | None,
+async def customer_view(d: Domain, env: str, customer: Customer, resource_id: str | None,
                     products: dict[str, Product | None]) -> CustomerView:
     customer_id = customer.id
     active = await subscriptions.active_subscriptions(d, env, customer_id, resource_id)
