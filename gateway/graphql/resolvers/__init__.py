@@ -13,7 +13,8 @@ docstring which domain function each field calls.
     customers      provision, read, update, archive, unarchive
     entitlements   entitlement checks and the entitlements state
     catalog        paywall, products, coupons, promotional entitlements
-    subscriptions  provision, create, update, cancel, migrate, transfer, read, estimate
+    subscriptions  provision, create, update, cancel, migrate, transfer, read
+    estimates      subscription price previews (new and updated)
     sdk            the SDK's configuration and entitlement-check reports
 """
 
@@ -26,6 +27,7 @@ from gateway.graphql.resolvers import (
     credits,
     customers,
     entitlements,
+    estimates,
     recharge,
     sdk,
     subscriptions,
@@ -34,7 +36,8 @@ from gateway.graphql.resolvers import (
 
 __all__ = ["ROOTS"]
 
-_MODULES = (credits, usage, recharge, customers, entitlements, catalog, subscriptions, sdk)
+_MODULES = (credits, usage, recharge, customers, entitlements, catalog, subscriptions,
+            estimates, sdk)
 
 
 def _merged(kind: str) -> dict[str, Any]:

@@ -1,0 +1,4 @@
+"""(being written)"""
+
+QUERIES: dict = {}
+MUTATIONS: dict = {}
