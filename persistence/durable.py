@@ -694,6 +694,24 @@ class DurableStore:
             created=created, limit=limit, after=after, before=before)
         return [grant_from(r) for r in rows], after_page, before_page
 
+    async def grants_count(self, customer_id: str, *, currency_id: str | None,
+                           resource_id: str | None, created: list[tuple[str, int]]) -> int:
+        """How many grants `grants_page` pages through with these filters."""
+        return await pages.grants_count(self, customer_id, currency_id=currency_id,
+                                        resource_id=resource_id, created=created)
+
+    async def ledger_count(self, customer_id: str, *, event_types: Sequence[str] = (),
+                           currency_id: str | None = None, resource_id: str | None = None,
+                           reservation_id: str | None = None) -> int:
+        """How many ledger entries `ledger_page` pages through with these filters."""
+        query = sql.select_ledger_count(kinds=len(event_types), currency=bool(currency_id),
+                                        resource=bool(resource_id),
+                                        reservation=bool(reservation_id))
+        params: list[Any] = [customer_id, *(sql.LEDGER_KINDS[t] for t in event_types)]
+        params += [v for v in (currency_id, resource_id, reservation_id) if v]
+        rows = await self.fetch(query, *params)
+        return int(rows[0][0])
+
     async def ledger_page(self, customer_id: str, *, event_types: Sequence[str] = (),
                           currency_id: str | None = None, resource_id: str | None = None,
                           reservation_id: str | None = None, after: int | None = None,

@@ -11,7 +11,8 @@ from engine.domain.errors import bad_input
 from engine.domain.values import ascii_int
 from persistence import sql
 
-__all__ = ["Page", "grants_page", "page_by_creation", "parse_cursor"]
+__all__ = ["Page", "creation_cursor", "grants_count", "grants_page", "page_by_creation",
+           "parse_cursor"]
 
 
 class Page(msgspec.Struct, frozen=True):
@@ -20,13 +21,14 @@ class Page(msgspec.Struct, frozen=True):
     prev: str | None
 
 
-def _cursor(created_at: int, ident: str) -> str:
+def creation_cursor(created_at: int, ident: str) -> str:
+    """The cursor of a row in creation order (what `page_by_creation` pages from)."""
     return f"{created_at}.{ident}"
 
 
 def parse_cursor(cursor: str, field: str) -> tuple[int, str]:
-    """A `createdAt.id` cursor (`_cursor`) back into its parts; 400 naming `field` if it
-    is not one this server issued."""
+    """A `createdAt.id` cursor (`creation_cursor`) back into its parts; 400 naming `field`
+    if it is not one this server issued."""
     created, _, ident = cursor.partition(".")
     created_ms = ascii_int(created)
     if created_ms is None or not ident:
@@ -61,20 +63,15 @@ async def page_by_creation(
     rows = list(rows[:limit])
     if order == "DESC":
         rows.reverse()
-    first = _cursor(rows[0][-2], rows[0][-1]) if rows else None
-    last = _cursor(rows[-1][-2], rows[-1][-1]) if rows else None
+    first = creation_cursor(rows[0][-2], rows[0][-1]) if rows else None
+    last = creation_cursor(rows[-1][-2], rows[-1][-1]) if rows else None
     if order == "ASC":
         return rows, last if more else None, first if after else None
     return rows, last, first if more else None
 
 
-async def grants_page(
-    store: Any, customer_id: str, *, currency_id: str | None, resource_id: str | None,
-    created: list[tuple[str, int]], limit: int, after: str | None, before: str | None,
-) -> tuple[list[Any], str | None, str | None]:
-    """A customer's grant rows (sql.GRANT_COLUMNS), a page in creation order: of one
-    currency if given; of `resource_id`, or only grants without a resource when it is None
-    (the contract); created within the `created` bounds ((operator, epoch ms), …)."""
+def _grants_where(customer_id: str, currency_id: str | None, resource_id: str | None,
+                  created: list[tuple[str, int]]) -> tuple[list[str], list[Any]]:
     where = ["customer_id = ?"]
     params: list[Any] = [customer_id]
     if currency_id:
@@ -89,9 +86,31 @@ async def grants_page(
         assert symbol in ("<", "<=", ">", ">="), symbol
         where.append(f"created_at {symbol} ?")
         params.append(ms)
+    return where, params
+
+
+async def grants_page(
+    store: Any, customer_id: str, *, currency_id: str | None, resource_id: str | None,
+    created: list[tuple[str, int]], limit: int, after: str | None, before: str | None,
+) -> tuple[list[Any], str | None, str | None]:
+    """A customer's grant rows (sql.GRANT_COLUMNS), a page in creation order: of one
+    currency if given; of `resource_id`, or only grants without a resource when it is None
+    (the contract); created within the `created` bounds ((operator, epoch ms), …)."""
+    where, params = _grants_where(customer_id, currency_id, resource_id, created)
     return await page_by_creation(
         store, f"SELECT {', '.join(sql.GRANT_COLUMNS)}, created_at, id FROM grants",
         where, params, limit, after, before)
+
+
+async def grants_count(
+    store: Any, customer_id: str, *, currency_id: str | None, resource_id: str | None,
+    created: list[tuple[str, int]],
+) -> int:
+    """How many grants `grants_page` pages through with these filters."""
+    where, params = _grants_where(customer_id, currency_id, resource_id, created)
+    rows = await store.fetch(f"SELECT count(*) FROM grants WHERE {' AND '.join(where)}",
+                             *params)
+    return int(rows[0][0])
 
 
 async def grant_customer(store: Any, environment: str, grant_id: str) -> str | None:

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 __all__ = ["SELECT_CUSTOMER", "MAX_CUSTOMER_NUM", "SELECT_GRANTS",
            "SELECT_RESERVATIONS", "SELECT_POOLS", "KEY_GENERATION_MS", "KEY_TABLES",
-           "SELECT_KEY_GENERATIONS", "LEDGER_KINDS", "select_ledger_page",
+           "SELECT_KEY_GENERATIONS", "LEDGER_KINDS", "select_ledger_page", "select_ledger_count",
            "select_keys_of_pg", "select_keys_of", "KEY_RUN_ROWS", "KEY_RUN_DOUBLING",
            "KEY_TABLES_PER_QUERY", "key_table", "key_run_rows", "key_table_statements", "writes_into", "KEY_UNITS", "SELECT_LEDGER", "SELECT_OUTBOX_AFTER", "SELECT_DUE",
            "MAX_OUTBOX_ID", "SELECT_CUSTOMER_OUTBOX", "SELECT_PENDING_RECHARGES", "numbered", "Write", "WRITES", "conflict_clause",
@@ -262,21 +262,18 @@ def writes_into(key_tables: tuple[str, str]) -> list[Write]:
 
 
 # Ledger rows joined to their grants, in LedgerEntry field order.
-_LEDGER_SELECT = ("SELECT l.seq, l.op_seq, l.kind, g.id, g.currency_id, g.resource_id, "
-                  "l.amount, l.ts, l.reservation_id, l.feature_id, l.dimensions "
+_LEDGER_COLUMNS_SELECTED = ("SELECT l.seq, l.op_seq, l.kind, g.id, g.currency_id, "
+                            "g.resource_id, l.amount, l.ts, l.reservation_id, l.feature_id, "
+                            "l.dimensions ")
+_LEDGER_SELECT = (f"{_LEDGER_COLUMNS_SELECTED}"
                   "FROM ledger l JOIN customers c ON l.customer = c.num "
                   "JOIN grants g ON g.customer_id = c.customer_id AND g.seq = l.grant_seq "
                   "WHERE c.customer_id = ?")
 SELECT_LEDGER = f"{_LEDGER_SELECT} AND l.seq > ? ORDER BY l.seq LIMIT ?"
 
 
-def select_ledger_page(*, kinds: int, currency: bool, resource: bool, reservation: bool,
-                       cursor: str | None) -> str:
-    """A page of a customer's ledger for the API: parameters are the customer id, then
-    `kinds` kind codes, then the currency, resource and reservation asked for (those
-    given), then the cursor's sequence number (`cursor` "after": older, newest first;
-    "before": newer, oldest first; None: the newest), then the limit."""
-    query = _LEDGER_SELECT
+def _ledger_filters(*, kinds: int, currency: bool, resource: bool, reservation: bool) -> str:
+    query = ""
     if kinds:
         query += f" AND l.kind IN ({', '.join('?' for _ in range(kinds))})"
     if currency:
@@ -285,6 +282,26 @@ def select_ledger_page(*, kinds: int, currency: bool, resource: bool, reservatio
         query += " AND g.resource_id = ?"
     if reservation:
         query += " AND l.reservation_id = ?"
+    return query
+
+
+def select_ledger_count(*, kinds: int, currency: bool, resource: bool,
+                        reservation: bool) -> str:
+    """How many ledger rows `select_ledger_page` pages through with these filters (the
+    same parameters, without the cursor and the limit)."""
+    return (_LEDGER_SELECT.replace(_LEDGER_COLUMNS_SELECTED, "SELECT count(*) ", 1)
+            + _ledger_filters(kinds=kinds, currency=currency, resource=resource,
+                              reservation=reservation))
+
+
+def select_ledger_page(*, kinds: int, currency: bool, resource: bool, reservation: bool,
+                       cursor: str | None) -> str:
+    """A page of a customer's ledger for the API: parameters are the customer id, then
+    `kinds` kind codes, then the currency, resource and reservation asked for (those
+    given), then the cursor's sequence number (`cursor` "after": older, newest first;
+    "before": newer, oldest first; None: the newest), then the limit."""
+    query = _LEDGER_SELECT + _ledger_filters(kinds=kinds, currency=currency,
+                                             resource=resource, reservation=reservation)
     if cursor == "after":
         query += " AND l.seq < ?"
     elif cursor == "before":

@@ -44,7 +44,8 @@ from engine.domain.values import ascii_int
 
 __all__ = ["CONSUMPTIONS_MAX", "ConsumeInput", "GrantInput", "GrantsQuery", "LedgerPage",
            "LedgerQuery", "ReleaseInput", "balances", "consume", "consume_many",
-           "grant_credits", "grants", "ledger", "pool_balance", "release", "void_grant"]
+           "grant_credits", "grants", "grants_count", "ledger", "ledger_count", "pool_balance",
+           "release", "void_grant"]
 
 
 class GrantInput(msgspec.Struct, frozen=True, kw_only=True):
@@ -244,13 +245,37 @@ async def grants(d: Domain, env: str, q: GrantsQuery) -> tuple[list[Any], str | 
         before=q.before)
 
 
+async def grants_count(d: Domain, env: str, q: GrantsQuery) -> int:
+    """How many grants `grants` pages through for `q` (its paging ignored): one count
+    in the store."""
+    await require_customer(d, env, q.customer_id, allow_archived=True)
+    return await d.store.grants_count(
+        engine_id(env, q.customer_id), currency_id=q.currency_id,
+        resource_id=q.resource_id, created=list(q.created))
+
+
+def _check_event_types(q: LedgerQuery) -> None:
+    unknown = [t for t in q.event_types if t not in _EVENT_TYPES]
+    if unknown:
+        raise bad_input(f"unknown event type {unknown[0]!r}", "eventType")
+
+
+async def ledger_count(d: Domain, env: str, q: LedgerQuery) -> int:
+    """How many entries `ledger` pages through for `q` (its paging ignored): one count
+    in the store."""
+    await require_customer(d, env, q.customer_id, allow_archived=True)
+    _check_event_types(q)
+    return await d.store.ledger_count(
+        engine_id(env, q.customer_id), event_types=list(q.event_types),
+        currency_id=q.currency_id or None, resource_id=q.resource_id or None,
+        reservation_id=q.reservation_id or None)
+
+
 async def ledger(d: Domain, env: str, q: LedgerQuery) -> LedgerPage:
     """A page of the customer's ledger, newest first; cursors are ledger sequence
     numbers (`before` alone pages towards the newer)."""
     await require_customer(d, env, q.customer_id, allow_archived=True)
-    unknown = [t for t in q.event_types if t not in _EVENT_TYPES]
-    if unknown:
-        raise bad_input(f"unknown event type {unknown[0]!r}", "eventType")
+    _check_event_types(q)
     for name, cursor in (("after", q.after), ("before", q.before)):
         if cursor is not None and ascii_int(cursor) is None:
             raise bad_input("is not a cursor this server issued", name)

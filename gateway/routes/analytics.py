@@ -14,7 +14,7 @@ from engine.domain.stored import Currency
 from gateway.context import domain, environment, ok
 from gateway.wire import PageQuery, amount_out, iso, limit_in, parse_time
 
-__all__ = ["ROUTES", "periods"]
+__all__ = ["ROUTES", "credit_series_json", "history_json", "periods"]
 
 Q = QueryParameter
 
@@ -53,14 +53,19 @@ async def credit_usage(
         group_by=group_by, after=page.after, before=page.before))
     return ok({
         "currency": _currency(usage.currency),
-        "series": [{
-            "featureId": s.feature_id, "featureName": s.feature_name, "tags": _tags(s.tags),
-            "totalCredits": amount_out(s.units), "eventCount": s.events,
-            "points": [{"timestamp": iso(p.at), "value": amount_out(p.units),
-                        "eventCount": p.events} for p in s.points],
-        } for s in usage.series],
+        "series": [credit_series_json(s) for s in usage.series],
         "pagination": {"next": usage.next, "prev": usage.prev},
     })
+
+
+def credit_series_json(s: analytics.CreditSeries) -> dict[str, Any]:
+    """A series of credit usage (REST; GraphQL's CreditUsageSeries has the same fields)."""
+    return {
+        "featureId": s.feature_id, "featureName": s.feature_name, "tags": _tags(s.tags),
+        "totalCredits": amount_out(s.units), "eventCount": s.events,
+        "points": [{"timestamp": iso(p.at), "value": amount_out(p.units),
+                    "eventCount": p.events} for p in s.points],
+    }
 
 
 @get("/api/v1/credits/usage/dimensions")
@@ -94,12 +99,17 @@ async def usage_history(
         customer_id=customer_id, feature_id=feature_id,
         start=parse_time(start_date, "startDate"), end=parse_time(end_date, "endDate"),
         group_by=group_by, resource_id=resource_id))
+    return ok(history_json(series))
+
+
+def history_json(series: list[analytics.HistorySeries]) -> dict[str, Any]:
+    """A feature's usage history (REST; GraphQL's UsageHistoryV2 has the same fields)."""
     # Counters have no reset periods yet (they come with plans), so there are no markers.
-    return ok({"markers": [], "series": [{
+    return {"markers": [], "series": [{
         "tags": _tags(s.tags),
         "points": [{"timestamp": iso(p.at), "value": amount_out(p.units),
                     "isResetPoint": False} for p in s.points],
-    } for s in series]})
+    } for s in series]}
 
 
 ROUTES = [credit_usage, dimension_keys, usage_history]

@@ -34,7 +34,7 @@ from gateway.wire import (
     parse_time,
 )
 
-__all__ = ["ROUTES", "grant_json", "balance_json"]
+__all__ = ["ROUTES", "balance_json", "credit_json", "grant_json", "ledger_json"]
 
 # Query parameters are camelCase on the wire.
 CustomerQ = Annotated[str | None, QueryParameter(name="customerId")]
@@ -195,7 +195,14 @@ async def list_ledger(
         customer_id=customer_id, currency_id=currency_id, resource_id=resource_id,
         reservation_id=reservation_id, event_types=types, limit=page.limit,
         after=page.after, before=page.before))
-    data = [{
+    data = [ledger_json(customer_id, e) for e in page.entries]
+    return ok(data, pagination={"next": page.next, "prev": page.prev})
+
+
+def ledger_json(customer_id: str, e: Any) -> dict[str, Any]:
+    """A ledger entry as the contract's CreditLedgerEvent (REST; GraphQL's
+    CreditLedgerEvent has the same field names, a subset of these)."""
+    return {
         "amount": amount_out(e.amount),
         "creditCurrencyId": e.currency_id,
         "creditGrantId": e.grant_id,
@@ -208,8 +215,7 @@ async def list_ledger(
         "timestamp": iso(e.timestamp),
         "metadata": None,
         "breakdown": None,
-    } for e in page.entries]
-    return ok(data, pagination={"next": page.next, "prev": page.prev})
+    }
 
 
 _OK_HEADERS = [(b"content-type", b"application/json")]
