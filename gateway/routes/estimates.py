@@ -30,12 +30,12 @@ from gateway.context import domain, environment, ok
 from gateway.openapi import request_body
 from gateway.wire import decode_body, iso
 
-__all__ = ["ROUTES"]
+__all__ = ["ROUTES", "money_json", "preview_json"]
 
 _BASE = "/api/v1/subscriptions"
 
 
-def _money(amount: Decimal, currency: str) -> dict[str, Any]:
+def money_json(amount: Decimal, currency: str) -> dict[str, Any]:
     return {"amount": amount, "currency": currency.upper()}
 
 
@@ -78,12 +78,26 @@ def _rest_invoice(inv: Invoice, start: int, end: int) -> dict[str, Any]:
 
 def _price_preview(inv: Invoice, country: str | None) -> dict[str, Any]:
     c = inv.currency
-    return {"subTotal": _money(inv.sub_total, c),
-            "totalExcludingTax": _money(inv.total_excluding_tax, c),
-            "total": _money(inv.total, c), "tax": _money(inv.tax, c),
-            "discountAmount": _money(inv.discount, c) if inv.coupon else None,
+    return {"subTotal": money_json(inv.sub_total, c),
+            "totalExcludingTax": money_json(inv.total_excluding_tax, c),
+            "total": money_json(inv.total, c), "tax": money_json(inv.tax, c),
+            "discountAmount": money_json(inv.discount, c) if inv.coupon else None,
             "taxDetails": _tax_details(inv, country),
             "discount": _discount_json(inv.coupon, c)}
+
+
+def preview_json(e: estimates.Estimate) -> dict[str, Any]:
+    """Stigg's GraphQL `SubscriptionPreview` of an estimate: the immediate charge, with
+    `subscription` the recurring one (also part of the REST answers)."""
+    return {
+        **_price_preview(e.now, e.country),
+        "billingPeriodRange": _range(*e.now_range),
+        "subscription": _price_preview(e.next, e.country),
+        "proration": None if e.proration is None else _proration_json(e.proration),
+        "isPlanDowngrade": e.is_downgrade,
+        "hasScheduledUpdates": e.scheduled,
+        "credits": None,
+    }
 
 
 def _answer(e: estimates.Estimate) -> dict[str, Any]:
@@ -91,22 +105,17 @@ def _answer(e: estimates.Estimate) -> dict[str, Any]:
         # REST SubscriptionPreview
         "immediateInvoice": _rest_invoice(e.now, *e.now_range),
         "recurringInvoice": _rest_invoice(e.next, *e.next_range),
-        "billingPeriodRange": _range(*e.now_range),
         "freeItems": e.free_items,
-        "hasScheduledUpdates": e.scheduled,
-        "isPlanDowngrade": e.is_downgrade,
-        # GraphQL SubscriptionPreview (the immediate charge; `subscription` = recurring)
-        **_price_preview(e.now, e.country),
-        "subscription": _price_preview(e.next, e.country),
-        "proration": None if e.proration is None else _proration_json(e.proration),
-        "credits": None,
+        # GraphQL SubscriptionPreview (billingPeriodRange, isPlanDowngrade and
+        # hasScheduledUpdates are REST's too)
+        **preview_json(e),
     }
 
 
 def _proration_json(p: Any) -> dict[str, Any]:
-    return {"prorationDate": iso(p.proration_date_ms), "credit": _money(p.credit, p.currency),
-            "debit": _money(p.debit, p.currency), "netAmount": _money(p.net_amount, p.currency)}
-
+    c = p.currency
+    return {"prorationDate": iso(p.proration_date_ms), "credit": money_json(p.credit, c),
+            "debit": money_json(p.debit, c), "netAmount": money_json(p.net_amount, c)}
 
 
 @post(_BASE + "/preview", opt=request_body(PreviewBody))
