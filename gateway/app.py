@@ -203,6 +203,7 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
     says), the garbage collector is tuned once started (`tune_gc`): a server's own process
     only."""
     from engine.domain.subscriptions.catch_up import Scheduler
+    from gateway.graphql.edge import ROUTES as EDGE
     from gateway.graphql.endpoint import ROUTES as GRAPHQL
     from gateway.routes import ROUTES
 
@@ -273,7 +274,7 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
         return config
 
     app = Litestar(
-        route_handlers=[health, ready, *ROUTES, *GRAPHQL],
+        route_handlers=[health, ready, *ROUTES, *GRAPHQL, *EDGE],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         on_app_init=[_on_app_init],

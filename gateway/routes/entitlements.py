@@ -17,7 +17,7 @@ from gateway.errors import bad_input
 from gateway.routes.credits import reservation_json
 from gateway.wire import amount_in, amount_out, iso, parse_time
 
-__all__ = ["ROUTES", "entitlements_json"]
+__all__ = ["ROUTES", "credit_access_json", "entitlements_json", "feature_access_json"]
 
 
 def _currency_json(doc: Currency) -> dict[str, Any]:
@@ -27,7 +27,7 @@ def _currency_json(doc: Currency) -> dict[str, Any]:
             "unitPlural": units and units.plural, "unitSingular": units and units.singular}
 
 
-def _credit_json(a: access.CreditAccess) -> dict[str, Any]:
+def credit_access_json(a: access.CreditAccess) -> dict[str, Any]:
     """A credit entitlement; without a balance, its update time is when the answer was
     made. `usagePeriodEnd`: when the currency's recurring credits next renew."""
     b = a.balance
@@ -68,7 +68,7 @@ def _feature_json(feature: Feature) -> dict[str, Any]:
             "featureType": feature.feature_type}
 
 
-def _feature_access_json(a: access.FeatureAccess) -> dict[str, Any]:
+def feature_access_json(a: access.FeatureAccess) -> dict[str, Any]:
     feature, eff, usage = a.feature, a.effective, a.usage
     window = eff.window if eff is not None else None
     metered = feature is not None and feature.feature_type == "NUMBER"
@@ -118,18 +118,18 @@ async def check_entitlement(
     if feature_id is not None:
         values = [v.strip() for raw in request.query_params.getall("requestedValues", [])
                   for v in raw.split(",") if v.strip()]
-        return ok(_feature_access_json(await access.check_feature(
+        return ok(feature_access_json(await access.check_feature(
             d, env, customer_id, feature_id, requested=requested, values=values,
             resource_id=resource_id)))
     if not currency_id:
         raise bad_input("currencyId or featureId is required", "currencyId")
     if reserve_amount is None:
-        return ok(_credit_json(await access.check_credits(
+        return ok(credit_access_json(await access.check_credits(
             d, env, customer_id, currency_id, requested=requested or 0,
             resource_id=resource_id)))
     # Without a reservationId the domain generates one; a retry of such a check cannot be
     # recognised (docs/api.md says so).
-    return ok(_credit_json(await access.reserve(d, env, access.ReserveInput(
+    return ok(credit_access_json(await access.reserve(d, env, access.ReserveInput(
         customer_id=customer_id, currency_id=currency_id,
         amount=amount_in(reserve_amount, "reserveAmount"), reservation_id=reservation_id,
         ttl_seconds=reservation_ttl_seconds,
@@ -139,8 +139,8 @@ async def check_entitlement(
 
 def entitlements_json(found: access.CustomerEntitlements) -> list[dict[str, Any]]:
     """The customer's entitlements: granted features first (by id), then credits."""
-    return ([_feature_access_json(f) for f in found.features]
-            + [_credit_json(c) for c in found.credits])
+    return ([feature_access_json(f) for f in found.features]
+            + [credit_access_json(c) for c in found.credits])
 
 
 @get("/api/v1/customers/{customer_id:str}/entitlements")
