@@ -32,8 +32,14 @@ _SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥", "inr": "₹", "c
             "nok": "kr", "dkk": "kr", "pln": "zł", "ils": "₪", "mxn": "MX$"}
 
 
-def paywall_json(found: Paywall) -> dict[str, Any]:
-    """The paywall in the field names of Stigg's GraphQL `Paywall`."""
+def paywall_json(found: Paywall, *, subscriptions: list[dict[str, Any]] | None = None,
+                 coupon: dict[str, Any] | None = None,
+                 promotional_entitlements: list[dict[str, Any]] | None = None,
+                 ) -> dict[str, Any]:
+    """The paywall in the field names of Stigg's GraphQL `Paywall`. The customer's
+    running subscriptions, coupon and promotional entitlements as gateway.shapes builds
+    them when given (GraphQL's answer shows them whole); else its subscriptions name their
+    plan and add-ons by id."""
     q = found.query
     products = {pid: product_json(pid, doc) for pid, doc in found.products.items()}
     plans: list[dict[str, Any]] = []
@@ -50,7 +56,8 @@ def paywall_json(found: Paywall) -> dict[str, Any]:
         points += [point_json(p, by_id) for p in view.points]
     code = (currencies[0] if currencies else "USD").upper()
     customer, active = (None, None) if found.customer is None else customer_json(
-        found.customer)
+        found.customer, subscriptions=subscriptions, coupon=coupon,
+        promotional_entitlements=promotional_entitlements)
     return {
         "__typename": "Paywall",
         "plans": plans,

@@ -1,7 +1,8 @@
 """Stigg's GraphQL catalog types as JSON (field names as the schema has them, with
 `__typename`): Plan, Addon, Product, Feature, Price, PackageEntitlement and its union,
-DefaultTrialConfig, PaywallPricePoint. The GraphQL resolvers, the Edge reads and the REST
-paywall (which answers in GraphQL's names) build them here."""
+DefaultTrialConfig, PaywallPricePoint, Coupon, PromotionalEntitlement. The GraphQL
+resolvers, the Edge reads and the REST paywall (which answers in GraphQL's names) build
+them here."""
 
 from __future__ import annotations
 
@@ -10,12 +11,25 @@ from typing import Any
 
 import msgspec
 
+from engine.core.amounts import units_to_json
 from engine.domain.paywall import PackageView, PlanView, PricePoint, localized_periods
-from engine.domain.stored import Addon, Feature, Package, PackageEntitlement, Plan, Product
+from engine.domain.promotions import status_of
+from engine.domain.stored import (
+    Addon,
+    Coupon,
+    Feature,
+    Grant,
+    Package,
+    Plan,
+    Product,
+    Promotion,
+)
+from engine.times import iso
 
-__all__ = ["addon_json", "feature_json", "features_by_id", "money_json",
-           "package_entitlements_json", "plan_json", "point_json", "prices_json",
-           "product_json", "reset_configuration_json", "trial_json"]
+__all__ = ["PROMOTION_PERIODS", "addon_json", "coupon_json", "feature_json", "features_by_id",
+           "money_json", "package_entitlements_json", "plan_json", "point_json",
+           "prices_json", "product_json", "promotional_entitlement_json",
+           "reset_configuration_json", "trial_json"]
 
 
 def money_json(m: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -24,7 +38,8 @@ def money_json(m: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"amount": Decimal(m["amount"]), "currency": m["currency"].upper()}
 
 
-def reset_configuration_json(e: PackageEntitlement) -> dict[str, Any] | None:
+def reset_configuration_json(e: Grant) -> dict[str, Any] | None:
+    """A package entitlement's or a promotion's reset anchor as ResetPeriodConfiguration."""
     config = e.reset_period_configuration
     period = e.reset_period
     if not config or period not in ("MONTH", "WEEK", "YEAR"):
@@ -61,6 +76,10 @@ def package_entitlements_json(view: PackageView) -> tuple[list[dict[str, Any]], 
     union: list[dict[str, Any]] = []
     for e in plan.entitlements:
         common = {
+            # Stigg's entitlement UUID: unique per package and feature or currency here.
+            "id": f"{plan.id}:{e.id}",
+            "packageId": plan.id,
+            "isGranted": e.is_granted,
             "hasSoftLimit": e.has_soft_limit,
             "hiddenFromWidgets": e.hidden_from_widgets,
             "isCustom": e.is_custom,
@@ -76,24 +95,31 @@ def package_entitlements_json(view: PackageView) -> tuple[list[dict[str, Any]], 
                     "hasUnlimitedUsage": e.has_unlimited_usage,
                     "resetPeriod": e.reset_period,
                     "resetPeriodConfiguration": reset_configuration_json(e),
-                    "enumValues": e.enum_values, "isGranted": e.is_granted,
+                    "enumValues": e.enum_values,
                     "feature": feature_json(doc, e.id), **common}
             features.append(item)
-            union.append(item)
+            # The same entitlement as the union's member (its own type name).
+            depends = e.dependency_feature_id
+            union.append({**item, "__typename": "PackageFeatureEntitlement",
+                          "dependencyFeature": None if depends is None else feature_json(
+                              view.features.get(depends), depends)})
         else:
             c = view.currencies.get(e.id)
             units = None if c is None else c.units
             union.append({
                 "__typename": "PackageCreditEntitlement", "customCurrencyId": e.id,
                 "amount": Decimal(e.amount or 0), "cadence": e.cadence,
-                "customCurrency": {"currencyId": e.id,
+                "customCurrency": {"__typename": "CustomCurrency", "id": e.id,
+                                   "currencyId": e.id,
                                    "displayName": (c and c.display_name) or e.id,
                                    "description": c and c.description,
                                    "symbol": c and c.symbol,
+                                   "units": None if units is None else {
+                                       "singular": units.singular, "plural": units.plural},
                                    "unitSingular": units and units.singular,
                                    "unitPlural": units and units.plural,
                                    "additionalMetaData": c.metadata if c else {}},
-                **common})
+                "dependencyFeature": None, **common})
     return features, union
 
 
@@ -142,16 +168,24 @@ def trial_json(plan: Plan) -> dict[str, Any] | None:
                                                    "hasSoftLimit": budget.has_soft_limit}}
 
 
+# Stigg's product settings when none were set (ProductSettings is non-null there).
+_DEFAULT_SETTINGS = {"subscriptionCancellationTime": "END_OF_BILLING_PERIOD",
+                     "subscriptionEndSetup": "CANCEL_SUBSCRIPTION",
+                     "subscriptionStartSetup": "PLAN_SELECTION", "downgradePlanId": None,
+                     "prorateAtEndOfBillingPeriod": None, "subscriptionStartPlanId": None}
+
+
 def product_json(ident: str, doc: Product | None) -> dict[str, Any]:
     if doc is None:  # gone since the plan named it
         return {"__typename": "Product", "id": ident, "refId": ident, "displayName": None,
                 "description": None, "additionalMetaData": {}, "multipleSubscriptions": False,
-                "productSettings": None}
+                "productSettings": dict(_DEFAULT_SETTINGS)}
     return {"__typename": "Product", "id": doc.id, "refId": doc.id,
             "displayName": doc.display_name, "description": doc.description,
             "additionalMetaData": doc.metadata,
             "multipleSubscriptions": doc.multiple_subscriptions,
-            "productSettings": msgspec.to_builtins(doc.product_settings)}
+            "productSettings": msgspec.to_builtins(doc.product_settings)
+            if doc.product_settings is not None else dict(_DEFAULT_SETTINGS)}
 
 
 def features_by_id(features: list[dict[str, Any]], view: PackageView) -> dict[str, dict[str, Any]]:
@@ -162,7 +196,16 @@ def features_by_id(features: list[dict[str, Any]], view: PackageView) -> dict[st
     return by_id
 
 
-def addon_json(view: PackageView, country: str | None, all_countries: bool) -> dict[str, Any]:
+def _dependency(ident: str, doc: Package | None) -> dict[str, Any]:
+    return {"__typename": "Addon", "id": ident, "refId": ident,
+            "displayName": doc.display_name if doc is not None else ident,
+            "description": None if doc is None else doc.description}
+
+
+def addon_json(view: PackageView, country: str | None, all_countries: bool,
+               siblings: dict[str, Package] | None = None) -> dict[str, Any]:
+    """An add-on as Stigg's `Addon`; the add-ons it depends on as `Addon`s named from
+    `siblings` (by id: the plan's other compatible add-ons) where there."""
     addon = view.package
     assert isinstance(addon, Addon)
     features, union = package_entitlements_json(view)
@@ -171,7 +214,8 @@ def addon_json(view: PackageView, country: str | None, all_countries: bool) -> d
             "billingId": addon.billing_id, "versionNumber": addon.version_number,
             "additionalMetaData": addon.metadata,
             "hiddenFromWidgets": [], "pricingType": addon.pricing_type,
-            "maxQuantity": addon.max_quantity, "dependencies": addon.dependencies,
+            "maxQuantity": addon.max_quantity, "dependencies": [_dependency(a, (siblings or {}).get(a))
+                                          for a in addon.dependencies or ()],
             "entitlements": features, "packageEntitlements": union,
             # (an add-on's price rows name only the features it grants)
             "prices": prices_json(addon, country, all_countries,
@@ -198,6 +242,7 @@ def plan_json(view: PlanView, products: dict[str, dict[str, Any]], country: str 
     features, union = package_entitlements_json(view.plan)
     by_id = features_by_id(features, view.plan)
     prices = prices_json(plan, country, all_countries, by_id)
+    siblings = {a.package.id: a.package for a in view.addons}
     base = None if view.base is None else view.base.package
     inherited, inherited_union = ([], []) if view.base is None else package_entitlements_json(
         view.base)
@@ -213,10 +258,74 @@ def plan_json(view: PlanView, products: dict[str, dict[str, Any]], country: str 
             "displayName": base.display_name},
         "entitlements": features, "inheritedEntitlements": inherited,
         "packageEntitlements": union, "inheritedPackageEntitlements": inherited_union,
-        "compatibleAddons": [addon_json(a, country, all_countries) for a in view.addons],
+        "compatibleAddons": [addon_json(a, country, all_countries, siblings)
+                             for a in view.addons],
         "compatiblePackageGroups": [],
         "prices": prices, "overagePrices": [],
         "pricingType": plan.pricing_type,
         "defaultTrialConfig": trial_json(plan),
         "awsMarketplacePlanDimension": None,
+    }
+
+
+def coupon_json(coupon: Coupon) -> dict[str, Any]:
+    """A coupon as Stigg's `Coupon` (`id` and `refId` are both the coupon's id; amounts
+    exact, currencies as the `Currency` enum spells them)."""
+    amounts = None if coupon.amounts_off is None else [
+        {"amount": units_to_json(a.amount) if isinstance(a.amount, int) else Decimal(a.amount),
+         "currency": a.currency.upper()} for a in coupon.amounts_off]
+    if coupon.percent_off is not None:
+        value: Any = coupon.percent_off
+    else:
+        value = amounts[0]["amount"] if amounts else 0
+    return {
+        "__typename": "Coupon", "id": coupon.id, "refId": coupon.id,
+        "name": coupon.name, "description": coupon.description, "type": coupon.type,
+        "discountValue": value, "percentOff": coupon.percent_off, "amountsOff": amounts,
+        "durationInMonths": coupon.duration_in_months,
+        "additionalMetaData": coupon.metadata,
+        "billingId": None, "billingLinkUrl": None, "source": "STIGG",
+        "status": "ARCHIVED" if coupon.archived_at is not None else "ACTIVE",
+        "syncStates": [],
+        "createdAt": iso(coupon.created_at), "updatedAt": iso(coupon.updated_at),
+    }
+
+
+# REST's promotion periods (engine/domain/promotions.py) by GraphQL's
+# PromotionalEntitlementPeriod.
+PROMOTION_PERIODS = {"ONE_WEEK": "1 week", "ONE_MONTH": "1 month", "SIX_MONTH": "6 month",
+                     "ONE_YEAR": "1 year", "LIFETIME": "lifetime", "CUSTOM": "custom"}
+_PERIODS_OUT = {rest: gql for gql, rest in PROMOTION_PERIODS.items()}
+
+
+def promotional_entitlement_json(promotion: Promotion, feature: Feature | None, *,
+                                 now: int | None = None) -> dict[str, Any]:
+    """A promotion as Stigg's `PromotionalEntitlement`: `featureId` (a UUID in Stigg's
+    schema) is the feature's id, as is `feature.refId`. `status` is as of `now` (epoch ms;
+    the domain's clock, `d.documents.now_ms()`); without it, a revoked promotion is
+    Expired and any other Active."""
+    if now is not None:
+        status = status_of(promotion, now)
+    else:
+        status = "Expired" if promotion.archived_at is not None else "Active"
+    return {
+        "__typename": "PromotionalEntitlement", "id": promotion.id,
+        "featureId": promotion.feature_id,
+        "feature": feature_json(feature, promotion.feature_id),
+        "description": promotion.description,
+        "period": _PERIODS_OUT.get(promotion.period or "", "CUSTOM"),
+        "status": status,
+        "startDate": iso(promotion.start if promotion.start is not None
+                         else promotion.created_at),
+        "endDate": iso(promotion.end),
+        "usageLimit": promotion.usage_limit,
+        "hasUnlimitedUsage": promotion.has_unlimited_usage,
+        "unlimited": promotion.has_unlimited_usage,
+        "hasSoftLimit": promotion.has_soft_limit,
+        "resetPeriod": promotion.reset_period,
+        "resetPeriodConfiguration": reset_configuration_json(promotion),
+        "enumValues": promotion.enum_values,
+        "isVisible": promotion.is_visible,
+        "featureGroupIds": None,
+        "createdAt": iso(promotion.created_at), "updatedAt": iso(promotion.updated_at),
     }
