@@ -6,6 +6,14 @@ batch's frames once per customer and appends them to each subscriber's backlog; 
 subscriber's own task (gateway/feed/stream.py) sends them at whatever pace its socket
 takes. A customer nobody watches costs one dict lookup per batch.
 
+Watchers. A `Watcher` sees every customer of one environment (Stigg's GraphQL
+subscriptions, gateway/graphql/realtime.py): committed pool balances and usage counters as
+immutable views, and the notices the domain gives outside the engine (a customer's
+entitlements changed, a package version was published). Everything it holds is keyed and
+coalesces (a newer balance, counter or notice replaces an unsent one), at most
+`backlog_max` keys; one more and it overflows like a subscriber (its task closes the
+connection). An environment nobody watches costs one dict lookup per batch more.
+
 Backlog. Balance frames coalesce: a subscriber that has not sent a pool's balance yet has it
 replaced by the newer one, moved to the end so it stays after the events it follows. So
 balances take at most one slot per pool. Event frames cannot be dropped: when a
@@ -32,11 +40,12 @@ import structlog
 
 from engine.core.commands import BalanceView
 from engine.core.effects import DomainEvent, Effects
+from engine.core.usage import usage_view
 from engine.core.views import balance_view
 from gateway.wire import amount_out, iso
 from webhooks.events import event_data
 
-__all__ = ["Hub", "LimitReached", "Subscriber", "balance_json", "event_frame"]
+__all__ = ["Hub", "LimitReached", "Subscriber", "Watcher", "balance_json", "event_frame"]
 
 log = structlog.get_logger("creditd.feed")
 _encode = msgspec.json.Encoder(decimal_format="number").encode
@@ -153,6 +162,47 @@ class Subscriber:
         return out
 
 
+class Watcher:
+    """One environment-wide subscription (see the module docstring). `kinds` are what it
+    wants: "balance" (customer id, BalanceView), "usage" (customer id, UsageView),
+    "entitlements" (customer id) and "package" (the published package's facts)."""
+
+    __slots__ = ("backlog", "backlog_max", "environment", "kinds", "on_overflow",
+                 "overflowed", "wake")
+
+    def __init__(self, environment: str, kinds: frozenset[str], backlog_max: int) -> None:
+        self.environment = environment
+        self.kinds = kinds
+        self.backlog: OrderedDict[Any, Any] = OrderedDict()
+        self.backlog_max = backlog_max
+        self.wake = anyio.Event()
+        self.overflowed = False
+        self.on_overflow: Callable[[], None] | None = None
+
+    def offer(self, key: Any, item: Any) -> bool:
+        """False when this item overflows the backlog (the watcher is then closed)."""
+        if self.overflowed:
+            return True
+        backlog = self.backlog
+        if backlog.pop(key, None) is None and len(backlog) >= self.backlog_max:
+            self.overflowed = True
+            backlog.clear()
+            self.wake.set()
+            if self.on_overflow is not None:
+                self.on_overflow()
+            return False
+        backlog[key] = item  # moved to the end: after what it follows
+        self.wake.set()
+        return True
+
+    def take(self) -> list[tuple[Any, Any]]:
+        """Everything unsent as (key, item), oldest first."""
+        out = list(self.backlog.items())
+        self.backlog.clear()
+        self.wake = anyio.Event()
+        return out
+
+
 class Hub:
     def __init__(self, *, subscribers_max: int, customer_subscribers_max: int,
                  backlog_max: int, now_ms: Callable[[], int]) -> None:
@@ -161,6 +211,7 @@ class Hub:
         self.backlog_max = backlog_max
         self._now_ms = now_ms
         self._by_customer: dict[str, list[Subscriber]] = {}
+        self._by_environment: dict[str, list[Watcher]] = {}
         self.count = 0
         self.overflows = 0
         self.frames_offered = 0
@@ -191,16 +242,75 @@ class Hub:
         if not subs:
             del self._by_customer[sub.engine_customer_id]
 
+    def watch(self, environment: str, kinds: frozenset[str]) -> Watcher:
+        """A watcher of every customer of `environment` (LimitReached past the server's
+        subscriber limit, which watchers count against too)."""
+        if self.count >= self.subscribers_max:
+            raise LimitReached(f"the server has {self.subscribers_max} subscribers, its limit")
+        watcher = Watcher(environment, kinds, self.backlog_max)
+        self._by_environment.setdefault(environment, []).append(watcher)
+        self.count += 1
+        return watcher
+
+    def unwatch(self, watcher: Watcher) -> None:
+        watchers = self._by_environment.get(watcher.environment)
+        if watchers is None or watcher not in watchers:
+            return
+        watchers.remove(watcher)
+        self.count -= 1
+        if not watchers:
+            del self._by_environment[watcher.environment]
+
+    def _notify(self, environment: str, kind: str, key: Any, item: Any) -> None:
+        for watcher in self._by_environment.get(environment, ()):
+            if kind in watcher.kinds and not watcher.offer(key, item):
+                self.overflows += 1
+
+    def entitlements_changed(self, environment: str, customer_id: str) -> None:
+        """The domain's notice that a customer's entitlements changed outside the engine
+        (a subscription or promotion written: `Domain.on_entitlements_changed`)."""
+        self._notify(environment, "entitlements", ("e", customer_id), customer_id)
+
+    def package_published(self, environment: str, package: dict[str, Any]) -> None:
+        """A plan or add-on version was published: `package` is Stigg's PackagePublished
+        without the environment (packageType, packageRefId, packageVersion,
+        migrationType, accountId)."""
+        self._notify(environment, "package",
+                     ("p", package["packageType"], package["packageRefId"]), package)
+
     def publish(self, engine_customer_id: str, fx: Effects) -> None:
         """The runtime's commit hook. Must not raise: it runs on the engine's worker."""
         subs = self._by_customer.get(engine_customer_id)
-        if not subs:
+        watchers = self._by_environment.get(engine_customer_id.partition("/")[0]) \
+            if self._by_environment else None
+        if not subs and not watchers:
             return
         try:
-            self._publish(engine_customer_id, fx, subs)
+            if subs:
+                self._publish(engine_customer_id, fx, subs)
+            if watchers:
+                self._publish_watched(engine_customer_id, fx, watchers)
         except Exception:  # a bug here must cost the feed, never the engine
             log.exception("feed: publishing a committed batch failed",
                           customer=engine_customer_id)
+
+    def _publish_watched(self, engine_customer_id: str, fx: Effects,
+                         watchers: list[Watcher]) -> None:
+        customer_id = engine_customer_id.partition("/")[2]
+        items: list[tuple[str, Any, Any]] = []
+        if fx.pools:
+            now = self._now_ms()
+            items += [("balance", ("b", customer_id, p.currency_id, p.resource_id),
+                       (customer_id, balance_view(p, now))) for p in fx.pools.values()]
+        if fx.usage:
+            items += [("usage", ("u", customer_id, c.feature_id, c.resource_id),
+                       (customer_id, usage_view(c))) for c in fx.usage.values()]
+        for watcher in watchers:
+            for kind, key, item in items:
+                if kind in watcher.kinds:
+                    if not watcher.offer(key, item):
+                        self.overflows += 1
+                    self.frames_offered += 1
 
     def _publish(self, engine_customer_id: str, fx: Effects, subs: list[Subscriber]) -> None:
         customer_id = engine_customer_id.partition("/")[2]
@@ -242,4 +352,5 @@ class Hub:
 
     def statistics(self) -> dict[str, int]:
         return {"subscribers": self.count, "customers": len(self._by_customer),
+                "environmentsWatched": len(self._by_environment),
                 "overflows": self.overflows, "framesOffered": self.frames_offered}

@@ -39,15 +39,16 @@ from graphql import (
     parse,
     validate,
 )
-from litestar import Request, Response, get, post
+from litestar import Request, Response, WebSocket, get, post, websocket
 
 from engine.domain.errors import DomainError
 from engine.runtime.errors import EngineError, EngineFault, Overloaded, StoreUnavailable
 from gateway.context import services
-from gateway.graphql import resolvers
+from gateway.graphql import realtime, resolvers
 from gateway.graphql.schema import served_schema, stigg_schema
 
-__all__ = ["ROUTES"]
+__all__ = ["ROUTES", "documents", "error_json", "environment_of", "refusal_json",
+           "schema"]
 
 log = structlog.get_logger("creditd.graphql")
 _encode = msgspec.json.Encoder(decimal_format="number").encode
@@ -59,7 +60,7 @@ TOKENS_MAX = 50_000
 
 @lru_cache(maxsize=1)
 def schema() -> GraphQLSchema:
-    return served_schema(resolvers.ROOTS)
+    return served_schema({**resolvers.ROOTS, "Subscription": realtime.SUBSCRIPTIONS})
 
 
 @lru_cache(maxsize=1)
@@ -96,14 +97,14 @@ class _Documents:
         return document
 
 
-_documents = _Documents()
+documents = _Documents()
 
 
 def _trace_id(request: Request) -> str:
     return request.scope.get("state", {}).get("request_id", "")  # type: ignore[union-attr]
 
 
-def _error(message: str, code: str, trace: str, *, field: str | None = None,
+def error_json(message: str, code: str, trace: str, *, field: str | None = None,
            error: GraphQLError | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"message": message}
     if error is not None:
@@ -126,62 +127,68 @@ def _answer(data: Any, errors: list[dict[str, Any]]) -> Response:
     return Response(content=_encode(body), status_code=200, media_type="application/json")
 
 
-def _refusal(exc: GraphQLError, trace: str) -> dict[str, Any]:
+def refusal_json(exc: GraphQLError, trace: str) -> dict[str, Any]:
     """An error raised while resolving, in Stigg's shape."""
     cause = exc.original_error
     if isinstance(cause, DomainError):
         code = cause.code if cause.code in _error_codes() else (
             "BadUserInput" if cause.status < 500 else "UnexpectedError")
         message = f"{cause.field}: {cause.message}" if cause.field else cause.message
-        return _error(message, code, trace, field=cause.field, error=exc)
+        return error_json(message, code, trace, field=cause.field, error=exc)
     if isinstance(cause, Overloaded):
-        return _error(str(cause), "RateLimitExceeded", trace, error=exc)
+        return error_json(str(cause), "RateLimitExceeded", trace, error=exc)
     if isinstance(cause, StoreUnavailable):
-        return _error("the database is unavailable; retry", "OperationTimeout", trace, error=exc)
+        return error_json("the database is unavailable; retry", "OperationTimeout", trace,
+                          error=exc)
     if isinstance(cause, EngineError) and not isinstance(cause, EngineFault):
-        return _error(str(cause), "OperationTimeout", trace, error=exc)
+        return error_json(str(cause), "OperationTimeout", trace, error=exc)
     if cause is None or isinstance(cause, GraphQLError):
         # A GraphQL error proper: a variable that does not coerce, a null for a non-null
         # argument, …
-        return _error(exc.message, "BadUserInput", trace, error=exc)
+        return error_json(exc.message, "BadUserInput", trace, error=exc)
     log.error("graphql resolver failed", trace_id=trace,
               error=repr(cause.__cause__ if isinstance(cause, EngineFault) else cause),
               exc_info=cause)
-    return _error("internal error", "UnexpectedError", trace, error=exc)
+    return error_json("internal error", "UnexpectedError", trace, error=exc)
+
+
+def environment_of(connection: Any, key: str | None) -> tuple[str | None, str]:
+    """The environment of an API key (HTTP header or websocket connection parameters),
+    or None and why not."""
+    env = services(connection).catalog.environment_of(key) if key else None
+    return env, ("the X-API-KEY header is missing" if not key else "the API key is not valid")
 
 
 async def _run(request: Request, query: Any, operation: Any, variables: Any,
                *, read_only: bool) -> Response:
     trace = _trace_id(request)
-    key = request.headers.get("x-api-key")
-    env = services(request).catalog.environment_of(key) if key else None
+    env, why = environment_of(request, request.headers.get("x-api-key"))
     if env is None:
-        return _answer(None, [_error("the X-API-KEY header is missing" if not key else
-                                     "the API key is not valid", "Unauthenticated", trace)])
+        return _answer(None, [error_json(why, "Unauthenticated", trace)])
     request.scope["state"]["environment"] = env  # type: ignore[index]
     if not isinstance(query, str) or not query.strip():
-        return _answer(None, [_error("query: a GraphQL document is required", "BadUserInput",
-                                     trace, field="query")])
+        return _answer(None, [error_json("query: a GraphQL document is required",
+                                         "BadUserInput", trace, field="query")])
     if operation is not None and not isinstance(operation, str):
-        return _answer(None, [_error("operationName: must be a string", "BadUserInput", trace,
-                                     field="operationName")])
+        return _answer(None, [error_json("operationName: must be a string", "BadUserInput",
+                                         trace, field="operationName")])
     if variables is not None and not isinstance(variables, dict):
-        return _answer(None, [_error("variables: must be an object", "BadUserInput", trace,
-                                     field="variables")])
-    document = _documents.get(query)
+        return _answer(None, [error_json("variables: must be an object", "BadUserInput",
+                                         trace, field="variables")])
+    document = documents.get(query)
     if isinstance(document, list):
-        return _answer(None, [_error(e.message, "BadUserInput", trace, error=e)
+        return _answer(None, [error_json(e.message, "BadUserInput", trace, error=e)
                               for e in document])
     chosen = get_operation_ast(document, operation)
     if read_only and isinstance(chosen, OperationDefinitionNode) and \
             chosen.operation is not OperationType.QUERY:
-        return _answer(None, [_error("GET runs queries only; send mutations with POST",
-                                     "BadUserInput", trace)])
+        return _answer(None, [error_json("GET runs queries only; send mutations with POST",
+                                         "BadUserInput", trace)])
     result = execute(schema(), document, variable_values=variables, operation_name=operation,
                      context_value=request)
     if not isinstance(result, ExecutionResult):
         result = await result
-    errors = [_refusal(e, trace) for e in result.errors or ()]
+    errors = [refusal_json(e, trace) for e in result.errors or ()]
     return _answer(result.data, errors)
 
 
@@ -194,16 +201,17 @@ def _json(raw: bytes | str) -> Any:
 async def graphql_post(request: Request) -> Response:
     raw = await request.body()
     if len(raw) > BODY_BYTES_MAX:
-        return _answer(None, [_error("the request body is too large", "BadUserInput",
-                                     _trace_id(request))])
+        return _answer(None, [error_json("the request body is too large", "BadUserInput",
+                                         _trace_id(request))])
     try:
         body = _json(raw)
     except ValueError as exc:
-        return _answer(None, [_error(f"the body is not JSON: {exc}", "BadUserInput",
-                                     _trace_id(request))])
+        return _answer(None, [error_json(f"the body is not JSON: {exc}", "BadUserInput",
+                                         _trace_id(request))])
     if not isinstance(body, dict):
-        return _answer(None, [_error("the body must be a JSON object {query, operationName, "
-                                     "variables}", "BadUserInput", _trace_id(request))])
+        return _answer(None, [error_json("the body must be a JSON object {query, "
+                                         "operationName, variables}", "BadUserInput",
+                                         _trace_id(request))])
     return await _run(request, body.get("query"), body.get("operationName"),
                       body.get("variables"), read_only=False)
 
@@ -216,10 +224,17 @@ async def graphql_get(request: Request) -> Response:
         try:
             variables = _json(variables)
         except ValueError as exc:
-            return _answer(None, [_error(f"variables: not JSON: {exc}", "BadUserInput",
-                                         _trace_id(request), field="variables")])
+            return _answer(None, [error_json(f"variables: not JSON: {exc}", "BadUserInput",
+                                             _trace_id(request), field="variables")])
     return await _run(request, params.get("query"), params.get("operationName"), variables,
                       read_only=True)
 
 
-ROUTES = [graphql_post, graphql_get]
+@websocket("/graphql")
+async def graphql_ws(socket: WebSocket) -> None:
+    """Subscriptions (and queries and mutations) over the graphql-transport-ws protocol:
+    realtime.py."""
+    await realtime.serve(socket)
+
+
+ROUTES = [graphql_post, graphql_get, graphql_ws]

@@ -92,14 +92,25 @@ def _exact_floats() -> None:
             setattr(GraphQLFloat, name, hook)
 
 
+def _event(event: Any, _info: Any, **_args: Any) -> Any:
+    """A subscription root field's value: the event its source stream yielded."""
+    return event
+
+
 def served_schema(resolvers: Mapping[str, Mapping[str, Resolver]]) -> GraphQLSchema:
     """The subset of Stigg's schema whose root fields are `resolvers`' keys ({"Query":
-    {"creditBalanceSummary": resolve, …}, "Mutation": {…}}), with the resolvers bound."""
+    {"creditBalanceSummary": resolve, …}, "Mutation": {…}, "Subscription": {…}}), with
+    the resolvers bound. A Subscription field's function is its `subscribe` (the source
+    stream, whose events are the field's values)."""
     _exact_floats()
     schema = build_schema(_subset_sdl(stigg_schema(), resolvers))
     for root, fields in resolvers.items():
         kind = schema.get_type(root)
         assert isinstance(kind, GraphQLObjectType)
         for name, resolve in fields.items():
-            kind.fields[name].resolve = resolve
+            if root == "Subscription":
+                kind.fields[name].subscribe = resolve
+                kind.fields[name].resolve = _event
+            else:
+                kind.fields[name].resolve = resolve
     return schema

@@ -127,7 +127,7 @@ def test_the_served_schema_is_stiggs(server: Any) -> None:
         if name.startswith("__") or name in ("Query", "Mutation"):
             continue
         assert print_type(t) == print_type(full.get_type(name)), name
-    for root in ("Query", "Mutation"):
+    for root in ("Query", "Mutation", "Subscription"):
         for field, definition in served.get_type(root).fields.items():
             stigg = full.get_type(root).fields[field]
             assert str(definition.type) == str(stigg.type), field
