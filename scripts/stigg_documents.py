@@ -1,15 +1,13 @@
 """Record the GraphQL documents Stigg's Python client (`stigg-api-client-v2`) sends, by
-operation, as tests/gateway/graphql/documents.json (the GraphQL tests send them as the
-client does). Run it with the client in a venv of its own (it installs a `stigg` module,
-as the REST client the tests use does):
+operation, as gateway/graphql/documents.json: the Edge reads run them, and the GraphQL
+tests send them as the client does. Run it with the client in a venv of its own (it
+installs a `stigg` module, as the REST client the tests use does):
 
     python3 -m venv /tmp/stigg-v2 && /tmp/stigg-v2/bin/pip install stigg-api-client-v2
-    /tmp/stigg-v2/bin/python scripts/stigg_documents.py get_credit_balance grant_credits \\
-        void_credit_grant consume_credits report_usage report_usage_bulk report_event \\
-        estimate_usage_cost estimate_event_cost get_automatic_recharge_configuration \\
-        save_automatic_recharge_configuration \\
-        > tests/gateway/graphql/documents.json
+    /tmp/stigg-v2/bin/python scripts/stigg_documents.py $(cat scripts/stigg_methods.txt) \
+        > gateway/graphql/documents.json
 
+`scripts/stigg_methods.txt` lists the client methods of the operations creditd serves.
 Each client method is called with its transport replaced by one that keeps the document
 instead of sending it.
 """

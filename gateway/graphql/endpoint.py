@@ -159,7 +159,7 @@ def environment_of(connection: Any, key: str | None) -> tuple[str | None, str]:
     return env, ("the X-API-KEY header is missing" if not key else "the API key is not valid")
 
 
-async def _run(request: Request, query: Any, operation: Any, variables: Any,
+async def run(request: Request, query: Any, operation: Any, variables: Any,
                *, read_only: bool) -> Response:
     trace = _trace_id(request)
     env, why = environment_of(request, request.headers.get("x-api-key"))
@@ -212,7 +212,7 @@ async def graphql_post(request: Request) -> Response:
         return _answer(None, [error_json("the body must be a JSON object {query, "
                                          "operationName, variables}", "BadUserInput",
                                          _trace_id(request))])
-    return await _run(request, body.get("query"), body.get("operationName"),
+    return await run(request, body.get("query"), body.get("operationName"),
                       body.get("variables"), read_only=False)
 
 
@@ -226,7 +226,7 @@ async def graphql_get(request: Request) -> Response:
         except ValueError as exc:
             return _answer(None, [error_json(f"variables: not JSON: {exc}", "BadUserInput",
                                              _trace_id(request), field="variables")])
-    return await _run(request, params.get("query"), params.get("operationName"), variables,
+    return await run(request, params.get("query"), params.get("operationName"), variables,
                       read_only=True)
 
 

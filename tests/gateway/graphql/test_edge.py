@@ -12,11 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from graphql import parse, print_ast
 
-from gateway.graphql.edge import DOCUMENTS as EDGE_DOCUMENTS
 from tests.gateway.graphql.test_entitlements import Setup, plan_subscription
-from tests.gateway.graphql.wire import DOCUMENTS, data, gql
+from tests.gateway.graphql.wire import data, gql
 
 # The same instant for both reads: times such as a credit entitlement's update time are
 # "now" when nothing changed, and must be equal in the two answers.
@@ -49,11 +47,6 @@ def same(edge_answer: dict[str, Any], graphql_answer: dict[str, Any]) -> None:
 
     assert edge_answer["data"] == graphql_answer["data"]
     assert errors(edge_answer) == errors(graphql_answer)
-
-
-def test_the_documents_are_the_clients(server: Any) -> None:
-    for name, document in EDGE_DOCUMENTS.items():
-        assert print_ast(parse(document)) == print_ast(parse(DOCUMENTS[name]["query"])), name
 
 
 def test_entitlement_reads_answer_what_graphql_answers(server: Any, subscribed: Setup) -> None:

@@ -1,5 +1,5 @@
 """Talking to /graphql as Stigg's Python client does: the documents stigg-api-client-v2
-sends (recorded by scripts/stigg_documents.py in documents.json beside this file), its
+sends (recorded by scripts/stigg_documents.py in gateway/graphql/documents.json), its
 headers, amounts as JSON numbers with their exact digits."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import msgspec
 __all__ = ["DOCUMENTS", "code", "data", "gql"]
 
 _encode = msgspec.json.Encoder(decimal_format="number").encode
-DOCUMENTS = json.loads((Path(__file__).with_name("documents.json")).read_text())[
-    "documents"]
+DOCUMENTS = json.loads((Path(__file__).parents[3] / "gateway" / "graphql" / "documents.json")
+                       .read_text())["documents"]
 
 
 def gql(server: Any, name: str, variables: dict[str, Any], *, key: Any = ...,
