@@ -254,7 +254,11 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
                     tasks.start_soon(recharges.run, runtime, store)
                     tasks.start_soon(app.state.feed.hub.run_ticker,
                                      app.state.feed.options.heartbeat_s)
-                    app.state.services = Services(settings, store, runtime, catalog, clock)
+                    hub = app.state.feed.hub
+                    app.state.services = Services(
+                        settings, store, runtime, catalog, clock,
+                        on_entitlements_changed=hub.entitlements_changed,
+                        on_package_published=hub.package_published)
                     # Renewals, trial ends and scheduled changes of subscriptions.
                     scheduler = Scheduler(lambda: app.state.services.domain)
                     tasks.start_soon(scheduler.run)

@@ -5,6 +5,7 @@ modules never import the module that imports them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,12 +31,17 @@ class Services:
     # The one clock of the process (the runtime's too): billing periods, trials, usage
     # windows and promotions read `now` from it, so tests can move time (CREDITD_CLOCK).
     clock: Any = None
+    # Notices for the live feed and GraphQL subscriptions (Domain's hooks of these names).
+    on_entitlements_changed: Callable[[str, str], None] | None = None
+    on_package_published: Callable[[str, dict[str, Any]], None] | None = None
     # The domain layer's view of the same services (engine/domain): what handlers call.
     domain: Domain = field(init=False)
 
     def __post_init__(self) -> None:
         self.domain = Domain(store=self.store, runtime=self.runtime, documents=self.catalog,
-                             clock=self.clock, tax_rates=self.settings.tax_rates)
+                             clock=self.clock, tax_rates=self.settings.tax_rates,
+                             on_entitlements_changed=self.on_entitlements_changed,
+                             on_package_published=self.on_package_published)
 
 
 def ok(data: Any, status: int = 200, pagination: dict[str, Any] | None = None) -> Response:

@@ -129,6 +129,10 @@ class Domain:
     # changed outside the engine (a subscription or promotion written), besides this
     # domain forgetting its own cached entitlements.
     on_entitlements_changed: Callable[[str, str], None] | None = None
+    # Called with (environment, facts) after a plan or add-on version was published; the
+    # facts are Stigg's PackagePublished: packageType (PLAN/ADDON), packageRefId,
+    # packageVersion, migrationType.
+    on_package_published: Callable[[str, dict[str, Any]], None] | None = None
     # Tax rates by billing country (CREDITD_TAX_RATES), for estimates.
     tax_rates: dict[str, Decimal] = field(default_factory=dict)
     state: Shared = field(default_factory=Shared)
@@ -140,6 +144,10 @@ class Domain:
         self.state.entitlements.invalidate(env, customer_id)
         if self.on_entitlements_changed is not None:
             self.on_entitlements_changed(env, customer_id)
+
+    def package_published(self, env: str, facts: dict[str, Any]) -> None:
+        if self.on_package_published is not None:
+            self.on_package_published(env, facts)
 
 
 def engine_id(env: str, customer_id: str) -> str:

@@ -447,6 +447,9 @@ async def publish(d: Domain, env: str, kind: str, ident: str,
     doc = await packages.publish(d.documents, env, kind, ident, migration_type=migration_type)
     if migration_type == "ALL_CUSTOMERS":
         await subs.migrate_all(d, env, kind, ident)
+    d.package_published(env, {"packageType": kind.upper(), "packageRefId": ident,
+                              "packageVersion": doc.version_number,
+                              "migrationType": migration_type})
     return doc
 
 

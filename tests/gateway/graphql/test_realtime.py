@@ -22,6 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.gateway.graphql.wire import DOCUMENTS, data, gql
+from tests.gateway.test_subscriptions_api import Catalog
 
 pytestmark = pytest.mark.anyio
 
@@ -83,6 +84,19 @@ PACKAGE_PUBLISHED = """subscription OnPackagePublished {
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # the websockets client runs on asyncio
+
+
+ENTITLEMENTS_V2 = """subscription OnEntitlementsUpdatedV2 {
+  entitlementsUpdatedV2 {
+    customerId resourceId accessDeniedReason
+    entitlements {
+      __typename
+      ... on FeatureEntitlement { isGranted usageLimit currentUsage entitlementUpdatedAt
+                                  feature { refId } }
+      ... on CreditEntitlement { isGranted usageLimit currency { currencyId } }
+    }
+  }
+}"""
 
 
 class Client:
@@ -389,11 +403,45 @@ async def test_duplicate_ids_subprotocol_and_init_timeout(server: Any) -> None:
         assert await c.closed() == (4408, "Connection initialisation timeout")
 
 
-async def test_package_published_subscribes(server: Any) -> None:
-    """packagePublished is served (the 4.x SDK subscribes to it): the subscription is
-    accepted and runs until completed."""
+async def test_package_published_arrives(server: Any, client: Any, uid: Any) -> None:
+    """Publishing a plan version (REST here) is a packagePublished (the 4.x SDK reloads its
+    catalog on it); completed, nothing more arrives."""
+    catalog = Catalog(client, uid)
     async with ws(server) as c:
         await c.subscribe("p", PACKAGE_PUBLISHED)
+        plan = catalog.plan(credits=10)
+        assert (await c.next("p"))["packagePublished"] == {
+            "accountId": "default", "environmentId": "default", "packageType": "PLAN",
+            "packageRefId": plan, "packageVersion": 1, "migrationType": "NEW_CUSTOMERS"}
+        client.v1.plans.create_draft(plan)
+        client.v1.plans.publish(plan, migration_type="ALL_CUSTOMERS")
+        second = (await c.next("p"))["packagePublished"]
+        assert (second["packageVersion"], second["migrationType"]) == (2, "ALL_CUSTOMERS")
         await c.send({"id": "p", "type": "complete"})
+        catalog.addon()
         await c.send({"type": "ping"})
-        assert await c.recv() == {"type": "pong"}
+        assert await c.recv() == {"type": "pong"}  # and no `next` before it
+
+
+async def test_entitlement_changes_arrive(server: Any, client: Any, customer: str,
+                                          uid: Any) -> None:
+    """A promotional entitlement granted and revoked (GraphQL here) is an
+    entitlementsUpdatedV2 with the customer's whole new state."""
+    feature = uid("rt-promo")
+    client.v1.features.create_feature(id=feature, display_name="Seats", feature_type="NUMBER",
+                                      meter_type="INCREMENTAL")
+    async with ws(server) as c:
+        await c.subscribe("e", ENTITLEMENTS_V2)
+        data(gql(server, "GrantPromotionalEntitlements", {"input": {
+            "customerId": customer, "promotionalEntitlements": [{
+                "featureId": feature, "period": "LIFETIME", "usageLimit": 5}]}}))
+        granted = (await c.next("e"))["entitlementsUpdatedV2"]
+        assert (granted["customerId"], granted["resourceId"]) == (customer, None)
+        [e] = [x for x in granted["entitlements"] if x["__typename"] == "FeatureEntitlement"]
+        assert (e["feature"]["refId"], e["isGranted"], e["usageLimit"]) == (feature, True, 5)
+        assert e["entitlementUpdatedAt"] is not None
+        data(gql(server, "RevokePromotionalEntitlement", {"input": {
+            "customerId": customer, "featureId": feature}}))
+        revoked = (await c.next("e"))["entitlementsUpdatedV2"]
+        assert not any(x["__typename"] == "FeatureEntitlement" and x["isGranted"]
+                       for x in revoked["entitlements"])
