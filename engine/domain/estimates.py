@@ -461,8 +461,39 @@ async def _replaced(d: Domain, env: str, customer_id: str, resource_id: str | No
     return None
 
 
+def _check_priceable(body: PreviewBody | EstimateBody | EstimateUpdateBody) -> None:
+    """Refuse what would change the price but that creditd does not price (never
+    estimate as if it were not there): billing-provider coupons and tax ids, a custom unit
+    price, no proration, a billing address in another country than the prices'."""
+    coupon = body.applied_coupon
+    if coupon is not None and coupon.billing_coupon_id:
+        raise bad_input("billing-provider coupons are not supported (no billing provider is "
+                        "connected); give couponId, promotionCode or discount",
+                        "appliedCoupon.billingCouponId")
+    if getattr(body, "price_unit_amount", None) is not None:
+        raise bad_input("a custom unit price is not supported; the plan's prices apply",
+                        "priceUnitAmount")
+    info = getattr(body, "billing_information", None) or {}
+    if info.get("couponId"):
+        raise bad_input("billing-provider coupons are not supported; give "
+                        "appliedCoupon.couponId", "billingInformation.couponId")
+    for name in ("taxRateIds", "taxIds"):
+        if info.get(name):
+            raise bad_input("not supported: tax is billingInformation.taxPercentage or the "
+                            "billing country's rate", f"billingInformation.{name}")
+    if info.get("prorationBehavior") == "NONE":
+        raise bad_input("not supported: a replaced subscription's unused time is credited "
+                        "(CREATE_PRORATIONS)", "billingInformation.prorationBehavior")
+    address_country = (info.get("billingAddress") or {}).get("country")
+    if address_country and address_country.strip().upper() != \
+            (getattr(body, "billing_country_code", None) or "").strip().upper():
+        raise bad_input("prices and tax follow billingCountryCode: give the same country "
+                        "there", "billingInformation.billingAddress.country")
+
+
 async def estimate_new(d: Domain, env: str, body: PreviewBody | EstimateBody) -> Estimate:
     """What subscribing would cost (REST's preview body or GraphQL's estimate input)."""
+    _check_priceable(body)
     if isinstance(body, EstimateBody):
         items = [(a.addon_id, a.quantity) for a in body.addons or ()]
         return await _estimate_new(d, env, body, items, bool(body.skip_trial),
@@ -473,6 +504,7 @@ async def estimate_new(d: Domain, env: str, body: PreviewBody | EstimateBody) ->
 
 async def estimate_update(d: Domain, env: str, body: EstimateUpdateBody) -> Estimate:
     """What changing a running subscription would cost now and at the next renewal."""
+    _check_priceable(body)
     if not body.subscription_id:
         raise bad_input("is required", "subscriptionId")
 

@@ -300,6 +300,11 @@ def test_estimate_update_prorates_the_change(client, raw, cat, server):
     ({"addons": [{"id": "no-such-addon", "quantity": 1}]}, 404, "addons[0].id"),
     ({"startDate": "yesterday"}, 400, "startDate"),
     ({"bogus": 1}, 400, "bogus"),
+    # What would change the price but creditd does not price is refused, not ignored.
+    ({"billingInformation": {"taxRateIds": ["txr_1"]}}, 400, "billingInformation.taxRateIds"),
+    ({"billingInformation": {"prorationBehavior": "NONE"}}, 400,
+     "billingInformation.prorationBehavior"),
+    ({"appliedCoupon": {"billingCouponId": "co_1"}}, 400, "appliedCoupon.billingCouponId"),
 ])
 def test_refusals_name_the_field(raw, cat, change, status, field):
     plan = cat.plan([{"billingModel": "PER_UNIT", "featureId": cat.seats, "maxUnitQuantity": 10,

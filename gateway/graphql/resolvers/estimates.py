@@ -8,8 +8,8 @@ the same mapping the REST `/estimate` routes answer): the immediate charge, `sub
 the recurring one, `proration` for a change. The domain's input Structs have the GraphQL
 input's names, so the input converts into them directly (a null is an absent field).
 
-Inputs that would change the price but that creditd does not price are refused with
-BadUserInput naming them, never ignored: `priceUnitAmount`, `appliedCoupon.billingCouponId`
+Inputs that would change the price but that creditd does not price are refused by the
+domain (REST alike) with BadUserInput naming them, never ignored: `priceUnitAmount`, `appliedCoupon.billingCouponId`
 and `billingInformation.couponId` (billing-provider coupons), `billingInformation.taxRateIds`
 and `.taxIds` (tax is `taxPercentage` or the billing country's rate),
 `billingInformation.prorationBehavior: NONE` and a `billingAddress.country` other than
@@ -46,34 +46,6 @@ def _present(value: Any) -> Any:
     return value
 
 
-def _unpriced(input: dict[str, Any]) -> None:
-    """Refuse what would change the price but that creditd does not price."""
-    coupon = input.get("appliedCoupon") or {}
-    if coupon.get("billingCouponId"):
-        raise bad_input("billing-provider coupons are not supported (no billing provider is "
-                        "connected); give couponId, promotionCode or discount",
-                        "appliedCoupon.billingCouponId")
-    if "priceUnitAmount" in input:
-        raise bad_input("a custom unit price is not supported; the plan's prices apply",
-                        "priceUnitAmount")
-    info = input.get("billingInformation") or {}
-    if info.get("couponId"):
-        raise bad_input("billing-provider coupons are not supported; give "
-                        "appliedCoupon.couponId", "billingInformation.couponId")
-    for name in ("taxRateIds", "taxIds"):
-        if info.get(name):
-            raise bad_input("not supported: tax is billingInformation.taxPercentage or the "
-                            "billing country's rate", f"billingInformation.{name}")
-    if info.get("prorationBehavior") == "NONE":
-        raise bad_input("not supported: a replaced subscription's unused time is credited "
-                        "(CREATE_PRORATIONS)", "billingInformation.prorationBehavior")
-    address_country = (info.get("billingAddress") or {}).get("country")
-    if address_country and address_country.strip().upper() != \
-            (input.get("billingCountryCode") or "").strip().upper():
-        raise bad_input("prices and tax follow billingCountryCode: give the same country "
-                        "there", "billingInformation.billingAddress.country")
-
-
 def _body(input: dict[str, Any], kind: type[T]) -> T:
     try:
         return msgspec.convert(input, kind)
@@ -99,7 +71,6 @@ def _preview(e: estimates.Estimate, field: str) -> dict[str, Any]:
 async def estimate_subscription(_: Any, info: GraphQLResolveInfo, input: dict) -> dict:
     d, env = context(info)
     given = _present(input)
-    _unpriced(given)
     body = _body(given, estimates.EstimateBody)
     return _preview(await estimates.estimate_new(d, env, body), "planId")
 
@@ -107,7 +78,6 @@ async def estimate_subscription(_: Any, info: GraphQLResolveInfo, input: dict) -
 async def estimate_subscription_update(_: Any, info: GraphQLResolveInfo, input: dict) -> dict:
     d, env = context(info)
     given = _present(input)
-    _unpriced(given)
     body = _body(given, estimates.EstimateUpdateBody)
     return _preview(await estimates.estimate_update(d, env, body), "subscriptionId")
 
