@@ -69,7 +69,9 @@ class CreditAccess(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class CustomerEntitlements(msgspec.Struct, frozen=True, kw_only=True):
-    denied: str | None  # CustomerNotFound, CustomerIsArchived
+    # CustomerNotFound, CustomerIsArchived; NoActiveSubscription when there is nothing at
+    # all to grant from: no running subscription, no promotion, no credits.
+    denied: str | None
     features: list[FeatureAccess]  # granted features, by id
     credits: list[CreditAccess]  # one per pool
 
@@ -252,4 +254,6 @@ async def entitlements(d: Domain, env: str, customer_id: str,
             features.append(FeatureAccess(feature=feature, effective=eff,
                                           usage=usage.get(feature_id),
                                           granted=why is None, denied=why))
-    return CustomerEntitlements(denied=None, features=features, credits=credits)
+    nothing = not (credits or sources.subscriptions or sources.promotions)
+    return CustomerEntitlements(denied="NoActiveSubscription" if nothing else None,
+                                features=features, credits=credits)

@@ -33,17 +33,14 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import msgspec
-from graphql import GraphQLEnumType
 from litestar import Request, Response, Router, get
 
 from engine.domain.errors import DomainError
 from gateway.graphql import endpoint
-from gateway.graphql.schema import stigg_schema
 
 __all__ = ["DOCUMENTS", "ROUTES"]
 
@@ -150,18 +147,10 @@ async def sdk_configuration(request: Request) -> Response:
     return await _read(request, "GetSdkConfiguration", {})
 
 
-@lru_cache(maxsize=1)
-def _error_codes() -> frozenset[str]:
-    codes = stigg_schema().get_type("ErrorCode")
-    assert isinstance(codes, GraphQLEnumType)
-    return frozenset(codes.values)
-
-
 def _refused(request: Request, exc: DomainError) -> Response:
     """A refusal before the read ran (the API key: 401 Unauthenticated), in GraphQL's
     error shape with its HTTP status."""
-    code = exc.code if exc.code in _error_codes() else (
-        "BadUserInput" if exc.status < 500 else "UnexpectedError")
+    code = endpoint.stigg_code(exc)
     trace = request.scope.get("state", {}).get("request_id", "")  # type: ignore[union-attr]
     body = {"data": None, "errors": [{"message": exc.message,
                                       "extensions": {"code": code, "traceId": trace}}]}

@@ -127,12 +127,29 @@ def _answer(data: Any, errors: list[dict[str, Any]]) -> Response:
     return Response(content=_encode(body), status_code=200, media_type="application/json")
 
 
+# The domain's codes that Stigg's ErrorCode spells otherwise (and every
+# `<Thing>IsArchived`: EntityIsArchivedError).
+_STIGG_SPELLING = {"ProductNotFound": "ProductNotFoundError",
+                   "PackageArchived": "EntityIsArchivedError"}
+
+
+def stigg_code(exc: DomainError) -> str:
+    """The Stigg ErrorCode of a domain refusal: its own code when Stigg's enum has it (or
+    spells it otherwise), else BadUserInput for a client's mistake, UnexpectedError for
+    the server's."""
+    code = _STIGG_SPELLING.get(exc.code, exc.code)
+    if code.endswith("IsArchived"):
+        code = "EntityIsArchivedError"
+    if code in _error_codes():
+        return code
+    return "BadUserInput" if exc.status < 500 else "UnexpectedError"
+
+
 def refusal_json(exc: GraphQLError, trace: str) -> dict[str, Any]:
     """An error raised while resolving, in Stigg's shape."""
     cause = exc.original_error
     if isinstance(cause, DomainError):
-        code = cause.code if cause.code in _error_codes() else (
-            "BadUserInput" if cause.status < 500 else "UnexpectedError")
+        code = stigg_code(cause)
         message = f"{cause.field}: {cause.message}" if cause.field else cause.message
         return error_json(message, code, trace, field=cause.field, error=exc)
     if isinstance(cause, Overloaded):

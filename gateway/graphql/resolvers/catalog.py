@@ -224,16 +224,11 @@ async def resolve_paywall(_: Any, info: GraphQLResolveInfo, input: dict) -> dict
     d, env = context(info)
     if input.get("offerId") is not None:
         raise bad_input("offers are not served", "offerId")
-    try:
-        found = await paywall(d, env, PaywallQuery(
-            product_id=input.get("productId"), country=input.get("billingCountryCode"),
-            customer_id=input.get("customerId"), resource_id=input.get("resourceId"),
-            include_hidden=bool(input.get("includeHiddenPlans")),
-            all_countries=bool(input.get("fetchAllCountriesPrices"))))
-    except DomainError as exc:
-        if exc.code == "ProductNotFound":  # Stigg's ErrorCode spells it so
-            exc.code = "ProductNotFoundError"
-        raise
+    found = await paywall(d, env, PaywallQuery(
+        product_id=input.get("productId"), country=input.get("billingCountryCode"),
+        customer_id=input.get("customerId"), resource_id=input.get("resourceId"),
+        include_hidden=bool(input.get("includeHiddenPlans")),
+        all_countries=bool(input.get("fetchAllCountriesPrices"))))
     subscriptions = coupon = promotional = None
     if found.customer is not None:
         subscriptions, coupon, promotional = await _customer_parts(d, env, found.customer)

@@ -30,7 +30,6 @@ from typing import Any
 from graphql import GraphQLEnumType, GraphQLResolveInfo
 
 from engine.domain import access
-from engine.domain.entitlements import effective_entitlements
 from engine.domain.errors import bad_input, not_found
 from engine.domain.stored import Feature
 from engine.times import iso
@@ -204,12 +203,6 @@ async def entitlements_state(_: Any, info: GraphQLResolveInfo, query: dict) -> d
     customer_id, resource_id = query["customerId"], query.get("resourceId")
     found = await access.entitlements(d, env, customer_id, resource_id)
     denied = found.denied
-    if denied is None and not found.credits:
-        # As a feature check answers NoActiveSubscription: nothing at all to grant from —
-        # no running subscription and no promotion (and here no credits either).
-        sources = await effective_entitlements(d, env, customer_id, resource_id, d.now_ms())
-        if not (sources.subscriptions or sources.promotions):
-            denied = "NoActiveSubscription"
     if denied is not None and denied not in _enum("EntitlementsStateAccessDeniedReason"):
         denied = None
     return {

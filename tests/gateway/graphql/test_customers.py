@@ -123,13 +123,14 @@ def test_update_archive_and_unarchive(server: Any, client: Any, customer: str,
     assert data(gql(server, "GetCustomerById", {"input": {"customerId": customer}}))[
         "getCustomerByRefId"]["name"] == "Acme"
     refused = gql(server, "UpdateCustomer", {"input": {"customerId": customer, "name": "X"}})
-    # (CustomerIsArchived is not among Stigg's ErrorCode values: a BadUserInput.)
-    assert _error(refused) == ("BadUserInput", "customerId") and refused["data"] is None
+    # (the domain's CustomerIsArchived is Stigg's EntityIsArchivedError)
+    assert _error(refused) == ("EntityIsArchivedError", "customerId")
+    assert refused["data"] is None
     assert "archived" in refused["errors"][0]["message"]
     catalog = Catalog(client, uid)
     plan = catalog.plan(credits=10)
     assert _error(gql(server, "ProvisionSubscription", {"input": {
-        "customerId": customer, "planId": plan}})) == ("BadUserInput", "customerId")
+        "customerId": customer, "planId": plan}})) == ("EntityIsArchivedError", "customerId")
     back = data(gql(server, "UnarchiveCustomer", {"input": {"customerId": customer}}))[
         "unarchiveCustomer"]
     assert (back["customerId"], back["name"]) == (customer, "Acme")
