@@ -1,0 +1,95 @@
+"""Calls Stigg's Python GraphQL client (stigg-api-client-v2) as the documentation's
+snippets do, run by tests/sdk in the client's own venv (it cannot import creditd).
+
+stdin: {"url", "key", "mode": "sync" | "async",
+        "steps": [{"call", "input_type"?, "args"?, "key"?}]}
+       `client.<call>(<input_type>(**args[0]), *args[1:])`, e.g. "report_usage" with
+       "ReportUsageInput" and [{"customerId": …, "featureId": …, "value": 5}]. A string
+       "$<n>.<key>.<key>…" in args is the value at that path of step n's answer. A step's
+       "key" makes that call with another API key (a client of its own).
+stdout: {"results": [one item per step]}, an item being {"ok": <the answer, model_dump(by_alias)>} or
+        {"error": {"type", "message", "codes"}} (codes: the GraphQL errors' extensions.code).
+
+The client's pydantic models validate every answer strictly (every selected non-null field,
+every selected __typename, enum spellings), so an answer it does not accept is an error
+of type ValidationError here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+from pydantic import BaseModel
+from stigg import Stigg, generated
+from stigg.generated import GraphQLClientGraphQLMultiError
+
+
+def resolve(value: Any, answers: list[Any]) -> Any:
+    if isinstance(value, str) and value.startswith("$") and "." in value:
+        index, *path = value[1:].split(".")
+        found = answers[int(index)]
+        for key in path:
+            found = found[int(key)] if isinstance(found, list) else found[key]
+        return found
+    if isinstance(value, list):
+        return [resolve(v, answers) for v in value]
+    if isinstance(value, dict):
+        return {k: resolve(v, answers) for k, v in value.items()}
+    return value
+
+
+def arguments(step: dict[str, Any], answers: list[Any]) -> list[Any]:
+    args = resolve(step.get("args", []), answers)
+    if step.get("input_type"):
+        # As the snippets: `client.report_usage(ReportUsageInput(**{...}))`.
+        args[0] = getattr(generated, step["input_type"])(**args[0])
+    return args
+
+
+def as_json(answer: Any) -> Any:
+    if isinstance(answer, BaseModel):
+        return answer.model_dump(mode="json", by_alias=True)
+    return answer
+
+
+def failure(exc: Exception) -> dict[str, Any]:
+    codes = []
+    if isinstance(exc, GraphQLClientGraphQLMultiError):
+        codes = [(e.extensions or {}).get("code") for e in exc.errors]
+    return {"error": {"type": type(exc).__name__, "message": str(exc), "codes": codes}}
+
+
+def main() -> None:
+    script = json.load(sys.stdin)
+    steps, answers, out = script["steps"], [], []
+    create = (Stigg.create_async_client if script.get("mode", "sync") == "async"
+              else Stigg.create_client)
+    clients: dict[str, Any] = {}
+
+    def client(key: str) -> Any:
+        if key not in clients:
+            clients[key] = create(key, api_url=f"{script['url']}/graphql", enable_edge=False)
+        return clients[key]
+
+    async def run() -> None:
+        for step in steps:
+            try:
+                method = getattr(client(step.get("key", script["key"])), step["call"])
+                answer = method(*arguments(step, answers))
+                if asyncio.iscoroutine(answer):
+                    answer = await answer
+                answers.append(as_json(answer))
+                out.append({"ok": answers[-1]})
+            except Exception as exc:  # noqa: BLE001 - the test asserts on what was raised
+                answers.append(None)
+                out.append(failure(exc))
+
+    asyncio.run(run())
+    json.dump({"results": out}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
