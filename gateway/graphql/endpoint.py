@@ -45,9 +45,9 @@ from engine.domain.errors import DomainError
 from engine.runtime.errors import EngineError, EngineFault, Overloaded, StoreUnavailable
 from gateway.context import services
 from gateway.graphql import realtime, resolvers
-from gateway.graphql.schema import served_schema, stigg_schema
+from gateway.graphql.schema import enum_values, served_schema
 
-__all__ = ["ROUTES", "documents", "error_json", "environment_of", "refusal_json",
+__all__ = ["ROOTS", "ROUTES", "documents", "error_json", "environment_of", "refusal_json",
            "schema"]
 
 log = structlog.get_logger("creditd.graphql")
@@ -58,15 +58,13 @@ BODY_BYTES_MAX = 1 << 20
 TOKENS_MAX = 50_000
 
 
+# Every root field the endpoint resolves, by root type.
+ROOTS = {**resolvers.ROOTS, "Subscription": realtime.SUBSCRIPTIONS}
+
+
 @lru_cache(maxsize=1)
 def schema() -> GraphQLSchema:
-    return served_schema({**resolvers.ROOTS, "Subscription": realtime.SUBSCRIPTIONS})
-
-
-@lru_cache(maxsize=1)
-def _error_codes() -> frozenset[str]:
-    codes = stigg_schema().get_type("ErrorCode")
-    return frozenset(codes.values)  # type: ignore[union-attr]
+    return served_schema(ROOTS)
 
 
 class _Documents:
@@ -140,7 +138,7 @@ def stigg_code(exc: DomainError) -> str:
     code = _STIGG_SPELLING.get(exc.code, exc.code)
     if code.endswith("IsArchived"):
         code = "EntityIsArchivedError"
-    if code in _error_codes():
+    if code in enum_values("ErrorCode"):
         return code
     return "BadUserInput" if exc.status < 500 else "UnexpectedError"
 

@@ -23,18 +23,17 @@ customer is `CustomerNotFound` there.
 from __future__ import annotations
 
 from decimal import Decimal
-from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any
 
-from graphql import GraphQLEnumType, GraphQLResolveInfo
+from graphql import GraphQLResolveInfo
 
 from engine.domain import access
 from engine.domain.errors import bad_input, not_found
 from engine.domain.stored import Feature
 from engine.times import iso
 from gateway.graphql.resolvers.common import context
-from gateway.graphql.schema import stigg_schema
+from gateway.graphql.schema import enum_values
 from gateway.routes.entitlements import credit_access_json, feature_access_json
 from gateway.shapes.catalog import feature_json, reset_configuration_json
 from gateway.wire import amount_in
@@ -43,18 +42,11 @@ __all__ = ["MUTATIONS", "QUERIES", "credit_entitlement_json", "entitlement_json"
            "feature_entitlement_json"]
 
 
-@lru_cache(maxsize=2)
-def _enum(name: str) -> frozenset[str]:
-    kind = stigg_schema().get_type(name)
-    assert isinstance(kind, GraphQLEnumType), name
-    return frozenset(kind.values)
-
-
 def _reason(reason: str | None) -> str | None:
     """The domain's reason as Stigg's AccessDeniedReason (the same spelling)."""
     if reason is None:
         return None
-    return reason if reason in _enum("AccessDeniedReason") else "Unknown"
+    return reason if reason in enum_values("AccessDeniedReason") else "Unknown"
 
 
 def _feature(doc: Feature | None) -> dict[str, Any] | None:
@@ -203,7 +195,7 @@ async def entitlements_state(_: Any, info: GraphQLResolveInfo, query: dict) -> d
     customer_id, resource_id = query["customerId"], query.get("resourceId")
     found = await access.entitlements(d, env, customer_id, resource_id)
     denied = found.denied
-    if denied is not None and denied not in _enum("EntitlementsStateAccessDeniedReason"):
+    if denied is not None and denied not in enum_values("EntitlementsStateAccessDeniedReason"):
         denied = None
     return {
         "__typename": "EntitlementsState",

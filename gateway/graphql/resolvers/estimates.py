@@ -20,7 +20,6 @@ change no price. `environmentId`: the API key's environment is the one used.
 from __future__ import annotations
 
 from decimal import Decimal
-from functools import lru_cache
 from typing import Any, TypeVar
 
 import msgspec
@@ -29,7 +28,7 @@ from graphql import GraphQLResolveInfo
 from engine.domain import estimates
 from engine.domain.errors import bad_input, field_of
 from gateway.graphql.resolvers.common import context
-from gateway.graphql.schema import stigg_schema
+from gateway.graphql.schema import enum_values
 from gateway.routes.estimates import money_json, preview_json
 
 __all__ = ["MUTATIONS", "QUERIES"]
@@ -54,14 +53,9 @@ def _body(input: dict[str, Any], kind: type[T]) -> T:
         raise bad_input(message, field) from None
 
 
-@lru_cache(maxsize=1)
-def _currencies() -> frozenset[str]:
-    return frozenset(stigg_schema().get_type("Currency").values)  # type: ignore[union-attr]
-
-
 def _preview(e: estimates.Estimate, field: str) -> dict[str, Any]:
     currency = e.now.currency.upper()
-    if currency not in _currencies():
+    if currency not in enum_values("Currency"):
         raise bad_input(f"the price is in {currency}, which Stigg's Currency has not", field)
     minimum = sum((ln.sub_total for ln in e.now.lines if ln.billing_model == "MINIMUM_SPEND"),
                   Decimal(0))
