@@ -30,14 +30,21 @@ import structlog
 from graphql import (
     DocumentNode,
     ExecutionResult,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
     GraphQLError,
     GraphQLSchema,
+    InlineFragmentNode,
     OperationDefinitionNode,
     OperationType,
+    SelectionSetNode,
+    Visitor,
     execute,
     get_operation_ast,
     parse,
     validate,
+    visit,
 )
 from litestar import Request, Response, WebSocket, get, post, websocket
 
@@ -47,8 +54,8 @@ from gateway.context import services
 from gateway.graphql import realtime, resolvers
 from gateway.graphql.schema import enum_values, served_schema
 
-__all__ = ["ROOTS", "ROUTES", "documents", "error_json", "environment_of", "refusal_json",
-           "schema"]
+__all__ = ["ROOTS", "ROUTES", "documents", "environment_of", "error_json", "invalid_json",
+           "refusal_json", "schema"]
 
 log = structlog.get_logger("creditd.graphql")
 _encode = msgspec.json.Encoder(decimal_format="number").encode
@@ -56,6 +63,10 @@ DOCUMENTS_CACHED_MAX = 256
 BODY_BYTES_MAX = 1 << 20
 # The largest client document (GetCustomerById) is under 2,000 tokens.
 TOKENS_MAX = 50_000
+# The clients' deepest documents (GetCustomerById, GetPaywall) nest 9 fields deep and use
+# no aliases; these bound what one document can ask for (Stigg limits aliases too).
+DEPTH_MAX = 20
+ALIASES_MAX = 30
 
 
 # Every root field the endpoint resolves, by root type.
@@ -80,7 +91,9 @@ class _Documents:
             return found
         try:
             document: DocumentNode | list[GraphQLError] = parse(source, max_tokens=TOKENS_MAX)
-            errors = validate(schema(), document)  # type: ignore[arg-type]
+            refused = _limits(document)  # type: ignore[arg-type]
+            errors = [refused] if refused is not None else validate(
+                schema(), document)  # type: ignore[arg-type]
         except GraphQLError as exc:
             document = [exc]
         except RecursionError:
@@ -96,6 +109,50 @@ class _Documents:
 
 
 documents = _Documents()
+
+
+def _limits(document: DocumentNode) -> GraphQLError | None:
+    """A refusal for a document nesting deeper than DEPTH_MAX fields (fragments expanded;
+    each fragment's depth computed once, so fragments spreading fragments cannot blow up)
+    or with more than ALIASES_MAX aliases; None when within bounds."""
+    fragments = {d.name.value: d for d in document.definitions
+                 if isinstance(d, FragmentDefinitionNode)}
+    depths: dict[str, int] = {}
+
+    def depth(selections: SelectionSetNode | None) -> int:
+        deepest = 0
+        for node in selections.selections if selections is not None else ():
+            if isinstance(node, FieldNode):
+                deepest = max(deepest, 1 + depth(node.selection_set))
+            elif isinstance(node, InlineFragmentNode):
+                deepest = max(deepest, depth(node.selection_set))
+            elif isinstance(node, FragmentSpreadNode):
+                name = node.name.value
+                if name not in depths and name in fragments:
+                    depths[name] = 0  # a cycle counts nothing (validation refuses it)
+                    depths[name] = depth(fragments[name].selection_set)
+                deepest = max(deepest, depths.get(name, 0))
+            if deepest > DEPTH_MAX:
+                break
+        return deepest
+
+    aliases = 0
+
+    class _Aliases(Visitor):
+        def enter_field(self, node: FieldNode, *_: Any) -> None:
+            nonlocal aliases
+            aliases += node.alias is not None
+
+    visit(document, _Aliases())
+    if aliases > ALIASES_MAX:
+        return GraphQLError(f"the document has {aliases} aliases; at most {ALIASES_MAX}",
+                            extensions={"code": "GraphQLAliasesLimitExceeded"})
+    for definition in document.definitions:
+        if isinstance(definition, OperationDefinitionNode) and \
+                depth(definition.selection_set) > DEPTH_MAX:
+            return GraphQLError(f"the document nests more than {DEPTH_MAX} fields deep",
+                                definition)
+    return None
 
 
 def _trace_id(request: Request) -> str:
@@ -116,6 +173,12 @@ def error_json(message: str, code: str, trace: str, *, field: str | None = None,
         extensions["field"] = field
     out["extensions"] = extensions
     return out
+
+
+def invalid_json(errors: list[GraphQLError], trace: str) -> list[dict[str, Any]]:
+    """Why a document was refused (parsing, limits, validation), in Stigg's shape."""
+    return [error_json(e.message, (e.extensions or {}).get("code", "BadUserInput"), trace,
+                       error=e) for e in errors]
 
 
 def _answer(data: Any, errors: list[dict[str, Any]]) -> Response:
@@ -192,8 +255,7 @@ async def run(request: Request, query: Any, operation: Any, variables: Any,
                                          trace, field="variables")])
     document = documents.get(query)
     if isinstance(document, list):
-        return _answer(None, [error_json(e.message, "BadUserInput", trace, error=e)
-                              for e in document])
+        return _answer(None, invalid_json(document, trace))
     chosen = get_operation_ast(document, operation)
     if read_only and isinstance(chosen, OperationDefinitionNode) and \
             chosen.operation is not OperationType.QUERY:

@@ -373,8 +373,7 @@ class _Operation:
     async def _run(self, payload: dict[str, Any]) -> None:
         document = endpoint.documents.get(payload["query"])
         if isinstance(document, list):
-            await self.refuse([endpoint.error_json(e.message, "BadUserInput", self.trace,
-                                                   error=e) for e in document])
+            await self.refuse(endpoint.invalid_json(document, self.trace))
             return
         name, variables = payload.get("operationName"), payload.get("variables")
         chosen = get_operation_ast(document, name)

@@ -198,3 +198,45 @@ def test_hostile_documents_are_refused_not_crashed(server: Any) -> None:
     assert code(gql(server, "Deep", {}, query=deep)) == "BadUserInput"
     wide = "query Wide { " + " ".join("__typename" for _ in range(60_000)) + " }"
     assert code(gql(server, "Wide", {}, query=wide)) == "BadUserInput"
+
+
+def test_bad_documents_are_graphql_errors(server: Any, customer: str) -> None:
+    """Wrong types, unknown fields, missing variables, an unknown operation, documents
+    nesting past DEPTH_MAX or with more than ALIASES_MAX aliases, fragments multiplying
+    fragments: each an error with a code naming the problem, HTTP 200, never a 500."""
+    balance = DOCUMENTS["GetCreditBalance"]["query"]
+    missing = gql(server, "GetCreditBalance", {})
+    assert code(missing) == "BadUserInput" and "$input" in missing["errors"][0]["message"]
+    wrong = gql(server, "GetCreditBalance", {"input": {"customerId": 7}})
+    assert code(wrong) == "BadUserInput" and "customerId" in wrong["errors"][0]["message"]
+    extra = gql(server, "GetCreditBalance", {"input": {"customerId": customer, "bogus": 1}})
+    assert code(extra) == "BadUserInput" and "bogus" in extra["errors"][0]["message"]
+    field = gql(server, "X", {}, query="query X { creditBalanceSummary(input: "
+                "{customerId: \"c\"}) { customerId noSuchField } }")
+    assert code(field) == "BadUserInput" and "noSuchField" in field["errors"][0]["message"]
+    assert code(gql(server, "Other", {"input": {"customerId": customer}}, query=balance)) == \
+        "BadUserInput"  # the operation name is not in the document
+
+    nested = ("query D($c: String!) { creditBalanceSummary(input: {customerId: $c}) { "
+              "balances { currency { units { plural } } } } }")
+    assert "errors" not in gql(server, "D", {"c": customer}, query=nested)
+    fragments = "".join(f"fragment F{i} on CreditBalanceSummary {{ customerId ...F{i + 1} }} "
+                        for i in range(25)) + "fragment F25 on CreditBalanceSummary { customerId }"
+    deep = ("query D { creditBalanceSummary(input: {customerId: \"c\"}) { ...F0 } } "
+            + fragments)
+    # (fragments add no depth: every field is one level below the root field)
+    assert code(gql(server, "D", {}, query=deep)) == "CustomerNotFound"
+    too_deep = "query D { " + "a { " * (endpoint.DEPTH_MAX + 1) + "b" + " }" * (
+        endpoint.DEPTH_MAX + 2)
+    refused = gql(server, "D", {}, query=too_deep)
+    assert code(refused) == "BadUserInput" and "deep" in refused["errors"][0]["message"]
+    aliases = "query A { " + " ".join(
+        f"a{i}: creditBalanceSummary(input: {{customerId: \"c\"}}) {{ customerId }}"
+        for i in range(endpoint.ALIASES_MAX + 1)) + " }"
+    assert code(gql(server, "A", {}, query=aliases)) == "GraphQLAliasesLimitExceeded"
+    # Each fragment spreads the next one twice: 2^40 fields if expanded naively.
+    bomb = "".join(f"fragment B{i} on CreditBalanceSummary {{ ...B{i + 1} ...B{i + 1} }} "
+                   for i in range(40)) + "fragment B40 on CreditBalanceSummary { customerId }"
+    answer = gql(server, "Q", {}, query="query Q { creditBalanceSummary(input: "
+                 "{customerId: \"c\"}) { ...B0 } } " + bomb)
+    assert code(answer) == "CustomerNotFound"  # validated and run in bounded time
