@@ -189,12 +189,18 @@ async def credit_usage(d: Domain, env: str, q: CreditUsageQuery) -> CreditUsage:
         currency = await require_currency(d, env, currencies.pop(), allow_archived=True)
     ordered = sorted(series.values(), key=lambda s: (-s["credits"], s["feature"] or "",
                                                       s["tags"]))
-    offset = 0
+    # A cursor `o{k}` is the position of the k-th series: `after` pages from it, `before`
+    # ends just before it (never the cursor's own series or later ones).
     if q.after:
         offset = int(q.after[1:])
+        end = offset + q.limit
     elif q.before:
-        offset = max(int(q.before[1:]) - q.limit, 0)
-    page = ordered[offset: offset + q.limit]
+        end = int(q.before[1:])
+        offset = max(end - q.limit, 0)
+    else:
+        offset, end = 0, q.limit
+    page = ordered[offset:end]
+    stop = offset + len(page)
     names: dict[str, str] = {}
     for s in page:
         if s["feature"] and s["feature"] not in names:
@@ -207,7 +213,7 @@ async def credit_usage(d: Domain, env: str, q: CreditUsageQuery) -> CreditUsage:
             tags=list(zip(keys, s["tags"])), units=s["credits"], events=s["events"],
             points=[Point(at, *s["points"].get(at, (0, 0))) for at in starts])
             for s in page],
-        next=f"o{offset + q.limit}" if offset + q.limit < len(ordered) else None,
+        next=f"o{stop}" if stop < len(ordered) else None,
         prev=f"o{offset}" if offset > 0 else None)
 
 

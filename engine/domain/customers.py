@@ -16,8 +16,8 @@ from engine.domain.context import Domain, require_customer, set_archived, stamp
 from engine.domain.errors import DomainError, bad_input
 from engine.domain.stored import Customer
 
-__all__ = ["CUSTOMER_ID_MAX", "CustomersQuery", "archive", "get", "list_customers",
-           "provision", "update"]
+__all__ = ["CUSTOMER_ID_MAX", "CustomersQuery", "archive", "get", "insert_new", "list_customers",
+           "new_customer", "provision", "require_absent", "update"]
 
 CUSTOMER_ID_MAX = ID_MAX
 _TABLE = "customer_profiles"
@@ -52,12 +52,33 @@ async def provision(d: Domain, env: str, customer_id: str,
                     fields: dict[str, Any]) -> Customer:
     """A new customer with `fields` (by attribute name: email, name, metadata,
     billing_id, …; absent ones stay unset)."""
+    return await insert_new(d, env, new_customer(d, customer_id, fields))
+
+
+def new_customer(d: Domain, customer_id: str, fields: dict[str, Any]) -> Customer:
+    """The customer `provision` would make, checked but not written (`insert_new` writes
+    it): for an operation that checks more against the new customer first."""
     if not customer_id or "/" in customer_id or len(customer_id) > CUSTOMER_ID_MAX:
         raise bad_input(f"must be 1-{CUSTOMER_ID_MAX} characters without '/'", "id")
-    doc = stamp(d.documents, Customer(id=customer_id, **_fields(fields)), created=True)
+    return stamp(d.documents, Customer(id=customer_id, **_fields(fields)), created=True)
+
+
+def _duplicate(customer_id: str) -> DomainError:
+    return DomainError(409, "DuplicatedEntityNotAllowed",
+                       f"customer {customer_id!r} exists already", "id")
+
+
+async def require_absent(d: Domain, env: str, customer_id: str) -> None:
+    """DuplicatedEntityNotAllowed if the customer is stored (archived or not)."""
+    if await d.documents.get(_TABLE, env, customer_id) is not None:
+        raise _duplicate(customer_id)
+
+
+async def insert_new(d: Domain, env: str, doc: Customer) -> Customer:
+    """Write a customer made by `new_customer`; DuplicatedEntityNotAllowed (nothing
+    written) if one with its id exists already."""
     if not await d.documents.insert(_TABLE, env, doc):
-        raise DomainError(409, "DuplicatedEntityNotAllowed",
-                          f"customer {customer_id!r} exists already", "id")
+        raise _duplicate(doc.id)
     return doc
 
 

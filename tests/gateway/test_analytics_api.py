@@ -99,6 +99,33 @@ def test_start_date_wins_over_time_range_and_pages_over_series(client, used) -> 
     assert second.pagination.next is None
 
 
+def test_a_page_before_a_cursor_ends_just_before_it(client, used) -> None:
+    cust, cur, calls, images = used
+    # Largest first: images (10), calls (6), credits consumed directly (1.5).
+    first = client.v1.credits.get_usage(customer_id=cust, currency_id=cur, limit=1).data
+    second = client.v1.credits.get_usage(customer_id=cust, currency_id=cur, limit=1,
+                                         after=first.pagination.next).data
+    assert [s.feature_id for s in second.series] == [calls]
+    # A page of three before the second page's start: only the series before it.
+    back = client.v1.credits.get_usage(customer_id=cust, currency_id=cur, limit=3,
+                                       before=second.pagination.prev).data
+    assert [s.feature_id for s in back.series] == [images]
+    assert back.pagination.prev is None
+    assert back.pagination.next == second.pagination.prev
+    # Before the last series: the two before it, never the cursor's own or later ones.
+    third = client.v1.credits.get_usage(customer_id=cust, currency_id=cur, limit=1,
+                                        after=second.pagination.next).data
+    assert [s.feature_id for s in third.series] == [None]
+    back = client.v1.credits.get_usage(customer_id=cust, currency_id=cur, limit=5,
+                                       before=third.pagination.prev).data
+    assert [s.feature_id for s in back.series] == [images, calls]
+    assert back.pagination.prev is None and back.pagination.next == third.pagination.prev
+    # Before the first series (position 0): nothing, and no page before that.
+    empty = client.v1.credits.get_usage(customer_id=cust, currency_id=cur, limit=2,
+                                        before="o0").data
+    assert empty.series == [] and empty.pagination.prev is None
+
+
 def test_bad_analytics_queries(client, used) -> None:
     cust, cur, calls, images = used
     for kwargs, field in (({"group_by": "a,b,c,d"}, "groupBy"),

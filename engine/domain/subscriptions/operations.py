@@ -9,18 +9,20 @@ customer's lock (`catch_up.editing`), so two changes never write over each other
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from engine.domain import packages
+from engine.domain import customers, packages
 from engine.domain.access import CustomerEntitlements, entitlements
 from engine.domain.constraints import Quantity
 from engine.domain.context import DocumentPage, Domain, check_key, require_customer
 from engine.domain.errors import DomainError, bad_input
-from engine.domain.stored import unset_none
+from engine.domain.stored import Customer, unset_none
 from engine.domain.subscriptions import catch_up as subs
 from engine.domain.subscriptions.changes import (
     Trial,
@@ -32,9 +34,9 @@ from engine.domain.subscriptions.changes import (
 from engine.domain.subscriptions.document import ScheduledUpdate, Subscription, decode
 
 __all__ = ["STATUSES", "AddonIn", "CancelInput", "ChargeIn", "CouponIn", "ProvisionInput",
-           "Provisioned", "SubscriptionsQuery", "UpdateInput", "cancel", "cancel_schedule",
-           "coupons_of", "get", "list_subscriptions", "migrate", "provision", "publish", "transfer",
-           "update"]
+           "Provisioned", "SUBSCRIPTION_FIELD", "SubscriptionsQuery", "UpdateInput", "cancel",
+           "cancel_schedule", "coupons_of", "get", "list_subscriptions", "migrate", "provision",
+           "provision_customer", "publish", "transfer", "update"]
 
 STATUSES = ("PAYMENT_PENDING", "ACTIVE", "EXPIRED", "IN_TRIAL", "CANCELED", "NOT_STARTED")
 PRICING_TYPES = ("FREE", "PAID", "CUSTOM")
@@ -200,10 +202,7 @@ async def _replace_running(d: Domain, env: str, doc: Subscription, now: int) -> 
     return anchor
 
 
-async def provision(d: Domain, env: str, q: ProvisionInput) -> Provisioned:
-    """A new subscription of the customer to the plan. A second subscription to a product
-    that allows one replaces the first (which ends, its unused recurring credits voided);
-    provisioning is serialized per customer, so two at once never replace each other."""
+def _check_input(q: ProvisionInput) -> None:
     if not q.customer_id:
         raise bad_input("is required", "customerId")
     if not q.plan_id:
@@ -212,8 +211,53 @@ async def provision(d: Domain, env: str, q: ProvisionInput) -> Provisioned:
         _check_id(q.id, "id")
     if q.idempotency_key is not None:
         check_key(q.idempotency_key, "Idempotency-Key")
+
+
+async def provision(d: Domain, env: str, q: ProvisionInput) -> Provisioned:
+    """A new subscription of the customer to the plan. A second subscription to a product
+    that allows one replaces the first (which ends, its unused recurring credits voided);
+    provisioning is serialized per customer, so two at once never replace each other."""
+    _check_input(q)
     async with subs.provision_lock(env, q.customer_id):
         return await _provision(d, env, q)
+
+
+SUBSCRIPTION_FIELD = "subscription."
+
+
+@contextmanager
+def _fields_under(prefix: str) -> Iterator[None]:
+    try:
+        yield
+    except DomainError as exc:
+        if exc.field:
+            exc.field = prefix + exc.field
+        raise
+
+
+async def provision_customer(d: Domain, env: str, customer_id: str, fields: dict[str, Any],
+                             q: ProvisionInput) -> tuple[Customer, Provisioned]:
+    """A new customer (`customers.provision`'s `fields`) with a first subscription (`q`,
+    for that customer), made whole or not at all: the customer and the whole subscription
+    request (plan, billing period, add-ons, quantities, charges, coupon, trial, dates, id)
+    are checked against the customer to be before either is written, so a refused
+    subscription leaves no customer behind. A refusal of the subscription names its field
+    under SUBSCRIPTION_FIELD (`subscription.planId`); the customer's, as `provision` does
+    (`id`: DuplicatedEntityNotAllowed if the customer exists)."""
+    customer = customers.new_customer(d, customer_id, fields)
+    q = msgspec.structs.replace(q, customer_id=customer_id)
+    with _fields_under(SUBSCRIPTION_FIELD):
+        _check_input(q)
+    async with subs.provision_lock(env, customer_id):
+        await customers.require_absent(d, env, customer_id)
+        ident = q.id
+        if ident is None and q.idempotency_key is not None:
+            ident = subs.id_for_key(q.plan_id, customer_id, q.idempotency_key)
+        with _fields_under(SUBSCRIPTION_FIELD):
+            doc, now = await _checked(d, env, q, customer, ident)
+        # Everything is checked: the customer is written, then its subscription.
+        customer = await customers.insert_new(d, env, customer)
+        return customer, await _store(d, env, doc, now)
 
 
 async def _provision(d: Domain, env: str, q: ProvisionInput) -> Provisioned:
@@ -231,6 +275,15 @@ async def _provision(d: Domain, env: str, q: ProvisionInput) -> Provisioned:
             raise DomainError(409, "IdempotencyKeyReused", "this idempotency key was used with "
                               "a different request", "Idempotency-Key")
     customer = await require_customer(d, env, q.customer_id)
+    doc, now = await _checked(d, env, q, customer, ident)
+    return await _store(d, env, doc, now)
+
+
+async def _checked(d: Domain, env: str, q: ProvisionInput, customer: Customer,
+                   ident: str | None) -> tuple[Subscription, int]:
+    """The subscription `q` makes for `customer` (stored or about to be), every rule
+    checked, nothing written; and the time it was made at."""
+    key = q.idempotency_key
     now = d.now_ms()
     start = now if q.start is None else q.start
     country = country_code(q.billing_country_code)
@@ -268,7 +321,12 @@ async def _provision(d: Domain, env: str, q: ProvisionInput) -> Provisioned:
         start=start, anchor=paid_from, credit_anchor=paid_from, trial_end=trial_end,
         trial_end_behavior=behavior, end=q.cancel_at, cancel_at=q.cancel_at)
     doc.apply(changes)
-    async with subs.lock_of(env, q.customer_id):
+    return doc, now
+
+
+async def _store(d: Domain, env: str, doc: Subscription, now: int) -> Provisioned:
+    """Write a subscription `_checked` made (its customer's provisioning lock held)."""
+    async with subs.lock_of(env, doc.customer_id):
         doc = await subs.catch_up(d, env, doc, new=True)
     # Only once the new subscription is stored does the one it replaces end: a failure in
     # between leaves the customer with both for a moment, never with neither.

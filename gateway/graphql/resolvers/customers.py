@@ -2,8 +2,8 @@
 GraphQL forms of the REST routes (gateway/routes/customers.py), decided by
 engine/domain/customers.py.
 
-    provisionCustomer    customers.provision (+ operations.provision for
-                         `subscriptionParams`)                    -> ProvisionedCustomer
+    provisionCustomer    customers.provision (operations.provision_customer
+                         with `subscriptionParams`)               -> ProvisionedCustomer
     getCustomerByRefId   customers.get                            -> Customer
     updateOneCustomer    customers.update                         -> Customer
     archiveCustomer      customers.archive(archived=True)         -> Customer
@@ -15,8 +15,9 @@ its coupon and promotional entitlements. `id`, `refId` and `customerId` are all 
 customer's id. `customerId` (or `refId`) names the customer; a provisioned customer that
 exists already is DuplicatedEntityNotAllowed, as over REST.
 
-`subscriptionParams` is checked whole (plan, billing period, add-ons, quantities, coupon)
-before the customer is made, so a refused subscription leaves no customer behind; without
+`subscriptionParams` is checked whole with the customer by the domain
+(operations.provision_customer: plan, billing period, add-ons, quantities, coupon, trial,
+dates, id) before either is written, so a refused subscription leaves no customer; without
 it no subscription is made (SKIPPED_SUBSCRIPTION_CREATION: creditd has no default plan to
 fall back on). Billing-provider fields creditd has no place for (awsMarketplaceCustomerId,
 crmId, salesforceId, most of billingInformation) are a BadUserInput naming them when set.
@@ -34,7 +35,6 @@ from engine.domain.paywall import customer_view
 from engine.domain.promotions import PromotionsQuery, list_promotions
 from engine.domain.stored import Customer, unset_none
 from engine.domain.subscriptions import catch_up, operations
-from engine.domain.subscriptions.changes import country_code, resolve
 from gateway.graphql.resolvers.common import context
 from gateway.graphql.resolvers.subscriptions import (
     entitlements_json,
@@ -111,35 +111,37 @@ def _fields(input: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _subscription_field(field: str) -> str:
+    """A field of the domain's subscription request as ProvisionCustomerInput names it."""
+    name = field.removeprefix(operations.SUBSCRIPTION_FIELD)
+    return "subscriptionParams." + ("subscriptionId" if name == "id" else name)
+
+
 async def provision_customer(_: Any, info: GraphQLResolveInfo, input: dict) -> dict:
     d, env = context(info)
     customer_id = _customer_id(input)
     fields = _fields(input)
     params = input.get("subscriptionParams")
-    wanted = None
-    if params is not None:
-        wanted = provision_input(params, customer_id, prefix="subscriptionParams.")
-        # Checked before the customer is made (the domain's own checks, as provisioning
-        # will make them): a refused subscription leaves no customer behind.
-        try:
-            await resolve(d, env, None, plan_id=wanted.plan_id,
-                          billing_period=wanted.billing_period, addons=wanted.addons,
-                          unit_quantity=wanted.unit_quantity, charges=wanted.charges,
-                          country=country_code(wanted.billing_country_code))
-            await operations.coupons_of(d, env, wanted.coupon, None, "appliedCoupon")
-        except DomainError as exc:
-            if exc.field:
-                exc.field = f"subscriptionParams.{exc.field}"
-            raise
-    with renamed(id="customerId"):
-        customer = await customers.provision(d, env, customer_id, fields)
+    made = None
+    try:
+        if params is None:
+            customer = await customers.provision(d, env, customer_id, fields)
+        else:
+            wanted = provision_input(params, customer_id, prefix="subscriptionParams.")
+            customer, made = await operations.provision_customer(d, env, customer_id, fields,
+                                                                 wanted)
+    except DomainError as exc:
+        if exc.field == "id":
+            exc.field = "customerId"
+        elif exc.field and exc.field.startswith(operations.SUBSCRIPTION_FIELD):
+            exc.field = _subscription_field(exc.field)
+        raise
     subscription = entitlements = v2 = None
-    if wanted is not None:
-        made = await operations.provision(d, env, wanted)
+    if made is not None:
         doc = made.subscription
         subscription = await subscription_out(d, env, doc)
         entitlements, v2 = entitlements_json(made.entitlements, customer_id, doc.resource_id)
-    strategy = "REQUESTED_PLAN" if wanted is not None else "SKIPPED_SUBSCRIPTION_CREATION"
+    strategy = "REQUESTED_PLAN" if made is not None else "SKIPPED_SUBSCRIPTION_CREATION"
     return {"__typename": "ProvisionedCustomer",
             "customer": await customer_out(d, env, customer),
             "subscriptionDecisionStrategy": strategy,

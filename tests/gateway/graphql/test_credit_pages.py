@@ -309,6 +309,34 @@ def test_credit_usage_per_feature_and_per_dimension(server: Any, customer: str,
         assert _refused(answer) == ("BadUserInput", field), extra
 
 
+def test_credit_usage_last_before_a_cursor_ends_just_before_it(
+        server: Any, customer: str, currency: str, usage_setup: dict) -> None:
+    base = usage_setup["base"]
+    query = {"customerId": customer, "currencyId": currency, "groupBy": ["model"],
+             "startDate": _iso(base), "endDate": _iso(base + 4 * HOUR)}
+
+    def page(paging: dict) -> dict:
+        return data(gql(server, "GetCreditUsage", {"input": {**query, "paging": paging}}))[
+            "creditUsage"]
+
+    # Largest first: dalle (6), claude (4), gpt (1.75).
+    first = page({"first": 1})
+    second = page({"first": 1, "after": first["pageInfo"]["endCursor"]})
+    assert [s["totalCredits"] for s in second["series"]] == [4]
+    third = page({"first": 1, "after": second["pageInfo"]["endCursor"]})
+    assert [s["totalCredits"] for s in third["series"]] == [Decimal("1.75")]
+    # `last` larger than what lies before the cursor: only the series before it.
+    back = page({"last": 5, "before": second["pageInfo"]["startCursor"]})
+    assert [s["totalCredits"] for s in back["series"]] == [6]
+    assert not back["pageInfo"]["hasPreviousPage"] and back["pageInfo"]["hasNextPage"]
+    back = page({"last": 5, "before": third["pageInfo"]["startCursor"]})
+    assert [s["totalCredits"] for s in back["series"]] == [6, 4]
+    assert not back["pageInfo"]["hasPreviousPage"]
+    # Before the first series: an empty page with nothing before it.
+    empty = page({"last": 2, "before": "o0"})
+    assert empty["series"] == [] and not empty["pageInfo"]["hasPreviousPage"]
+
+
 # -- usageHistoryV2 --------------------------------------------------------------------------
 
 def test_usage_history_shows_the_running_total_per_group(server: Any, client: Any,

@@ -4,6 +4,7 @@ UnarchiveCustomer — the catalog, coupons and promotions made through REST."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from tests.gateway.graphql.wire import code, data, gql
@@ -179,3 +180,54 @@ def test_refusals_name_their_field_and_leave_nothing(server: Any, client: Any, c
     assert code(wrong) == "BadUserInput" and "billingPeriod" in wrong["errors"][0]["message"]
     assert code(gql(server, "GetCustomerById", {"input": {"customerId": fresh}})) == \
         "CustomerNotFound"
+
+
+def test_a_subscription_refused_past_the_plan_checks_leaves_no_customer(
+        server: Any, client: Any, uid: Any) -> None:
+    catalog = Catalog(client, uid)
+    plan = catalog.plan(credits=10)  # a plan without a default trial
+    start = datetime.now(timezone.utc).replace(microsecond=0)
+    fresh = uid("cust")
+
+    def provision(params: dict[str, Any], customer_id: str = fresh) -> dict[str, Any]:
+        return gql(server, "ProvisionCustomer", {"input": {
+            "customerId": customer_id, "name": "Acme",
+            "subscriptionParams": {"planId": plan, **params}}})
+
+    def absent(customer_id: str = fresh) -> bool:
+        answer = gql(server, "GetCustomerById", {"input": {"customerId": customer_id}})
+        return not (answer.get("data") or {}).get("getCustomerByRefId") and _error(
+            answer) == ("CustomerNotFound", "customerId")
+
+    # Plan, add-ons and coupon are fine; the trial is what the subscription rules refuse.
+    for trial in ({"isTrial": True, "trialEndDate": _iso(start - timedelta(days=1))},
+                  {"isTrial": True}):
+        refused = provision({"startDate": _iso(start), "trialOverrideConfiguration": trial})
+        assert absent(), trial
+        assert _error(refused) == (
+            "BadUserInput", "subscriptionParams.trialOverrideConfiguration.trialEndDate"), trial
+    # A subscription id taken by another customer's subscription.
+    taken = uid("sub")
+    other = uid("cust")
+    data(provision({"subscriptionId": taken}, other))
+    refused = provision({"subscriptionId": taken})
+    assert absent()
+    assert _error(refused) == ("DuplicatedEntityNotAllowed", "subscriptionParams.subscriptionId")
+
+    # The same call with a trial ending after the start makes both.
+    trial_end = start + timedelta(days=14)
+    made = data(provision({"startDate": _iso(start), "trialOverrideConfiguration": {
+        "isTrial": True, "trialEndDate": _iso(trial_end)}}))["provisionCustomer"]
+    assert made["customer"]["customerId"] == fresh
+    assert (made["subscription"]["status"], made["subscription"]["plan"]["refId"]) == (
+        "IN_TRIAL", plan)
+    got = data(gql(server, "GetCustomerById", {"input": {"customerId": fresh}}))[
+        "getCustomerByRefId"]
+    assert got["name"] == "Acme"
+    assert [s["status"] for s in got["subscriptions"]] == ["IN_TRIAL"]
+    # Once it exists, the customer is a duplicate, whatever the subscription.
+    assert _error(provision({})) == ("DuplicatedEntityNotAllowed", "customerId")
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
