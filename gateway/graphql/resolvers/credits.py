@@ -4,6 +4,7 @@
     createCreditGrant     credits.grant_credits
     voidCreditGrant       credits.void_grant
     consumeCredits        credits.consume
+    consumeCreditsAsync   credits.consume_many (a batch, checked whole)
     creditGrants          credits.grants (+ credits.grants_count for totalCount)
     creditsLedger         credits.ledger (+ credits.ledger_count for totalCount)
     creditUsage           analytics.credit_usage
@@ -124,17 +125,38 @@ async def void_credit_grant(_: Any, info: GraphQLResolveInfo, input: dict) -> di
     return credit_grant_json(customer_id, grant)
 
 
+def _consume_input(item: dict[str, Any], at: str) -> credits.ConsumeInput:
+    return credits.ConsumeInput(
+        customer_id=item["customerId"], currency_id=item["currencyId"],
+        resource_id=item.get("resourceId"), amount=amount_in(item["amount"], f"{at}amount"),
+        idempotency_key=item["idempotencyKey"],
+        dimensions=dimensions_in(item.get("dimensions"), f"{at}dimensions"),
+        created_at=time_in(item.get("createdAt"), f"{at}createdAt"))
+
+
 async def consume_credits(_: Any, info: GraphQLResolveInfo, input: dict) -> dict:
     d, env = context(info)
-    reply = await credits.consume(d, env, credits.ConsumeInput(
-        customer_id=input["customerId"], currency_id=input["currencyId"],
-        resource_id=input.get("resourceId"), amount=amount_in(input["amount"], "amount"),
-        idempotency_key=input["idempotencyKey"],
-        dimensions=dimensions_in(input.get("dimensions"), "dimensions"),
-        created_at=time_in(input.get("createdAt"), "createdAt")))
+    reply = await credits.consume(d, env, _consume_input(input, ""))
     return {"amount": amount_out(reply.amount), "currencyId": input["currencyId"],
             "customerId": input["customerId"], "resourceId": input.get("resourceId"),
             "timestamp": iso(reply.timestamp), "credit": credit_json(reply.balance)}
+
+
+async def consume_credits_async(_: Any, info: GraphQLResolveInfo, input: dict) -> str:
+    """A batch, validated whole (shapes, amounts, customers, currencies) before any item is
+    applied, then each item applied and durable before the answer (REST's
+    /credits/consumption/async). Stigg answers a String; here it says what happened, with
+    each refused item (e.g. insufficient credits) by index and code."""
+    d, env = context(info)
+    given = input["consumptions"]
+    if not 1 <= len(given) <= credits.CONSUMPTIONS_MAX:
+        raise bad_input(f"must hold 1 to {credits.CONSUMPTIONS_MAX} items", "consumptions")
+    results = await credits.consume_many(d, env, [
+        _consume_input(c, f"consumptions[{i}].") for i, c in enumerate(given)])
+    refused = [f"consumptions[{i}] {r.code}" for i, r in enumerate(results)
+               if isinstance(r, DomainError)]
+    summary = f"accepted {len(results) - len(refused)} of {len(results)}"
+    return summary + (f"; refused: {', '.join(refused)}" if refused else "")
 
 
 # -- pages ---------------------------------------------------------------------------------
@@ -302,4 +324,4 @@ async def credit_usage(_: Any, info: GraphQLResolveInfo, input: dict) -> dict:
 QUERIES = {"creditBalanceSummary": credit_balance_summary, "creditGrants": credit_grants,
            "creditsLedger": credits_ledger, "creditUsage": credit_usage}
 MUTATIONS = {"createCreditGrant": create_credit_grant, "voidCreditGrant": void_credit_grant,
-             "consumeCredits": consume_credits}
+             "consumeCredits": consume_credits, "consumeCreditsAsync": consume_credits_async}

@@ -138,9 +138,10 @@ def test_the_served_schema_is_stiggs(server: Any) -> None:
             assert str(definition.type) == str(stigg.type), field
             assert {a: str(v.type) for a, v in definition.args.items()} == {
                 a: str(v.type) for a, v in stigg.args.items()}, field
-    # Every recorded client document (the 45 operations issue 17 names) validates against
+    # Every recorded client document (the operations issue 17 names, and ConsumeCreditsAsync)
+    # validates against
     # what is served.
-    assert len(DOCUMENTS) == 45
+    assert len(DOCUMENTS) == 46
     for name, doc in DOCUMENTS.items():
         assert validate(served, parse(doc["query"])) == [], name
 
@@ -240,3 +241,28 @@ def test_bad_documents_are_graphql_errors(server: Any, customer: str) -> None:
     answer = gql(server, "Q", {}, query="query Q { creditBalanceSummary(input: "
                  "{customerId: \"c\"}) { ...B0 } } " + bomb)
     assert code(answer) == "CustomerNotFound"  # validated and run in bounded time
+
+
+def test_consume_credits_async_applies_a_batch(server: Any, customer: str,
+                                               currency: str) -> None:
+    data(gql(server, "GrantCredits", {"input": {
+        "customerId": customer, "currencyId": currency, "amount": Decimal("1.5"),
+        "displayName": "g", "grantType": "PAID"}}))
+    batch = [{"customerId": customer, "currencyId": currency, "amount": Decimal(a),
+              "idempotencyKey": f"async-{i}"} for i, a in enumerate(("0.5", "0.7", "0.6"))]
+    answer = data(gql(server, "ConsumeCreditsAsync", {"input": {"consumptions": batch}}))
+    # The third does not fit what is left (0.3): refused alone, by index and code.
+    assert answer == {"consumeCreditsAsync":
+                      "accepted 2 of 3; refused: consumptions[2] InsufficientCredits"}
+    [b] = data(gql(server, "GetCreditBalance", {"input": {
+        "customerId": customer, "currencyId": currency}}))["creditBalanceSummary"]["balances"]
+    assert b["currentBalance"] == Decimal("0.3")
+    # Validated whole before anything is applied: an unknown customer refuses the batch.
+    refused = gql(server, "ConsumeCreditsAsync", {"input": {"consumptions": [
+        {**batch[0], "idempotencyKey": "async-x"},
+        {**batch[0], "customerId": "nobody", "idempotencyKey": "async-y"}]}})
+    assert code(refused) == "CustomerNotFound"
+    assert refused["errors"][0]["extensions"]["field"] == "consumptions[1].customerId"
+    [after] = data(gql(server, "GetCreditBalance", {"input": {
+        "customerId": customer, "currencyId": currency}}))["creditBalanceSummary"]["balances"]
+    assert after["currentBalance"] == Decimal("0.3")
