@@ -10,7 +10,10 @@
 Each test runs a driver (`drivers/stigg_v2.py` in that venv, `node/driver.js` under
 `node`) as a subprocess: the driver reads a list of SDK calls as JSON on stdin, makes them
 as the documentation's snippets do, and prints each call's result (or the error the SDK
-raised) as JSON. Adding an operation to a test is one more step in its list.
+raised) as JSON, with the HTTP requests it made. Adding an operation to a test is one
+more step in its list. `node_listener` runs the Node driver in its listening mode instead:
+the SDK with realtime updates, kept running while the test makes changes, its events and
+websocket frames read line by line (harness.Listener).
 
 Under CI=true a missing `node`/`npm` or a failed install fails the tests; elsewhere they
 are skipped with the reason (and the installer's output).
@@ -25,14 +28,14 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 
 from tests.gateway import conftest as gateway
-from tests.sdk.harness import Catalog, Driver
+from tests.sdk.harness import Catalog, Driver, Listener
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -140,6 +143,21 @@ def py_sdk(stigg_v2_python: Path, server: Server) -> Driver:
 @pytest.fixture
 def node_driver(node_sdk: Path, server: Server) -> Driver:
     return Driver([str(node_sdk), str(NODE_DRIVER)], server)
+
+
+@pytest.fixture
+def node_listener(node_sdk: Path, server: Server) -> Iterator[Callable[..., Listener]]:
+    """`node_listener(config={…}, steps=[…])` starts the Node SDK with realtime updates
+    (node/driver.js listening); each is closed (its stdin ended) after the test."""
+    started: list[Listener] = []
+
+    def start(**settings: Any) -> Listener:
+        started.append(Listener([str(node_sdk), str(NODE_DRIVER)], server, **settings))
+        return started[-1]
+
+    yield start
+    for listener in started:
+        listener.close()
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,9 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 DRIVER_TIMEOUT = 120
+# How long a listening SDK may take to print what a test waits for (it starts, connects
+# its websocket; an event follows a change within milliseconds): a bound, not a pause.
+LISTEN_TIMEOUT = 20
 
 
 class Driver:
@@ -51,10 +56,107 @@ class Driver:
         return out["results"]
 
     def ok(self, steps: list[dict[str, Any]], **settings: Any) -> list[Any]:
+        return [answer for answer, _ in self.traced(steps, **settings)]
+
+    def traced(self, steps: list[dict[str, Any]],
+               **settings: Any) -> list[tuple[Any, list[str]]]:
+        """As `ok`, each answer with the HTTP requests the SDK made for it
+        (`"GET /v1/paywall.json?…"`, `"POST /graphql GetPaywall"`)."""
         results = self.run(steps, **settings)
         for step, result in zip(steps, results, strict=True):
             assert "ok" in result, (step, result)
-        return [r["ok"] for r in results]
+        return [(r["ok"], r["requests"]) for r in results]
+
+
+class Listener:
+    """The Node driver in its listening mode: the SDK initialized with realtime updates,
+    kept running. Its output lines (JSON) are read by a thread as they come: `ready` (the
+    script's steps' results, once the SDK's websocket is subscribed), `event` (what the SDK
+    emitted), `frame` (a websocket message either way), `result` (of `call`)."""
+
+    def __init__(self, cmd: list[str], server: Any, **settings: Any) -> None:
+        script = {"url": server.url, "key": server.key, **settings, "listen": True}
+        self.proc = subprocess.Popen(cmd, cwd=HERE, text=True, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.lines: list[dict[str, Any]] = []
+        self.taken: set[int] = set()
+        self.stderr: list[str] = []
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self._send(script)
+
+    def _send(self, message: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(message) + "\n")
+        self.proc.stdin.flush()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._changed:
+                self.lines.append(json.loads(line, parse_float=Decimal))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+
+    def wait(self, what: str, matches: Callable[[dict[str, Any]], bool] = lambda _: True,
+             timeout: float = LISTEN_TIMEOUT) -> dict[str, Any]:
+        """The first line not waited for yet that has key `what` and `matches` (given the
+        line), waiting for it up to `timeout` seconds; the driver's output in the failure
+        otherwise."""
+        def found() -> int | None:
+            return next((i for i, line in enumerate(self.lines) if i not in self.taken
+                         and what in line and matches(line)), None)
+
+        with self._changed:
+            done = self._changed.wait_for(
+                lambda: found() is not None or self.proc.poll() is not None, timeout)
+            index = found()
+            if index is None:
+                raise AssertionError(
+                    f"no {what!r} line as wanted in {timeout} s"
+                    f"{'' if done else ' (timed out)'}; the driver printed:\n"
+                    + "\n".join(json.dumps(line, default=str) for line in self.lines)
+                    + f"\nstderr: {''.join(self.stderr)}")
+            self.taken.add(index)
+            return self.lines[index]
+
+    def ready(self) -> list[dict[str, Any]]:
+        """The script's steps' results, once the SDK is subscribed (its init must be ok)."""
+        ready = self.wait("ready")["ready"]
+        assert "ok" in ready["init"], ready
+        self.init: dict[str, Any] = ready["init"]
+        return ready["results"]
+
+    def event(self, name: str, matches: Callable[[Any], bool] = lambda _: True) -> Any:
+        """The payload of the next `name` event the SDK emitted that `matches`."""
+        return self.wait("event", lambda e: e["event"] == name and matches(e["data"]))["data"]
+
+    def call(self, step: dict[str, Any]) -> dict[str, Any]:
+        """One SDK call in the running SDK: {"ok" | "error", "requests"}."""
+        self._send(step)
+        return self.wait("result")["result"]
+
+    def frames(self, direction: str | None = None) -> list[dict[str, Any]]:
+        with self._changed:
+            return [line["frame"]["message"] for line in self.lines if "frame" in line
+                    and direction in (None, line["frame"]["dir"])]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 def step(call: str, *args: Any, input_type: str | None = None,

@@ -305,3 +305,104 @@ def test_customers_subscriptions_paywall_and_entitlements(py_sdk: Driver, catalo
     assert grants["creditGrants"]["totalCount"] == 1
     assert [e["node"]["amount"] for e in ledger["creditsLedger"]["edges"]] == [5]
     assert config["sdkConfiguration"] is not None
+
+
+
+def test_reads_go_through_edge_as_by_default(py_sdk: Driver, client: Any,
+                                             catalog: Catalog) -> None:
+    """`Stigg.create_client(key, api_url=…, enable_edge=True, edge_api_url=…)`, the
+    client's default: the entitlement, paywall and subscription reads are GETs of the Edge
+    JSON files (each request seen on the client's own http_client), accepted by its strict
+    models, with exact values, and answering exactly what the same reads answer over
+    GraphQL with Edge off (refusals too); writes still go to /graphql."""
+    customer = catalog.customer()
+    client.v1.subscriptions.provision(customer_id=customer, plan_id=catalog.plan,
+                                      unit_quantity=2)
+    query = {"customerId": customer}
+    report = step("report_usage", {**query, "featureId": catalog.campaigns, "value": 30},
+                  input_type="ReportUsageInput")
+    reads = [
+        step("get_entitlements_state", query, input_type="FetchEntitlementsQuery"),
+        step("get_entitlement", {**query, "featureId": catalog.campaigns,
+                                 "options": {"requestedUsage": 70}},
+             input_type="FetchEntitlementQuery"),
+        step("get_entitlement", {**query, "featureId": catalog.campaigns,
+                                 "options": {"requestedUsage": 71}},
+             input_type="FetchEntitlementQuery"),
+        step("get_entitlements", query, input_type="FetchEntitlementsQuery"),
+        step("get_paywall", {}, input_type="GetPaywallInput"),
+        step("get_paywall", {"productId": catalog.product}, input_type="GetPaywallInput"),
+        step("get_active_subscriptions_list", query, input_type="GetActiveSubscriptionsInput"),
+    ]
+    refusals = [
+        step("get_entitlements_state", query, input_type="FetchEntitlementsQuery",
+             key="cd_wrong"),
+        step("get_entitlements_state", {"customerId": "nobody"},
+             input_type="FetchEntitlementsQuery"),
+    ]
+    [report_result, *edge, wrong, unknown] = py_sdk.run([report, *reads, *refusals],
+                                                        edge=True)
+    *graphql, wrong_graphql, unknown_graphql = py_sdk.run([*reads, *refusals])
+    # A wrong API key on an Edge read is HTTP 401 (the client raises its
+    # GraphQLClientHttpError; over GraphQL it is Unauthenticated); an unknown customer's
+    # state says CustomerNotFound both ways.
+    assert (error_of(wrong)["type"], error_of(wrong)["message"]) == (
+        "GraphQLClientHttpError", "HTTP status code: 401")
+    assert wrong["requests"] == [f"GET /v1/c/{customer}/entitlements-state.json"]
+    assert error_of(wrong_graphql)["codes"] == ["Unauthenticated"]
+    assert unknown["requests"] == ["GET /v1/c/nobody/entitlements-state.json"]
+    assert unknown["ok"]["entitlementsState"] == {
+        "__typename": "EntitlementsState", "entitlements": [], "entitlementsV2": [],
+        "accessDeniedReason": "CustomerNotFound"}
+    assert unknown_graphql["ok"] == unknown["ok"]
+
+    for result in (report_result, *edge, *graphql):
+        assert "ok" in result, result
+    used, write = report_result["ok"], report_result["requests"]
+    edge = [(r["ok"], r["requests"]) for r in edge]
+    graphql = [(r["ok"], r["requests"]) for r in graphql]
+    assert used["reportUsage"]["currentUsage"] == 30
+    assert write == ["POST /graphql ReportUsage"]
+    c, paywall = f"/v1/c/{customer}", "fetchAllCountriesPrices=false&includeHiddenPlans=false"
+    assert [requests for _, requests in edge] == [
+        [f"GET {c}/entitlements-state.json"],
+        [f"GET {c}/entitlements.json?featureId={catalog.campaigns}&requestedUsage=70.0"],
+        [f"GET {c}/entitlements.json?featureId={catalog.campaigns}&requestedUsage=71.0"],
+        [f"GET {c}/entitlements.json"],
+        [f"GET /v1/paywall.json?{paywall}"],
+        [f"GET /v1/p/{catalog.product}/paywall.json?{paywall}"],
+        [f"GET {c}/subscriptions.json"]]
+    assert [requests for _, requests in graphql] == [[f"POST /graphql {name}"] for name in (
+        "GetEntitlementsState", "GetEntitlement", "GetEntitlement", "GetEntitlements",
+        "GetPaywall", "GetPaywall", "GetActiveSubscriptionsList")]
+    assert [answer for answer, _ in edge] == [answer for answer, _ in graphql]
+
+    state, fits, over, listed, everything, product, subscriptions = (a for a, _ in edge)
+    [e] = state["entitlementsState"]["entitlements"]
+    assert (e["feature"]["refId"], e["isGranted"], e["usageLimit"], e["currentUsage"],
+            e["resetPeriod"]) == (catalog.campaigns, True, 100, 30, "MONTH")
+    [v2] = state["entitlementsState"]["entitlementsV2"]
+    assert (v2["__typename"], v2["usageLimit"], v2["currentUsage"]) == (
+        "FeatureEntitlement", 100, 30)
+    # 30 used: 70 more fits the plan's 100, 71 does not.
+    f = fits["entitlement"]
+    assert (f["isGranted"], f["requestedUsage"], f["accessDeniedReason"]) == (True, 70, None)
+    o = over["entitlement"]
+    assert (o["isGranted"], o["requestedUsage"], o["accessDeniedReason"]) == (
+        False, 71, "RequestedUsageExceedingLimit")
+    assert [x["feature"]["refId"] for x in listed["entitlements"]] == [catalog.campaigns]
+    assert listed["entitlements"][0]["currentUsage"] == 30
+    # Without a product the paywall holds every product's plans (the module's server is
+    # shared), this one's among them.
+    assert catalog.plan in {p["refId"] for p in everything["paywall"]["plans"]}
+    [plan] = product["paywall"]["plans"]
+    assert (plan["refId"], plan["displayName"], plan["product"]["refId"]) == (
+        catalog.plan, "Growth", catalog.product)
+    assert sorted((p["billingModel"], p["price"]["amount"]) for p in plan["prices"]) == [
+        ("FLAT_FEE", 10), ("PER_UNIT", 4)]
+    [addon] = plan["compatibleAddons"]
+    assert (addon["refId"], addon["maxQuantity"], addon["prices"][0]["price"]["amount"]) == (
+        catalog.addon, 5, 3)
+    [sub] = subscriptions["getActiveSubscriptions"]
+    assert (sub["status"], sub["plan"]["planId"], sub["customer"]["customerId"],
+            sub["billingPeriod"]) == ("ACTIVE", catalog.plan, customer, "MONTHLY")
