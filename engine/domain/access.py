@@ -9,7 +9,9 @@ promotion at all), NoFeatureEntitlementInSubscription, RequestedUsageExceedingLi
 hard limit: current usage in the window + requested usage above the limit; without a
 requested usage, nothing left), RequestedValuesMismatch (an ENUM value not granted). A
 soft limit never denies. Current usage is the engine's counter for the current reset
-window. A credit check is denied with InsufficientCredits.
+window. A credit check is denied with InsufficientCredits, and so is a credit-backed
+feature (one with a credit rate) whose currency's pool holds nothing or less than the
+requested usage costs — as Stigg's SDKs decide it from a balance update.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from engine.domain.entitlements import (
     usage_of,
 )
 from engine.domain.errors import bad_input, from_refusal
+from engine.domain.features import credit_rate_units
 from engine.domain.stored import Currency, Feature
 
 __all__ = ["RESERVATION_TTL_S_DEFAULT", "RESERVATION_TTL_S_MAX", "CreditAccess",
@@ -117,6 +120,33 @@ def _decide(feature: Feature, eff: Effective | None, usage: tuple[int, int] | No
     return None
 
 
+def _credits_denial(feature: Feature, pools: dict[str, BalanceView],
+                    requested: int | None) -> str | None:
+    """InsufficientCredits for a credit-backed feature (one with a credit rate: using it
+    spends credits) whose currency's pool holds nothing, or less than `requested` usage
+    would cost; None otherwise, and for a pool that may overdraw (no hard limit)."""
+    rate = credit_rate_units(feature)
+    if rate is None:
+        return None
+    currency_id, per_unit = rate
+    pool = pools.get(currency_id)
+    if pool is not None and not pool.hard_limit:
+        return None
+    balance = pool.current_balance if pool is not None else 0
+    cost = -(-(requested or 0) * per_unit // SCALE)  # rounded up: never promise too much
+    return "InsufficientCredits" if balance <= 0 or cost > balance else None
+
+
+async def _pools(d: Domain, env: str, customer_id: str,
+                 resource_id: str | None) -> dict[str, BalanceView]:
+    """The customer's credit pools for `resource_id` (those usage there spends), by
+    currency."""
+    reply = await d.runtime.submit(engine_id(env, customer_id),
+                                   GetBalances(resource_id=resource_id, match_resource=True))
+    assert isinstance(reply, BalancesReply)
+    return {b.currency_id: b for b in reply.balances}
+
+
 async def check_feature(d: Domain, env: str, customer_id: str, feature_id: str, *,
                         requested: int | None = None, values: list[str] | None = None,
                         resource_id: str | None = None) -> FeatureAccess:
@@ -138,6 +168,9 @@ async def check_feature(d: Domain, env: str, customer_id: str, feature_id: str, 
         usage = (await usage_of(d, env, customer_id, resource_id, windows)).get(feature_id)
     denied = _decide(feature, eff, usage, bool(sources.subscriptions or sources.promotions),
                      requested, values or [])
+    if denied is None and feature.credit_rate is not None:
+        denied = _credits_denial(feature, await _pools(d, env, customer_id, resource_id),
+                                 requested)
     return FeatureAccess(feature=feature, effective=eff if eff is not None and eff.granted
                          else None, usage=usage, granted=denied is None, denied=denied)
 
@@ -226,14 +259,11 @@ async def entitlements(d: Domain, env: str, customer_id: str,
     denied = await customer_denial(d, env, customer_id)
     if denied is not None:
         return CustomerEntitlements(denied=denied, features=[], credits=[])
-    balances = await d.runtime.submit(engine_id(env, customer_id),
-                                      GetBalances(resource_id=resource_id,
-                                                  match_resource=True))
-    assert isinstance(balances, BalancesReply)
+    pools = await _pools(d, env, customer_id, resource_id)
     now = d.now_ms()
     sources = await effective_entitlements(d, env, customer_id, resource_id, now)
     credits = []
-    for view in balances.balances:
+    for view in pools.values():
         currency = await require_currency(d, env, view.currency_id, allow_archived=True)
         granted = view.current_balance > 0
         credits.append(CreditAccess(
@@ -250,7 +280,8 @@ async def entitlements(d: Domain, env: str, customer_id: str,
             if feature is None or feature.archived_at is not None:
                 continue
             eff = granted_features[feature_id]
-            why = _decide(feature, eff, usage.get(feature_id), True, None, [])
+            why = _decide(feature, eff, usage.get(feature_id), True, None, []) or \
+                _credits_denial(feature, pools, None)
             features.append(FeatureAccess(feature=feature, effective=eff,
                                           usage=usage.get(feature_id),
                                           granted=why is None, denied=why))

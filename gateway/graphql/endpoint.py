@@ -46,12 +46,12 @@ from graphql import (
     validate,
     visit,
 )
-from litestar import Request, Response, WebSocket, get, post, websocket
+from litestar import Request, Response, get, post
 
 from engine.domain.errors import DomainError
 from engine.runtime.errors import EngineError, EngineFault, Overloaded, StoreUnavailable
 from gateway.context import services
-from gateway.graphql import realtime, resolvers
+from gateway.graphql import resolvers
 from gateway.graphql.schema import enum_values, served_schema
 
 __all__ = ["ROOTS", "ROUTES", "documents", "environment_of", "error_json", "invalid_json",
@@ -70,7 +70,7 @@ ALIASES_MAX = 30
 
 
 # Every root field the endpoint resolves, by root type.
-ROOTS = {**resolvers.ROOTS, "Subscription": realtime.SUBSCRIPTIONS}
+ROOTS = resolvers.ROOTS
 
 
 @lru_cache(maxsize=1)
@@ -307,11 +307,4 @@ async def graphql_get(request: Request) -> Response:
                       read_only=True)
 
 
-@websocket("/graphql")
-async def graphql_ws(socket: WebSocket) -> None:
-    """Subscriptions (and queries and mutations) over the graphql-transport-ws protocol:
-    realtime.py."""
-    await realtime.serve(socket)
-
-
-ROUTES = [graphql_post, graphql_get, graphql_ws]
+ROUTES = [graphql_post, graphql_get]

@@ -4,7 +4,7 @@ is Stigg's spelling — the root fields creditd resolves, every type they reach 
 ErrorCode enum.
 
 The cut is kept as served.graphql, so a server builds ~470 types instead of Stigg's
-~1,200 (0.2 s instead of 0.8 s). It is written by `python -m gateway.graphql.schema`
+~1,200 (0.2 s instead of 0.8 s). It is written by `scripts/served_schema.py`
 after a root field is added or stigg.graphql refreshed; a test checks it is current, and
 `served_schema` refuses resolvers for other root fields than the file's.
 
@@ -33,13 +33,13 @@ from graphql import (
 )
 from graphql.language import FloatValueNode, IntValueNode
 
-__all__ = ["Resolver", "enum_values", "served_schema", "served_sdl", "stigg_schema"]
+__all__ = ["SERVED_PATH", "Resolver", "enum_values", "served_schema", "served_sdl", "stigg_schema"]
 
 Resolver = Callable[..., Any]
 _SDL = Path(__file__).with_name("stigg.graphql")
-_SERVED = Path(__file__).with_name("served.graphql")
+SERVED_PATH = Path(__file__).with_name("served.graphql")
 _HEADER = ("# The part of Stigg's schema (stigg.graphql) creditd serves: its root fields, what\n"
-           "# they reach and ErrorCode. Do not edit: `python -m gateway.graphql.schema` writes"
+           "# they reach and ErrorCode. Do not edit: `scripts/served_schema.py` writes"
            " it.\n\n")
 
 
@@ -56,7 +56,7 @@ def served_sdl(roots: Mapping[str, Iterable[str]]) -> str:
 
 @lru_cache(maxsize=1)
 def _served() -> GraphQLSchema:
-    return build_schema(_SERVED.read_text())
+    return build_schema(SERVED_PATH.read_text())
 
 
 @lru_cache(maxsize=16)
@@ -140,7 +140,7 @@ def served_schema(resolvers: Mapping[str, Mapping[str, Resolver]]) -> GraphQLSch
         assert isinstance(kind, GraphQLObjectType)
         if set(kind.fields) != set(fields):
             raise RuntimeError(f"served.graphql's {root} fields are not the resolvers' "
-                               "(run `python -m gateway.graphql.schema`): "
+                               "(run `scripts/served_schema.py`): "
                                f"{sorted(set(kind.fields) ^ set(fields))}")
         for name, resolve in fields.items():
             if root == "Subscription":
@@ -150,9 +150,3 @@ def served_schema(resolvers: Mapping[str, Mapping[str, Resolver]]) -> GraphQLSch
                 kind.fields[name].resolve = resolve
     return schema
 
-
-if __name__ == "__main__":  # write served.graphql for the resolvers the endpoint serves
-    from gateway.graphql.endpoint import ROOTS
-
-    _SERVED.write_text(served_sdl(ROOTS))
-    print(f"wrote {_SERVED}")

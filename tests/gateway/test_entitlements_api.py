@@ -162,3 +162,28 @@ def test_plan_and_promotion_add_up(client: Stigg, raw: httpx.Client, cust: str,
     # Limits add up; the plan's reset period wins over the promotion's.
     assert (e.is_granted, e.usage_limit, e.reset_period) == (True, 150, "MONTH")
     assert not check(client, cust, feature, requested_usage=151).is_granted
+
+
+def test_a_credit_backed_feature_needs_credits(client: Stigg, raw: httpx.Client, cust: str,
+                                               uid: Callable[[str], str]) -> None:
+    """A feature with a credit rate is used by spending credits: entitled or not, it is
+    denied InsufficientCredits while its currency's pool holds nothing, or less than the
+    requested usage costs (as Stigg's SDKs decide it from a balance update)."""
+    currency = uid("tok")
+    client.v1.credits.custom_currencies.create(id=currency, display_name="Tokens")
+    feature = number_feature(client, uid, meter_type="INCREMENTAL",
+                             extra_body={"creditRate": {"amount": 2.5, "currencyId": currency}})
+    grant(client, cust, feature, has_unlimited_usage=True)
+    assert check(client, cust, feature).access_denied_reason == "InsufficientCredits"
+    r = raw.post("/api/v1/credits/grants", json={
+        "customerId": cust, "currencyId": currency, "amount": 5, "displayName": "g",
+        "grantType": "PAID"})
+    assert r.status_code == 200, r.text
+    assert check(client, cust, feature).is_granted is True
+    # 2 units cost 5 credits (all there is), 2.00001 cost more.
+    assert check(client, cust, feature, requested_usage=2).is_granted is True
+    over = check(client, cust, feature, requested_usage=2.00001)
+    assert (over.is_granted, over.access_denied_reason) == (False, "InsufficientCredits")
+    listed = raw.get(f"/api/v1/customers/{cust}/entitlements").json()["data"]
+    [entry] = [e for e in listed["entitlements"] if e.get("feature", {}).get("id") == feature]
+    assert entry["isGranted"] is True

@@ -487,14 +487,6 @@ def test_realtime_credit_balance_reaches_the_sdks_cache(node_listener: Any, serv
     assert not [line for line in sdk.lines if line.get("event") == "creditBalanceUpdated"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "creditd's Entitlement of a credit-rated feature ignores the balance (isGranted true, "
-    "no accessDeniedReason at 0 credits: engine/domain/access.py builds feature "
-    "entitlements from subscriptions and promotions only), while Stigg's SDK holds it "
-    "denied with InsufficientCredits when the currency's balance is <= 0 (its cache "
-    "applies exactly that on creditBalanceUpdated: InMemoryCacheService."
-    "updateEntitlementsBasedOnCreditBalanceUpdate): a fresh read and a realtime-updated "
-    "cache disagree"))
 def test_a_fresh_read_agrees_with_the_realtime_cache_when_credits_run_out(
         node_driver: Driver, server: Any, client: Any, uid: Any, customer: str,
         currency: str) -> None:

@@ -15,6 +15,7 @@ docstring which domain function each field calls.
     catalog        paywall, products, coupons, promotional entitlements
     subscriptions  provision, create, update, cancel, migrate, transfer, read
     estimates      subscription price previews (new and updated)
+    live           the Subscription root: source streams of the live feed's hub
     sdk            the SDK's configuration and entitlement-check reports
 """
 
@@ -28,6 +29,7 @@ from gateway.graphql.resolvers import (
     customers,
     entitlements,
     estimates,
+    live,
     recharge,
     sdk,
     subscriptions,
@@ -50,4 +52,5 @@ def _merged(kind: str) -> dict[str, Any]:
 
 
 ROOTS: dict[str, dict[str, Any]] = {"Query": _merged("QUERIES"),
-                                    "Mutation": _merged("MUTATIONS")}
+                                    "Mutation": _merged("MUTATIONS"),
+                                    "Subscription": live.SUBSCRIPTIONS}

@@ -120,7 +120,7 @@ def test_the_served_schema_is_stiggs(server: Any) -> None:
     fields, arguments, nullability, enum values), and the root fields are Stigg's."""
     # served.graphql is the cut of Stigg's schema for exactly the resolved root fields.
     assert (Path(schema_module.__file__).with_name("served.graphql").read_text()
-            == served_sdl(endpoint.ROOTS)), "run `python -m gateway.graphql.schema`"
+            == served_sdl(endpoint.ROOTS)), "run scripts/served_schema.py"
     with server.http() as http:
         r = http.post("/graphql", json={"query": "{ __schema { types { name } } }"})
     served_names = {t["name"] for t in r.json()["data"]["__schema"]["types"]}
