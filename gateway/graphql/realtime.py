@@ -56,7 +56,6 @@ import structlog
 from graphql import (
     ExecutionResult,
     OperationType,
-    execute,
     get_operation_ast,
     subscribe,
 )
@@ -369,11 +368,8 @@ class _Operation:
             return
         schema = endpoint.schema()
         if chosen.operation is not OperationType.SUBSCRIPTION:
-            result = execute(schema, document, variable_values=variables, operation_name=name,
-                             context_value=self)
-            if not isinstance(result, ExecutionResult):
-                result = await result
-            await self.next(result)
+            await self.next(await endpoint.execute_operation(
+                payload["query"], document, name, chosen, variables, self))
         else:
             stream = subscribe(schema, document, variable_values=variables,
                                operation_name=name, context_value=self)

@@ -33,6 +33,8 @@ from graphql import (
 )
 from graphql.language import FloatValueNode, IntValueNode
 
+from gateway.graphql.fast import Replay
+
 __all__ = ["SERVED_PATH", "Resolver", "enum_values", "served_schema", "served_sdl", "stigg_schema"]
 
 Resolver = Callable[..., Any]
@@ -147,6 +149,16 @@ def served_schema(resolvers: Mapping[str, Mapping[str, Resolver]]) -> GraphQLSch
                 kind.fields[name].subscribe = resolve
                 kind.fields[name].resolve = _event
             else:
-                kind.fields[name].resolve = resolve
+                kind.fields[name].resolve = _replayable(resolve)
     return schema
+
+
+def _replayable(resolve: Resolver) -> Resolver:
+    """A root resolver that returns a value resolved already (fast.py's Replay, the root
+    value graphql-core is given to complete) instead of resolving again."""
+    def bound(root: Any, info: Any, **args: Any) -> Any:
+        if isinstance(root, Replay):
+            return root.value
+        return resolve(root, info, **args)
+    return bound
 
