@@ -31,26 +31,22 @@ Pointing the SDKs at it: the Python clients take `edge_api_url="http://<creditd>
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any
 
 import msgspec
 from litestar import Request, Response, Router, get
 
 from engine.domain.errors import DomainError
-from gateway.graphql import endpoint
+from gateway.graphql import endpoint, recorded
 
 __all__ = ["DOCUMENTS", "ROUTES"]
 
 _encode = msgspec.json.Encoder(decimal_format="number").encode
 
 # The documents stigg-api-client-v2 6.25.0 sends over GraphQL for the same reads (its
-# models validate the Edge answers with these selections), as recorded by
-# scripts/stigg_documents.py.
-_RECORDED = json.loads(Path(__file__).with_name("documents.json").read_text())["documents"]
-DOCUMENTS: dict[str, str] = {name: _RECORDED[name]["query"] for name in (
+# models validate the Edge answers with these selections).
+DOCUMENTS: dict[str, str] = {name: recorded.queries()[name] for name in (
     "GetEntitlementsState", "GetEntitlements", "GetEntitlement", "GetActiveSubscriptionsList",
     "GetPaywall", "GetSdkConfiguration")}
 
@@ -66,7 +62,9 @@ def _param(request: Request, name: str) -> str | None:
 def _boolean(request: Request, name: str) -> Any:
     value = _param(request, name)
     # Anything else goes to GraphQL as it came, which refuses it naming the variable.
-    return {"true": True, "false": False}.get(value, value) if value is not None else None
+    # (Python clients send their booleans as `True` / `False`.)
+    return {"true": True, "false": False}.get(value.lower(), value) if value is not None \
+        else None
 
 
 def _number(request: Request, name: str) -> Any:

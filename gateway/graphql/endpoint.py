@@ -51,7 +51,7 @@ from litestar import Request, Response, get, post
 from engine.domain.errors import DomainError
 from engine.runtime.errors import EngineError, EngineFault, Overloaded, StoreUnavailable
 from gateway.context import services
-from gateway.graphql import fast, resolvers
+from gateway.graphql import fast, recorded, resolvers
 from gateway.graphql.schema import enum_values, served_schema
 
 __all__ = ["ROOTS", "ROUTES", "documents", "environment_of", "error_json", "execute_operation",
@@ -92,9 +92,9 @@ class _Documents:
             return found
         try:
             document: DocumentNode | list[GraphQLError] = parse(source, max_tokens=TOKENS_MAX)
-            refused = _limits(document)  # type: ignore[arg-type]
-            errors = [refused] if refused is not None else validate(
-                schema(), document)  # type: ignore[arg-type]
+            document = recorded.complete(document) or document  # type: ignore[arg-type]
+            refused = _limits(document)
+            errors = [refused] if refused is not None else validate(schema(), document)
         except GraphQLError as exc:
             document = [exc]
         except RecursionError:

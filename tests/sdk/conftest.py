@@ -3,7 +3,8 @@
 - Python: `stigg-api-client-v2` (PyPI) cannot share the project's .venv: it installs a
   `stigg` module, as does the REST client the other tests use. `stigg_v2_python` creates a
   venv of its own once (under `.cache/sdk/`, or `$CREDITD_TEST_SDK_CACHE`), kept between
-  runs and rebuilt only when the pinned requirement changes.
+  runs and rebuilt only when the pinned requirement changes; `stigg_v1_python` the same
+  for the first client, `stigg-api-client` (sgqlc), driven by `drivers/stigg_v1.py`.
 - Node.js: `@stigg/node-server-sdk` (npm), pinned in `node/package.json` with its lock;
   `node_sdk` runs `npm ci` there once (again when the lock changes).
 
@@ -42,9 +43,11 @@ ROOT = HERE.parents[1]
 CACHE = Path(os.environ.get("CREDITD_TEST_SDK_CACHE") or ROOT / ".cache" / "sdk")
 NODE_DIR = HERE / "node"
 PY_DRIVER = HERE / "drivers" / "stigg_v2.py"
+PY_V1_DRIVER = HERE / "drivers" / "stigg_v1.py"
 NODE_DRIVER = NODE_DIR / "driver.js"
 
 STIGG_V2 = "stigg-api-client-v2==6.25.0"
+STIGG_V1 = "stigg-api-client==6.25.0"  # the first client, sgqlc (deprecated by Stigg)
 INSTALL_TIMEOUT = 600
 
 
@@ -86,30 +89,43 @@ Server = gateway.Server
 server, client, uid = gateway.server, gateway.client, gateway.uid
 
 
-@pytest.fixture(scope="session")
-def stigg_v2_python() -> Path:
-    """The python of a venv holding stigg-api-client-v2 (created on first use)."""
+def _venv(requirement: str, check: str) -> Path:
+    """The python of a venv under CACHE holding `requirement` (created on first use,
+    again when the pin changes), `check` run in it once installed."""
+    name, version = requirement.split("==")
     tag = f"py{sys.version_info[0]}{sys.version_info[1]}"
-    venv = CACHE / f"stigg-api-client-v2-{STIGG_V2.split('==')[1]}-{tag}"
+    venv = CACHE / f"{name}-{version}-{tag}"
     python = venv / "bin" / "python"
     stamp = venv / ".creditd-installed"
     with _locked("python"):
-        if stamp.is_file() and stamp.read_text() == STIGG_V2 and python.exists():
+        if stamp.is_file() and stamp.read_text() == requirement and python.exists():
             return python
         shutil.rmtree(venv, ignore_errors=True)
         log = []
         for cmd in ([sys.executable, "-m", "venv", str(venv)],
                     [str(python), "-m", "pip", "install", "--disable-pip-version-check",
-                     "--no-input", STIGG_V2],
-                    [str(python), "-c", "from stigg import Stigg; import stigg.generated"]):
+                     "--no-input", requirement],
+                    [str(python), "-c", check]):
             ok, out = _run(cmd)
             log.append(out)
             if not ok:
                 shutil.rmtree(venv, ignore_errors=True)
-                unavailable(f"could not install {STIGG_V2} into {venv}:\n"
+                unavailable(f"could not install {requirement} into {venv}:\n"
                             + _tail("\n".join(log)))
-        stamp.write_text(STIGG_V2)
+        stamp.write_text(requirement)
     return python
+
+
+@pytest.fixture(scope="session")
+def stigg_v2_python() -> Path:
+    """The python of a venv holding stigg-api-client-v2 (created on first use)."""
+    return _venv(STIGG_V2, "from stigg import Stigg; import stigg.generated")
+
+
+@pytest.fixture(scope="session")
+def stigg_v1_python() -> Path:
+    """The python of a venv holding stigg-api-client, v1 (sgqlc; created on first use)."""
+    return _venv(STIGG_V1, "from stigg import Stigg; from stigg.generated import operations")
 
 
 @pytest.fixture(scope="session")
@@ -138,6 +154,11 @@ def node_sdk() -> Path:
 @pytest.fixture
 def py_sdk(stigg_v2_python: Path, server: Server) -> Driver:
     return Driver([str(stigg_v2_python), str(PY_DRIVER)], server)
+
+
+@pytest.fixture
+def py_v1_sdk(stigg_v1_python: Path, server: Server) -> Driver:
+    return Driver([str(stigg_v1_python), str(PY_V1_DRIVER)], server)
 
 
 @pytest.fixture

@@ -266,3 +266,23 @@ def test_consume_credits_async_applies_a_batch(server: Any, customer: str,
     [after] = data(gql(server, "GetCreditBalance", {"input": {
         "customerId": customer, "currencyId": currency}}))["creditBalanceSummary"]["balances"]
     assert after["currentBalance"] == Decimal("0.3")
+
+
+def test_fragments_the_v1_client_leaves_out_are_completed(server: Any, customer: str,
+                                                          currency: str) -> None:
+    """Stigg's v1 client (sgqlc) spreads fragments inside inline fragments without defining
+    them; a fragment Stigg's clients define (recorded.py) is added, any other refused."""
+    data(gql(server, "GrantCredits", {"input": {
+        "customerId": customer, "currencyId": currency, "amount": 2, "displayName": "g",
+        "grantType": "PAID"}}))
+    query = ("query GetEntitlementV2($query: GetEntitlementV2Input!) { entitlementV2(query: "
+             "$query) { __typename ... on CreditEntitlement { ...CreditEntitlementFragment } "
+             "} }")
+    answer = data(gql(server, "GetEntitlementV2", {"query": {
+        "customerId": customer, "currencyId": currency}}, query=query))["entitlementV2"]
+    assert answer["__typename"] == "CreditEntitlement" and answer["isGranted"] is True
+    assert answer["currency"]["currencyId"] == currency and answer["usageLimit"] == 2
+    unknown = gql(server, "GetEntitlementV2", {"query": {"customerId": customer}},
+                  query=query.replace("CreditEntitlementFragment", "NoSuchFragment"))
+    assert code(unknown) == "BadUserInput"
+    assert "NoSuchFragment" in unknown["errors"][0]["message"]
