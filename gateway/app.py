@@ -204,8 +204,7 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
     only."""
     from engine.domain.subscriptions.catch_up import Scheduler
     from gateway.graphql.edge import ROUTES as EDGE
-    from gateway.graphql.endpoint import ROUTES as GRAPHQL
-    from gateway.graphql.realtime import ROUTES as GRAPHQL_WS
+    from gateway.graphql.route import ROUTES as GRAPHQL
     from gateway.routes import ROUTES
 
     @asynccontextmanager
@@ -279,7 +278,7 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
         return config
 
     app = Litestar(
-        route_handlers=[health, ready, *ROUTES, *GRAPHQL, *GRAPHQL_WS, *EDGE],
+        route_handlers=[health, ready, *ROUTES, *GRAPHQL, *EDGE],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         on_app_init=[_on_app_init],

@@ -46,17 +46,18 @@ from graphql import (
     validate,
     visit,
 )
-from litestar import Request, Response, get, post
+from litestar import Request, Response
 
 from engine.domain.errors import DomainError
 from engine.runtime.errors import EngineError, EngineFault, Overloaded, StoreUnavailable
+from gateway.auth import authenticate
 from gateway.context import services
 from gateway.graphql import fast, recorded, resolvers
 from gateway.graphql.schema import enum_values, served_schema
 
-__all__ = ["ROOTS", "ROUTES", "documents", "environment_of", "error_json", "execute_operation",
+__all__ = ["ROOTS", "documents", "environment_of", "error_json", "execute_operation",
            "invalid_json",
-           "refusal_json", "schema"]
+           "refusal_json", "schema", "serve_http"]
 
 log = structlog.get_logger("creditd.graphql")
 _encode = msgspec.json.Encoder(decimal_format="number").encode
@@ -305,10 +306,8 @@ def _json(raw: bytes | str) -> Any:
     return json.loads(raw, parse_float=Decimal)
 
 
-@post("/graphql")
-async def graphql_post(request: Request) -> Response:
-    raw = await request.body()
-    if len(raw) > BODY_BYTES_MAX:
+async def _post(request: Request, raw: bytes | None) -> Response:
+    if raw is None:
         return _answer(None, [error_json("the request body is too large", "BadUserInput",
                                          _trace_id(request))])
     try:
@@ -321,11 +320,10 @@ async def graphql_post(request: Request) -> Response:
                                          "operationName, variables}", "BadUserInput",
                                          _trace_id(request))])
     return await run(request, body.get("query"), body.get("operationName"),
-                      body.get("variables"), read_only=False)
+                     body.get("variables"), read_only=False)
 
 
-@get("/graphql")
-async def graphql_get(request: Request) -> Response:
+async def _get(request: Request) -> Response:
     params = request.query_params
     variables: Any = params.get("variables")
     if variables is not None:
@@ -335,7 +333,46 @@ async def graphql_get(request: Request) -> Response:
             return _answer(None, [error_json(f"variables: not JSON: {exc}", "BadUserInput",
                                              _trace_id(request), field="variables")])
     return await run(request, params.get("query"), params.get("operationName"), variables,
-                      read_only=True)
+                     read_only=True)
 
 
-ROUTES = [graphql_post, graphql_get]
+async def _body(receive: Any) -> bytes | None:
+    """The request body; None when it is over BODY_BYTES_MAX (read no further)."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b""
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > BODY_BYTES_MAX:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def serve_http(scope: Any, receive: Any, send: Any) -> None:
+    """POST /graphql (and GET for queries), raw ASGI (route.py): Litestar's per-request
+    machinery (signature model, hooks, response objects) cost more than executing an
+    SDK's cached document (py-spy; scripts/bench_graphql.py), as it did for the REST
+    consumption. `authenticate` only names the request here (the endpoint checks the key
+    itself)."""
+    request: Request = Request(scope, receive, send)
+    await authenticate(request)
+    method = scope["method"]
+    if method == "POST":
+        response = await _post(request, await _body(receive))
+    elif method == "GET":
+        response = await _get(request)
+    else:
+        response = _answer(None, [error_json("use POST (or GET for queries)", "BadUserInput",
+                                             _trace_id(request))])
+    body = response.content
+    assert isinstance(body, bytes)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [*_OK_HEADERS, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+_OK_HEADERS = [(b"content-type", b"application/json")]

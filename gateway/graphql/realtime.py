@@ -59,14 +59,13 @@ from graphql import (
     get_operation_ast,
     subscribe,
 )
-from litestar import WebSocket, websocket
+from litestar import WebSocket
 
 from engine.runtime.errors import EngineError, StoreUnavailable
 from gateway.feed.hub import Hub, LimitReached
 from gateway.graphql import endpoint
 
-__all__ = ["INIT_TIMEOUT_S", "MESSAGE_BYTES_MAX", "OPERATIONS_MAX", "PROTOCOL", "ROUTES",
-           "serve"]
+__all__ = ["INIT_TIMEOUT_S", "MESSAGE_BYTES_MAX", "OPERATIONS_MAX", "PROTOCOL", "serve"]
 
 log = structlog.get_logger("creditd.graphql")
 _encode = msgspec.json.Encoder(decimal_format="number").encode
@@ -386,12 +385,3 @@ class _Operation:
         if not self.complete_sent:
             self.complete_sent = True
             await self.conn.send({"id": self.id, "type": "complete"})
-
-
-@websocket("/graphql")
-async def graphql_ws(socket: WebSocket) -> None:
-    """Subscriptions (and queries and mutations) over the graphql-transport-ws protocol."""
-    await serve(socket)
-
-
-ROUTES = [graphql_ws]
