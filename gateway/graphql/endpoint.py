@@ -19,7 +19,6 @@ documents, and validation costs far more than execution."""
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from decimal import Decimal
 from functools import lru_cache
@@ -56,8 +55,7 @@ from gateway.graphql import fast, recorded, resolvers
 from gateway.graphql.schema import enum_values, served_schema
 
 __all__ = ["ROOTS", "documents", "environment_of", "error_json", "execute_operation",
-           "invalid_json",
-           "refusal_json", "schema", "serve_http"]
+           "invalid_json", "refusal_json", "schema", "serve_http"]
 
 log = structlog.get_logger("creditd.graphql")
 _encode = msgspec.json.Encoder(decimal_format="number").encode
@@ -301,9 +299,8 @@ async def run(request: Request, query: Any, operation: Any, variables: Any,
     return _answer(result.data, errors)
 
 
-def _json(raw: bytes | str) -> Any:
-    # Numbers keep their digits: amounts are exact (schema.py's Float takes Decimals).
-    return json.loads(raw, parse_float=Decimal)
+# Numbers keep their digits: amounts are exact (schema.py's Float takes Decimals).
+_json = msgspec.json.Decoder(float_hook=Decimal).decode  # DecodeError is a ValueError
 
 
 async def _post(request: Request, raw: bytes | None) -> Response:
