@@ -43,6 +43,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_http  # noqa: E402 (after the sys.path line)
+from bench_events import _LUA_PROLOGUE  # noqa: E402
 from bench_http import KEY, Server, wrk  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,19 +52,8 @@ DOCUMENTS = json.loads((ROOT / "gateway" / "graphql" / "documents.json").read_te
 CUSTOMERS = 1000
 CONNECTIONS = 64
 
-_PROLOGUE = textwrap.dedent("""
-    local counter = 0
-    local thread_id = 0
-    local ids = 0
-    local customers = tonumber(os.getenv("BENCH_CUSTOMERS"))
-    local run = os.getenv("BENCH_RUN")
-    function setup(thread)
-      ids = ids + 1
-      thread:set("tid", ids)
-    end
-    function init(args)
-      thread_id = tid
-    end
+# bench_events' prologue (a counter, a wrk thread id), then a customer and a fresh key.
+_PROLOGUE = _LUA_PROLOGUE + textwrap.dedent("""
     local function next_ids()
       counter = counter + 1
       return "cust-" .. ((counter * 7919 + thread_id) % customers),
