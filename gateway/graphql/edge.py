@@ -36,6 +36,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, Router, get
+from litestar.params import FromPath
 
 from engine.domain.errors import DomainError
 from gateway.graphql import endpoint, recorded
@@ -95,13 +96,13 @@ async def _read(request: Request, operation: str, variables: dict[str, Any]) -> 
 
 
 @get("/c/{customer_id:str}/entitlements-state.json")
-async def entitlements_state(request: Request, customer_id: str) -> Response:
+async def entitlements_state(request: Request, customer_id: FromPath[str]) -> Response:
     return await _read(request, "GetEntitlementsState", {"query": _present({
         "customerId": customer_id, "resourceId": _param(request, "resourceId")})})
 
 
 @get("/c/{customer_id:str}/entitlements.json")
-async def entitlements(request: Request, customer_id: str) -> Response:
+async def entitlements(request: Request, customer_id: FromPath[str]) -> Response:
     """One feature's check with `featureId` (`{"entitlement": …}`, as the Python client
     reads it for `get_entitlement`), else the customer's entitlements
     (`{"entitlements": […]}`, for `get_entitlements`)."""
@@ -116,7 +117,7 @@ async def entitlements(request: Request, customer_id: str) -> Response:
 
 
 @get("/c/{customer_id:str}/subscriptions.json")
-async def subscriptions(request: Request, customer_id: str) -> Response:
+async def subscriptions(request: Request, customer_id: FromPath[str]) -> Response:
     return await _read(request, "GetActiveSubscriptionsList", {"input": _present({
         "customerId": customer_id, "resourceId": _param(request, "resourceId"),
         "resourceIds": _strings(request, "resourceIds")})})
@@ -136,7 +137,7 @@ async def paywall(request: Request) -> Response:
 
 
 @get("/p/{product_id:str}/paywall.json")
-async def product_paywall(request: Request, product_id: str) -> Response:
+async def product_paywall(request: Request, product_id: FromPath[str]) -> Response:
     return await _read(request, "GetPaywall", {"input": _paywall_input(request, product_id)})
 
 
