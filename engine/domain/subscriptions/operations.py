@@ -36,7 +36,7 @@ from engine.domain.subscriptions.document import ScheduledUpdate, Subscription, 
 __all__ = ["STATUSES", "AddonIn", "CancelInput", "ChargeIn", "CouponIn", "ProvisionInput",
            "Provisioned", "SUBSCRIPTION_FIELD", "SubscriptionsQuery", "UpdateInput", "cancel",
            "cancel_schedule", "coupons_of", "get", "list_subscriptions", "migrate", "provision",
-           "provision_customer", "publish", "transfer", "update"]
+           "provision_customer", "publish", "transfer", "transfer_from", "update"]
 
 STATUSES = ("PAYMENT_PENDING", "ACTIVE", "EXPIRED", "IN_TRIAL", "CANCELED", "NOT_STARTED")
 PRICING_TYPES = ("FREE", "PAID", "CUSTOM")
@@ -493,6 +493,23 @@ async def transfer(d: Domain, env: str, subscription_id: str,
                             "product, which allows one", "destinationResourceId")
         doc.resource_id = resource_id
         return await subs.commit(d, env, doc)
+
+
+async def transfer_from(d: Domain, env: str, customer_id: str, source_resource_id: str,
+                        resource_id: str) -> Subscription:
+    """Move the customer's running subscription on `source_resource_id` to `resource_id`
+    (Stigg's GraphQL transferSubscription names the subscription so): SubscriptionNotFound
+    when the source holds none, a refusal when it holds several (move them by id)."""
+    await require_customer(d, env, customer_id)
+    running = await subs.active_subscriptions(d, env, customer_id, source_resource_id)
+    if not running:
+        raise DomainError(404, "SubscriptionNotFound",
+                          f"customer {customer_id!r} has no running subscription on "
+                          f"resource {source_resource_id!r}", "sourceResourceId")
+    if len(running) > 1:
+        raise bad_input(f"resource {source_resource_id!r} holds {len(running)} running "
+                        "subscriptions; move them one by one, by id", "sourceResourceId")
+    return await transfer(d, env, running[0].id, resource_id)
 
 
 async def publish(d: Domain, env: str, kind: str, ident: str,

@@ -8,8 +8,7 @@ transfer, read, list, the active ones. The GraphQL forms of the REST routes
     cancelSubscription           operations.cancel
     cancelSchedule               operations.cancel_schedule      -> the subscription's id
     migrateSubscriptionToLatest  operations.migrate
-    transferSubscription         operations.transfer (the customer's running subscription
-                                 on `sourceResourceId`)
+    transferSubscription         operations.transfer_from
     getSubscription              operations.get
     subscriptions                operations.list_subscriptions   -> SubscriptionQueryConnection
     getActiveSubscriptions       catch_up.active_subscriptions (running: ACTIVE, IN_TRIAL)
@@ -290,17 +289,9 @@ async def migrate_subscription(_: Any, info: GraphQLResolveInfo, input: dict) ->
 
 async def transfer_subscription(_: Any, info: GraphQLResolveInfo, input: dict) -> dict:
     d, env = context(info)
-    customer_id, source = input["customerId"], input["sourceResourceId"]
-    await require_customer(d, env, customer_id)
-    running = await catch_up.active_subscriptions(d, env, customer_id, source)
-    if not running:
-        raise DomainError(404, "SubscriptionNotFound", f"customer {customer_id!r} has no "
-                          f"running subscription on resource {source!r}", "sourceResourceId")
-    if len(running) > 1:
-        raise bad_input(f"resource {source!r} holds {len(running)} running subscriptions; "
-                        "transfer one by one is not offered", "sourceResourceId")
-    return await subscription_out(d, env, await operations.transfer(
-        d, env, running[0].id, input["destinationResourceId"]))
+    return await subscription_out(d, env, await operations.transfer_from(
+        d, env, input["customerId"], input["sourceResourceId"],
+        input["destinationResourceId"]))
 
 
 async def get_subscription(_: Any, info: GraphQLResolveInfo, input: dict) -> dict:
