@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -18,6 +19,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from graphql import FragmentDefinitionNode, parse, print_ast
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -86,17 +88,32 @@ def anyio_backend() -> str:
     return "asyncio"  # the websockets client runs on asyncio
 
 
-ENTITLEMENTS_V2 = """subscription OnEntitlementsUpdatedV2 {
+# The 4.x SDK's OnEntitlementsUpdatedV2 (the contract's §5): its entitlements with the same
+# fragments as GetEntitlementsState's entitlementsV2 (taken from the recorded document).
+def _with_fragments(source: str, donor: str) -> str:
+    """`source` with the definitions of the fragments it uses (transitively) from `donor`."""
+    fragments = {d.name.value: d for d in parse(donor).definitions
+                 if isinstance(d, FragmentDefinitionNode)}
+    needed: list[str] = []
+    todo = re.findall(r"\.\.\.(\w+)", source)
+    while todo:
+        name = todo.pop()
+        if name not in needed and name in fragments:
+            needed.append(name)
+            todo += re.findall(r"\.\.\.(\w+)", print_ast(fragments[name]))
+    return source + "\n" + "\n".join(print_ast(fragments[n]) for n in needed)
+
+
+ENTITLEMENTS_V2 = _with_fragments("""subscription OnEntitlementsUpdatedV2 {
   entitlementsUpdatedV2 {
     customerId resourceId accessDeniedReason
     entitlements {
       __typename
-      ... on FeatureEntitlement { isGranted usageLimit currentUsage entitlementUpdatedAt
-                                  feature { refId } }
-      ... on CreditEntitlement { isGranted usageLimit currency { currencyId } }
+      ... on FeatureEntitlement { ...FeatureEntitlementFragment }
+      ... on CreditEntitlement { ...CreditEntitlementFragment }
     }
   }
-}"""
+}""", DOCUMENTS["GetEntitlementsState"]["query"])
 
 
 class Client:
