@@ -30,16 +30,7 @@ a client that fell behind reconnects and reloads (the Node SDK clears its cache 
 reconnect). Watchers count against the feed's subscriber limit (1013 when it is reached).
 A source that cannot build its payload (the database unreachable) closes with 1013 too.
 
-    creditBalanceUpdated    a pool's balance changed (consumption, grant, void, expiry)
-    usageUpdatedV2          a feature's usage changed (FEATURE), or a pool's consumption
-                            (CREDIT, the currency's id)
-    usageUpdated            a feature's usage changed, with the customer's Entitlement
-    entitlementsUpdatedV2   a customer's entitlements changed (a subscription or
-    entitlementsUpdated     promotion written): the entitlements state of the customer
-                            and of each resource it has subscriptions for
-    packagePublished        a plan or add-on version was published
-
-The sources are resolvers/live.py.
+The subscriptions and what feeds each are listed in resolvers/live.py, their sources.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from typing import Any, NoReturn
 import pytest
 
 from tests.gateway import conftest as gateway
+from tests.gateway.graphql.conftest import currency, customer  # noqa: F401 (fixtures)
 from tests.sdk.harness import Catalog, Driver, Listener
 
 HERE = Path(__file__).resolve().parent
@@ -179,22 +180,6 @@ def node_listener(node_sdk: Path, server: Server) -> Iterator[Callable[..., List
     yield start
     for listener in started:
         listener.close()
-
-
-@pytest.fixture
-def customer(client: Any, uid: Any) -> str:
-    cid = uid("sdk-cust")
-    client.v1.customers.provision(id=cid, name="Acme")
-    return cid
-
-
-@pytest.fixture
-def currency(client: Any, uid: Any) -> str:
-    cid = uid("sdk-tok")
-    client.v1.credits.custom_currencies.create(
-        id=cid, display_name="AI Tokens", symbol="T",
-        units={"singular": "token", "plural": "tokens"})
-    return cid
 
 
 

@@ -22,7 +22,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pytest
 from graphql import parse, validate
 
 from gateway.graphql import endpoint

@@ -38,23 +38,10 @@ from typing import Any
 import requests
 from sgqlc.operation import GraphQLErrors
 from sgqlc.types import ContainerType
+from steps import resolve  # beside this script (sys.path[0])
 from stigg import Stigg
 
 _OPERATION = re.compile(r"^\s*(?:query|mutation|subscription)\s+(\w+)")
-
-
-def resolve(value: Any, answers: list[Any]) -> Any:
-    if isinstance(value, str) and value.startswith("$") and "." in value:
-        index, *path = value[1:].split(".")
-        found = answers[int(index)]
-        for key in path:
-            found = found[int(key)] if isinstance(found, list) else found[key]
-        return found
-    if isinstance(value, list):
-        return [resolve(v, answers) for v in value]
-    if isinstance(value, dict):
-        return {k: resolve(v, answers) for k, v in value.items()}
-    return value
 
 
 def as_json(answer: Any) -> Any:

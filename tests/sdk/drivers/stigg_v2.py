@@ -29,22 +29,9 @@ from typing import Any
 
 import httpx
 from pydantic import BaseModel
+from steps import resolve  # beside this script (sys.path[0])
 from stigg import Stigg, generated
 from stigg.generated import GraphQLClientGraphQLMultiError
-
-
-def resolve(value: Any, answers: list[Any]) -> Any:
-    if isinstance(value, str) and value.startswith("$") and "." in value:
-        index, *path = value[1:].split(".")
-        found = answers[int(index)]
-        for key in path:
-            found = found[int(key)] if isinstance(found, list) else found[key]
-        return found
-    if isinstance(value, list):
-        return [resolve(v, answers) for v in value]
-    if isinstance(value, dict):
-        return {k: resolve(v, answers) for k, v in value.items()}
-    return value
 
 
 def arguments(step: dict[str, Any], answers: list[Any]) -> list[Any]:
