@@ -34,6 +34,7 @@ from gateway.errors import ApiError, exception_handlers
 from gateway.feed.hub import Hub
 from gateway.feed.service import Feed, FeedOptions
 from gateway.feed.tokens import Tokens, load_secret
+from gateway.portal.access import RateLimiter
 from gateway.wire import page_query
 from persistence import default_database_url, open_store
 from persistence.documents import Catalog
@@ -205,6 +206,8 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
     from engine.domain.subscriptions.catch_up import Scheduler
     from gateway.graphql.edge import ROUTES as EDGE
     from gateway.graphql.route import ROUTES as GRAPHQL
+    from gateway.portal.pages import ROUTES as PAGES
+    from gateway.portal.pages import cors_headers
     from gateway.routes import ROUTES
 
     @asynccontextmanager
@@ -274,11 +277,11 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
 
     def _on_app_init(config: AppConfig) -> AppConfig:
         config.before_request = authenticate
-        config.before_send = [*config.before_send, _echo_request_id]
+        config.before_send = [*config.before_send, _echo_request_id, cors_headers]
         return config
 
     app = Litestar(
-        route_handlers=[health, ready, *ROUTES, *GRAPHQL, *EDGE],
+        route_handlers=[health, ready, *ROUTES, *GRAPHQL, *EDGE, *PAGES],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         on_app_init=[_on_app_init],
@@ -290,4 +293,6 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
         debug=False,
     )
     openapi.install(app)  # the document describes every request body
+    # Reads with a customer token, limited per token (gateway/portal/access.py).
+    app.state.token_reads = RateLimiter(settings.token_reads_per_s, settings.token_reads_burst)
     return app

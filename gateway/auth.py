@@ -1,4 +1,5 @@
-"""Authentication of every API call (X-API-KEY) and the request id its log lines carry."""
+"""Authentication of every API call (X-API-KEY, or a customer token for the reads the
+widgets make: gateway/portal/access.py) and the request id its log lines carry."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ from litestar import Request
 
 from gateway.context import services
 from gateway.errors import ApiError
+from gateway.portal.access import CORS_PATHS, check_token_read
 
 __all__ = ["PUBLIC_PATHS", "authenticate"]
 
-PUBLIC_PATHS = ("/health", "/ready", "/schema")
+# The pages and the widgets' script are public: what they show comes from calls that
+# authenticate (a token or an operator's key).
+PUBLIC_PATHS = ("/health", "/ready", "/schema", "/widgets/", "/portal", "/console",
+                "/favicon.ico")
 # Paths that check the key themselves, to answer in their own error shape (GraphQL).
 SELF_AUTHENTICATED = ("/graphql",)
 
@@ -33,10 +38,22 @@ async def authenticate(request: Request) -> None:
     state = request.scope.setdefault("state", {})  # type: ignore[typeddict-item]
     state["request_id"] = request_id
     structlog.contextvars.bind_contextvars(request_id=request_id)
-    if path.startswith(PUBLIC_PATHS) or path in SELF_AUTHENTICATED:
+    if path.startswith(PUBLIC_PATHS) or path in SELF_AUTHENTICATED or path == "/":
         return
+    method = request.method
+    if method == "OPTIONS" and path in CORS_PATHS:
+        return  # a browser's preflight carries no credentials (gateway/portal/pages.py)
     key = request.headers.get("x-api-key")
     if not key:
+        bearer = request.headers.get("authorization")
+        if bearer and bearer[:7].lower() == "bearer ":
+            svc = request.app.state
+            claims = check_token_read(method, path, request.query_params, bearer[7:].strip(),
+                                      svc.feed.tokens, svc.token_reads,
+                                      svc.services.clock.now_ms() // 1000)
+            state["environment"] = claims.environment
+            state["token"] = claims
+            return
         raise ApiError(401, "Unauthenticated", "the X-API-KEY header is missing", "X-API-KEY")
     env = services(request).catalog.environment_of(key)
     if env is None:

@@ -12,6 +12,7 @@
 | auto-recharge | CREDITD_RECHARGE_PROVIDER, CREDITD_RECHARGE_TIMEOUT_S | see docs/auto-recharge.md |
 | estimate tax rates | CREDITD_TAX_RATES | none ("DE=19,GB=20": percent per billing country) |
 | memory, queues | CREDITD_MEMORY_MB, CREDITD_RESIDENT_MAX, … (`LIMITS`) | docs/operations.md |
+| portal, widgets | CREDITD_TOKEN_READS_*, CREDITD_PORTAL_FRAME_ANCESTORS | docs/portal.md |
 
 A bad value is refused at start-up with a message naming the variable, never a traceback.
 """
@@ -83,6 +84,8 @@ LIMITS: dict[str, type] = {
     "cache_entries_max": int,  # catalog documents per table; customers' entitlements
     "body_bytes_max": int,
     "recharge_concurrency_max": int, "recharge_queue_max": int,
+    # Reads with a customer token (widgets, portal): per token, sustained and at once.
+    "token_reads_per_s": float, "token_reads_burst": int,
 }
 
 _FEED_NUMBERS: dict[str, type] = {
@@ -119,6 +122,10 @@ class Settings:
     cache_entries_max: int = 100_000
     recharge_concurrency_max: int = 16
     recharge_queue_max: int = 10_000
+    token_reads_per_s: float = 20.0
+    token_reads_burst: int = 60
+    # Which sites may show /portal in a frame (CSP frame-ancestors; "*": any, "'none'": none).
+    portal_frame_ancestors: str = "*"
     # Webhooks (docs/webhooks.md): whether endpoints may resolve to private, loopback or
     # link-local addresses; which HTTP client sends ("pooled" or "httpx"); the per-attempt
     # timeout, the concurrency, and the retry schedule.
@@ -186,6 +193,10 @@ class Settings:
                 datetime.fromisoformat(start.replace("Z", "+00:00"))
             except ValueError:
                 raise ConfigError(f"CREDITD_CLOCK: {start!r} is not an ISO-8601 time") from None
+        if not self.portal_frame_ancestors.strip() or any(
+                c in self.portal_frame_ancestors for c in ";,\r\n"):
+            raise ConfigError("CREDITD_PORTAL_FRAME_ANCESTORS: sources separated by spaces "
+                              "(e.g. \"https://app.example.com\"), not empty, no ';' or ','")
         if self.token_secret is not None and len(self.token_secret) < 32:
             raise ConfigError("CREDITD_TOKEN_SECRET: must be at least 32 characters "
                               "(HS256 wants a key as long as its hash)")
@@ -209,6 +220,8 @@ class Settings:
         for name, kind in LIMITS.items():
             _number(values, "", name, kind)
         values["token_secret"] = os.environ.get("CREDITD_TOKEN_SECRET") or None
+        values["portal_frame_ancestors"] = (os.environ.get("CREDITD_PORTAL_FRAME_ANCESTORS")
+                                            or cls.portal_frame_ancestors)
         values["recharge_provider"] = os.environ.get("CREDITD_RECHARGE_PROVIDER", "record")
         values["clock"] = os.environ.get("CREDITD_CLOCK") or "system"
         try:

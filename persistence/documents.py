@@ -231,9 +231,13 @@ class Catalog:
                    before: str | None, archived: bool | None = None, *,
                    created: list[tuple[str, int]] | None = None,
                    equal: dict[str, str | None] | None = None,
-                   any_of: dict[str, list[str]] | None = None) -> Page:
+                   any_of: dict[str, list[str]] | None = None,
+                   starts_with: tuple[tuple[str, ...], str] | None = None) -> Page:
         """Cursor pagination in creation order; cursors are opaque `createdAt.id`.
-        `created` bounds the creation time ((">=", ms), …); `equal` matches columns."""
+        `created` bounds the creation time ((">=", ms), …); `equal` matches columns;
+        `starts_with` (columns, prefix) keeps rows where any of the columns starts with
+        the prefix, ignoring case (a scan in creation order: for people searching, not
+        for programs)."""
         where = ["environment = ?"]
         params: list[Any] = [environment]
         if archived is True:
@@ -253,6 +257,16 @@ class Catalog:
                 assert column in self._COLUMNS.get(table, ()), column
                 where.append(f"{column} IN ({', '.join('?' for _ in values)})")
                 params.extend(values)
+        if starts_with is not None and starts_with[1]:
+            columns, prefix = starts_with
+            escaped = (prefix.lower().replace("\\", "\\\\").replace("%", "\\%")
+                       .replace("_", "\\_")) + "%"
+            tests = []
+            for column in columns:
+                assert column == "id" or column in self._COLUMNS.get(table, ()), column
+                tests.append(f"lower({column}) LIKE ? ESCAPE '\\'")
+                params.append(escaped)
+            where.append(f"({' OR '.join(tests)})")
         rows, next_cursor, prev_cursor = await page_by_creation(
             self.store, f"SELECT doc, created_at, id FROM {table}", where, params, limit,
             after, before)

@@ -3,8 +3,9 @@
 Both read the hourly buckets the store keeps (summed in each group commit from
 `engine.core.usage`): a range costs one row per hour per (feature, resource, currency,
 dimensions), whatever the number of events behind it. Points are aligned to UTC hours,
-days or calendar months, chosen from the range (hourly up to two days, daily up to 62
-days, monthly beyond), and empty periods are filled with zeros so charts have no gaps.
+days, weeks (from Monday) or calendar months: asked for (`granularity`, credit usage) or
+chosen from the range (hourly up to two days, daily up to 62 days, monthly beyond), and
+empty periods are filled with zeros so charts have no gaps.
 Amounts are units (engine/core/amounts.py); the wire formats them.
 """
 
@@ -23,9 +24,9 @@ from engine.domain.features import require_feature
 from engine.domain.stored import Currency
 from engine.domain.values import ascii_int
 
-__all__ = ["GROUP_KEYS_MAX", "RANGE_MS_MAX", "CreditSeries", "CreditUsage", "CreditUsageQuery",
-           "HistoryQuery", "HistorySeries", "Point", "credit_usage", "dimension_keys",
-           "periods", "usage_history"]
+__all__ = ["GRANULARITIES", "GROUP_KEYS_MAX", "POINTS_MAX", "RANGE_MS_MAX", "CreditSeries",
+           "CreditUsage", "CreditUsageQuery", "HistoryQuery", "HistorySeries", "Point",
+           "credit_usage", "dimension_keys", "periods", "usage_history"]
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -33,7 +34,11 @@ RANGES = {"LAST_DAY": DAY_MS, "LAST_WEEK": 7 * DAY_MS, "LAST_MONTH": 30 * DAY_MS
           "LAST_YEAR": 365 * DAY_MS}
 GROUP_KEYS_MAX = 3
 _KEY = re.compile(r"^[a-zA-Z0-9_$-]+$")
+WEEK_MS = 7 * DAY_MS
 RANGE_MS_MAX = 3 * 366 * DAY_MS  # bounded work per query
+GRANULARITIES = ("HOUR", "DAY", "WEEK", "MONTH")
+POINTS_MAX = 2_000  # an asked-for granularity may not make more points than this
+_MONDAY_MS = 4 * DAY_MS  # 1970-01-05, the first Monday after the epoch
 
 
 def _month_start(ms: int) -> int:
@@ -47,20 +52,40 @@ def _next_month(ms: int) -> int:
     return int(datetime(year, month, 1, tzinfo=timezone.utc).timestamp() * 1000)
 
 
-def periods(start: int, end: int) -> list[int]:
-    """The starts of the points covering [start, end): hours, days or months by length."""
-    span = end - start
-    if span <= 2 * DAY_MS:
-        first, step = start - start % HOUR_MS, HOUR_MS
-    elif span <= 62 * DAY_MS:
-        first, step = start - start % DAY_MS, DAY_MS
-    else:
+def periods(start: int, end: int, granularity: str | None = None) -> list[int]:
+    """The starts of the points covering [start, end): hours, days, weeks or months, as
+    asked or by the range's length."""
+    if granularity is None:
+        span = end - start
+        granularity = "HOUR" if span <= 2 * DAY_MS else "DAY" if span <= 62 * DAY_MS \
+            else "MONTH"
+    if granularity == "MONTH":
         out, at = [], _month_start(start)
         while at < end:
             out.append(at)
             at = _next_month(at)
         return out
+    if granularity == "WEEK":
+        first, step = start - (start - _MONDAY_MS) % WEEK_MS, WEEK_MS
+    else:
+        step = HOUR_MS if granularity == "HOUR" else DAY_MS
+        first = start - start % step
     return list(range(first, end, step))
+
+
+def _granularity(value: str | None, start: int, end: int) -> str | None:
+    """An asked-for granularity, checked: a known name, and not more than POINTS_MAX
+    points over the range (the answer's size stays bounded)."""
+    if value is None:
+        return None
+    name = value.upper()
+    if name not in GRANULARITIES:
+        raise bad_input(f"must be one of {', '.join(GRANULARITIES)}", "granularity")
+    step = {"HOUR": HOUR_MS, "DAY": DAY_MS, "WEEK": WEEK_MS}.get(name, 28 * DAY_MS)
+    if (end - start) // step + 1 > POINTS_MAX:
+        raise bad_input(f"{name} points over this range would be more than {POINTS_MAX}; "
+                        "ask for a coarser granularity or a shorter range", "granularity")
+    return name
 
 
 def _period_of(starts: list[int], hour: int) -> int:
@@ -132,6 +157,7 @@ class CreditUsageQuery(msgspec.Struct, frozen=True):
     group_by: str | None = None  # featureId and up to three dimension keys, comma-separated
     after: str | None = None  # the cursors the previous page gave
     before: str | None = None
+    granularity: str | None = None  # HOUR, DAY, WEEK (from Monday), MONTH; None: by range
 
 
 class CreditSeries(msgspec.Struct, frozen=True):
@@ -157,6 +183,7 @@ async def credit_usage(d: Domain, env: str, q: CreditUsageQuery) -> CreditUsage:
         raise bad_input("is required", "customerId")
     await require_customer(d, env, q.customer_id, allow_archived=True)
     start, end = _range(d.documents.now_ms(), q.start, q.end, q.time_range, "LAST_MONTH")
+    granularity = _granularity(q.granularity, start, end)
     keys, by_feature = _group_keys(q.group_by, allow_feature=True)
     if not keys:
         by_feature = True
@@ -169,7 +196,7 @@ async def credit_usage(d: Domain, env: str, q: CreditUsageQuery) -> CreditUsage:
             raise bad_input("is not a cursor this server issued", name)
     rows = await d.store.credit_buckets(engine_id(env, q.customer_id), start - start % HOUR_MS,
                                         end, q.currency_id, q.resource_id)
-    starts = periods(start, end)
+    starts = periods(start, end, granularity)
     series: dict[tuple, dict[str, Any]] = {}
     currencies = set()
     for hour, feature_id, dims, row_currency, credits, events in rows:

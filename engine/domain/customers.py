@@ -31,6 +31,9 @@ class CustomersQuery(msgspec.Struct, frozen=True, kw_only=True):
     email: str | None = None
     name: str | None = None
     created: tuple[tuple[str, int], ...] = ()
+    # A person looking for a customer (the console): id, name or email starting with it,
+    # ignoring (ASCII) case.
+    search: str | None = None
 
 
 # What a client may set, by attribute (stored.Customer's fields but the id and times).
@@ -101,7 +104,8 @@ async def list_customers(d: Domain, env: str, q: CustomersQuery) -> Any:
     """A page in creation order (`.items`, `.next`, `.prev`)."""
     return await d.documents.page(_TABLE, env, q.limit, q.after, q.before,
                                   created=list(q.created),
-                                  equal={"email": q.email, "name": q.name})
+                                  equal={"email": q.email, "name": q.name},
+                                  starts_with=(("id", "name", "email"), q.search or ""))
 
 
 async def archive(d: Domain, env: str, customer_id: str, archived: bool) -> Customer:

@@ -42,15 +42,17 @@ async def credit_usage(
     start_date: Annotated[str | None, Q(name="startDate")] = None,
     end_date: Annotated[str | None, Q(name="endDate")] = None,
     group_by: Annotated[str | None, Q(name="groupBy")] = None,
+    granularity: FromQuery[str | None] = None,
 ) -> Response:
     """Credits consumed over time: a series per feature (featureId null: consumed
-    directly), or per combination of up to three dimension values with `groupBy`."""
+    directly), or per combination of up to three dimension values with `groupBy`; points
+    per `granularity` (HOUR, DAY, WEEK, MONTH; an extension) or by the range's length."""
     usage = await analytics.credit_usage(domain(request), environment(request),
                                          analytics.CreditUsageQuery(
         customer_id=customer_id, limit=page.limit, currency_id=currency_id,
         resource_id=resource_id, time_range=time_range,
         start=parse_time(start_date, "startDate"), end=parse_time(end_date, "endDate"),
-        group_by=group_by, after=page.after, before=page.before))
+        group_by=group_by, after=page.after, before=page.before, granularity=granularity))
     return ok({
         "currency": _currency(usage.currency),
         "series": [credit_series_json(s) for s in usage.series],

@@ -16,6 +16,7 @@ from msgspec import UNSET, UnsetType
 from engine.domain import customers
 from engine.domain.constraints import Ident
 from gateway.context import domain, environment, ok
+from gateway.errors import bad_input
 from gateway.openapi import request_body
 from gateway.routes.common import public
 from gateway.wire import PageQuery, created_at_bounds, decode_body
@@ -75,13 +76,17 @@ async def list_customers(
     page: PageQuery,
     email: FromQuery[str | None] = None,
     name: FromQuery[str | None] = None,
+    search: FromQuery[str | None] = None,
 ) -> Response:
     """Creation order; `email` and `name` match exactly, `createdAt[gt|gte|lt|lte]` bound
-    the creation time."""
+    the creation time; `search` (an extension, for the console) keeps customers whose id,
+    name or email starts with it, ignoring case."""
+    if search is not None and len(search) > 200:
+        raise bad_input("at most 200 characters", "search")
     page = await customers.list_customers(domain(request), environment(request),
                                           customers.CustomersQuery(
         limit=page.limit, after=page.after, before=page.before, email=email, name=name,
-        created=tuple(created_at_bounds(request))))
+        created=tuple(created_at_bounds(request)), search=search))
     return ok([public(d) for d in page.items], pagination={"next": page.next, "prev": page.prev})
 
 

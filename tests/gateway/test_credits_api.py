@@ -133,6 +133,29 @@ def test_customer_list_pages_and_filters(client, uid) -> None:
     assert [c.id for c in back.data] == [c.id for c in page.data]
 
 
+def test_customer_search_matches_the_start_of_id_name_or_email(raw, uid) -> None:
+    """What the console's search box asks: a prefix, any case, of the id, name or email;
+    LIKE's wildcards in it are plain characters."""
+    tag = uid("Srch")
+    made = {f"{tag}-1": ("Zed Ltd", "ops@zed.test"), f"{tag}-2": ("Other", f"{tag}@y.test"),
+            f"{tag}_%x": ("Third", None), f"z{tag}": (f"{tag} Inc", None),
+            f"q{tag}": ("Nope", "x@x.test")}
+    for cid, (name, email) in made.items():
+        assert raw.post("/api/v1/customers", json={"id": cid, "name": name,
+                                                   "email": email}).status_code in (200, 201)
+
+    def search(text: str) -> set[str]:
+        r = raw.get("/api/v1/customers", params={"search": text, "limit": 100})
+        assert r.status_code == 200, r.text
+        return {c["id"] for c in r.json()["data"]}
+
+    assert search(tag.lower()) == {f"{tag}-1", f"{tag}-2", f"{tag}_%x", f"z{tag}"}
+    assert search(f"{tag}_%") == {f"{tag}_%x"}  # not "any character, anything"
+    assert search("OPS@ZED") == {f"{tag}-1"}
+    r = raw.get("/api/v1/customers", params={"search": "x" * 201})
+    assert (r.status_code, r.json()["field"]) == (400, "search")
+
+
 # -- grants ------------------------------------------------------------------------------
 
 
