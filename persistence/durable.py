@@ -702,28 +702,34 @@ class DurableStore:
 
     async def ledger_count(self, customer_id: str, *, event_types: Sequence[str] = (),
                            currency_id: str | None = None, resource_id: str | None = None,
-                           reservation_id: str | None = None) -> int:
+                           reservation_id: str | None = None, since: int | None = None,
+                           until: int | None = None) -> int:
         """How many ledger entries `ledger_page` pages through with these filters."""
         query = sql.select_ledger_count(kinds=len(event_types), currency=bool(currency_id),
                                         resource=bool(resource_id),
-                                        reservation=bool(reservation_id))
-        params: list[Any] = [customer_id, *(sql.LEDGER_KINDS[t] for t in event_types)]
-        params += [v for v in (currency_id, resource_id, reservation_id) if v]
-        rows = await self.fetch(query, *params)
+                                        reservation=bool(reservation_id),
+                                        since=since is not None, until=until is not None)
+        rows = await self.fetch(query, *_ledger_params(customer_id, event_types, currency_id,
+                                                       resource_id, reservation_id, since,
+                                                       until))
         return int(rows[0][0])
 
     async def ledger_page(self, customer_id: str, *, event_types: Sequence[str] = (),
                           currency_id: str | None = None, resource_id: str | None = None,
                           reservation_id: str | None = None, after: int | None = None,
-                          before: int | None = None, limit: int = 100) -> list[LedgerEntry]:
-        """A page of a customer's ledger, filtered: newest first, older than `after`;
-        or, with `before`, the entries just newer than it, oldest first."""
+                          before: int | None = None, limit: int = 100,
+                          since: int | None = None, until: int | None = None,
+                          ) -> list[LedgerEntry]:
+        """A page of a customer's ledger, filtered (`since` inclusive, `until` exclusive,
+        epoch ms): newest first, older than `after`; or, with `before`, the entries just
+        newer than it, oldest first."""
         cursor = "after" if after is not None else "before" if before is not None else None
         query = sql.select_ledger_page(kinds=len(event_types), currency=bool(currency_id),
                                        resource=bool(resource_id),
-                                       reservation=bool(reservation_id), cursor=cursor)
-        params: list[Any] = [customer_id, *(sql.LEDGER_KINDS[t] for t in event_types)]
-        params += [v for v in (currency_id, resource_id, reservation_id) if v]
+                                       reservation=bool(reservation_id), cursor=cursor,
+                                       since=since is not None, until=until is not None)
+        params = _ledger_params(customer_id, event_types, currency_id, resource_id,
+                                reservation_id, since, until)
         if cursor is not None:
             params.append(after if after is not None else before)
         rows = await self.fetch(query, *params, limit)
@@ -942,3 +948,12 @@ class DurableStore:
         if translated is None:
             raise exc
         return translated
+
+
+def _ledger_params(customer_id: str, event_types: Sequence[str], currency_id: str | None,
+                   resource_id: str | None, reservation_id: str | None, since: int | None,
+                   until: int | None) -> list[Any]:
+    """The parameters of sql.select_ledger_page/_count in their order, cursor aside."""
+    params: list[Any] = [customer_id, *(sql.LEDGER_KINDS[t] for t in event_types)]
+    params += [v for v in (currency_id, resource_id, reservation_id) if v]
+    return params + [v for v in (since, until) if v is not None]

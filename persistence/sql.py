@@ -272,7 +272,8 @@ _LEDGER_SELECT = (f"{_LEDGER_COLUMNS_SELECTED}"
 SELECT_LEDGER = f"{_LEDGER_SELECT} AND l.seq > ? ORDER BY l.seq LIMIT ?"
 
 
-def _ledger_filters(*, kinds: int, currency: bool, resource: bool, reservation: bool) -> str:
+def _ledger_filters(*, kinds: int, currency: bool, resource: bool, reservation: bool,
+                    since: bool = False, until: bool = False) -> str:
     query = ""
     if kinds:
         query += f" AND l.kind IN ({', '.join('?' for _ in range(kinds))})"
@@ -282,26 +283,32 @@ def _ledger_filters(*, kinds: int, currency: bool, resource: bool, reservation: 
         query += " AND g.resource_id = ?"
     if reservation:
         query += " AND l.reservation_id = ?"
+    if since:
+        query += " AND l.ts >= ?"
+    if until:
+        query += " AND l.ts < ?"
     return query
 
 
 def select_ledger_count(*, kinds: int, currency: bool, resource: bool,
-                        reservation: bool) -> str:
+                        reservation: bool, since: bool = False, until: bool = False) -> str:
     """How many ledger rows `select_ledger_page` pages through with these filters (the
     same parameters, without the cursor and the limit)."""
     return (_LEDGER_SELECT.replace(_LEDGER_COLUMNS_SELECTED, "SELECT count(*) ", 1)
             + _ledger_filters(kinds=kinds, currency=currency, resource=resource,
-                              reservation=reservation))
+                              reservation=reservation, since=since, until=until))
 
 
 def select_ledger_page(*, kinds: int, currency: bool, resource: bool, reservation: bool,
-                       cursor: str | None) -> str:
+                       cursor: str | None, since: bool = False, until: bool = False) -> str:
     """A page of a customer's ledger for the API: parameters are the customer id, then
     `kinds` kind codes, then the currency, resource and reservation asked for (those
-    given), then the cursor's sequence number (`cursor` "after": older, newest first;
+    given), then the time bounds asked for (`since` inclusive, `until` exclusive, epoch
+    ms), then the cursor's sequence number (`cursor` "after": older, newest first;
     "before": newer, oldest first; None: the newest), then the limit."""
     query = _LEDGER_SELECT + _ledger_filters(kinds=kinds, currency=currency,
-                                             resource=resource, reservation=reservation)
+                                             resource=resource, reservation=reservation,
+                                             since=since, until=until)
     if cursor == "after":
         query += " AND l.seq < ?"
     elif cursor == "before":

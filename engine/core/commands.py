@@ -300,6 +300,9 @@ class BalanceView(msgspec.Struct, frozen=True, gc=False):
     reserved: int
     timestamp: int
     hard_limit: bool = True
+    # The balance at or below which the pool counts as low (the usage_low events' line),
+    # None when it cannot be low (nothing granted) or not known (a replayed answer).
+    low_line: int | None = None
 
 
 class GrantView(msgspec.Struct, frozen=True, kw_only=True, gc=False):

@@ -312,6 +312,7 @@ def _void_grant(state: CustomerState, cmd: VoidGrant, now: int, fx: Effects) -> 
         return GrantReply(grant=grant_view(g), balance=balance_view(pool, now))
     ops.forfeit(state, pool, g, GrantStatus.VOIDED, now, fx, op)
     ops.event(state, fx, EventType.GRANT_UPDATED, pool, now, g)
+    fx.pools[pool.key] = pool  # its balance moved: the feed shows it (gateway/feed/hub.py)
     ops.pool_thresholds(state, pool, now, fx)
     return GrantReply(grant=grant_view(g), balance=balance_view(pool, now))
 

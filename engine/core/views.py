@@ -14,7 +14,7 @@ def balance_view(pool: Pool, now: int) -> BalanceView:
     # Positional: this runs once per consumption.
     return BalanceView(
         pool.currency_id, pool.resource_id, pool.balance, pool.granted, pool.consumed,
-        pool.reserved, now, pool.hard_limit,
+        pool.reserved, now, pool.hard_limit, pool.low_line,
     )
 
 

@@ -105,6 +105,8 @@ class LedgerQuery(msgspec.Struct, frozen=True, kw_only=True):
     limit: int = 20
     after: str | None = None
     before: str | None = None
+    start: int | None = None  # epoch ms, inclusive: entries at or after
+    end: int | None = None  # epoch ms, exclusive: entries before
 
 
 class LedgerPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -254,7 +256,9 @@ async def grants_count(d: Domain, env: str, q: GrantsQuery) -> int:
         resource_id=q.resource_id, created=list(q.created))
 
 
-def _check_event_types(q: LedgerQuery) -> None:
+def _check_filters(q: LedgerQuery) -> None:
+    if q.start is not None and q.end is not None and q.start >= q.end:
+        raise bad_input("must be before endDate", "startDate")
     unknown = [t for t in q.event_types if t not in _EVENT_TYPES]
     if unknown:
         raise bad_input(f"unknown event type {unknown[0]!r}", "eventType")
@@ -264,18 +268,18 @@ async def ledger_count(d: Domain, env: str, q: LedgerQuery) -> int:
     """How many entries `ledger` pages through for `q` (its paging ignored): one count
     in the store."""
     await require_customer(d, env, q.customer_id, allow_archived=True)
-    _check_event_types(q)
+    _check_filters(q)
     return await d.store.ledger_count(
         engine_id(env, q.customer_id), event_types=list(q.event_types),
         currency_id=q.currency_id or None, resource_id=q.resource_id or None,
-        reservation_id=q.reservation_id or None)
+        reservation_id=q.reservation_id or None, since=q.start, until=q.end)
 
 
 async def ledger(d: Domain, env: str, q: LedgerQuery) -> LedgerPage:
     """A page of the customer's ledger, newest first; cursors are ledger sequence
     numbers (`before` alone pages towards the newer)."""
     await require_customer(d, env, q.customer_id, allow_archived=True)
-    _check_event_types(q)
+    _check_filters(q)
     for name, cursor in (("after", q.after), ("before", q.before)):
         if cursor is not None and ascii_int(cursor) is None:
             raise bad_input("is not a cursor this server issued", name)
@@ -285,7 +289,8 @@ async def ledger(d: Domain, env: str, q: LedgerQuery) -> LedgerPage:
         currency_id=q.currency_id or None, resource_id=q.resource_id or None,
         reservation_id=q.reservation_id or None,
         after=int(q.after) if q.after else None,
-        before=int(q.before) if backwards and q.before else None, limit=q.limit + 1)
+        before=int(q.before) if backwards and q.before else None, limit=q.limit + 1,
+        since=q.start, until=q.end)
     more = len(rows) > q.limit
     entries = list(rows[:q.limit])
     if backwards:

@@ -64,6 +64,7 @@ def balance_json(b: BalanceView) -> dict[str, Any]:
         "totalConsumed": amount_out(b.total_consumed),
         "reserved": amount_out(b.reserved),
         "hardLimit": b.hard_limit,
+        "lowBalanceAt": None if b.low_line is None else amount_out(b.low_line),
         "timestamp": iso(b.timestamp),
     }
 

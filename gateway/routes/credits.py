@@ -42,6 +42,8 @@ CurrencyQ = Annotated[str | None, QueryParameter(name="currencyId")]
 ResourceQ = Annotated[str | None, QueryParameter(name="resourceId")]
 EventTypeQ = Annotated[str | None, QueryParameter(name="eventType")]
 ReservationQ = Annotated[str | None, QueryParameter(name="reservationId")]
+StartQ = Annotated[str | None, QueryParameter(name="startDate")]
+EndQ = Annotated[str | None, QueryParameter(name="endDate")]
 
 
 class Cost(msgspec.Struct, forbid_unknown_fields=True):
@@ -116,6 +118,9 @@ def balance_json(b: BalanceView) -> dict[str, Any]:
         "totalGranted": amount_out(b.total_granted),
         "reserved": amount_out(b.reserved),
         "resourceId": b.resource_id,
+        # An extension: the balance at or below which the pool counts as low (what the
+        # usage_low events mean), for a widget's warning; null when it cannot be low.
+        "lowBalanceAt": None if b.low_line is None else amount_out(b.low_line),
     }
 
 
@@ -186,15 +191,20 @@ async def list_ledger(
     resource_id: ResourceQ = None,
     event_type: EventTypeQ = None,
     reservation_id: ReservationQ = None,
+    start_date: StartQ = None,
+    end_date: EndQ = None,
 ) -> Response:
-    """Newest first; cursors are ledger sequence numbers."""
+    """Newest first; cursors are ledger sequence numbers; `startDate` (inclusive) and
+    `endDate` (exclusive) bound the entries' times (an extension, for the ledger
+    widget)."""
     if not customer_id:
         raise bad_input("is required", "customerId")
     types = tuple(t.strip() for t in event_type.split(",") if t.strip()) if event_type else ()
     page = await credits.ledger(domain(request), environment(request), credits.LedgerQuery(
         customer_id=customer_id, currency_id=currency_id, resource_id=resource_id,
         reservation_id=reservation_id, event_types=types, limit=page.limit,
-        after=page.after, before=page.before))
+        after=page.after, before=page.before, start=parse_time(start_date, "startDate"),
+        end=parse_time(end_date, "endDate")))
     data = [ledger_json(customer_id, e) for e in page.entries]
     return ok(data, pagination={"next": page.next, "prev": page.prev})
 

@@ -16,7 +16,6 @@ import os
 import secrets
 import socket
 import struct
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -31,6 +30,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.gateway.conftest import fresh_pg_url
+
 pytestmark = pytest.mark.anyio
 
 TIMEOUT = 10.0  # for one frame, close or response; generous on a loaded 2-core machine
@@ -40,7 +41,7 @@ SECRET = "feed-test-secret-" + secrets.token_hex(32)  # CREDITD_TOKEN_SECRET (64
 EVENT_FIELDS = {"customerId", "currencyId", "resourceId", "sequence", "amount", "grant", "details",
                 "balance"}
 BALANCE_FIELDS = {"currencyId", "resourceId", "currentBalance", "totalGranted",
-                  "totalConsumed", "reserved", "hardLimit", "timestamp"}
+                  "totalConsumed", "reserved", "hardLimit", "lowBalanceAt", "timestamp"}
 ERROR_CODES = {4400: "BadUserInput", 4401: "Unauthenticated", 4403: "Forbidden",
                4404: "CustomerNotFound", 4408: "TokenExpired", 4409: "BacklogOverflow",
                4429: "TooManySubscribers"}
@@ -330,6 +331,13 @@ async def test_balance_frames_follow_acks_in_seq_order(server) -> None:
             check_stream(feed.frames, customer)
             assert feed.frames[-1]["seq"] == snap["seq"] + len(events(feed.frames)) == 8
             assert pools([feed.frames[-1]]) == pools(await api.balances(customer))
+
+            # A void moves the balance too: its balance frame follows the grant's update.
+            r = await api.http.post(f"/api/v1/credits/grants/{granted['id']}/void")
+            assert r.status_code == 200, r.text
+            frame = await feed.until(lambda f: f["type"] == "balance")
+            assert frame["currentBalance"] == 0
+            assert pools([frame]) == pools(await api.balances(customer))
 
 
 # -- isolation ------------------------------------------------------------------------------
@@ -680,7 +688,7 @@ def database_url(request: pytest.FixtureRequest,
     if request.param == "sqlite":
         yield None
         return
-    url, drop = sys.modules[make_server.__module__].fresh_pg_url()
+    url, drop = fresh_pg_url()
     try:
         yield url
     finally:

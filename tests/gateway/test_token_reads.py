@@ -93,6 +93,9 @@ def test_a_resource_token_reads_its_resource_only(server: Server,
         r = tok.get("/api/v1/credits/balance?customerId=cust-a&resourceId=ws-1")
         assert r.status_code == 200, r.text
         assert [b["resourceId"] for b in r.json()["data"]["balances"]] == ["ws-1"]
+        # The pool's low line (what credits.balance.usage_low means: 20 % of 100 left),
+        # for the balance widget's warning.
+        assert r.json()["data"]["balances"][0]["lowBalanceAt"] == 20
         for query in ("", "&resourceId=ws-2"):
             refused = tok.get(f"/api/v1/credits/grants?customerId=cust-a{query}")
             assert refused.status_code == 403, refused.text
@@ -273,3 +276,31 @@ def test_a_bucket_never_admits_more_than_burst_plus_rate_times_time(
         limiter.admit(str(i).encode(), now)
     assert len(limiter) == 4
 
+
+
+def test_ledger_pages_within_a_date_range(server: Server, clock: Any) -> None:
+    """The ledger widget's date filter: `startDate` inclusive, `endDate` exclusive, paged
+    with the same cursors, counted the same way."""
+    with server.http() as raw:
+        assert raw.post("/api/v1/customers", json={"id": "cust-l"}).status_code in (200, 201)
+        assert raw.post("/api/v1/credits/grants", json={
+            "customerId": "cust-l", "currencyId": "tok", "amount": 100,
+            "displayName": "l", "grantType": "PAID"}).status_code == 200
+        times = []
+        for i in range(6):
+            clock.move(by=timedelta(days=1))
+            times.append(clock.now())
+            assert raw.post("/api/v1/credits/consumption", json={
+                "customerId": "cust-l", "currencyId": "tok", "amount": i + 1,
+                "idempotencyKey": f"l-{i}"}).status_code == 200
+        query = {"customerId": "cust-l", "startDate": times[1].isoformat(),
+                 "endDate": times[4].isoformat(), "limit": 2}
+        first = raw.get("/api/v1/credits/ledger", params=query).json()
+        rest = raw.get("/api/v1/credits/ledger",
+                       params={**query, "after": first["pagination"]["next"]}).json()
+        amounts = [e["amount"] for e in first["data"] + rest["data"]]
+        assert amounts == [-4, -3, -2] and rest["pagination"]["next"] is None
+        bad = raw.get("/api/v1/credits/ledger", params={**query, "endDate": query["startDate"]})
+        assert (bad.status_code, bad.json()["field"]) == (400, "startDate")
+        bad = raw.get("/api/v1/credits/ledger", params={**query, "startDate": "yesterday"})
+        assert (bad.status_code, bad.json()["field"]) == (400, "startDate")
