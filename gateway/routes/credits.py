@@ -179,7 +179,12 @@ async def list_grants(
             resource_id=resource_id or None, created=tuple(created_at_bounds(request)),
             limit=page.limit, after=page.after, before=page.before))
     pagination = {"next": next_cursor, "prev": prev_cursor}
-    return ok([grant_json(customer_id, g) for g in rows], pagination=pagination)
+    grants = [grant_json(customer_id, g) for g in rows]
+    if request.scope["state"].get("token") is not None:
+        # A customer (a token: the portal, a widget) does not see the operators' notes.
+        for g in grants:
+            g["comment"] = None
+    return ok(grants, pagination=pagination)
 
 
 @get("/api/v1/credits/ledger")
