@@ -301,7 +301,7 @@ class BalanceView(msgspec.Struct, frozen=True, gc=False):
     timestamp: int
     hard_limit: bool = True
     # The balance at or below which the pool counts as low (the usage_low events' line),
-    # None when it cannot be low (nothing granted) or not known (a replayed answer).
+    # None when it cannot be low (nothing granted); set in reads only (views.pool_view).
     low_line: int | None = None
 
 

@@ -65,7 +65,7 @@ from engine.core.model import (
     ReservationStatus,
 )
 from engine.core.refusals import Refusal, refuse
-from engine.core.views import balance_view, grant_view, reservation_view
+from engine.core.views import balance_view, grant_view, pool_view, reservation_view
 
 __all__ = ["apply", "advance", "same_request", "purge", "trim_keys", "check_pool"]
 
@@ -515,7 +515,7 @@ def _configure_pool(state: CustomerState, cmd: ConfigurePool, now: int, fx: Effe
     fx.pools[pool.key] = pool
     ops.pool_thresholds(state, pool, now, fx)
     return PoolSettingsReply(
-        balance=balance_view(pool, now),
+        balance=pool_view(pool, now),
         low_balance_units=pool.low_balance_units,
         usage_low_percent=pool.usage_low_percent,
     )
@@ -523,7 +523,7 @@ def _configure_pool(state: CustomerState, cmd: ConfigurePool, now: int, fx: Effe
 
 def _get_balances(state: CustomerState, cmd: GetBalances, now: int, fx: Effects) -> Reply:
     views = tuple(
-        balance_view(p, now)
+        pool_view(p, now)
         for p in state.pools.values()
         if (cmd.currency_id is None or p.currency_id == cmd.currency_id)
         and (not cmd.match_resource or p.resource_id == cmd.resource_id)

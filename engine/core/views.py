@@ -5,13 +5,23 @@ from __future__ import annotations
 from engine.core.commands import BalanceView, GrantView, ReservationView
 from engine.core.model import Grant, Pool, Reservation
 
-__all__ = ["balance_view", "grant_view", "reservation_view"]
+__all__ = ["balance_view", "grant_view", "pool_view", "reservation_view"]
 
 _EMPTY: dict[str, str] = {}
 
 
 def balance_view(pool: Pool, now: int) -> BalanceView:
     # Positional: this runs once per consumption.
+    return BalanceView(
+        pool.currency_id, pool.resource_id, pool.balance, pool.granted, pool.consumed,
+        pool.reserved, now, pool.hard_limit,
+    )
+
+
+def pool_view(pool: Pool, now: int) -> BalanceView:
+    """A balance with the pool's low line, for reads (balances, the feed, settings). The
+    answers to writes leave the line out: a replayed answer must equal the first one, and
+    the stored answer (persistence/codec.py) keeps the balance only, not the line."""
     return BalanceView(
         pool.currency_id, pool.resource_id, pool.balance, pool.granted, pool.consumed,
         pool.reserved, now, pool.hard_limit, pool.low_line,

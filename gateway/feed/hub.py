@@ -41,7 +41,7 @@ import structlog
 from engine.core.commands import BalanceView
 from engine.core.effects import DomainEvent, Effects
 from engine.core.usage import usage_view
-from engine.core.views import balance_view
+from engine.core.views import pool_view
 from gateway.wire import amount_out, iso
 from webhooks.events import event_data
 
@@ -302,7 +302,7 @@ class Hub:
         if fx.pools:
             now = self._now_ms()
             items += [("balance", ("b", customer_id, p.currency_id, p.resource_id),
-                       (customer_id, balance_view(p, now))) for p in fx.pools.values()]
+                       (customer_id, pool_view(p, now))) for p in fx.pools.values()]
         if fx.usage:
             items += [("usage", ("u", customer_id, c.feature_id, c.resource_id),
                        (customer_id, usage_view(c))) for c in fx.usage.values()]
@@ -326,7 +326,7 @@ class Hub:
             now = self._now_ms()
             for pool in fx.pools.values():
                 frame = _encode({"type": "balance", "seq": fx.seq,
-                                 **balance_json(balance_view(pool, now))}).decode()
+                                 **balance_json(pool_view(pool, now))}).decode()
                 key = ("b", pool.currency_id, pool.resource_id)
                 for sub in subs:
                     if sub.wants(pool.currency_id, pool.resource_id):
