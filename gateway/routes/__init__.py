@@ -11,6 +11,7 @@ from gateway.routes.estimates import ROUTES as _ESTIMATES
 from gateway.routes.features import ROUTES as _FEATURES
 from gateway.routes.paywall import ROUTES as _PAYWALL
 from gateway.routes.plans import ROUTES as _PLANS
+from gateway.routes.pools import ROUTES as _POOLS
 from gateway.routes.products import ROUTES as _PRODUCTS
 from gateway.routes.promotions import ROUTES as _PROMOTIONS
 from gateway.routes.recharge import ROUTES as _RECHARGE
@@ -22,4 +23,4 @@ from gateway.routes.webhooks import ROUTES as _WEBHOOKS
 ROUTES = [*_CURRENCIES, *_CUSTOMERS, *_CREDITS, *_ENTITLEMENTS, *_FEATURES, *_USAGE,
           *_ANALYTICS, *_WEBHOOKS, *_FEED, *_RECHARGE,
           *_COUPONS, *_PRODUCTS, *_PLANS, *_TEST_CLOCK, *_PROMOTIONS,
-          *_SUBSCRIPTIONS, *_ESTIMATES, *_PAYWALL]
+          *_SUBSCRIPTIONS, *_ESTIMATES, *_PAYWALL, *_POOLS]

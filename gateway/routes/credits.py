@@ -118,8 +118,11 @@ def balance_json(b: BalanceView) -> dict[str, Any]:
         "totalGranted": amount_out(b.total_granted),
         "reserved": amount_out(b.reserved),
         "resourceId": b.resource_id,
-        # An extension: the balance at or below which the pool counts as low (what the
-        # usage_low events mean), for a widget's warning; null when it cannot be low.
+        # Extensions: whether a consumption the balance cannot cover is refused (false: a
+        # soft limit, the balance may go negative; PUT /api/v1/credits/pools), and the
+        # balance at or below which the pool counts as low (what the usage_low events
+        # mean), for a widget's warning; null when it cannot be low.
+        "hardLimit": b.hard_limit,
         "lowBalanceAt": None if b.low_line is None else amount_out(b.low_line),
     }
 

@@ -68,6 +68,25 @@ def test_a_consumption_changes_the_balance_on_screen_within_a_second(
     assert page.evaluate("() => window.__sameDocument") is True, "the page was reloaded"
 
 
+def test_low_balance_and_overdraft_are_shown_live(server, api, uid, page) -> None:
+    """The pool's own low line (PUT /api/v1/credits/pools) warns on the card; a soft-limit
+    pool consumed past zero shows the overdraft, live."""
+    acct = seed_account(api, uid, amount=100)
+    r = api.http.put("/api/v1/credits/pools", json={
+        "customerId": acct.customer, "currencyId": acct.currency, "hardLimit": False,
+        "lowBalanceThreshold": 30})
+    assert r.status_code == 200, r.text
+    open_portal(page, server, api.token(acct.customer))
+    card = page.locator("creditd-balance .card[data-currency-id]")
+    expect(card).not_to_have_attribute("data-low", "")
+    api.consume(acct.customer, acct.currency, "70")  # 30 left: at the line
+    expect(card).to_have_attribute("data-low", "", timeout=1000)
+    api.consume(acct.customer, acct.currency, "42.5")  # 12.5 below zero
+    expect(card).to_have_attribute("data-overdraft", "", timeout=1000)
+    expect(card).to_contain_text(amount_text("-12.5"))
+    expect(card).to_contain_text(amount_text("12.5"))  # "Overdrawn by 12.5 tokens"
+
+
 @pytest.fixture(scope="module")
 def history_account(api):
     """A customer with ten days of usage (two features, direct consumption, a `user`
