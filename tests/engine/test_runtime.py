@@ -858,6 +858,7 @@ async def test_passivation_reloads_state_exactly() -> None:
     clock, store = ManualClock(), MemoryStore()
     customers = [f"c{n}" for n in range(8)]
     originals: dict[str, ConsumeReply] = {}
+    reads: dict[str, BalanceView] = {}
     async with Runtime(store, clock, resident_max=3, passivate_after_ms=None) as rt:
         t0 = clock.now_ms()
         for n, cid in enumerate(customers):
@@ -867,6 +868,7 @@ async def test_passivation_reloads_state_exactly() -> None:
             reply = await rt.submit(cid, consume(60 + n, key=f"k-{cid}", feature_id="f"))
             assert isinstance(reply, ConsumeReply)
             originals[cid] = reply
+            reads[cid] = await balance(rt, cid)  # a read: with the pool's low line
             stats = rt.runtime_statistics()
             assert stats.resident == min(n + 1, 3)
         stats = rt.runtime_statistics()
@@ -878,7 +880,10 @@ async def test_passivation_reloads_state_exactly() -> None:
         loads = store.loads
         for n, cid in enumerate(customers):
             view = await balance(rt, cid)
-            assert without_timestamp(view) == without_timestamp(originals[cid].balance)
+            assert without_timestamp(view) == without_timestamp(reads[cid])
+            assert view.low_line is not None
+            assert without_timestamp(view) == {**without_timestamp(originals[cid].balance),
+                                               "low_line": view.low_line}
             assert view.current_balance == 1000 + n + 50 - 5 - (60 + n)
             # The idempotent replay after reload returns the original reply, unchanged.
             again = await rt.submit(cid, consume(60 + n, key=f"k-{cid}", feature_id="f"))

@@ -879,33 +879,10 @@
 
   // ---- exact numbers -------------------------------------------------------------------------
 
-  /* JSON.parse, but every number is kept as the string the server wrote ("0.30000" stays
-   * that, 12345678901234567890 loses nothing): numbers outside strings are quoted first. */
+  /* JSON.parse, but every number is kept as the string the server wrote: the widgets'
+   * parser (creditd.js loads first, both deferred, in order). */
   function parseJson(text) {
-    var out = "";
-    var start = 0;
-    var i = 0;
-    var n = text.length;
-    while (i < n) {
-      var c = text.charCodeAt(i);
-      if (c === 34) {                       // a string: skip it, escapes included
-        i++;
-        while (i < n) {
-          var d = text.charCodeAt(i);
-          if (d === 92) i += 2;
-          else if (d === 34) { i++; break; }
-          else i++;
-        }
-      } else if (c === 45 || (c >= 48 && c <= 57)) {   // a number
-        var j = i + 1;
-        while (j < n && /[0-9eE+\-.]/.test(text.charAt(j))) j++;
-        out += text.slice(start, i) + "\"" + text.slice(i, j) + "\"";
-        start = i = j;
-      } else {
-        i++;
-      }
-    }
-    return JSON.parse(out + text.slice(start));
+    return window.Creditd.parseJSON(text);
   }
 
   /* A decimal string as a BigInt of 10^-5 units (the API's precision), or null. */
