@@ -59,8 +59,11 @@ class Tokens:
              now_s: int, ttl_s: int = TTL_DEFAULT_S) -> tuple[str, int]:
         """A token and its expiry (epoch seconds)."""
         expires = now_s + ttl_s
+        # `jti`: every token is its own string, even two minted in the same second for the
+        # same customer (each then has its own rate-limit bucket: gateway/portal/access.py).
         claims: dict[str, Any] = {"aud": _AUDIENCE, "typ": _TYPE, "env": environment,
-                                  "sub": customer_id, "iat": now_s, "exp": expires}
+                                  "sub": customer_id, "iat": now_s, "exp": expires,
+                                  "jti": secrets.token_urlsafe(9)}
         if resource_id is not None:
             claims["rid"] = resource_id
         return jwt.encode(claims, self._key, algorithm=_ALGORITHM), expires

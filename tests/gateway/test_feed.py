@@ -577,7 +577,7 @@ async def test_forged_tokens(make_server) -> None:
         minted = await api.token(a, resourceId="r1", ttlSeconds=120)
         claims = jwt.decode(minted["token"], SECRET, algorithms=["HS256"],
                             audience="creditd:feed")
-        assert set(claims) == {"aud", "typ", "env", "sub", "rid", "iat", "exp"}
+        assert set(claims) == {"aud", "typ", "env", "sub", "rid", "iat", "exp", "jti"}
         assert (claims["aud"], claims["typ"], claims["env"], claims["sub"], claims["rid"]) == (
             "creditd:feed", "creditd.customer", "default", a, "r1")
         assert claims["exp"] - claims["iat"] == 120

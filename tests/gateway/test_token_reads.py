@@ -255,6 +255,13 @@ def test_usage_points_per_asked_granularity(server: Server, clock: Any) -> None:
             assert r.json()["field"] == "granularity" and why in r.json()["message"]
 
 
+def test_two_tokens_minted_at_once_are_two_tokens(server: Server, world: dict[str, Any]) -> None:
+    """Minted in the same second (the manual clock stands still) for the same customer:
+    still two strings, each with its own rate-limit bucket."""
+    with server.http() as raw:
+        assert _token(raw, "cust-a", ttlSeconds=600) != _token(raw, "cust-a", ttlSeconds=600)
+
+
 def test_a_token_is_rate_limited_on_its_own(make_server: Any) -> None:
     key = "rate-key-0123456789"
     s = make_server(api_keys=key, env={"CREDITD_TOKEN_READS_PER_S": "0.01",
