@@ -45,6 +45,7 @@
  *   --creditd-danger          overdraft, errors                (#cf222e)
  *   --creditd-danger-bg       error background                 (#ffebe9)
  *   --creditd-success         "on", live dot                   (#1a7f37)
+ *   --creditd-success-bg      "active" status background       (#dafbe1)
  *   --creditd-focus           focus ring                       (#0969da)
  *   --creditd-balance-size    the balance figure's size        (2em)
  *   --creditd-chart-height    the usage chart's height         (280px)
@@ -812,6 +813,9 @@
     "button[aria-pressed=true]{background:var(--creditd-accent,#0969da);color:var(--creditd-accent-text,#fff);border-color:transparent}",
     "select,input{border:1px solid var(--creditd-border,#d1d9e0);border-radius:calc(var(--creditd-radius,8px)/2);padding:3px 6px;background:var(--creditd-bg,#fff)}",
     ":focus-visible{outline:2px solid var(--creditd-focus,#0969da);outline-offset:2px}",
+    // A date input's focus is in one of its day / month / year fields, where Chromium does
+    // not always count the input itself as focused: the ring follows the fields.
+    "input[type=date]:focus-within{outline:2px solid var(--creditd-focus,#0969da);outline-offset:2px}",
     ".cards{display:grid;gap:var(--creditd-gap,12px);grid-template-columns:repeat(auto-fill,minmax(220px,1fr))}",
     ".card{background:var(--creditd-surface,#f6f8fa);border-radius:var(--creditd-radius,8px);padding:var(--creditd-gap,12px);display:flex;flex-direction:column;gap:6px}",
     ".card-title{font-weight:600}",
@@ -846,8 +850,9 @@
     "th button{border:0;background:none;padding:0;font-weight:600;display:inline-flex;gap:4px;align-items:center}",
     "th[aria-sort=ascending] button::after{content:'▲';font-size:.7em}",
     "th[aria-sort=descending] button::after{content:'▼';font-size:.7em}",
-    ".status{display:inline-block;padding:1px 8px;border-radius:10px;font-size:.86em;background:var(--creditd-border,#d1d9e0)}",
-    ".status[data-status=ACTIVE]{background:#dafbe1;color:var(--creditd-success,#1a7f37)}",
+    // The pills' text keeps a 4.5:1 contrast on their background (WCAG AA), muted text included.
+    ".status{display:inline-block;padding:0 7px;border-radius:10px;font-size:.86em;background:var(--creditd-surface,#f6f8fa);border:1px solid var(--creditd-border,#d1d9e0)}",
+    ".status[data-status=ACTIVE]{background:var(--creditd-success-bg,#dafbe1);color:var(--creditd-success,#1a7f37)}",
     ".status[data-status=SCHEDULED],.status[data-status=PAYMENT_PENDING]{background:var(--creditd-warning-bg,#fff8c5);color:var(--creditd-warning,#9a6700)}",
     ".status[data-status=VOIDED],.status[data-status=EXPIRED],.status[data-status=DEPLETED]{color:var(--creditd-muted,#59636e)}",
     ".pager{display:flex;gap:8px;align-items:center;justify-content:flex-end;margin-top:8px}",
@@ -1085,7 +1090,13 @@
       append(root, children);
       if (focusKey) {
         var again = root.querySelector('[data-focus="' + CSS_escape(focusKey) + '"]');
-        if (again && !again.disabled) again.focus();
+        if (again && again.disabled) {
+          // The control used is disabled now (Next on the last page): a neighbour takes the
+          // focus, so a keyboard user is not sent back to the top of the page.
+          again = Array.prototype.find.call(again.parentNode.querySelectorAll("[data-focus]"),
+                                            function (x) { return !x.disabled; }) || null;
+        }
+        if (again) again.focus();
       }
     }
 
@@ -2082,8 +2093,10 @@
         var sorted = sortKey === c.key;
         return h("th", { scope: "col", "class": c.num ? "num" : null,
                          "aria-sort": sorted ? (order === "desc" ? "descending" : "ascending") : "none" },
+          // Named by the column alone (the header a screen reader repeats in every cell);
+          // "Sort by …" is its description, the order is the header's aria-sort.
           h("button", { type: "button", "data-focus": "sort:" + c.key, "data-sort": c.key,
-                        "aria-label": tx.t("sortBy", { column: c.label }),
+                        title: tx.t("sortBy", { column: c.label }),
                         onclick: function () {
                           var next = sorted && order === "asc" ? "desc" : "asc";
                           self.page = 0;
