@@ -4,15 +4,22 @@ The fixtures are in conftest.py."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import re
+import shutil
+import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -49,6 +56,8 @@ __all__ = [
     "exact_json",
     "expect",
     "iso",
+    "merchant_server",
+    "npm_ci",
     "open_portal",
     "seed_account",
     "seed_grants_every_state",
@@ -68,6 +77,67 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 WIDGETS = ("creditd-balance", "creditd-utilization", "creditd-usage-chart", "creditd-grants",
            "creditd-ledger", "creditd-auto-recharge")
 XSS = "<img src=x onerror=alert(1)>"
+
+
+def npm_ci(folder: Path, what: str) -> Path:
+    """`folder`/node_modules, installed from its package-lock.json by `npm ci` when missing
+    or when the lock changed (a stamp keeps the lock's digest; one installer at a time).
+    Without node/npm or when the install fails: skipped, or failed under CI=true."""
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        unavailable(f"{what} is installed with `npm` (and `node`), not on PATH")
+    want = hashlib.sha256((folder / "package-lock.json").read_bytes()).hexdigest()
+    modules = folder / "node_modules"
+    stamp = modules / ".creditd-installed"
+    (ROOT / ".cache").mkdir(exist_ok=True)
+    with open(ROOT / ".cache" / f"npm-{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (stamp.is_file() and stamp.read_text() == want):
+            cmd = [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"]
+            try:
+                done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True,
+                                      timeout=600, check=False)
+                ok, out = done.returncode == 0, done.stdout + done.stderr
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                ok, out = False, repr(exc)
+            if not ok:
+                unavailable(f"could not install {what} (npm ci in {folder}):\n{out[-3000:]}")
+            stamp.write_text(want)
+    return modules
+
+
+@contextlib.contextmanager
+def merchant_server(files: dict[str, Path] | None = None,
+                    ) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """The merchant's web server: another origin (another port) than creditd's, serving the
+    pages put in the dict it yields (HTML) and `files` (URL path -> file, as JavaScript).
+    A real server on loopback, as creditd: Chromium refuses a public page's requests to a
+    loopback address (Local Network Access), so an intercepted page on a made-up public
+    origin could not load the widgets in the first place."""
+    pages: dict[str, bytes] = {}
+    scripts = files or {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body, kind = pages.get(self.path), "text/html"
+            if self.path in scripts:
+                body, kind = scripts[self.path].read_bytes(), "text/javascript"
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Type", f"{kind}; charset=utf-8")
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", pages
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def unavailable(reason: str) -> NoReturn:

@@ -20,14 +20,8 @@ alone.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import json
 import re
-import shutil
-import subprocess
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -39,11 +33,11 @@ import pytest
 from tests.portal.helpers import (
     KEY,
     expect,
+    npm_ci,
     open_portal,
     seed_account,
     seed_grants_every_state,
     seed_history,
-    unavailable,
     wait_widgets,
 )
 
@@ -64,37 +58,11 @@ CONTROL_ROLES = ("button", "checkbox", "combobox", "listbox", "radio", "searchbo
 # -- axe-core -----------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    """One installer at a time (parallel pytest runs share the folder)."""
-    lock_dir = ROOT / ".cache"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / "a11y-npm.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 @pytest.fixture(scope="session")
 def axe_js() -> Path:
-    """axe.min.js, installed from a11y/package-lock.json by `npm ci` when node_modules is
-    missing or the lock changed (tests/sdk/conftest.py's `node_sdk` does the same)."""
-    npm = shutil.which("npm")
-    if shutil.which("node") is None or npm is None:
-        unavailable("the accessibility tests install axe-core with `node` and `npm` (on PATH)")
-    want = hashlib.sha256((A11Y / "package-lock.json").read_bytes()).hexdigest()
-    stamp = A11Y / "node_modules" / ".creditd-installed"
-    with _locked():
-        if not (stamp.is_file() and stamp.read_text() == want and AXE_JS.is_file()):
-            cmd = [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"]
-            try:
-                done = subprocess.run(cmd, cwd=A11Y, capture_output=True, text=True,
-                                      timeout=600, check=False)
-                ok, out = done.returncode == 0, done.stdout + done.stderr
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                ok, out = False, repr(exc)
-            if not ok or not AXE_JS.is_file():
-                unavailable(f"could not install axe-core (npm ci in {A11Y}):\n{out[-3000:]}")
-            stamp.write_text(want)
+    """axe.min.js, installed from a11y/package-lock.json (`npm ci`, helpers.npm_ci)."""
+    npm_ci(A11Y, "axe-core")
+    assert AXE_JS.is_file(), f"npm ci in {A11Y} installed no {AXE_JS}"
     return AXE_JS
 
 

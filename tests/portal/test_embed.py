@@ -5,9 +5,7 @@ warning, replaceable texts, a sortable and paged grants table."""
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -15,6 +13,7 @@ from tests.portal.helpers import (
     amount_text,
     dec,
     expect,
+    merchant_server,
     seed_account,
     seed_grants_every_state,
     wait_widgets,
@@ -39,32 +38,9 @@ HOST_PAGE = """<!doctype html>
 
 @pytest.fixture(scope="module")
 def merchant() -> Iterator[tuple[str, dict[str, bytes]]]:
-    """The merchant's web server: another origin (another port) than creditd's, serving
-    the pages put in its dict. A real server on loopback, as creditd: Chromium refuses a
-    public page's requests to a loopback address (Local Network Access), so an intercepted
-    page on a made-up public origin could not load the widgets in the first place."""
-    pages: dict[str, bytes] = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = pages.get(self.path)
-            self.send_response(200 if body is not None else 404)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body or b"")))
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", pages
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    """The merchant's web server, on another origin than creditd's."""
+    with merchant_server() as served:
+        yield served
 
 
 def host(page, server, merchant, token: str) -> None:

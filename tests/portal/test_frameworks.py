@@ -11,17 +11,9 @@ skipped with the reason (and npm's output).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import json
-import os
 import re
-import shutil
-import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -29,18 +21,16 @@ from typing import Any
 import pytest
 
 from tests.portal.helpers import (
-    ROOT,
     amount_text,
     dec,
     expect,
+    merchant_server,
+    npm_ci,
     seed_account,
-    unavailable,
     wait_widgets,
 )
 
 FRAMEWORKS = Path(__file__).resolve().parent / "frameworks"
-CACHE = Path(os.environ.get("CREDITD_TEST_SDK_CACHE") or ROOT / ".cache" / "sdk")
-INSTALL_TIMEOUT = 600
 # What the merchant's server serves under /vendor/: the builds a page loads with a script tag.
 VENDOR = {
     "/vendor/react.js": "react/umd/react.production.min.js",
@@ -49,45 +39,10 @@ VENDOR = {
 }
 
 
-def _tail(output: str, lines: int = 20) -> str:
-    kept = output.splitlines()
-    if len(kept) > 2 * lines:
-        kept = [*kept[:lines], "[...]", *kept[-lines:]]
-    return "\n".join(kept)
-
-
-@contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    """One installer at a time (parallel pytest runs share the directory)."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / "portal-frameworks.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 @pytest.fixture(scope="session")
 def frameworks() -> Path:
     """tests/portal/frameworks/node_modules, installed from the lock (`npm ci`)."""
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        unavailable("the framework tests install React and Vue with `npm` (and `node`)")
-    lock = FRAMEWORKS / "package-lock.json"
-    want = hashlib.sha256(lock.read_bytes()).hexdigest()
-    modules = FRAMEWORKS / "node_modules"
-    stamp = modules / ".creditd-installed"
-    with _locked():
-        if not (stamp.is_file() and stamp.read_text() == want):
-            cmd = [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"]
-            try:
-                done = subprocess.run(cmd, cwd=FRAMEWORKS, capture_output=True, text=True,
-                                      timeout=INSTALL_TIMEOUT, check=False)
-                ok, out = done.returncode == 0, f"$ {' '.join(cmd)}\n{done.stdout}{done.stderr}"
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                ok, out = False, repr(exc)
-            if not ok:
-                unavailable(f"could not install React and Vue (npm ci in {FRAMEWORKS}):\n"
-                            + _tail(out))
-            stamp.write_text(want)
+    modules = npm_ci(FRAMEWORKS, "React and Vue")
     missing = [f for f in VENDOR.values() if not (modules / f).is_file()]
     assert not missing, f"npm ci in {FRAMEWORKS} installed no {missing}"
     return modules
@@ -97,30 +52,8 @@ def frameworks() -> Path:
 def merchant(frameworks: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
     """The merchant's web server, on another loopback origin than creditd's (as in
     test_embed.py): the host pages put in its dict, and the frameworks' builds (VENDOR)."""
-    pages: dict[str, bytes] = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body, kind = pages.get(self.path), "text/html"
-            if self.path in VENDOR:
-                body, kind = (frameworks / VENDOR[self.path]).read_bytes(), "text/javascript"
-            self.send_response(200 if body is not None else 404)
-            self.send_header("Content-Type", f"{kind}; charset=utf-8")
-            self.send_header("Content-Length", str(len(body or b"")))
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", pages
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with merchant_server({path: frameworks / f for path, f in VENDOR.items()}) as served:
+        yield served
 
 
 def open_host(page: Any, merchant: tuple[str, dict[str, bytes]], template: str,
