@@ -13,9 +13,21 @@ connections as clients. The ratio column is creditd / baseline for the same shap
 run in this one process with the garbage collector set as `creditd serve` sets it
 (`--default-gc` keeps Python's defaults).
 
+And the baseline teams build on Redis (issue 20): one Lua script per request that checks
+the balance, decrements it, remembers the idempotency key (a replay returns the first
+answer) and appends a ledger entry, atomically, against a redis-server the script starts
+itself with `appendonly yes` and `appendfsync always` (every write on disk before the
+answer: the same promise as creditd's sync durability) and then `everysec` (up to a
+second of acknowledged writes lost on a crash), through redis-py's asyncio client (with
+hiredis) and a pool of as many connections as clients. Ratios: creditd PostgreSQL / Redis
+for the same shape.
+
 Usage: .venv/bin/python scripts/bench_store.py [--runs 3] [--ops 20000]
-       [--pg postgresql://postgres@127.0.0.1/test] [--only sqlite|postgresql] [--default-gc]
-It creates and drops its own databases (PostgreSQL) and files (SQLite, in a temp dir).
+       [--pg postgresql://postgres@127.0.0.1/test] [--only sqlite|postgresql|redis]
+       [--default-gc]
+It creates and drops its own databases (PostgreSQL), files (SQLite, in a temp dir) and
+Redis servers (`redis-server` on PATH, redis-py from the `bench` extra:
+`.venv/bin/pip install -e '.[bench]'`).
 """
 
 from __future__ import annotations
@@ -24,7 +36,10 @@ import argparse
 import os
 import platform
 import random
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -136,6 +151,100 @@ async def drop_pg_database(admin_dsn: str, name: str) -> None:
     await conn.close()
 
 
+# KEYS: the balance, the idempotency key, the ledger list. ARGV: amount, key, now (ms).
+# Returns {1, reply} for a replay (the first answer), {0, "insufficient"} for a refusal,
+# {2, balance after} for a new consumption. Lua's numbers are doubles: balances stay
+# below 2^53 (REDIS_BALANCE).
+REDIS_CONSUME = """
+local prior = redis.call('GET', KEYS[2])
+if prior then return {1, prior} end
+local amount = tonumber(ARGV[1])
+local balance = tonumber(redis.call('GET', KEYS[1]) or '0')
+if balance < amount then return {0, 'insufficient'} end
+local after = redis.call('DECRBY', KEYS[1], amount)
+redis.call('SET', KEYS[2], after, 'EX', 604800)
+redis.call('RPUSH', KEYS[3], ARGV[2] .. ' ' .. ARGV[3] .. ' -' .. amount .. ' ' .. after)
+return {2, after}
+"""
+REDIS_BALANCE = 10**12
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server of our own, in a temp dir, with the append-only file on."""
+
+    def __init__(self, fsync: str) -> None:
+        self.fsync = fsync
+        self.port = _free_port()
+        self.dir = tempfile.mkdtemp(prefix="creditd-bench-redis-")
+
+    def __enter__(self) -> RedisServer:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", self.dir, "--appendonly", "yes", "--appendfsync", self.fsync,
+             "--save", "", "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+async def run_redis(port: int, clients: int, ops: int, ncustomers: int
+                    ) -> tuple[float, list[float]]:
+    import redis.asyncio as redis  # noqa: PLC0415 (the bench extra; only for this shape)
+
+    customers = [f"cust-{i}" for i in range(ncustomers)]
+    pool = redis.BlockingConnectionPool(host="127.0.0.1", port=port, max_connections=clients)
+    r = redis.Redis(connection_pool=pool)
+    try:
+        await r.flushall()
+        async with r.pipeline(transaction=False) as p:
+            for c in customers:
+                p.set(f"balance:{c}", REDIS_BALANCE)
+            await p.execute()
+        script = r.register_script(REDIS_CONSUME)
+        run = uuid.uuid4().hex[:8]
+
+        async def consume(customer: str, key: str) -> None:
+            key = f"{run}-{key}"
+            code, _ = await script(keys=[f"balance:{customer}", f"idem:{customer}:{key}",
+                                         f"ledger:{customer}"],
+                                   args=[7, key, int(time.time() * 1000)])
+            assert code == 2, code
+
+        return await drive(clients, ops, customers, consume)
+    finally:
+        await r.aclose()
+        await pool.aclose()
+
+
+def redis_available() -> str | None:
+    """Why the Redis baseline cannot run here, or None."""
+    if shutil.which("redis-server") is None:
+        return "redis-server is not on PATH (Debian: apt install redis-server)"
+    try:
+        import redis  # noqa: F401, PLC0415
+    except ImportError:
+        return "redis-py is missing (.venv/bin/pip install -e '.[bench]')"
+    return None
+
+
 def measure(label: str, runs: int, once) -> tuple[float, float, float]:
     rates, p50s, p99s = [], [], []
     for _ in range(runs):
@@ -155,7 +264,8 @@ def main() -> None:
     parser.add_argument("--ops", type=int, default=20_000)
     parser.add_argument("--pg", default=os.environ.get("CREDITD_BENCH_PG",
                                                        "postgresql://postgres@127.0.0.1/test"))
-    parser.add_argument("--only", choices=["sqlite", "postgresql"])
+    parser.add_argument("--only", choices=["sqlite", "postgresql", "redis"],
+                        help="redis: creditd PostgreSQL and the Redis baselines only")
     parser.add_argument("--default-gc", action="store_true",
                         help="keep Python's default GC settings instead of creditd serve's")
     args = parser.parse_args()
@@ -179,7 +289,10 @@ def main() -> None:
                 return anyio.run(run_creditd, f"sqlite:///{path}", clients, ops, ncust)
 
             measure(f"creditd SQLite     clients={clients:<3} customers={ncust:<6}", args.runs, once)
-    if args.only in (None, "postgresql"):
+    why_not_redis = redis_available()
+    if why_not_redis:
+        print(f"# no Redis baseline: {why_not_redis}")
+    if args.only in (None, "postgresql", "redis"):
         for clients, ncust in shapes:
             ops = args.ops // 10 if clients == 1 else args.ops
 
@@ -203,9 +316,21 @@ def main() -> None:
 
             ours = measure(f"creditd PostgreSQL clients={clients:<3} customers={ncust:<6}",
                            args.runs, once_creditd)
-            base = measure(f"hand-written PG    clients={clients:<3} customers={ncust:<6}",
-                           args.runs, once_baseline)
-            print(f"{'  ratio creditd / hand-written':58s} {ours[0] / base[0]:>10.1f}x")
+            if args.only != "redis":
+                base = measure(f"hand-written PG    clients={clients:<3} customers={ncust:<6}",
+                               args.runs, once_baseline)
+                print(f"{'  ratio creditd / hand-written':58s} {ours[0] / base[0]:>10.2f}x")
+            if why_not_redis:
+                continue
+            for fsync in ("always", "everysec"):
+                def once_redis(clients=clients, ncust=ncust, ops=ops, fsync=fsync):
+                    with RedisServer(fsync) as server:
+                        return anyio.run(run_redis, server.port, clients, ops, ncust)
+
+                theirs = measure(f"Redis Lua {fsync:<8} clients={clients:<3} customers={ncust:<6}",
+                                 args.runs, once_redis)
+                print(f"{'  ratio creditd PostgreSQL / Redis ' + fsync:58s} "
+                      f"{ours[0] / theirs[0]:>10.2f}x")
 
 
 if __name__ == "__main__":
