@@ -6,6 +6,7 @@ import argparse
 import os
 import socket
 import sys
+from typing import Any
 
 __all__ = ["main"]
 
@@ -119,6 +120,154 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _database_url(args: argparse.Namespace) -> str:
+    from persistence import default_database_url
+
+    return args.database_url or os.environ.get("CREDITD_DATABASE_URL") or default_database_url()
+
+
+def _since(value: str | None) -> str | None:
+    """`--since`: a cursor, or `@FILE` holding one (a previous export's export.json, or
+    the `cursor: …` line it printed): cursors grow with the customers."""
+    if value is None or not value.startswith("@"):
+        return value
+    from pathlib import Path
+
+    text = Path(value[1:]).read_text(encoding="utf-8").strip()
+    if text.startswith("{"):
+        import json
+
+        return str(json.loads(text)["cursor"])
+    return text.removeprefix("cursor:").strip()
+
+
+def _export(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    import anyio
+
+    from persistence.export import ExportError, export
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    tables = [t.strip() for t in args.tables.split(",") if t.strip()]
+    try:
+        since = _since(args.since)
+    except (OSError, KeyError, ValueError) as exc:
+        print(f"creditd export: --since {args.since}: no cursor there ({exc!r})",
+              file=sys.stderr)
+        return 2
+    try:
+        result = anyio.run(lambda: export(
+            _database_url(args), Path(args.out), fmt=args.format, tables=tables,
+            since=since, environment=args.environment, now_ms=int(time.time() * 1000),
+            say=say))
+    except ExportError as exc:
+        print(f"creditd export: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the output directory, or the database server unreachable
+        print(f"creditd export: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a driver error: say what it was, and stop
+        print(f"creditd export: cannot read the database: {exc or type(exc).__name__}",
+              file=sys.stderr)
+        return 1
+    for table, path in result.files.items():
+        print(f"{table}: {result.rows[table]} rows -> {path}")
+    print(f"cursor: {result.cursor}")
+    return 0
+
+
+def _sqlite_only(args: argparse.Namespace, command: str) -> str | None:
+    """The SQLite file path of --database-url, or None after saying why not."""
+    url = _database_url(args)
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite:///"):]
+    from persistence.backup import PG_ADVICE
+
+    if url.startswith(("postgresql://", "postgres://")):
+        print(f"creditd {command}: copies SQLite databases only; {PG_ADVICE}",
+              file=sys.stderr)
+    else:
+        print(f"creditd {command}: {url!r} is not a sqlite:/// URL", file=sys.stderr)
+    return None
+
+
+def _backup(args: argparse.Namespace) -> int:
+    import sqlite3
+    from pathlib import Path
+
+    from persistence.backup import BackupError, backup_sqlite
+
+    path = _sqlite_only(args, "backup")
+    if path is None:
+        return 2
+    try:
+        version = backup_sqlite(Path(path), Path(args.path), force=args.force)
+    except (BackupError, OSError, sqlite3.Error) as exc:
+        print(f"creditd backup: {exc}", file=sys.stderr)
+        return 1
+    print(f"backed up {path} (schema version {version}) to {args.path}")
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    import sqlite3
+    from pathlib import Path
+
+    from persistence.backup import BackupError, restore_sqlite
+
+    path = _sqlite_only(args, "restore")
+    if path is None:
+        return 2
+    try:
+        version = restore_sqlite(Path(args.path), Path(path), force=args.force)
+    except (BackupError, OSError, sqlite3.Error) as exc:
+        print(f"creditd restore: {exc}", file=sys.stderr)
+        return 1
+    print(f"restored {args.path} (schema version {version}) into {path}")
+    return 0
+
+
+def _add_data_commands(sub: Any) -> None:
+    url_help = "default $CREDITD_DATABASE_URL or sqlite:///data/creditd.db"
+    export = sub.add_parser(
+        "export", help="write the credits tables as CSV or Parquet files (docs/exports.md)")
+    export.add_argument("--database-url", default=None, help=url_help)
+    export.add_argument("--out", required=True, metavar="DIR",
+                        help="a new or empty directory for the files")
+    export.add_argument("--format", default="csv", choices=("csv", "parquet"))
+    export.add_argument("--since", default=None, metavar="CURSOR",
+                        help="the cursor a previous export printed (or @FILE holding it, "
+                             "such as its export.json): only what is new since")
+    export.add_argument("--tables", default=",".join(_export_tables()),
+                        help="comma-separated, default all: %(default)s")
+    export.add_argument("--environment", default=None, metavar="ENV",
+                        help="only this environment's customers (default: all)")
+    export.set_defaults(func=_export)
+    backup = sub.add_parser("backup", help="copy the SQLite database, online and "
+                                           "consistent (docs/exports.md)")
+    backup.add_argument("path", help="the backup file to write")
+    backup.add_argument("--database-url", default=None, help=url_help)
+    backup.add_argument("--force", action="store_true", help="replace an existing file")
+    backup.set_defaults(func=_backup)
+    restore = sub.add_parser("restore", help="replace the SQLite database with a backup "
+                                             "(the server stopped)")
+    restore.add_argument("path", help="the backup file to restore")
+    restore.add_argument("--database-url", default=None, help=url_help)
+    restore.add_argument("--force", action="store_true",
+                         help="replace an existing database (never one in use)")
+    restore.set_defaults(func=_restore)
+
+
+def _export_tables() -> tuple[str, ...]:
+    from persistence.export import TABLES
+
+    return TABLES
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="creditd",
                                      description="Usage metering and prepaid credits")
@@ -157,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                          help="sqlite:///path or postgresql://…; default $CREDITD_DATABASE_URL "
                               "or sqlite:///data/creditd.db")
     migrate.set_defaults(func=_migrate)
+    _add_data_commands(sub)
     args = parser.parse_args(argv)
     if args.version:
         from engine import __version__

@@ -8,6 +8,7 @@ from gateway.routes.currencies import ROUTES as _CURRENCIES
 from gateway.routes.customers import ROUTES as _CUSTOMERS
 from gateway.routes.entitlements import ROUTES as _ENTITLEMENTS
 from gateway.routes.estimates import ROUTES as _ESTIMATES
+from gateway.routes.exports import ROUTES as _EXPORTS
 from gateway.routes.features import ROUTES as _FEATURES
 from gateway.routes.paywall import ROUTES as _PAYWALL
 from gateway.routes.plans import ROUTES as _PLANS
@@ -23,4 +24,4 @@ from gateway.routes.webhooks import ROUTES as _WEBHOOKS
 ROUTES = [*_CURRENCIES, *_CUSTOMERS, *_CREDITS, *_ENTITLEMENTS, *_FEATURES, *_USAGE,
           *_ANALYTICS, *_WEBHOOKS, *_FEED, *_RECHARGE,
           *_COUPONS, *_PRODUCTS, *_PLANS, *_TEST_CLOCK, *_PROMOTIONS,
-          *_SUBSCRIPTIONS, *_ESTIMATES, *_PAYWALL, *_POOLS]
+          *_SUBSCRIPTIONS, *_ESTIMATES, *_PAYWALL, *_POOLS, *_EXPORTS]
