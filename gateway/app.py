@@ -26,7 +26,7 @@ from litestar.params import FromQuery
 from engine.runtime import Runtime
 from engine.runtime.clock import ManualClock, SystemClock
 from engine.runtime.recharge import RechargeExecutor, RecordingProvider, ScriptedProvider
-from gateway import openapi
+from gateway import metrics, openapi
 from gateway.auth import authenticate
 from gateway.config import Settings
 from gateway.context import Services, services
@@ -265,6 +265,7 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
                     # Renewals, trial ends and scheduled changes of subscriptions.
                     scheduler = Scheduler(lambda: app.state.services.domain)
                     tasks.start_soon(scheduler.run)
+                    app.state.scheduler = scheduler  # its counters: /metrics
                     app.state.on_clock_moved.append(scheduler.catch_up)
                     app.state.webhooks = webhooks
                     log.info("creditd ready", database=settings.database_url or "default")
@@ -275,13 +276,17 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
                     finally:
                         tasks.cancel_scope.cancel()
 
+    measured = settings.metrics == "on"
+
     def _on_app_init(config: AppConfig) -> AppConfig:
         config.before_request = authenticate
-        config.before_send = [*config.before_send, _echo_request_id, cors_headers]
+        config.before_send = [*config.before_send, _echo_request_id, cors_headers,
+                              *([metrics.note_sent] if measured else [])]
         return config
 
     app = Litestar(
-        route_handlers=[health, ready, *ROUTES, *GRAPHQL, *EDGE, *PAGES],
+        route_handlers=[health, ready, *ROUTES, *GRAPHQL, *EDGE, *PAGES,
+                        *([metrics.scrape] if measured else [])],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         on_app_init=[_on_app_init],
@@ -293,6 +298,8 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
         debug=False,
     )
     openapi.install(app)  # the document describes every request body
+    if measured:
+        metrics.install(app, gc_statistics)  # GET /metrics (docs/metrics.md)
     # Reads with a customer token, limited per token (gateway/portal/access.py).
     app.state.token_reads = RateLimiter(settings.token_reads_per_s, settings.token_reads_burst)
     return app

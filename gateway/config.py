@@ -13,6 +13,7 @@
 | estimate tax rates | CREDITD_TAX_RATES | none ("DE=19,GB=20": percent per billing country) |
 | memory, queues | CREDITD_MEMORY_MB, CREDITD_RESIDENT_MAX, … (`LIMITS`) | docs/operations.md |
 | portal, widgets | CREDITD_TOKEN_READS_*, CREDITD_PORTAL_FRAME_ANCESTORS | docs/portal.md |
+| metrics | CREDITD_METRICS, CREDITD_METRICS_TOKEN | on; none (docs/metrics.md) |
 
 A bad value is refused at start-up with a message naming the variable, never a traceback.
 """
@@ -160,6 +161,11 @@ class Settings:
     # Exclusive tax per billing country for subscription estimates (CREDITD_TAX_RATES,
     # "DE=19,GB=20": percent, exact decimals; country codes compared case-insensitively).
     tax_rates: dict[str, Decimal] = field(default_factory=dict)
+    # Prometheus metrics at GET /metrics (docs/metrics.md): "on" or "off" (no route, and no
+    # per-request counting); a scrape needs an API key of any environment, or this bearer
+    # token (None: API keys only), which Prometheus can read from a file.
+    metrics: str = "on"
+    metrics_token: str | None = None
 
     def __post_init__(self) -> None:
         if self.durability not in ("sync", "async"):
@@ -197,6 +203,13 @@ class Settings:
                 c in self.portal_frame_ancestors for c in ";,\r\n"):
             raise ConfigError("CREDITD_PORTAL_FRAME_ANCESTORS: sources separated by spaces "
                               "(e.g. \"https://app.example.com\"), not empty, no ';' or ','")
+        if self.metrics not in ("on", "off"):
+            raise ConfigError(f"CREDITD_METRICS: {self.metrics!r} is not 'on' or 'off'")
+        if self.metrics_token is not None and (
+                len(self.metrics_token) < 16 or not self.metrics_token.isascii()
+                or not self.metrics_token.isprintable() or " " in self.metrics_token):
+            raise ConfigError("CREDITD_METRICS_TOKEN: at least 16 printable ASCII characters, "
+                              "no spaces")
         if self.token_secret is not None and len(self.token_secret) < 32:
             raise ConfigError("CREDITD_TOKEN_SECRET: must be at least 32 characters "
                               "(HS256 wants a key as long as its hash)")
@@ -224,6 +237,8 @@ class Settings:
                                             or cls.portal_frame_ancestors)
         values["recharge_provider"] = os.environ.get("CREDITD_RECHARGE_PROVIDER", "record")
         values["clock"] = os.environ.get("CREDITD_CLOCK") or "system"
+        values["metrics"] = (os.environ.get("CREDITD_METRICS") or "on").strip().lower()
+        values["metrics_token"] = (os.environ.get("CREDITD_METRICS_TOKEN") or "").strip() or None
         try:
             values["tax_rates"] = parse_tax_rates(os.environ.get("CREDITD_TAX_RATES"))
         except ValueError as exc:

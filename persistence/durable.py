@@ -314,6 +314,8 @@ class DurableStore:
                 "loads": self.loads, "load_s": round(self.load_s, 3),
                 "lookups": self.lookups, "lookup_s": round(self.lookup_s, 3),
                 "backlog_rows": self._backlog_rows,
+                # The newest outbox id handed out: the webhook relay's cursor trails it.
+                "outbox_last_id": self._next_outbox_id - 1,
                 **(self.key_filter.statistics() if self.key_filter is not None else {})}
 
     async def load(self, customer_id: str) -> CustomerState:

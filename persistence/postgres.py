@@ -119,6 +119,13 @@ class PostgresStore(DurableStore):
             await self._pool.close()
             self._pool = None
 
+    def statistics(self) -> dict[str, int | float | bool]:
+        """The durable store's counters, and the pool's connections: open, idle, at most."""
+        pool = self._pool
+        return {**super().statistics(), "pool_max": self.pool_max,
+                "pool_size": pool.get_size() if pool is not None else 0,
+                "pool_idle": pool.get_idle_size() if pool is not None else 0}
+
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection for one unit of work. Getting one is where a database that

@@ -85,6 +85,9 @@ class Dispatcher:
         self.attempts = 0
         self.delivered = 0
         self.dead = 0
+        # How late attempts started after they were due, summed (ms): with `attempts`, the
+        # mean delivery lag (for /metrics; nothing here reads it back).
+        self.attempt_delay_ms = 0
 
     # -- control --------------------------------------------------------------------------
 
@@ -246,6 +249,7 @@ class Dispatcher:
         disabled: list[tuple] = []
         done: dict[str, int] = {}
         counts = [0, 0, 0]  # attempts, delivered, dead
+        delay_ms = 0
         try:
             async with shared.lock:
                 await shared.ensure_ids()
@@ -285,6 +289,7 @@ class Dispatcher:
                     attempts.append((shared.attempt_id(), row.id, endpoint_id, attempt, started,
                                      code, answer.latency_ms, answer.error, response))
                     counts[0] += 1
+                    delay_ms += max(0, started - row.next_attempt_at)
                     if status != PENDING:
                         promoted.append((now, endpoint_id, row.customer_id))
                         done[endpoint_id] = done.get(endpoint_id, 0) + 1
@@ -299,6 +304,7 @@ class Dispatcher:
                 self.attempts += counts[0]
                 self.delivered += counts[1]
                 self.dead += counts[2]
+                self.attempt_delay_ms += delay_ms
         except Exception as exc:
             # The answers are lost; the deliveries are still pending and due in the table,
             # so they go out again: at least once.

@@ -71,6 +71,7 @@ class Statistics(msgspec.Struct, frozen=True, kw_only=True):
     attempts: int
     delivered: int
     dead: int
+    attempt_delay_ms: int = 0  # how late attempts started after they were due, summed
 
 
 class ReplayResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -139,7 +140,7 @@ class Webhooks:
             pending=sum(self.shared.pending.values()), in_flight=self.dispatcher.in_flight,
             in_flight_max=self.shared.options.concurrency_max,
             attempts=self.dispatcher.attempts, delivered=self.dispatcher.delivered,
-            dead=self.dispatcher.dead)
+            dead=self.dispatcher.dead, attempt_delay_ms=self.dispatcher.attempt_delay_ms)
 
     def pending(self, endpoint_id: str) -> int:
         return self.shared.pending.get(endpoint_id, 0)

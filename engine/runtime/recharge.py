@@ -117,6 +117,9 @@ class RechargeExecutor:
         self._wake = anyio.Event()
         self.settled = 0
         self.retries = 0
+        # For `statistics()` (what /metrics shows): settled payments by outcome, and
+        # requests the full queue left to the sweep.
+        self.paid = self.declined = self.already_settled = self.queue_full = 0
 
     def on_committed(self, customer_id: str, fx: Effects) -> None:
         """The runtime's commit hook: queue what the batch started. Never blocks."""
@@ -125,6 +128,7 @@ class RechargeExecutor:
 
     def submit(self, request: RechargeRequest) -> None:
         if len(self._queue) >= self.queue_max:
+            self.queue_full += 1
             log.warning("recharge queue full; the sweep will pick this one up",
                         customer=request.customer_id, grant=request.grant_id)
             return
@@ -205,8 +209,22 @@ class RechargeExecutor:
                 delay = min(delay * 2, self.retry_cap_s)
                 continue
             if isinstance(reply, Refused):  # settled already (a sweep raced us, or voided)
+                self.already_settled += 1
                 log.info("recharge already settled", customer=request.customer_id,
                          grant=request.grant_id)
             else:
                 self.settled += 1
+                if paid:
+                    self.paid += 1
+                else:
+                    self.declined += 1
             return
+
+    def statistics(self) -> dict[str, int]:
+        """Payments in flight (being charged or settled, retries included) and waiting;
+        settled ones by outcome; unknown outcomes retried; requests left to the sweep."""
+        return {"in_flight": len(self._active), "queued": len(self._queue),
+                "concurrency_max": self.concurrency_max, "queue_max": self.queue_max,
+                "paid": self.paid, "declined": self.declined,
+                "already_settled": self.already_settled, "retries": self.retries,
+                "queue_full": self.queue_full}

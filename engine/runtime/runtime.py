@@ -25,6 +25,8 @@ under seven eighths of the budget.
 
 from __future__ import annotations
 
+import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
 from heapq import heappop, heappush
@@ -36,7 +38,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
-from engine.core.commands import Command, IngestEvents, Reply, ReportUsage, Tick
+from engine.core.commands import Command, IngestEvents, Refused, Reply, ReportUsage, Tick
 from engine.core.effects import Effects, IdempotencyRecord
 from engine.core.machine import apply, trim_keys
 from engine.core.model import CustomerState
@@ -53,7 +55,15 @@ from engine.runtime.errors import (
 from engine.runtime.store import Store
 from engine.runtime.waiter import Waiters, waiters_for_current_backend
 
-__all__ = ["Runtime", "MailboxStatistics", "RuntimeStatistics"]
+__all__ = ["Runtime", "MailboxStatistics", "RuntimeStatistics", "BATCH_SIZE_BUCKETS",
+           "COMMIT_SECONDS_BUCKETS"]
+
+# Upper bounds of the batch-size and commit-time distributions `runtime_statistics()`
+# reports (counts per bucket, the last one past every bound): what /metrics exposes as
+# histograms. Counted here, per batch, because only the worker sees each batch.
+BATCH_SIZE_BUCKETS = tuple(1 << n for n in range(13))  # 1, 2, 4, ... 4096 commands
+COMMIT_SECONDS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25,
+                          0.5, 1.0, 2.5, 10.0)
 
 
 class MailboxStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,6 +94,17 @@ class RuntimeStatistics(msgspec.Struct, frozen=True, kw_only=True):
     commands: int
     overloads: int
     faults: int  # batches failed by an unexpected error (see EngineFault)
+    # Overloads by the limit that refused them: "pending", "mailbox", "resident", "deadline".
+    overloads_by_reason: dict[str, int] = {}
+    # Business refusals (`Refused` replies) of committed batches, by refusal code.
+    refusals: dict[str, int] = {}
+    mailbox_peak: int = 0  # the most commands any one mailbox has held at once
+    # Per bucket of BATCH_SIZE_BUCKETS (then one more: larger), batches of that many commands.
+    batch_sizes: tuple[int, ...] = ()
+    # Per bucket of COMMIT_SECONDS_BUCKETS (then one more), the time `store.commit` took
+    # for a batch as its worker waited (queueing behind other flushes included), and the sum.
+    commit_seconds: tuple[int, ...] = ()
+    commit_seconds_sum: float = 0.0
 
 
 class _Call(msgspec.Struct):
@@ -191,6 +212,13 @@ class Runtime:
         self._closed = False
         self._activations = self._passivations = self._batches = 0
         self._commands = self._overloads = self._faults = 0
+        # For `runtime_statistics()` only (what /metrics shows); nothing reads them back.
+        self._overload_reasons = {"pending": 0, "mailbox": 0, "resident": 0, "deadline": 0}
+        self._refusals: dict[str, int] = {}
+        self._mailbox_peak = 0
+        self._batch_sizes = [0] * (len(BATCH_SIZE_BUCKETS) + 1)
+        self._commit_seconds = [0] * (len(COMMIT_SECONDS_BUCKETS) + 1)
+        self._commit_seconds_sum = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -256,6 +284,7 @@ class Runtime:
             raise EngineClosed("the engine is shutting down")
         if self._pending >= self.pending_max:
             self._overloads += 1
+            self._overload_reasons["pending"] += 1
             raise Overloaded("too many commands queued", retry_after_s=1.0)
         actor = self._actors.get(customer_id)
         if actor is None:
@@ -265,6 +294,7 @@ class Runtime:
             mailbox = actor.mailbox = []
         elif len(mailbox) >= self.mailbox_max:
             self._overloads += 1
+            self._overload_reasons["mailbox"] += 1
             raise Overloaded(f"customer {customer_id!r} has too many commands queued",
                              retry_after_s=0.5)
         call = _Call(command, deadline_ms, done)
@@ -273,6 +303,8 @@ class Runtime:
         actor.in_flight += 1
         if len(mailbox) > actor.peak:
             actor.peak = len(mailbox)
+            if actor.peak > self._mailbox_peak:
+                self._mailbox_peak = actor.peak
         if not actor.busy:
             actor.busy = True
             self._ready.append(actor)
@@ -285,6 +317,7 @@ class Runtime:
         actors = self._actors
         if len(actors) >= self.resident_max and not self._evict(len(actors) - self.resident_max + 1):
             self._overloads += 1
+            self._overload_reasons["resident"] += 1
             raise Overloaded("too many customers resident; none idle to passivate",
                              retry_after_s=1.0)
         actor = actors[customer_id] = _Actor(customer_id)  # most recently used last
@@ -426,8 +459,10 @@ class Runtime:
                 state, fx, unverified = await self._apply_batch(actor, batch, remembered)
                 try:
                     if fx or unverified:
+                        started = time.perf_counter()
                         await self.store.commit(actor.customer_id, state, fx,
                                                 new_keys=unverified)
+                        self._count_commit(time.perf_counter() - started)
                     break
                 except KeysRemembered as exc:
                     # Keys this batch took for new were remembered after all (replays of
@@ -477,6 +512,7 @@ class Runtime:
             actor.pinned = False
         self._batches += 1
         self._commands += len(batch)
+        self._count_batch(batch)
         self._finish(actor, batch)
         self._account(actor, state, fx)
         if fx and self.on_committed is not None:
@@ -514,6 +550,7 @@ class Runtime:
         for call in batch:
             if call.deadline_ms is not None and now > call.deadline_ms:
                 self._overloads += 1
+                self._overload_reasons["deadline"] += 1
                 call.reply = None
                 call.error = Overloaded("deadline passed before the command ran",
                                         retry_after_s=0.5)
@@ -582,6 +619,21 @@ class Runtime:
                 await self.purge_once()
             except StoreUnavailable:
                 pass  # the next round tries again
+
+    def _count_commit(self, seconds: float) -> None:
+        self._commit_seconds[bisect_left(COMMIT_SECONDS_BUCKETS, seconds)] += 1
+        self._commit_seconds_sum += seconds
+
+    def _count_batch(self, batch: list[_Call]) -> None:
+        """A committed batch's size, and its refusals by code (a few tens of ns a command:
+        the refusals are counted after the commit so a batch applied again is counted
+        once)."""
+        self._batch_sizes[min((len(batch) - 1).bit_length(), len(BATCH_SIZE_BUCKETS))] += 1
+        refusals = self._refusals
+        for call in batch:
+            reply = call.reply
+            if type(reply) is Refused:
+                refusals[reply.code] = refusals.get(reply.code, 0) + 1
 
     def _finish(self, actor: _Actor, batch: list[_Call]) -> None:
         self._pending -= len(batch)
@@ -685,6 +737,10 @@ class Runtime:
             timers=len(self._timer_due), activations=self._activations,
             passivations=self._passivations, batches=self._batches,
             commands=self._commands, overloads=self._overloads, faults=self._faults,
+            overloads_by_reason=dict(self._overload_reasons), refusals=dict(self._refusals),
+            mailbox_peak=self._mailbox_peak, batch_sizes=tuple(self._batch_sizes),
+            commit_seconds=tuple(self._commit_seconds),
+            commit_seconds_sum=self._commit_seconds_sum,
         )
 
     def passivate_idle(self) -> int:

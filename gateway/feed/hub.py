@@ -352,6 +352,13 @@ class Hub:
             self.tick(self._now_ms(), time.monotonic(), heartbeat_s)
 
     def statistics(self) -> dict[str, int]:
+        """Counts, and the unsent items of every subscriber and watcher (a walk over all
+        of them, bounded by `subscribers_max`: for a scrape, not for a hot path)."""
+        watchers = [w for ws in self._by_environment.values() for w in ws]
         return {"subscribers": self.count, "customers": len(self._by_customer),
                 "environmentsWatched": len(self._by_environment),
-                "overflows": self.overflows, "framesOffered": self.frames_offered}
+                "overflows": self.overflows, "framesOffered": self.frames_offered,
+                "watchers": len(watchers),
+                "subscriberBacklog": sum(len(sub.backlog) for subs in self._by_customer.values()
+                                         for sub in subs),
+                "watcherBacklog": sum(len(w.backlog) for w in watchers)}

@@ -541,6 +541,21 @@ class Scheduler:
     def __init__(self, domain_of: Callable[[], Domain]) -> None:
         self._domain_of = domain_of
         self._wake = anyio.Event()
+        # For `statistics()` (what /metrics shows); nothing here reads them back.
+        self.steps = self.caught_up = self.failures = 0
+        self.due = 0  # subscriptions the last step found due (at most DUE_BATCH_MAX)
+        # The earliest due time the last pass read (None: none due, or no pass yet); a pass
+        # that raised keeps the one before. A due time that stays in the past, because its
+        # catch-up fails or the steps fall behind, makes the lag grow.
+        self.next_due_ms: int | None = None
+
+    def statistics(self, now_ms: int) -> dict[str, int | float]:
+        """Steps run, subscriptions caught up and failed, due in the last step, and the
+        lag: how long ago the earliest due time known passed (0 while none has)."""
+        due_at = self.next_due_ms
+        lag_s = max(0, now_ms - due_at) / 1000 if due_at is not None else 0.0
+        return {"steps": self.steps, "caught_up": self.caught_up,
+                "failures": self.failures, "due": self.due, "lag_s": lag_s}
 
     def wake(self) -> None:
         self._wake.set()
@@ -557,11 +572,16 @@ class Scheduler:
             try:
                 while True:
                     done, failures = await catch_up_due(d, d.now_ms())
+                    self.steps += 1
+                    self.caught_up += done
+                    self.failures += len(failures)
+                    self.due = done + len(failures)
                     failed = bool(failures)
                     if failed or done < DUE_BATCH_MAX:
                         break
                     await anyio.lowlevel.checkpoint()
                 due = await d.store.next_subscription_due()
+                self.next_due_ms = due
             except Exception:  # noqa: BLE001 (the database may be away: try again later)
                 log.exception("subscription scheduler step failed")
                 failed, due = True, None
