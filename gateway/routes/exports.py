@@ -85,7 +85,7 @@ async def export_ledger(
                                                                         before=page.prev))
 
     name = _UNSAFE.sub("_", customer_id)[:100]
-    return Stream(body(), media_type="text/csv; charset=utf-8", headers={
+    return Stream(body(), media_type="text/csv", headers={
         "Content-Disposition": f'attachment; filename="ledger-{name}.csv"',
         "Cache-Control": "no-store"})
 

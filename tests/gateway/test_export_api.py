@@ -54,7 +54,7 @@ def test_the_download_is_the_whole_ledger_and_sums_to_the_balance(
     with server.http() as raw:
         r = raw.get(URL, params={"customerId": world["a"], "currencyId": "exp"})
         assert r.status_code == 200, r.text
-        assert r.headers["content-type"].startswith("text/csv")
+        assert r.headers["content-type"] == "text/csv; charset=utf-8"
         assert r.headers["content-disposition"] == 'attachment; filename="ledger-exp-a.csv"'
         rows = _csv(r.text)
         balance = raw.get("/api/v1/credits/balance", params={
