@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 
 from engine import __version__
 from engine.runtime.runtime import BATCH_SIZE_BUCKETS, COMMIT_SECONDS_BUCKETS, RuntimeStatistics
+from persistence.durable import FLUSH_SECONDS_BUCKETS, FLUSH_UNITS_BUCKETS
 
 __all__ = ["Subsystems"]
 
@@ -138,8 +139,11 @@ def _store(s: dict[str, Any], backlog_rows_max: int | None) -> Iterator[Metric]:
     if "flushes" not in s:
         return  # the in-memory store counts nothing
     p = "creditd_store_"
-    yield _summary(p + "flush_duration_seconds", "Group-commit transactions and their time",
-                   s["flushes"], s["flush_s"])
+    yield _histogram(p + "flush_duration_seconds", "Group-commit transactions by their time",
+                     FLUSH_SECONDS_BUCKETS, s["flush_seconds_buckets"], s["flush_s"])
+    yield _histogram(p + "flush_units", "Group-commit transactions by how many actor "
+                     "batches they wrote", FLUSH_UNITS_BUCKETS, s["flush_units_buckets"],
+                     s["flushed_units"])
     yield _counter(p + "flushed_units", "Actor batches written by group commits",
                    s["flushed_units"])
     yield _counter(p + "flushed_rows", "Rows written by group commits", s["flushed_rows"])

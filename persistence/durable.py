@@ -29,6 +29,7 @@ StoreUnavailable, which makes the runtime reload them from what is durable.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -62,7 +63,15 @@ from persistence.codec import (
 from persistence.key_filter import KeyFilter
 from persistence.schema import LATEST_VERSION, SchemaTooNew
 
-__all__ = ["DurableStore", "Durability", "OutboxRow"]
+__all__ = ["DurableStore", "Durability", "OutboxRow", "FLUSH_SECONDS_BUCKETS",
+           "FLUSH_UNITS_BUCKETS"]
+
+# Upper bounds of the flush-time and flush-size distributions `statistics()` reports
+# (counts per bucket, the last past every bound): what /metrics shows as the group
+# commit's latency and size histograms. Units: actor batches (one customer's commands).
+FLUSH_SECONDS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25,
+                         0.5, 1.0, 2.5, 10.0)
+FLUSH_UNITS_BUCKETS = tuple(1 << n for n in range(14))  # 1, 2, 4, ... 8192
 
 _KEY_UNITS = sql.KEY_UNITS
 _COMPUTED = {"outbox", *_KEY_UNITS}  # rows the writer makes from a unit's (ids, split)
@@ -162,6 +171,8 @@ class DurableStore:
         self.flushed_rows = 0
         # Time spent, for `statistics()`: what a soak watches to see which part slows down.
         self.flush_s = 0.0
+        self._flush_seconds = [0] * (len(FLUSH_SECONDS_BUCKETS) + 1)
+        self._flush_units = [0] * (len(FLUSH_UNITS_BUCKETS) + 1)
         self.loads = 0
         self.load_s = 0.0
         self.lookups = 0  # queries (each for every lookup waiting: `_reader`)
@@ -316,6 +327,8 @@ class DurableStore:
                 "backlog_rows": self._backlog_rows,
                 # The newest outbox id handed out: the webhook relay's cursor trails it.
                 "outbox_last_id": self._next_outbox_id - 1,
+                "flush_seconds_buckets": tuple(self._flush_seconds),
+                "flush_units_buckets": tuple(self._flush_units),
                 **(self.key_filter.statistics() if self.key_filter is not None else {})}
 
     async def load(self, customer_id: str) -> CustomerState:
@@ -786,7 +799,10 @@ class DurableStore:
                 first = self._next_outbox_id
                 started = time.perf_counter()
                 rows = await self._flush(batch, first)
-                self.flush_s += time.perf_counter() - started
+                took = time.perf_counter() - started
+                self.flush_s += took
+                self._flush_seconds[bisect_left(FLUSH_SECONDS_BUCKETS, took)] += 1
+                self._flush_units[bisect_left(FLUSH_UNITS_BUCKETS, len(batch.units))] += 1
                 self._next_outbox_id = first + len(rows["outbox"])
                 self.flushes += 1
                 self.flushed_units += len(batch.units)

@@ -107,6 +107,12 @@ def test_a_durable_consumption_counts_on_its_route_and_in_the_runtime(
                  "creditd_runtime_commit_duration_seconds_count",
                  "creditd_store_flush_duration_seconds_count", "creditd_store_flushed_rows_total"):
         assert value(after, name) > value(before, name), name
+    # The group commit's size and time as histograms: every flush in a bucket of each.
+    flushes = value(after, "creditd_store_flush_duration_seconds_count")
+    assert value(after, "creditd_store_flush_duration_seconds_bucket", le="+Inf") == flushes
+    assert value(after, "creditd_store_flush_units_count") == flushes
+    assert value(after, "creditd_store_flush_units_bucket", le="8192") == flushes
+    assert value(after, "creditd_store_flush_units_sum") >= flushes
     assert value(after, "creditd_runtime_resident_customers") >= 1
     assert 0 < value(after, "creditd_runtime_memory_bytes") \
         < value(after, "creditd_runtime_memory_budget_bytes")
