@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from engine import __version__
 from engine.runtime.runtime import BATCH_SIZE_BUCKETS, COMMIT_SECONDS_BUCKETS, RuntimeStatistics
 from persistence.durable import FLUSH_SECONDS_BUCKETS, FLUSH_UNITS_BUCKETS
+from webhooks.dispatcher import DELIVERY_LAG_BUCKETS
 
 __all__ = ["Subsystems"]
 
@@ -187,6 +188,9 @@ def _webhooks(s: Any, outbox_last_id: int | None) -> Iterator[Metric]:
         [("delivered", s.delivered), ("failed", failed), ("dead", s.dead)])
     yield _summary(p + "attempt_delay_seconds", "How late attempts started after they were "
                    "due", s.attempts, s.attempt_delay_ms / 1000)
+    yield _histogram(p + "delivery_lag_seconds", "Time from an event to its delivery (first "
+                     "deliveries, not replays)", DELIVERY_LAG_BUCKETS, s.delivery_lag,
+                     s.delivery_lag_ms / 1000)
     if outbox_last_id is not None:
         yield _gauge(p + "relay_lag_events", "Outbox events the relay has not read yet",
                      max(0, outbox_last_id - s.outbox_cursor))

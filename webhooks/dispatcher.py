@@ -31,6 +31,7 @@ dead-lettered after `attempts_max`.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 
 import anyio
@@ -44,7 +45,12 @@ from webhooks.sender import Answer, Sender
 from webhooks.shared import Shared
 from webhooks.tables import DEAD, DELIVERED, PENDING, DueRow
 
-__all__ = ["Dispatcher", "RESPONSE_CHARS_KEPT"]
+__all__ = ["Dispatcher", "RESPONSE_CHARS_KEPT", "DELIVERY_LAG_BUCKETS"]
+
+# Upper bounds, in seconds, of the event-to-delivery lag distribution: most deliveries
+# take milliseconds; retries after a receiver's outage take minutes to hours.
+DELIVERY_LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                        300.0, 1800.0, 3600.0, 21600.0)
 
 log = structlog.get_logger("creditd.webhooks")
 
@@ -88,6 +94,11 @@ class Dispatcher:
         # How late attempts started after they were due, summed (ms): with `attempts`, the
         # mean delivery lag (for /metrics; nothing here reads it back).
         self.attempt_delay_ms = 0
+        # From each event's time to its delivery (first deliveries, not replays), per
+        # bucket of DELIVERY_LAG_BUCKETS (the last past every bound), and their sum: what
+        # /metrics shows as how far behind webhooks are.
+        self.delivery_lag = [0] * (len(DELIVERY_LAG_BUCKETS) + 1)
+        self.delivery_lag_ms = 0
 
     # -- control --------------------------------------------------------------------------
 
@@ -250,6 +261,7 @@ class Dispatcher:
         done: dict[str, int] = {}
         counts = [0, 0, 0]  # attempts, delivered, dead
         delay_ms = 0
+        lags: list[int] = []
         try:
             async with shared.lock:
                 await shared.ensure_ids()
@@ -263,6 +275,8 @@ class Dispatcher:
                     code = answer.status
                     if code is not None and 200 <= code < 300:
                         status, delivered_at = DELIVERED, now
+                        if not row.replay:
+                            lags.append(max(0, now - row.event_at))
                     elif code == 410:
                         # The receiver says this endpoint is gone: stop sending to it. The
                         # delivery waits, first in its lane, for the endpoint to be enabled.
@@ -305,6 +319,9 @@ class Dispatcher:
                 self.delivered += counts[1]
                 self.dead += counts[2]
                 self.attempt_delay_ms += delay_ms
+                for lag_ms in lags:
+                    self.delivery_lag[bisect_left(DELIVERY_LAG_BUCKETS, lag_ms / 1000)] += 1
+                    self.delivery_lag_ms += lag_ms
         except Exception as exc:
             # The answers are lost; the deliveries are still pending and due in the table,
             # so they go out again: at least once.

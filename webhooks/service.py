@@ -72,6 +72,10 @@ class Statistics(msgspec.Struct, frozen=True, kw_only=True):
     delivered: int
     dead: int
     attempt_delay_ms: int = 0  # how late attempts started after they were due, summed
+    # Deliveries (first ones, not replays) per bucket of DELIVERY_LAG_BUCKETS by the time
+    # from their event to their delivery, and that time summed.
+    delivery_lag: tuple[int, ...] = ()
+    delivery_lag_ms: int = 0
 
 
 class ReplayResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -140,7 +144,9 @@ class Webhooks:
             pending=sum(self.shared.pending.values()), in_flight=self.dispatcher.in_flight,
             in_flight_max=self.shared.options.concurrency_max,
             attempts=self.dispatcher.attempts, delivered=self.dispatcher.delivered,
-            dead=self.dispatcher.dead, attempt_delay_ms=self.dispatcher.attempt_delay_ms)
+            dead=self.dispatcher.dead, attempt_delay_ms=self.dispatcher.attempt_delay_ms,
+            delivery_lag=tuple(self.dispatcher.delivery_lag),
+            delivery_lag_ms=self.dispatcher.delivery_lag_ms)
 
     def pending(self, endpoint_id: str) -> int:
         return self.shared.pending.get(endpoint_id, 0)

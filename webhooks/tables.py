@@ -54,7 +54,7 @@ SELECT_CURSOR = "SELECT outbox_cursor FROM webhook_relay WHERE name = 'webhooks'
 
 DUE = (
     "SELECT d.id, d.outbox_id, d.customer_id, d.attempts, d.next_attempt_at, e.event_id, "
-    "e.payload FROM webhook_deliveries AS d JOIN webhook_events AS e ON e.outbox_id = d.outbox_id "
+    "e.payload, e.created_at, d.replay_of FROM webhook_deliveries AS d JOIN webhook_events AS e ON e.outbox_id = d.outbox_id "
     "WHERE d.endpoint_id = ? AND d.next_attempt_at IS NOT NULL "
     "ORDER BY d.next_attempt_at, d.id LIMIT ?"
 )
@@ -88,12 +88,14 @@ _SELECT_ATTEMPTS = f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM webhook_attempts "
 
 class DueRow:
     __slots__ = ("id", "outbox_id", "customer_id", "attempts", "next_attempt_at", "event_id",
-                 "payload")
+                 "payload", "event_at", "replay")
 
     def __init__(self, row: Sequence[Any]) -> None:
         (self.id, self.outbox_id, self.customer_id, self.attempts, self.next_attempt_at,
-         self.event_id, payload) = row
+         self.event_id, payload, self.event_at, replay_of) = row
         self.payload = bytes(payload)
+        # A replay re-sends an old event on an operator's request: its age is no lag.
+        self.replay = replay_of is not None
 
 
 class Tables:

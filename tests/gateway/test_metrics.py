@@ -237,9 +237,15 @@ def test_webhook_attempts_count_by_outcome(server: Server, raw: httpx.Client) ->
         finally:
             raw.delete(f"/api/v1/webhooks/endpoints/{r.json()['data']['id']}")
     for name in ("creditd_webhook_deliveries_created_total", "creditd_webhook_events_read_total",
-                 "creditd_webhook_attempt_delay_seconds_count", "creditd_store_outbox_last_id"):
+                 "creditd_webhook_attempt_delay_seconds_count", "creditd_store_outbox_last_id",
+                 "creditd_webhook_delivery_lag_seconds_count"):
         assert value(after, name) > value(before, name), name
     assert value(after, "creditd_webhook_endpoints") >= 1
+    # The delivery came within seconds of its event: in a bucket no later than 60 s, and
+    # the lag's sum moved by no more than that.
+    lag = "creditd_webhook_delivery_lag_seconds"
+    assert value(after, lag + "_bucket", le="60.0") > value(before, lag + "_bucket", le="60.0")
+    assert 0 <= value(after, lag + "_sum") - value(before, lag + "_sum") < 60
 
 
 def test_an_auto_recharge_counts_as_paid(server: Server, raw: httpx.Client) -> None:
