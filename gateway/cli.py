@@ -121,9 +121,9 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _database_url(args: argparse.Namespace) -> str:
-    from persistence import default_database_url
+    from persistence import resolve_database_url
 
-    return args.database_url or os.environ.get("CREDITD_DATABASE_URL") or default_database_url()
+    return resolve_database_url(args.database_url)
 
 
 def _since(value: str | None) -> str | None:
@@ -195,39 +195,27 @@ def _sqlite_only(args: argparse.Namespace, command: str) -> str | None:
     return None
 
 
-def _backup(args: argparse.Namespace) -> int:
+def _copy(args: argparse.Namespace, command: str) -> int:
+    """`creditd backup` (the database to args.path) or `creditd restore` (args.path to
+    the database)."""
     import sqlite3
     from pathlib import Path
 
-    from persistence.backup import BackupError, backup_sqlite
+    from persistence.backup import BackupError, backup_sqlite, restore_sqlite
 
-    path = _sqlite_only(args, "backup")
-    if path is None:
+    database = _sqlite_only(args, command)
+    if database is None:
         return 2
+    backing_up = command == "backup"
+    source, target = (database, args.path) if backing_up else (args.path, database)
+    copy = backup_sqlite if backing_up else restore_sqlite
     try:
-        version = backup_sqlite(Path(path), Path(args.path), force=args.force)
+        version = copy(Path(source), Path(target), force=args.force)
     except (BackupError, OSError, sqlite3.Error) as exc:
-        print(f"creditd backup: {exc}", file=sys.stderr)
+        print(f"creditd {command}: {exc}", file=sys.stderr)
         return 1
-    print(f"backed up {path} (schema version {version}) to {args.path}")
-    return 0
-
-
-def _restore(args: argparse.Namespace) -> int:
-    import sqlite3
-    from pathlib import Path
-
-    from persistence.backup import BackupError, restore_sqlite
-
-    path = _sqlite_only(args, "restore")
-    if path is None:
-        return 2
-    try:
-        version = restore_sqlite(Path(args.path), Path(path), force=args.force)
-    except (BackupError, OSError, sqlite3.Error) as exc:
-        print(f"creditd restore: {exc}", file=sys.stderr)
-        return 1
-    print(f"restored {args.path} (schema version {version}) into {path}")
+    done, to = ("backed up", "to") if backing_up else ("restored", "into")
+    print(f"{done} {source} (schema version {version}) {to} {target}")
     return 0
 
 
@@ -252,14 +240,14 @@ def _add_data_commands(sub: Any) -> None:
     backup.add_argument("path", help="the backup file to write")
     backup.add_argument("--database-url", default=None, help=url_help)
     backup.add_argument("--force", action="store_true", help="replace an existing file")
-    backup.set_defaults(func=_backup)
+    backup.set_defaults(func=lambda args: _copy(args, "backup"))
     restore = sub.add_parser("restore", help="replace the SQLite database with a backup "
                                              "(the server stopped)")
     restore.add_argument("path", help="the backup file to restore")
     restore.add_argument("--database-url", default=None, help=url_help)
     restore.add_argument("--force", action="store_true",
                          help="replace an existing database (never one in use)")
-    restore.set_defaults(func=_restore)
+    restore.set_defaults(func=lambda args: _copy(args, "restore"))
 
 
 def _export_tables() -> tuple[str, ...]:

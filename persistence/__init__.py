@@ -14,7 +14,7 @@ from typing import Any
 
 from persistence.memory import MemoryStore
 
-__all__ = ["MemoryStore", "open_store", "default_database_url"]
+__all__ = ["MemoryStore", "open_store", "default_database_url", "resolve_database_url"]
 
 
 def default_database_url() -> str:
@@ -22,9 +22,14 @@ def default_database_url() -> str:
     return f"sqlite:///{data_dir / 'creditd.db'}"
 
 
+def resolve_database_url(url: str | None = None) -> str:
+    """`url`, else $CREDITD_DATABASE_URL, else the default SQLite file."""
+    return url or os.environ.get("CREDITD_DATABASE_URL") or default_database_url()
+
+
 def open_store(url: str | None = None, **options: Any) -> Any:
     """A store for `url`, to be entered with `async with` (it migrates on entry)."""
-    url = url or os.environ.get("CREDITD_DATABASE_URL") or default_database_url()
+    url = resolve_database_url(url)
     if url.startswith("sqlite:///"):
         from persistence.sqlite import SQLiteStore
 

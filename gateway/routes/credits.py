@@ -207,7 +207,7 @@ async def list_ledger(
     widget)."""
     if not customer_id:
         raise bad_input("is required", "customerId")
-    types = tuple(t.strip() for t in event_type.split(",") if t.strip()) if event_type else ()
+    types = event_types(event_type)
     page = await credits.ledger(domain(request), environment(request), credits.LedgerQuery(
         customer_id=customer_id, currency_id=currency_id, resource_id=resource_id,
         reservation_id=reservation_id, event_types=types, limit=page.limit,
@@ -215,6 +215,11 @@ async def list_ledger(
         end=parse_time(end_date, "endDate")))
     data = [ledger_json(customer_id, e) for e in page.entries]
     return ok(data, pagination={"next": page.next, "prev": page.prev})
+
+
+def event_types(raw: str | None) -> tuple[str, ...]:
+    """`eventType`: comma-separated ledger event types (none: every type)."""
+    return tuple(t.strip() for t in raw.split(",") if t.strip()) if raw else ()
 
 
 def ledger_json(customer_id: str, e: Any) -> dict[str, Any]:

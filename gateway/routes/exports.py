@@ -17,28 +17,30 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Request, get
-from litestar.params import QueryParameter
 from litestar.response import Stream
 
 from engine.domain import credits
 from gateway.context import domain, environment
 from gateway.errors import bad_input
+from gateway.routes.credits import (
+    CurrencyQ,
+    CustomerQ,
+    EndQ,
+    EventTypeQ,
+    ResourceQ,
+    StartQ,
+    event_types,
+)
 from gateway.wire import parse_time
 from persistence.export_files import csv_header, csv_line, json_text
 
 __all__ = ["ROUTES"]
 
 PAGE_ENTRIES = 1_000
-CustomerQ = Annotated[str | None, QueryParameter(name="customerId")]
-CurrencyQ = Annotated[str | None, QueryParameter(name="currencyId")]
-ResourceQ = Annotated[str | None, QueryParameter(name="resourceId")]
-EventTypeQ = Annotated[str | None, QueryParameter(name="eventType")]
-StartQ = Annotated[str | None, QueryParameter(name="startDate")]
-EndQ = Annotated[str | None, QueryParameter(name="endDate")]
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -64,7 +66,7 @@ async def export_ledger(
     if not customer_id:
         raise bad_input("is required", "customerId")
     d, env = domain(request), environment(request)
-    types = tuple(t.strip() for t in event_type.split(",") if t.strip()) if event_type else ()
+    types = event_types(event_type)
     # `before` 0 pages from the oldest entry towards the newer (credits.ledger).
     query = credits.LedgerQuery(
         customer_id=customer_id, currency_id=currency_id, resource_id=resource_id,
