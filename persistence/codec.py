@@ -59,11 +59,14 @@ class StoredCustomer:
     its number, which its ledger and key rows carry instead of its id, and the latest key
     generation period it wrote a key in (None: never)."""
 
-    __slots__ = ("number", "key_period")
+    __slots__ = ("number", "key_period", "epoch")
 
     def __init__(self, number: int, key_period: int | None) -> None:
         self.number = number
         self.key_period = key_period
+        # A cluster node's lease epoch on the customer's shard when it was loaded
+        # (persistence/cluster.py): its flushes are fenced on it. None: no cluster.
+        self.epoch: int | None = None
 
 
 def key_period(created_at: int) -> int:
@@ -110,7 +113,7 @@ class Unit:
     Each attribute holds the rows of one table (persistence.sql.WRITES says which)."""
 
     __slots__ = ("customer_id", "customers", "grants", "reservations", "pools", "ledger",
-                 "keys", "events", "usage", "uniques", "buckets", "dimension_keys",
+                 "keys", "events", "usage", "uniques", "buckets", "dimension_keys", "epoch",
                  "raw_events", "rows")
 
     def __init__(self, customer_id: str) -> None:
@@ -128,6 +131,7 @@ class Unit:
         self.dimension_keys: list[tuple] = []
         self.raw_events: list[tuple] = []
         self.rows = 0
+        self.epoch: int | None = None  # StoredCustomer.epoch when the unit was made
 
 
 def make_unit(customer_id: str, state: CustomerState, fx: Effects) -> Unit:
@@ -135,6 +139,7 @@ def make_unit(customer_id: str, state: CustomerState, fx: Effects) -> Unit:
     cid = customer_id
     stored: StoredCustomer = state.stored
     num = stored.number
+    u.epoch = stored.epoch
     if fx.keys:
         latest = key_period(max(k.created_at for k in fx.keys))
         if stored.key_period is None or latest > stored.key_period:

@@ -44,8 +44,9 @@ from engine.core.model import CustomerState
 from engine.core.replay import GrantRow, restore
 from engine.core.usage import restore_usage
 from engine.domain.stored import Promotion
-from engine.runtime.errors import KeysRemembered, StoreUnavailable
+from engine.runtime.errors import KeysRemembered, ShardMoved, StoreUnavailable
 from persistence import analytics, pages, promotions, sql, subscriptions
+from persistence.cluster import Leases, shard_of
 from persistence.codec import (
     StoredCustomer,
     Unit,
@@ -83,7 +84,8 @@ OutboxRow = tuple[int, str, DomainEvent]
 
 
 class _Batch:
-    __slots__ = ("units", "rows", "done", "error", "customers", "checks", "remembered")
+    __slots__ = ("units", "rows", "done", "error", "customers", "checks", "remembered",
+                 "fenced")
 
     def __init__(self) -> None:
         self.units: list[Unit] = []
@@ -96,6 +98,9 @@ class _Batch:
         # check found remembered, whose customers' units were left out of it.
         self.checks: dict[str, _Lookup] = {}
         self.remembered: dict[str, list[IdempotencyRecord]] = {}
+        # Customers whose units the cluster's fence left out: their shard's lease changed
+        # hands since they were loaded (persistence/cluster.py).
+        self.fenced: set[str] = set()
 
 
 # Pairs of (customer, key) per lookup query.
@@ -166,6 +171,13 @@ class DurableStore:
         self._unflushed: dict[str, _Batch] = {}  # customer -> last batch holding its rows
         self._inflight: _Batch | None = None
         self._tg: TaskGroup | None = None
+        # A cluster node's leases (persistence/cluster.py), set before the store opens:
+        # loads need the customer's shard held, flushes are fenced on its epoch, and the
+        # key filter answers only for shards whose keys it read after taking them.
+        self.fence: Leases | None = None
+        # Called after every flush that wrote (a cluster node wakes its peers' readers).
+        self.on_flushed: Callable[[], None] | None = None
+        self.fenced = 0  # units left out by the fence
         self.flushes = 0
         self.flushed_units = 0
         self.flushed_rows = 0
@@ -286,7 +298,13 @@ class DurableStore:
         await self._tg.__aenter__()
         self._tg.start_soon(self._writer)
         self._tg.start_soon(self._reader)
-        self._tg.start_soon(self._index_keys)
+        if self.fence is None:
+            self._tg.start_soon(self._index_keys)
+        else:
+            # A cluster node reads the keys back per shard it takes (`reindex_keys`).
+            if self.key_filter is not None:
+                self.key_filter.ready = True
+            self.keys_indexed.set()
         return self
 
     async def __aexit__(
@@ -332,14 +350,21 @@ class DurableStore:
                 **(self.key_filter.statistics() if self.key_filter is not None else {})}
 
     async def load(self, customer_id: str) -> CustomerState:
+        epoch = None
+        if self.fence is not None:
+            epoch = self.fence.epoch_if_held(shard_of(customer_id))
+            if epoch is None:
+                raise ShardMoved(f"customer {customer_id!r} is not owned by this node")
         await self._written(customer_id)
         self._lost.discard(customer_id)
         self.loads += 1
         started = time.perf_counter()
         try:
-            return await self._load(customer_id)
+            state = await self._load(customer_id)
         finally:
             self.load_s += time.perf_counter() - started
+        state.stored.epoch = epoch
+        return state
 
     async def _load(self, customer_id: str) -> CustomerState:
         try:
@@ -387,7 +412,7 @@ class DurableStore:
                                    retry_after_s=0.1)
         unit = make_unit(customer_id, state, fx) if fx else None  # before any await
         if new_keys and unit is not None and self.key_filter is not None and (
-                self.durability == "sync"):
+                self.durability == "sync") and self._filter_answers(customer_id):
             # The customer's earlier commits are written (sync: each waited for its
             # flush), so the filter holds their keys. Async durability looks up first,
             # after its earlier writes are in (`lookup_keys`).
@@ -422,6 +447,9 @@ class DurableStore:
         await batch.done.wait()
         if batch.error is not None:
             raise batch.error
+        if customer_id in batch.fenced:
+            raise ShardMoved(f"customer {customer_id!r} moved to another node before its "
+                             "changes were written; nothing was applied")
         if customer_id in batch.remembered:
             raise KeysRemembered(batch.remembered[customer_id])
         if customer_id in batch.checks and batch.checks[customer_id].error is not None:
@@ -443,7 +471,7 @@ class DurableStore:
         queued them behind each other (3 ms each at 1,700 lookups/s on SQLite, against
         1.5 ms per query of ~10 batches grouped)."""
         await self._written(customer_id)
-        if self.key_filter is not None:
+        if self.key_filter is not None and self._filter_answers(customer_id):
             keys = self.key_filter.unknown(customer_id, keys)
             if not keys:
                 return []
@@ -498,6 +526,47 @@ class DurableStore:
     async def _fetch_keys(self, pairs: list[tuple[str, str]]) -> Sequence[Sequence[Any]]:
         """Rows of the keys among (customer id, key) `pairs`, customer id first."""
         raise NotImplementedError
+
+    def _filter_answers(self, customer_id: str) -> bool:
+        """Whether the key filter may say a key of this customer was never written: always
+        for one process; in a cluster, only for shards whose keys it read after taking
+        them (their earlier owners wrote keys it never saw)."""
+        fence = self.fence
+        return fence is None or shard_of(customer_id) in fence.trusted
+
+    async def reindex_keys(self, shards: dict[int, int]) -> None:
+        """Read every key table into the filter, then trust it for `shards` (shard ->
+        epoch) still held at those epochs: their earlier owners' keys were all committed
+        before this node took them (the takeover waits for a fenced flush in flight), so
+        a read that starts after taking them sees every one."""
+        filt, fence = self.key_filter, self.fence
+        if filt is None or fence is None:
+            return
+
+        for generation in range(len(sql.KEY_TABLES)):
+            def take(page: Sequence[Sequence[Any]], generation: int = generation) -> None:
+                for row in page:
+                    filt.add(generation, row[0], row[1])
+
+            for table in self._tables(generation):
+                await self._scan_keys(table, take)
+        fence.trusted |= {s for s, e in shards.items() if fence.current(s, e)}
+
+    async def refresh_key_generations(self) -> None:
+        """Adopt what other nodes changed in the key generations (a rotation, new runs):
+        before serving shards taken over, whose keys lookups must find in every run."""
+        self._adopt_generations(await self.fetch(sql.SELECT_KEY_GENERATIONS))
+
+    def _adopt_generations(self, rows: Sequence[Sequence[Any]]) -> None:
+        for generation, period, runs, run in rows:
+            g = int(generation)
+            if int(period) != self._generations[g]:
+                # Rotated by another node: its runs start again from the first.
+                self._generations[g] = int(period)
+                self._run[g] = self._run_rows[g] = 0
+            self._runs[g] = max(self._runs[g], int(runs))
+            if int(run) > self._run[g]:
+                self._run[g], self._run_rows[g] = int(run), 0
 
     async def _index_keys(self) -> None:
         """Read the keys written before the store opened into the key filter, then mark
@@ -565,10 +634,14 @@ class DurableStore:
         made none): how a key leads to its ledger entries while it is kept."""
         return {r.key: r.op_seq for r in await self.lookup_keys(customer_id, keys)}
 
-    def stale(self, customer_id: str) -> bool:
+    def stale(self, customer_id: str, state: CustomerState | None = None) -> bool:
         """True when writes acknowledged for this customer were lost (async durability, a
-        failed flush): the runtime must reload its state before serving it again, reads
-        included."""
+        failed flush), or, in a cluster, when the lease its state was loaded under lapsed
+        or changed hands: the runtime must reload its state before serving it again, reads
+        included (a load on a shard not held raises ShardMoved)."""
+        if self.fence is not None and state is not None and not self.fence.current(
+                shard_of(customer_id), state.stored.epoch):
+            return True
         return customer_id in self._lost
 
     async def lookup_event_keys(self, customer_id: str, keys: list[str]) -> dict[str, int]:
@@ -587,7 +660,11 @@ class DurableStore:
 
     async def due_customers(self, until_ms: int, limit: int) -> list[tuple[str, int]]:
         rows = await self.fetch(sql.SELECT_DUE, until_ms, limit)
-        return [(r[0], int(r[1])) for r in rows]
+        return [(r[0], int(r[1])) for r in rows if self._owns(r[0])]
+
+    def _owns(self, customer_id: str) -> bool:
+        """Whether this process serves the customer (always, but in a cluster)."""
+        return self.fence is None or self.fence.holds(shard_of(customer_id))
 
     # -- reading the log ------------------------------------------------------------------
 
@@ -757,7 +834,7 @@ class DurableStore:
     async def pending_recharges(self) -> list[str]:
         """Customers with an auto-recharge in flight."""
         rows = await self.fetch(sql.SELECT_PENDING_RECHARGES)
-        return [r[0] for r in rows]
+        return [r[0] for r in rows if self._owns(r[0])]
 
     async def customer_events(self, customer_id: str, after_seq: int,
                               limit: int = 1000) -> list[DomainEvent]:
@@ -803,7 +880,8 @@ class DurableStore:
                 self.flush_s += took
                 self._flush_seconds[bisect_left(FLUSH_SECONDS_BUCKETS, took)] += 1
                 self._flush_units[bisect_left(FLUSH_UNITS_BUCKETS, len(batch.units))] += 1
-                self._next_outbox_id = first + len(rows["outbox"])
+                if rows["outbox"]:  # (a fenced flush numbers from the database's end)
+                    self._next_outbox_id = rows["outbox"][-1][0] + 1
                 self.flushes += 1
                 self.flushed_units += len(batch.units)
                 self.flushed_rows += batch.rows
@@ -825,6 +903,8 @@ class DurableStore:
                         self._settle(later)
             self._inflight = None
             self._settle(batch)
+            if batch.error is None and batch.units and self.on_flushed is not None:
+                self.on_flushed()
 
     def _rows(self, units: list[Unit], first_outbox_id: int) -> dict[str, list[tuple]]:
         """A flush's rows per table (by `sql.Write.unit`): outbox rows numbered from

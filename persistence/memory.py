@@ -74,7 +74,7 @@ class MemoryStore:
         c = self.customers.get(customer_id)
         return {k: c.event_keys[k] for k in keys if c is not None and k in c.event_keys}
 
-    def stale(self, customer_id: str) -> bool:
+    def stale(self, customer_id: str, state: object = None) -> bool:
         return False  # nothing acknowledged is ever unwritten here
 
     def statistics(self) -> dict[str, int | float | bool]:

@@ -19,16 +19,20 @@ rejects, a constraint violated) is a bug and propagates as one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
+import anyio
 import asyncpg
 
 from engine.runtime.errors import StoreUnavailable
 from persistence import sql
-from persistence.durable import DurableStore
+from persistence.cluster import shard_of
+from persistence.durable import DurableStore, _Batch
 from persistence.schema import MIGRATIONS
 
 __all__ = ["PostgresStore"]
@@ -82,6 +86,33 @@ def _one_per_key(w: sql.Write, rows: list[tuple]) -> list[tuple]:
 
 # Serializes concurrent `migrate` runs from several processes.
 _MIGRATION_LOCK = 0x63726564  # "cred"
+# Serializes the flushes of a cluster's nodes (transaction-scoped, so it works behind a
+# transaction-mode pooler): outbox ids are handed out under it, gapless in commit order,
+# and key generations are rotated under it by one node at a time.
+_FLUSH_LOCK = 0x63726466  # "crdf"
+# BEGIN and the lock in one round trip (a simple query). A lock wait is bounded (three
+# leases, at least 5 s): a flush stuck behind a row lock held elsewhere (or behind another
+# node's stuck flush) fails (503) instead of stalling every node's writes for good.
+_BEGIN_LOCKED = ("BEGIN; SET LOCAL lock_timeout = {ms}; "
+                 f"SELECT pg_advisory_xact_lock({_FLUSH_LOCK})")
+# The lease rows of the shards a flush writes, at the epochs its units were loaded with,
+# still this node's (locked until the flush commits, so no takeover lands in between);
+# and, read after the flush lock was taken (a statement of its own: its snapshot must
+# postdate the lock), where the outbox ends and the key generations as they are now.
+_FENCE = ("WITH f AS (SELECT l.shard, l.epoch FROM shard_leases l "
+          "JOIN unnest($1::int[], $2::bigint[]) AS h(shard, epoch) "
+          "ON l.shard = h.shard AND l.epoch = h.epoch WHERE l.owner = $3 "
+          "ORDER BY l.shard FOR SHARE OF l) "
+          "SELECT (SELECT coalesce(max(id), 0) FROM outbox), "
+          "(SELECT coalesce(array_agg(shard), '{}') FROM f), "
+          "(SELECT coalesce(array_agg(epoch), '{}') FROM f), "
+          "(SELECT coalesce(array_agg(array[generation, period, runs, run]), '{}') "
+          "FROM key_generations)")
+# The connection of the fenced flush in progress: the writer's own steps (rotations, new
+# runs, the write) run on it, in its transaction. A ContextVar, so only the writer's task
+# sees it.
+_FLUSH_CONN: ContextVar[asyncpg.Connection | None] = ContextVar("creditd_flush_conn",
+                                                                default=None)
 
 
 @functools.lru_cache(maxsize=512)
@@ -93,6 +124,19 @@ def _numbered(query: str) -> str:
 _PURGES = [_numbered(q) for q in sql.purge_statements("ctid")]
 # Table blocks per page when the key filter reads a key table back (~60 rows a block).
 KEY_PAGE_BLOCKS = 128
+
+
+def _closed(conn: asyncpg.Connection) -> bool:
+    """Whether a connection is closed (one the pool took back after a timeout counts)."""
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:
+        return True
+
+
+def _transaction(conn: asyncpg.Connection) -> Any:
+    """A transaction of its own, or, inside the fenced flush, that flush's transaction."""
+    return contextlib.nullcontext() if _FLUSH_CONN.get() is conn else conn.transaction()
 
 
 class PostgresStore(DurableStore):
@@ -109,9 +153,17 @@ class PostgresStore(DurableStore):
         self._pool: asyncpg.Pool | None = None
 
     async def _connect(self) -> None:
+        settings = None
+        if self.fence is not None:
+            # A cluster node paused inside a transaction (SIGSTOP, a long GC) holds the
+            # flush lock and its lease rows: the server ends such a session once it has
+            # sat idle for two thirds of a lease, so the others write on and take its
+            # shards, and the paused flush fails when it wakes (never acknowledged).
+            idle_ms = max(500, int(self.fence.ttl_s * 2000 / 3))
+            settings = {"idle_in_transaction_session_timeout": str(idle_ms)}
         self._pool = await asyncpg.create_pool(
             self.dsn, min_size=self.pool_min, max_size=self.pool_max,
-            command_timeout=self.command_timeout_s,
+            command_timeout=self.command_timeout_s, server_settings=settings,
         )
 
     async def _disconnect(self) -> None:
@@ -133,6 +185,10 @@ class PostgresStore(DurableStore):
         dropped), and returning one resets it: whatever either raises, the database is
         unavailable. Waiting for a free connection is bounded by the command timeout."""
         assert self._pool is not None
+        flushing = _FLUSH_CONN.get()
+        if flushing is not None:
+            yield flushing  # a step of the fenced flush: its connection and transaction
+            return
         try:
             conn = await self._pool.acquire(timeout=self.command_timeout_s)
         except Exception as exc:
@@ -143,7 +199,7 @@ class PostgresStore(DurableStore):
             yield conn
         except BaseException as exc:
             failed = True
-            if self._unavailable(exc) is not None and not conn.is_closed():
+            if self._unavailable(exc) is not None and not _closed(conn):
                 # A session cut mid-statement can leave the driver's protocol state
                 # broken ("cannot switch to state 12; another operation is in
                 # progress"): such a connection must not go back to the pool.
@@ -212,6 +268,49 @@ class PostgresStore(DurableStore):
         async with self._connection() as conn:
             return int(await conn.fetchval("SELECT nextval('customer_numbers')"))
 
+    async def _flush(self, batch: _Batch, first_outbox_id: int) -> dict[str, list[tuple]]:
+        """One process: the shared flush. A cluster node: the same in one transaction that
+        first takes the cluster's flush lock, fences the batch's units on their shards'
+        leases (persistence/cluster.py; fenced units are left out, their commits raise
+        ShardMoved), numbers the outbox from the database's end, and adopts the key
+        generations other nodes changed."""
+        fence = self.fence
+        if fence is None:
+            return await super()._flush(batch, first_outbox_id)
+        # Before the lock: the key lookups started as the units were queued ran meanwhile.
+        await self._leave_out_ahead(batch)
+        pairs = {(shard_of(u.customer_id), u.epoch) for u in batch.units}
+        async with self._connection() as conn:
+            token = _FLUSH_CONN.set(conn)
+            # BEGIN and the lock in one round trip (a simple query); four in all, with
+            # the fence, the write and COMMIT.
+            await conn.execute(_BEGIN_LOCKED.format(ms=max(5000, int(fence.ttl_s * 3000))))
+            try:
+                end, shards, epochs, generations = await conn.fetchrow(
+                    _FENCE, [p[0] for p in pairs], [p[1] or 0 for p in pairs],
+                    fence.node_id)
+                held = set(zip(shards, epochs))
+                out = {u.customer_id for u in batch.units
+                       if (shard_of(u.customer_id), u.epoch) not in held}
+                if out:
+                    batch.fenced |= out
+                    batch.units = [u for u in batch.units if u.customer_id not in out]
+                    self.fenced += len(out)
+                self._adopt_generations(generations)
+                rows = await super()._flush(batch, int(end) + 1)
+                await conn.execute("COMMIT")
+                return rows
+            except BaseException:
+                if not _closed(conn) and conn.is_in_transaction():
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            await conn.execute("ROLLBACK")
+                        except Exception:  # noqa: BLE001 - the connection is going anyway
+                            conn.terminate()
+                raise
+            finally:
+                _FLUSH_CONN.reset(token)
+
     async def _write(self, rows: dict[str, list[tuple]]) -> None:
         params = []
         for w in sql.WRITES:
@@ -223,7 +322,7 @@ class PostgresStore(DurableStore):
             await conn.execute(flush, *params)
 
     async def _rotate(self, generation: int, period: int, tables: list[str]) -> None:
-        async with self._connection() as conn, conn.transaction():
+        async with self._connection() as conn, _transaction(conn):
             # TRUNCATE gives the space back at once, where DELETE would leave a week of
             # dead rows to vacuum.
             await conn.execute(f"TRUNCATE {', '.join(tables)}")
@@ -233,7 +332,7 @@ class PostgresStore(DurableStore):
                 generation, period)
 
     async def _start_run(self, generation: int, run: int, create: list[str]) -> None:
-        async with self._connection() as conn, conn.transaction():
+        async with self._connection() as conn, _transaction(conn):
             for statement in create:
                 await conn.execute(statement)
             await conn.execute(

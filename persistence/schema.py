@@ -514,6 +514,24 @@ _V10 = [
 ]
 
 
+# v11: scale-out (persistence/cluster.py). Shard leases with epochs, and the nodes that
+# hold them. SQLite gets the tables too (one process never takes a lease), so both
+# dialects keep one version number.
+def _v11(dialect: str) -> list[str]:
+    time = "TIMESTAMPTZ" if dialect == "postgresql" else "TEXT"
+    statements = [
+        "CREATE TABLE cluster_nodes (node_id TEXT PRIMARY KEY, address TEXT NOT NULL, "
+        f"started_at BIGINT NOT NULL, seen_at {time} NOT NULL, "
+        "leaving BOOLEAN NOT NULL DEFAULT FALSE)",
+        # One row per virtual shard, and shard -1: the leader's lease (once-only jobs).
+        "CREATE TABLE shard_leases (shard INTEGER PRIMARY KEY, owner TEXT, address TEXT, "
+        f"epoch BIGINT NOT NULL DEFAULT 0, expires_at {time})",
+    ]
+    if dialect == "postgresql":
+        statements.append("INSERT INTO shard_leases (shard) SELECT generate_series(-1, 1023)")
+    return _dialect(statements, dialect)
+
+
 def _dialect(statements: list[str], dialect: str) -> list[str]:
     if dialect == "postgresql":
         return [s.replace("BYTES", "BYTEA") for s in statements]
@@ -524,8 +542,8 @@ _VERSIONS = [_COMMON_V1, _COMMON_V2, _COMMON_V3, _COMMON_V4, _COMMON_V5, _COMMON
              _COMMON_V7, _COMMON_V8]
 MIGRATIONS: dict[str, list[list[str]]] = {
     dialect: [*(_dialect(statements, dialect) for statements in _VERSIONS), _v9(dialect),
-              _V10]
+              _V10, _v11(dialect)]
     for dialect in ("sqlite", "postgresql")
 }
-LATEST_VERSION = len(_VERSIONS) + 2
+LATEST_VERSION = len(_VERSIONS) + 3
 assert all(len(m) == LATEST_VERSION for m in MIGRATIONS.values())

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from engine.core.effects import IdempotencyRecord
 
-__all__ = ["EngineError", "Overloaded", "StoreUnavailable", "EngineClosed", "EngineFault",
-           "KeysRemembered"]
+__all__ = ["EngineError", "Overloaded", "StoreUnavailable", "ShardMoved", "EngineClosed",
+           "EngineFault", "KeysRemembered"]
 
 
 class EngineError(Exception):
@@ -38,6 +38,14 @@ class Overloaded(EngineError):
 
 class StoreUnavailable(EngineError):
     pass
+
+
+class ShardMoved(StoreUnavailable):
+    """This process does not own the customer now (a cluster: its shard's lease is held
+    elsewhere, was lost, or is moving): nothing was applied. The cluster's router sends
+    the command to the owner instead; a client that sees it gets 503 with Retry-After."""
+
+    retry_after_s = 0.2
 
 
 class EngineClosed(EngineError):

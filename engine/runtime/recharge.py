@@ -115,6 +115,7 @@ class RechargeExecutor:
         self._queue: deque[RechargeRequest] = deque()
         self._active: set[tuple[str, str]] = set()  # (customer, grant) being paid
         self._wake = anyio.Event()
+        self._resweep = anyio.Event()
         self.settled = 0
         self.retries = 0
         # For `statistics()` (what /metrics shows): settled payments by outcome, and
@@ -168,7 +169,14 @@ class RechargeExecutor:
                                     credits=credits, cost=cost, price_currency=money))
             except Exception as exc:  # noqa: BLE001  # the store or engine is down: next sweep
                 log.warning("recharge sweep failed", error=repr(exc))
-            await anyio.sleep(self.sweep_s)
+            self._resweep = anyio.Event()
+            with anyio.move_on_after(self.sweep_s):
+                await self._resweep.wait()
+
+    def sweep_now(self) -> None:
+        """Sweep again now (a cluster node took over customers: the recharges they have
+        in flight are its own to finish)."""
+        self._resweep.set()
 
     async def _pay(self, request: RechargeRequest, limiter: anyio.CapacityLimiter,
                    ident: tuple[str, str]) -> None:

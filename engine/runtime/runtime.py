@@ -50,6 +50,7 @@ from engine.runtime.errors import (
     EngineFault,
     KeysRemembered,
     Overloaded,
+    ShardMoved,
     StoreUnavailable,
 )
 from engine.runtime.store import Store
@@ -196,6 +197,8 @@ class Runtime:
         # (a wake-up), the live feed and the auto-recharge executor hook in here (gateway/
         # app.py). Must not block.
         self.on_committed = on_committed
+        # A cluster node runs the purge only while it leads (None: always).
+        self.purge_gate: Callable[[], bool] | None = None
         self._actors: dict[str, _Actor] = {}  # in least-recently-used order
         self._pending = 0
         # Actors with commands queued and no worker yet, and the waiter tokens of the
@@ -207,6 +210,7 @@ class Runtime:
         self._timers: list[tuple[int, str]] = []
         self._timer_due: dict[str, int] = {}
         self._timer_wakeup = anyio.Event()
+        self._recovery_wakeup = anyio.Event()
         self._tg: TaskGroup | None = None
         self._waiters: Waiters | None = None
         self._closed = False
@@ -482,8 +486,9 @@ class Runtime:
                 call.reply = None
                 call.error = exc
             self._finish(actor, batch)
-            self._schedule_timer(actor.customer_id,
-                                 self.clock.now_ms() + int(exc.retry_after_s * 1000))
+            if not isinstance(exc, ShardMoved):  # a moved customer's timers are its owner's
+                self._schedule_timer(actor.customer_id,
+                                     self.clock.now_ms() + int(exc.retry_after_s * 1000))
             return
         except anyio.get_cancelled_exc_class():
             self._drop_state(actor)
@@ -529,7 +534,7 @@ class Runtime:
         new without knowing (the store checks them as it commits)."""
         # A store that can lose acknowledged writes (async durability) says which
         # customers' state in memory no longer matches what is durable: reload those.
-        if actor.state is None or self.store.stale(actor.customer_id):
+        if actor.state is None or self.store.stale(actor.customer_id, actor.state):
             actor.state = await self.store.load(actor.customer_id)
             actor.uniques = memory.unique_values(actor.state)
             self._activations += 1
@@ -599,7 +604,30 @@ class Runtime:
                 due = []
             for customer_id, at in due:
                 self._schedule_timer(customer_id, at)
-            await anyio.sleep(self.timer_horizon_ms / 2000)
+            self._recovery_wakeup = anyio.Event()
+            with anyio.move_on_after(self.timer_horizon_ms / 2000):
+                await self._recovery_wakeup.wait()
+
+    def recover_timers(self) -> None:
+        """Read the store's due customers again now (a cluster node that took shards over:
+        their customers' timers are its own from now on)."""
+        self._recovery_wakeup.set()
+
+    def release_customers(self, match: Callable[[str], bool]) -> int:
+        """Forget the customers `match` accepts (a cluster node that gave their shards up):
+        idle actors are passivated, and their timers dropped; a busy one is left to its
+        batch, whose commit the store fences (ShardMoved). Returns the actors passivated."""
+        for cid in [c for c in self._timer_due if match(c)]:
+            del self._timer_due[cid]  # its heap entry is skipped as stale
+        victims = [cid for cid, actor in self._actors.items()
+                   if match(cid) and not actor.busy and actor.mailbox is None]
+        for cid in victims:
+            self._passivate(cid)
+        return len(victims)
+
+    def busy_customers(self, match: Callable[[str], bool]) -> int:
+        """How many customers `match` accepts have commands queued or in flight."""
+        return sum(1 for cid, actor in self._actors.items() if actor.busy and match(cid))
 
     async def purge_once(self) -> int:
         """One bounded purge round; returns the rows removed (tests call it directly)."""
@@ -615,6 +643,8 @@ class Runtime:
     async def _purger(self) -> None:
         while True:
             await anyio.sleep(self.purge_every_ms / 1000)
+            if self.purge_gate is not None and not self.purge_gate():
+                continue
             try:
                 await self.purge_once()
             except StoreUnavailable:

@@ -53,9 +53,10 @@ class Store(Protocol):
         rows a table; returns how many went."""
         ...
 
-    def stale(self, customer_id: str) -> bool:
+    def stale(self, customer_id: str, state: CustomerState) -> bool:
         """Whether the customer's state in memory may no longer match what is durable (a
-        store that acknowledges before writing lost a write): it is reloaded first."""
+        store that acknowledges before writing lost a write, or a cluster node whose lease
+        on the customer's shard changed since `state` was loaded): it is reloaded first."""
         ...
 
     def statistics(self) -> dict[str, int | float | bool]:

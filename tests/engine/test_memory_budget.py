@@ -76,7 +76,7 @@ class NullStore:
     async def purge(self, before_ms: int, limit: int) -> int:
         return 0
 
-    def stale(self, customer_id: str) -> bool:
+    def stale(self, customer_id: str, state: object = None) -> bool:
         return False
 
     def statistics(self) -> dict[str, int]:

@@ -1,0 +1,196 @@
+"""Shard leases and the fence, in process: two stores on one PostgreSQL database as two
+cluster nodes (persistence/cluster.py). The multi-process behaviour (forwarding, kill -9,
+SIGSTOP) is in tests/cluster/."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from engine.core.commands import (
+    BalancesReply,
+    Consume,
+    ConsumeReply,
+    CreateGrant,
+    GetBalances,
+    GrantReply,
+)
+from engine.core.model import GrantType
+from engine.runtime import ManualClock, Runtime
+from engine.runtime.errors import ShardMoved
+from persistence import open_store
+from persistence.cluster import SHARDS, LeaseManager, Leases, shard_of
+
+pytestmark = pytest.mark.anyio
+CUR = "credits"
+
+
+class Node:
+    def __init__(self, name: str, store: Any, runtime: Runtime, leases: Leases,
+                 manager: LeaseManager) -> None:
+        self.name, self.store, self.runtime = name, store, runtime
+        self.leases, self.manager = leases, manager
+
+
+@asynccontextmanager
+async def node(url: str, name: str, clock: ManualClock) -> AsyncIterator[Node]:
+    store = open_store(url)
+    leases = Leases(name, f"{name}:1", ttl_s=30.0, renew_s=1.0)
+    store.fence = leases
+    async with store, Runtime(store, clock) as runtime:
+        manager = LeaseManager(store, leases, started_at_ms=0)
+        yield Node(name, store, runtime, leases, manager)
+
+
+def grant(grant_id: str, amount: int) -> CreateGrant:
+    return CreateGrant(grant_id=grant_id, amount=amount, currency_id=CUR,
+                       grant_type=GrantType.PAID, display_name=grant_id)
+
+
+async def take_over(thief: Node, shard: int, raw_sql: Any, url: str) -> None:
+    """What happens when the owner's lease expires: another node's round takes it."""
+    await raw_sql(url, "UPDATE shard_leases SET expires_at = clock_timestamp() - "
+                       "interval '1 second' WHERE shard = ?", shard)
+    await thief.manager._acquire([shard], thief.leases.clock())
+    assert thief.leases.holds(shard)
+
+
+async def test_a_lone_node_takes_every_shard_and_the_leader_lease(pg_database) -> None:
+    async with node(pg_database.url(), "a", ManualClock(1_000)) as a:
+        await a.manager.round()
+        assert len(a.leases.held) == SHARDS + 1
+        assert a.leases.is_leader()
+        reply = await a.runtime.submit("default/c1", grant("g1", 100))
+        assert isinstance(reply, GrantReply)
+
+
+async def test_two_nodes_share_the_shards_and_hand_over_on_leave(pg_database) -> None:
+    url = pg_database.url()
+    clock = ManualClock(1_000)
+    async with node(url, "a", clock) as a:
+        await a.manager.round()
+        async with node(url, "b", clock) as b:
+            await b.manager.round()  # b is live now; a sees it and gives its surplus up
+            for _ in range(8):
+                await a.manager.round()
+                await b.manager.round()
+            shards_a = {s for s in a.leases.held if s >= 0}
+            shards_b = {s for s in b.leases.held if s >= 0}
+            assert not shards_a & shards_b
+            assert len(shards_a) == len(shards_b) == SHARDS // 2
+            await b.manager.leave()
+            await a.manager.round()
+            assert len([s for s in a.leases.held if s >= 0]) == SHARDS
+            assert not b.leases.held
+
+
+async def test_a_flush_after_a_takeover_is_fenced_and_writes_nothing(pg_database,
+                                                                      raw_sql) -> None:
+    url = pg_database.url()
+    clock = ManualClock(1_000)
+    customer = "default/fenced"
+    shard = shard_of(customer)
+    async with node(url, "a", clock) as a, node(url, "b", clock) as b:
+        await a.manager.round()
+        assert a.leases.holds(shard)
+        assert isinstance(await a.runtime.submit(customer, grant("g1", 100)), GrantReply)
+        # a is paused past its lease (its own view still says it holds the shard) ...
+        await take_over(b, shard, raw_sql, url)
+        # ... and wakes with a consumption applied in memory: the commit is fenced.
+        before = await raw_sql(url, "SELECT count(*) FROM ledger")
+        with pytest.raises(ShardMoved):
+            await a.store.commit(customer, *await _consumed(a, customer, 30))
+        assert await raw_sql(url, "SELECT count(*) FROM ledger") == before
+        assert a.store.fenced == 1
+        # The new owner serves it from what is durable: the grant, nothing consumed.
+        reply = await b.runtime.submit(customer, Consume(currency_id=CUR, amount=30,
+                                                         idempotency_key="k1"))
+        assert isinstance(reply, ConsumeReply)
+        balances = await b.runtime.submit(customer, GetBalances())
+        assert isinstance(balances, BalancesReply)
+        assert balances.balances[0].current_balance == 70
+
+
+async def _consumed(n: Node, customer: str, amount: int) -> tuple[Any, Any]:
+    """The state and effects of a consumption applied in `n`'s memory, not committed."""
+    from engine.core.effects import Effects  # noqa: PLC0415
+    from engine.core.machine import apply  # noqa: PLC0415
+
+    state = await n.store.load(customer)
+    fx = Effects()
+    apply(state, Consume(currency_id=CUR, amount=amount, idempotency_key="late"), 2_000, fx)
+    return state, fx
+
+
+async def test_a_runtime_that_lost_its_lease_answers_shard_moved(pg_database,
+                                                                 raw_sql) -> None:
+    url = pg_database.url()
+    clock = ManualClock(1_000)
+    customer = "default/moved"
+    shard = shard_of(customer)
+    async with node(url, "a", clock) as a, node(url, "b", clock) as b:
+        await a.manager.round()
+        assert isinstance(await a.runtime.submit(customer, grant("g1", 100)), GrantReply)
+        await take_over(b, shard, raw_sql, url)
+        await a.manager.round()  # the renewal finds the shard taken
+        assert not a.leases.holds(shard)
+        assert a.leases.lost >= 1
+        # Resident state loaded under the old epoch is stale; loading it again is refused.
+        with pytest.raises(ShardMoved):
+            await a.runtime.submit(customer, Consume(currency_id=CUR, amount=1,
+                                                     idempotency_key="x"))
+        # Nothing of it landed: b sees the whole grant.
+        balances = await b.runtime.submit(customer, GetBalances())
+        assert balances.balances[0].current_balance == 100
+
+
+async def test_a_key_written_by_the_old_owner_is_a_replay_on_the_new_one(pg_database,
+                                                                           raw_sql) -> None:
+    """The new owner's key filter never saw the old owner's keys: it must look them up
+    (untrusted shard), so a retry after a failover returns the first outcome."""
+    url = pg_database.url()
+    clock = ManualClock(1_000)
+    customer = "default/replayed"
+    shard = shard_of(customer)
+    async with node(url, "a", clock) as a, node(url, "b", clock) as b:
+        await a.manager.round()
+        await b.manager.round()
+        assert isinstance(await a.runtime.submit(customer, grant("g1", 100)), GrantReply)
+        first = await a.runtime.submit(customer, Consume(currency_id=CUR, amount=40,
+                                                         idempotency_key="once"))
+        assert isinstance(first, ConsumeReply)
+        await take_over(b, shard, raw_sql, url)
+        again = await b.runtime.submit(customer, Consume(currency_id=CUR, amount=40,
+                                                         idempotency_key="once"))
+        assert again == first
+        balances = await b.runtime.submit(customer, GetBalances())
+        assert balances.balances[0].current_balance == 60
+
+
+async def test_outbox_ids_stay_gapless_with_two_writers(pg_database, raw_sql) -> None:
+    url = pg_database.url()
+    clock = ManualClock(1_000)
+    async with node(url, "a", clock) as a, node(url, "b", clock) as b:
+        await a.manager.round()
+        await b.manager.round()
+        for _ in range(8):
+            await a.manager.round()
+            await b.manager.round()
+        mine = {"a": [], "b": []}
+        for i in range(400):
+            customer = f"default/c{i}"
+            owner = "a" if a.leases.holds(shard_of(customer)) else "b"
+            mine[owner].append(customer)
+        assert mine["a"] and mine["b"]
+        import anyio  # noqa: PLC0415
+
+        async with anyio.create_task_group() as tg:
+            for n, customers in ((a, mine["a"]), (b, mine["b"])):
+                for customer in customers[:60]:
+                    tg.start_soon(n.runtime.submit, customer, grant("g", 10))
+        ids = [r[0] for r in await raw_sql(url, "SELECT id FROM outbox ORDER BY id")]
+        assert ids == list(range(1, len(ids) + 1))
+        assert len(ids) >= 120
