@@ -7,6 +7,7 @@ amounts never pass through a binary float in either direction.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
 from collections.abc import AsyncIterator
@@ -28,6 +29,7 @@ from engine.runtime.clock import ManualClock, SystemClock
 from engine.runtime.recharge import RechargeExecutor, RecordingProvider, ScriptedProvider
 from gateway import metrics, openapi
 from gateway.auth import authenticate
+from gateway.cluster.node import ClusterRuntime, Node
 from gateway.config import Settings
 from gateway.context import Services, services
 from gateway.errors import ApiError, exception_handlers
@@ -66,9 +68,13 @@ async def health(request: Request, detail: FromQuery[bool] = False) -> Response:
     svc = services(request)
     if not key or svc.catalog.environment_of(key) is None:
         raise ApiError(401, "Unauthenticated", "detail needs a valid X-API-KEY", "X-API-KEY")
-    return Response({"status": "ok",
-                     "runtime": msgspec.to_builtins(svc.runtime.runtime_statistics()),
-                     "store": svc.store.statistics(), "gc": gc_statistics()})
+    body = {"status": "ok",
+            "runtime": msgspec.to_builtins(svc.runtime.runtime_statistics()),
+            "store": svc.store.statistics(), "gc": gc_statistics()}
+    node = getattr(request.app.state, "cluster", None)
+    if node is not None:  # which shards this process owns, at which epochs; forwards
+        body["cluster"] = node.statistics()
+    return Response(body)
 
 
 @get("/ready", include_in_schema=False)
@@ -186,7 +192,183 @@ def _feed(settings: Settings, clock: Any, secret: str) -> Feed:
     return Feed(hub, Tokens(secret), options)
 
 
+def _node(settings: Settings, store: Any) -> Node | None:
+    """The cluster node of a process on PostgreSQL (None: SQLite, memory, or
+    CREDITD_CLUSTER=off), its leases set as the store's fence."""
+    if settings.cluster == "off" or getattr(store, "dialect", "") != "postgresql":
+        return None
+
+    async def secret() -> str:
+        import secrets  # noqa: PLC0415
+
+        return await store.server_secret("cluster", secrets.token_urlsafe(32),
+                                         int(time.time() * 1000))
+
+    node = Node(secret_source=secret, host=settings.cluster_host, port=settings.cluster_port,
+                advertise=settings.cluster_advertise, ttl_s=settings.lease_ttl_s,
+                renew_s=settings.lease_renew_s)
+    store.fence = node.leases
+    return node
+
+
+def _wake_webhooks(state: Any) -> Any:
+    def wake(customer_id: str, effects: Any) -> None:
+        webhooks = state.webhooks  # None on a cluster node that does not lead
+        if webhooks is not None:
+            webhooks.wake()
+
+    return wake
+
+
+def _chain2(first: Any, second: Any) -> Any:
+    """Two (environment, id/facts) notices as one (the second may be None)."""
+    if second is None:
+        return first
+
+    def both(env: str, arg: Any) -> None:
+        first(env, arg)
+        second(env, arg)
+
+    return both
+
+
+async def _lead(app: Litestar, node: Node, store: Any, settings: Settings,
+                stop: anyio.Event, done: anyio.Event) -> None:
+    """The once-only jobs, while this node holds the leader's lease: webhooks (relay,
+    dispatcher, purge; the endpoint API is forwarded here) and the subscription
+    scheduler. Leadership lost: they stop, and another node starts them. `stop` (a
+    graceful shutdown): they stop while the lease is still held — the dispatcher settles
+    the deliveries in flight, so the next leader does not send them again — and `done`
+    is set; the lease is given up after that (`Node.leave`)."""
+    from engine.domain.subscriptions.catch_up import Scheduler  # noqa: PLC0415
+
+    try:
+        await _lead_while(app, node, store, settings, stop, Scheduler)
+    finally:
+        done.set()
+
+
+async def _lead_while(app: Litestar, node: Node, store: Any, settings: Settings,
+                      stop: anyio.Event, Scheduler: Any) -> None:  # noqa: N803
+    leases = node.leases
+    while not stop.is_set():
+        while not leases.is_leader() and not stop.is_set():
+            with anyio.move_on_after(leases.renew_s / 2):
+                await leases.changed.wait()
+        if stop.is_set():
+            return
+        log.info("leading the cluster: webhooks and the scheduler run here", node=node.node_id)
+        try:
+            # Webhooks are left normally, never cancelled from outside: leaving drains the
+            # dispatcher (the deliveries in flight are answered and recorded), so the next
+            # leader does not send them again. Only the scheduler is cancelled.
+            async with _webhooks(store, settings) as webhooks:
+                app.state.webhooks = webhooks
+                scheduler = Scheduler(lambda: app.state.services.domain)
+                app.state.scheduler = scheduler
+                app.state.on_clock_moved.append(scheduler.catch_up)
+                try:
+                    async with anyio.create_task_group() as jobs:
+                        jobs.start_soon(scheduler.run)
+                        while leases.is_leader() and not stop.is_set():
+                            with anyio.move_on_after(leases.renew_s / 2):
+                                await leases.changed.wait()
+                        jobs.cancel_scope.cancel()
+                finally:
+                    app.state.on_clock_moved.remove(scheduler.catch_up)
+                    app.state.webhooks = None
+                    app.state.scheduler = None
+        except Exception as exc:  # noqa: BLE001 - the database away at start: lead again
+            log.warning("leader jobs stopped", error=repr(exc))
+            await anyio.sleep(leases.renew_s)
+        log.info("no longer leading the cluster", node=node.node_id)
+
+
+def _asgi_call(app: Litestar) -> Any:
+    """Run an HTTP request a peer forwarded (the leader's endpoint API) through this app;
+    returns [status, headers, body]."""
+
+    async def call(method: str, path: str, query: bytes, headers: list[Any],
+                   body: bytes) -> list[Any]:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": method, "scheme": "http", "path": path,
+                 "raw_path": path.encode(), "query_string": query, "root_path": "",
+                 "headers": [(bytes(k), bytes(v)) for k, v in headers],
+                 "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 0)}
+        sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                await anyio.sleep_forever()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        status, out_headers, chunks = 500, [], []
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status, out_headers
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                out_headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await app(scope, receive, send)  # type: ignore[arg-type]
+        return [status, out_headers, b"".join(chunks)]
+
+    return call
+
+
+async def _leading(app: Litestar, node: Node) -> None:
+    """Wait (a few seconds at most) until a leader's jobs are running, webhooks first."""
+    with anyio.move_on_after(5):
+        while node.leases.is_leader() and app.state.webhooks is None:
+            await anyio.sleep(0.01)
+
+
+_LEADER_PATHS = ("/api/v1/webhooks",)
+
+
+def _leader_only(handler: Any, app: Litestar) -> Any:
+    """On a cluster node that does not lead, send the webhook endpoint API to the leader
+    (webhooks run there alone); everything else passes through."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        node = getattr(app.state, "cluster", None)
+        if (scope["type"] != "http" or node is None
+                or not scope["path"].startswith(_LEADER_PATHS)):
+            await handler(scope, receive, send)
+            return
+        if app.state.webhooks is None and node.leases.is_leader():
+            await _leading(app, node)  # leadership just taken: its jobs are starting
+        if app.state.webhooks is not None:
+            await handler(scope, receive, send)
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        try:
+            status, headers, out = await node.forward_http(
+                scope["method"], scope["path"], scope.get("query_string", b""),
+                list(scope.get("headers", [])), body)
+        except Exception as exc:  # noqa: BLE001 - the leader unreachable: retryable
+            status, headers = 503, [(b"content-type", b"application/json"),
+                                    (b"retry-after", b"1")]
+            out = msgspec.json.encode({"statusCode": 503, "code": "ServiceUnavailable",
+                                       "message": f"the cluster's leader did not answer: {exc}"})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": out})
+
+    return wrapped
+
+
 def _chain(first: Any, second: Any) -> Any:
+    if second is None:
+        return first
     if first is None:
         return second
 
@@ -216,6 +398,10 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
         if store is None:
             store = open_store(settings.database_url,
                                **_store_limits(settings, settings.database_url))
+        # On PostgreSQL every process is a cluster node (one alone owns every shard);
+        # the store's fence must be in place before it opens.
+        node = _node(settings, store)
+        app.state.cluster = node
         async with store:
             options = {**_runtime_limits(settings), **(runtime_options or {})}
             # The process's one clock: the runtime's, the catalog's stamps, the feed's tokens.
@@ -223,6 +409,9 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
             options["clock"] = clock
             catalog = Catalog(store, clock=clock, docs_cached_max=settings.cache_entries_max)
             await catalog.load_keys()
+            if node is not None:
+                node.catalog = catalog
+                catalog.on_changed = node.document_changed
             configured = [entry.rpartition(":") for entry in settings.api_keys]
             for env, _, key in configured:
                 await catalog.add_key(key, env or "default")
@@ -248,32 +437,61 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
             app.state.recharges = recharges
             # Called with the new time after PUT /api/v1/test-clock moved a manual clock.
             app.state.on_clock_moved = []
-            async with _webhooks(store, settings) as webhooks:
-                options["on_committed"] = _chain(_chain(_chain(
-                    options.get("on_committed"), webhooks.wake),
-                    app.state.feed.hub.publish), recharges.on_committed)
-                async with Runtime(store, **options) as runtime, \
+            hub = app.state.feed.hub
+            app.state.webhooks = None
+            app.state.scheduler = None
+            async with contextlib.AsyncExitStack() as stack:
+                if node is None:
+                    app.state.webhooks = await stack.enter_async_context(
+                        _webhooks(store, settings))
+                options["on_committed"] = _chain(_chain(_chain(_chain(
+                    options.get("on_committed"), _wake_webhooks(app.state)),
+                    hub.publish), recharges.on_committed),
+                    node.on_committed if node is not None else None)
+                async with Runtime(store, **options) as engine, \
                         anyio.create_task_group() as tasks:
+                    runtime: Any = engine
+                    if node is not None:
+                        # Commands go to their customer's owner (gateway/cluster/node.py).
+                        runtime = ClusterRuntime(engine, node)
+                        node.hub, hub.on_interest = hub, node.interest
+                        node.domain = lambda: getattr(app.state, "services", None) and \
+                            app.state.services.domain
+                        node.webhooks = lambda: app.state.webhooks
+                        node.http = _asgi_call(app)
+                        node.recharges = recharges
+                        await node.start(tasks, store, engine)
                     tasks.start_soon(recharges.run, runtime, store)
-                    tasks.start_soon(app.state.feed.hub.run_ticker,
-                                     app.state.feed.options.heartbeat_s)
-                    hub = app.state.feed.hub
+                    tasks.start_soon(hub.run_ticker, app.state.feed.options.heartbeat_s)
                     app.state.services = Services(
                         settings, store, runtime, catalog, clock,
-                        on_entitlements_changed=hub.entitlements_changed,
-                        on_package_published=hub.package_published)
-                    # Renewals, trial ends and scheduled changes of subscriptions.
-                    scheduler = Scheduler(lambda: app.state.services.domain)
-                    tasks.start_soon(scheduler.run)
-                    app.state.scheduler = scheduler  # its counters: /metrics
-                    app.state.on_clock_moved.append(scheduler.catch_up)
-                    app.state.webhooks = webhooks
-                    log.info("creditd ready", database=settings.database_url or "default")
+                        on_entitlements_changed=_chain2(hub.entitlements_changed,
+                                                        node and node.entitlements_changed),
+                        on_package_published=_chain2(hub.package_published,
+                                                     node and node.package_published))
+                    if node is None:
+                        # Renewals, trial ends and scheduled changes of subscriptions.
+                        scheduler = Scheduler(lambda: app.state.services.domain)
+                        tasks.start_soon(scheduler.run)
+                        app.state.scheduler = scheduler  # its counters: /metrics
+                        app.state.on_clock_moved.append(scheduler.catch_up)
+                    else:
+                        stop_leading, led = anyio.Event(), anyio.Event()
+                        tasks.start_soon(_lead, app, node, store, settings, stop_leading,
+                                         led)
+                        await _leading(app, node)  # ready to serve the webhook API
+                    log.info("creditd ready", database=settings.database_url or "default",
+                             node=node.node_id if node is not None else None)
                     if server_process:
                         tune_gc()
                     try:
                         yield
                     finally:
+                        if node is not None:
+                            stop_leading.set()
+                            with anyio.CancelScope(shield=True), anyio.move_on_after(15):
+                                await led.wait()
+                            await node.leave()
                         tasks.cancel_scope.cancel()
 
     measured = settings.metrics == "on"
@@ -300,6 +518,7 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
     openapi.install(app)  # the document describes every request body
     if measured:
         metrics.install(app, gc_statistics)  # GET /metrics (docs/metrics.md)
+    app.asgi_handler = _leader_only(app.asgi_handler, app)
     # Reads with a customer token, limited per token (gateway/portal/access.py).
     app.state.token_reads = RateLimiter(settings.token_reads_per_s, settings.token_reads_burst)
     return app

@@ -25,12 +25,19 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"creditd serve: {exc}", file=sys.stderr)
         return 2
+    if args.workers is not None and args.workers != 1:
+        refused = _workers_refused(settings, args.workers)
+        if refused:
+            print(f"creditd serve: {refused}", file=sys.stderr)
+            return 2
     if not _open_database(settings.database_url, "serve"):
         return 1
     catalog = args.catalog or os.environ.get("CREDITD_CATALOG") or None
     if catalog and _apply_catalog(settings.database_url, args.catalog_environment, catalog,
                                   dry_run=False, command="serve") != 0:
         return 1
+    if args.workers is not None and args.workers > 1:
+        return _supervise(args, settings)
     config = uvicorn.Config(create_app(settings, server_process=True), host=settings.host,
                             port=settings.port,
                             log_level="warning", access_log=False, lifespan="on",
@@ -51,6 +58,83 @@ def _serve(args: argparse.Namespace) -> int:
         # on accepted TCP connections and every keep-alive response would wait out the
         # client's delayed ACK (~40 ms). socket.socket(fileno=) reads the real family.
         server.run(sockets=[socket.socket(fileno=args.fd)])
+    return 0
+
+
+def _workers_refused(settings: Any, workers: int) -> str | None:
+    """Why `--workers N` cannot run here (None: it can)."""
+    from persistence import resolve_database_url
+
+    if workers < 1:
+        return f"--workers {workers}: must be at least 1"
+    url = resolve_database_url(settings.database_url)
+    if not url.startswith(("postgresql:", "postgres:")):
+        return (f"--workers {workers} needs PostgreSQL (--database-url postgresql://…): "
+                "SQLite is the embedded database of one process, and several processes "
+                "share customers only through PostgreSQL's shard leases (docs/operations.md, "
+                "\"Running a cluster\")")
+    if settings.cluster == "off":
+        return f"--workers {workers} needs the cluster's leases; CREDITD_CLUSTER is 'off'"
+    return None
+
+
+def _supervise(args: argparse.Namespace, settings: Any) -> int:
+    """`--workers N`: bind the port once, run N `creditd serve --fd` processes that all
+    accept on it (the kernel spreads connections), each a cluster node with its own
+    leases; restart one that dies, and stop them all on SIGTERM or SIGINT."""
+    import signal
+    import subprocess
+    import time
+
+    sock = socket.create_server((settings.host, settings.port), backlog=2048,
+                                reuse_port=False)
+    sock.set_inheritable(True)
+    fd = sock.fileno()
+    command = [sys.executable, "-m", "gateway.cli", "serve", "--fd", str(fd)]
+    if args.database_url:
+        command += ["--database-url", args.database_url]
+    if args.memory_mb:
+        command += ["--memory-mb", str(args.memory_mb)]
+    children: dict[int, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def start(slot: int) -> None:
+        children[slot] = subprocess.Popen(command, pass_fds=(fd,))
+
+    def stop(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for slot in range(args.workers):
+        start(slot)
+    print(f"creditd: {args.workers} worker processes on http://{settings.host}:"
+          f"{settings.port} (pids {' '.join(str(c.pid) for c in children.values())})",
+          flush=True)
+    restarts: dict[int, float] = {}
+    while children:
+        time.sleep(0.2)
+        for slot, child in list(children.items()):
+            code = child.poll()
+            if code is None:
+                continue
+            if stopping:
+                del children[slot]
+                continue
+            # Died on its own: its leases lapse and the others take its customers; a new
+            # process joins as a fresh node (at most one restart a second per slot).
+            print(f"creditd: worker {child.pid} exited with {code}; starting another",
+                  file=sys.stderr, flush=True)
+            wait = restarts.get(slot, 0) + 1 - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            restarts[slot] = time.monotonic()
+            start(slot)
+    sock.close()
     return 0
 
 
@@ -271,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
                             "default $CREDITD_MEMORY_MB or 256 (docs/operations.md)")
     serve.add_argument("--fd", type=int, default=None,
                        help="serve on this already-listening socket instead of host:port")
+    serve.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="run N processes on the port, sharing the customers "
+                            "(PostgreSQL only; docs/operations.md, \"Running a cluster\")")
     serve.add_argument("--catalog", default=None, metavar="FILE",
                        help="apply this catalog file (TOML, docs/catalog.md) at start-up; "
                             "default $CREDITD_CATALOG")

@@ -166,6 +166,14 @@ class Settings:
     # token (None: API keys only), which Prometheus can read from a file.
     metrics: str = "on"
     metrics_token: str | None = None
+    # Scale-out (docs/operations.md, "Running a cluster"): on PostgreSQL every process
+    # takes shard leases ("auto"); "off" runs one process without them (never two so).
+    cluster: str = "auto"
+    cluster_host: str = "127.0.0.1"  # where the internal channel listens
+    cluster_port: int = 0  # 0: any free port (what peers use is in shard_leases)
+    cluster_advertise: str | None = None  # host:port peers connect to (default host:port)
+    lease_ttl_s: float = 3.0
+    lease_renew_s: float = 0.5
 
     def __post_init__(self) -> None:
         if self.durability not in ("sync", "async"):
@@ -203,6 +211,13 @@ class Settings:
                 c in self.portal_frame_ancestors for c in ";,\r\n"):
             raise ConfigError("CREDITD_PORTAL_FRAME_ANCESTORS: sources separated by spaces "
                               "(e.g. \"https://app.example.com\"), not empty, no ';' or ','")
+        if self.cluster not in ("auto", "off"):
+            raise ConfigError(f"CREDITD_CLUSTER: {self.cluster!r} is not 'auto' or 'off'")
+        if not 0 < self.lease_renew_s < self.lease_ttl_s / 2:
+            raise ConfigError("CREDITD_LEASE_RENEW_S: must be positive and under half of "
+                              "CREDITD_LEASE_TTL_S (a lease must survive a missed renewal)")
+        if not 0 <= self.cluster_port <= 65535:
+            raise ConfigError("CREDITD_CLUSTER_PORT: not a port number")
         if self.metrics not in ("on", "off"):
             raise ConfigError(f"CREDITD_METRICS: {self.metrics!r} is not 'on' or 'off'")
         if self.metrics_token is not None and (
@@ -239,6 +254,12 @@ class Settings:
         values["clock"] = os.environ.get("CREDITD_CLOCK") or "system"
         values["metrics"] = (os.environ.get("CREDITD_METRICS") or "on").strip().lower()
         values["metrics_token"] = (os.environ.get("CREDITD_METRICS_TOKEN") or "").strip() or None
+        values["cluster"] = (os.environ.get("CREDITD_CLUSTER") or "auto").strip().lower()
+        values["cluster_host"] = os.environ.get("CREDITD_CLUSTER_HOST") or cls.cluster_host
+        values["cluster_advertise"] = os.environ.get("CREDITD_CLUSTER_ADVERTISE") or None
+        _number(values, "cluster", "port", int)
+        for name in ("ttl_s", "renew_s"):
+            _number(values, "lease", name, float)
         try:
             values["tax_rates"] = parse_tax_rates(os.environ.get("CREDITD_TAX_RATES"))
         except ValueError as exc:

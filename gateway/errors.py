@@ -16,7 +16,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from engine.domain.errors import DomainError, bad_input, field_of, from_refusal
-from engine.runtime.errors import EngineError, EngineFault, Overloaded, StoreUnavailable
+from engine.runtime.errors import EngineError, EngineFault, Overloaded, ShardMoved, StoreUnavailable
 from gateway.names import camel
 
 __all__ = ["ApiError", "bad_input", "from_refusal", "exception_handlers", "field_of",
@@ -57,6 +57,8 @@ def _engine_error(request: Request, exc: EngineError) -> Response:
         return response(ApiError(500, "InternalServerError", "internal error"))
     if isinstance(exc, Overloaded):
         return response(ApiError(429, "TooManyRequests", str(exc), headers=_retry_after(exc)))
+    if isinstance(exc, ShardMoved):  # a cluster moving the customer between nodes
+        return response(ApiError(503, "ServiceUnavailable", str(exc), headers=_retry_after(exc)))
     if isinstance(exc, StoreUnavailable):
         return response(ApiError(503, "ServiceUnavailable", "the database is unavailable; retry",
                         headers=_retry_after(exc)))

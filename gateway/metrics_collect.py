@@ -86,6 +86,9 @@ class Subsystems(Collector):
         scheduler = getattr(state, "scheduler", None)
         if scheduler is not None:
             yield from _scheduler(scheduler.statistics(svc.clock.now_ms()))
+        node = getattr(state, "cluster", None)
+        if node is not None:
+            yield from _cluster(node.statistics())
         gc = self._gc_statistics()
         yield _labelled(CounterMetricFamily(
             "creditd_gc_pause_seconds", "Time the cyclic garbage collector paused the process, "
@@ -225,6 +228,31 @@ def _recharge(s: dict[str, int]) -> Iterator[Metric]:
                    s["retries"])
     yield _counter(p + "queue_full", "Recharges left to the sweep because the queue was full",
                    s["queue_full"])
+
+
+def _cluster(s: dict[str, Any]) -> Iterator[Metric]:
+    p = "creditd_cluster_"
+    yield _gauge(p + "shards_held", "Virtual shards this node holds the lease of",
+                 s["shards_held"])
+    yield _gauge(p + "leader", "1 while this node holds the leader's lease", int(s["leader"]))
+    yield _gauge(p + "nodes", "Live nodes this node saw at its last lease round",
+                 len(s["nodes"]))
+    yield _gauge(p + "lease_epochs_sum", "Sum of the epochs of the shards held (changes "
+                 "whenever one changes hands)", s["epochs_sum"])
+    yield _labelled(CounterMetricFamily(
+        p + "shard_moves", "Shards this node took, handed over, or found taken",
+        labels=["kind"]), "kind",
+        [("acquired", s["acquired"]), ("released", s["released"]), ("lost", s["lost"])])
+    yield _counter(p + "forwarded", "Commands sent to the owner of their customer",
+                   s["forwarded"])
+    yield _counter(p + "served_for_peers", "Commands other nodes sent here",
+                   s["served_for_peers"])
+    yield _counter(p + "move_waits", "Commands that waited for their customer's shard to "
+                   "get an owner", s["moved_waits"])
+    yield _counter(p + "unknown_outcomes", "Forwarded commands whose owner stopped "
+                   "answering (503; the outcome is unknown)", s["unknown_outcomes"])
+    yield _counter(p + "fenced_units", "Actor batches a flush left out because their "
+                   "shard changed hands (never acknowledged)", s["fenced"])
 
 
 def _scheduler(s: dict[str, Any]) -> Iterator[Metric]:

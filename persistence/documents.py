@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import secrets
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -84,6 +84,24 @@ class Catalog:
         # environment -> features with a meter (events are matched against all of them);
         # dropped whenever a feature of the environment is written.
         self._metered: dict[str, list[tuple[Any, Meter]]] = {}
+        # Called with (table, environment, id) after a write here ("api_keys", env, ""
+        # for keys): a cluster node tells its peers to forget their copies.
+        self.on_changed: Callable[[str, str, str], None] | None = None
+
+    def _changed(self, table: str, environment: str, ident: str) -> None:
+        if self.on_changed is not None:
+            self.on_changed(table, environment, ident)
+
+    def forget(self, table: str, environment: str, ident: str) -> None:
+        """Drop a cached document (another cluster node wrote it)."""
+        if table == "features":
+            self._metered.pop(environment, None)
+        self._docs.get(table, {}).pop((environment, ident), None)  # type: ignore[call-overload]
+
+    def forget_all(self) -> None:
+        """Drop every cached document (a cluster node that may have missed notices)."""
+        self._docs.clear()
+        self._metered.clear()
 
     def now_ms(self) -> int:
         return self.clock.now_ms()
@@ -101,6 +119,7 @@ class Catalog:
             "ON CONFLICT (key_hash) DO UPDATE SET environment = excluded.environment",
             digest, environment, self.now_ms())
         self._keys[digest] = environment
+        self._changed("api_keys", environment, "")
 
     async def keep_only(self, keys: list[str]) -> int:
         """Revoke every stored key but `keys`; returns how many went."""
@@ -108,7 +127,7 @@ class Catalog:
         gone = [digest for digest in self._keys if digest not in keep]
         for digest in gone:
             await self.store.execute("DELETE FROM api_keys WHERE key_hash = ?", digest)
-            del self._keys[digest]
+            self._changed("api_keys", self._keys.pop(digest), "")
         return len(gone)
 
     def has_keys(self) -> bool:
@@ -199,6 +218,7 @@ class Catalog:
             *(_column(doc, c) for c in extra))
         if count:
             self._remember(table, environment, doc)
+            self._changed(table, environment, _id(doc))
         return bool(count)
 
     def _replacement(self, table: str, environment: str, doc: Any) -> tuple[Any, ...]:
@@ -214,6 +234,7 @@ class Catalog:
             f"UPDATE {table} SET doc = ?, updated_at = ?, archived_at = ?{sets} "
             "WHERE environment = ? AND id = ?", *self._replacement(table, environment, doc))
         self._remember(table, environment, doc)
+        self._changed(table, environment, _id(doc))
 
     async def replace_many(self, table: str, items: list[tuple[str, Any]]) -> None:
         """`replace` for many (environment, document) pairs in one transaction: all are
@@ -226,6 +247,7 @@ class Catalog:
             [self._replacement(table, env, doc) for env, doc in items])])
         for env, doc in items:
             self._remember(table, env, doc)
+            self._changed(table, env, _id(doc))
 
     async def page(self, table: str, environment: str, limit: int, after: str | None,
                    before: str | None, archived: bool | None = None, *,
@@ -296,6 +318,7 @@ class Catalog:
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (environment, kind, id, version) DO UPDATE "
             "SET doc = excluded.doc", environment, kind, _id(doc), version,
             self._encode(_PACKAGE_TABLES[kind], doc), self.now_ms())
+        self._changed("package_versions", environment, f"{kind}/{_id(doc)}")
 
     # -- copying an environment (the TOML catalog's scratch run) ---------------------------
 

@@ -38,7 +38,7 @@ import anyio
 import msgspec
 import structlog
 
-from engine.core.commands import BalanceView
+from engine.core.commands import BalanceView, UsageView
 from engine.core.effects import DomainEvent, Effects
 from engine.core.usage import usage_view
 from engine.core.views import pool_view
@@ -49,6 +49,13 @@ __all__ = ["Hub", "LimitReached", "Subscriber", "Watcher", "balance_json", "even
 
 log = structlog.get_logger("creditd.feed")
 _encode = msgspec.json.Encoder(decimal_format="number").encode
+
+
+def views_of(fx: Effects, now_ms: int) -> tuple[list[BalanceView], list[UsageView]]:
+    """What subscribers see of a batch's pools and usage counters: views taken now (the
+    live objects change with the next batch)."""
+    return ([pool_view(p, now_ms) for p in fx.pools.values()],
+            [usage_view(c) for c in fx.usage.values()])
 
 
 class LimitReached(Exception):
@@ -216,6 +223,28 @@ class Hub:
         self.count = 0
         self.overflows = 0
         self.frames_offered = 0
+        # Called with (key, True) when a customer (its engine id) or an environment
+        # ("@" + name) gets its first subscriber here, (key, False) when its last one
+        # leaves: a cluster node tells its peers which commits to send it.
+        self.on_interest: Callable[[str, bool], None] | None = None
+
+    def interests(self) -> list[str]:
+        """The customers and environments ("@" + name) with subscribers here."""
+        return [*self._by_customer, *("@" + env for env in self._by_environment)]
+
+    def subscribed(self, engine_customer_id: str) -> bool:
+        return engine_customer_id in self._by_customer
+
+    def seq_floor(self, engine_customer_id: str) -> int | None:
+        """The lowest snapshot sequence number of the customer's subscribers (None: no
+        subscriber has its snapshot yet): where a catch-up from the store starts."""
+        floors = [s.seq_floor for s in self._by_customer.get(engine_customer_id, ())
+                  if s.seq_floor >= 0]
+        return min(floors) if floors else None
+
+    def _interest(self, key: str, present: bool) -> None:
+        if self.on_interest is not None:
+            self.on_interest(key, present)
 
     def subscribe(self, engine_customer_id: str, *, currency_id: str | None = None,
                   resource_id: str | None = None, match_resource: bool = False) -> Subscriber:
@@ -229,6 +258,7 @@ class Hub:
                          match_resource=match_resource, backlog_max=self.backlog_max)
         if subs is None:
             self._by_customer[engine_customer_id] = [sub]
+            self._interest(engine_customer_id, True)
         else:
             subs.append(sub)
         self.count += 1
@@ -242,6 +272,7 @@ class Hub:
         self.count -= 1
         if not subs:
             del self._by_customer[sub.engine_customer_id]
+            self._interest(sub.engine_customer_id, False)
 
     def watch(self, environment: str, kinds: frozenset[str]) -> Watcher:
         """A watcher of every customer of `environment` (LimitReached past the server's
@@ -249,6 +280,8 @@ class Hub:
         if self.count >= self.subscribers_max:
             raise LimitReached(f"the server has {self.subscribers_max} subscribers, its limit")
         watcher = Watcher(environment, kinds, self.backlog_max)
+        if environment not in self._by_environment:
+            self._interest("@" + environment, True)
         self._by_environment.setdefault(environment, []).append(watcher)
         self.count += 1
         return watcher
@@ -261,6 +294,7 @@ class Hub:
         self.count -= 1
         if not watchers:
             del self._by_environment[watcher.environment]
+            self._interest("@" + watcher.environment, False)
 
     def _notify(self, environment: str, kind: str, key: Any, item: Any) -> None:
         for watcher in self._by_environment.get(environment, ()):
@@ -287,25 +321,41 @@ class Hub:
         if not subs and not watchers:
             return
         try:
-            if subs:
-                self._publish(engine_customer_id, fx, subs)
-            if watchers:
-                self._publish_watched(engine_customer_id, fx, watchers)
+            pools, usage = views_of(fx, self._now_ms())
+            self._publish_views(engine_customer_id, fx.seq, fx.op, fx.events, pools, usage,
+                                subs, watchers)
         except Exception:  # a bug here must cost the feed, never the engine
             log.exception("feed: publishing a committed batch failed",
                           customer=engine_customer_id)
 
-    def _publish_watched(self, engine_customer_id: str, fx: Effects,
-                         watchers: list[Watcher]) -> None:
+    def publish_views(self, engine_customer_id: str, seq: int, op: int,
+                      events: list[DomainEvent], pools: list[BalanceView],
+                      usage: list[UsageView]) -> None:
+        """`publish` of a batch committed by another node of a cluster, as views
+        (`views_of`): what its owner sent here because subscribers are here."""
+        subs = self._by_customer.get(engine_customer_id)
+        watchers = self._by_environment.get(engine_customer_id.partition("/")[0])
+        if subs or watchers:
+            self._publish_views(engine_customer_id, seq, op, events, pools, usage, subs,
+                                watchers)
+
+    def _publish_views(self, engine_customer_id: str, seq: int, op: int,
+                       events: list[DomainEvent], pools: list[BalanceView],
+                       usage: list[UsageView], subs: list[Subscriber] | None,
+                       watchers: list[Watcher] | None) -> None:
+        if subs:
+            self._publish(engine_customer_id, seq, op, events, pools, subs)
+        if watchers:
+            self._publish_watched(engine_customer_id, pools, usage, watchers)
+
+    def _publish_watched(self, engine_customer_id: str, pools: list[BalanceView],
+                         usage: list[UsageView], watchers: list[Watcher]) -> None:
         customer_id = engine_customer_id.partition("/")[2]
         items: list[tuple[str, Any, Any]] = []
-        if fx.pools:
-            now = self._now_ms()
-            items += [("balance", ("b", customer_id, p.currency_id, p.resource_id),
-                       (customer_id, pool_view(p, now))) for p in fx.pools.values()]
-        if fx.usage:
-            items += [("usage", ("u", customer_id, c.feature_id, c.resource_id),
-                       (customer_id, usage_view(c))) for c in fx.usage.values()]
+        items += [("balance", ("b", customer_id, p.currency_id, p.resource_id),
+                   (customer_id, p)) for p in pools]
+        items += [("usage", ("u", customer_id, c.feature_id, c.resource_id),
+                   (customer_id, c)) for c in usage]
         for watcher in watchers:
             for kind, key, item in items:
                 if kind in watcher.kinds:
@@ -313,25 +363,23 @@ class Hub:
                         self.overflows += 1
                     self.frames_offered += 1
 
-    def _publish(self, engine_customer_id: str, fx: Effects, subs: list[Subscriber]) -> None:
+    def _publish(self, engine_customer_id: str, seq: int, op: int, events: list[DomainEvent],
+                 pools: list[BalanceView], subs: list[Subscriber]) -> None:
         customer_id = engine_customer_id.partition("/")[2]
-        for e in fx.events:
+        for e in events:
             frame = event_frame(customer_id, e)
             for sub in subs:
                 if sub.wants(e.currency_id, e.resource_id):
                     if not sub.offer_event(e.seq, frame):
                         self.overflows += 1
                     self.frames_offered += 1
-        if fx.pools:
-            now = self._now_ms()
-            for pool in fx.pools.values():
-                frame = _encode({"type": "balance", "seq": fx.seq,
-                                 **balance_json(pool_view(pool, now))}).decode()
-                key = ("b", pool.currency_id, pool.resource_id)
-                for sub in subs:
-                    if sub.wants(pool.currency_id, pool.resource_id):
-                        sub.offer_balance(key, fx.op, fx.seq, frame)
-                        self.frames_offered += 1
+        for pool in pools:
+            frame = _encode({"type": "balance", "seq": seq, **balance_json(pool)}).decode()
+            key = ("b", pool.currency_id, pool.resource_id)
+            for sub in subs:
+                if sub.wants(pool.currency_id, pool.resource_id):
+                    sub.offer_balance(key, op, seq, frame)
+                    self.frames_offered += 1
 
     def tick(self, now_wall_ms: int, now_monotonic: float, heartbeat_s: float) -> None:
         """Wake the subscribers whose token has expired or who have been quiet for a

@@ -64,6 +64,16 @@ async def _lock(catalog: Catalog, env: str, kind: str, ident: str) -> AsyncItera
 
 
 
+def forget_latest(catalog: Catalog, env: str, kind: str, ident: str) -> None:
+    """Forget which version of a package is the latest published (another cluster node
+    published one: the versions themselves never change)."""
+    _state(catalog).latest.pop((env, kind, ident), None)
+
+
+def forget_all_latest(catalog: Catalog) -> None:
+    _state(catalog).latest.clear()
+
+
 # -- reads ---------------------------------------------------------------------------------
 
 def _table(kind: str) -> str:

@@ -1,0 +1,1 @@
+"""Scale-out: the node (leases, routing, once-only jobs, notices) and its internal channel."""
