@@ -3,15 +3,17 @@
 Every customer (by its engine id, `environment/customer`) belongs to one of `SHARDS`
 virtual shards (`shard_of`: CRC-32 of the id; the hash and the count never change without
 a migration). Table `shard_leases` holds one row per shard: the node that owns it, the
-address where that node takes forwarded commands, an **epoch** bumped on every change of
-owner, and when the lease expires (the database's clock: nodes' clocks may disagree).
-Row -1 is the leader's lease: the once-only jobs (webhooks, the subscription scheduler,
-the purges) run on its holder.
+address where that node takes forwarded commands, and an **epoch** bumped on every change
+of owner. A lease lasts while its owner's heartbeat (`cluster_nodes.seen_at`, the
+database's clock: nodes' clocks may disagree) is younger than `ttl_s`. Row -1 is the
+leader's lease: the once-only jobs (webhooks, the subscription scheduler, the purges) run
+on its holder.
 
-A node (`LeaseManager.run`) renews what it holds every `renew_s`, reads the table, and
-takes free shards (no owner, or expired) up to its fair share of the live nodes
-(`cluster_nodes`, heartbeats); above its share it gives shards up, a few at a time. Its
-own view (`Leases`) counts a lease valid until `ttl_s` after the renewal *started*, less a
+A node (`LeaseManager.run`) beats every `renew_s` — one row, which renews every lease it
+holds —, checks that its shards are still its own at their epochs, reads the table, and
+takes free shards (no owner, or an owner whose heartbeat is stale) up to its fair share
+of the live nodes; above its share it gives shards up, a few at a time. Its own view
+(`Leases`) counts a lease valid until `ttl_s` after the heartbeat *started*, less a
 margin, so it stops serving a shard before the database lets another node take it.
 
 Fencing. The group commit checks, in the flush's own transaction, that this node still
@@ -185,14 +187,20 @@ class LeaseManager:
         leases = self.leases
         fetch = self.store.fetch
         started = leases.clock()
-        await fetch("INSERT INTO cluster_nodes (node_id, address, started_at, seen_at) "
-                    "VALUES (?, ?, ?, clock_timestamp()) ON CONFLICT (node_id) DO UPDATE "
-                    "SET seen_at = clock_timestamp(), address = excluded.address, "
-                    "leaving = FALSE RETURNING 1", leases.node_id, leases.address,
-                    self.started_at_ms)
+        # The heartbeat renews every lease this node holds at once: a lease lasts while
+        # its owner's heartbeat is younger than the TTL. (One row, which no flush locks:
+        # renewing shard rows one by one waited behind the flushes' FOR SHARE locks.)
+        await fetch("INSERT INTO cluster_nodes (node_id, address, started_at, seen_at, "
+                    "leaving) VALUES (?, ?, ?, clock_timestamp(), ?) ON CONFLICT (node_id) "
+                    "DO UPDATE SET seen_at = clock_timestamp(), address = excluded.address, "
+                    "leaving = excluded.leaving RETURNING 1", leases.node_id, leases.address,
+                    self.started_at_ms, self.leaving)
         await self._renew(started)
-        table = await fetch("SELECT shard, owner, address, epoch, "
-                            "coalesce(expires_at < clock_timestamp(), TRUE) FROM shard_leases")
+        table = await fetch(
+            "SELECT l.shard, l.owner, l.address, l.epoch, (l.owner IS NULL OR n.node_id IS NULL "
+            "OR n.seen_at < clock_timestamp() - make_interval(secs => ?)) "
+            "FROM shard_leases l LEFT JOIN cluster_nodes n ON n.node_id = l.owner",
+            float(leases.ttl_s))
         nodes = await fetch("SELECT node_id, address FROM cluster_nodes WHERE NOT leaving "
                             "AND seen_at > clock_timestamp() - make_interval(secs => ?)",
                             float(leases.ttl_s))
@@ -218,15 +226,17 @@ class LeaseManager:
         changed.set()
 
     async def _renew(self, started: float) -> None:
+        """After the heartbeat: the shards still this node's at the epochs it holds are
+        good for another TTL from `started`; the others were taken (this node's heartbeat
+        had gone stale: a pause, a partition) and are dropped."""
         leases = self.leases
         if not leases.held:
             return
         shards = list(leases.held)
         rows = await self.store.fetch(
-            "UPDATE shard_leases l SET expires_at = clock_timestamp() + make_interval(secs => ?) "
-            f"FROM ({_LOCK_HELD}) AS h WHERE l.shard = h.shard RETURNING l.shard",
-            float(leases.ttl_s), shards, [leases.held[s].epoch for s in shards], leases.node_id)
-        kept = {int(r[0]) for r in rows}
+            "SELECT shard, epoch FROM shard_leases WHERE owner = ?", leases.node_id)
+        ours = {int(r[0]): int(r[1]) for r in rows}
+        kept = {s for s in shards if ours.get(s) == leases.held[s].epoch}
         until = started + leases.ttl_s - leases.margin_s
         lost = [s for s in shards if s not in kept]
         for s in kept:
@@ -244,14 +254,16 @@ class LeaseManager:
         leases = self.leases
         rows = await self.store.fetch(
             "UPDATE shard_leases l SET owner = ?, address = ?, epoch = l.epoch + 1, "
-            "expires_at = clock_timestamp() + make_interval(secs => ?) "
-            "FROM (SELECT shard FROM shard_leases WHERE shard = ANY(?::int[]) AND (owner IS NULL "
-            "OR expires_at IS NULL OR expires_at < clock_timestamp()) ORDER BY shard "
-            # A row a flush still holds (FOR SHARE: its lapsed owner is stuck in a flush)
-            # is skipped, taken at a later round: a round never waits on it, so this
-            # node's own renewals never lapse behind another node's trouble.
-            "FOR UPDATE SKIP LOCKED) AS f WHERE l.shard = f.shard RETURNING l.shard, l.epoch",
-            leases.node_id, leases.address, float(leases.ttl_s), shards)
+            "expires_at = NULL "
+            "FROM (SELECT s.shard FROM shard_leases s LEFT JOIN cluster_nodes n "
+            "ON n.node_id = s.owner WHERE s.shard = ANY(?::int[]) AND (s.owner IS NULL "
+            "OR n.node_id IS NULL OR n.seen_at < clock_timestamp() - make_interval(secs => ?)) "
+            "ORDER BY s.shard "
+            # A row a flush still holds (FOR SHARE: its lapsed owner's statement is still
+            # running) is skipped, taken at a later round: a round never waits on it.
+            "FOR UPDATE OF s SKIP LOCKED) AS f WHERE l.shard = f.shard "
+            "RETURNING l.shard, l.epoch",
+            leases.node_id, leases.address, shards, float(leases.ttl_s))
         if not rows:
             return
         taken = sorted(int(r[0]) for r in rows)

@@ -19,14 +19,11 @@ rejects, a constraint violated) is a bug and propagates as one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from typing import Any
 
-import anyio
 import asyncpg
 
 from engine.runtime.errors import StoreUnavailable
@@ -86,44 +83,56 @@ def _one_per_key(w: sql.Write, rows: list[tuple]) -> list[tuple]:
 
 # Serializes concurrent `migrate` runs from several processes.
 _MIGRATION_LOCK = 0x63726564  # "cred"
-# Serializes the flushes of a cluster's nodes (transaction-scoped, so it works behind a
-# transaction-mode pooler): outbox ids are handed out under it, gapless in commit order,
-# and key generations are rotated under it by one node at a time.
-_FLUSH_LOCK = 0x63726466  # "crdf"
-# BEGIN and the lock in one round trip (a simple query). A lock wait is bounded (three
-# leases, at least 5 s): a flush stuck behind a row lock held elsewhere (or behind another
-# node's stuck flush) fails (503) instead of stalling every node's writes for good.
-_BEGIN_LOCKED = ("BEGIN; SET LOCAL lock_timeout = {ms}; "
-                 f"SELECT pg_advisory_xact_lock({_FLUSH_LOCK})")
-# The lease rows of the shards a flush writes, at the epochs its units were loaded with,
-# still this node's (locked until the flush commits, so no takeover lands in between);
-# and, read after the flush lock was taken (a statement of its own: its snapshot must
-# postdate the lock), where the outbox ends and the key generations as they are now.
-_FENCE = ("WITH f AS (SELECT l.shard, l.epoch FROM shard_leases l "
-          "JOIN unnest($1::int[], $2::bigint[]) AS h(shard, epoch) "
-          "ON l.shard = h.shard AND l.epoch = h.epoch WHERE l.owner = $3 "
-          "ORDER BY l.shard FOR SHARE OF l) "
-          "SELECT (SELECT coalesce(max(id), 0) FROM outbox), "
-          "(SELECT coalesce(array_agg(shard), '{}') FROM f), "
-          "(SELECT coalesce(array_agg(epoch), '{}') FROM f), "
-          "(SELECT coalesce(array_agg(array[generation, period, runs, run]), '{}') "
-          "FROM key_generations)")
-# The connection of the fenced flush in progress: the writer's own steps (rotations, new
-# runs, the write) run on it, in its transaction. A ContextVar, so only the writer's task
-# sees it.
-_FLUSH_CONN: ContextVar[asyncpg.Connection | None] = ContextVar("creditd_flush_conn",
-                                                                default=None)
+# Serializes key-generation rotations and new runs across a cluster's nodes (transaction-
+# scoped, so it works behind a transaction-mode pooler): one node empties a generation.
+_GENERATIONS_LOCK = 0x63726466  # "crdf"
 
 
-@functools.lru_cache(maxsize=512)
-def _numbered(query: str) -> str:
-    # Reads and transactions run the same few statements over and over.
-    return sql.numbered(query)
+@functools.lru_cache(maxsize=16)
+def _fenced_flush_statement(key_tables: tuple[str, str]) -> str:
+    """A cluster node's flush, still one statement (one round trip, its own transaction):
+
+    - `fence`: the lease rows of the shards the flush writes, at the epochs its units were
+      loaded with, still this node's ($1 shards, $2 epochs, $3 node, $4 how many pairs),
+      locked FOR SHARE (in shard order) until the statement commits, so no takeover lands
+      in between; a row changed by a takeover committed meanwhile is re-read (READ
+      COMMITTED re-checks locked rows) and fails the check;
+    - `ctr`: the outbox counter row, advanced by the flush's $5 outbox rows: its row lock,
+      held until commit, orders the flushes that write outbox rows, so outbox ids are
+      gapless in commit order across nodes (flushes without outbox rows do not take it);
+    - every write, and the counter, only if the fence held: a fenced flush writes nothing
+      and says so (the writer leaves the moved customers out and flushes again).
+    """
+    ctes = ["fence AS (SELECT count(*) = $4 AS ok FROM (SELECT l.shard FROM shard_leases l "
+            "JOIN unnest($1::int[], $2::bigint[]) AS h(shard, epoch) "
+            "ON l.shard = h.shard AND l.epoch = h.epoch WHERE l.owner = $3 "
+            "ORDER BY l.shard FOR SHARE OF l) AS held)",
+            "ctr AS (UPDATE outbox_counter SET last = greatest(last, "
+            "(SELECT coalesce(max(id), 0) FROM outbox)) + $5 "
+            "WHERE $5 > 0 AND (SELECT ok FROM fence) RETURNING last - $5 AS base)"]
+    n = 5
+    for w in sql.writes_into(key_tables):
+        types = w.pg_types[1:] if w.unit == "outbox" else w.pg_types
+        arrays = ", ".join(f"${n + i + 1}::{t}[]" for i, t in enumerate(types))
+        n += len(types)
+        if w.unit == "outbox":  # numbered here, from the counter
+            names = [f"c{i}" for i in range(len(types))]
+            statement = (f"INSERT INTO {w.table} ({', '.join(w.columns)}) "
+                         f"SELECT ctr.base + o.ord, {', '.join('o.' + c for c in names)} "
+                         f"FROM ctr, unnest({arrays}) WITH ORDINALITY AS o({', '.join(names)}, ord)")
+        else:
+            statement = (f"INSERT INTO {w.table} ({', '.join(w.columns)}) "
+                         f"SELECT * FROM unnest({arrays}) WHERE (SELECT ok FROM fence)"
+                         f"{sql.conflict_clause(w)}")
+        ctes.append(f"w_{w.table} AS ({statement} RETURNING 1)")
+    return ("WITH " + ",\n".join(ctes)
+            + "\nSELECT (SELECT ok FROM fence), (SELECT base FROM ctr)")
 
 
-_PURGES = [_numbered(q) for q in sql.purge_statements("ctid")]
-# Table blocks per page when the key filter reads a key table back (~60 rows a block).
-KEY_PAGE_BLOCKS = 128
+# Which of a flush's (shard, epoch) pairs this node still holds: after a fenced flush.
+_HELD = ("SELECT l.shard, l.epoch FROM shard_leases l "
+         "JOIN unnest($1::int[], $2::bigint[]) AS h(shard, epoch) "
+         "ON l.shard = h.shard AND l.epoch = h.epoch WHERE l.owner = $3")
 
 
 def _closed(conn: asyncpg.Connection) -> bool:
@@ -134,9 +143,16 @@ def _closed(conn: asyncpg.Connection) -> bool:
         return True
 
 
-def _transaction(conn: asyncpg.Connection) -> Any:
-    """A transaction of its own, or, inside the fenced flush, that flush's transaction."""
-    return contextlib.nullcontext() if _FLUSH_CONN.get() is conn else conn.transaction()
+@functools.lru_cache(maxsize=512)
+def _numbered(query: str) -> str:
+    # Reads and transactions run the same few statements over and over.
+    return sql.numbered(query)
+
+
+_OUTBOX_WRITE = [w.unit for w in sql.WRITES].index("outbox")
+_PURGES = [_numbered(q) for q in sql.purge_statements("ctid")]
+# Table blocks per page when the key filter reads a key table back (~60 rows a block).
+KEY_PAGE_BLOCKS = 128
 
 
 class PostgresStore(DurableStore):
@@ -185,10 +201,6 @@ class PostgresStore(DurableStore):
         dropped), and returning one resets it: whatever either raises, the database is
         unavailable. Waiting for a free connection is bounded by the command timeout."""
         assert self._pool is not None
-        flushing = _FLUSH_CONN.get()
-        if flushing is not None:
-            yield flushing  # a step of the fenced flush: its connection and transaction
-            return
         try:
             conn = await self._pool.acquire(timeout=self.command_timeout_s)
         except Exception as exc:
@@ -269,47 +281,33 @@ class PostgresStore(DurableStore):
             return int(await conn.fetchval("SELECT nextval('customer_numbers')"))
 
     async def _flush(self, batch: _Batch, first_outbox_id: int) -> dict[str, list[tuple]]:
-        """One process: the shared flush. A cluster node: the same in one transaction that
-        first takes the cluster's flush lock, fences the batch's units on their shards'
-        leases (persistence/cluster.py; fenced units are left out, their commits raise
-        ShardMoved), numbers the outbox from the database's end, and adopts the key
-        generations other nodes changed."""
+        """One process: the shared flush. A cluster node: the same, fenced on its shards'
+        leases in the flush's statement (`_fenced_flush_statement`); a fenced flush wrote
+        nothing: the units of customers whose shard changed hands are left out (their
+        commits raise ShardMoved, persistence/cluster.py) and the rest flushed again."""
         fence = self.fence
         if fence is None:
             return await super()._flush(batch, first_outbox_id)
-        # Before the lock: the key lookups started as the units were queued ran meanwhile.
-        await self._leave_out_ahead(batch)
-        pairs = {(shard_of(u.customer_id), u.epoch) for u in batch.units}
-        async with self._connection() as conn:
-            token = _FLUSH_CONN.set(conn)
-            # BEGIN and the lock in one round trip (a simple query); four in all, with
-            # the fence, the write and COMMIT.
-            await conn.execute(_BEGIN_LOCKED.format(ms=max(5000, int(fence.ttl_s * 3000))))
-            try:
-                end, shards, epochs, generations = await conn.fetchrow(
-                    _FENCE, [p[0] for p in pairs], [p[1] or 0 for p in pairs],
-                    fence.node_id)
-                held = set(zip(shards, epochs))
-                out = {u.customer_id for u in batch.units
-                       if (shard_of(u.customer_id), u.epoch) not in held}
-                if out:
-                    batch.fenced |= out
-                    batch.units = [u for u in batch.units if u.customer_id not in out]
-                    self.fenced += len(out)
-                self._adopt_generations(generations)
-                rows = await super()._flush(batch, int(end) + 1)
-                await conn.execute("COMMIT")
+        for _ in range(8):
+            pairs = sorted({(shard_of(u.customer_id), u.epoch or 0) for u in batch.units})
+            self._fence_args = ([p[0] for p in pairs], [p[1] for p in pairs], fence.node_id,
+                                len(pairs))
+            self._fence_result = (True, None)
+            rows = await super()._flush(batch, 0)
+            ok, base = self._fence_result
+            if ok:
+                if base is not None:  # the ids the statement gave the outbox rows
+                    rows["outbox"] = [(int(base) + 1 + i, *r[1:])
+                                      for i, r in enumerate(rows["outbox"])]
                 return rows
-            except BaseException:
-                if not _closed(conn) and conn.is_in_transaction():
-                    with anyio.CancelScope(shield=True):
-                        try:
-                            await conn.execute("ROLLBACK")
-                        except Exception:  # noqa: BLE001 - the connection is going anyway
-                            conn.terminate()
-                raise
-            finally:
-                _FLUSH_CONN.reset(token)
+            held = {(int(r[0]), int(r[1])) for r in await self.fetch(
+                _HELD, self._fence_args[0], self._fence_args[1], fence.node_id)}
+            out = {u.customer_id for u in batch.units
+                   if (shard_of(u.customer_id), u.epoch or 0) not in held}
+            batch.fenced |= out
+            batch.units = [u for u in batch.units if u.customer_id not in out]
+            self.fenced += len(out)
+        raise StoreUnavailable("shard leases kept changing under this flush", retry_after_s=0.5)
 
     async def _write(self, rows: dict[str, list[tuple]]) -> None:
         params = []
@@ -317,12 +315,25 @@ class PostgresStore(DurableStore):
             table = _one_per_key(w, rows[w.unit])
             columns = list(zip(*table)) if table else [()] * len(w.columns)
             params.extend(list(col) for col in columns)
+        if self.fence is not None:
+            # The outbox's ids come from the counter in the statement.
+            at = sum(len(w.columns) for w in sql.WRITES[:_OUTBOX_WRITE])
+            del params[at]
+            async with self._connection() as conn:
+                ok, base = await conn.fetchrow(
+                    _fenced_flush_statement(self._written_tables()), *self._fence_args,
+                    len(rows["outbox"]), *params)
+            self._fence_result = (bool(ok), base)
+            return
         flush = _flush_statement(self._written_tables())
         async with self._connection() as conn:
             await conn.execute(flush, *params)
 
     async def _rotate(self, generation: int, period: int, tables: list[str]) -> None:
-        async with self._connection() as conn, _transaction(conn):
+        async with self._connection() as conn, conn.transaction():
+            if self.fence is not None and not await self._generation_is_behind(
+                    conn, generation, period):
+                return  # another node of the cluster emptied it for this period already
             # TRUNCATE gives the space back at once, where DELETE would leave a week of
             # dead rows to vacuum.
             await conn.execute(f"TRUNCATE {', '.join(tables)}")
@@ -332,12 +343,28 @@ class PostgresStore(DurableStore):
                 generation, period)
 
     async def _start_run(self, generation: int, run: int, create: list[str]) -> None:
-        async with self._connection() as conn, _transaction(conn):
+        async with self._connection() as conn, conn.transaction():
+            if self.fence is not None:
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _GENERATIONS_LOCK)
+                runs = await conn.fetchval(
+                    "SELECT runs FROM key_generations WHERE generation = $1", generation)
+                if runs is not None and run < int(runs):
+                    create = []  # another node created this run's table already
             for statement in create:
                 await conn.execute(statement)
             await conn.execute(
                 "UPDATE key_generations SET run = $1, runs = greatest(runs, $1 + 1) "
                 "WHERE generation = $2", run, generation)
+
+    @staticmethod
+    async def _generation_is_behind(conn: asyncpg.Connection, generation: int,
+                                    period: int) -> bool:
+        """Under the cluster's generations lock: whether the generation still holds an
+        older period than `period` (False: another node rotated it)."""
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _GENERATIONS_LOCK)
+        held = await conn.fetchval(
+            "SELECT period FROM key_generations WHERE generation = $1", generation)
+        return held is None or int(held) < period
 
     async def _transact(self, steps: list[tuple[str, Sequence[Sequence[Any]]]]) -> None:
         async with self._connection() as conn, conn.transaction():

@@ -527,8 +527,14 @@ def _v11(dialect: str) -> list[str]:
         "CREATE TABLE shard_leases (shard INTEGER PRIMARY KEY, owner TEXT, address TEXT, "
         f"epoch BIGINT NOT NULL DEFAULT 0, expires_at {time})",
     ]
+    # The last outbox id handed out by a cluster's flushes (persistence/postgres.py).
+    statements.append("CREATE TABLE outbox_counter (one INTEGER PRIMARY KEY, "
+                      "last BIGINT NOT NULL)")
     if dialect == "postgresql":
-        statements.append("INSERT INTO shard_leases (shard) SELECT generate_series(-1, 1023)")
+        statements += [
+            "INSERT INTO shard_leases (shard) SELECT generate_series(-1, 1023)",
+            "INSERT INTO outbox_counter (one, last) SELECT 1, coalesce(max(id), 0) FROM outbox",
+        ]
     return _dialect(statements, dialect)
 
 

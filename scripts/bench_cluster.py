@@ -156,7 +156,8 @@ class Node:
     --fd, as scripts/bench_http.py does, so the port is known before it starts). Its own
     session: Ctrl-C reaches this script only, which stops the nodes in its finally."""
 
-    def __init__(self, database_url: str, log_dir: Path, name: str) -> None:
+    def __init__(self, database_url: str, log_dir: Path, name: str,
+                 extra_env: dict[str, str] | None = None) -> None:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
@@ -166,6 +167,7 @@ class Node:
         self.log = log_dir / f"{name}-{self.port}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITD_")}
         env["CREDITD_API_KEYS"] = KEY
+        env.update(extra_env or {})
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway.cli", "serve", "--fd", str(sock.fileno()),
@@ -247,6 +249,8 @@ def wait_cluster(nodes: list[Node], timeout_s: float = 90.0) -> list[dict]:
                 raise RuntimeError(f"{node.name} (port {node.port}) exited with "
                                    f"{node.proc.returncode}:\n{node.log_tail()}")
         last = [health(node) for node in nodes]
+        if all(last) and all("cluster" not in h for h in last):
+            return []  # CREDITD_CLUSTER=off (--baseline): no leases to wait for
         stats = [h.get("cluster") if h else None for h in last]
         if all(stats) and all(len(s["nodes"]) == len(nodes) for s in stats):
             held = [s["shards_held"] for s in stats]
@@ -257,10 +261,11 @@ def wait_cluster(nodes: list[Node], timeout_s: float = 90.0) -> list[dict]:
                        f"{[(h or {}).get('cluster') for h in last]}")
 
 
-def start_cluster(database_url: str, count: int, log_dir: Path, label: str) -> list[Node]:
+def start_cluster(database_url: str, count: int, log_dir: Path, label: str,
+                  extra_env: dict[str, str] | None = None) -> list[Node]:
     """The first node alone (it creates the schema and takes every shard), then the rest
     at once; returns once the shards are spread."""
-    nodes = [Node(database_url, log_dir, f"{label}-node1")]
+    nodes = [Node(database_url, log_dir, f"{label}-node1", extra_env)]
     wait_cluster(nodes)
     nodes += [Node(database_url, log_dir, f"{label}-node{i + 1}") for i in range(1, count)]
     wait_cluster(nodes)
@@ -345,8 +350,8 @@ def forwarded(nodes: list[Node]) -> tuple[int, int]:
         h = health(node, timeout=10)
         if h is None:
             raise RuntimeError(f"{node.name} does not answer /health:\n{node.log_tail()}")
-        fwd += h["cluster"]["forwarded"]
-        served += h["cluster"]["served_for_peers"]
+        fwd += h.get("cluster", {}).get("forwarded", 0)
+        served += h.get("cluster", {}).get("served_for_peers", 0)
     return fwd, served
 
 
@@ -410,12 +415,16 @@ def measure(nodes: list[Node], script: Path, args: argparse.Namespace, tag: str)
     }
 
 
-def throughput(n: int, args: argparse.Namespace, script: Path, log_dir: Path) -> dict:
+def throughput(n: int, args: argparse.Namespace, script: Path, log_dir: Path,
+               baseline: bool = False) -> dict:
+    """`baseline`: one process with CREDITD_CLUSTER=off (no leases, no fence): what the
+    cluster's fenced flush costs a single process."""
     name = create_database(args.pg)
     nodes: list[Node] = []
     try:
         url = f"{args.pg.rsplit('/', 1)[0]}/{name}"
-        nodes = start_cluster(url, n, log_dir, f"n{n}")
+        nodes = start_cluster(url, n, log_dir, "off" if baseline else f"n{n}",
+                              {"CREDITD_CLUSTER": "off"} if baseline else None)
         started = time.monotonic()
         provision(nodes[0], args.customers)  # through one node: grants forwarded to owners
         print(f"  {n} process(es): cluster settled, {args.customers:,} customers provisioned "
@@ -690,6 +699,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--baseline", action="store_true",
+                        help="first, one process with CREDITD_CLUSTER=off (row 'off'): the "
+                             "fence's cost")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres",
                         help="an admin connection: the script creates and drops its databases")
     parser.add_argument("--root", type=Path, default=bench_http.ROOT,
@@ -721,6 +733,9 @@ def main() -> None:
         script.write_text(LUA)
         if args.only in (None, "throughput"):
             print("## throughput", flush=True)
+            if args.baseline:
+                print("  (1 process with CREDITD_CLUSTER=off: no leases, no fence)", flush=True)
+                results[0] = throughput(1, args, script, log_dir, baseline=True)
             for n in counts:
                 results[n] = throughput(n, args, script, log_dir)
         if args.only in (None, "failover"):
@@ -740,14 +755,14 @@ def main() -> None:
           f"wrks' figures; CPU in % of one core over the measured window, {os.cpu_count()} "
           f"cores = {100 * (os.cpu_count() or 1)}%)")
     if results:
-        base = results.get(min(results), {}).get("rps_2xx")
+        base = results.get(1, results.get(min(results), {})).get("rps_2xx")
         print(f"{'procs':>5} {'consumptions/s':>14} {'vs 1st':>6} {'p50 ms':>7} {'p99 ms':>7} "
               f"{'non-2xx':>7} {'forwarded':>9}  {'CPU per process':<20} {'procs':>6} "
               f"{'wrk':>5} {'PG':>5} {'total':>6} {'other':>6}  ledger  deadlocks")
         for n, m in results.items():
             nodes_cpu = sum(m["cpu_nodes"])
             total = nodes_cpu + m["cpu_wrk"] + m["cpu_pg"]
-            print(f"{n:>5} {m['rps_2xx']:>14,.0f} {m['rps_2xx'] / base:>5.2f}x "
+            print(f"{n if n else 'off':>5} {m['rps_2xx']:>14,.0f} {m['rps_2xx'] / base:>5.2f}x "
                   f"{m['p50']:>7.2f} {m['p99']:>7.2f} {m['non2xx'] + m['socket_errors']:>7} "
                   f"{m['forwarded']:>9.0%}  "
                   f"{' + '.join(f'{c:.0f}' for c in m['cpu_nodes']):<20} {nodes_cpu:>5.0f}% "

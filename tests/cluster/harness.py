@@ -297,8 +297,10 @@ class Cluster:
 
     async def owners(self) -> dict[int, str]:
         """Shard (and LEADER) -> the node id holding an unexpired lease on it."""
-        rows = await self.fetch("SELECT shard, owner FROM shard_leases WHERE owner IS NOT NULL "
-                                "AND expires_at > clock_timestamp()")
+        rows = await self.fetch(
+            "SELECT l.shard, l.owner FROM shard_leases l JOIN cluster_nodes n "
+            "ON n.node_id = l.owner WHERE n.seen_at > clock_timestamp() - "
+            "make_interval(secs => $1)", float(TTL_S))
         return {int(r["shard"]): r["owner"] for r in rows}
 
     async def node_ids(self) -> dict[str, Node]:

@@ -29,7 +29,6 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from persistence.postgres import _FLUSH_LOCK as FLUSH_LOCK
 from tests.gateway.conftest import KEY, ROOT
 from tests.gateway.test_feed import Feed, check_stream, is_event, snapshot_of, ws_url
 from tests.webhooks.receiver import Receiver
@@ -176,21 +175,26 @@ async def _node_and_customer(cluster: Cluster, node: Node, customers: list[str])
 
 async def test_a_paused_owners_commit_is_fenced_once_its_lease_is_taken(
         cluster: Cluster) -> None:
-    """B owns x and takes a consumption for it; its flush waits (the test holds the flush
-    lock, so the commit is in flight, deterministically). SIGSTOP B until another node
-    owns x's shard, send B more work, consume x through the others meanwhile, SIGCONT B:
-    its commit is refused by the fence (nothing of it applied), and every request is
-    answered exactly once, by x's new owner."""
+    """B owns x and y (different shards). The test holds y's customer row, so B's flush of
+    a consumption for y waits, and B's next flush — a consumption for x, applied and
+    queued behind it — has not started (B flushes one batch at a time). SIGSTOP B until
+    another node owns x's shard, send B more work, consume x through the others
+    meanwhile, SIGCONT B and release y's row: B's flush for x finds x's lease taken and
+    writes nothing (fenced), and every request is answered exactly once, x's by its new
+    owner."""
     nodes = await cluster.start(3)
     leader = await cluster.leader()
     b = next(n for n in nodes if n is not leader)
     others = [n for n in nodes if n is not b]
-    customers = spread_customers(40)
+    customers = spread_customers(60)
     async with Balancer(nodes) as lb, Balancer([b], give_up_s=60) as to_b, \
             Balancer(others, give_up_s=60) as to_others:
         book = Book()
         await book.setup(lb, customers, grant=100)
-        b_id, x = await _node_and_customer(cluster, b, customers)
+        b_id = (await b.cluster())["node"]
+        mine = customers_on(await cluster.owners(), b_id, customers)
+        x = mine[0]
+        y = next(c for c in mine if shard(c) != shard(x))
         for _ in range(3):
             assert await book.consume(to_b, x, 1) == 200
         assert (await b.cluster())["fenced"] == 0
@@ -198,17 +202,28 @@ async def test_a_paused_owners_commit_is_fenced_once_its_lease_is_taken(
 
         answers: dict[str, int] = {}
 
-        async def send(name: str, balancer: Balancer) -> None:
-            answers[name] = await book.consume(balancer, x, 1)
+        async def send(name: str, balancer: Balancer, customer: str) -> None:
+            answers[name] = await book.consume(balancer, customer, 1)
 
-        lock = await asyncpg.connect(cluster.database_url)
+        async def pending_at_b() -> bool:
+            async with httpx.AsyncClient(base_url=b.url, timeout=5,
+                                         headers={"X-API-KEY": KEY}) as http:
+                r = await http.get("/health", params={"detail": "true"})
+            return r.json()["runtime"]["pending"] >= 2
+
+        row = await asyncpg.connect(cluster.database_url)
         try:
-            await lock.execute("SELECT pg_advisory_lock($1)", FLUSH_LOCK)
+            hold = row.transaction()
+            await hold.start()
+            await row.execute("SELECT 1 FROM customers WHERE customer_id = $1 FOR UPDATE",
+                              engine_id(y))
             async with anyio.create_task_group() as tg:
-                # In flight at B: accepted (B owns x), its flush waiting for the lock.
-                tg.start_soon(send, "in flight at B", to_b)
-                await wait_until(lambda: cluster.waiting(backends, "advisory"), 10,
-                                 "B's flush waiting for the flush lock")
+                tg.start_soon(send, "y at B", to_b, y)
+                await wait_until(lambda: cluster.waiting(backends), 10,
+                                 "B's flush for y waiting for y's customer row")
+                # Applied at B, its flush queued behind y's.
+                tg.start_soon(send, "in flight at B", to_b, x)
+                await wait_until(pending_at_b, 10, "x's consumption queued at B")
                 b.pause()
                 paused = time.monotonic()
 
@@ -216,30 +231,34 @@ async def test_a_paused_owners_commit_is_fenced_once_its_lease_is_taken(
                     owner = await cluster.owner(shard(x))
                     return owner if owner not in (b_id, None) else None
 
-                new_owner = await wait_until(taken, TTL_S + RECOVERY_MARGIN_S,
-                                             "another node taking x's shard from the paused B")
+                await wait_until(taken, TTL_S + RECOVERY_MARGIN_S,
+                                 "another node taking x's shard from the paused B")
                 took = time.monotonic() - paused
                 assert took >= TTL_S - 2 * RENEW_S, f"x's shard was taken after {took:.2f} s"
                 # Work for the stopped B (it sits in B's socket), and for x through the
-                # others (x's new owner commits it once the flush lock is free).
-                tg.start_soon(send, "sent to the stopped B", to_b)
-                tg.start_soon(send, "sent to the others", to_others)
-                owner_backends = await cluster.backends((await cluster.node_ids())[new_owner])
-                await wait_until(lambda: cluster.waiting(owner_backends, "advisory"), 10,
-                                 "x's new owner committing the others' request")
+                # others (x's new owner commits it at once).
+                tg.start_soon(send, "sent to the stopped B", to_b, x)
+                tg.start_soon(send, "sent to the others", to_others, x)
+
+                async def others_answered() -> bool:
+                    return "sent to the others" in answers
+
+                await wait_until(others_answered, 10, "x's new owner answering")
                 b.resume()
 
                 async def noticed() -> bool:
                     return (await b.cluster())["lost"] > 0
 
                 await wait_until(noticed, 10, "B noticing that it lost x's shard")
-                await lock.execute("SELECT pg_advisory_unlock($1)", FLUSH_LOCK)
+                await hold.commit()  # y's flush goes on, then x's: fenced
         finally:
-            await lock.close()
+            if b.paused:
+                b.resume()
+            await row.close()
 
-        # Everything was answered, once: B's commit was fenced (nothing of it written) and
-        # the request went on to x's new owner.
-        assert answers == {"in flight at B": 200, "sent to the stopped B": 200,
+        # Everything was answered, once: B's flush for x was fenced (nothing of it
+        # written) and the request went on to x's new owner.
+        assert answers == {"y at B": 200, "in flight at B": 200, "sent to the stopped B": 200,
                            "sent to the others": 200}, (answers, summary(to_b))
         view = await b.cluster()
         assert view["fenced"] >= 1 and view["lost"] >= 1, view
@@ -247,19 +266,18 @@ async def test_a_paused_owners_commit_is_fenced_once_its_lease_is_taken(
             assert not balancer.unexpected and not balancer.no_retry_after, summary(balancer)
         await book.verify(cluster)
         await book.verify_balances(lb, customers)
-        assert book.consumed()[x] == 6
+        assert book.consumed()[x] == 6 and book.consumed()[y] == 1
 
 
 async def test_an_owner_paused_inside_its_flush_does_not_stall_the_cluster(
         cluster: Cluster) -> None:
-    """B is stopped with its flush transaction open, holding the cluster's flush lock and
-    FOR SHARE locks on its lease rows (the test holds x's customer row until B's flush
-    waits for it, SIGSTOPs B, then lets the statement finish). The issue's "SIGSTOP an
-    owner until its lease is taken" must still hold, the other nodes must go on serving
-    their own customers meanwhile and keep their own leases, and B's paused commit must
-    not land twice. (Without a bound on the paused transaction, e.g. PostgreSQL's
-    idle_in_transaction_session_timeout, the whole cluster stalls for as long as B is
-    stopped and the healthy nodes lose their leases.)"""
+    """B is stopped inside its flush (the test holds x's customer row until B's flush
+    statement waits for it, SIGSTOPs B, then lets the statement finish). The issue's
+    "SIGSTOP an owner until its lease is taken" must still hold, the other nodes must go
+    on serving their own customers meanwhile and keep their own leases, and B's paused
+    commit must not land twice. (When a flush was a transaction of several statements,
+    a stopped B held its locks for as long as it was stopped: the whole cluster stalled
+    and the healthy nodes lost their leases.)"""
     nodes = await cluster.start(3)
     leader = await cluster.leader()
     b, c = [n for n in nodes if n is not leader]
@@ -290,15 +308,16 @@ async def test_an_owner_paused_inside_its_flush_does_not_stall_the_cluster(
                 await wait_until(lambda: cluster.waiting(backends), 10,
                                  "B's flush waiting for x's customer row")
                 b.pause()
-                await hold.commit()  # B's statement completes; B's transaction stays open
+                await hold.commit()
+                # A flush is one statement: PostgreSQL completes and commits it without B,
+                # so nothing of B's stays locked while B is stopped.
 
-                async def idle_in_transaction() -> bool:
-                    rows = await cluster.fetch(
-                        "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1) "
-                        "AND state = 'idle in transaction'", backends)
-                    return rows[0][0] > 0
+                async def committed() -> bool:
+                    return not await cluster.waiting(backends) and not await cluster.fetch(
+                        "SELECT 1 FROM pg_stat_activity WHERE pid = ANY($1) AND state <> "
+                        "'idle'", backends)
 
-                await wait_until(idle_in_transaction, 10, "B's flush transaction left open")
+                await wait_until(committed, 10, "B's flush statement finished without B")
                 paused = time.monotonic()
                 tg.start_soon(send, "y at C", to_c, y)
                 bound = TTL_S + RECOVERY_MARGIN_S
@@ -351,8 +370,10 @@ async def test_a_flush_slower_than_a_lease_costs_the_other_nodes_none_of_theirs(
 
         async def healthy_lapsed() -> int:
             rows = await cluster.fetch(
-                "SELECT count(*) FROM shard_leases WHERE owner = ANY($1) "
-                "AND expires_at < clock_timestamp()", healthy)
+                "SELECT count(*) FROM shard_leases l JOIN cluster_nodes n "
+                "ON n.node_id = l.owner WHERE l.owner = ANY($1) "
+                "AND n.seen_at < clock_timestamp() - make_interval(secs => $2)", healthy,
+                float(TTL_S))
             return int(rows[0][0])
 
         row = await asyncpg.connect(cluster.database_url)

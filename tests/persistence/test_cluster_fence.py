@@ -51,9 +51,14 @@ def grant(grant_id: str, amount: int) -> CreateGrant:
 
 
 async def take_over(thief: Node, shard: int, raw_sql: Any, url: str) -> None:
-    """What happens when the owner's lease expires: another node's round takes it."""
-    await raw_sql(url, "UPDATE shard_leases SET expires_at = clock_timestamp() - "
-                       "interval '1 second' WHERE shard = ?", shard)
+    """What happens when the owner's heartbeat goes stale (it paused): another node's
+    round takes the shard."""
+    await raw_sql(url, "UPDATE cluster_nodes SET seen_at = clock_timestamp() - "
+                       "interval '1 hour' WHERE node_id = (SELECT owner FROM shard_leases "
+                       "WHERE shard = ?)", shard)
+    await raw_sql(url, "INSERT INTO cluster_nodes (node_id, address, started_at, seen_at) "
+                       "VALUES (?, ?, 0, clock_timestamp()) ON CONFLICT (node_id) DO UPDATE "
+                       "SET seen_at = clock_timestamp()", thief.name, thief.leases.address)
     await thief.manager._acquire([shard], thief.leases.clock())
     assert thief.leases.holds(shard)
 
@@ -194,3 +199,42 @@ async def test_outbox_ids_stay_gapless_with_two_writers(pg_database, raw_sql) ->
         ids = [r[0] for r in await raw_sql(url, "SELECT id FROM outbox ORDER BY id")]
         assert ids == list(range(1, len(ids) + 1))
         assert len(ids) >= 120
+
+
+async def test_a_fenced_flush_leaves_out_only_the_moved_customers(pg_database,
+                                                                   raw_sql) -> None:
+    """One flush carrying a customer whose shard moved and one whose shard did not: the
+    statement writes nothing, then the flush goes again without the moved one."""
+    from persistence.codec import make_unit  # noqa: PLC0415
+    from persistence.durable import _Batch  # noqa: PLC0415
+
+    url = pg_database.url()
+    clock = ManualClock(1_000)
+    moved, stays = "default/moved-1", None
+    async with node(url, "a", clock) as a, node(url, "b", clock) as b:
+        await a.manager.round()
+        for i in range(100):
+            if shard_of(f"default/stays-{i}") != shard_of(moved):
+                stays = f"default/stays-{i}"
+                break
+        assert stays is not None
+        for customer in (moved, stays):
+            assert isinstance(await a.runtime.submit(customer, grant("g1", 100)), GrantReply)
+        outbox_before = await raw_sql(url, "SELECT count(*) FROM outbox")
+        batch = _Batch()
+        for customer in (moved, stays):
+            state, fx = await _consumed(a, customer, 10)
+            batch.units.append(make_unit(customer, state, fx))
+            batch.customers.add(customer)
+        await take_over(b, shard_of(moved), raw_sql, url)
+        rows = await a.store._flush(batch, 0)
+        assert batch.fenced == {moved}
+        assert [u.customer_id for u in batch.units] == [stays]
+        ids = [r[0] for r in await raw_sql(url, "SELECT id FROM outbox ORDER BY id")]
+        assert ids == list(range(1, len(ids) + 1))
+        assert [r[0] for r in rows["outbox"]] == ids[outbox_before[0][0]:]
+        balances = await b.runtime.submit(moved, GetBalances())
+        assert balances.balances[0].current_balance == 100  # nothing of it written
+        kept = await raw_sql(url, "SELECT count(*) FROM ledger l JOIN customers c "
+                                  "ON c.num = l.customer WHERE c.customer_id = ?", stays)
+        assert kept[0][0] == 2  # its grant and the consumption
