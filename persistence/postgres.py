@@ -171,10 +171,10 @@ class PostgresStore(DurableStore):
     async def _connect(self) -> None:
         settings = None
         if self.fence is not None:
-            # A cluster node paused inside a transaction (SIGSTOP, a long GC) holds the
-            # flush lock and its lease rows: the server ends such a session once it has
-            # sat idle for two thirds of a lease, so the others write on and take its
-            # shards, and the paused flush fails when it wakes (never acknowledged).
+            # A cluster node paused inside a transaction of several statements (SIGSTOP,
+            # a long GC; a key-generation rotation, the webhook relay's writes) would hold
+            # its locks for as long as it is stopped: the server ends such a session once
+            # it has sat idle for two thirds of a lease. (Flushes are single statements.)
             idle_ms = max(500, int(self.fence.ttl_s * 2000 / 3))
             settings = {"idle_in_transaction_session_timeout": str(idle_ms)}
         self._pool = await asyncpg.create_pool(
