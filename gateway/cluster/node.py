@@ -63,6 +63,9 @@ _encode = msgspec.msgpack.Encoder().encode
 # Notes queued per peer at most; past it the oldest feed frames go (a subscriber that
 # misses one sees the gap in its sequence numbers and resumes from the store).
 _OUTGOING_MAX = 10_000
+# Frames held for one customer while its catch-up reads the store; past it they are
+# dropped and read from the store by a second catch-up.
+_HELD_MAX = 10_000
 
 
 def new_node_id() -> str:
@@ -127,6 +130,7 @@ class Node:
         self._seen: dict[str, int] = {}
         self._source: dict[str, tuple[str, int] | None] = {}
         self._catching: dict[str, list[Any]] = {}
+        self._recatch: set[str] = set()
         self.catch_ups = 0
         self._wake_leader = anyio.Event()
         # Set by the app: what notices reach.
@@ -376,7 +380,10 @@ class Node:
         customer_id, seq, op, events, pools, usage = body
         held = self._catching.get(customer_id)
         if held is not None:
-            held.append(body)
+            if len(held) < _HELD_MAX:
+                held.append(body)
+            else:  # bounded: what does not fit is read from the store by another round
+                self._recatch.add(customer_id)
             return
         decoded = [e for e in _events(events)]
         seen = self._seen.get(customer_id)
@@ -418,6 +425,11 @@ class Node:
                 customer, seq, op, events, pools, usage = body
                 self._publish(customer, seq, op, _events(events), _balances(pools),
                               _usage(usage))
+            if customer_id in self._recatch:  # frames were dropped meanwhile: again
+                self._recatch.discard(customer_id)
+                self._catching[customer_id] = []
+                assert self._tg is not None
+                self._tg.start_soon(self._catch_up, customer_id)
 
     def _watch_sources(self) -> None:
         """After a lease round: the customers subscribed here whose owner changed (a

@@ -36,6 +36,9 @@ log = structlog.get_logger("creditd.cluster")
 
 HELLO, CALL, RETURN, NOTE = 0, 1, 2, 3
 FRAME_BYTES_MAX = 64 << 20  # a forwarded request body is at most the HTTP limit, and more
+# Calls a peer may have in flight on one connection; past it they are answered Overloaded
+# at once (429 to the client), never queued: the runtime's own limits are per process.
+CALLS_IN_FLIGHT_MAX = 8192
 _LENGTH = struct.Struct(">I")
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
@@ -103,6 +106,8 @@ class Server:
         self.port = 0
         self.calls = 0
         self.connections = 0
+        self.refused = 0
+        self._in_flight = 0
 
     async def serve(self, host: str, port: int, *,
                     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -130,6 +135,12 @@ class Server:
                     while True:
                         message = await _read(conn.reader)
                         if message[0] == CALL:
+                            if self._in_flight >= CALLS_IN_FLIGHT_MAX:
+                                self.refused += 1
+                                tg.start_soon(conn.send, [RETURN, message[1], False, [
+                                    "Overloaded", "too many forwarded calls in flight", 0.5]])
+                                continue
+                            self._in_flight += 1
                             tg.start_soon(self._answer, conn, message[1], message[2],
                                           message[3], peer)
                         elif message[0] == NOTE:
@@ -159,6 +170,8 @@ class Server:
         except Exception as exc:  # noqa: BLE001 - answered as an error, never left hanging
             log.exception("cluster: a forwarded call failed", kind=kind)
             ok, result = False, ["EngineFault", f"internal error: {exc!r}", 1.0]
+        finally:
+            self._in_flight -= 1
         try:
             await conn.send([RETURN, ident, ok, result])
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
