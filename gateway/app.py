@@ -220,18 +220,6 @@ def _wake_webhooks(state: Any) -> Any:
     return wake
 
 
-def _chain2(first: Any, second: Any) -> Any:
-    """Two (environment, id/facts) notices as one (the second may be None)."""
-    if second is None:
-        return first
-
-    def both(env: str, arg: Any) -> None:
-        first(env, arg)
-        second(env, arg)
-
-    return both
-
-
 async def _lead(app: Litestar, node: Node, store: Any, settings: Settings,
                 stop: anyio.Event, done: anyio.Event) -> None:
     """The once-only jobs, while this node holds the leader's lease: webhooks (relay,
@@ -367,14 +355,16 @@ def _leader_only(handler: Any, app: Litestar) -> Any:
 
 
 def _chain(first: Any, second: Any) -> Any:
+    """Two hooks of two arguments as one (commit hooks: customer and effects; notices:
+    environment and customer or facts); either may be None."""
     if second is None:
         return first
     if first is None:
         return second
 
-    def both(customer_id: str, effects: Any) -> None:
-        first(customer_id, effects)
-        second(customer_id, effects)
+    def both(a: Any, b: Any) -> None:
+        first(a, b)
+        second(a, b)
 
     return both
 
@@ -465,10 +455,10 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
                     tasks.start_soon(hub.run_ticker, app.state.feed.options.heartbeat_s)
                     app.state.services = Services(
                         settings, store, runtime, catalog, clock,
-                        on_entitlements_changed=_chain2(hub.entitlements_changed,
-                                                        node and node.entitlements_changed),
-                        on_package_published=_chain2(hub.package_published,
-                                                     node and node.package_published))
+                        on_entitlements_changed=_chain(hub.entitlements_changed,
+                                                       node and node.entitlements_changed),
+                        on_package_published=_chain(hub.package_published,
+                                                    node and node.package_published))
                     if node is None:
                         # Renewals, trial ends and scheduled changes of subscriptions.
                         scheduler = Scheduler(lambda: app.state.services.domain)
