@@ -44,6 +44,7 @@ __all__ = ["Webhooks", "Refusal", "Statistics", "ReplayResult", "UNCHANGED"]
 log = structlog.get_logger("creditd.webhooks")
 
 UNCHANGED: Any = msgspec.UNSET
+RECOUNT_S = 10.0  # how often the pending counts are read again from the database
 
 
 class Refusal(Exception):
@@ -120,6 +121,7 @@ class Webhooks:
         self._tg.start_soon(self.relay.run)
         self._tg.start_soon(self.dispatcher.run)
         self._tg.start_soon(self._purge_loop)
+        self._tg.start_soon(self._recount_loop)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -384,6 +386,20 @@ class Webhooks:
                             resume_from=resume_from)
 
     # -- retention ------------------------------------------------------------------------
+
+    async def _recount_loop(self) -> None:
+        """Count the pending deliveries per endpoint again from the database every
+        `RECOUNT_S`, under the write lock (every change to them and their counts holds it):
+        the counts in memory are kept by this process alone, and after a cluster's
+        leadership moved while the previous leader still settled, they may drift."""
+        shared = self.shared
+        while True:
+            await anyio.sleep(RECOUNT_S)
+            try:
+                async with shared.lock:
+                    shared.pending = await shared.tables.pending_counts()
+            except Exception as exc:  # noqa: BLE001 - the store is away: the next round
+                log.warning("webhook pending recount failed", error=repr(exc))
 
     async def _purge_loop(self) -> None:
         shared = self.shared
