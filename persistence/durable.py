@@ -539,10 +539,17 @@ class DurableStore:
         epoch) still held at those epochs: their earlier owners' keys were all committed
         before this node took them (the takeover waits for a fenced flush in flight), so
         a read that starts after taking them sees every one."""
-        filt, fence = self.key_filter, self.fence
-        if filt is None or fence is None:
+        fence = self.fence
+        if self.key_filter is None or fence is None:
             return
+        await self._read_keys()
+        fence.trusted |= {s for s, e in shards.items() if fence.current(s, e)}
 
+    async def _read_keys(self) -> None:
+        """Add every key of every run there is now to the key filter (later runs hold
+        only keys written since, which the writer added)."""
+        filt = self.key_filter
+        assert filt is not None
         for generation in range(len(sql.KEY_TABLES)):
             def take(page: Sequence[Sequence[Any]], generation: int = generation) -> None:
                 for row in page:
@@ -550,7 +557,6 @@ class DurableStore:
 
             for table in self._tables(generation):
                 await self._scan_keys(table, take)
-        fence.trusted |= {s for s, e in shards.items() if fence.current(s, e)}
 
     async def refresh_key_generations(self) -> None:
         """Adopt what other nodes changed in the key generations (a rotation, new runs):
@@ -580,16 +586,7 @@ class DurableStore:
         delay = 1.0
         while True:
             try:
-                for generation in range(len(sql.KEY_TABLES)):
-                    def take(page: Sequence[Sequence[Any]], generation: int = generation,
-                             ) -> None:
-                        for row in page:
-                            filt.add(generation, row[0], row[1])
-
-                    # The runs there are now: later ones hold only keys written since,
-                    # which the writer added.
-                    for table in self._tables(generation):
-                        await self._scan_keys(table, take)
+                await self._read_keys()
                 break
             except Exception as exc:  # noqa: BLE001 - sorted here: outage or bug
                 if self._unavailable(exc) is None:

@@ -385,7 +385,7 @@ class Node:
             else:  # bounded: what does not fit is read from the store by another round
                 self._recatch.add(customer_id)
             return
-        decoded = [e for e in _events(events)]
+        decoded = _events(events)
         seen = self._seen.get(customer_id)
         if seen is not None and decoded and decoded[0].seq > seen + 1:
             self._catching[customer_id] = [body]
