@@ -29,6 +29,10 @@ def creditd(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     ({"CREDITD_RESIDENT_MAX": "-5"}, "CREDITD_RESIDENT_MAX: must be positive"),
     ({"CREDITD_DB_TIMEOUT_S": "soon"}, "CREDITD_DB_TIMEOUT_S: 'soon' is not a number"),
     ({"CREDITD_FLUSH_ROWS_MAX": "200000"}, "CREDITD_FLUSH_ROWS_MAX: must not exceed"),
+    ({"CREDITD_CLUSTER": "maybe"}, "CREDITD_CLUSTER: 'maybe' is not 'auto' or 'off'"),
+    ({"CREDITD_LEASE_TTL_S": "long"}, "CREDITD_LEASE_TTL_S: 'long' is not a number"),
+    ({"CREDITD_LEASE_RENEW_S": "2"}, "CREDITD_LEASE_RENEW_S: must be positive and under half"),
+    ({"CREDITD_CLUSTER_PORT": "99999"}, "CREDITD_CLUSTER_PORT: not a port number"),
 ])
 def test_bad_settings_exit_2_naming_the_variable(env, message) -> None:
     r = creditd("serve", **env)
