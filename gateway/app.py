@@ -28,6 +28,7 @@ from engine.runtime import Runtime
 from engine.runtime.clock import ManualClock, SystemClock
 from engine.runtime.recharge import RechargeExecutor, RecordingProvider, ScriptedProvider
 from gateway import metrics, openapi
+from gateway.admission import Admission
 from gateway.auth import authenticate
 from gateway.cluster.node import ClusterRuntime, Node
 from gateway.config import Settings
@@ -70,7 +71,8 @@ async def health(request: Request, detail: FromQuery[bool] = False) -> Response:
         raise ApiError(401, "Unauthenticated", "detail needs a valid X-API-KEY", "X-API-KEY")
     body = {"status": "ok",
             "runtime": msgspec.to_builtins(svc.runtime.runtime_statistics()),
-            "store": svc.store.statistics(), "gc": gc_statistics()}
+            "store": svc.store.statistics(), "gc": gc_statistics(),
+            "admission": request.app.state.admission.statistics()}
     node = getattr(request.app.state, "cluster", None)
     if node is not None:  # which shards this process owns, at which epochs; forwards
         body["cluster"] = node.statistics()
@@ -509,6 +511,11 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
     if measured:
         metrics.install(app, gc_statistics)  # GET /metrics (docs/metrics.md)
     app.asgi_handler = _leader_only(app.asgi_handler, app)
+    # Outermost: past `in_flight_max` requests in progress, a fast 429 (gateway/admission.py).
+    app.state.admission = Admission(app.asgi_handler, settings.in_flight_max,
+                                    wait_s=settings.in_flight_wait_ms / 1000,
+                                    refusals_per_s=settings.refusals_per_s)
+    app.asgi_handler = app.state.admission
     # Reads with a customer token, limited per token (gateway/portal/access.py).
     app.state.token_reads = RateLimiter(settings.token_reads_per_s, settings.token_reads_burst)
     return app

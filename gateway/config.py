@@ -84,6 +84,9 @@ LIMITS: dict[str, type] = {
     "key_filter_mb": int,  # the store's filter of keys surely never written
     "cache_entries_max": int,  # catalog documents per table; customers' entitlements
     "body_bytes_max": int,
+    # HTTP requests one process works on at once, how long one may wait for a slot, and
+    # how many refusals a second go out at once (gateway/admission.py).
+    "in_flight_max": int, "in_flight_wait_ms": int, "refusals_per_s": float,
     "recharge_concurrency_max": int, "recharge_queue_max": int,
     # Reads with a customer token (widgets, portal): per token, sustained and at once.
     "token_reads_per_s": float, "token_reads_burst": int,
@@ -104,6 +107,9 @@ class Settings:
     api_keys: list[str] = field(default_factory=list)
     durability: str = "sync"
     body_bytes_max: int = 1_048_576
+    in_flight_max: int = 80
+    in_flight_wait_ms: int = 5
+    refusals_per_s: float = 500.0
     # Memory and queues (LIMITS above; docs/operations.md). The runtime keeps resident
     # customers and their remembered keys within `memory_mb` (estimated); the other limits
     # bound counts.

@@ -74,6 +74,9 @@ class Subsystems(Collector):
             "version": __version__, "store": getattr(store, "dialect", "") or "memory"})
         yield from _runtime(svc.runtime.runtime_statistics(), svc.runtime.mailbox_max)
         yield from _store(store_stats, getattr(store, "backlog_rows_max", None))
+        admission = getattr(state, "admission", None)
+        if admission is not None:
+            yield from _admission(admission.statistics())
         webhooks = getattr(state, "webhooks", None)
         if webhooks is not None:
             yield from _webhooks(webhooks.statistics(), store_stats.get("outbox_last_id"))
@@ -94,6 +97,21 @@ class Subsystems(Collector):
             "creditd_gc_pause_seconds", "Time the cyclic garbage collector paused the process, "
             "by generation (counted under `creditd serve` only)", labels=["generation"]),
             "generation", [(str(g), s) for g, s in enumerate(gc["seconds"])])
+
+
+def _admission(s: dict[str, Any]) -> Iterator[Metric]:
+    p = "creditd_http_"
+    yield _gauge(p + "in_flight_requests", "HTTP requests in progress (admitted)", s["in_flight"])
+    yield _gauge(p + "in_flight_requests_max", "CREDITD_IN_FLIGHT_MAX", s["limit"])
+    yield _gauge(p + "waiting_requests", "Requests waiting for a slot", s["waiting"])
+    yield _gauge(p + "held_refusals", "429 answers held until their paced turn", s["held"])
+    yield _counter(p + "admitted_requests", "Requests taken into progress", s["admitted"])
+    yield _counter(p + "waited_requests", "Requests that found every slot taken and waited",
+                   s["waited"])
+    yield _labelled(CounterMetricFamily(
+        p + "refused_requests", "Requests answered 429 at the door, by reason: `waited` (no "
+        "slot within CREDITD_IN_FLIGHT_WAIT_MS), `share` (the customer over its share), "
+        "`line` (the waiting line full)", labels=["reason"]), "reason", s["refused"].items())
 
 
 def _runtime(s: RuntimeStatistics, mailbox_max: int) -> Iterator[Metric]:

@@ -208,7 +208,11 @@ def wrk_arguments(parser: argparse.ArgumentParser, name: str) -> argparse.Namesp
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--root", type=Path, default=ROOT,
                         help="run the server from this checkout (default: this one)")
+    parser.add_argument("--env", action="append", default=[], metavar="CREDITD_X=VALUE",
+                        type=lambda text: tuple(text.split("=", 1)),
+                        help="set in the server's environment (repeatable)")
     args = parser.parse_args()
+    args.env = dict(args.env)
     global SERVER_ROOT
     SERVER_ROOT = args.root.resolve()
     commit = subprocess.run(["git", "-C", str(SERVER_ROOT), "rev-parse", "--short", "HEAD"],

@@ -12,7 +12,9 @@ fresh PostgreSQL database with 1,000 customers, then for --runs rounds:
    customer (the flood) and half spread, with the same probe running.
 
 It prints, per phase: wrk's answered rate, how many answers were 2xx, 429 and 5xx (a
-Lua counter per status class), the probe's p50/p99 for its admitted (2xx) answers and
+Lua counter per status class; wrk ignores Retry-After and comes straight back, so the
+server paces its 429s — gateway/admission.py — and the answered rate counts them as they
+are let out), the probe's p50/p99 for its admitted (2xx) answers and
 how many it was refused, and the server's RSS. The verdict: no 5xx, 429s carry
 Retry-After, the probe's p99 under overload within 2x of its nominal p99, the probe
 admitted (fairness), memory bounded; and the ledger holds exactly one consumption per 2xx
@@ -20,6 +22,7 @@ answer (nothing half-applied).
 
 Usage: .venv/bin/python scripts/bench_overload.py [--runs 3] [--seconds 15]
        [--only sqlite|postgresql] [--pg postgresql://postgres@127.0.0.1:5432/postgres]
+       [--env CREDITD_IN_FLIGHT_MAX=96 ...]
 """
 
 from __future__ import annotations
@@ -174,7 +177,7 @@ def phase(server: Server, script: Path, seconds: int, overload: bool) -> dict:
 
 
 def bench_backend(label: str, url: str, args: argparse.Namespace, script: Path) -> None:
-    server = Server(url)
+    server = Server(url, args.env)
     try:
         provision(server, CUSTOMERS)
         before = consumed_total(server, CUSTOMERS)
