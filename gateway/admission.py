@@ -106,7 +106,7 @@ class Admission:
         else:
             reason = self._over_share(customer) or await self._wait()
             if reason:
-                await self._refuse(send, reason)
+                await self._refuse(send, reason, path == "/graphql")
                 return
         self.admitted += 1
         self.peak = max(self.peak, self.in_flight)
@@ -178,7 +178,9 @@ class Admission:
             return  # the slot passed on: in_flight stays
         self.in_flight -= 1
 
-    async def _refuse(self, send: Any, reason: str) -> None:
+    async def _refuse(self, send: Any, reason: str, graphql: bool) -> None:
+        """429 with Retry-After, paced; on /graphql in Stigg's error shape (the code its
+        clients know for this, RateLimitExceeded), elsewhere in the REST contract's."""
         self.refused[reason] += 1
         now = asyncio.get_running_loop().time()
         turn = max(now, self._next_refusal)
@@ -191,8 +193,9 @@ class Admission:
                 await asyncio.sleep(turn - now)
             finally:
                 self._held -= 1
-        await send({"type": "http.response.start", "status": 429, "headers": _HEADERS})
-        await send({"type": "http.response.body", "body": _BODY})
+        body, headers = _GRAPHQL if graphql else _REST
+        await send({"type": "http.response.start", "status": 429, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     def statistics(self) -> dict[str, Any]:
         """What /health?detail=true and /metrics show of the door."""
@@ -238,9 +241,17 @@ async def _customer(scope: Any, receive: Any) -> tuple[str | None, Any]:
     return customer, replay
 
 
-_BODY = msgspec.json.encode({
-    "statusCode": 429, "code": "TooManyRequests",
-    "message": "the server is at its limit of requests in progress; retry after the "
-               "Retry-After seconds"})
-_HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(_BODY)).encode()),
-            (b"retry-after", str(RETRY_AFTER_S).encode())]
+_MESSAGE = ("the server is at its limit of requests in progress; retry after the "
+            "Retry-After seconds")
+
+
+def _answer(body: dict[str, Any]) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    raw = msgspec.json.encode(body)
+    return raw, [(b"content-type", b"application/json"),
+                 (b"content-length", str(len(raw)).encode()),
+                 (b"retry-after", str(RETRY_AFTER_S).encode())]
+
+
+_REST = _answer({"statusCode": 429, "code": "TooManyRequests", "message": _MESSAGE})
+_GRAPHQL = _answer({"data": None, "errors": [{"message": _MESSAGE, "extensions": {
+    "code": "RateLimitExceeded", "traceId": ""}}]})

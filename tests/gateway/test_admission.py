@@ -89,6 +89,20 @@ async def test_past_the_limit_a_request_waits_then_gets_429_with_retry_after() -
     assert door.in_flight == 0 and door.statistics()["waiting"] == 0
 
 
+async def test_on_graphql_the_refusal_is_in_stiggs_error_shape() -> None:
+    inner = Held()
+    door = Admission(inner, 1, wait_s=0)
+    async with client(door) as http, anyio.create_task_group() as tg:
+        tg.start_soon(lambda: http.get("/x", headers={"x-name": "busy"}))
+        await settled()
+        r = await http.post("/graphql", json={"query": "{ __typename }"})
+        assert r.status_code == 429 and r.headers["retry-after"] == "1"
+        body = r.json()
+        assert body["data"] is None
+        assert [e["extensions"]["code"] for e in body["errors"]] == ["RateLimitExceeded"]
+        inner.finish("busy")
+
+
 async def test_a_freed_slot_goes_to_the_first_in_line() -> None:
     inner = Held()
     door = Admission(inner, 1, wait_s=30)
