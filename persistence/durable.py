@@ -828,6 +828,11 @@ class DurableStore:
         rows = await self.fetch(sql.SELECT_OUTBOX_AFTER, after_id, limit)
         return [(int(r[0]), r[1], event_from(r[4])) for r in rows]
 
+    async def outbox_newest(self) -> int:
+        """The newest outbox id (0: none); every id up to it is committed."""
+        (row,) = await self.fetch(sql.MAX_OUTBOX_ID)
+        return int(row[0])
+
     async def pending_recharges(self) -> list[str]:
         """Customers with an auto-recharge in flight."""
         rows = await self.fetch(sql.SELECT_PENDING_RECHARGES)

@@ -218,6 +218,7 @@ class Webhooks:
                 previous_secret_until=None, created_at=now, updated_at=now)
             await shared.tables.insert_endpoint(endpoint.row())
             shared.registry.put(endpoint)
+        self.relay.endpoint_added()
         self.dispatcher.poke([endpoint.id])
         return endpoint
 

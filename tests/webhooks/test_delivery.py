@@ -334,6 +334,34 @@ async def test_events_before_an_endpoint_existed_are_not_its_events(store_url) -
         assert len(await deliveries(h, late.id)) == 1
 
 
+async def test_with_no_endpoint_the_relay_passes_the_outbox_by_without_reading_it(
+        store_url, monkeypatch) -> None:
+    async with harness(store_url) as h:
+        reads: list[int] = []
+        read = h.store.outbox_after
+
+        async def counted(after_id: int, limit: int = 1000) -> list:
+            reads.append(after_id)
+            return await read(after_id, limit)
+
+        monkeypatch.setattr(h.store, "outbox_after", counted)
+        for n in range(5):
+            await h.grant("acme", f"g{n}", 1)
+        await h.wait_relayed()  # the cursor reached the newest event...
+        assert reads == []  # ...and no row was read or decoded on the way
+        before = h.webhooks.relay.events_read
+        h.clock.advance(1)
+        endpoint = await h.webhooks.create_endpoint("default", url=URL.format("x"),
+                                                    event_types=[])
+        await h.grant("acme", "after", 1)
+        await h.wait_relayed()
+        await h.wait_seen(1)
+        # The endpoint gets what came after it, read the usual way, and nothing before.
+        assert [s.json["data"]["grant"]["id"] for s in h.seen] == ["after"]
+        assert len(await deliveries(h, endpoint.id)) == 1
+        assert reads and h.webhooks.relay.events_read == before + 1
+
+
 async def test_concurrency_is_bounded_per_endpoint(store_url) -> None:
     """With a receiver that holds every request until released, no more than
     `endpoint_concurrency_max` are in flight at once."""
