@@ -110,19 +110,39 @@ class Admission:
                 return
         self.admitted += 1
         self.peak = max(self.peak, self.in_flight)
-        counts = self._by_customer
         if customer is not None:
-            counts[customer] = counts.get(customer, 0) + 1
+            self._by_customer[customer] = self._by_customer.get(customer, 0) + 1
+        done = False
+
+        def finished() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self._finished(customer)
+
+        async def sent(message: Any) -> None:
+            # The slot frees with the response's last byte, not when the app's coroutine
+            # returns: a keep-alive client sends its next request the moment it has the
+            # answer, and counted until then a connection's two requests overlapped (c=64
+            # was refused at a limit of 80).
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                finished()
+
         try:
-            await self._handler(scope, receive, send)
+            await self._handler(scope, receive, sent)
         finally:
-            if customer is not None:
-                left = counts[customer] - 1
-                if left:
-                    counts[customer] = left
-                else:
-                    del counts[customer]
-            self._release()
+            finished()
+
+    def _finished(self, customer: str | None) -> None:
+        if customer is not None:
+            counts = self._by_customer
+            left = counts[customer] - 1
+            if left:
+                counts[customer] = left
+            else:
+                del counts[customer]
+        self._release()
 
     def _over_share(self, customer: str | None) -> str | None:
         if customer is None:

@@ -103,6 +103,37 @@ async def test_on_graphql_the_refusal_is_in_stiggs_error_shape() -> None:
         inner.finish("busy")
 
 
+async def test_the_slot_frees_with_the_last_byte_not_when_the_app_returns() -> None:
+    """A keep-alive client sends its next request the moment it has the answer; work the
+    app does after answering must not hold the slot that request needs."""
+    after = anyio.Event()
+    calls = 0
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal calls
+        calls += 1
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        if calls == 1:
+            await after.wait()  # after-response work, still running
+
+    door = Admission(app, 1, wait_s=30)
+    async with client(door) as http, anyio.create_task_group() as tg:
+        first: list[int] = []
+
+        async def call_first() -> None:
+            first.append((await http.get("/x")).status_code)
+
+        tg.start_soon(call_first)
+        await settled()
+        assert door.in_flight == 0  # answered: the slot is free though the app has not returned
+        with anyio.fail_after(5):  # taken at once, not after a wait in line
+            assert (await http.get("/x")).status_code == 200
+        assert door.waited == 0
+        after.set()
+    assert door.in_flight == 0
+
+
 async def test_a_freed_slot_goes_to_the_first_in_line() -> None:
     inner = Held()
     door = Admission(inner, 1, wait_s=30)
