@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -135,11 +136,27 @@ def _ms(text: str, out: str) -> float:
     return float(value) * _UNIT[unit]
 
 
+def quiet(server: Server) -> None:
+    """Wait until the server has no request in progress. wrk closes its connections when
+    its time is up with their requests still being worked on; the next run, started at
+    once, would find the server's door (gateway/admission.py) holding those as well as its
+    own and get 429s it did not cause."""
+    with httpx.Client(base_url=server.url, headers={"X-API-KEY": KEY}, timeout=10) as http:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            detail = http.get("/health", params={"detail": "true"}).json()
+            if detail.get("admission", {}).get("in_flight", 0) == 0:
+                return
+            time.sleep(0.01)
+    raise RuntimeError("the server still has requests in progress after 30 s")
+
+
 def wrk(server: Server, script: Path, connections: int, seconds: int, customers: int,
         run: str, timeout_s: int = 2) -> dict[str, float]:
     """One wrk run. wrk leaves answers slower than its request timeout (`timeout_s`, wrk's
     default 2 s) out of the latency histogram and counts them as socket errors; a run that
     expects slow answers raises it so they show in the p99 instead."""
+    quiet(server)
     threads = min(connections, 2)
     env = {**os.environ, "BENCH_CUSTOMERS": str(customers), "BENCH_RUN": run,
            "BENCH_KEY": KEY}

@@ -47,7 +47,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_http  # noqa: E402
-from bench_http import KEY, Server, consumed_total, each_backend, provision, wrk_arguments  # noqa: E402
+from bench_http import (KEY, Server, consumed_total, each_backend, provision, quiet,  # noqa: E402
+                        wrk_arguments)  # noqa: E402
 
 CUSTOMERS = 1000
 PROBE_CUSTOMERS = 10  # cust-990 .. cust-999: wrk's spread uses cust-0 .. cust-989
@@ -169,6 +170,7 @@ def rss_mib(server: Server) -> float:
 
 
 def phase(server: Server, script: Path, seconds: int, overload: bool) -> dict:
+    quiet(server)  # the previous phase's closed connections' requests finished
     run = secrets.token_hex(4)
     stop = threading.Event()
     probe_outs: list[dict] = [{} for _ in range(PROBES)]
