@@ -63,6 +63,12 @@ async def settled() -> None:
     await wait_all_tasks_blocked()
 
 
+async def occupy(tg: Any, http: httpx.AsyncClient, name: str = "busy") -> None:
+    """A request that takes a slot and holds it until `inner.finish(name)`."""
+    tg.start_soon(lambda: http.get("/x", headers={"x-name": name}))
+    await settled()
+
+
 async def test_past_the_limit_a_request_waits_then_gets_429_with_retry_after() -> None:
     inner = Held()
     door = Admission(inner, 2, wait_s=0.05)
@@ -93,8 +99,7 @@ async def test_on_graphql_the_refusal_is_in_stiggs_error_shape() -> None:
     inner = Held()
     door = Admission(inner, 1, wait_s=0)
     async with client(door) as http, anyio.create_task_group() as tg:
-        tg.start_soon(lambda: http.get("/x", headers={"x-name": "busy"}))
-        await settled()
+        await occupy(tg, http)
         r = await http.post("/graphql", json={"query": "{ __typename }"})
         assert r.status_code == 429 and r.headers["retry-after"] == "1"
         body = r.json()
@@ -201,8 +206,7 @@ async def test_health_readiness_and_metrics_pass_when_every_slot_is_taken() -> N
     inner = Held()
     door = Admission(inner, 1, wait_s=0)
     async with client(door) as http, anyio.create_task_group() as tg:
-        tg.start_soon(lambda: http.get("/x", headers={"x-name": "busy"}))
-        await settled()
+        await occupy(tg, http)
         for path in ("/health", "/ready", "/metrics"):
             inner.finish(path)
             r = await http.get(path, headers={"x-name": path})
@@ -215,8 +219,7 @@ async def test_refusals_past_the_rate_are_held_until_their_turn() -> None:
     inner = Held()
     door = Admission(inner, 1, wait_s=0, refusals_per_s=10)
     async with client(door) as http, anyio.create_task_group() as tg:
-        tg.start_soon(lambda: http.get("/x", headers={"x-name": "busy"}))
-        await settled()
+        await occupy(tg, http)
         assert (await http.get("/x", headers={"x-name": "r1"})).status_code == 429  # at once
         answers: list[int] = []
 
