@@ -8,7 +8,10 @@ Debian package `wrk`) at concurrency 1, 16 and 64. Every request carries a fresh
 idempotency key, so each one is a real, durable consumption. Server, database and load
 generator share the machine, as they would on a small host.
 
-Per backend, concurrency and customer spread it prints the median over --runs runs of
+First, per backend, the HTTP floor: GET /health at c=64 through the same server and
+middleware, no engine or database work behind it (FLOOR_LUA says what it does and does not
+bound).
+Then per backend, concurrency and customer spread it prints the median over --runs runs of
 requests/s and of wrk's p50/p99 latency, and checks afterwards that the ledger holds
 exactly one consumption per 2xx answer (nothing acknowledged lost, nothing doubled).
 
@@ -68,6 +71,17 @@ LUA = textwrap.dedent("""
         .. '"idempotencyKey":"' .. run .. '-' .. thread_id .. '-' .. counter .. '"}'
       return wrk.format("POST", "/api/v1/credits/consumption",
         {["Content-Type"] = "application/json", ["X-API-KEY"] = os.getenv("BENCH_KEY")}, body)
+    end
+""")
+
+
+# The HTTP floor: GET /health, a Litestar route that does no engine or database work,
+# through the same server and middleware. The consumption is a raw ASGI handler (it skips
+# Litestar's per-route work), so it can beat this figure on one customer, but the floor
+# shows what uvicorn, the event loop and wrk on the same two cores leave at c=64.
+FLOOR_LUA = textwrap.dedent("""
+    function request()
+      return wrk.format("GET", "/health")
     end
 """)
 
@@ -186,10 +200,24 @@ async def _pg(admin: str, statement: str) -> None:
         await conn.close()
 
 
+def floor(server: Server, args: argparse.Namespace, label: str) -> None:
+    """The HTTP floor at c=64 (FLOOR_LUA), median of --runs runs, printed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "floor.lua"
+        script.write_text(FLOOR_LUA)
+        results = [wrk(server, script, 64, args.seconds, 1, f"floor-{n}")
+                   for n in range(args.runs)]
+    assert all(r["non2xx"] == 0 and r["socket_errors"] == 0 for r in results), results
+    med = {k: statistics.median(r[k] for r in results) for k in ("rps", "p50", "p99")}
+    print(f"{label:10} HTTP floor: GET /health c=64 {med['rps']:>8,.0f} answers/s   "
+          f"p50 {med['p50']:6.2f} ms   p99 {med['p99']:6.2f} ms", flush=True)
+
+
 def bench_backend(label: str, database_url: str, args: argparse.Namespace,
                   script: Path) -> None:
     server = Server(database_url)
     try:
+        floor(server, args, label)
         for customers in (1, 1000):
             provision(server, customers)
             before = consumed_total(server, customers)
