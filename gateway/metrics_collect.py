@@ -184,6 +184,13 @@ def _store(s: dict[str, Any], backlog_rows_max: int | None) -> Iterator[Metric]:
             p + "key_filter_keys", "New keys the filter answered: surely new (passed) or "
             "checked against the database (held)", labels=["answer"]), "answer",
             [("passed", s["key_filter_passed"]), ("held", s["key_filter_held"])])
+    if "checkpoints" in s:
+        yield _counter(p + "checkpoints", "SQLite only: checkpoints run beside the writer",
+                       s["checkpoints"])
+        yield _counter(p + "checkpointed_pages", "SQLite only: log pages checkpoints copied "
+                       "back into the database file", s["checkpointed_pages"])
+        yield _counter(p + "checkpoint_failures", "SQLite only: checkpoints that failed "
+                       "(the log grows until one succeeds)", s["checkpoint_failures"])
     if "pool_size" in s:
         yield _labelled(GaugeMetricFamily(
             p + "pool_connections", "PostgreSQL connections open, by state",

@@ -31,7 +31,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -198,6 +198,10 @@ class DurableStore:
     async def _opened(self) -> None:
         """After migrations, before the writer starts (a dialect reads what it needs)."""
 
+    def _tasks(self) -> list[Callable[[], Awaitable[None]]]:
+        """A dialect's own background tasks, run beside the writer while the store is open."""
+        return []
+
     async def _disconnect(self) -> None:
         raise NotImplementedError
 
@@ -298,6 +302,8 @@ class DurableStore:
         await self._tg.__aenter__()
         self._tg.start_soon(self._writer)
         self._tg.start_soon(self._reader)
+        for task in self._tasks():
+            self._tg.start_soon(task)
         if self.fence is None:
             self._tg.start_soon(self._index_keys)
         else:
