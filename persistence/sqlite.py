@@ -132,7 +132,7 @@ class SQLiteStore(DurableStore):
         self.checkpoints = 0  # checkpoints run, and log pages they copied back
         self.checkpointed_pages = 0
         self.checkpoint_failures = 0
-        self._checkpoint_due = anyio.Event()  # set by a flush
+        self._checkpoint_due = anyio.Event()  # set by any write (`_write_link`)
         self._checkpoint_ran = anyio.Event()  # set (and replaced) after each checkpoint
 
     def _open(self, *, writer: bool, cache: bool = True) -> sqlite3.Connection:
@@ -276,8 +276,9 @@ class SQLiteStore(DurableStore):
     async def checkpoint(self) -> tuple[int, int, int]:
         """A PASSIVE checkpoint (it copies what it can without waiting for the writer or
         readers) on its own connection: SQLite's (busy, pages in the log, pages copied
-        back). A failure is logged and counted, not raised: the log then grows until a
-        later checkpoint succeeds, and nothing written is at risk."""
+        back). A failure is logged and counted, not raised (the answer is then
+        (1, -1, -1)): the log grows until a later checkpoint succeeds, and nothing written
+        is at risk."""
         link = self._cdb
         if link is None:
             raise StoreUnavailable("the SQLite store is closed")

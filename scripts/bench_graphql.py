@@ -192,9 +192,7 @@ def bench_backend(label: str, url: str, args: argparse.Namespace, tmp: Path) -> 
         # measured run's p99 read 65-75 ms against 26-29 ms for the runs after it
         # (PostgreSQL, 2026-12-06). The figures are the steady state's; the warm-up's are
         # there to see.
-        for name, script in scripts.items():
-            if args.warmup <= 0:
-                break
+        for name, script in scripts.items() if args.warmup > 0 else ():
             r = wrk(server, script, CONNECTIONS, args.warmup, CUSTOMERS,
                     f"{label}-warm-{name[:4]}-{secrets.token_hex(3)}")
             assert r["non2xx"] == 0 and r["socket_errors"] == 0, (name, r)
