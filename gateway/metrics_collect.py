@@ -187,8 +187,8 @@ def _store(s: dict[str, Any], backlog_rows_max: int | None) -> Iterator[Metric]:
     if "checkpoints" in s:
         yield _counter(p + "checkpoints", "SQLite only: checkpoints run beside the writer",
                        s["checkpoints"])
-        yield _counter(p + "checkpointed_pages", "SQLite only: log pages checkpoints copied "
-                       "back into the database file", s["checkpointed_pages"])
+        yield _gauge(p + "log_pages", "SQLite only: pages in the write-ahead log at the "
+                     "last checkpoint", s["log_pages"])
         yield _counter(p + "checkpoint_failures", "SQLite only: checkpoints that failed "
                        "(the log grows until one succeeds)", s["checkpoint_failures"])
     if "pool_size" in s:

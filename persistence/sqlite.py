@@ -59,14 +59,21 @@ class _Link:
     """A sqlite3 connection and the right to use it: calls run in a worker thread, one at
     a time (a connection must never be used by two threads at once). A call is not
     abandoned when its caller is cancelled: it finishes first, so a transaction is always
-    committed or rolled back inside its own call."""
+    committed or rolled back inside its own call. `after` is called once each call has
+    finished (the writer's link: a checkpoint is due once what it wrote is in the log)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection,
+                 after: Callable[[], None] | None = None) -> None:
         self.conn = conn
         self._limiter = anyio.CapacityLimiter(1)
+        self._after = after
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        finally:
+            if self._after is not None:
+                self._after()
 
     async def close(self) -> None:
         await self.run(self.conn.close)
@@ -129,10 +136,13 @@ class SQLiteStore(DurableStore):
         self._cdb: _Link | None = None  # checkpoints
         self.checkpoint_interval_s = checkpoint_interval_s
         self.log_pages_reset = log_pages_reset
-        self.checkpoints = 0  # checkpoints run, and log pages they copied back
-        self.checkpointed_pages = 0
+        self.checkpoints = 0
+        # Pages in the log at the last checkpoint: what an operator watches to see the log
+        # start over. (SQLite's count of pages copied back is cumulative per log, not per
+        # checkpoint, so a sum of it counts pages again and again.)
+        self.log_pages = 0
         self.checkpoint_failures = 0
-        self._checkpoint_due = anyio.Event()  # set by any write (`_write_link`)
+        self._checkpoint_due = anyio.Event()  # set after each call on the writer's link
         self._checkpoint_ran = anyio.Event()  # set (and replaced) after each checkpoint
 
     def _open(self, *, writer: bool, cache: bool = True) -> sqlite3.Connection:
@@ -171,7 +181,8 @@ class SQLiteStore(DurableStore):
 
     async def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._wdb = _Link(await anyio.to_thread.run_sync(lambda: self._open(writer=True)))
+        self._wdb = _Link(await anyio.to_thread.run_sync(lambda: self._open(writer=True)),
+                          after=lambda: self._checkpoint_due.set())
         try:
             self._rdb = _Link(await anyio.to_thread.run_sync(lambda: self._open(writer=False)))
             self._cdb = _Link(await anyio.to_thread.run_sync(
@@ -217,7 +228,6 @@ class SQLiteStore(DurableStore):
     def _write_link(self) -> _Link:
         if self._wdb is None:
             raise StoreUnavailable("the SQLite store is closed")
-        self._checkpoint_due.set()  # every write goes through here: flushes, catalog, purges
         return self._wdb
 
     async def _migrate(self) -> int:
@@ -293,12 +303,12 @@ class SQLiteStore(DurableStore):
             ran, self._checkpoint_ran = self._checkpoint_ran, anyio.Event()
             ran.set()
         self.checkpoints += 1
-        self.checkpointed_pages += max(int(row[2]), 0)
+        self.log_pages = max(int(row[1]), 0)
         return int(row[0]), int(row[1]), int(row[2])
 
     def statistics(self) -> dict[str, int | float | bool]:
         return {**super().statistics(), "checkpoints": self.checkpoints,
-                "checkpointed_pages": self.checkpointed_pages,
+                "log_pages": self.log_pages,
                 "checkpoint_failures": self.checkpoint_failures}
 
     async def _new_number(self) -> int:

@@ -130,7 +130,7 @@ def test_a_durable_consumption_counts_on_its_route_and_in_the_runtime(
         # step: read again until it has been counted).
         checked = eventually(lambda: scrape(server), lambda s: value(
             s, "creditd_store_checkpoints_total") > value(before, "creditd_store_checkpoints_total"))
-        assert value(checked, "creditd_store_checkpointed_pages_total") > 0
+        assert value(checked, "creditd_store_log_pages") > 0
         assert value(checked, "creditd_store_checkpoint_failures_total") == 0
 
 
@@ -211,7 +211,7 @@ def test_every_exposed_family_is_documented_and_every_documented_one_exposed(
     assert exposed - documented == set(), "families docs/metrics.md does not list"
     expected = documented
     if server.database_url.startswith("postgresql"):
-        expected -= {"creditd_store_checkpoints_total", "creditd_store_checkpointed_pages_total",
+        expected -= {"creditd_store_checkpoints_total", "creditd_store_log_pages",
                      "creditd_store_checkpoint_failures_total"}  # SQLite's own
     else:
         expected -= {"creditd_store_pool_connections", "creditd_store_pool_connections_max"}

@@ -45,9 +45,11 @@ async def _traffic(rt: Any, rounds: int) -> None:
             tg.start_soon(customer, c)
 
 
-async def _checkpointed(store: Any, at_least: int) -> None:
+async def _checkpointed(store: Any, at_least: int, *, saw_pages: bool = True) -> None:
+    """Until `at_least` checkpoints ran and (`saw_pages`) the last one found pages in the
+    log: the first one may run on the empty log of a store that just opened."""
     with anyio.fail_after(10):
-        while store.checkpoints < at_least:
+        while store.checkpoints < at_least or (saw_pages and store.log_pages == 0):
             await store._checkpoint_ran.wait()
 
 
@@ -60,14 +62,14 @@ async def test_checkpoints_run_beside_the_writer_and_copy_the_log_back(
         assert await _writer_pragma(store, "wal_autocheckpoint") == store.log_pages_reset == 8192
         await _traffic(rt, rounds=20)
         await _checkpointed(store, 1)  # the writes woke the checkpointer
-        assert store.checkpointed_pages > 0
+        assert store.log_pages > 0
         assert store.checkpoint_failures == 0
         # Nothing more is written: one more checkpoint copies the whole log back.
         busy, pages, copied = await store.checkpoint()
         assert busy == 0 and pages == copied
         stats = store.statistics()
         assert stats["checkpoints"] == store.checkpoints >= 2
-        assert stats["checkpointed_pages"] == store.checkpointed_pages
+        assert stats["log_pages"] == store.log_pages == pages
     db = sqlite3.connect(path)
     try:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
@@ -82,17 +84,15 @@ async def test_the_log_starts_over_under_writes_that_never_pause(
     # Checkpoints beside a writer that always has the next flush going never copy the
     # whole log back, and the log only starts over when a write begins with all of it
     # copied: without the writer's own checkpoint at `log_pages_reset` the log file held
-    # every page ever written (2.6 GB in 35 s under load).
+    # every page ever written: 27 MB after this traffic, against 0.6-0.8 MB with it.
     path = tmp_path / "c.db"
-    async with engine(f"sqlite:///{path}", ManualClock(), checkpoint_interval_s=0.0,
+    async with engine(f"sqlite:///{path}", ManualClock(), checkpoint_interval_s=0.01,
                       log_pages_reset=64) as (store, rt):
-        await _traffic(rt, rounds=150)
-        await _checkpointed(store, 1)
+        await _traffic(rt, rounds=300)
+        await _checkpointed(store, 1, saw_pages=False)  # the log may just have started over
         log_bytes = (tmp_path / "c.db-wal").stat().st_size
-        written = store.checkpointed_pages * 4096
-        assert written > 4 << 20, written  # enough went through the log to tell
-        # The log holds about the reset size plus a flush or two, not all that went by.
-        assert log_bytes < 2 << 20, (log_bytes, written)
+        # The log holds about the reset size plus a few flushes, not all that went by.
+        assert log_bytes < 4 << 20, log_bytes
 
 
 async def test_a_failed_checkpoint_is_counted_and_the_store_goes_on(
@@ -131,4 +131,4 @@ async def test_the_checkpointer_runs_under_trio(tmp_path: Path, engine: Any) -> 
         assert await _writer_pragma(store, "wal_autocheckpoint") == 8192
         await _traffic(rt, rounds=5)
         await _checkpointed(store, 1)
-        assert store.checkpointed_pages > 0
+        assert store.log_pages > 0
