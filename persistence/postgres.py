@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from engine.runtime.errors import StoreUnavailable
 from persistence import sql
@@ -35,19 +36,46 @@ from persistence.schema import MIGRATIONS
 __all__ = ["PostgresStore"]
 
 
-# One flush is one statement: a data-modifying CTE per table over unnest()ed column arrays.
-# A single statement is its own transaction (all or nothing) and costs one round trip,
-# however many actors' units it carries; per-row executemany cost ~10x more here.
+# One flush is one statement: a data-modifying CTE per table over its rows, given as one
+# JSON array of arrays per table (`_rows_of`). A single statement is its own transaction
+# (all or nothing) and costs one round trip, however many actors' units it carries;
+# per-row executemany cost ~10x more here.
+#
+# Why JSON rather than an array per column (`unnest($1::text[], $2::bigint[], …)`, the
+# first design): asyncpg encodes an array element by element in the event loop's thread,
+# and checks each element against collections.abc's Iterable through a Python-level call;
+# spread over 1,000 customers that was about a tenth of the loop's time under load
+# (py-spy, docs/benchmarks.md "GraphQL"). msgspec writes the JSON in one C call, and the
+# server, a process of its own on another core, takes it apart. jsonb, so `e->>i` indexes
+# the array instead of scanning it. Every stored integer is bounded far inside 64 bits
+# (AMOUNT_UNITS_MAX), and JSON's numbers reach the server as the digits Python wrote.
+_encode = msgspec.json.Encoder().encode
+
+
+def _rows_of(types: list[str], alias: str = "e") -> str:
+    """The select list taking a row's columns, of `types`, out of the JSON array `alias`
+    (one element of a table's parameter): text as is, bytea from the base64 msgspec writes
+    for bytes, anything else through its text form."""
+    picks = []
+    for i, t in enumerate(types):
+        if t == "text":
+            picks.append(f"{alias}->>{i}")
+        elif t == "bytea":
+            picks.append(f"decode({alias}->>{i}, 'base64')")
+        else:
+            picks.append(f"({alias}->>{i})::{t}")
+    return ", ".join(picks)
+
+
 @functools.lru_cache(maxsize=16)
 def _flush_statement(key_tables: tuple[str, str]) -> str:
-    """The flush, its key rows going to `key_tables` (each generation's run written)."""
+    """The flush, its key rows going to `key_tables` (each generation's run written): one
+    parameter per table in sql.WRITES order, its rows as JSON."""
     ctes = []
-    n = 0
-    for w in sql.writes_into(key_tables):
-        arrays = ", ".join(f"${n + i + 1}::{t}[]" for i, t in enumerate(w.pg_types))
-        n += len(w.pg_types)
+    for n, w in enumerate(sql.writes_into(key_tables), start=1):
         statement = (f"INSERT INTO {w.table} ({', '.join(w.columns)}) "
-                     f"SELECT * FROM unnest({arrays}){sql.conflict_clause(w)}")
+                     f"SELECT {_rows_of(w.pg_types)} FROM jsonb_array_elements(${n}::jsonb) "
+                     f"AS e{sql.conflict_clause(w)}")
         ctes.append(f"w_{w.table} AS ({statement} RETURNING 1)")
     return "WITH " + ",\n".join(ctes) + "\nSELECT 1"
 
@@ -110,20 +138,17 @@ def _fenced_flush_statement(key_tables: tuple[str, str]) -> str:
             "ctr AS (UPDATE outbox_counter SET last = greatest(last, "
             "(SELECT coalesce(max(id), 0) FROM outbox)) + $5 "
             "WHERE $5 > 0 AND (SELECT ok FROM fence) RETURNING last - $5 AS base)"]
-    n = 5
-    for w in sql.writes_into(key_tables):
+    for n, w in enumerate(sql.writes_into(key_tables), start=6):
         types = w.pg_types[1:] if w.unit == "outbox" else w.pg_types
-        arrays = ", ".join(f"${n + i + 1}::{t}[]" for i, t in enumerate(types))
-        n += len(types)
+        rows = f"jsonb_array_elements(${n}::jsonb)"
         if w.unit == "outbox":  # numbered here, from the counter
-            names = [f"c{i}" for i in range(len(types))]
             statement = (f"INSERT INTO {w.table} ({', '.join(w.columns)}) "
-                         f"SELECT ctr.base + o.ord, {', '.join('o.' + c for c in names)} "
-                         f"FROM ctr, unnest({arrays}) WITH ORDINALITY AS o({', '.join(names)}, ord)")
+                         f"SELECT ctr.base + o.ord, {_rows_of(types, 'o.e')} "
+                         f"FROM ctr, {rows} WITH ORDINALITY AS o(e, ord)")
         else:
             statement = (f"INSERT INTO {w.table} ({', '.join(w.columns)}) "
-                         f"SELECT * FROM unnest({arrays}) WHERE (SELECT ok FROM fence)"
-                         f"{sql.conflict_clause(w)}")
+                         f"SELECT {_rows_of(types)} FROM {rows} AS e "
+                         f"WHERE (SELECT ok FROM fence){sql.conflict_clause(w)}")
         ctes.append(f"w_{w.table} AS ({statement} RETURNING 1)")
     return ("WITH " + ",\n".join(ctes)
             + "\nSELECT (SELECT ok FROM fence), (SELECT base FROM ctr)")
@@ -149,7 +174,6 @@ def _numbered(query: str) -> str:
     return sql.numbered(query)
 
 
-_OUTBOX_WRITE = [w.unit for w in sql.WRITES].index("outbox")
 _PURGES = [_numbered(q) for q in sql.purge_statements("ctid")]
 # Table blocks per page when the key filter reads a key table back (~60 rows a block).
 KEY_PAGE_BLOCKS = 128
@@ -310,15 +334,11 @@ class PostgresStore(DurableStore):
         raise StoreUnavailable("shard leases kept changing under this flush", retry_after_s=0.5)
 
     async def _write(self, rows: dict[str, list[tuple]]) -> None:
-        params = []
-        for w in sql.WRITES:
-            table = _one_per_key(w, rows[w.unit])
-            columns = list(zip(*table)) if table else [()] * len(w.columns)
-            params.extend(list(col) for col in columns)
-        if self.fence is not None:
-            # The outbox's ids come from the counter in the statement.
-            at = sum(len(w.columns) for w in sql.WRITES[:_OUTBOX_WRITE])
-            del params[at]
+        fenced = self.fence is not None
+        params = [_encode([r[1:] for r in rows[w.unit]] if fenced and w.unit == "outbox"
+                          else _one_per_key(w, rows[w.unit])).decode()
+                  for w in sql.WRITES]  # a fenced flush's outbox ids come from the counter
+        if fenced:
             async with self._connection() as conn:
                 ok, base = await conn.fetchrow(
                     _fenced_flush_statement(self._written_tables()), *self._fence_args,
