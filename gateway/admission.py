@@ -226,9 +226,12 @@ class Admission:
 
 async def _customer(scope: Any, receive: Any) -> tuple[str | None, Any]:
     """The customer a request names, and a `receive` that still yields its whole body."""
-    found = _PATH_CUSTOMER.search(scope["path"])
+    path = scope["path"]
+    found = _PATH_CUSTOMER.search(path)
     if found:
         return unquote(found.group(1)), receive
+    if path == "/graphql":
+        return None, receive  # a GraphQL body names customers inside variables: no share
     query = scope.get("query_string", b"")
     if query:
         found = _QUERY_CUSTOMER.search(query)

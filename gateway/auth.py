@@ -9,7 +9,7 @@ import uuid
 import structlog
 from litestar import Request
 
-from gateway.context import services
+from gateway.context import header, services
 from gateway.errors import ApiError
 from gateway.portal.access import CORS_PATHS, check_token_read
 
@@ -30,22 +30,23 @@ _ids = itertools.count()
 
 async def authenticate(request: Request) -> None:
     """Every API call needs X-API-KEY; its environment scopes all data of the request."""
-    path = request.url.path
-    asked = request.headers.get("x-request-id")
+    scope = request.scope
+    path = scope["path"]
+    asked = header(scope, b"x-request-id")
     # A caller's id is kept (it ties our logs to theirs) if it is a sane token; else ours.
     ok_id = asked is not None and 0 < len(asked) <= 128 and asked.isascii() and asked.isprintable()
     request_id = asked if ok_id else f"{_ID_PREFIX}{next(_ids):010x}"
-    state = request.scope.setdefault("state", {})  # type: ignore[typeddict-item]
+    state = scope.setdefault("state", {})  # type: ignore[typeddict-item]
     state["request_id"] = request_id
     structlog.contextvars.bind_contextvars(request_id=request_id)
     if path.startswith(PUBLIC_PATHS) or path in SELF_AUTHENTICATED or path == "/":
         return
-    method = request.method
+    method = scope["method"]
     if method == "OPTIONS" and path in CORS_PATHS:
         return  # a browser's preflight carries no credentials (gateway/portal/pages.py)
-    key = request.headers.get("x-api-key")
+    key = header(scope, b"x-api-key")
     if not key:
-        bearer = request.headers.get("authorization")
+        bearer = header(scope, b"authorization")
         if bearer and bearer[:7].lower() == "bearer ":
             svc = request.app.state
             claims = check_token_read(method, path, request.query_params, bearer[7:].strip(),
@@ -58,7 +59,7 @@ async def authenticate(request: Request) -> None:
     env = services(request).catalog.environment_of(key)
     if env is None:
         raise ApiError(401, "Unauthenticated", "the API key is not valid", "X-API-KEY")
-    asked = request.headers.get("x-environment-id")
+    asked = header(scope, b"x-environment-id")
     if asked is not None and asked != env:
         raise ApiError(403, "Forbidden",
                        "X-ENVIRONMENT-ID does not match the API key's environment",

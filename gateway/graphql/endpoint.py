@@ -50,7 +50,7 @@ from litestar import Request, Response
 from engine.domain.errors import DomainError
 from engine.runtime.errors import EngineError, EngineFault, Overloaded, StoreUnavailable
 from gateway.auth import authenticate
-from gateway.context import services
+from gateway.context import header, services
 from gateway.graphql import fast, recorded, resolvers
 from gateway.graphql.schema import enum_values, served_schema
 
@@ -273,7 +273,7 @@ def environment_of(connection: Any, key: str | None) -> tuple[str | None, str]:
 async def run(request: Request, query: Any, operation: Any, variables: Any,
                *, read_only: bool) -> Response:
     trace = _trace_id(request)
-    env, why = environment_of(request, request.headers.get("x-api-key"))
+    env, why = environment_of(request, header(request.scope, b"x-api-key"))
     if env is None:
         return _answer(None, [error_json(why, "Unauthenticated", trace)])
     request.scope["state"]["environment"] = env  # type: ignore[index]

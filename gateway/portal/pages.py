@@ -15,7 +15,7 @@ from typing import Any
 from litestar import Request, Response, get
 from litestar.handlers import asgi
 
-from gateway.context import ok
+from gateway.context import header, ok
 from gateway.errors import ApiError
 from gateway.portal.access import CORS_PATHS
 from gateway.portal.assets import Asset, assets
@@ -31,23 +31,16 @@ _PAGE_HEADERS = [(b"x-content-type-options", b"nosniff"),
                  (b"cache-control", b"no-store")]
 
 
-def _header(scope: Any, name: bytes) -> bytes:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return value
-    return b""
-
-
 async def _send(scope: Any, send: Any, asset: Asset, headers: list[tuple[bytes, bytes]]) -> None:
     """The asset, gzipped when the client takes it, 304 when it has this version."""
     base = [(b"content-type", asset.content_type.encode()), (b"etag", asset.etag.encode()),
             (b"vary", b"accept-encoding"), *headers]
-    if asset.etag.encode() in _header(scope, b"if-none-match"):
+    if asset.etag in (header(scope, b"if-none-match") or ""):
         await send({"type": "http.response.start", "status": 304, "headers": base})
         await send({"type": "http.response.body", "body": b""})
         return
     body = asset.body
-    if asset.gzipped is not None and b"gzip" in _header(scope, b"accept-encoding"):
+    if asset.gzipped is not None and "gzip" in (header(scope, b"accept-encoding") or ""):
         body = asset.gzipped
         base.append((b"content-encoding", b"gzip"))
     base.append((b"content-length", str(len(body)).encode()))
@@ -121,7 +114,7 @@ async def index(scope: Any, receive: Any, send: Any) -> None:
     """A person (a browser asks for HTML) gets a page of links; a program gets them as
     JSON."""
     _check_method(scope)
-    if b"text/html" in _header(scope, b"accept"):
+    if "text/html" in (header(scope, b"accept") or ""):
         await _page(scope, send, "index", "'none'")
         return
     body = (b'{"name":"creditd","links":{"console":"/console","portal":"/portal?token=...",'
