@@ -3,11 +3,12 @@ same way for a fraction of the work.
 
 The SDKs send a fixed set of documents millions of times: one root field, fragments, no
 directives, arguments only on the root field. For such an operation a *plan* is worked out
-once (and cached with the document): the root field, and for its type the selection
-merged and resolved against the schema into a tree of response keys, field names and leaf
-serializers. Running it is: coerce the variables and the root field's arguments with
-graphql-core's own functions, call the root resolver, and project its result (plain dicts,
-lists and leaf values, as every resolver here returns) through the tree.
+once (and cached with the document): the root field, the variables' types, and for the
+field's type the selection merged and resolved against the schema into a tree of response
+keys, field names and leaf serializers. Running it is: coerce the variables and the root
+field's arguments with graphql-core's own functions, call the root resolver, and project
+its result (plain dicts, lists and leaf values, as every resolver here returns) through the
+tree.
 
 What the projection does not meet as expected — a null where the schema says non-null, a
 value that is not a dict where an object is selected, a union member without its
@@ -45,7 +46,15 @@ from graphql import (
     is_leaf_type,
     located_error,
 )
-from graphql.execution.values import get_argument_values, get_variable_values
+from graphql.execution.values import (
+    VariableValues,
+    VariableValueSource,
+    get_argument_values,
+    get_variable_signature,
+    get_variable_values,
+    input_is_nested_too_deeply,
+)
+from graphql.utilities.coerce_input_value import coerce_input_value
 
 __all__ = ["Plan", "Replay", "plan", "run"]
 
@@ -76,6 +85,9 @@ class Plan:
     field: GraphQLField
     nodes: list[FieldNode]
     shape: Shape
+    # The variables' signatures (name, type), worked out once; None if one does not have
+    # one (an unknown type: graphql-core words the error).
+    signatures: tuple[Any, ...] | None = None
 
 
 class _NotPlannable(Exception):
@@ -180,9 +192,37 @@ def plan(schema: GraphQLSchema, document: Any, operation: OperationDefinitionNod
         if field is None or field.resolve is None or len(nodes) != 1:
             return None
         subsets = [n.selection_set for n in nodes if n.selection_set is not None]
-        return Plan(operation, key, field, nodes, planner.shape(field.type, subsets))
+        signatures = tuple(get_variable_signature(schema, d)
+                           for d in operation.variable_definitions or ())
+        return Plan(operation, key, field, nodes, planner.shape(field.type, subsets),
+                    None if any(isinstance(s, GraphQLError) for s in signatures)
+                    else signatures)
     except _NotPlannable:
         return None
+
+
+def _variables(p: Plan, inputs: dict[str, Any]) -> VariableValues | None:
+    """The variables as graphql-core's `get_variable_values` coerces them, when every one
+    is given and coerces (what the SDKs send), by the same steps less the signatures it
+    works out again on each call and the error reporting around them (ReportUsage's
+    variables: 8 µs instead of 20); None otherwise —
+    a variable left out (its default, or its omission), one that does not coerce — and
+    graphql-core does it all and words any error."""
+    if p.signatures is None:
+        return None
+    sources: dict[str, VariableValueSource] = {}
+    coerced: dict[str, Any] = {}
+    for signature in p.signatures:
+        name = signature.name
+        value = inputs.get(name, Undefined)
+        if value is Undefined or input_is_nested_too_deeply(value, signature.type):
+            return None
+        out = coerce_input_value(value, signature.type)
+        if out is Undefined:
+            return None
+        sources[name] = VariableValueSource(signature, value)
+        coerced[name] = out
+    return VariableValues(sources, coerced)
 
 
 def _complete(shape: Shape, value: Any) -> Any:
@@ -222,8 +262,8 @@ async def run(p: Plan, schema: GraphQLSchema, variables: dict[str, Any] | None,
     """Run the plan: its ExecutionResult; a Replay (the root value resolved, to be
     completed by graphql-core); None when the variables or arguments do not coerce
     (graphql-core answers with the errors it words)."""
-    coerced = get_variable_values(schema, p.operation.variable_definitions or (),
-                                  variables or {})
+    coerced = _variables(p, variables or {}) or get_variable_values(
+        schema, p.operation.variable_definitions or (), variables or {})
     if isinstance(coerced, list):
         return None
     try:

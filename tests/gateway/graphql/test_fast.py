@@ -23,11 +23,15 @@ from graphql import (
     GraphQLBoolean,
     GraphQLEnumType,
     GraphQLFloat,
+    GraphQLInputObjectType,
     GraphQLInt,
+    GraphQLList,
+    GraphQLNonNull,
     execute,
     get_operation_ast,
     parse,
 )
+from graphql.execution.values import get_variable_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -210,3 +214,60 @@ def test_an_exact_decimal_stays_exact() -> None:
     assert projected == result.data and not result.errors
     assert projected["creditBalanceSummary"]["balances"][0]["currentBalance"] == \
         Decimal("0.10000")
+
+
+def _input(kind: Any, depth: int = 0) -> st.SearchStrategy[Any]:
+    """Variable values for an input type: mostly well formed, sometimes null, a wrong leaf,
+    an unknown or missing field, a single value where a list is expected."""
+    if isinstance(kind, GraphQLNonNull):
+        return _input(kind.of_type, depth)
+    wrong = st.one_of(st.none(), _WEIRD, st.text(max_size=3))
+    if isinstance(kind, GraphQLList):
+        item = _input(kind.of_type, depth + 1)
+        return st.one_of(st.lists(item, max_size=3), item, wrong)
+    if isinstance(kind, GraphQLInputObjectType):
+        if depth > 3:
+            return st.just({})
+        fields = {name: _input(f.type, depth + 1) for name, f in kind.fields.items()}
+        return st.one_of(
+            st.fixed_dictionaries({}, optional=fields),
+            st.fixed_dictionaries({}, optional={**fields, "notAField": st.integers()}),
+            wrong)
+    return st.one_of(_good_leaf(kind), _good_leaf(kind), wrong)
+
+
+def _sources(values: Any) -> Any:
+    # A signature's type is a new GraphQLNonNull/GraphQLList wrapper on each call.
+    return {n: (s.signature.name, str(s.signature.type), s.signature.default, s.value)
+            for n, s in values.sources.items()}
+
+
+@pytest.mark.parametrize("name", sorted(CASES) + ["GrantPromotionalEntitlements",
+                                                  "ReportUsageBulk", "ReportEvent"])
+def test_the_variables_are_graphql_cores_coercion(name: str) -> None:
+    """The plan's coercion of the variables (`fast._variables`) gives what graphql-core's
+    `get_variable_values` gives whenever it gives anything, and declines (hands the
+    request to graphql-core) wherever graphql-core finds an error."""
+    plan = _plan(name)
+    schema = endpoint.schema()
+    assert plan.signatures is not None
+    definitions = plan.operation.variable_definitions or ()
+    variables = st.fixed_dictionaries({}, optional={
+        s.name: _input(s.type) for s in plan.signatures})
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(variables)
+    def compare(inputs: dict[str, Any]) -> None:
+        expected = get_variable_values(schema, definitions, inputs)
+        got = fast._variables(plan, inputs)
+        if isinstance(expected, list):
+            assert got is None, (inputs, expected)
+        elif got is not None:
+            # repr: types too (Decimal("1") == 1, an enum's value == its name).
+            assert repr(got.coerced) == repr(expected.coerced), inputs
+            assert repr(_sources(got)) == repr(_sources(expected)), inputs
+
+    compare()
+    given_all = {s.name: CASES.get(name, {}).get(s.name) for s in plan.signatures}
+    if name in CASES and all(v is not None for v in given_all.values()):
+        assert fast._variables(plan, given_all) is not None  # the SDKs' case is served
