@@ -12,11 +12,12 @@ First, per backend, the HTTP floor: GET /health at c=64 through the same server 
 middleware, no engine or database work behind it (FLOOR_LUA says what it does and does not
 bound).
 Then per backend, concurrency and customer spread it prints the median over --runs runs of
-requests/s and of wrk's p50/p99 latency, and checks afterwards that the ledger holds
+requests/s, of wrk's p50/p99 latency and of the server's CPU per consumption (its event
+loop's thread, and its other threads: SQLite's connections), and checks afterwards that the ledger holds
 exactly one consumption per 2xx answer (nothing acknowledged lost, nothing doubled).
 
 Usage: .venv/bin/python scripts/bench_http.py [--runs 3] [--seconds 10]
-       [--only sqlite|postgresql] [--pg postgresql://postgres@127.0.0.1:5432/postgres]
+       [--customers 1 1000] [--connections 1 16 64] [--only sqlite|postgresql] [--pg postgresql://postgres@127.0.0.1:5432/postgres]
 """
 
 from __future__ import annotations
@@ -165,6 +166,21 @@ def quiet(server: Server) -> None:
     raise RuntimeError("the server still has requests in progress after 30 s")
 
 
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of process `pid` (Linux's /proc; empty
+    elsewhere)."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    except OSError:
+        pass
+    return out
+
+
 def wrk(server: Server, script: Path, connections: int, seconds: int, customers: int,
         run: str, timeout_s: int = 2) -> dict[str, float]:
     """One wrk run. wrk leaves answers slower than its request timeout (`timeout_s`, wrk's
@@ -174,10 +190,13 @@ def wrk(server: Server, script: Path, connections: int, seconds: int, customers:
     threads = min(connections, 2)
     env = {**os.environ, "BENCH_CUSTOMERS": str(customers), "BENCH_RUN": run,
            "BENCH_KEY": KEY}
+    pid = server.proc.pid
+    cpu_before = thread_cpu_s(pid)
     out = subprocess.run(
         ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency",
          "--timeout", f"{timeout_s}s", "-s", str(script), server.url],
         env=env, capture_output=True, text=True, check=True).stdout
+    cpu = {t: s - cpu_before.get(t, 0.0) for t, s in thread_cpu_s(pid).items()}
     ok = int(re.search(r"(\d+) requests in", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
@@ -189,6 +208,11 @@ def wrk(server: Server, script: Path, connections: int, seconds: int, customers:
         "requests": ok,
         "non2xx": int(bad.group(1)) if bad else 0,
         "socket_errors": sum(map(int, errors.groups())) if errors else 0,
+        # The server's CPU per answer, in µs: its event loop's thread (the main thread,
+        # where every request's Python runs) and its other threads (SQLite's connections).
+        # Requests still in flight at the end are not counted: a slight overstatement.
+        "loop_us": cpu.get(pid, 0.0) / max(ok, 1) * 1e6,
+        "others_us": (sum(cpu.values()) - cpu.get(pid, 0.0)) / max(ok, 1) * 1e6,
     }
 
 
@@ -218,11 +242,11 @@ def bench_backend(label: str, database_url: str, args: argparse.Namespace,
     server = Server(database_url)
     try:
         floor(server, args, label)
-        for customers in (1, 1000):
+        for customers in args.customers:
             provision(server, customers)
             before = consumed_total(server, customers)
             answered = 0
-            for connections in (1, 16, 64):
+            for connections in args.connections:
                 results = []
                 for n in range(args.runs):
                     r = wrk(server, script, connections, args.seconds, customers,
@@ -230,15 +254,17 @@ def bench_backend(label: str, database_url: str, args: argparse.Namespace,
                     assert r["non2xx"] == 0 and r["socket_errors"] == 0, r
                     answered += r["requests"]
                     results.append(r)
-                med = {k: statistics.median(r[k] for r in results) for k in ("rps", "p50", "p99")}
+                med = {k: statistics.median(r[k] for r in results)
+                       for k in ("rps", "p50", "p99", "loop_us", "others_us")}
                 print(f"{label:10} {customers:>5} customer(s)  c={connections:<3} "
                       f"{med['rps']:>8,.0f} consumptions/s   p50 {med['p50']:6.2f} ms   "
-                      f"p99 {med['p99']:6.2f} ms", flush=True)
+                      f"p99 {med['p99']:6.2f} ms   server CPU {med['loop_us']:4.0f} µs loop "
+                      f"+ {med['others_us']:3.0f} µs other threads", flush=True)
             # Every answered request consumed 0.5 credits exactly once. wrk does not count
             # the requests still in flight when a run ends (at most one per connection),
             # which the server may still have applied.
             spent = consumed_total(server, customers) - before
-            in_flight_max = args.runs * (1 + 16 + 64)
+            in_flight_max = args.runs * sum(args.connections)
             assert 0.5 * answered <= spent <= 0.5 * (answered + in_flight_max), (spent, answered)
     finally:
         server.stop()
@@ -283,7 +309,12 @@ def each_backend(args: argparse.Namespace, tmp: str, bench: Callable[[str, str],
 
 
 def main() -> None:
-    args = wrk_arguments(argparse.ArgumentParser(), "bench_http")
+    parser = argparse.ArgumentParser()
+    # One shape alone (`--customers 1000 --connections 64`: issue 20's) runs on a server
+    # that has done nothing else, as a fresh deployment would.
+    parser.add_argument("--customers", type=int, nargs="+", default=[1, 1000])
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 16, 64])
+    args = wrk_arguments(parser, "bench_http")
     print(f"# creditd HTTP benchmark: Python {platform.python_version()}, {platform.machine()}, "
           f"{os.cpu_count()} cores; server, database and wrk on the same machine; "
           f"median of {args.runs} runs of {args.seconds} s; durability=sync")
