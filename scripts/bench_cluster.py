@@ -74,7 +74,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bench_http  # noqa: E402
-from bench_http import CURRENCY, KEY, _ms, _pg, consumed_total, provision  # noqa: E402
+from bench_http import CURRENCY, KEY, _ms, _pg, consumed_total, provision, stat_ticks  # noqa: E402
 
 from persistence.cluster import SHARDS, shard_of  # noqa: E402
 
@@ -277,13 +277,7 @@ def start_cluster(database_url: str, count: int, log_dir: Path, label: str,
 
 def cpu_ticks(pid: int) -> int | None:
     """utime + stime of a process (all its threads), in clock ticks; None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(")") + 2:].split()
-    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+    return stat_ticks(f"/proc/{pid}/stat")
 
 
 def postgres_ticks() -> dict[int, int]:

@@ -166,19 +166,28 @@ def quiet(server: Server) -> None:
     raise RuntimeError("the server still has requests in progress after 30 s")
 
 
+def stat_ticks(path: str) -> int | None:
+    """utime + stime, in clock ticks, from a /proc stat file (a process's, or a thread's
+    under /proc/<pid>/task); None if it is gone."""
+    try:
+        with open(path) as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+
+
 def thread_cpu_s(pid: int) -> dict[int, float]:
     """CPU seconds (user + system) of each thread of process `pid` (Linux's /proc; empty
     elsewhere)."""
-    out = {}
     tick = os.sysconf("SC_CLK_TCK")
     try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+        tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        pass
-    return out
+        return {}
+    ticks = {int(t): stat_ticks(f"/proc/{pid}/task/{t}/stat") for t in tids}
+    return {t: n / tick for t, n in ticks.items() if n is not None}
 
 
 def wrk(server: Server, script: Path, connections: int, seconds: int, customers: int,

@@ -262,8 +262,10 @@ async def run(p: Plan, schema: GraphQLSchema, variables: dict[str, Any] | None,
     """Run the plan: its ExecutionResult; a Replay (the root value resolved, to be
     completed by graphql-core); None when the variables or arguments do not coerce
     (graphql-core answers with the errors it words)."""
-    coerced = _variables(p, variables or {}) or get_variable_values(
-        schema, p.operation.variable_definitions or (), variables or {})
+    coerced: Any = _variables(p, variables or {})
+    if coerced is None:
+        coerced = get_variable_values(schema, p.operation.variable_definitions or (),
+                                      variables or {})
     if isinstance(coerced, list):
         return None
     try:
