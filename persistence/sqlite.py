@@ -16,20 +16,25 @@ that flush waited for it too. The writer still checkpoints, but only once the lo
 beside it (see `_opened`). Measured in turn, the rate rose about 5 % and p99 stayed
 within the noise (docs/benchmarks.md, "Checkpoints off the writer's path").
 
-Each connection is the standard library's `sqlite3`, used from anyio's worker threads one
-call at a time (`_Link`), and each store operation is one such call: a whole flush —
-BEGIN IMMEDIATE, every table's rows, COMMIT — runs in one trip to a thread. Per statement
-(and per cursor step) trips, as an asyncio wrapper makes them, cost a flush eight of them,
-each waiting for the interpreter lock while the event loop is busy: flushes took ~10 ms
-under load for under 1 ms of SQLite's work, and every request waited for two of them.
-Running on anyio's threads also makes the store work under trio as well as asyncio.
+The writer's connection lives in a process of its own (persistence/sqlite_writer.py), and
+each store operation that writes is one request to it: a whole flush — BEGIN IMMEDIATE,
+the key check, every table's rows, COMMIT — is one message out and one answer back.
+On a thread of the server (as it was before) every flush first waited for the interpreter
+lock, which the event loop's thread holds while it answers the flush before's requests:
+7.3 ms a flush under spread load for under 3 ms of SQLite's work, and every request in
+the flush waited for it. (And before that, per-statement trips, as an asyncio wrapper
+makes them, waited for the lock eight times a flush.)
+
+The reader's and the checkpointer's connections are the standard library's `sqlite3`,
+used from anyio's worker threads one call at a time (`_Link`): reads run beside the
+writer, and a checkpoint beside both. Sockets and anyio's threads work under trio as well
+as asyncio.
 """
 
 from __future__ import annotations
 
 import functools
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,6 +46,7 @@ from engine.runtime.errors import StoreUnavailable
 from persistence import sql
 from persistence.durable import KEY_PAGE_ROWS, LOOKUP_PAIRS_MAX, DurableStore
 from persistence.schema import MIGRATIONS
+from persistence.sqlite_writer import WriterProcess
 
 __all__ = ["SQLiteStore"]
 
@@ -59,38 +65,17 @@ class _Link:
     """A sqlite3 connection and the right to use it: calls run in a worker thread, one at
     a time (a connection must never be used by two threads at once). A call is not
     abandoned when its caller is cancelled: it finishes first, so a transaction is always
-    committed or rolled back inside its own call. `after` is called once each call has
-    finished (the writer's link: a checkpoint is due once what it wrote is in the log)."""
+    committed or rolled back inside its own call."""
 
-    def __init__(self, conn: sqlite3.Connection,
-                 after: Callable[[], None] | None = None) -> None:
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self._limiter = anyio.CapacityLimiter(1)
-        self._after = after
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
-        finally:
-            if self._after is not None:
-                self._after()
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
     async def close(self) -> None:
         await self.run(self.conn.close)
-
-
-def _immediate(db: sqlite3.Connection, work: Callable[[], T]) -> T:
-    """One write transaction: BEGIN IMMEDIATE (takes the write lock at once, so a reader
-    never has to be upgraded), COMMIT on success, ROLLBACK on any failure."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        result = work()
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:  # a failed COMMIT may have ended it already
-            db.execute("ROLLBACK")
-        raise
-    return result
 
 
 def _keys_queries(pairs: list[tuple[str, str]], tables: tuple[str, ...],
@@ -110,11 +95,11 @@ def _statements(key_tables: tuple[str, str]) -> list[tuple[sql.Write, str]]:
     return [(w, sql.insert_statement(w)) for w in sql.writes_into(key_tables)]
 
 
-def _write_rows(db: sqlite3.Connection, rows: dict[str, list[tuple]],
-                key_tables: tuple[str, str]) -> None:
-    for w, statement in _statements(key_tables):
-        if rows[w.unit]:
-            db.executemany(statement, rows[w.unit])
+def _write_steps(rows: dict[str, list[tuple]], key_tables: tuple[str, str],
+                 ) -> list[tuple[str, list[tuple]]]:
+    """A flush's rows as the writer process's steps: a statement per table written."""
+    return [(statement, rows[w.unit]) for w, statement in _statements(key_tables)
+            if rows[w.unit]]
 
 
 class SQLiteStore(DurableStore):
@@ -131,7 +116,7 @@ class SQLiteStore(DurableStore):
         # every insert reads its leaf back from the OS.
         self.cache_mb = cache_mb
         self._last_number = 0
-        self._wdb: _Link | None = None  # flushes, migrations, purges, catalog writes
+        self._wdb: WriterProcess | None = None  # flushes, migrations, purges, catalog writes
         self._rdb: _Link | None = None  # reads
         self._cdb: _Link | None = None  # checkpoints
         self.checkpoint_interval_s = checkpoint_interval_s
@@ -145,18 +130,14 @@ class SQLiteStore(DurableStore):
         self._checkpoint_due = anyio.Event()  # set after each call on the writer's link
         self._checkpoint_ran = anyio.Event()  # set (and replaced) after each checkpoint
 
-    def _open(self, *, writer: bool, cache: bool = True) -> sqlite3.Connection:
+    def _open(self, *, cache: bool = True) -> sqlite3.Connection:
+        """A reading connection (the writer's is opened in its process)."""
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                              timeout=self.busy_timeout_ms / 1000)
         try:
             db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             if cache:  # (the checkpointer copies pages without its cache)
                 db.execute(f"PRAGMA cache_size = -{int(self.cache_mb) * 1024}")
-            if writer:
-                self._enable_wal(db)
-                # A log that a checkpoint emptied is truncated back to this size when the
-                # writer starts it again, rather than keeping its largest size on disk.
-                db.execute(f"PRAGMA journal_size_limit = {_LOG_BYTES_KEPT}")
             db.execute("PRAGMA synchronous = FULL")
             db.execute("PRAGMA foreign_keys = OFF")
         except BaseException:
@@ -164,29 +145,19 @@ class SQLiteStore(DurableStore):
             raise
         return db
 
-    def _enable_wal(self, db: sqlite3.Connection) -> None:
-        """WAL is a property of the file, set once by the writer connection. Switching to
-        it needs a moment of exclusive access, and SQLite answers "database is locked" at
-        once, without waiting out the busy timeout, when another process is opening the
-        same new file; so retry within the busy timeout (in the worker thread)."""
-        deadline = time.monotonic() + self.busy_timeout_ms / 1000
-        while True:
-            try:
-                db.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() >= deadline:
-                    raise
-            time.sleep(0.01)
-
     async def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._wdb = _Link(await anyio.to_thread.run_sync(lambda: self._open(writer=True)),
-                          after=lambda: self._checkpoint_due.set())
+        # The writer first: it makes a new file a WAL database before the others open it.
+        # The writer's own checkpoint waits for a larger log (`_opened`).
+        self._wdb = WriterProcess(
+            (str(self.path), self.busy_timeout_ms, self.cache_mb, _LOG_BYTES_KEPT,
+             self.log_pages_reset),
+            after=lambda: self._checkpoint_due.set())
         try:
-            self._rdb = _Link(await anyio.to_thread.run_sync(lambda: self._open(writer=False)))
+            await self._wdb.start()
+            self._rdb = _Link(await anyio.to_thread.run_sync(self._open))
             self._cdb = _Link(await anyio.to_thread.run_sync(
-                lambda: self._open(writer=False, cache=False)))
+                lambda: self._open(cache=False)))
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._disconnect()
@@ -225,34 +196,13 @@ class SQLiteStore(DurableStore):
             take(rows)
             after = (rows[-1][2], rows[-1][1])
 
-    def _write_link(self) -> _Link:
+    def _write_link(self) -> WriterProcess:
         if self._wdb is None:
             raise StoreUnavailable("the SQLite store is closed")
         return self._wdb
 
     async def _migrate(self) -> int:
-        def migrate(db: sqlite3.Connection) -> int:
-            version = 0
-            for number, statements in enumerate(MIGRATIONS["sqlite"], start=1):
-                # Read the version inside the write transaction: several processes may
-                # start on an empty file at once, and only one may apply each step.
-                def step() -> int:
-                    db.execute(
-                        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-                    row = db.execute("SELECT max(version) FROM schema_version").fetchone()
-                    current = (row[0] if row else None) or 0
-                    if number <= current:
-                        return current
-                    for statement in statements:
-                        db.execute(statement)
-                    db.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
-                    return number
-
-                version = _immediate(db, step)  # noqa: B023 (called at once, in the loop)
-            return version
-
-        link = self._write_link()
-        return await link.run(migrate, link.conn)
+        return await self._write_link().call("migrate", MIGRATIONS["sqlite"])
 
     async def _opened(self) -> None:
         # One process writes a SQLite file, so it hands out customer numbers itself.
@@ -260,15 +210,12 @@ class SQLiteStore(DurableStore):
         self._last_number = int(row[0])
         # The checkpointer (started next, with the writer) checkpoints from here on. The
         # writer keeps a checkpoint of its own at a larger log (`log_pages_reset`, 32 MiB
-        # at 4 KiB pages), because the log starts over only when a write begins with every
+        # at 4 KiB pages, set as its process opens the file), because the log starts over only when a write begins with every
         # page of it copied back, and a checkpoint beside a writer that never pauses never
         # gets there: without it the log grew as fast as it was written (837 MB in 10 s
         # under load). At that size the writer's commit copies what the checkpointer has
         # not yet (at most its last interval's pages), and the next write starts the log
         # over.
-        link = self._write_link()
-        await link.run(lambda: link.conn.execute(
-            f"PRAGMA wal_autocheckpoint = {int(self.log_pages_reset)}"))
 
     def _tasks(self) -> list[Callable[[], Awaitable[None]]]:
         return [self._checkpointer]
@@ -317,71 +264,49 @@ class SQLiteStore(DurableStore):
         return self._last_number
 
     async def _write(self, rows: dict[str, list[tuple]]) -> None:
-        link = self._write_link()
-        tables = self._written_tables()
-        await link.run(_immediate, link.conn, lambda: _write_rows(link.conn, rows, tables))
+        steps = _write_steps(rows, self._written_tables())
+        await self._write_link().call("write", (), steps)
 
     async def _write_checked(self, rows: dict[str, list[tuple]],
                              pairs: list[tuple[str, str]]) -> Sequence[Sequence[Any]]:
-        # The check on the writer's own connection, in its transaction and in the same
-        # trip to its thread as the write: under load a trip to a thread waits for the
-        # GIL (a lookup of 32 keys took 1.4 ms on the reader where the query takes 0.1 ms),
-        # and the key pages the check reads are the ones the write then changes.
-        lookup, tables = self.key_tables(), self._written_tables()
-
-        def write(db: sqlite3.Connection) -> list[Sequence[Any]]:
-            found: list[Sequence[Any]] = []
-            for i in range(0, len(pairs), LOOKUP_PAIRS_MAX):
-                for query, params in _keys_queries(pairs[i:i + LOOKUP_PAIRS_MAX], lookup):
-                    found += db.execute(query, params).fetchall()
-            if not found:
-                _write_rows(db, rows, tables)
-            return found
-
-        link = self._write_link()
-        return await link.run(_immediate, link.conn, lambda: write(link.conn))
+        # The check in the writer's transaction and in the same request as the write: a
+        # lookup on the reader is a trip to a thread, which under load waits for the GIL
+        # (32 keys took 1.4 ms where the query takes 0.1 ms), and the key pages the check
+        # reads are the ones the write then changes.
+        lookup = self.key_tables()
+        lookups = [q for i in range(0, len(pairs), LOOKUP_PAIRS_MAX)
+                   for q in _keys_queries(pairs[i:i + LOOKUP_PAIRS_MAX], lookup)]
+        steps = _write_steps(rows, self._written_tables())
+        return await self._write_link().call("write", lookups, steps)
 
     async def _rotate(self, generation: int, period: int, tables: list[str]) -> None:
-        def rotate(db: sqlite3.Connection) -> None:
-            # A DELETE without WHERE empties a table in one step (SQLite's truncate
-            # optimization); its pages go to the free list and are reused.
-            for table in tables:
-                db.execute(f"DELETE FROM {table}")
-            db.execute(_SET_GENERATION, (generation, period))
-
-        link = self._write_link()
-        await link.run(_immediate, link.conn, lambda: rotate(link.conn))
+        # A DELETE without WHERE empties a table in one step (SQLite's truncate
+        # optimization); its pages go to the free list and are reused.
+        steps: list[tuple[str, list[tuple] | None]] = [
+            (f"DELETE FROM {table}", None) for table in tables]
+        steps.append((_SET_GENERATION, [(generation, period)]))
+        await self._write_link().call("write", (), steps)
 
     async def _start_run(self, generation: int, run: int, create: list[str]) -> None:
-        def start(db: sqlite3.Connection) -> None:
-            for statement in create:
-                db.execute(statement)
-            db.execute(_SET_RUN, (run, run, generation))
-
-        link = self._write_link()
-        await link.run(_immediate, link.conn, lambda: start(link.conn))
+        steps: list[tuple[str, list[tuple] | None]] = [
+            (statement, None) for statement in create]
+        steps.append((_SET_RUN, [(run, run, generation)]))
+        await self._write_link().call("write", (), steps)
 
     async def _transact(self, steps: list[tuple[str, Sequence[Sequence[Any]]]]) -> None:
-        def transact(db: sqlite3.Connection) -> None:
-            for query, rows in steps:
-                db.executemany(query, rows)
-
-        link = self._write_link()
-        await link.run(_immediate, link.conn, lambda: transact(link.conn))
+        await self._write_link().call("write", (), steps)
 
     async def execute(self, query: str, *params: Any) -> int:
         try:
-            link = self._write_link()
-            return await link.run(lambda: link.conn.execute(query, params).rowcount)
+            (changed,) = await self._write_link().call("execute", [(query, params)])
+            return int(changed)
         except Exception as exc:
             raise self._translate(exc) from exc
 
     async def _purge(self, before_ms: int, limit: int) -> int:
-        def purge(db: sqlite3.Connection) -> int:
-            return sum(db.execute(query, (before_ms, limit)).rowcount for query in _PURGES)
-
-        link = self._write_link()
-        return await link.run(purge, link.conn)
+        changed = await self._write_link().call(
+            "execute", [(query, (before_ms, limit)) for query in _PURGES])
+        return sum(changed)
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable | None:
         """Unavailable when SQLite says the file or the disk cannot take the work now —

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import errno
 import json
+import contextlib
 import os
 import random
 import resource
@@ -692,28 +693,40 @@ class DiskFull(Fault):
         self.filler.unlink(missing_ok=True)
 
 
+def _process_and_children(pid: int) -> list[int]:
+    """`pid` and its child processes (the SQLite writer's: persistence/sqlite_writer.py),
+    whichever of its threads started them."""
+    pids = [pid]
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    return pids
+
+
 class FileSizeLimited(Fault):
-    """Without the right to mount a tmpfs: the server process may not write its files past
-    their current size (RLIMIT_FSIZE, soft limit only, so it can be raised back): SQLite's
-    writes past it fail with EFBIG as they would with ENOSPC on a full disk."""
+    """Without the right to mount a tmpfs: the server's processes (its own and SQLite's
+    writer's) may not write files past their current size (RLIMIT_FSIZE, soft limit only,
+    so it can be raised back): SQLite's writes past it fail with EFBIG as they would with
+    ENOSPC on a full disk."""
 
     hold_s = 3.0
 
     def __init__(self, server: Server, db: Path) -> None:
         self.server = server
         self.db = db
-        self.before: tuple[int, int] | None = None
+        self.before: dict[int, tuple[int, int]] = {}
 
     async def inject(self) -> None:
         assert self.server.proc is not None
-        pid = self.server.proc.pid
         sizes = [p.stat().st_size for p in (self.db, Path(f"{self.db}-wal")) if p.exists()]
-        self.before = resource.prlimit(pid, resource.RLIMIT_FSIZE)
-        resource.prlimit(pid, resource.RLIMIT_FSIZE, (min(sizes), self.before[1]))
+        for pid in _process_and_children(self.server.proc.pid):
+            self.before[pid] = before = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (min(sizes), before[1]))
 
     async def remove(self) -> None:
-        if self.before is not None and self.server.proc is not None:
-            resource.prlimit(self.server.proc.pid, resource.RLIMIT_FSIZE, self.before)
+        for pid, before in self.before.items():
+            with contextlib.suppress(ProcessLookupError):
+                resource.prlimit(pid, resource.RLIMIT_FSIZE, before)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 
@@ -32,11 +33,20 @@ MEMORY_MB = 16
 GROWTH_MAX_MB = 6.0  # RSS may move by allocator slack, not by the keys (tens of MB)
 
 
-def rss_mb(pid: int) -> float:
+def _rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+            return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+def rss_mb(pid: int) -> float:
+    """The server's resident memory, its own and its child's (SQLite's writer process)."""
+    kib = _rss_kib(pid)
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            kib += sum(_rss_kib(int(child)) for child in f.read().split())
+    return kib / 1024
 
 
 async def drive(port: int, deadline: float, client: int, statuses: dict[int, int]) -> int:

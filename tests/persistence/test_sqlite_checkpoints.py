@@ -24,8 +24,8 @@ CUSTOMERS = [f"default/c{i}" for i in range(16)]
 
 
 async def _writer_pragma(store: Any, name: str) -> int:
-    link = store._wdb
-    (value,) = await link.run(lambda: link.conn.execute(f"PRAGMA {name}").fetchone())
+    # Asked of the writer's own connection, in its process.
+    ((value,),) = await store._wdb.call("query", f"PRAGMA {name}", ())
     return int(value)
 
 
