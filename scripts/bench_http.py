@@ -190,6 +190,33 @@ def thread_cpu_s(pid: int) -> dict[int, float]:
     return {t: n / tick for t, n in ticks.items() if n is not None}
 
 
+def child_pids(pid: int) -> list[int]:
+    """The child processes of `pid` (SQLite's writer process), whichever of its threads
+    started them; empty if it is gone (or not Linux)."""
+    pids: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+    return pids
+
+
+def children_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds of each child process of `pid`, by pid."""
+    tick = os.sysconf("SC_CLK_TCK")
+    ticks = {p: stat_ticks(f"/proc/{p}/stat") for p in child_pids(pid)}
+    return {p: n / tick for p, n in ticks.items() if n is not None}
+
+
+def store_figures(server: Server) -> tuple[int, int, float]:
+    """The store's flushes, the units they carried and their time (s) so far."""
+    with httpx.Client(base_url=server.url, headers={"X-API-KEY": KEY}, timeout=10) as http:
+        store = http.get("/health", params={"detail": "true"}).json()["store"]
+    return store["flushes"], store["flushed_units"], store["flush_s"]
+
+
 def wrk(server: Server, script: Path, connections: int, seconds: int, customers: int,
         run: str, timeout_s: int = 2) -> dict[str, float]:
     """One wrk run. wrk leaves answers slower than its request timeout (`timeout_s`, wrk's
@@ -201,11 +228,16 @@ def wrk(server: Server, script: Path, connections: int, seconds: int, customers:
            "BENCH_KEY": KEY}
     pid = server.proc.pid
     cpu_before = thread_cpu_s(pid)
+    children_before = children_cpu_s(pid)
+    store_before = store_figures(server)
     out = subprocess.run(
         ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency",
          "--timeout", f"{timeout_s}s", "-s", str(script), server.url],
         env=env, capture_output=True, text=True, check=True).stdout
     cpu = {t: s - cpu_before.get(t, 0.0) for t, s in thread_cpu_s(pid).items()}
+    children = sum(s - children_before.get(p, 0.0) for p, s in children_cpu_s(pid).items())
+    flushes, units, flush_s = (b - a for a, b in zip(store_before, store_figures(server),
+                                                     strict=True))
     ok = int(re.search(r"(\d+) requests in", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
@@ -218,10 +250,16 @@ def wrk(server: Server, script: Path, connections: int, seconds: int, customers:
         "non2xx": int(bad.group(1)) if bad else 0,
         "socket_errors": sum(map(int, errors.groups())) if errors else 0,
         # The server's CPU per answer, in µs: its event loop's thread (the main thread,
-        # where every request's Python runs) and its other threads (SQLite's connections).
-        # Requests still in flight at the end are not counted: a slight overstatement.
+        # where every request's Python runs), its other threads (SQLite's reader and
+        # checkpointer, and the threads anyio starts) and its child process (SQLite's
+        # writer). Requests still in flight at the end are not counted: a slight
+        # overstatement.
         "loop_us": cpu.get(pid, 0.0) / max(ok, 1) * 1e6,
         "others_us": (sum(cpu.values()) - cpu.get(pid, 0.0)) / max(ok, 1) * 1e6,
+        "writer_us": children / max(ok, 1) * 1e6,
+        # The store's group commits over the run: mean time and units per flush.
+        "flush_ms": flush_s / max(flushes, 1) * 1e3,
+        "flush_units": units / max(flushes, 1),
     }
 
 
@@ -264,11 +302,14 @@ def bench_backend(label: str, database_url: str, args: argparse.Namespace,
                     answered += r["requests"]
                     results.append(r)
                 med = {k: statistics.median(r[k] for r in results)
-                       for k in ("rps", "p50", "p99", "loop_us", "others_us")}
+                       for k in ("rps", "p50", "p99", "loop_us", "others_us", "writer_us",
+                                 "flush_ms", "flush_units")}
                 print(f"{label:10} {customers:>5} customer(s)  c={connections:<3} "
                       f"{med['rps']:>8,.0f} consumptions/s   p50 {med['p50']:6.2f} ms   "
                       f"p99 {med['p99']:6.2f} ms   server CPU {med['loop_us']:4.0f} µs loop "
-                      f"+ {med['others_us']:3.0f} µs other threads", flush=True)
+                      f"+ {med['others_us']:3.0f} µs other threads + {med['writer_us']:3.0f} µs "
+                      f"writer process; flush {med['flush_ms']:5.2f} ms x "
+                      f"{med['flush_units']:4.1f} units", flush=True)
             # Every answered request consumed 0.5 credits exactly once. wrk does not count
             # the requests still in flight when a run ends (at most one per connection),
             # which the server may still have applied.

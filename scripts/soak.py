@@ -59,7 +59,7 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import closing, nullcontext
+from contextlib import closing, nullcontext, suppress
 from pathlib import Path
 from typing import IO, Any, Self
 from unittest import mock
@@ -101,15 +101,26 @@ class Server(bench_http.Server):
             super().__init__(database_url, env)
 
 
+def _rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE).group(1))
+
+
 def read_proc(pid: int) -> dict[str, float]:
-    """The process's RSS (MiB), open descriptors and CPU seconds (user + system), now."""
+    """The server's RSS (MiB) and CPU seconds (user + system), its own and its child's
+    (SQLite's writer process), and its open descriptors, now."""
     proc = Path(f"/proc/{pid}")
-    rss_kib = re.search(r"^VmRSS:\s+(\d+) kB", (proc / "status").read_text(), re.MULTILINE).group(1)
+    rss_kib = _rss_kib(pid)
+    for child in bench_http.child_pids(pid):
+        with suppress(OSError, AttributeError):  # it may have just ended
+            rss_kib += _rss_kib(child)
     # The fields after the command name, which is in parentheses and may hold spaces:
     # utime and stime are fields 14 and 15 of stat, so 11 and 12 from the state on.
     stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
     return {"t": time.monotonic(), "rss": int(rss_kib) / 1024,
-            "fds": len(os.listdir(proc / "fd")), "cpu": (int(stat[11]) + int(stat[12])) / TICKS}
+            "fds": len(os.listdir(proc / "fd")),
+            "cpu": ((int(stat[11]) + int(stat[12])) / TICKS
+                    + sum(bench_http.children_cpu_s(pid).values()))}
 
 
 class Sampler:
