@@ -182,8 +182,10 @@ def serve(sock: socket.socket) -> None:
     db: sqlite3.Connection | None = None
     try:
         while (request := _receive(sock)) is not None:
-            operation, args = pickle.loads(request)
             try:
+                # (Inside the try: a request that does not unpickle here — a type this
+                # process cannot import — is answered as an error, not a crash.)
+                operation, args = pickle.loads(request)
                 if operation == "open":
                     if db is not None:
                         db.close()

@@ -34,6 +34,10 @@ def _grant(grant_id: str) -> CreateGrant:
                        grant_type=GrantType.PAID, display_name=grant_id)
 
 
+class _OnlyHere:
+    """Pickled by reference to this test module, which only the server can import."""
+
+
 def _exited(pid: int, timeout_s: float) -> bool:
     """Whether process `pid` (not necessarily our child) has ended, waiting at most
     `timeout_s` for it: a pidfd becomes readable when its process ends."""
@@ -109,6 +113,10 @@ async def test_sqlite_errors_keep_their_kind_and_nothing_is_half_applied(
         assert await store.fetch("SELECT count(*) FROM t") == [(0,)]
         with pytest.raises(sqlite3.OperationalError, match="no such table"):
             await store.execute("INSERT INTO missing_table VALUES (1)")
+        # A value of a type the writer's process cannot import (it imports nothing of
+        # creditd's) is an error answered, not a dead writer.
+        with pytest.raises(ModuleNotFoundError):
+            await store._wdb.call("query", "SELECT ?", (_OnlyHere(),))
         # The writer is the same process all along: an error is an answer, not a death.
         assert store._wdb.started == 1
         assert await store.execute("INSERT INTO t (k) VALUES (?)", 7) == 1
