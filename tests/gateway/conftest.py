@@ -41,6 +41,16 @@ OTHER_KEY = "test-key-other-" + secrets.token_hex(8)
 PG_ADMIN = os.environ.get("CREDITD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+def child_pids(pid: int) -> list[int]:
+    """The child processes of `pid` (a server's: SQLite's writer process), whichever of its
+    threads started them."""
+    pids: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    return pids
+
+
 class Server:
     key = KEY  # environment `default`
     other_key = OTHER_KEY  # environment `other`

@@ -74,7 +74,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.gateway.conftest import PG_ADMIN, Server, fresh_pg_url
+from tests.gateway.conftest import PG_ADMIN, Server, child_pids, fresh_pg_url
 
 # This module's own key: pytest loads the conftest as a module of its own, so the conftest's
 # KEY imported here is not the one its `Server` defaults to.
@@ -693,16 +693,6 @@ class DiskFull(Fault):
         self.filler.unlink(missing_ok=True)
 
 
-def _process_and_children(pid: int) -> list[int]:
-    """`pid` and its child processes (the SQLite writer's: persistence/sqlite_writer.py),
-    whichever of its threads started them."""
-    pids = [pid]
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as f:
-            pids += [int(p) for p in f.read().split()]
-    return pids
-
-
 class FileSizeLimited(Fault):
     """Without the right to mount a tmpfs: the server's processes (its own and SQLite's
     writer's) may not write files past their current size (RLIMIT_FSIZE, soft limit only,
@@ -719,7 +709,8 @@ class FileSizeLimited(Fault):
     async def inject(self) -> None:
         assert self.server.proc is not None
         sizes = [p.stat().st_size for p in (self.db, Path(f"{self.db}-wal")) if p.exists()]
-        for pid in _process_and_children(self.server.proc.pid):
+        server = self.server.proc.pid
+        for pid in [server, *child_pids(server)]:
             self.before[pid] = before = resource.prlimit(pid, resource.RLIMIT_FSIZE)
             resource.prlimit(pid, resource.RLIMIT_FSIZE, (min(sizes), before[1]))
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from pathlib import Path
 
 import anyio
 import pytest
 
-from tests.gateway.conftest import Server
+from tests.gateway.conftest import Server, child_pids
 
 pytestmark = pytest.mark.slow
 
@@ -42,11 +41,7 @@ def _rss_kib(pid: int) -> int:
 
 def rss_mb(pid: int) -> float:
     """The server's resident memory, its own and its child's (SQLite's writer process)."""
-    kib = _rss_kib(pid)
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as f:
-            kib += sum(_rss_kib(int(child)) for child in f.read().split())
-    return kib / 1024
+    return sum(_rss_kib(p) for p in [pid, *child_pids(pid)]) / 1024
 
 
 async def drive(port: int, deadline: float, client: int, statuses: dict[int, int]) -> int:
