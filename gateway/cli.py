@@ -16,6 +16,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from gateway.app import create_app
     from gateway.config import ConfigError, Settings
+    from gateway.http_protocol import OneWriteHttpToolsProtocol
     from gateway.logs import configure_logging
 
     configure_logging()
@@ -41,6 +42,8 @@ def _serve(args: argparse.Namespace) -> int:
     config = uvicorn.Config(create_app(settings, server_process=True), host=settings.host,
                             port=settings.port,
                             log_level="warning", access_log=False, lifespan="on",
+                            # Each response in one write (gateway/http_protocol.py).
+                            http=OneWriteHttpToolsProtocol,
                             # Protocol pings close dead feed connections (docs/feed.md).
                             ws_ping_interval=settings.feed_ping_interval_s,
                             ws_ping_timeout=settings.feed_ping_timeout_s,
