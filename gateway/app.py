@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -48,13 +48,25 @@ __all__ = ["create_app", "tune_gc"]
 
 log = structlog.get_logger("creditd.gateway")
 
-async def _echo_request_id(message: Any, scope: Any) -> None:
+def _echo_request_id(message: Any, scope: Any) -> None:
     """Every HTTP response says which request id its log lines carry (X-Request-ID)."""
     if message["type"] == "http.response.start":
         request_id = (scope.get("state") or {}).get("request_id")
         if request_id:
             message["headers"] = [*message.get("headers", []),
                                   (b"x-request-id", request_id.encode())]
+
+
+def _before_send(*hooks: Callable[[Any, Any], None]) -> Any:
+    """One before-send hook that calls `hooks` in turn: Litestar awaits each hook for each
+    message sent, and three coroutines for each of a response's two messages were about
+    1 % of the server's time under load."""
+
+    async def before_send(message: Any, scope: Any) -> None:
+        for hook in hooks:
+            hook(message, scope)
+
+    return before_send
 
 
 @get("/health", include_in_schema=False)
@@ -324,12 +336,16 @@ def _leader_only(handler: Any, app: Litestar) -> Any:
     """On a cluster node that does not lead, send the webhook endpoint API to the leader
     (webhooks run there alone); everything else passes through."""
 
-    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+    def wrapped(scope: Any, receive: Any, send: Any) -> Awaitable[None]:
+        # Not a coroutine itself: for everything but the webhook endpoint API it hands back
+        # the handler's own, so every request's chain of awaits is one level shorter.
         node = getattr(app.state, "cluster", None)
         if (scope["type"] != "http" or node is None
                 or not scope["path"].startswith(_LEADER_PATHS)):
-            await handler(scope, receive, send)
-            return
+            return handler(scope, receive, send)
+        return leader_only(node, scope, receive, send)
+
+    async def leader_only(node: Any, scope: Any, receive: Any, send: Any) -> None:
         if app.state.webhooks is None and node.leases.is_leader():
             await _leading(app, node)  # leadership just taken: its jobs are starting
         if app.state.webhooks is not None:
@@ -490,8 +506,8 @@ def create_app(settings: Settings, *, runtime_options: dict[str, Any] | None = N
 
     def _on_app_init(config: AppConfig) -> AppConfig:
         config.before_request = authenticate
-        config.before_send = [*config.before_send, _echo_request_id, cors_headers,
-                              *([metrics.note_sent] if measured else [])]
+        config.before_send = [*config.before_send, _before_send(
+            _echo_request_id, cors_headers, *([metrics.note_sent] if measured else []))]
         return config
 
     app = Litestar(

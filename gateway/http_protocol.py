@@ -28,12 +28,16 @@ class GatheringTransport:
     """A transport's writes held until the loop's next turn, then sent as one; every other
     attribute is the transport's own. `close()` sends what is held first."""
 
-    __slots__ = ("_held", "_loop", "transport")
+    __slots__ = ("_held", "_loop", "get_extra_info", "is_closing", "transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self.transport = transport
         self._loop = loop
         self._held: list[bytes] | None = None
+        # Asked on every response: the transport's own methods, not a lookup through
+        # __getattr__ each time.
+        self.is_closing = transport.is_closing
+        self.get_extra_info = transport.get_extra_info
 
     def write(self, data: bytes) -> None:
         held = self._held
@@ -52,7 +56,7 @@ class GatheringTransport:
         self.flush()
         self.transport.close()
 
-    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, pause_reading, …
+    def __getattr__(self, name: str) -> Any:  # pause_reading, set_protocol, …
         return getattr(self.transport, name)
 
 

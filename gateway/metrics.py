@@ -66,8 +66,9 @@ class _Series:
         self.seconds = 0.0
 
 
-async def note_sent(message: Any, scope: Any) -> None:
-    """The app's before-send hook: what the wrapper labels a request or a websocket with."""
+def note_sent(message: Any, scope: Any) -> None:
+    """Called by the app's before-send hook: what the wrapper labels a request or a
+    websocket with."""
     kind = message["type"]
     if kind == "http.response.start":
         scope[_STATUS] = message["status"]

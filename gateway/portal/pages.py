@@ -153,7 +153,7 @@ _PREFLIGHT = [(b"access-control-allow-methods", b"GET, OPTIONS"),
               (b"access-control-max-age", b"600")]
 
 
-async def cors_headers(message: Any, scope: Any) -> None:
+def cors_headers(message: Any, scope: Any) -> None:
     """The token reads may be called from a page on another origin (the merchant's app
     embedding the widgets): they answer any origin. That shares nothing a cookie would:
     the token travels in a header the page itself sets."""
