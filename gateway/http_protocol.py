@@ -12,6 +12,8 @@ scripts/bench_http.py's spread load.
 Only the order and grouping of bytes on the wire changes, never their content; a streamed
 response (`more_body`) still leaves chunk by chunk, one loop iteration apart at the most.
 A websocket upgrade hands uvicorn's websocket protocol the connection's own transport.
+What is held is at most what the app wrote in one turn of the loop, which the transport
+would have buffered anyway; uvicorn's flow control (pause_writing) sees it one turn later.
 """
 
 from __future__ import annotations

@@ -432,15 +432,12 @@ def compare_fresh(label: str, aged: Server, database_url: str, args: argparse.Na
 
 def _key_filter_ready(server: Server, timeout_s: float = 300) -> None:
     """Wait until the server's key filter holds every stored key (persistence/key_filter.py)."""
-    with httpx.Client(base_url=server.url, headers={"X-API-KEY": bench_http.KEY},
-                      timeout=10) as http:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with suppress(httpx.HTTPError):
-                store = http.get("/health", params={"detail": "true"}).json().get("store", {})
-                if store.get("key_filter_ready", True):
-                    return
-            time.sleep(0.2)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with suppress(httpx.HTTPError):
+            if server_detail(server).get("store", {}).get("key_filter_ready", True):
+                return
+        time.sleep(0.2)
     raise RuntimeError(f"the key filter was not ready after {timeout_s} s")
 
 

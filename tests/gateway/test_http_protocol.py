@@ -78,7 +78,9 @@ REQUEST = b"GET /x HTTP/1.1\r\nhost: test\r\n\r\n"
 
 
 async def exchange(protocol_class: type[HttpToolsProtocol], app: Any,
-                   data: bytes = REQUEST) -> RecordingTransport:
+                   data: bytes = REQUEST, *, gone: bool = False) -> RecordingTransport:
+    """`data` through a protocol to `app`, until everything is answered; `gone`: the
+    transport closes (the peer went away) right after the request arrived."""
     loop = asyncio.get_running_loop()
     config = Config(app=app, lifespan="off", log_level="warning")
     state = ServerState()
@@ -86,20 +88,19 @@ async def exchange(protocol_class: type[HttpToolsProtocol], app: Any,
     transport = RecordingTransport()
     protocol.connection_made(transport)
     protocol.data_received(data)
+    if gone:
+        transport.close()  # before the held bytes' turn comes
     while state.tasks:  # the requests' tasks, then the loop turn that sends what is held
         await asyncio.gather(*state.tasks)
     await asyncio.sleep(0)
-    protocol.connection_lost(None)
+    if not gone:
+        protocol.connection_lost(None)
     return transport
 
 
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
-
-
 def test_a_small_response_leaves_in_one_write_with_uvicorns_exact_bytes() -> None:
-    theirs = run(exchange(HttpToolsProtocol, small))
-    ours = run(exchange(OneWriteHttpToolsProtocol, small))
+    theirs = asyncio.run(exchange(HttpToolsProtocol, small))
+    ours = asyncio.run(exchange(OneWriteHttpToolsProtocol, small))
     assert len(theirs.writes) == 2  # status line and headers, then the body
     assert len(ours.writes) == 1
     assert ours.writes[0] == b"".join(theirs.writes)
@@ -107,15 +108,15 @@ def test_a_small_response_leaves_in_one_write_with_uvicorns_exact_bytes() -> Non
 
 
 def test_pipelined_requests_get_their_answers_in_order() -> None:
-    theirs = run(exchange(HttpToolsProtocol, small, REQUEST * 3))
-    ours = run(exchange(OneWriteHttpToolsProtocol, small, REQUEST * 3))
+    theirs = asyncio.run(exchange(HttpToolsProtocol, small, REQUEST * 3))
+    ours = asyncio.run(exchange(OneWriteHttpToolsProtocol, small, REQUEST * 3))
     assert b"".join(ours.writes) == b"".join(theirs.writes)
     assert b"".join(ours.writes).count(b"HTTP/1.1 200 OK") == 3
 
 
 def test_a_streamed_response_still_leaves_chunk_by_chunk() -> None:
-    theirs = run(exchange(HttpToolsProtocol, streamed))
-    ours = run(exchange(OneWriteHttpToolsProtocol, streamed))
+    theirs = asyncio.run(exchange(HttpToolsProtocol, streamed))
+    ours = asyncio.run(exchange(OneWriteHttpToolsProtocol, streamed))
     assert b"".join(ours.writes) == b"".join(theirs.writes)
     # Not held back until the end: each turn of the loop sends what the app sent in it.
     assert len(ours.writes) >= 3
@@ -123,26 +124,12 @@ def test_a_streamed_response_still_leaves_chunk_by_chunk() -> None:
 
 
 def test_what_is_held_is_sent_before_the_connection_closes() -> None:
-    ours = run(exchange(OneWriteHttpToolsProtocol, closing))
+    ours = asyncio.run(exchange(OneWriteHttpToolsProtocol, closing))
     assert ours.events[:2] == ["write", "close"]
     assert ours.writes[0].endswith(b"\r\n\r\nok")
 
 
 @pytest.mark.parametrize("app", [small, streamed])
 def test_nothing_is_written_after_the_peer_went_away(app: Any) -> None:
-    async def go() -> RecordingTransport:
-        loop = asyncio.get_running_loop()
-        state = ServerState()
-        protocol = OneWriteHttpToolsProtocol(
-            config=Config(app=app, lifespan="off", log_level="warning"), server_state=state,
-            app_state={}, _loop=loop)
-        transport = RecordingTransport()
-        protocol.connection_made(transport)
-        protocol.data_received(REQUEST)
-        transport.close()  # gone before the held bytes' turn comes
-        while state.tasks:
-            await asyncio.gather(*state.tasks)
-        await asyncio.sleep(0)
-        return transport
-
-    assert run(go()).writes == []  # and RecordingTransport.write asserts it is not closed
+    ours = asyncio.run(exchange(OneWriteHttpToolsProtocol, app, gone=True))
+    assert ours.writes == []  # and RecordingTransport.write asserts it is not closed
