@@ -14,9 +14,15 @@ from typing import Any
 
 import msgspec
 
-from engine.core.commands import AnyReply, BalanceView, Command, ConsumeReply, Reply
-from engine.core.effects import DomainEvent, Effects, IdempotencyRecord, LedgerEntry
-from engine.core.idempotency import request_digest
+from engine.core.commands import Command
+from engine.core.effects import DomainEvent, Effects, LedgerEntry
+from engine.core.idempotency import (
+    IdempotencyRecord,
+    decode_reply,
+    encode_reply,
+    memo_from,
+    request_digest,
+)
 from engine.core.model import (
     AutoRecharge,
     CustomerState,
@@ -41,7 +47,6 @@ _json_decode = msgspec.json.Decoder(float_hook=Decimal).decode
 decode_json = _json_decode
 _pack = msgspec.msgpack.Encoder().encode
 _unpack_command = msgspec.msgpack.Decoder(Command).decode
-_unpack_reply = msgspec.msgpack.Decoder(AnyReply).decode
 _unpack_event = msgspec.msgpack.Decoder(DomainEvent).decode
 _unpack_recharge = msgspec.msgpack.Decoder(AutoRecharge).decode
 
@@ -72,40 +77,6 @@ class StoredCustomer:
 def key_period(created_at: int) -> int:
     """The generation period a key created at `created_at` belongs to (persistence/sql.py)."""
     return created_at // KEY_GENERATION_MS
-
-
-# Replies as remembered under idempotency keys. A consumption's reply, the one written
-# with every keyed consumption, is stored as a positional array behind a marker byte, its
-# two timestamps left out (both are the key's created_at): under half the msgpack map with
-# field names. Every other reply is stored as its tagged msgpack map, which is also what
-# rows written before the marker existed hold (they start with a map's first byte, never
-# 0x01).
-_CONSUMED = b"\x01"
-_pack_consumed = msgspec.msgpack.Encoder().encode
-_unpack_consumed = msgspec.msgpack.Decoder(
-    tuple[int, tuple[tuple[str, int], ...], tuple[str, str | None, int, int, int, int, bool],
-          int]).decode
-
-
-def encode_reply(reply: Reply, created_at: int) -> bytes:
-    if type(reply) is ConsumeReply and reply.timestamp == created_at == reply.balance.timestamp:
-        b = reply.balance
-        return _CONSUMED + _pack_consumed((
-            reply.amount, reply.breakdown, (b.currency_id, b.resource_id, b.current_balance,
-                                            b.total_granted, b.total_consumed, b.reserved,
-                                            b.hard_limit), reply.overdraft))
-    return _pack(reply)
-
-
-def decode_reply(stored: bytes, created_at: int) -> Reply:
-    if stored[:1] == _CONSUMED:
-        amount, breakdown, (currency, resource, balance, granted, consumed, reserved,
-                            hard), overdraft = _unpack_consumed(stored[1:])
-        return ConsumeReply(amount=amount, breakdown=breakdown, timestamp=created_at,
-                            overdraft=overdraft, balance=BalanceView(
-                                currency, resource, balance, granted, consumed, reserved,
-                                created_at, hard))
-    return _unpack_reply(stored)
 
 
 class Unit:
@@ -172,8 +143,7 @@ def make_unit(customer_id: str, state: CustomerState, fx: Effects) -> Unit:
          _KIND_CODES[e.event_type], e.reservation_id, e.feature_id, _json(e.dimensions))
         for e in fx.entries
     ]
-    u.keys = [(num, k.key, k.created_at, k.op_seq, k.request,
-               encode_reply(k.reply, k.created_at))
+    u.keys = [(num, k.key, k.created_at, k.op_seq, k.request, k.stored_reply)
               for k in fx.keys]
     u.events = [(cid, e.seq, e.type.value, _pack(e), e.timestamp) for e in fx.events]
     if fx.usage or fx.buckets or fx.event_keys:
@@ -255,9 +225,8 @@ def pool_from(r: Sequence[Any]) -> PoolRow:
 
 def key_from(r: Sequence[Any]) -> IdempotencyRecord:
     """A row in KEY_COLUMNS order (customer, key, created_at, op_seq, request, reply)."""
-    return IdempotencyRecord(key=r[1], request=_request(bytes(r[4])),
-                             reply=decode_reply(bytes(r[5]), r[2]), created_at=r[2],
-                             op_seq=r[3])
+    memo = memo_from(_request(bytes(r[4])), r[2], bytes(r[5]))  # the reply left encoded
+    return IdempotencyRecord(key=r[1], memo=memo, op_seq=r[3])
 
 
 def _request(stored: bytes) -> bytes:

@@ -38,7 +38,7 @@ POOL_COLUMNS = ["customer_id", "currency_id", "resource_key", "resource_id", "ha
 LEDGER_COLUMNS = ["customer", "seq", "op_seq", "amount", "ts", "grant_seq", "kind",
                   "reservation_id", "feature_id", "dimensions"]
 # Remembered idempotency keys: `request` is the request's digest, `reply` the reply
-# (persistence.codec.encode_reply), `op_seq` the ledger operation the request made.
+# (engine.core.idempotency.encode_reply), `op_seq` the ledger operation the request made.
 KEY_COLUMNS = ["customer", "key", "created_at", "op_seq", "request", "reply"]
 OUTBOX_COLUMNS = ["id", "customer_id", "seq", "type", "payload", "created_at"]
 # Metering (engine.core.usage). Keys that may be absent are '' in `*_key` columns, since

@@ -9,7 +9,8 @@ from typing import Any
 
 import msgspec
 
-from engine.core.commands import BalanceView, GrantView, Reply
+from engine.core.commands import BalanceView, GrantView
+from engine.core.idempotency import IdempotencyRecord
 from engine.core.model import (
     EventType,
     Grant,
@@ -61,19 +62,6 @@ class DomainEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     amount: int | None = None
     # Event-specific facts (auto-recharge: cost, spend, cap, reason), JSON-ready values.
     details: dict[str, Any] | None = None
-
-
-class IdempotencyRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """A remembered request: a digest of the request as first applied
-    (engine.core.idempotency.request_digest) and the reply it got. `op_seq` is the ledger
-    operation it made (None when it made none), so a key leads to its ledger entries for
-    as long as the key is kept."""
-
-    key: str
-    request: bytes
-    reply: Reply
-    created_at: int
-    op_seq: int | None = None
 
 
 class Bucket(msgspec.Struct, frozen=True, array_like=True, gc=False):

@@ -51,8 +51,16 @@ from engine.core.commands import (
     UsageCountersReply,
     VoidGrant,
 )
-from engine.core.effects import Bucket, Effects, IdempotencyRecord
-from engine.core.idempotency import request_digest, same_request
+from engine.core.effects import Bucket, Effects
+from engine.core.idempotency import (
+    IdempotencyRecord,
+    created_at_of,
+    is_replay,
+    recall,
+    remember,
+    request_digest,
+    same_request,
+)
 from engine.core.model import (
     AutoRecharge,
     CustomerState,
@@ -626,11 +634,11 @@ def apply(state: CustomerState, cmd: Command, now: int, fx: Effects) -> Reply:
     key = cmd.idempotency_key
     if key is None:
         return handle(state, cmd, now, fx)
-    record = state.idempotency.get(key)
+    memo = state.idempotency.get(key)
     request = request_digest(cmd)
-    if record is not None:
-        if record.request == request:
-            return record.reply
+    if memo is not None:
+        if is_replay(memo, request):
+            return recall(memo)
         return refuse(
             Refusal.IDEMPOTENCY_KEY_REUSED,
             "this idempotency key was used with a different request",
@@ -639,10 +647,10 @@ def apply(state: CustomerState, cmd: Command, now: int, fx: Effects) -> Reply:
     op_before = state.op_seq
     reply = handle(state, cmd, now, fx)
     if type(reply) is not Refused:
-        record = IdempotencyRecord(key=key, request=request, reply=reply, created_at=now,
-                                   op_seq=state.op_seq if state.op_seq != op_before else None)
-        state.idempotency[key] = record
-        fx.keys.append(record)
+        memo = remember(request, reply, now)
+        state.idempotency[key] = memo
+        fx.keys.append(IdempotencyRecord(
+            key=key, memo=memo, op_seq=state.op_seq if state.op_seq != op_before else None))
     return reply
 
 
@@ -688,7 +696,8 @@ def purge(state: CustomerState, before: int, limit: int) -> int:
     """Forget idempotency keys and settled reservations older than `before`, at most
     `limit` of them (so a purge never stalls the actor); returns how many went."""
     removed = 0
-    for key in [k for k, rec in state.idempotency.items() if rec.created_at < before][:limit]:
+    for key in [k for k, memo in state.idempotency.items()
+                if created_at_of(memo) < before][:limit]:
         del state.idempotency[key]
         removed += 1
     if removed < limit:

@@ -377,7 +377,7 @@ class CustomerState:
         self.pools: dict[PoolKey, Pool] = {}
         self.grants: dict[str, Grant] = {}
         self.reservations: dict[str, Reservation] = {}
-        # idempotency key -> IdempotencyRecord; see engine.core.machine.
+        # idempotency key -> its memo (bytes); see engine.core.idempotency.
         self.idempotency: dict[str, Any] = {}
         # Min-heap of (due ms, kind, id) for expiries, activations and reservation TTLs.
         # Entries are checked when popped, so a voided grant's expiry is skipped lazily.

@@ -233,7 +233,7 @@ def restore(
     for row in reservations:
         state.reservations[row.id] = _reservation_from_row(row, dynamics=True)
     for rec in keys:
-        state.idempotency[rec.key] = rec
+        state.idempotency[rec.key] = rec.memo
     return _finish(state, pools)
 
 
@@ -314,5 +314,5 @@ def rebuild(
     for e in entries:
         _apply_entry(state, e)
     for rec in keys:
-        state.idempotency[rec.key] = rec
+        state.idempotency[rec.key] = rec.memo
     return _finish(state, pools)

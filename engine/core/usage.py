@@ -55,8 +55,14 @@ from engine.core.commands import (
     UsageResult,
     UsageView,
 )
-from engine.core.effects import Bucket, Effects, IdempotencyRecord
-from engine.core.idempotency import request_digest
+from engine.core.effects import Bucket, Effects
+from engine.core.idempotency import (
+    IdempotencyRecord,
+    is_replay,
+    recall,
+    remember,
+    request_digest,
+)
 from engine.core.model import CustomerState, Pool, UsageCounter
 from engine.core.refusals import Refusal, refuse
 from engine.core.views import balance_view
@@ -191,14 +197,14 @@ def report_usage(state: CustomerState, cmd: ReportUsage, now: int, fx: Effects) 
     for i, m in enumerate(cmd.measurements):
         at = f"usages[{i}]"
         if m.idempotency_key is not None:
-            record = state.idempotency.get(m.idempotency_key)
-            if record is not None:
-                if record.request != request_digest(_one(m)):
+            memo = state.idempotency.get(m.idempotency_key)
+            if memo is not None:
+                if not is_replay(memo, request_digest(_one(m))):
                     return refuse(Refusal.IDEMPOTENCY_KEY_REUSED,
                                   "this idempotency key was used with a different request",
                                   f"{at}.idempotencyKey")
                 # As first applied, except that it burned nothing this time.
-                replays[i] = msgspec.structs.replace(record.reply.results[0], consumed=0)
+                replays[i] = msgspec.structs.replace(recall(memo).results[0], consumed=0)
                 burns.append((0, 0))
                 continue
         key = (m.feature_id, m.resource_id)
@@ -266,11 +272,10 @@ def report_usage(state: CustomerState, cmd: ReportUsage, now: int, fx: Effects) 
             balance=balance_view(pool, now) if pool is not None else None, timestamp=now)
         results.append(result)
         if m.idempotency_key is not None:
-            record = IdempotencyRecord(key=m.idempotency_key, request=request_digest(_one(m)),
-                                       reply=UsageReply(results=(result,)), created_at=now,
-                                       op_seq=op if burn else None)
-            state.idempotency[m.idempotency_key] = record
-            fx.keys.append(record)
+            memo = remember(request_digest(_one(m)), UsageReply(results=(result,)), now)
+            state.idempotency[m.idempotency_key] = memo
+            fx.keys.append(IdempotencyRecord(key=m.idempotency_key, memo=memo,
+                                             op_seq=op if burn else None))
     return UsageReply(results=tuple(results))
 
 

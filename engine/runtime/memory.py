@@ -27,7 +27,7 @@ POOL_BYTES = 800
 RESERVATION_BYTES = 450
 COUNTER_BYTES = 300  # a usage counter
 UNIQUE_VALUE_BYTES = 90  # a distinct value of a UNIQUE meter
-KEY_BYTES = 550  # a remembered idempotency key: digest, reply, the key itself
+KEY_BYTES = 280  # a remembered idempotency key: the key, its memo (engine.core.idempotency)
 EVENT_KEY_BYTES = 120  # a raw event's key and time
 
 

@@ -540,7 +540,7 @@ class Runtime:
             self._activations += 1
         state = actor.state
         for record in remembered:
-            state.idempotency[record.key] = record
+            state.idempotency[record.key] = record.memo
         actor.pinned = True
         unverified = () if state.keys_complete else self._unknown_keys(state, batch)
         for call in batch:

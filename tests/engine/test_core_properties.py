@@ -60,6 +60,7 @@ from engine.core.commands import (
     VoidGrant,
 )
 from engine.core.effects import Effects
+from engine.core.idempotency import records
 from engine.core.machine import apply, check_pool, purge
 from engine.core.model import CustomerState, GrantStatus, GrantType
 from engine.core.replay import (
@@ -153,7 +154,7 @@ def rows_of(s: CustomerState):
 
 def restored(s: CustomerState) -> CustomerState:
     c, g, r, p = rows_of(s)
-    return restore(c, g, r, p, list(s.idempotency.values()))
+    return restore(c, g, r, p, records(s.idempotency))
 
 
 def grants_by_id(s: CustomerState) -> dict:
@@ -645,7 +646,7 @@ class CoreMachine(RuleBasedStateMachine):
     def rebuild_from_ledger(self):
         c, grows, rrows, prows = rows_of(self.state)
         rrows = rrows + list(self.archived.values())
-        rebuilt = rebuild(c, grows, rrows, prows, self.entries, list(self.state.idempotency.values()))
+        rebuilt = rebuild(c, grows, rrows, prows, self.entries, records(self.state.idempotency))
         assert grants_by_id(rebuilt) == grants_by_id(self.state)
         live_res = reservations_by_id(self.state)
         rebuilt_res = reservations_by_id(rebuilt)

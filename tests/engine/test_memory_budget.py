@@ -32,7 +32,7 @@ from engine.core.commands import (
     MeteredEvent,
     Refused,
 )
-from engine.core.effects import Effects, IdempotencyRecord
+from engine.core.effects import Effects
 from engine.core.model import CustomerState, GrantType
 from engine.core.model import LedgerEventType as L
 from engine.core.refusals import Refusal
@@ -122,7 +122,7 @@ async def test_the_estimate_tracks_what_python_allocates() -> None:
 
 
 async def test_the_budget_holds_over_many_customers_and_replays_stay_exact() -> None:
-    budget = 2 * MiB
+    budget = 1 * MiB
     store = MemoryStore()
     customers = [f"c{i}" for i in range(200)]
     replies: dict[tuple[str, str], ConsumeReply] = {}
@@ -146,7 +146,7 @@ async def test_the_budget_holds_over_many_customers_and_replays_stay_exact() -> 
             for i in range(32):
                 tg.start_soon(client, i)
         stats = rt.runtime_statistics()
-        # 3,200 keys would take ~1.8 MB on top of 200 customers: the budget made it forget.
+        # 3,200 keys would take ~0.9 MB on top of 200 customers: the budget made it forget.
         assert stats.keys_forgotten > 0 and stats.keys < len(replies)
         assert peak <= budget + memory.KEY_BYTES * 32  # at most a batch's keys over, briefly
         assert stats.memory_bytes <= budget
@@ -172,7 +172,7 @@ async def test_one_hot_customer_stays_within_the_budget() -> None:
                        memory_max_bytes=budget) as rt:
         await rt.submit("hot", grant("hot"))
         first = await rt.submit("hot", consume("consume:first"))
-        for n in range(5_000):  # ~2.7 MB of keys if all were kept
+        for n in range(5_000):  # ~1.4 MB of keys if all were kept
             await rt.submit("hot", consume(f"consume:{n}"))
             assert rt.runtime_statistics().memory_bytes <= budget + memory.KEY_BYTES
         assert rt.runtime_statistics().keys < 5_000
@@ -243,7 +243,7 @@ async def test_a_batch_mixing_forgotten_replays_known_and_new_keys_applies_each_
     again on what is durable — every key answered as the first time, and each applied
     once. Memory filling meanwhile, while the commit waits, changes nothing."""
     store = GatedStore()
-    budget = 64 * 1024
+    budget = 32 * 1024  # about 110 keys
     async with Runtime(store, ManualClock(), passivate_after_ms=None,
                        memory_max_bytes=budget) as rt:
         await rt.submit("a", grant("a"))

@@ -47,6 +47,7 @@ from engine.core.commands import (
     VoidGrant,
 )
 from engine.core.effects import Effects
+from engine.core.idempotency import records
 from engine.core.machine import apply, check_pool
 from engine.core.model import (
     CustomerState,
@@ -106,7 +107,7 @@ def check_in_flight(state: CustomerState) -> None:
 def rows(state: CustomerState):
     return (customer_row(state), [grant_row(g) for g in state.grants.values()],
             [reservation_row(r) for r in state.reservations.values()],
-            [pool_row(p) for p in state.pools.values()], list(state.idempotency.values()))
+            [pool_row(p) for p in state.pools.values()], records(state.idempotency))
 
 
 def snapshot(state: CustomerState):
