@@ -18,8 +18,6 @@ from engine.core.commands import Command
 from engine.core.effects import DomainEvent, Effects, LedgerEntry
 from engine.core.idempotency import (
     IdempotencyRecord,
-    decode_reply,
-    encode_reply,
     memo_from,
     request_digest,
 )
@@ -37,7 +35,7 @@ from persistence.sql import KEY_GENERATION_MS, LEDGER_KINDS
 __all__ = ["Unit", "StoredCustomer", "make_unit", "grant_from", "reservation_from",
            "decode_json",
            "pool_from", "customer_from", "key_from", "entry_from", "event_from",
-           "encode_event", "encode_reply", "decode_reply", "key_period"]
+           "encode_event", "key_period"]
 
 # Decimals (dimension values with a fraction) are written as JSON numbers with the digits
 # the client sent, and read back as Decimal: never through a binary float.

@@ -102,7 +102,7 @@ def decode_reply(stored: bytes, created_at: int) -> Reply:
 
 def remember(request: bytes, reply: Reply, created_at: int) -> bytes:
     """The memo of a request (its digest) first applied at `created_at` with `reply`."""
-    return request + created_at.to_bytes(8, "big", signed=True) + encode_reply(reply, created_at)
+    return memo_from(request, created_at, encode_reply(reply, created_at))
 
 
 def memo_from(request: bytes, created_at: int, stored_reply: bytes) -> bytes:
