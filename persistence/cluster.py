@@ -10,7 +10,9 @@ leader's lease: the once-only jobs (webhooks, the subscription scheduler, the pu
 on its holder.
 
 A node (`LeaseManager.run`) beats every `renew_s` — one row, which renews every lease it
-holds —, checks that its shards are still its own at their epochs, reads the table, and
+holds —, and checks that its shards are still its own at their epochs; in a task of its
+own, so that a round held up (a takeover's reads, a hand-over waiting for a flush) never
+delays it. Every `renew_s` too, a round reads the table and
 takes free shards (no owner, or an owner whose heartbeat is stale) up to its fair share
 of the live nodes; above its share it gives shards up, a few at a time. Its own view
 (`Leases`) counts a lease valid until `ttl_s` after the heartbeat *started*, less a
@@ -80,6 +82,7 @@ class Leases:
         self.trusted: set[int] = set()
         self.changed = anyio.Event()  # set after every round that read the table
         self.rounds = self.acquired = self.released = self.lost = 0
+        self.beat_at = float("-inf")  # when the last heartbeat that landed started
 
     def holds(self, shard: int) -> bool:
         lease = self.held.get(shard)
@@ -174,28 +177,50 @@ class LeaseManager:
         self._rng = random.Random()
 
     async def run(self) -> None:
-        """Rounds every `renew_s` until cancelled; a failed round (the database away) is
-        logged and the next one tries again (the leases lapse on their own meanwhile)."""
+        """Heartbeats and rounds, each every `renew_s`, until cancelled. The heartbeat has
+        a task of its own: a round can wait (a takeover's reads, a hand-over waiting for a
+        flush's lock on its rows) and the node's leases must not lapse meanwhile. A failed
+        heartbeat or round (the database away) is logged and tried again (the leases lapse
+        on their own meanwhile)."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._beats)
+            while True:
+                try:
+                    await self.round(beat=False)
+                except Exception as exc:  # noqa: BLE001 - the database is away: next round
+                    log.warning("lease round failed", error=repr(exc))
+                await anyio.sleep(self.leases.renew_s)
+
+    async def _beats(self) -> None:
         while True:
             try:
-                await self.round()
-            except Exception as exc:  # noqa: BLE001 - the database is away: next round
-                log.warning("lease round failed", error=repr(exc))
+                await self.beat()
+            except Exception as exc:  # noqa: BLE001 - the database is away: next beat
+                log.warning("lease heartbeat failed", error=repr(exc))
             await anyio.sleep(self.leases.renew_s)
 
-    async def round(self) -> None:
+    async def beat(self) -> None:
+        """The heartbeat renews every lease this node holds at once: a lease lasts while
+        its owner's heartbeat is younger than the TTL. (One row, which no flush locks:
+        renewing shard rows one by one waited behind the flushes' FOR SHARE locks.)"""
+        leases = self.leases
+        started = leases.clock()
+        await self.store.fetch(
+            "INSERT INTO cluster_nodes (node_id, address, started_at, seen_at, "
+            "leaving) VALUES (?, ?, ?, clock_timestamp(), ?) ON CONFLICT (node_id) "
+            "DO UPDATE SET seen_at = clock_timestamp(), address = excluded.address, "
+            "leaving = excluded.leaving RETURNING 1", leases.node_id, leases.address,
+            self.started_at_ms, self.leaving)
+        leases.beat_at = max(leases.beat_at, started)
+        await self._renew(started)
+
+    async def round(self, *, beat: bool = True) -> None:
+        """One round: (the heartbeat, unless `run`'s own task beats), the table read, and
+        the shards taken or given up."""
         leases = self.leases
         fetch = self.store.fetch
-        started = leases.clock()
-        # The heartbeat renews every lease this node holds at once: a lease lasts while
-        # its owner's heartbeat is younger than the TTL. (One row, which no flush locks:
-        # renewing shard rows one by one waited behind the flushes' FOR SHARE locks.)
-        await fetch("INSERT INTO cluster_nodes (node_id, address, started_at, seen_at, "
-                    "leaving) VALUES (?, ?, ?, clock_timestamp(), ?) ON CONFLICT (node_id) "
-                    "DO UPDATE SET seen_at = clock_timestamp(), address = excluded.address, "
-                    "leaving = excluded.leaving RETURNING 1", leases.node_id, leases.address,
-                    self.started_at_ms, self.leaving)
-        await self._renew(started)
+        if beat:
+            await self.beat()
         table = await fetch(
             "SELECT l.shard, l.owner, l.address, l.epoch, (l.owner IS NULL OR n.node_id IS NULL "
             "OR n.seen_at < clock_timestamp() - make_interval(secs => ?)) "
@@ -213,11 +238,15 @@ class LeaseManager:
         mine = [s for s in leases.held if s != LEADER]
         target = math.ceil(SHARDS / max(1, len(leases.nodes)))
         want = [s for s in free if s != LEADER]
-        if LEADER in free and not self.leaving:
-            await self._acquire([LEADER], started)
-        if len(mine) < target and want and not self.leaving:
+        # Taken shards are good until the last heartbeat's TTL: none are taken while it
+        # is stale (the others would see this node dead and take them straight back).
+        taking = not self.leaving and leases.clock() < leases.beat_at + leases.ttl_s \
+            - leases.margin_s
+        if LEADER in free and taking:
+            await self._acquire([LEADER], leases.beat_at)
+        if len(mine) < target and want and taking:
             self._rng.shuffle(want)  # two nodes taking at once mostly take different ones
-            await self._acquire(want[: target - len(mine)], started)
+            await self._acquire(want[: target - len(mine)], leases.beat_at)
         elif len(mine) > target and len(leases.nodes) > 1:
             surplus = len(mine) - target
             await self.release(sorted(mine)[-min(surplus, self.RELEASE_PER_ROUND):])
@@ -228,19 +257,24 @@ class LeaseManager:
     async def _renew(self, started: float) -> None:
         """After the heartbeat: the shards still this node's at the epochs it holds are
         good for another TTL from `started`; the others were taken (this node's heartbeat
-        had gone stale: a pause, a partition) and are dropped."""
+        had gone stale: a pause, a partition) and are dropped. A round may take or give up
+        shards meanwhile: only leases unchanged across the read are touched."""
         leases = self.leases
         if not leases.held:
             return
-        shards = list(leases.held)
+        before = dict(leases.held)
         rows = await self.store.fetch(
             "SELECT shard, epoch FROM shard_leases WHERE owner = ?", leases.node_id)
         ours = {int(r[0]): int(r[1]) for r in rows}
-        kept = {s for s in shards if ours.get(s) == leases.held[s].epoch}
         until = started + leases.ttl_s - leases.margin_s
-        lost = [s for s in shards if s not in kept]
-        for s in kept:
-            leases.held[s].valid_until = until
+        lost = []
+        for s, lease in before.items():
+            if leases.held.get(s) is not lease:
+                continue  # given up (or taken again) while the read ran
+            if ours.get(s) == lease.epoch:
+                lease.valid_until = max(lease.valid_until, until)
+            else:
+                lost.append(s)
         if lost:
             for s in lost:
                 del leases.held[s]

@@ -230,8 +230,8 @@ class Node:
 
         self.runtime.release_customers(match)
         # Let batches in flight finish, for one renewal period at most: this runs inside a
-        # lease round, and a longer wait delayed the heartbeat past the TTL (the node then
-        # lost every lease). Batches still in flight after it are fenced (503).
+        # lease round, which holds up the next takeovers and hand-overs (the heartbeat has
+        # its own task). Batches still in flight after it are fenced (503).
         with anyio.move_on_after(self.leases.renew_s):
             while self.runtime.busy_customers(match):
                 await anyio.sleep(0.02)
