@@ -191,6 +191,10 @@ def _store(s: dict[str, Any], backlog_rows_max: int | None) -> Iterator[Metric]:
                      "last checkpoint", s["log_pages"])
         yield _counter(p + "checkpoint_failures", "SQLite only: checkpoints that failed "
                        "(the log grows until one succeeds)", s["checkpoint_failures"])
+        if s.get("sqlite_memory_bytes", -1) >= 0:
+            yield _gauge(p + "sqlite_memory_bytes", "SQLite only: what SQLite holds in this "
+                         "process (the reader's page cache, statements; not the writer "
+                         "process's)", s["sqlite_memory_bytes"])
     if "pool_size" in s:
         yield _labelled(GaugeMetricFamily(
             p + "pool_connections", "PostgreSQL connections open, by state",

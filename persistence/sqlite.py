@@ -46,6 +46,7 @@ from engine.runtime.errors import StoreUnavailable
 from persistence import sql
 from persistence.durable import KEY_PAGE_ROWS, LOOKUP_PAIRS_MAX, DurableStore
 from persistence.schema import MIGRATIONS
+from persistence.sqlite_memory import sqlite_memory_bytes
 from persistence.sqlite_writer import WriterProcess
 
 __all__ = ["SQLiteStore"]
@@ -254,9 +255,13 @@ class SQLiteStore(DurableStore):
         return int(row[0]), int(row[1]), int(row[2])
 
     def statistics(self) -> dict[str, int | float | bool]:
+        memory = sqlite_memory_bytes()
         return {**super().statistics(), "checkpoints": self.checkpoints,
                 "log_pages": self.log_pages,
-                "checkpoint_failures": self.checkpoint_failures}
+                "checkpoint_failures": self.checkpoint_failures,
+                # SQLite's own allocations in this process (its page caches, bounded by
+                # CREDITD_SQLITE_CACHE_MB): -1 where they cannot be read.
+                "sqlite_memory_bytes": -1 if memory is None else memory}
 
     async def _new_number(self) -> int:
         # A number handed out for a customer whose first write then failed is skipped.

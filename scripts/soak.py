@@ -242,6 +242,10 @@ def internals(before: dict[str, Any], after: dict[str, Any], seconds: float) -> 
         "loads_per_s": delta("loads") / seconds, "load_ms": each_ms("load_s", "loads"),
         "memory_mib": rt["memory_bytes"] / MIB,
         "memory_max_mib": (rt["memory_max_bytes"] or 0) / MIB,
+        # SQLite's own allocations in the server (its reader's page cache): not in the
+        # runtime's estimate, bounded by CREDITD_SQLITE_CACHE_MB (-1: not readable).
+        "sqlite_mib": (a["sqlite_memory_bytes"] / MIB
+                       if a.get("sqlite_memory_bytes", -1) >= 0 else None),
         "keys": rt["keys"], "event_keys": rt["event_keys"],
         "keys_forgotten": rt["keys_forgotten"], "resident": rt["resident"],
         # The store's key filter: keys a commit took for new that it let through with no
@@ -268,7 +272,9 @@ def internals_row(d: dict[str, Any]) -> str:
             f"loads {d['loads_per_s']:,.0f}/s {ms(d['load_ms'])}; "
             f"memory {d['memory_mib']:.0f}/{d['memory_max_mib']:.0f} MiB, "
             f"{d['resident']:,} customers, {d['keys']:,} keys, "
-            f"{d['keys_forgotten']:,} forgotten; key filter: {d['filter_passed_per_s']:,.0f}/s "
+            f"{d['keys_forgotten']:,} forgotten"
+            + ("" if d["sqlite_mib"] is None else f", SQLite {d['sqlite_mib']:.1f} MiB")
+            + f"; key filter: {d['filter_passed_per_s']:,.0f}/s "
             f"new, {d['filter_held_per_s']:,.0f}/s checked; gc {100 * d['gc_share']:.1f} % "
             f"of the time, {d['gc_full']} full taking {d['gc_full_s']:.2f} s")
 

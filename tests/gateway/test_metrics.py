@@ -132,6 +132,7 @@ def test_a_durable_consumption_counts_on_its_route_and_in_the_runtime(
             s, "creditd_store_checkpoints_total") > value(before, "creditd_store_checkpoints_total"))
         assert value(checked, "creditd_store_log_pages") > 0
         assert value(checked, "creditd_store_checkpoint_failures_total") == 0
+        assert value(checked, "creditd_store_sqlite_memory_bytes") > 0  # the reader's cache
 
 
 def test_a_refused_consumption_counts_by_its_refusal_code(server: Server,
@@ -212,7 +213,8 @@ def test_every_exposed_family_is_documented_and_every_documented_one_exposed(
     expected = documented
     if server.database_url.startswith("postgresql"):
         expected -= {"creditd_store_checkpoints_total", "creditd_store_log_pages",
-                     "creditd_store_checkpoint_failures_total"}  # SQLite's own
+                     "creditd_store_checkpoint_failures_total",
+                     "creditd_store_sqlite_memory_bytes"}  # SQLite's own
     else:
         expected -= {"creditd_store_pool_connections", "creditd_store_pool_connections_max"}
         # Only a PostgreSQL process is a cluster node (docs/operations.md).
