@@ -24,10 +24,8 @@ _SQLITE_STATUS_MEMORY_USED = 0
 
 @functools.lru_cache(maxsize=1)
 def _reader() -> Callable[[], int] | None:
-    import _sqlite3  # noqa: PLC0415 - the extension module, to find what it links
-
     name = ctypes.util.find_library("sqlite3")
-    if name is None or not getattr(_sqlite3, "__file__", None):
+    if name is None:
         return None
     try:
         lib = ctypes.CDLL(name)
@@ -36,8 +34,8 @@ def _reader() -> Callable[[], int] | None:
     except (OSError, AttributeError):
         return None
     version.restype = ctypes.c_int
-    if version() != sqlite3.sqlite_version_info[0] * 1_000_000 + \
-            sqlite3.sqlite_version_info[1] * 1_000 + sqlite3.sqlite_version_info[2]:
+    major, minor, patch = sqlite3.sqlite_version_info
+    if version() != major * 1_000_000 + minor * 1_000 + patch:
         return None  # another copy than the module's: its figures would not be ours
     status.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int64),
                        ctypes.POINTER(ctypes.c_int64), ctypes.c_int]
