@@ -718,12 +718,16 @@ def trim_keys(state: CustomerState, keep: int) -> int:
     excess = len(state.idempotency) - keep
     if excess <= 0:
         return 0
+    state.keys_complete = False
+    if keep == 0:
+        # clear() hands the table back; deleting every key would keep it at its largest.
+        state.idempotency.clear()
+        return excess
     # Dicts keep insertion (= age) order, so the oldest are the first `excess`; take just
     # those (islice), not a copy of every key: this runs after every batch of a customer
     # at its limit, and copying all of them was a third of the server's time under load.
     for key in list(islice(state.idempotency, excess)):
         del state.idempotency[key]
-    state.keys_complete = False
     return excess
 
 

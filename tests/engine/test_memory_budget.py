@@ -33,6 +33,7 @@ from engine.core.commands import (
     Refused,
 )
 from engine.core.effects import Effects
+from engine.core.machine import trim_keys
 from engine.core.model import CustomerState, GrantType
 from engine.core.model import LedgerEventType as L
 from engine.core.refusals import Refusal
@@ -117,6 +118,44 @@ async def test_the_estimate_tracks_what_python_allocates() -> None:
                 grew = traced() - before_real
                 estimated = rt.runtime_statistics().memory_bytes - before_estimate
                 assert 0.75 * estimated <= grew <= 1.25 * estimated, (label, grew, estimated)
+        finally:
+            tracemalloc.stop()
+
+
+class KeepingStore(NullStore):
+    """Keeps the last state committed, to look at what the runtime holds."""
+
+    state: CustomerState
+
+    async def commit(self, customer_id: str, state: CustomerState, fx: Effects,
+                     new_keys: object = ()) -> None:
+        self.state = state
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_keys_table_is_counted_as_it_is_after_keys_are_forgotten() -> None:
+    """A dict's table does not shrink as keys are deleted: 1,000 keys grow it to 2,048
+    slots, and forgetting all but 100 leaves it so. The estimate counts the table as it is
+    (it was a share per key, a quarter of what 100 keys then held); forgetting every key
+    hands the table back."""
+    store = KeepingStore()
+    async with Runtime(store, ManualClock(), passivate_after_ms=None,
+                       memory_max_bytes=None) as rt:
+        await rt.submit("c", grant("c"))
+        tracemalloc.start()
+        try:
+            before_real = traced()
+            before_estimate = memory.state_bytes(store.state, 0)
+            for _ in range(1_000):
+                await rt.submit("c", consume(f"consume:{uuid.uuid4()}"))
+            state = store.state
+            assert trim_keys(state, 100) == 900
+            grew = traced() - before_real
+            estimated = memory.state_bytes(state, 0) - before_estimate
+            assert 0.75 * estimated <= grew <= 1.25 * estimated, (grew, estimated)
+            assert trim_keys(state, 0) == 100 and not state.idempotency
+            assert traced() - before_real <= 0.1 * grew
+            assert memory.state_bytes(state, 0) == before_estimate
         finally:
             tracemalloc.stop()
 

@@ -887,7 +887,7 @@ async def forgotten_keys_replay(store_url: str, engine: Any, ledger_checked: Any
     clock = ManualClock()
     customers = [f"m{i:02}" for i in range(20)]
     replies: dict[tuple[str, str], ConsumeReply] = {}
-    options = {"memory_max_bytes": 128 * 1024, "passivate_after_ms": None}
+    options = {"memory_max_bytes": 96 * 1024, "passivate_after_ms": None}
     async with engine(store_url, clock, runtime_options=options) as (store, rt):
         for cid in customers:
             ok(await rt.submit(cid, grant(f"{cid}-g", 10_000_000)), GrantReply)
