@@ -228,6 +228,10 @@ class Runtime:
 
     async def __aenter__(self) -> Runtime:
         self._waiters = waiters_for_current_backend()
+        if hasattr(self.store, "demand"):
+            # A group-committing store splits rounds of clients that move in lockstep by
+            # how many commands wait here (persistence/durable.py, `_units_max`).
+            self.store.demand = self._demand
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         for _ in range(self.workers_count):
@@ -280,6 +284,10 @@ class Runtime:
             raise call.error
         assert call.reply is not None
         return call.reply
+
+    def _demand(self) -> int:
+        """Commands submitted and not yet answered."""
+        return self._pending
 
     def _enqueue(
         self, customer_id: str, command: Command, deadline_ms: int | None, done: Any
