@@ -67,12 +67,20 @@ def _rows_of(types: list[str], alias: str = "e") -> str:
     return ", ".join(picks)
 
 
-@functools.lru_cache(maxsize=16)
-def _flush_statement(key_tables: tuple[str, str]) -> str:
+@functools.lru_cache(maxsize=64)
+def _flush_statement(key_tables: tuple[str, str], present: tuple[bool, ...]) -> str:
     """The flush, its key rows going to `key_tables` (each generation's run written): one
-    parameter per table in sql.WRITES order, its rows as JSON."""
+    parameter per table in sql.WRITES order that has rows in it (`present`), its rows as
+    JSON. Tables without rows have no part in it: a consumption writes 5 of the 13, and
+    the other 8 parts, planned and run over empty arrays, cost PostgreSQL about a tenth of
+    its time per consumption (docs/benchmarks.md, "Against Redis"). A workload writes a
+    handful of combinations, each a statement of its own in asyncpg's cache."""
     ctes = []
-    for n, w in enumerate(sql.writes_into(key_tables), start=1):
+    n = 0
+    for w, here in zip(sql.writes_into(key_tables), present, strict=True):
+        if not here:
+            continue
+        n += 1
         statement = (f"INSERT INTO {w.table} ({', '.join(w.columns)}) "
                      f"SELECT {_rows_of(w.pg_types)} FROM jsonb_array_elements(${n}::jsonb) "
                      f"AS e{sql.conflict_clause(w)}")
@@ -345,9 +353,12 @@ class PostgresStore(DurableStore):
                     len(rows["outbox"]), *params)
             self._fence_result = (bool(ok), base)
             return
-        flush = _flush_statement(self._written_tables())
+        present = tuple(bool(rows[w.unit]) for w in sql.WRITES)
+        if not any(present):
+            return
+        flush = _flush_statement(self._written_tables(), present)
         async with self._connection() as conn:
-            await conn.execute(flush, *params)
+            await conn.execute(flush, *(p for p, here in zip(params, present) if here))
 
     async def _rotate(self, generation: int, period: int, tables: list[str]) -> None:
         async with self._connection() as conn, conn.transaction():
