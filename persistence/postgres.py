@@ -117,6 +117,16 @@ def _one_per_key(w: sql.Write, rows: list[tuple]) -> list[tuple]:
     return list(merged.values())
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset of a connection given back: nothing more than asyncpg's own part
+    (an open transaction rolled back, listeners dropped, no round trip). Its default also
+    sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` — a round
+    trip on every release, so inside every flush's wait and every read — to undo session
+    state creditd never leaves behind: no LISTEN, no SET, no cursor outside a transaction,
+    and one session lock (the migration's), which `_migrate` releases or ends the
+    connection over."""
+
+
 # Serializes concurrent `migrate` runs from several processes.
 _MIGRATION_LOCK = 0x63726564  # "cred"
 # Serializes key-generation rotations and new runs across a cluster's nodes (transaction-
@@ -212,6 +222,7 @@ class PostgresStore(DurableStore):
         self._pool = await asyncpg.create_pool(
             self.dsn, min_size=self.pool_min, max_size=self.pool_max,
             command_timeout=self.command_timeout_s, server_settings=settings,
+            reset=_keep_session,
         )
 
     async def _disconnect(self) -> None:
@@ -282,7 +293,11 @@ class PostgresStore(DurableStore):
                     version = number
                 return version
             finally:
-                await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+                try:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+                except BaseException:
+                    conn.terminate()  # the pool keeps sessions as they are (_keep_session)
+                    raise
 
     async def _fetch_keys(self, pairs: list[tuple[str, str]]) -> Sequence[Sequence[Any]]:
         customers, keys = zip(*pairs)
