@@ -1,8 +1,8 @@
 """PostgreSQL backend (asyncpg, pooled connections): production.
 
 The writer takes one pooled connection per flush and writes the whole flush in one
-transaction, each table's rows in one statement (a CTE over `unnest` of arrays, see
-`_flush_statement`); reads use the pool. A broken connection is
+statement: a data-modifying CTE for each table the flush writes, over that table's rows
+passed as one jsonb parameter (`_flush_statement`); reads use the pool. A broken connection is
 dropped by the pool and replaced on the next acquire, so the store reconnects by itself
 once the server is reachable again.
 
