@@ -357,11 +357,10 @@ class PostgresStore(DurableStore):
         raise StoreUnavailable("shard leases kept changing under this flush", retry_after_s=0.5)
 
     async def _write(self, rows: dict[str, list[tuple]]) -> None:
-        fenced = self.fence is not None
-        params = [_encode([r[1:] for r in rows[w.unit]] if fenced and w.unit == "outbox"
-                          else _one_per_key(w, rows[w.unit])).decode()
-                  for w in sql.WRITES]  # a fenced flush's outbox ids come from the counter
-        if fenced:
+        if self.fence is not None:
+            params = [_encode([r[1:] for r in rows[w.unit]] if w.unit == "outbox"
+                              else _one_per_key(w, rows[w.unit])).decode()
+                      for w in sql.WRITES]  # a fenced flush's outbox ids come from the counter
             async with self._connection() as conn:
                 ok, base = await conn.fetchrow(
                     _fenced_flush_statement(self._written_tables()), *self._fence_args,
@@ -371,9 +370,12 @@ class PostgresStore(DurableStore):
         present = tuple(bool(rows[w.unit]) for w in sql.WRITES)
         if not any(present):
             return
+        # Parameters for the written tables only, as the statement has parts for those.
+        params = [_encode(_one_per_key(w, rows[w.unit])).decode()
+                  for w in sql.WRITES if rows[w.unit]]
         flush = _flush_statement(self._written_tables(), present)
         async with self._connection() as conn:
-            await conn.execute(flush, *(p for p, here in zip(params, present) if here))
+            await conn.execute(flush, *params)
 
     async def _rotate(self, generation: int, period: int, tables: list[str]) -> None:
         async with self._connection() as conn, conn.transaction():

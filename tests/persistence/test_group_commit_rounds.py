@@ -55,6 +55,21 @@ def _watch_flushes(store: Any, limits: list[int | None] | None = None) -> list[i
     return sizes
 
 
+def _hold_writes(store: Any) -> tuple[anyio.Event, anyio.Event]:
+    """Make the writer wait at its driver call until the second event is set; the first
+    is set when a write reaches it (the writer then counts as busy)."""
+    held, gate = anyio.Event(), anyio.Event()
+    write = store._write
+
+    async def held_write(rows: Any) -> None:
+        held.set()
+        await gate.wait()
+        await write(rows)
+
+    store._write = held_write
+    return held, gate
+
+
 async def _round(rt: Any, customers: list[str], n: int) -> None:
     async def use(customer: str) -> None:
         reply = await rt.submit(customer, Consume(currency_id=CUR, amount=1,
@@ -105,13 +120,6 @@ async def test_async_durability_does_not_split_a_round(store_url: str, engine: A
     customers = [f"a{i:02}" for i in range(ROUND)]
     clock = ManualClock()
     async with engine(store_url, clock, durability="async") as (store, rt):
-        gate = anyio.Event()
-        write = store._write
-
-        async def gated_write(rows: Any) -> None:
-            await gate.wait()
-            await write(rows)
-
         with anyio.fail_after(30):
             for customer in customers:
                 await rt.submit(customer, _grant(customer))
@@ -120,7 +128,7 @@ async def test_async_durability_does_not_split_a_round(store_url: str, engine: A
             for queued in [store._inflight, *store._batches]:
                 if queued is not None:
                     await queued.done.wait()
-            store._write = gated_write
+            _, gate = _hold_writes(store)
             limits: list[int | None] = []
             sizes = _watch_flushes(store, limits)
             await _round(rt, customers, 0)  # answered at once, nothing written yet
@@ -141,16 +149,7 @@ async def test_a_writer_that_is_busy_gathers_the_next_batch_whole(
         with anyio.fail_after(30):
             for customer in customers:
                 await rt.submit(customer, _grant(customer))
-            gate = anyio.Event()
-            write = store._write
-            held = anyio.Event()
-
-            async def held_write(rows: Any) -> None:
-                held.set()
-                await gate.wait()
-                await write(rows)
-
-            store._write = held_write
+            held, gate = _hold_writes(store)
             sizes = _watch_flushes(store)
             queued = 0
             all_queued = anyio.Event()
