@@ -19,8 +19,10 @@ CPU use, the database's size on disk and its growth per 2xx answer; and, on a se
 the server's own counters over the interval (`GET /health?detail=true`): group-commit
 flushes (time each, rows each), key lookups and customer loads (per second, time each),
 the runtime's memory estimate against its budget, and the keys it holds and has
-forgotten — what slows down when throughput does. At the end it reports, per backend,
-against targets:
+forgotten — what slows down when throughput does. On PostgreSQL a third line gives the database
+server's counters over the interval: log bytes and whole-page images per consumption,
+checkpoints, who wrote the dirty pages, the buffer pool's hit rate and the indexes' size.
+At the end it reports, per backend, against targets:
 
 - memory growth after --warmup minutes: the least-squares slope of the 1-second RSS
   samples, < 1 MiB/min;
@@ -183,6 +185,82 @@ def pg_tables(database_url: str, vacuum: bool) -> str | None:
     return anyio.run(_pg_tables, database_url, vacuum)
 
 
+# The database server's own counters, read before and after each interval (PostgreSQL):
+# what it wrote to its log and how much of that was whole pages (the first change to a page
+# after a checkpoint logs all 8 KB of it), the checkpoints that ran and who wrote the dirty
+# pages (the checkpointer, the background writer, or the backends themselves when the
+# buffer pool had no clean page), and how many pages had to be read rather than found in
+# shared_buffers. pg_stat_wal and pg_stat_bgwriter are server-wide: during a soak the
+# soak's server is all that writes.
+PG_COUNTERS = """
+SELECT w.wal_records, w.wal_fpi, w.wal_bytes::bigint AS wal_bytes,
+       b.checkpoints_timed, b.checkpoints_req, b.buffers_checkpoint, b.buffers_clean,
+       b.buffers_backend, b.checkpoint_write_time, b.checkpoint_sync_time,
+       d.blks_read, d.blks_hit,
+       (SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0)
+          FROM pg_stat_user_tables) AS autovacuums,
+       (SELECT setting FROM pg_settings WHERE name = 'shared_buffers')::bigint * 8192
+          AS shared_buffers,
+       (SELECT coalesce(sum(pg_relation_size(indexrelid)), 0) FROM pg_stat_user_indexes)
+          AS index_bytes
+  FROM pg_stat_wal w, pg_stat_bgwriter b, pg_stat_database d
+ WHERE d.datname = current_database()
+"""
+
+
+async def _pg_counters(url: str) -> dict[str, int]:
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        return dict(await conn.fetchrow(PG_COUNTERS))
+    finally:
+        await conn.close()
+
+
+def pg_counters(database_url: str) -> dict[str, int] | None:
+    if database_url.startswith("sqlite:///"):
+        return None
+    return anyio.run(_pg_counters, database_url)
+
+
+def pg_row(before: dict[str, int], after: dict[str, int], ok: int) -> dict[str, Any]:
+    """What PostgreSQL did over an interval, per 2xx answer where it is a rate."""
+    def d(name: str) -> int:
+        return after[name] - before[name]
+
+    reads = d("blks_read") + d("blks_hit")
+    return {
+        "wal_bytes_per_op": d("wal_bytes") / ok if ok else None,
+        "fpi_per_op": d("wal_fpi") / ok if ok else None,
+        "fpi_share": d("wal_fpi") / d("wal_records") if d("wal_records") else None,
+        "checkpoints": d("checkpoints_timed") + d("checkpoints_req"),
+        "checkpoints_req": d("checkpoints_req"),
+        "written_checkpoint": d("buffers_checkpoint"), "written_bgwriter": d("buffers_clean"),
+        "written_backend": d("buffers_backend"),
+        "checkpoint_write_s": d("checkpoint_write_time") / 1000,
+        "checkpoint_sync_s": d("checkpoint_sync_time") / 1000,
+        "hit_share": d("blks_hit") / reads if reads else None,
+        "pages_read": d("blks_read"), "autovacuums": d("autovacuums"),
+        "index_mib": after["index_bytes"] / MIB,
+        "shared_buffers_mib": after["shared_buffers"] / MIB,
+    }
+
+
+def pg_row_text(p: dict[str, Any]) -> str:
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f} %"
+
+    wal = "-" if p["wal_bytes_per_op"] is None else f"{p['wal_bytes_per_op']:,.0f} B"
+    fpi = "-" if p["fpi_per_op"] is None else f"{p['fpi_per_op']:.3f}"
+    return (f"      postgres: WAL {wal}/op, whole pages {fpi}/op ({pct(p['fpi_share'])} of "
+            f"records); checkpoints {p['checkpoints']} ({p['checkpoints_req']} requested, "
+            f"write {p['checkpoint_write_s']:.0f} s, sync {p['checkpoint_sync_s']:.1f} s); "
+            f"pages written by checkpointer/bgwriter/backends {p['written_checkpoint']:,}/"
+            f"{p['written_bgwriter']:,}/{p['written_backend']:,}; read {p['pages_read']:,} "
+            f"(hit {pct(p['hit_share'])}); indexes {p['index_mib']:.0f} MiB of "
+            f"{p['shared_buffers_mib']:.0f} MiB shared_buffers; "
+            f"autovacuum/analyze runs {p['autovacuums']}")
+
+
 def disk_bytes(database_url: str, checkpoint: bool = False) -> int:
     """The database's size on disk; checkpointed first if asked, so that what the log (WAL)
     holds is counted once, in the tables, and the figure does not depend on when the last
@@ -304,10 +382,12 @@ def soak_backend(label: str, database_url: str, args: argparse.Namespace, script
             for n in range(runs):
                 start = read_proc(server.proc.pid)
                 detail_before = server_detail(server)
+                pg_before = pg_counters(database_url)
                 r = wrk(server, script, args.connections, args.interval, args.customers,
                         f"soak-{label}-{n}-{secrets.token_hex(3)}", timeout_s=WRK_TIMEOUT_S)
                 end = read_proc(server.proc.pid)
                 inside = internals(detail_before, server_detail(server), end["t"] - start["t"])
+                pg_after = pg_counters(database_url)
                 disk = disk_bytes(database_url)
                 # Read a moment after wrk exits: the server closes wrk's connections on its
                 # own loop, and an idle count that rises from interval to interval is a leak.
@@ -326,9 +406,13 @@ def soak_backend(label: str, database_url: str, args: argparse.Namespace, script
                     "disk_bytes": disk,
                     "bytes_per_op": (disk - disk_prev) / ok if ok else None,
                     "server": inside,
+                    "postgres": (pg_row(pg_before, pg_after, ok)
+                                 if pg_before and pg_after else None),
                 })
                 print(row(intervals[-1]), flush=True)
                 print(internals_row(inside), flush=True)
+                if intervals[-1]["postgres"]:
+                    print(pg_row_text(intervals[-1]["postgres"]), flush=True)
                 every = args.vacuum_minutes
                 vacuum = bool(every) and round(intervals[-1]["minute"]) % every == 0
                 tables = pg_tables(database_url, vacuum) if args.pg_tables or vacuum else None
