@@ -122,6 +122,31 @@ async def test_sqlite_errors_keep_their_kind_and_nothing_is_half_applied(
         assert await store.execute("INSERT INTO t (k) VALUES (?)", 7) == 1
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_a_request_leaves_for_the_writer_before_other_ready_tasks_run(
+        tmp_path: Path, engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flush's request goes to the writer at once, not after a turn of the event loop:
+    when a flush ends it wakes the requests it carried, and the next flush must not wait
+    behind all of them before it leaves (persistence/sqlite_writer.py, `fast_acquire`)."""
+    async with engine(f"sqlite:///{tmp_path / 'w.db'}", ManualClock()) as (store, _rt):
+        writer = store._wdb
+        order: list[str] = []
+        send = writer._send
+
+        async def recorded_send(sock: Any, data: bytes) -> None:
+            order.append("sent")
+            await send(sock, data)
+
+        async def other() -> None:
+            order.append("other")
+
+        monkeypatch.setattr(writer, "_send", recorded_send)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(other)  # ready to run at the loop's next turn
+            await writer.call("query", "SELECT 1", ())
+        assert order == ["sent", "other"]
+
+
 def test_the_writer_dies_with_the_server(tmp_path: Path) -> None:
     """kill -9 of the server takes its writer with it (as it would a thread): nothing the
     server had queued for it runs after the server is gone."""
