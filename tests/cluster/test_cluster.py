@@ -815,7 +815,11 @@ async def test_a_rolling_restart_under_load_fails_no_request(cluster: Cluster) -
             stop.set()
 
         assert len(set(restarted)) == 3
-        assert not lb.unexpected, lb.unexpected[:5]
+        # With the nodes' errors: a rare 500 here (one CI run in four on 2026-12-07)
+        # left nothing to find it by.
+        assert not lb.unexpected, (lb.unexpected[:5], [
+            line for node in nodes for line in list(node.lines)
+            if '"level": "error"' in line or "Traceback" in line][:40])
         assert not lb.no_retry_after, lb.no_retry_after[:3]
         assert set(lb.statuses) <= {200, 402, 503}, summary(lb)
         await book.verify(cluster)
