@@ -62,7 +62,7 @@ class StoredCustomer:
     its number, which its ledger and key rows carry instead of its id, and the latest key
     generation period it wrote a key in (None: never)."""
 
-    __slots__ = ("number", "key_period", "epoch")
+    __slots__ = ("number", "key_period", "epoch", "pool_rows")
 
     def __init__(self, number: int, key_period: int | None) -> None:
         self.number = number
@@ -70,6 +70,13 @@ class StoredCustomer:
         # A cluster node's lease epoch on the customer's shard when it was loaded
         # (persistence/cluster.py): its flushes are fenced on it. None: no cluster.
         self.epoch: int | None = None
+        # Each pool's row as last handed to the writer since the state was loaded (None:
+        # none yet). A pool's stored columns are its settings, which a consumption does
+        # not change, so its row is written only when they do (`make_unit`). The cache
+        # lives and dies with the state: a commit that fails drops the state, and the
+        # state loaded again starts with none, so a row is never skipped that the
+        # database may not hold.
+        self.pool_rows: dict[tuple[str, str | None], tuple] | None = None
 
 
 def key_period(created_at: int) -> int:
@@ -128,13 +135,21 @@ def make_unit(customer_id: str, state: CustomerState, fx: Effects) -> Unit:
          _json(r.metadata))
         for r in fx.reservations.values()
     ]
-    u.pools = [
-        (cid, p.currency_id, p.resource_id or "", p.resource_id, p.hard_limit,
-         p.low_balance_units, p.usage_low_percent,
-         None if p.recharge is None else _pack(p.recharge),
-         None if p.recharge is None else p.recharge.in_flight)
-        for p in fx.pools.values()
-    ]
+    if fx.pools:
+        written = stored.pool_rows
+        if written is None:
+            written = stored.pool_rows = {}
+        for p in fx.pools.values():
+            row = (cid, p.currency_id, p.resource_id or "", p.resource_id, p.hard_limit,
+                   p.low_balance_units, p.usage_low_percent,
+                   None if p.recharge is None else _pack(p.recharge),
+                   None if p.recharge is None else p.recharge.in_flight)
+            # Only a changed row: every consumption names its pool (its balance moved,
+            # for the feed), and rewriting the same row was one write in five of a
+            # consumption's, on the writer's path (docs/benchmarks.md).
+            if written.get(p.key) != row:
+                written[p.key] = row
+                u.pools.append(row)
     grants = state.grants
     u.ledger = [
         (num, e.seq, e.op_seq, e.amount, e.timestamp, grants[e.grant_id].seq,
