@@ -670,7 +670,7 @@ def main() -> None:
             report["backends"][label] = soak_backend(label, url, args, script, log)
             # After each backend, so a run that breaks later keeps what it measured.
             if args.json:
-                args.json.write_text(json.dumps(report, indent=1))
+                args.json.write_text(json.dumps(report, indent=1, default=float))
 
         bench_http.each_backend(args, tmp, soak)
 
