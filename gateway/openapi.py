@@ -6,8 +6,9 @@ would describe no body. A handler names its body Struct on its route decorator i
 (`opt=request_body(GrantCreate)`) and decodes it with `wire.decode_body(request, GrantCreate)`,
 which checks the two agree; `install` adds each declared body to the document, with the
 Structs' JSON Schema (msgspec's, the same Structs that decode) under `components`. The
-synchronous consumption, a raw ASGI route that Litestar leaves out of the document, is
-described from its decorator the same way.
+hot routes (the consumption, the usage reports, the events: gateway/routes/hot.py), raw
+ASGI routes that Litestar leaves out of the document, are described from their decorators
+the same way.
 """
 
 from __future__ import annotations

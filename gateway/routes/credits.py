@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Request, Response, asgi, get, post
+from litestar import Request, Response, get, post
 from litestar.params import FromPath, QueryParameter
 
 from engine.core.commands import BalanceView
@@ -18,10 +18,10 @@ from engine.core.model import GrantType
 from engine.domain import credits
 from engine.domain.constraints import IdempotencyKey, ItemsOf, Priority, Reference
 from engine.domain.errors import DomainError
-from gateway.auth import authenticate
-from gateway.context import domain, environment, ok, services
-from gateway.errors import ApiError, bad_input
+from gateway.context import domain, environment, ok
+from gateway.errors import bad_input
 from gateway.openapi import request_body
+from gateway.routes.hot import hot_post
 from gateway.wire import (
     Dimensions,
     PageQuery,
@@ -241,53 +241,9 @@ def ledger_json(customer_id: str, e: Any) -> dict[str, Any]:
     }
 
 
-_OK_HEADERS = [(b"content-type", b"application/json")]
-_encode = msgspec.json.Encoder(decimal_format="number").encode
-
-
-@asgi("/api/v1/credits/consumption", copy_scope=False, opt=request_body(ConsumptionCreate))
-async def consume(scope: Any, receive: Any, send: Any) -> None:
-    """The hottest endpoint, as a raw ASGI handler: Litestar's per-request machinery
-    (signature model, before-request hook, response objects) was most of the server's time
-    for it under load (py-spy; scripts/bench_http.py). Errors are raised as usual and
-    answered by the app's exception handlers; authentication is the same function."""
-    request: Request = Request(scope, receive, send)
-    if scope["method"] != "POST":
-        raise ApiError(405, "MethodNotAllowed", "use POST")
-    await authenticate(request)
-    data = await _consume(request, await _body(receive,
-                                               services(request).settings.body_bytes_max))
-    body = _encode({"data": data})
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [*_OK_HEADERS, (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _body(receive: Any, limit: int) -> bytes:
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ApiError(400, "BadUserInput", "the client went away")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "PayloadTooLarge", f"the body is over {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-def _consume_input(c: ConsumptionCreate, at: str = "") -> credits.ConsumeInput:
-    """A consumption as the domain takes it (`at`: the item's place in a batch)."""
-    return credits.ConsumeInput(
-        customer_id=c.customer_id, currency_id=c.currency_id, resource_id=c.resource_id,
-        amount=amount_in(c.amount, f"{at}amount"), idempotency_key=c.idempotency_key,
-        dimensions=dimensions_in(c.dimensions, f"{at}dimensions"),
-        created_at=parse_time(c.created_at, f"{at}createdAt"))
-
-
-async def _consume(request: Request, raw: bytes) -> dict[str, Any]:
+@hot_post("/api/v1/credits/consumption", ConsumptionCreate)
+async def consume(request: Request, raw: bytes) -> dict[str, Any]:
+    """The hottest endpoint, a raw ASGI handler (gateway/routes/hot.py)."""
     body = await decode_body(request, ConsumptionCreate, raw)
     reply = await credits.consume(domain(request), environment(request), _consume_input(body))
     return {
@@ -299,6 +255,15 @@ async def _consume(request: Request, raw: bytes) -> dict[str, Any]:
         "credit": credit_json(reply.balance),
         "entities": [],
     }
+
+
+def _consume_input(c: ConsumptionCreate, at: str = "") -> credits.ConsumeInput:
+    """A consumption as the domain takes it (`at`: the item's place in a batch)."""
+    return credits.ConsumeInput(
+        customer_id=c.customer_id, currency_id=c.currency_id, resource_id=c.resource_id,
+        amount=amount_in(c.amount, f"{at}amount"), idempotency_key=c.idempotency_key,
+        dimensions=dimensions_in(c.dimensions, f"{at}dimensions"),
+        created_at=parse_time(c.created_at, f"{at}createdAt"))
 
 
 @get("/api/v1/credits/balance")

@@ -15,6 +15,7 @@ from engine.domain import usage
 from engine.domain.constraints import IdempotencyKey, ItemsOf, NonEmpty, Reference
 from gateway.context import domain, environment, ok
 from gateway.openapi import request_body
+from gateway.routes.hot import hot_post
 from gateway.wire import (
     Dimensions,
     amount_out,
@@ -66,8 +67,9 @@ def _usage_input(item: UsageItem, at: str) -> usage.UsageInput:
         idempotency_key=item.idempotency_key, resource_id=item.resource_id)
 
 
-async def _report(request: Request) -> tuple[list[UsageItem], usage.UsageReport]:
-    body = await decode_body(request, UsageBody)
+async def _report(request: Request, raw: bytes
+                  ) -> tuple[list[UsageItem], usage.UsageReport]:
+    body = await decode_body(request, UsageBody, raw)
     usage.check_batch(body.usages, "usages")  # before converting a batch that is too long
     items = [_usage_input(item, f"usages[{i}]") for i, item in enumerate(body.usages)]
     return body.usages, await usage.report_usage(domain(request), environment(request), items)
@@ -103,27 +105,27 @@ def _usage_json(item: UsageItem, result: Any, v1: bool,
     }
 
 
-@post("/api/v2/usage", opt=request_body(UsageBody))
-async def report_usage_v2(request: Request) -> Response:
-    items, report = await _report(request)
+@hot_post("/api/v2/usage", UsageBody)
+async def report_usage_v2(request: Request, raw: bytes) -> dict[str, Any]:
+    items, report = await _report(request, raw)
     credits = [{"customerId": customer, "currencyId": currency, "resourceId": resource,
                 **_limit(b)}
                for (customer, currency, resource), b in report.balances.items()]
-    return ok({"usages": [_usage_json(item, r, False, w)
-                          for item, r, w in zip(items, report.results, report.windows)],
-               "credits": credits, "entities": []})
+    return {"usages": [_usage_json(item, r, False, w)
+                       for item, r, w in zip(items, report.results, report.windows)],
+            "credits": credits, "entities": []}
 
 
-@post("/api/v1/usage", opt=request_body(UsageBody))
-async def report_usage_v1(request: Request) -> Response:
-    items, report = await _report(request)
-    return ok([_usage_json(item, r, True, w)
-               for item, r, w in zip(items, report.results, report.windows)])
+@hot_post("/api/v1/usage", UsageBody)
+async def report_usage_v1(request: Request, raw: bytes) -> list[dict[str, Any]]:
+    items, report = await _report(request, raw)
+    return [_usage_json(item, r, True, w)
+            for item, r, w in zip(items, report.results, report.windows)]
 
 
-@post("/api/v1/events", opt=request_body(EventsBody))
-async def report_events(request: Request) -> Response:
-    body = await decode_body(request, EventsBody)
+@hot_post("/api/v1/events", EventsBody)
+async def report_events(request: Request, raw: bytes) -> dict[str, Any]:
+    body = await decode_body(request, EventsBody, raw)
     usage.check_batch(body.events, "events")
     items = [usage.EventInput(
         customer_id=e.customer_id, event_name=e.event_name, idempotency_key=e.idempotency_key,
@@ -134,8 +136,8 @@ async def report_events(request: Request) -> Response:
     credits = [{"customerId": customer_id, "currencyId": b.currency_id,
                 "resourceId": b.resource_id, "consumed": amount_out(b.consumed),
                 "uncovered": amount_out(b.uncovered)} for customer_id, b in report.burns]
-    return ok({"accepted": report.accepted, "duplicates": report.duplicates,
-               "credits": credits})
+    return {"accepted": report.accepted, "duplicates": report.duplicates,
+            "credits": credits}
 
 
 # -- estimates -----------------------------------------------------------------------------

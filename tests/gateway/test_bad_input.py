@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 
@@ -209,3 +210,32 @@ def test_idempotency_key_header_on_grants(raw, setup) -> None:
     assert_error(other, 409, "idempotencyKey", code="IdempotencyKeyReused")
     r = raw.get("/api/v1/credits/balance", params={"customerId": customer})
     assert r.json()["data"]["balances"][0]["currentBalance"] == 105
+
+
+# The raw ASGI routes (gateway/routes/hot.py): the same answers as any Litestar route.
+HOT_ROUTES = ("/api/v1/credits/consumption", "/api/v1/usage", "/api/v2/usage",
+              "/api/v1/events")
+
+
+@pytest.mark.parametrize("path", HOT_ROUTES)
+def test_hot_routes_refuse_like_every_route(server, raw, setup, path) -> None:
+    customer, _ = setup
+    assert_error(raw.get(path), 405, None, code="MethodNotAllowed")
+    with httpx.Client(base_url=server.url) as anonymous:
+        for headers in ({}, {"X-API-KEY": "not-a-key"}):
+            r = anonymous.post(path, json={"customerId": customer}, headers=headers)
+            assert_error(r, 401, "X-API-KEY", code="Unauthenticated")
+    r = raw.post(path, content=b"{" + b" " * 2_000_000 + b"}",
+                 headers={"content-type": "application/json"})
+    assert_error(r, 413, None, code="PayloadTooLarge")
+    for content in (b"{", b"[1, 2]", b"null", b"\xff\xfe"):
+        r = raw.post(path, content=content, headers={"content-type": "application/json"})
+        assert_error(r, 400, None, code="BadUserInput")
+    items = {"/api/v1/credits/consumption": None, "/api/v1/events": "events"}.get(
+        path, "usages")
+    if items is not None:
+        assert_error(raw.post(path, json={items: [{"customerId": customer}]}), 400,
+                     f"{items}[0].{'eventName' if items == 'events' else 'featureId'}")
+    # Each is in the API's document with its body.
+    operation = raw.get("/schema/openapi.json").json()["paths"][path]["post"]
+    assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
