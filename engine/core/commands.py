@@ -31,6 +31,7 @@ __all__ = [
     "ConfirmPayment",
     "GetBalances",
     "GetUsage",
+    "RollUsage",
     "UsageCountersReply",
     "SetGrantExpiry",
     "ConfigureAutoRecharge",
@@ -166,6 +167,15 @@ class GetUsage(_Command, frozen=True, kw_only=True, tag="get_usage", gc=False):
     feature_id: str | None = None
 
 
+class RollUsage(_Command, frozen=True, kw_only=True, tag="roll_usage", gc=False):
+    """Restart the counters that count a usage window earlier than the one given, per
+    (feature id, resource id, window start): what a subscription change or end does to
+    the features whose windows it ends, so that usage which has already reset under the
+    old terms does not come back under terms without a reset (engine.core.usage)."""
+
+    windows: tuple[tuple[str, str | None, int], ...]
+
+
 class Tick(_Command, frozen=True, kw_only=True, tag="tick", gc=False):
     """Fire whatever is due (expiries, activations, reservation TTLs) at `now`."""
 
@@ -265,14 +275,15 @@ class PendingRecharges(_Command, frozen=True, kw_only=True, tag="pending_recharg
 
 
 Command = (
-    CreateGrant | VoidGrant | SetGrantExpiry | ConfirmPayment | Consume | Reserve | Release | ConfigurePool
-    | GetBalances | GetUsage | Tick | ReportUsage | IngestEvents | ConfigureAutoRecharge
-    | GetAutoRecharge | SettleRecharge | PendingRecharges
+    CreateGrant | VoidGrant | SetGrantExpiry | ConfirmPayment | Consume | Reserve | Release
+    | ConfigurePool | GetBalances | GetUsage | RollUsage | Tick | ReportUsage | IngestEvents
+    | ConfigureAutoRecharge | GetAutoRecharge | SettleRecharge | PendingRecharges
 )
 
 # Read-only commands never produce rows; the runtime may skip the store for them.
-MUTATING = (CreateGrant, VoidGrant, ConfirmPayment, Consume, Reserve, Release, ConfigurePool, Tick,
-            ReportUsage, IngestEvents, ConfigureAutoRecharge, SettleRecharge)
+MUTATING = (CreateGrant, VoidGrant, SetGrantExpiry, ConfirmPayment, Consume, Reserve, Release,
+            ConfigurePool, RollUsage, Tick, ReportUsage, IngestEvents, ConfigureAutoRecharge,
+            SettleRecharge)
 
 
 # ---------------------------------------------------------------------------------------

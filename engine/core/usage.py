@@ -51,6 +51,8 @@ from engine.core.commands import (
     Measurement,
     Reply,
     ReportUsage,
+    RollUsage,
+    UsageCountersReply,
     UsageReply,
     UsageResult,
     UsageView,
@@ -68,7 +70,7 @@ from engine.core.refusals import Refusal, refuse
 from engine.core.views import balance_view
 
 __all__ = ["report_usage", "ingest_events", "burn_units", "usage_view", "restore_usage", "HOUR_MS",
-           "UNIQUE_VALUES_MAX", "EVENT_KEYS_CACHED_MAX", "roll_period", "unique_text",
+           "UNIQUE_VALUES_MAX", "EVENT_KEYS_CACHED_MAX", "roll_period", "roll_usage", "unique_text",
            "usage_in_period"]
 
 HOUR_MS = 3_600_000
@@ -146,6 +148,21 @@ def roll_period(counter: UsageCounter, period_start: int | None) -> bool:
         counter.uniques = set()
         return True
     return False
+
+
+def roll_usage(state: CustomerState, cmd: RollUsage, now: int, fx: Effects) -> Reply:
+    """Bring each named counter to the window given (`roll_period`) and store it if that
+    changed it; a counter that does not exist stays so. Answers the counters named."""
+    named = []
+    for feature_id, resource_id, start in cmd.windows:
+        counter = state.usage.get((feature_id, resource_id))
+        if counter is None:
+            continue
+        before = counter.period_start
+        if roll_period(counter, start) or counter.period_start != before:
+            fx.usage[(feature_id, resource_id)] = counter
+        named.append(usage_view(counter))
+    return UsageCountersReply(usages=tuple(named))
 
 
 def _counter(state: CustomerState, feature_id: str, resource_id: str | None, function: str,

@@ -31,6 +31,7 @@ from engine.core.commands import (
     Metered,
     MeteredEvent,
     ReportUsage,
+    RollUsage,
     UsageReply,
     BalancesReply,
     BalanceView,
@@ -422,6 +423,7 @@ async def test_core_apply_never_checkpoints() -> None:
             currency_id=CUR, enabled=False, threshold_type="CREDIT_AMOUNT",
             threshold_value=5_000, target_balance=10_000, price=SCALE), AutoRechargeReply),
         (t0 + 20_008, GetAutoRecharge(currency_id=CUR), AutoRechargeReply),
+        (t0 + 20_009, RollUsage(windows=(("f", None, t0 + 20_009),)), UsageCountersReply),
         # Past the recharge grant's expiry (one month on): no timer left.
         (t0 + 40 * 86_400_000, Tick(), TickReply),
     ]

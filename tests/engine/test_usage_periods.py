@@ -17,6 +17,7 @@ from engine.core.commands import (
     MeteredEvent,
     Refused,
     ReportUsage,
+    RollUsage,
     UsageReply,
 )
 from engine.core.effects import Effects
@@ -167,3 +168,55 @@ def test_usage_in_a_window_is_the_sum_of_its_deltas(
         assert usage_in_period(counter.value, counter.period_start, start) == expected
         later = start + window
         assert usage_in_period(counter.value, counter.period_start, later) == 0
+
+
+# RollUsage: what a subscription's change or end does to the counters of the windows it
+# ends (engine/domain/subscriptions/usage_windows.py).
+
+
+def roll(state: CustomerState, start: int, now: int) -> tuple[Any, Effects]:
+    return run(state, RollUsage(windows=(("api", None, start),)), now)
+
+
+def test_roll_restarts_a_counter_of_an_earlier_window_and_stores_it() -> None:
+    state = CustomerState("c")
+    report(state, 8, T0, T0 + 1)
+    reply, fx = roll(state, T0 + DAY, T0 + DAY + 5)
+    counter = state.usage[("api", None)]
+    assert (counter.value, counter.period_start) == (0, T0 + DAY)
+    assert fx.usage[("api", None)] is counter  # written, so a restart reads it so
+    assert [u.current_usage for u in reply.usages] == [0]
+    # Read without a window afterwards (terms that do not reset): nothing comes back.
+    assert usage_in_period(counter.value, counter.period_start, None) == 0
+    assert report(state, 3, None, T0 + DAY + 6).results[0].usage.current_usage == 3 * SCALE
+
+
+def test_roll_keeps_the_current_window_and_leaves_missing_counters_alone() -> None:
+    state = CustomerState("c")
+    report(state, 8, T0, T0 + 1)
+    _, fx = roll(state, T0, T0 + 2)
+    assert state.usage[("api", None)].value == 8 * SCALE
+    assert not fx.usage  # nothing changed, nothing to write
+    _, fx = run(state, RollUsage(windows=(("other", None, T0),)), T0 + 3)
+    assert ("other", None) not in state.usage and not fx.usage
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 20)), min_size=1, max_size=8),
+       st.integers(0, 6))
+def test_roll_never_changes_what_the_window_shows(reports: list[tuple[int, int]],
+                                                   window: int) -> None:
+    """Whatever the counter holds, rolling it to window `w` leaves what a read in `w`
+    sees as it was, and it reads the same without a window afterwards."""
+    state = CustomerState("c")
+    last = 0
+    for period, value in sorted(reports):
+        last = max(last, period)
+        report(state, value, T0 + period * DAY, T0 + period * DAY + 1)
+    start = T0 + max(window, last) * DAY  # windows only move forward
+    c = state.usage[("api", None)]
+    seen = usage_in_period(c.value, c.period_start, start)
+    roll(state, start, start + 1)
+    c = state.usage[("api", None)]
+    assert usage_in_period(c.value, c.period_start, start) == seen
+    assert usage_in_period(c.value, c.period_start, None) == seen

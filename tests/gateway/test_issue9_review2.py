@@ -89,10 +89,6 @@ def test_usage_carries_over_a_replacement_by_provisioning(raw, clock, cat) -> No
     assert (d["isGranted"], d["accessDeniedReason"]) == (False, "RequestedUsageExceedingLimit")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "usage of a window that has already reset comes back when the plan changes to one "
-    "whose entitlement does not reset: a counter of an old window is read as is when there "
-    "is no window (engine/core/usage.py usage_in_period with period_start None)"))
 def test_usage_that_reset_does_not_come_back_after_a_change_to_no_reset(raw, clock,
                                                                           cat) -> None:
     api = cat.feature()
@@ -107,6 +103,50 @@ def test_usage_that_reset_does_not_come_back_after_a_change_to_no_reset(raw, clo
     d = cat.check(customer, api, requestedUsage=5)
     assert d["currentUsage"] == 0
     assert d["isGranted"] is True
+
+
+def test_usage_of_the_current_window_carries_over_a_change_to_no_reset(raw, clock,
+                                                                        cat) -> None:
+    api = cat.feature()
+    monthly = cat.plan(credits=0, entitlements=[feat(10, "MONTH")(api)])
+    lifetime = cat.plan(credits=0, entitlements=[feat(10)(api)])
+    customer = cat.customer()
+    sub = cat.provision(customer, monthly)
+    assert usage(raw, customer, api, 8).status_code == 200
+    clock.move(by=DAY)
+    cat.ok(raw.patch(f"/api/v1/subscriptions/{sub['id']}", json={"planId": lifetime}))
+    d = cat.check(customer, api, requestedUsage=5)
+    assert (d["currentUsage"], d["isGranted"]) == (8, False)
+    assert usage(raw, customer, api, 1).status_code == 200
+    assert cat.check(customer, api)["currentUsage"] == 9
+
+
+@pytest.mark.parametrize("how", ["scheduled change", "replaced", "changed later"])
+def test_usage_that_reset_stays_reset_whatever_ends_the_monthly_terms(raw, clock, cat,
+                                                                      how) -> None:
+    api = cat.feature()
+    monthly = cat.plan(credits=0, entitlements=[feat(10, "MONTH")(api)])
+    lifetime = cat.plan(credits=0, entitlements=[feat(10)(api)])
+    customer = cat.customer()
+    sub = cat.provision(customer, monthly)
+    end = _t(sub["currentBillingPeriodEnd"])
+    assert usage(raw, customer, api, 8).status_code == 200
+    if how == "scheduled change":
+        # Applied by the scheduler at the period's end, when the usage has just reset.
+        cat.ok(raw.patch(f"/api/v1/subscriptions/{sub['id']}", json={
+            "planId": lifetime, "scheduleStrategy": "END_OF_BILLING_PERIOD"}))
+        clock.move(to=end + HOUR)
+    elif how == "replaced":
+        clock.move(to=end + HOUR)
+        cat.provision(customer, lifetime)  # the same product: the monthly one ends now
+    else:
+        clock.move(to=end + HOUR)
+        assert usage(raw, customer, api, 2).status_code == 200  # the new window's
+        cat.ok(raw.patch(f"/api/v1/subscriptions/{sub['id']}", json={"planId": lifetime}))
+    expected = 2 if how == "changed later" else 0
+    assert cat.check(customer, api)["currentUsage"] == expected
+    assert usage(raw, customer, api, 3).status_code == 200
+    assert cat.check(customer, api)["currentUsage"] == expected + 3
 
 
 def test_current_usage_right_after_changes_and_at_window_boundary(raw, clock, cat) -> None:

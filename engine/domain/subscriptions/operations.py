@@ -32,6 +32,7 @@ from engine.domain.subscriptions.changes import (
     trial_terms,
 )
 from engine.domain.subscriptions.document import ScheduledUpdate, Subscription, decode
+from engine.domain.subscriptions.usage_windows import roll_usage_windows
 
 __all__ = ["STATUSES", "AddonIn", "CancelInput", "ChargeIn", "CouponIn", "ProvisionInput",
            "Provisioned", "SUBSCRIPTION_FIELD", "SubscriptionsQuery", "UpdateInput", "cancel",
@@ -171,7 +172,9 @@ async def coupons_of(d: Domain, env: str, coupon: CouponIn | None, promotion_cod
 
 async def _end(d: Domain, env: str, doc: Subscription, at: int, reason: str, *,
                revoke: bool) -> Subscription:
-    """End `doc` (a private copy, its customer's lock held) at `at`, and write it."""
+    """End `doc` (a private copy, its customer's lock held) at `at`, and write it. Its
+    usage windows are settled at `at` first (`usage_windows`)."""
+    await roll_usage_windows(d, env, doc, at)
     doc.end = doc.cancel_at = at
     doc.cancel_reason = reason
     if revoke:
