@@ -149,6 +149,81 @@ def test_usage_that_reset_stays_reset_whatever_ends_the_monthly_terms(raw, clock
     assert cat.check(customer, api)["currentUsage"] == expected + 3
 
 
+def test_ending_one_source_keeps_the_usage_another_sources_window_shows(raw, clock,
+                                                                          cat) -> None:
+    """Two subscriptions (two products) grant the feature: the older one's monthly window
+    is the effective one. Ending or changing the younger, which resets daily, must not
+    restart usage that the monthly window still shows."""
+    api = cat.feature()
+    monthly = cat.plan(credits=0, entitlements=[feat(10, "MONTH")(api)])
+    daily = cat.plan(credits=0, entitlements=[feat(5, "DAY")(api)],
+                     product=cat.new_product())
+    lifetime = cat.plan(credits=0, entitlements=[feat(5)(api)], product=cat.new_product())
+    customer = cat.customer()
+    cat.provision(customer, monthly)
+    clock.move(by=10 * DAY)
+    second = cat.provision(customer, daily)
+    clock.move(by=2 * DAY)
+    assert usage(raw, customer, api, 8).status_code == 200
+    clock.move(by=3 * DAY)
+    assert cat.check(customer, api)["currentUsage"] == 8  # the monthly window counts
+    cat.ok(raw.patch(f"/api/v1/subscriptions/{second['id']}", json={"planId": lifetime}))
+    assert cat.check(customer, api)["currentUsage"] == 8
+    clock.move(by=DAY)
+    cat.ok(raw.post(f"/api/v1/subscriptions/{second['id']}/cancel",
+                    json={"cancellationTime": "IMMEDIATE"}))
+    assert cat.check(customer, api)["currentUsage"] == 8
+
+
+def test_a_subscription_that_has_not_started_settles_nothing(raw, clock, cat) -> None:
+    api = cat.feature()
+    monthly = cat.plan(credits=0, entitlements=[feat(10, "MONTH")(api)])
+    daily = cat.plan(credits=0, entitlements=[feat(5, "DAY")(api)],
+                     product=cat.new_product())
+    customer = cat.customer()
+    cat.provision(customer, monthly)
+    assert usage(raw, customer, api, 8).status_code == 200
+    start = clock.now() + 30 * DAY
+    later = cat.provision(customer, daily, startDate=start.isoformat())
+    cat.ok(raw.post(f"/api/v1/subscriptions/{later['id']}/cancel",
+                    json={"cancellationTime": "IMMEDIATE"}))
+    assert cat.check(customer, api)["currentUsage"] == 8
+    clock.move(by=DAY)
+    assert usage(raw, customer, api, 1).status_code == 200
+    assert cat.check(customer, api)["currentUsage"] == 9
+
+
+def test_usage_that_reset_at_a_period_end_cancellation_stays_reset(raw, clock, cat) -> None:
+    api = cat.feature()
+    monthly = cat.plan(credits=0, entitlements=[feat(10, "MONTH")(api)])
+    lifetime = cat.plan(credits=0, entitlements=[feat(10)(api)], product=cat.new_product())
+    customer = cat.customer()
+    sub = cat.provision(customer, monthly)
+    assert usage(raw, customer, api, 8).status_code == 200
+    cat.ok(raw.post(f"/api/v1/subscriptions/{sub['id']}/cancel",
+                    json={"cancellationTime": "END_OF_BILLING_PERIOD"}))
+    clock.move(to=_t(sub["currentBillingPeriodEnd"]) + HOUR)
+    assert cat.sub(sub["id"])["status"] == "CANCELED"
+    cat.provision(customer, lifetime)
+    assert cat.check(customer, api)["currentUsage"] == 0
+
+
+def test_usage_that_reset_stays_reset_on_the_resource_a_subscription_leaves(raw, clock,
+                                                                             cat) -> None:
+    api = cat.feature()
+    monthly = cat.plan(credits=0, entitlements=[feat(10, "MONTH")(api)])
+    lifetime = cat.plan(credits=0, entitlements=[feat(10)(api)], product=cat.new_product())
+    customer = cat.customer()
+    sub = cat.provision(customer, monthly, resourceId="site-1")
+    assert usage(raw, customer, api, 8, resource="site-1").status_code == 200
+    clock.move(to=_t(sub["currentBillingPeriodEnd"]) + HOUR)
+    assert cat.check(customer, api, resourceId="site-1")["currentUsage"] == 0
+    cat.ok(raw.post(f"/api/v1/subscriptions/{sub['id']}/transfer",
+                    json={"destinationResourceId": "site-2"}))
+    cat.provision(customer, lifetime, resourceId="site-1")
+    assert cat.check(customer, api, resourceId="site-1")["currentUsage"] == 0
+
+
 def test_current_usage_right_after_changes_and_at_window_boundary(raw, clock, cat) -> None:
     api = cat.feature()
     plan = cat.plan(credits=0, entitlements=[feat(10, "DAY")(api)])

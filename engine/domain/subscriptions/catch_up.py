@@ -48,7 +48,6 @@ import structlog
 from msgspec import UNSET
 
 from engine.billing.lifecycle import (
-    Timeline,
     billing_window,
     credit_window,
     next_change,
@@ -61,11 +60,14 @@ from engine.domain.context import Domain, engine_id, scoped_key
 from engine.domain.errors import DomainError, bad_input
 from engine.domain.subscriptions.changes import apply_changes, resolve
 from engine.domain.subscriptions.document import (
+    RUNNING,
     CreditWindow,
     Subscription,
     decode,
     encode,
+    timeline_of,
 )
+from engine.domain.subscriptions.usage_windows import settle_usage
 from engine.domain.values import units_in as amount_in
 
 __all__ = [
@@ -92,7 +94,6 @@ __all__ = [
 
 log = structlog.get_logger("creditd.subscriptions")
 _TABLE = "subscriptions"
-RUNNING = ("ACTIVE", "IN_TRIAL")
 # Scheduler batch: at most this many due subscriptions per step (the rest wait a step),
 # caught up for at most this many customers at a time.
 DUE_BATCH_MAX = 500
@@ -134,13 +135,6 @@ def provision_lock(env: str, customer_id: str) -> anyio.Lock:
     """Serializes provisioning per customer (held around the catch-up lock, never inside
     it)."""
     return _lock("provision", env, customer_id)
-
-
-def timeline_of(doc: Subscription) -> Timeline:
-    return Timeline(start=doc.start, anchor=doc.anchor, billing_period=doc.billing_period,
-                    trial_end=doc.trial_end,
-                    trial_end_behavior=doc.trial_end_behavior or "CONVERT_TO_PAID",
-                    end=doc.end, credit_anchor=doc.credit_anchor)
 
 
 async def credit_sources(d: Domain, env: str, doc: Subscription
@@ -271,6 +265,11 @@ async def catch_up(d: Domain, env: str, doc: Subscription, *,
     doc = copy_of(doc)  # a private copy to change (the caller's may be shared)
     changed = await _run_scheduled(d, env, doc, now)
     before = (doc.status, doc.period_start)
+    stop = timeline_of(doc).stop
+    if doc.status in RUNNING and now >= stop:
+        # Its terms ended by the clock (a date, the period's end, a trial): the usage they
+        # counted is settled as it stood at the stop (usage_windows).
+        await settle_usage(d, env, doc, stop, ending=True)
     _apply_fields(doc, now)
     changed |= before != (doc.status, doc.period_start)
     sources = await credit_sources(d, env, doc)

@@ -19,7 +19,7 @@ from engine.domain.context import Domain
 from engine.domain.errors import bad_input
 from engine.domain.stored import Addon, Package, Plan
 from engine.domain.subscriptions.document import Subscription
-from engine.domain.subscriptions.usage_windows import roll_usage_windows
+from engine.domain.subscriptions.usage_windows import settle_usage
 from engine.domain.values import time_in
 
 __all__ = [
@@ -312,7 +312,7 @@ async def apply_changes(d: Domain, env: str, doc: Subscription, changes: dict[st
     cycle at `at` (as a change of plan interval does with card processors); in a trial the
     cycle still starts at the trial's end. The old terms' usage windows are settled at
     `at` first (`usage_windows`)."""
-    await roll_usage_windows(d, env, doc, at)
+    await settle_usage(d, env, doc, at)
     if "billingPeriod" in changes and doc.billing_period != changes["billingPeriod"]:
         trial_end = doc.trial_end
         if (trial_end is None or at >= trial_end) and at > doc.start:

@@ -19,7 +19,13 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, UnsetType, field
 
-__all__ = ["AddonRef", "CreditWindow", "ScheduledUpdate", "Subscription", "decode", "encode"]
+from engine.billing.lifecycle import Timeline
+
+__all__ = ["RUNNING", "AddonRef", "CreditWindow", "ScheduledUpdate", "Subscription", "decode",
+           "encode", "timeline_of"]
+
+# The statuses in which a subscription's terms count.
+RUNNING = ("ACTIVE", "IN_TRIAL")
 
 
 class AddonRef(msgspec.Struct, kw_only=True):
@@ -101,6 +107,14 @@ _ATTRS = {(f.encode_name): f.name for f in msgspec.structs.fields(Subscription)}
 _TYPES = {f.name: f.type for f in msgspec.structs.fields(Subscription)}
 
 _decoder = msgspec.json.Decoder(Subscription)
+
+
+def timeline_of(doc: Subscription) -> Timeline:
+    """The subscription's dates as the billing lifecycle reads them."""
+    return Timeline(start=doc.start, anchor=doc.anchor, billing_period=doc.billing_period,
+                    trial_end=doc.trial_end,
+                    trial_end_behavior=doc.trial_end_behavior or "CONVERT_TO_PAID",
+                    end=doc.end, credit_anchor=doc.credit_anchor)
 
 
 def decode(doc: dict[str, Any] | bytes) -> Subscription:

@@ -32,7 +32,7 @@ from engine.domain.subscriptions.changes import (
     trial_terms,
 )
 from engine.domain.subscriptions.document import ScheduledUpdate, Subscription, decode
-from engine.domain.subscriptions.usage_windows import roll_usage_windows
+from engine.domain.subscriptions.usage_windows import settle_usage
 
 __all__ = ["STATUSES", "AddonIn", "CancelInput", "ChargeIn", "CouponIn", "ProvisionInput",
            "Provisioned", "SUBSCRIPTION_FIELD", "SubscriptionsQuery", "UpdateInput", "cancel",
@@ -172,9 +172,8 @@ async def coupons_of(d: Domain, env: str, coupon: CouponIn | None, promotion_cod
 
 async def _end(d: Domain, env: str, doc: Subscription, at: int, reason: str, *,
                revoke: bool) -> Subscription:
-    """End `doc` (a private copy, its customer's lock held) at `at`, and write it. Its
-    usage windows are settled at `at` first (`usage_windows`)."""
-    await roll_usage_windows(d, env, doc, at)
+    """End `doc` (a private copy, its customer's lock held) at `at`, and write it (the
+    catch-up that follows settles the usage its terms counted: usage_windows)."""
     doc.end = doc.cancel_at = at
     doc.cancel_reason = reason
     if revoke:
@@ -494,6 +493,8 @@ async def transfer(d: Domain, env: str, subscription_id: str,
         if await _taken(d, env, doc, resource_id):
             raise bad_input(f"resource {resource_id!r} has a running subscription to this "
                             "product, which allows one", "destinationResourceId")
+        # The terms stop on the resource it leaves.
+        await settle_usage(d, env, doc, d.now_ms())
         doc.resource_id = resource_id
         return await subs.commit(d, env, doc)
 

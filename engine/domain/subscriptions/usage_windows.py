@@ -2,57 +2,74 @@
 
 Usage counters count the window they were last written in, and reads treat a counter of an
 earlier window as 0 (`engine.core.usage`). That holds while the feature resets. When a
-change of plan (or the subscription's end) leaves the feature with terms that do not
-reset, there is no window left to compare with, and a counter of a window that had
-already reset would be read as it stands: usage that had gone back to 0 would come back.
+change of plan or the subscription's end leaves the feature with terms that do not reset
+(another plan, a promotion), there is no window left to compare with, and a counter of a
+window that had already reset would be read as it stands: usage that had gone back to 0
+would come back.
 
-So at the moment a subscription's terms stop applying (`at`), each feature whose
-entitlement in those terms resets has its counter brought to the window current at `at`
-(`RollUsage`): a counter of an earlier window restarts from 0, one of the current window
-keeps its value (usage carries over the change, as it does between plans that reset).
-Nothing that was visible changes: a counter restarted here already read 0.
+So at the moment a subscription's terms stop applying (`at`), each feature they grant
+whose effective entitlement resets at that moment has its counter brought to the
+effective window current then (`RollUsage`): a counter of an earlier window restarts
+from 0, one of the current window keeps its value (usage carries over the change, as it
+does between plans that reset). The window is the customer's effective one at `at` —
+every running subscription of the resource and every active promotion, combined by the
+entitlements' own rule (`engine.domain.entitlement_sources.combine`) — not this
+subscription's alone, since another source's window may be the one that counts. So
+nothing that was visible changes: a counter restarted here already read 0.
+
+Where the terms stop: a change (`apply_changes`: now, scheduled, a migration), an end now
+(a cancellation, a replacement on the product), the end by the clock (a cancellation for a
+date or the period's end, a trial that expires: catch-up, at the subscription's stop) and
+a move to another resource (`transfer`). Promotions that expire or are revoked are not
+settled (docs/subscriptions.md).
 """
 
 from __future__ import annotations
 
-from engine.billing.periods import reset_window
+from engine.billing.lifecycle import status_at
 from engine.core.commands import RollUsage
 from engine.domain.context import Domain, engine_id
-from engine.domain.packages import published
-from engine.domain.subscriptions.document import Subscription
+from engine.domain.entitlement_sources import combine, promo_active
+from engine.domain.subscriptions.document import RUNNING, Subscription, decode, timeline_of
 
-__all__ = ["roll_usage_windows", "usage_windows"]
-
-
-async def usage_windows(d: Domain, env: str, sub: Subscription, at: int
-                        ) -> dict[str, tuple[int, int]]:
-    """feature id -> the usage window [start, end) at `at` of each feature whose
-    entitlement in `sub`'s plan or add-ons resets (the plan's terms first, then the first
-    add-on's that has one, as the effective entitlements take them), anchored where the
-    subscription's usage windows are."""
-    anchor = sub.usage_anchor or sub.start
-    packages = [await published(d.documents, env, "plan", sub.plan_id, sub.plan_version)]
-    packages += [await published(d.documents, env, "addon", a.id, a.version)
-                 for a in sub.addons]
-    windows: dict[str, tuple[int, int]] = {}
-    for package in packages:
-        for ent in package.entitlements if package is not None else ():
-            if ent.type != "FEATURE" or not ent.is_granted or not ent.reset_period:
-                continue
-            if ent.id in windows:
-                continue
-            according_to = (ent.reset_period_configuration or {}).get("accordingTo")
-            try:
-                windows[ent.id] = reset_window(ent.reset_period, according_to, anchor, at)
-            except ValueError:
-                continue  # an anchor the period does not take: no window, as in reads
-    return windows
+__all__ = ["settle_usage", "usage_windows"]
 
 
-async def roll_usage_windows(d: Domain, env: str, sub: Subscription, at: int) -> None:
-    """Bring the counters of `sub`'s resetting features to their windows at `at`, before
-    its terms change or end there (the module docstring)."""
-    windows = await usage_windows(d, env, sub, at)
+async def usage_windows(d: Domain, env: str, sub: Subscription, at: int, *,
+                        ending: bool = False) -> dict[str, tuple[int, int]]:
+    """feature id -> the customer's effective usage window at `at`, for each feature
+    `sub` grants whose effective entitlement resets then. `sub` as it is before the
+    change; it counts if it runs at `at`, or (`ending`: its end by the clock, at its stop)
+    as it ran until then. Other subscriptions are read as stored, with their status at
+    `at` from their dates (no catch-up: the caller holds the customer's lock), those that
+    started before `at`."""
+    if not ending and status_at(timeline_of(sub), at) not in RUNNING:
+        return {}  # not started (or over): its terms count for nothing at `at`
+    running: list[Subscription] = []
+    for stored in await d.store.customer_subscriptions(env, sub.customer_id):
+        other = decode(stored)
+        if other.id == sub.id:
+            running.append(sub)  # in its place: the first source found wins
+        elif other.resource_id == sub.resource_id and other.start < at and (
+                status_at(timeline_of(other), at) in RUNNING):
+            # Not one starting at `at`: a subscription that replaces this one is stored
+            # (without its usage anchor yet) before this one ends, and is no source of the
+            # terms that stop here.
+            running.append(other)
+    if all(s.id != sub.id for s in running):
+        running.append(sub)
+    promos = [p for p in await d.store.promotions(env, sub.customer_id) if promo_active(p, at)]
+    effective, _ = await combine(d, env, running, promos, at)
+    own, _ = await combine(d, env, [sub], [], at)
+    return {f: e.window for f, e in effective.features.items()
+            if e.window is not None and f in own.features}
+
+
+async def settle_usage(d: Domain, env: str, sub: Subscription, at: int, *,
+                       ending: bool = False) -> None:
+    """Bring the counters of `sub`'s resetting features to their effective windows at
+    `at`, before its terms change or end there (the module docstring)."""
+    windows = await usage_windows(d, env, sub, at, ending=ending)
     if windows:
         await d.runtime.submit(engine_id(env, sub.customer_id), RollUsage(windows=tuple(
             (feature_id, sub.resource_id, start) for feature_id, (start, _) in windows.items())))
