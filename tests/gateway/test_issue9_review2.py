@@ -89,14 +89,25 @@ def test_usage_carries_over_a_replacement_by_provisioning(raw, clock, cat) -> No
     assert (d["isGranted"], d["accessDeniedReason"]) == (False, "RequestedUsageExceedingLimit")
 
 
-def test_usage_that_reset_does_not_come_back_after_a_change_to_no_reset(raw, clock,
-                                                                          cat) -> None:
+def monthly_with_usage(raw: httpx.Client, cat: Cat, *, other_product: bool = False,
+                       resource: str | None = None) -> tuple[str, str, str, dict[str, Any]]:
+    """A feature, a monthly plan with 10 of it and a lifetime plan with 10 (of another
+    product: `other_product`), and a customer on the monthly plan who used 8: (feature,
+    lifetime plan, customer, subscription)."""
     api = cat.feature()
     monthly = cat.plan(credits=0, entitlements=[feat(10, "MONTH")(api)])
-    lifetime = cat.plan(credits=0, entitlements=[feat(10)(api)])
+    lifetime = cat.plan(credits=0, entitlements=[feat(10)(api)],
+                        product=cat.new_product() if other_product else None)
     customer = cat.customer()
-    sub = cat.provision(customer, monthly)
-    assert usage(raw, customer, api, 8).status_code == 200
+    extra = {} if resource is None else {"resourceId": resource}
+    sub = cat.provision(customer, monthly, **extra)
+    assert usage(raw, customer, api, 8, resource=resource).status_code == 200
+    return api, lifetime, customer, sub
+
+
+def test_usage_that_reset_does_not_come_back_after_a_change_to_no_reset(raw, clock,
+                                                                          cat) -> None:
+    api, lifetime, customer, sub = monthly_with_usage(raw, cat)
     clock.move(to=_t(sub["currentBillingPeriodEnd"]) + DAY)
     assert cat.check(customer, api)["currentUsage"] == 0  # reset on time
     cat.ok(raw.patch(f"/api/v1/subscriptions/{sub['id']}", json={"planId": lifetime}))
@@ -107,12 +118,7 @@ def test_usage_that_reset_does_not_come_back_after_a_change_to_no_reset(raw, clo
 
 def test_usage_of_the_current_window_carries_over_a_change_to_no_reset(raw, clock,
                                                                         cat) -> None:
-    api = cat.feature()
-    monthly = cat.plan(credits=0, entitlements=[feat(10, "MONTH")(api)])
-    lifetime = cat.plan(credits=0, entitlements=[feat(10)(api)])
-    customer = cat.customer()
-    sub = cat.provision(customer, monthly)
-    assert usage(raw, customer, api, 8).status_code == 200
+    api, lifetime, customer, sub = monthly_with_usage(raw, cat)
     clock.move(by=DAY)
     cat.ok(raw.patch(f"/api/v1/subscriptions/{sub['id']}", json={"planId": lifetime}))
     d = cat.check(customer, api, requestedUsage=5)
@@ -124,13 +130,8 @@ def test_usage_of_the_current_window_carries_over_a_change_to_no_reset(raw, cloc
 @pytest.mark.parametrize("how", ["scheduled change", "replaced", "changed later"])
 def test_usage_that_reset_stays_reset_whatever_ends_the_monthly_terms(raw, clock, cat,
                                                                       how) -> None:
-    api = cat.feature()
-    monthly = cat.plan(credits=0, entitlements=[feat(10, "MONTH")(api)])
-    lifetime = cat.plan(credits=0, entitlements=[feat(10)(api)])
-    customer = cat.customer()
-    sub = cat.provision(customer, monthly)
+    api, lifetime, customer, sub = monthly_with_usage(raw, cat)
     end = _t(sub["currentBillingPeriodEnd"])
-    assert usage(raw, customer, api, 8).status_code == 200
     if how == "scheduled change":
         # Applied by the scheduler at the period's end, when the usage has just reset.
         cat.ok(raw.patch(f"/api/v1/subscriptions/{sub['id']}", json={
@@ -194,12 +195,7 @@ def test_a_subscription_that_has_not_started_settles_nothing(raw, clock, cat) ->
 
 
 def test_usage_that_reset_at_a_period_end_cancellation_stays_reset(raw, clock, cat) -> None:
-    api = cat.feature()
-    monthly = cat.plan(credits=0, entitlements=[feat(10, "MONTH")(api)])
-    lifetime = cat.plan(credits=0, entitlements=[feat(10)(api)], product=cat.new_product())
-    customer = cat.customer()
-    sub = cat.provision(customer, monthly)
-    assert usage(raw, customer, api, 8).status_code == 200
+    api, lifetime, customer, sub = monthly_with_usage(raw, cat, other_product=True)
     cat.ok(raw.post(f"/api/v1/subscriptions/{sub['id']}/cancel",
                     json={"cancellationTime": "END_OF_BILLING_PERIOD"}))
     clock.move(to=_t(sub["currentBillingPeriodEnd"]) + HOUR)
@@ -210,12 +206,8 @@ def test_usage_that_reset_at_a_period_end_cancellation_stays_reset(raw, clock, c
 
 def test_usage_that_reset_stays_reset_on_the_resource_a_subscription_leaves(raw, clock,
                                                                              cat) -> None:
-    api = cat.feature()
-    monthly = cat.plan(credits=0, entitlements=[feat(10, "MONTH")(api)])
-    lifetime = cat.plan(credits=0, entitlements=[feat(10)(api)], product=cat.new_product())
-    customer = cat.customer()
-    sub = cat.provision(customer, monthly, resourceId="site-1")
-    assert usage(raw, customer, api, 8, resource="site-1").status_code == 200
+    api, lifetime, customer, sub = monthly_with_usage(raw, cat, other_product=True,
+                                                      resource="site-1")
     clock.move(to=_t(sub["currentBillingPeriodEnd"]) + HOUR)
     assert cat.check(customer, api, resourceId="site-1")["currentUsage"] == 0
     cat.ok(raw.post(f"/api/v1/subscriptions/{sub['id']}/transfer",
