@@ -22,6 +22,10 @@ second of acknowledged writes lost on a crash), through redis-py's asyncio clien
 hiredis) and a pool of as many connections as clients. Ratios: creditd PostgreSQL / Redis
 for the same shape.
 
+The PostgreSQL and Redis contestants of a shape run in turn: each round runs each once,
+in an order rotated from round to round, and a ratio is the median of the rounds' ratios,
+so the host's drift between minutes falls on both sides of it alike.
+
 Usage: .venv/bin/python scripts/bench_store.py [--runs 3] [--ops 20000]
        [--pg postgresql://postgres@127.0.0.1/test] [--only sqlite|postgresql|redis]
        [--default-gc]
@@ -45,6 +49,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -258,6 +263,31 @@ def measure(label: str, runs: int, once) -> tuple[float, float, float]:
     return result
 
 
+def measure_in_turn(contestants: dict[str, Any], runs: int) -> dict[str, list[float]]:
+    """`runs` rounds in which each contestant runs once, the order rotated each round, so
+    that the host's drift (this host's speed moves by a fifth within minutes) falls on all
+    of them alike; prints each one's median and returns each one's rate per round."""
+    rates: dict[str, list[float]] = {label: [] for label in contestants}
+    latencies: dict[str, list[tuple[float, float]]] = {label: [] for label in contestants}
+    labels = list(contestants)
+    for n in range(runs):
+        for label in labels[n % len(labels):] + labels[:n % len(labels)]:
+            rate, lat = contestants[label]()
+            rates[label].append(rate)
+            latencies[label].append((percentile(lat, 0.50) * 1000, percentile(lat, 0.99) * 1000))
+    for label in labels:
+        p50 = statistics.median(x[0] for x in latencies[label])
+        p99 = statistics.median(x[1] for x in latencies[label])
+        print(f"{label:58s} {statistics.median(rates[label]):>10,.0f}/s  p50 {p50:6.2f} ms  "
+              f"p99 {p99:6.2f} ms", flush=True)
+    return rates
+
+
+def ratio(ours: list[float], theirs: list[float]) -> float:
+    """The median of the rounds' ratios: each compares two runs minutes apart at most."""
+    return statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
@@ -314,24 +344,27 @@ def main() -> None:
                         await drop_pg_database(args.pg, name)
                 return anyio.run(go)
 
-            ours = measure(f"creditd PostgreSQL clients={clients:<3} customers={ncust:<6}",
-                           args.runs, once_creditd)
+            contestants = {
+                f"creditd PostgreSQL clients={clients:<3} customers={ncust:<6}": once_creditd}
             if args.only != "redis":
-                base = measure(f"hand-written PG    clients={clients:<3} customers={ncust:<6}",
-                               args.runs, once_baseline)
-                print(f"{'  ratio creditd / hand-written':58s} {ours[0] / base[0]:>10.2f}x")
-            if why_not_redis:
-                continue
-            for fsync in ("always", "everysec"):
+                contestants[f"hand-written PG    clients={clients:<3} customers={ncust:<6}"] = \
+                    once_baseline
+            for fsync in () if why_not_redis else ("always", "everysec"):
                 def once_redis(clients=clients, ncust=ncust, ops=ops, fsync=fsync):
                     with RedisServer(fsync) as server:
                         return anyio.run(run_redis, server.port, clients, ops, ncust)
 
-                theirs = measure(f"Redis Lua {fsync:<8} clients={clients:<3} customers={ncust:<6}",
-                                 args.runs, once_redis)
-                print(f"{'  ratio creditd PostgreSQL / Redis ' + fsync:58s} "
-                      f"{ours[0] / theirs[0]:>10.2f}x")
-
+                contestants[f"Redis Lua {fsync:<8} clients={clients:<3} customers={ncust:<6}"] = \
+                    once_redis
+            results = measure_in_turn(contestants, args.runs)
+            ours, *others = contestants
+            for other in others:
+                what = ("creditd / hand-written" if other.startswith("hand-written")
+                        else "creditd PostgreSQL / Redis " + other.split()[2])
+                rounds = ", ".join(f"{a / b:.2f}" for a, b in zip(
+                    results[ours], results[other], strict=True))
+                print(f"{'  ratio ' + what:58s} {ratio(results[ours], results[other]):>10.2f}x"
+                      f"  (per round: {rounds})")
 
 if __name__ == "__main__":
     main()
