@@ -778,6 +778,11 @@ class DurableStore:
         """Grant `docs`, replacing the customer's promotions for their features."""
         await promotions.save(self, environment, customer_id, docs, now)
 
+    async def settled_promotion(self, environment: str, customer_id: str,
+                                doc: Promotion) -> None:
+        """Record that the usage `doc` counted was settled at its end by the clock."""
+        await promotions.settled(self, environment, customer_id, doc)
+
     async def end_promotion(self, environment: str, customer_id: str, doc: Promotion,
                             now: int) -> None:
         """Write `doc` as revoked at `now`."""

@@ -10,7 +10,7 @@ import msgspec
 
 from engine.domain.stored import Promotion
 
-__all__ = ["end", "of_customer", "one", "save"]
+__all__ = ["end", "of_customer", "one", "save", "settled"]
 
 _json = msgspec.json.Encoder(order="deterministic").encode
 _UPSERT = (
@@ -19,25 +19,36 @@ _UPSERT = (
     "ON CONFLICT (environment, customer_id, feature_id) DO UPDATE SET doc = excluded.doc, "
     "status = excluded.status, created_at = excluded.created_at, "
     "updated_at = excluded.updated_at, archived_at = NULL")
-_OF_CUSTOMER = ("SELECT doc FROM promotional_entitlements WHERE environment = ? "
+_OF_CUSTOMER = ("SELECT doc, status FROM promotional_entitlements WHERE environment = ? "
                 "AND customer_id = ?")
 _ONE = _OF_CUSTOMER + " AND feature_id = ? AND archived_at IS NULL"
+# Only the grant that was read (a grant again for the feature writes a new created_at and
+# status Active), and only once.
+_SETTLED = ("UPDATE promotional_entitlements SET status = 'Expired' WHERE environment = ? "
+            "AND customer_id = ? AND feature_id = ? AND created_at = ? AND status = 'Active' "
+            "AND archived_at IS NULL")
 _END = ("UPDATE promotional_entitlements SET doc = ?, status = ?, updated_at = ?, "
         "archived_at = ? WHERE environment = ? AND customer_id = ? AND feature_id = ?")
 
 
-_decode = msgspec.json.Decoder(Promotion).decode
+_decode_doc = msgspec.json.Decoder(Promotion).decode
+
+
+def _decode(row: Any) -> Promotion:
+    doc = _decode_doc(row[0])
+    doc.usage_settled = row[1] == "Expired"
+    return doc
 
 
 async def of_customer(store: Any, env: str, customer_id: str) -> list[Promotion]:
     """Every promotion of the customer, revoked ones included."""
-    return [_decode(r[0]) for r in await store.fetch(_OF_CUSTOMER, env, customer_id)]
+    return [_decode(r) for r in await store.fetch(_OF_CUSTOMER, env, customer_id)]
 
 
 async def one(store: Any, env: str, customer_id: str, feature_id: str) -> Promotion | None:
     """The customer's promotion for the feature, unless revoked."""
     rows = await store.fetch(_ONE, env, customer_id, feature_id)
-    return _decode(rows[0][0]) if rows else None
+    return _decode(rows[0]) if rows else None
 
 
 async def save(store: Any, env: str, customer_id: str, docs: list[Promotion],
@@ -47,6 +58,11 @@ async def save(store: Any, env: str, customer_id: str, docs: list[Promotion],
     await store.transact([(_UPSERT, [
         (env, customer_id, d.feature_id, _json(d).decode(), "Active", now, now)
         for d in docs])])
+
+
+async def settled(store: Any, env: str, customer_id: str, doc: Promotion) -> None:
+    """Record that the usage `doc` counted was settled at its end (status Expired)."""
+    await store.execute(_SETTLED, env, customer_id, doc.feature_id, doc.created_at)
 
 
 async def end(store: Any, env: str, customer_id: str, doc: Promotion, now: int) -> None:

@@ -1,7 +1,9 @@
 """Promotional entitlements: feature access granted to one customer outside their plan.
 
 Granting several at once validates them all before writing any (one transaction);
-granting again for the same feature replaces the previous grant. The period ('1 week',
+granting again for the same feature replaces the previous grant. When one stops (revoked,
+replaced, or expired), the usage it counted is settled as a subscription's is
+(engine/domain/subscriptions/usage_windows.py). The period ('1 week',
 '1 month', '6 month', '1 year', 'lifetime', or 'custom' with `customEndDate`) runs from
 the moment of the grant by the process's clock; at its end date the promotion is Expired:
 it stops counting in the customer's entitlements and lists as Expired. Revoking ends it
@@ -27,6 +29,7 @@ from engine.domain.context import Domain, require_customer
 from engine.domain.errors import DomainError, bad_input
 from engine.domain.features import require_feature
 from engine.domain.stored import Promotion
+from engine.domain.subscriptions.usage_windows import promotion_stop, settle_promotion
 from engine.domain.values import time_in
 
 __all__ = ["ITEMS_MAX", "USAGE_LIMIT_MAX", "AnchorConfig", "PromotionIn", "PromotionsQuery",
@@ -171,6 +174,11 @@ async def grant(d: Domain, env: str, customer_id: str,
                             f"{at}.featureId")
         seen.add(item.feature_id)
         docs.append(await _document(d, env, item, at, now))
+    # The promotions these replace stop now: the usage they counted is settled first.
+    for old in await d.store.promotions(env, customer_id):
+        stop = promotion_stop(old, now) if old.feature_id in seen else None
+        if stop is not None:
+            await settle_promotion(d, env, customer_id, old, stop)
     await d.store.save_promotions(env, customer_id, docs, now)
     d.entitlements_changed(env, customer_id)
     return docs
@@ -225,6 +233,9 @@ async def revoke(d: Domain, env: str, customer_id: str, feature_id: str) -> Prom
         raise DomainError(404, "NotFound", f"customer {customer_id!r} has no promotional "
                           f"entitlement for feature {feature_id!r}", "featureId")
     now = d.documents.now_ms()
+    stop = promotion_stop(doc, now)
+    if stop is not None:  # the usage it counted, settled where its terms stop
+        await settle_promotion(d, env, customer_id, doc, stop)
     if doc.end is None or doc.end > now:
         doc.end = now  # it ends now: it shows Expired from here on
     doc.archived_at = doc.updated_at = now

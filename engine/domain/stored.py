@@ -237,6 +237,9 @@ class Promotion(Grant, kw_only=True):
     start: int | None = field(default=None, name="_startDate")
     end: int | None = field(default=None, name="_endDate")
     archived_at: int | None = field(default=None, name="_archivedAt")
+    # Set from the row's status when read (persistence/promotions.py): True once the usage
+    # it counted was settled at its end by the clock (subscriptions/usage_windows.py).
+    usage_settled: bool = field(default=False, name="_usageSettled")
 
 
 class Package(Edited, kw_only=True):

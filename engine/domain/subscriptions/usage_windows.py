@@ -20,19 +20,26 @@ nothing that was visible changes: a counter restarted here already read 0.
 Where the terms stop: a change (`apply_changes`: now, scheduled, a migration), an end now
 (a cancellation, a replacement on the product), the end by the clock (a cancellation for a
 date or the period's end, a trial that expires: catch-up, at the subscription's stop) and
-a move to another resource (`transfer`). Promotions that expire or are revoked are not
-settled (docs/subscriptions.md).
+a move to another resource (`transfer`).
+
+A promotion's terms stop the same way, and its feature's counters are settled the same way
+(`settle_promotion`): when it is revoked or granted again (now), and when it expires by the
+clock (at its end date: the first read of the customer's entitlements after it, which every
+usage report makes before it writes, settles it and marks it so: `entitlements._effective`).
 """
 
 from __future__ import annotations
+
+import msgspec
 
 from engine.billing.lifecycle import status_at
 from engine.core.commands import RollUsage
 from engine.domain.context import Domain, engine_id
 from engine.domain.entitlement_sources import combine, promo_active
+from engine.domain.stored import Promotion
 from engine.domain.subscriptions.document import RUNNING, Subscription, decode, timeline_of
 
-__all__ = ["settle_usage", "usage_windows"]
+__all__ = ["promotion_stop", "settle_promotion", "settle_usage", "usage_windows"]
 
 
 async def usage_windows(d: Domain, env: str, sub: Subscription, at: int, *,
@@ -73,3 +80,36 @@ async def settle_usage(d: Domain, env: str, sub: Subscription, at: int, *,
     if windows:
         await d.runtime.submit(engine_id(env, sub.customer_id), RollUsage(windows=tuple(
             (feature_id, sub.resource_id, start) for feature_id, (start, _) in windows.items())))
+
+
+def promotion_stop(doc: Promotion, now: int) -> int | None:
+    """When `doc`'s terms stop if it is revoked or replaced at `now`, where its usage is
+    to be settled: now, or its end date if that has passed and was not settled yet; None
+    if there is nothing to settle (revoked, not started, or settled at its end)."""
+    if doc.archived_at is not None:
+        return None
+    at = now if doc.end is None or now < doc.end else doc.end
+    if doc.end is not None and at == doc.end and doc.usage_settled:
+        return None
+    return at if doc.start is None or doc.start < at else None
+
+
+async def settle_promotion(d: Domain, env: str, customer_id: str, doc: Promotion,
+                           at: int) -> None:
+    """Bring the customer's counters of `doc`'s feature to the effective windows at `at`,
+    the promotion counted, before it stops there (the module docstring): per resource,
+    with the customer's subscriptions of it running then (and for none)."""
+    counted = msgspec.structs.replace(doc, end=None, archived_at=None)
+    by_resource: dict[str | None, list[Subscription]] = {None: []}
+    for stored in await d.store.customer_subscriptions(env, customer_id):
+        sub = decode(stored)
+        if sub.start < at and status_at(timeline_of(sub), at) in RUNNING:
+            by_resource.setdefault(sub.resource_id, []).append(sub)
+    windows = []
+    for resource_id, subs in by_resource.items():
+        effective, _ = await combine(d, env, subs, [counted], at)
+        got = effective.features.get(doc.feature_id)
+        if got is not None and got.window is not None:
+            windows.append((doc.feature_id, resource_id, got.window[0]))
+    if windows:
+        await d.runtime.submit(engine_id(env, customer_id), RollUsage(windows=tuple(windows)))

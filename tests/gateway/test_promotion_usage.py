@@ -1,0 +1,133 @@
+"""Usage that had reset under a promotion's window stays reset when the promotion stops:
+revoked, replaced by a grant for the same feature, or expired by the clock — the same rule
+as for a subscription's terms (tests/gateway/test_issue9_review2.py, docs/subscriptions.md,
+"Usage across changes"). Usage of the window current when it stops carries over."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.gateway.test_issue9_hardening import Cat
+from tests.gateway.test_issue9_review2 import DAY, HOUR, feat, usage
+
+CLOCK_START = "2026-01-01T00:00:00+00:00"
+SERVER_ENV = {"CREDITD_CLOCK": f"manual:{CLOCK_START}"}
+
+
+@pytest.fixture
+def cat(raw, uid) -> Cat:
+    return Cat(raw, uid)
+
+
+def promote(raw: httpx.Client, cat: Cat, customer: str, feature: str,
+            **terms: Any) -> None:
+    item = {"featureId": feature, "period": "1 year", "usageLimit": 5, "resetPeriod": "MONTH",
+            **terms}
+    cat.ok(raw.post(f"/api/v1/customers/{customer}/promotional-entitlements",
+                    json={"promotionalEntitlements": [item]}))
+
+
+def revoke(raw: httpx.Client, cat: Cat, customer: str, feature: str) -> None:
+    cat.ok(raw.delete(f"/api/v1/customers/{customer}/promotional-entitlements/{feature}"))
+
+
+def lifetime_plan_and_monthly_promotion(raw: httpx.Client, cat: Cat,
+                                        **terms: Any) -> tuple[str, str]:
+    """A customer on a plan granting 10 of a feature for good (no reset) and a promotion of
+    5 more that resets monthly (so the promotion's window is the one that counts), who
+    used 8: (feature, customer)."""
+    api = cat.feature()
+    customer = cat.customer()
+    cat.provision(customer, cat.plan(credits=0, entitlements=[feat(10)(api)]))
+    promote(raw, cat, customer, api, **terms)
+    d = cat.check(customer, api)
+    assert (d["usageLimit"], d["resetPeriod"]) == (15, "MONTH")
+    assert usage(raw, customer, api, 8).status_code == 200
+    return api, customer
+
+
+@pytest.mark.parametrize("how", ["revoked", "granted again without a reset"])
+def test_usage_that_reset_stays_reset_when_the_promotion_stops(raw, clock, cat,
+                                                               how) -> None:
+    api, customer = lifetime_plan_and_monthly_promotion(raw, cat)
+    clock.move(by=40 * DAY)  # the promotion's month has turned over
+    assert cat.check(customer, api)["currentUsage"] == 0
+    if how == "revoked":
+        revoke(raw, cat, customer, api)
+        limit = 10
+    else:
+        promote(raw, cat, customer, api, usageLimit=3, resetPeriod=None)
+        limit = 13
+    d = cat.check(customer, api, requestedUsage=limit)
+    assert (d["usageLimit"], d["resetPeriod"]) == (limit, None)
+    assert (d["currentUsage"], d["isGranted"]) == (0, True)
+    assert usage(raw, customer, api, 3).status_code == 200
+    assert cat.check(customer, api)["currentUsage"] == 3
+
+
+def test_usage_that_reset_stays_reset_when_the_promotion_expires(raw, clock, cat) -> None:
+    start = clock.now()
+    api, customer = lifetime_plan_and_monthly_promotion(
+        raw, cat, period="custom", customEndDate=(start + 45 * DAY).isoformat())
+    clock.move(to=start + 40 * DAY)
+    assert usage(raw, customer, api, 2).status_code == 200  # the second month's
+    clock.move(to=start + 50 * DAY)  # expired by the clock, nothing else happened
+    d = cat.check(customer, api)
+    assert (d["usageLimit"], d["resetPeriod"], d["currentUsage"]) == (10, None, 2)
+    assert usage(raw, customer, api, 1).status_code == 200
+    assert cat.check(customer, api)["currentUsage"] == 3
+
+
+def test_usage_written_first_after_the_expiry_counts_from_the_last_window(raw, clock,
+                                                                          cat) -> None:
+    start = clock.now()
+    api, customer = lifetime_plan_and_monthly_promotion(
+        raw, cat, period="custom", customEndDate=(start + 45 * DAY).isoformat())
+    clock.move(to=start + 50 * DAY)
+    # The first thing after the end is a usage report: written on the settled counter.
+    assert usage(raw, customer, api, 4).status_code == 200
+    assert cat.check(customer, api)["currentUsage"] == 4
+
+
+def test_usage_of_the_current_window_carries_over_a_revocation(raw, clock, cat) -> None:
+    api, customer = lifetime_plan_and_monthly_promotion(raw, cat)
+    clock.move(by=10 * DAY)  # the same month
+    revoke(raw, cat, customer, api)
+    d = cat.check(customer, api, requestedUsage=2)
+    assert (d["currentUsage"], d["isGranted"]) == (8, True)
+    assert usage(raw, customer, api, 1).status_code == 200
+    assert cat.check(customer, api)["currentUsage"] == 9
+
+
+def test_a_subscriptions_window_is_kept_when_a_promotion_stops(raw, clock, cat) -> None:
+    """The plan resets monthly from its own start: its window is the one that counts, and
+    the promotion's end changes nothing the customer sees."""
+    api = cat.feature()
+    customer = cat.customer()
+    start = clock.now()
+    cat.provision(customer, cat.plan(credits=0, entitlements=[feat(10, "MONTH")(api)]))
+    clock.move(to=start + 10 * DAY)
+    promote(raw, cat, customer, api, resetPeriod="WEEK")
+    assert usage(raw, customer, api, 8).status_code == 200
+    clock.move(to=start + 20 * DAY)  # the promotion's week would have turned over
+    assert cat.check(customer, api)["currentUsage"] == 8
+    revoke(raw, cat, customer, api)
+    assert cat.check(customer, api)["currentUsage"] == 8
+    clock.move(to=start + 32 * DAY + HOUR)  # the plan's month turns over
+    assert cat.check(customer, api)["currentUsage"] == 0
+
+
+def test_usage_on_a_resource_stays_reset_when_the_promotion_expires(raw, clock, cat) -> None:
+    api = cat.feature()
+    customer = cat.customer()
+    start = clock.now()
+    cat.provision(customer, cat.plan(credits=0, entitlements=[feat(10)(api)]),
+                  resourceId="site-1")
+    promote(raw, cat, customer, api, period="custom",
+            customEndDate=(start + 45 * DAY).isoformat())
+    assert usage(raw, customer, api, 8, resource="site-1").status_code == 200
+    clock.move(to=start + 50 * DAY)
+    assert cat.check(customer, api, resourceId="site-1")["currentUsage"] == 0
