@@ -784,9 +784,9 @@ class DurableStore:
         await promotions.settled(self, environment, customer_id, doc)
 
     async def end_promotion(self, environment: str, customer_id: str, doc: Promotion,
-                            now: int) -> None:
-        """Write `doc` as revoked at `now`."""
-        await promotions.end(self, environment, customer_id, doc, now)
+                            now: int) -> bool:
+        """Write `doc` as revoked at `now`; False if its row holds another grant by now."""
+        return await promotions.end(self, environment, customer_id, doc, now)
 
     async def grant_customer(self, environment: str, grant_id: str) -> str | None:
         """The customer (engine id) owning grant `grant_id` in `environment`, or None."""

@@ -13,6 +13,13 @@ from engine.domain.stored import Promotion
 __all__ = ["end", "of_customer", "one", "save", "settled"]
 
 _json = msgspec.json.Encoder(order="deterministic").encode
+
+
+def _doc(doc: Promotion) -> str:
+    """The document as stored: without `usage_settled`, which the row's status holds."""
+    fields = msgspec.to_builtins(doc)
+    fields.pop("_usageSettled", None)
+    return _json(fields).decode()
 _UPSERT = (
     "INSERT INTO promotional_entitlements (environment, customer_id, feature_id, doc, status, "
     "created_at, updated_at, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL) "
@@ -27,8 +34,11 @@ _ONE = _OF_CUSTOMER + " AND feature_id = ? AND archived_at IS NULL"
 _SETTLED = ("UPDATE promotional_entitlements SET status = 'Expired' WHERE environment = ? "
             "AND customer_id = ? AND feature_id = ? AND created_at = ? AND status = 'Active' "
             "AND archived_at IS NULL")
+# Only the grant that was read: a grant again for the feature meanwhile is not revoked in
+# its place (nor written over with the old document).
 _END = ("UPDATE promotional_entitlements SET doc = ?, status = ?, updated_at = ?, "
-        "archived_at = ? WHERE environment = ? AND customer_id = ? AND feature_id = ?")
+        "archived_at = ? WHERE environment = ? AND customer_id = ? AND feature_id = ? "
+        "AND created_at = ? AND archived_at IS NULL")
 
 
 _decode_doc = msgspec.json.Decoder(Promotion).decode
@@ -56,7 +66,7 @@ async def save(store: Any, env: str, customer_id: str, docs: list[Promotion],
     """Grant `docs` (one per feature), replacing the customer's promotions for those
     features, all or none."""
     await store.transact([(_UPSERT, [
-        (env, customer_id, d.feature_id, _json(d).decode(), "Active", now, now)
+        (env, customer_id, d.feature_id, _doc(d), "Active", now, now)
         for d in docs])])
 
 
@@ -65,7 +75,8 @@ async def settled(store: Any, env: str, customer_id: str, doc: Promotion) -> Non
     await store.execute(_SETTLED, env, customer_id, doc.feature_id, doc.created_at)
 
 
-async def end(store: Any, env: str, customer_id: str, doc: Promotion, now: int) -> None:
-    """Write `doc` revoked at `now`."""
-    await store.execute(_END, _json(doc).decode(), "Revoked", now, now, env, customer_id,
-                        doc.feature_id)
+async def end(store: Any, env: str, customer_id: str, doc: Promotion, now: int) -> bool:
+    """Write `doc` revoked at `now`; False if the row holds another grant by now (or was
+    revoked meanwhile)."""
+    return bool(await store.execute(_END, _doc(doc), "Revoked", now, now, env, customer_id,
+                                    doc.feature_id, doc.created_at))

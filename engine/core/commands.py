@@ -174,6 +174,13 @@ class RollUsage(_Command, frozen=True, kw_only=True, tag="roll_usage", gc=False)
     old terms does not come back under terms without a reset (engine.core.usage)."""
 
     windows: tuple[tuple[str, str | None, int], ...]
+    # (feature id, window start) for every other resource's counter of the feature, those
+    # `windows` does not name (a promotion's end: it counted on every resource).
+    others: tuple[tuple[str, int], ...] = ()
+    # Counters written after this (ms) are left as they are: usage reported under the
+    # terms that followed the stop, before the stop was settled (written by a version that
+    # did not settle it), belongs to those terms.
+    written_before: int | None = None
 
 
 class Tick(_Command, frozen=True, kw_only=True, tag="tick", gc=False):

@@ -154,13 +154,24 @@ def roll_usage(state: CustomerState, cmd: RollUsage, now: int, fx: Effects) -> R
     """Bring each named counter to the window given (`roll_period`) and store it if that
     changed it; a counter that does not exist stays so. Answers the counters named."""
     named = []
+    starts: dict[tuple[str, str | None], int] = {}
     for feature_id, resource_id, start in cmd.windows:
-        counter = state.usage.get((feature_id, resource_id))
+        starts[(feature_id, resource_id)] = start
+    if cmd.others:
+        others = dict(cmd.others)
+        for key in state.usage:
+            if key not in starts and key[0] in others:
+                starts[key] = others[key[0]]
+    for key, start in starts.items():
+        counter = state.usage.get(key)
         if counter is None:
             continue
         before = counter.period_start
-        if roll_period(counter, start) or counter.period_start != before:
-            fx.usage[(feature_id, resource_id)] = counter
+        written_later = (cmd.written_before is not None
+                         and counter.updated_at > cmd.written_before)
+        if not written_later and (roll_period(counter, start)
+                                  or counter.period_start != before):
+            fx.usage[key] = counter
         named.append(usage_view(counter))
     return UsageCountersReply(usages=tuple(named))
 

@@ -33,7 +33,7 @@ from engine.domain.context import Domain, engine_id
 from engine.domain.entitlement_sources import FOREVER, Effective, Sources, combine, promo_active
 from engine.domain.subscriptions.catch_up import RUNNING, customer_subscriptions
 from engine.domain.subscriptions.document import Subscription
-from engine.domain.subscriptions.usage_windows import settle_promotion
+from engine.domain.subscriptions.usage_windows import settle_expired_promotions
 
 __all__ = [
     "Effective",
@@ -85,14 +85,9 @@ async def _effective(d: Domain, env: str, customer_id: str, resource_id: str | N
     window's end, a promotion's start or end, a subscription's next change)."""
     subscriptions, boundary = await _subscriptions(d, env, customer_id, resource_id, now)
     promos = await d.store.promotions(env, customer_id)
-    for promo in promos:
-        if (promo.archived_at is None and promo.end is not None and promo.end <= now
-                and not promo.usage_settled):
-            # Expired by the clock since it was last read: the usage it counted is settled
-            # at its end before anything reads or writes usage under the terms after it
-            # (usage_windows). Settling twice (two readers at once) changes nothing.
-            await settle_promotion(d, env, customer_id, promo, promo.end)
-            await d.store.settled_promotion(env, customer_id, promo)
+    # One expired by the clock since it was last read: the usage it counted is settled at
+    # its end before anything reads or writes usage under the terms after it.
+    await settle_expired_promotions(d, env, customer_id, now, promos)
     out, edge = await combine(d, env, subscriptions, promos, now)
     return out, min(boundary, edge)
 

@@ -29,6 +29,7 @@ from engine.domain.context import Domain, require_customer
 from engine.domain.errors import DomainError, bad_input
 from engine.domain.features import require_feature
 from engine.domain.stored import Promotion
+from engine.domain.subscriptions.catch_up import promotions_lock
 from engine.domain.subscriptions.usage_windows import promotion_stop, settle_promotion
 from engine.domain.values import time_in
 
@@ -174,12 +175,13 @@ async def grant(d: Domain, env: str, customer_id: str,
                             f"{at}.featureId")
         seen.add(item.feature_id)
         docs.append(await _document(d, env, item, at, now))
-    # The promotions these replace stop now: the usage they counted is settled first.
-    for old in await d.store.promotions(env, customer_id):
-        stop = promotion_stop(old, now) if old.feature_id in seen else None
-        if stop is not None:
-            await settle_promotion(d, env, customer_id, old, stop)
-    await d.store.save_promotions(env, customer_id, docs, now)
+    async with promotions_lock(env, customer_id):
+        # The promotions these replace stop now: the usage they counted is settled first.
+        for old in await d.store.promotions(env, customer_id):
+            stop = promotion_stop(old, now) if old.feature_id in seen else None
+            if stop is not None:
+                await settle_promotion(d, env, customer_id, old, stop, expired=stop < now)
+        await d.store.save_promotions(env, customer_id, docs, now)
     d.entitlements_changed(env, customer_id)
     return docs
 
@@ -226,19 +228,26 @@ async def list_promotions(d: Domain, env: str, q: PromotionsQuery,
 
 
 async def revoke(d: Domain, env: str, customer_id: str, feature_id: str) -> Promotion:
-    """End the customer's promotion for the feature now; 404 if it has none."""
-    doc = await d.store.promotion(env, customer_id, feature_id)
-    if doc is None:
-        await require_customer(d, env, customer_id, field="id", allow_archived=True)
-        raise DomainError(404, "NotFound", f"customer {customer_id!r} has no promotional "
-                          f"entitlement for feature {feature_id!r}", "featureId")
-    now = d.documents.now_ms()
-    stop = promotion_stop(doc, now)
-    if stop is not None:  # the usage it counted, settled where its terms stop
-        await settle_promotion(d, env, customer_id, doc, stop)
-    if doc.end is None or doc.end > now:
-        doc.end = now  # it ends now: it shows Expired from here on
-    doc.archived_at = doc.updated_at = now
-    await d.store.end_promotion(env, customer_id, doc, now)
+    """End the customer's promotion for the feature now; 404 if it has none. A grant for
+    the feature at the same time goes before or after it, never between its read and its
+    write (`promotions_lock`)."""
+    async with promotions_lock(env, customer_id):
+        doc = await d.store.promotion(env, customer_id, feature_id)
+        if doc is None:
+            await require_customer(d, env, customer_id, field="id", allow_archived=True)
+            raise DomainError(404, "NotFound", f"customer {customer_id!r} has no promotional "
+                              f"entitlement for feature {feature_id!r}", "featureId")
+        now = d.documents.now_ms()
+        stop = promotion_stop(doc, now)
+        if stop is not None:  # the usage it counted, settled where its terms stop
+            await settle_promotion(d, env, customer_id, doc, stop, expired=stop < now)
+        if doc.end is None or doc.end > now:
+            doc.end = now  # it ends now: it shows Expired from here on
+        doc.archived_at = doc.updated_at = now
+        if not await d.store.end_promotion(env, customer_id, doc, now):
+            # Another process of a cluster granted or revoked it meanwhile.
+            raise DomainError(409, "ObjectAlreadyBeingUsedByAnotherRequestError",
+                              f"the promotional entitlement for feature {feature_id!r} "
+                              "changed while it was being revoked; try again", "featureId")
     d.entitlements_changed(env, customer_id)
     return doc

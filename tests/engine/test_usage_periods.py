@@ -201,6 +201,37 @@ def test_roll_keeps_the_current_window_and_leaves_missing_counters_alone() -> No
     assert ("other", None) not in state.usage and not fx.usage
 
 
+def test_roll_of_every_other_resource_of_a_feature() -> None:
+    """`others`: a promotion's end settles the feature on resources `windows` does not
+    name, and only that feature."""
+    state = CustomerState("c")
+    for feature, resource in (("api", "a"), ("api", "b"), ("api", None), ("seats", "b")):
+        run(state, ReportUsage(measurements=(Measurement(
+            feature_id=feature, resource_id=resource, value=8 * SCALE, period_start=T0),)),
+            T0 + 1)
+    _, fx = run(state, RollUsage(windows=(("api", "a", T0 + DAY),),
+                                 others=(("api", T0 + 2 * DAY),)), T0 + 3 * DAY)
+    starts = {key: (c.value, c.period_start) for key, c in state.usage.items()}
+    assert starts == {("api", "a"): (0, T0 + DAY), ("api", "b"): (0, T0 + 2 * DAY),
+                      ("api", None): (0, T0 + 2 * DAY), ("seats", "b"): (8 * SCALE, T0)}
+    assert set(fx.usage) == {("api", "a"), ("api", "b"), ("api", None)}
+
+
+def test_roll_leaves_a_counter_written_after_written_before() -> None:
+    """A promotion that expired before this version settled expiries: usage reported after
+    its end, under the terms that followed, stays; a counter not written since restarts."""
+    state = CustomerState("c")
+    report(state, 8, T0, T0 + 10)
+    _, fx = run(state, RollUsage(windows=(("api", None, T0 + DAY),),
+                                 written_before=T0 + 5), T0 + 2 * DAY)
+    counter = state.usage[("api", None)]
+    assert (counter.value, counter.period_start, fx.usage) == (8 * SCALE, T0, {})
+    _, fx = run(state, RollUsage(windows=(("api", None, T0 + DAY),),
+                                 written_before=T0 + 10), T0 + 2 * DAY)
+    assert (counter.value, counter.period_start) == (0, T0 + DAY)
+    assert fx.usage[("api", None)] is counter
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 20)), min_size=1, max_size=8),
        st.integers(0, 6))

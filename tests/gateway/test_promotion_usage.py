@@ -5,6 +5,8 @@ as for a subscription's terms (tests/gateway/test_issue9_review2.py, docs/subscr
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -131,3 +133,96 @@ def test_usage_on_a_resource_stays_reset_when_the_promotion_expires(raw, clock, 
     assert usage(raw, customer, api, 8, resource="site-1").status_code == 200
     clock.move(to=start + 50 * DAY)
     assert cat.check(customer, api, resourceId="site-1")["currentUsage"] == 0
+
+
+@pytest.mark.parametrize("read_between", [False, True])
+def test_a_plan_change_after_an_expiry_settles_it_on_the_terms_before(raw, clock, cat,
+                                                                     read_between) -> None:
+    """The plan's month counts (a subscription's window wins over a promotion's week). The
+    promotion expires, then the plan changes to one without a reset, with or without a
+    read in between: the expiry is settled on the plan it ended under, and the month's
+    usage carries over the change."""
+    start = clock.now()
+    api = cat.feature()
+    customer = cat.customer()
+    sub = cat.provision(customer, cat.plan(credits=0, entitlements=[feat(10, "MONTH")(api)]))
+    lifetime = cat.plan(credits=0, entitlements=[feat(10)(api)])
+    clock.move(to=start + 9 * DAY)
+    promote(raw, cat, customer, api, resetPeriod="WEEK", period="custom",
+            customEndDate=(start + 40 * DAY).isoformat())
+    clock.move(to=start + 33 * DAY)
+    assert usage(raw, customer, api, 8).status_code == 200
+    clock.move(to=start + 42 * DAY)
+    if read_between:
+        assert cat.check(customer, api)["currentUsage"] == 8
+    cat.ok(raw.patch(f"/api/v1/subscriptions/{sub['id']}", json={"planId": lifetime}))
+    clock.move(to=start + 43 * DAY)
+    assert cat.check(customer, api)["currentUsage"] == 8
+
+
+@pytest.mark.parametrize("read_between", [False, True])
+def test_a_transfer_after_an_expiry_settles_the_resource_it_leaves(raw, clock, cat,
+                                                                   read_between) -> None:
+    start = clock.now()
+    api = cat.feature()
+    customer = cat.customer()
+    sub = cat.provision(customer, cat.plan(credits=0, entitlements=[feat(10)(api)]),
+                        resourceId="site-1")
+    promote(raw, cat, customer, api, period="custom",
+            customEndDate=(start + 45 * DAY).isoformat())
+    assert usage(raw, customer, api, 8, resource="site-1").status_code == 200
+    clock.move(to=start + 50 * DAY)
+    if read_between:
+        assert cat.check(customer, api, resourceId="site-1")["currentUsage"] == 0
+    cat.ok(raw.post(f"/api/v1/subscriptions/{sub['id']}/transfer",
+                    json={"destinationResourceId": "site-2"}))
+    cat.provision(customer, cat.plan(credits=0, entitlements=[feat(10)(api)],
+                                     product=cat.new_product()), resourceId="site-1")
+    assert cat.check(customer, api, resourceId="site-1")["currentUsage"] == 0
+
+
+def test_usage_on_a_resource_only_the_promotion_granted_stays_reset(raw, clock, cat) -> None:
+    start = clock.now()
+    api = cat.feature()
+    customer = cat.customer()
+    cat.provision(customer, cat.plan(credits=0, entitlements=[feat(10)(api)]),
+                  resourceId="site-1")
+    promote(raw, cat, customer, api, period="custom",
+            customEndDate=(start + 45 * DAY).isoformat())
+    assert usage(raw, customer, api, 4, resource="site-2").status_code == 200
+    clock.move(to=start + 50 * DAY)
+    cat.provision(customer, cat.plan(credits=0, entitlements=[feat(10)(api)],
+                                     product=cat.new_product()), resourceId="site-2")
+    assert cat.check(customer, api, resourceId="site-2")["currentUsage"] == 0
+
+
+def test_a_revocation_racing_a_grant_again_ends_as_one_of_them_after_the_other(
+        server, raw, cat) -> None:
+    """Revoked first, the new grant stays; granted first, the new grant is the one
+    revoked. Before, the revocation could write the old grant back over the new one."""
+    for _ in range(12):
+        api, customer = cat.feature(), cat.customer()
+        promote(raw, cat, customer, api)
+        barrier = threading.Barrier(2)
+
+        def revoke_it() -> httpx.Response:
+            with server.http() as c:
+                barrier.wait()
+                return c.delete(f"/api/v1/customers/{customer}/promotional-entitlements/{api}")
+
+        def grant_again() -> httpx.Response:
+            with server.http() as c:
+                barrier.wait()
+                return c.post(f"/api/v1/customers/{customer}/promotional-entitlements",
+                              json={"promotionalEntitlements": [
+                                  {"featureId": api, "period": "1 year", "usageLimit": 7}]})
+
+        with ThreadPoolExecutor(2) as pool:
+            revoked, granted = pool.submit(revoke_it), pool.submit(grant_again)
+            r, g = revoked.result(), granted.result()
+        new = cat.ok(g)[0]["id"]
+        active = cat.ok(raw.get(f"/api/v1/customers/{customer}/promotional-entitlements"))
+        if cat.ok(r)["id"] == new:
+            assert active == []
+        else:
+            assert [p["id"] for p in active] == [new]

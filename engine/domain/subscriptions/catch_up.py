@@ -131,6 +131,12 @@ def id_for_key(plan_id: str, customer_id: str, key: str) -> str:
     return f"subscription-{plan_id}-{digest}"
 
 
+def promotions_lock(env: str, customer_id: str) -> anyio.Lock:
+    """Serializes grants and revocations of a customer's promotional entitlements (each
+    reads the promotion it replaces or ends, settles its usage, then writes)."""
+    return _lock("promotions", env, customer_id)
+
+
 def provision_lock(env: str, customer_id: str) -> anyio.Lock:
     """Serializes provisioning per customer (held around the catch-up lock, never inside
     it)."""

@@ -39,7 +39,8 @@ from engine.domain.entitlement_sources import combine, promo_active
 from engine.domain.stored import Promotion
 from engine.domain.subscriptions.document import RUNNING, Subscription, decode, timeline_of
 
-__all__ = ["promotion_stop", "settle_promotion", "settle_usage", "usage_windows"]
+__all__ = ["promotion_stop", "settle_expired_promotions", "settle_promotion", "settle_usage",
+           "usage_windows"]
 
 
 async def usage_windows(d: Domain, env: str, sub: Subscription, at: int, *,
@@ -76,6 +77,9 @@ async def settle_usage(d: Domain, env: str, sub: Subscription, at: int, *,
                        ending: bool = False) -> None:
     """Bring the counters of `sub`'s resetting features to their effective windows at
     `at`, before its terms change or end there (the module docstring)."""
+    # Promotions that ended before `at` were settled with the subscriptions as they were
+    # then: before this one changes.
+    await settle_expired_promotions(d, env, sub.customer_id, at)
     windows = await usage_windows(d, env, sub, at, ending=ending)
     if windows:
         await d.runtime.submit(engine_id(env, sub.customer_id), RollUsage(windows=tuple(
@@ -95,10 +99,12 @@ def promotion_stop(doc: Promotion, now: int) -> int | None:
 
 
 async def settle_promotion(d: Domain, env: str, customer_id: str, doc: Promotion,
-                           at: int) -> None:
+                           at: int, *, expired: bool = False) -> None:
     """Bring the customer's counters of `doc`'s feature to the effective windows at `at`,
     the promotion counted, before it stops there (the module docstring): per resource,
-    with the customer's subscriptions of it running then (and for none)."""
+    with the customer's subscriptions of it running then, and on every other resource
+    with the promotion alone (it counted on all of them). `expired`: it stopped at its
+    end date, settled afterwards; a counter written since then is left as it is."""
     counted = msgspec.structs.replace(doc, end=None, archived_at=None)
     by_resource: dict[str | None, list[Subscription]] = {None: []}
     for stored in await d.store.customer_subscriptions(env, customer_id):
@@ -111,5 +117,27 @@ async def settle_promotion(d: Domain, env: str, customer_id: str, doc: Promotion
         got = effective.features.get(doc.feature_id)
         if got is not None and got.window is not None:
             windows.append((doc.feature_id, resource_id, got.window[0]))
-    if windows:
-        await d.runtime.submit(engine_id(env, customer_id), RollUsage(windows=tuple(windows)))
+    alone, _ = await combine(d, env, [], [counted], at)
+    got = alone.features.get(doc.feature_id)
+    others = ((doc.feature_id, got.window[0]),) if got is not None and got.window else ()
+    if windows or others:
+        await d.runtime.submit(engine_id(env, customer_id), RollUsage(
+            windows=tuple(windows), others=others, written_before=at if expired else None))
+
+
+async def settle_expired_promotions(d: Domain, env: str, customer_id: str, upto: int,
+                                    promos: list[Promotion] | None = None) -> None:
+    """Settle, at its end date, each of the customer's promotions that expired by `upto`
+    and was not settled yet, and record it. Called before anything reads or writes usage
+    under the terms that follow (`entitlements._effective`), and before a subscription
+    changes (`settle_usage`): the settling reads the subscriptions as stored, which must
+    still be as they were at that end date. Settling twice (two readers at once) changes
+    nothing."""
+    if promos is None:
+        promos = await d.store.promotions(env, customer_id)
+    for promo in promos:
+        if (promo.archived_at is None and promo.end is not None and promo.end <= upto
+                and not promo.usage_settled):
+            await settle_promotion(d, env, customer_id, promo, promo.end, expired=True)
+            await d.store.settled_promotion(env, customer_id, promo)
+            promo.usage_settled = True
