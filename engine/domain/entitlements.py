@@ -31,9 +31,12 @@ from engine.core.commands import GetUsage, UsageCountersReply
 from engine.core.usage import usage_in_period
 from engine.domain.context import Domain, engine_id
 from engine.domain.entitlement_sources import FOREVER, Effective, Sources, combine, promo_active
-from engine.domain.subscriptions.catch_up import RUNNING, customer_subscriptions
+from engine.domain.subscriptions.catch_up import RUNNING, customer_subscriptions, lock_of
 from engine.domain.subscriptions.document import Subscription
-from engine.domain.subscriptions.usage_windows import settle_expired_promotions
+from engine.domain.subscriptions.usage_windows import (
+    expired_unsettled,
+    settle_expired_promotions,
+)
 
 __all__ = [
     "Effective",
@@ -85,9 +88,12 @@ async def _effective(d: Domain, env: str, customer_id: str, resource_id: str | N
     window's end, a promotion's start or end, a subscription's next change)."""
     subscriptions, boundary = await _subscriptions(d, env, customer_id, resource_id, now)
     promos = await d.store.promotions(env, customer_id)
-    # One expired by the clock since it was last read: the usage it counted is settled at
-    # its end before anything reads or writes usage under the terms after it.
-    await settle_expired_promotions(d, env, customer_id, now, promos)
+    if any(expired_unsettled(promo, now) for promo in promos):
+        # Expired by the clock since last read: the usage it counted is settled at its end
+        # before anything reads or writes usage under the terms after it — under the lock
+        # of the customer's subscriptions, which must stay as they were at that end date.
+        async with lock_of(env, customer_id):
+            await settle_expired_promotions(d, env, customer_id, now)
     out, edge = await combine(d, env, subscriptions, promos, now)
     return out, min(boundary, edge)
 

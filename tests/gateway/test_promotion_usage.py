@@ -226,3 +226,56 @@ def test_a_revocation_racing_a_grant_again_ends_as_one_of_them_after_the_other(
             assert active == []
         else:
             assert [p["id"] for p in active] == [new]
+
+
+@pytest.mark.parametrize("read_between", [False, True])
+def test_one_catch_up_over_a_change_an_expiry_and_a_stop_settles_them_in_turn(
+        raw, clock, cat, read_between) -> None:
+    """A yearly plan changes to one without a reset at its period's end (day 31), a weekly
+    promotion ends on day 40, and the subscription is cancelled for day 50; nothing is read
+    until day 55, so one catch-up applies all three. From day 31 the promotion's week
+    counts, so the 8 used on day 2 read 0 — and stay 0 once the promotion has ended: its
+    end is settled on the plan it ended under (the changed one), not the stored one."""
+    start = clock.now()
+    api = cat.feature()
+    customer = cat.customer()
+    sub = cat.provision(customer, cat.plan(credits=0, entitlements=[feat(10, "YEAR")(api)]))
+    lifetime = cat.plan(credits=0, entitlements=[feat(10)(api)])
+    promote(raw, cat, customer, api, resetPeriod="WEEK", period="custom",
+            customEndDate=(start + 40 * DAY).isoformat())
+    clock.move(to=start + 2 * DAY)
+    assert usage(raw, customer, api, 8).status_code == 200
+    cat.ok(raw.patch(f"/api/v1/subscriptions/{sub['id']}",
+                     json={"planId": lifetime, "scheduleStrategy": "END_OF_BILLING_PERIOD"}))
+    cat.ok(raw.post(f"/api/v1/subscriptions/{sub['id']}/cancel", json={
+        "cancellationTime": "SPECIFIC_DATE", "endDate": (start + 50 * DAY).isoformat()}))
+    if read_between:
+        clock.move(to=start + 35 * DAY)
+        assert cat.check(customer, api)["currentUsage"] == 0
+    clock.move(to=start + 55 * DAY)
+    cat.provision(customer, lifetime)
+    assert cat.check(customer, api)["currentUsage"] == 0
+
+
+def test_one_scheduler_step_over_two_subscriptions_settles_on_the_changed_one(
+        raw, clock, cat) -> None:
+    """As above, but the stop is another subscription's (of another product, without the
+    feature): both come due in one step of the scheduler, which writes what it changed at
+    the end of the step; the expiry between them is settled on the changed plan."""
+    start = clock.now()
+    api = cat.feature()
+    customer = cat.customer()
+    sub = cat.provision(customer, cat.plan(credits=0, entitlements=[feat(10, "YEAR")(api)]))
+    lifetime = cat.plan(credits=0, entitlements=[feat(10)(api)])
+    other = cat.provision(customer, cat.plan(credits=0, entitlements=[],
+                                             product=cat.new_product()))
+    promote(raw, cat, customer, api, resetPeriod="WEEK", period="custom",
+            customEndDate=(start + 40 * DAY).isoformat())
+    clock.move(to=start + 2 * DAY)
+    assert usage(raw, customer, api, 8).status_code == 200
+    cat.ok(raw.patch(f"/api/v1/subscriptions/{sub['id']}",
+                     json={"planId": lifetime, "scheduleStrategy": "END_OF_BILLING_PERIOD"}))
+    cat.ok(raw.post(f"/api/v1/subscriptions/{other['id']}/cancel", json={
+        "cancellationTime": "SPECIFIC_DATE", "endDate": (start + 50 * DAY).isoformat()}))
+    clock.move(to=start + 55 * DAY)
+    assert cat.check(customer, api)["currentUsage"] == 0

@@ -245,7 +245,8 @@ def _apply_fields(doc: Subscription, now: int) -> None:
         doc.cancel_reason = "TRIAL_ENDED" if status == "EXPIRED" else "ScheduledCancellation"
 
 
-async def _run_scheduled(d: Domain, env: str, doc: Subscription, now: int) -> bool:
+async def _run_scheduled(d: Domain, env: str, doc: Subscription, now: int,
+                         pending: list[Subscription]) -> bool:
     changed = False
     for update in doc.scheduled:
         if update.status == "SCHEDULED" and update.at <= now:
@@ -253,7 +254,7 @@ async def _run_scheduled(d: Domain, env: str, doc: Subscription, now: int) -> bo
                 # The subscription ended first (or at that instant): nothing to change.
                 update.status = "CANCELED"
             else:
-                await apply_changes(d, env, doc, update.changes, update.at)
+                await apply_changes(d, env, doc, update.changes, update.at, pending=pending)
                 update.status = "DONE"
             changed = True
     return changed
@@ -269,13 +270,17 @@ async def catch_up(d: Domain, env: str, doc: Subscription, *,
     if not new and doc.due_at is not UNSET and (doc.due_at is None or doc.due_at > now):
         return doc  # nothing has come due since it was last brought up to date
     doc = copy_of(doc)  # a private copy to change (the caller's may be shared)
-    changed = await _run_scheduled(d, env, doc, now)
+    # The customer's subscriptions this step changed and has not written yet: what the
+    # usage settled below reads in place of the stored ones.
+    pending = [other for e, other in batch or () if e == env
+               and other.customer_id == doc.customer_id and other.id != doc.id]
+    changed = await _run_scheduled(d, env, doc, now, pending)
     before = (doc.status, doc.period_start)
     stop = timeline_of(doc).stop
     if doc.status in RUNNING and now >= stop:
         # Its terms ended by the clock (a date, the period's end, a trial): the usage they
         # counted is settled as it stood at the stop (usage_windows).
-        await settle_usage(d, env, doc, stop, ending=True)
+        await settle_usage(d, env, doc, stop, ending=True, pending=pending)
     _apply_fields(doc, now)
     changed |= before != (doc.status, doc.period_start)
     sources = await credit_sources(d, env, doc)

@@ -307,12 +307,13 @@ def _money(m: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 async def apply_changes(d: Domain, env: str, doc: Subscription, changes: dict[str, Any],
-                        at: int) -> None:
+                        at: int, *, pending: Sequence[Subscription] = ()) -> None:
     """Apply resolved changes at time `at`. A new billing period restarts the billing
     cycle at `at` (as a change of plan interval does with card processors); in a trial the
     cycle still starts at the trial's end. The old terms' usage windows are settled at
-    `at` first (`usage_windows`)."""
-    await settle_usage(d, env, doc, at)
+    `at` first (`usage_windows`; `pending`: the customer's other subscriptions changed and
+    not written yet)."""
+    await settle_usage(d, env, doc, at, pending=pending)
     if "billingPeriod" in changes and doc.billing_period != changes["billingPeriod"]:
         trial_end = doc.trial_end
         if (trial_end is None or at >= trial_end) and at > doc.start:

@@ -30,6 +30,8 @@ usage report makes before it writes, settles it and marks it so: `entitlements._
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 
 from engine.billing.lifecycle import status_at
@@ -39,23 +41,27 @@ from engine.domain.entitlement_sources import combine, promo_active
 from engine.domain.stored import Promotion
 from engine.domain.subscriptions.document import RUNNING, Subscription, decode, timeline_of
 
-__all__ = ["promotion_stop", "settle_expired_promotions", "settle_promotion", "settle_usage",
-           "usage_windows"]
+__all__ = ["expired_unsettled", "promotion_stop", "settle_expired_promotions",
+           "settle_promotion", "settle_usage", "usage_windows"]
 
 
 async def usage_windows(d: Domain, env: str, sub: Subscription, at: int, *,
-                        ending: bool = False) -> dict[str, tuple[int, int]]:
+                        ending: bool = False, pending: Sequence[Subscription] = (),
+                        ) -> dict[str, tuple[int, int]]:
     """feature id -> the customer's effective usage window at `at`, for each feature
     `sub` grants whose effective entitlement resets then. `sub` as it is before the
     change; it counts if it runs at `at`, or (`ending`: its end by the clock, at its stop)
-    as it ran until then. Other subscriptions are read as stored, with their status at
-    `at` from their dates (no catch-up: the caller holds the customer's lock), those that
-    started before `at`."""
+    as it ran until then. Other subscriptions are read as stored (or as `pending` holds
+    them: changed in this catch-up step, not written yet), with their status at `at` from
+    their dates (no catch-up: the caller holds the customer's lock), those that started
+    before `at`."""
     if not ending and status_at(timeline_of(sub), at) not in RUNNING:
         return {}  # not started (or over): its terms count for nothing at `at`
     running: list[Subscription] = []
+    held = {other.id: other for other in pending}  # changed, not written yet
     for stored in await d.store.customer_subscriptions(env, sub.customer_id):
         other = decode(stored)
+        other = held.get(other.id, other)
         if other.id == sub.id:
             running.append(sub)  # in its place: the first source found wins
         elif other.resource_id == sub.resource_id and other.start < at and (
@@ -74,16 +80,23 @@ async def usage_windows(d: Domain, env: str, sub: Subscription, at: int, *,
 
 
 async def settle_usage(d: Domain, env: str, sub: Subscription, at: int, *,
-                       ending: bool = False) -> None:
+                       ending: bool = False, pending: Sequence[Subscription] = ()) -> None:
     """Bring the counters of `sub`'s resetting features to their effective windows at
-    `at`, before its terms change or end there (the module docstring)."""
-    # Promotions that ended before `at` were settled with the subscriptions as they were
+    `at`, before its terms change or end there (the module docstring). `pending`: the
+    customer's other subscriptions changed and not written yet (a catch-up step)."""
+    # Promotions that ended before `at` are settled with the subscriptions as they were
     # then: before this one changes.
-    await settle_expired_promotions(d, env, sub.customer_id, at)
-    windows = await usage_windows(d, env, sub, at, ending=ending)
+    await settle_expired_promotions(d, env, sub.customer_id, at, current=(*pending, sub))
+    windows = await usage_windows(d, env, sub, at, ending=ending, pending=pending)
     if windows:
         await d.runtime.submit(engine_id(env, sub.customer_id), RollUsage(windows=tuple(
             (feature_id, sub.resource_id, start) for feature_id, (start, _) in windows.items())))
+
+
+def expired_unsettled(doc: Promotion, now: int) -> bool:
+    """Whether `doc` expired by the clock by `now` and its usage is not settled yet."""
+    return (doc.archived_at is None and doc.end is not None and doc.end <= now
+            and not doc.usage_settled)
 
 
 def promotion_stop(doc: Promotion, now: int) -> int | None:
@@ -99,16 +112,22 @@ def promotion_stop(doc: Promotion, now: int) -> int | None:
 
 
 async def settle_promotion(d: Domain, env: str, customer_id: str, doc: Promotion,
-                           at: int, *, expired: bool = False) -> None:
+                           at: int, *, expired: bool = False,
+                           current: Sequence[Subscription] = ()) -> None:
     """Bring the customer's counters of `doc`'s feature to the effective windows at `at`,
     the promotion counted, before it stops there (the module docstring): per resource,
     with the customer's subscriptions of it running then, and on every other resource
     with the promotion alone (it counted on all of them). `expired`: it stopped at its
-    end date, settled afterwards; a counter written since then is left as it is."""
+    end date, settled afterwards; a counter written since then is left as it is.
+    `current`: subscriptions as the caller holds them, changed since they were stored (a
+    catch-up applying what came due in turn, writing them afterwards), read in place of
+    their stored versions."""
+    held = {sub.id: sub for sub in current}
     counted = msgspec.structs.replace(doc, end=None, archived_at=None)
     by_resource: dict[str | None, list[Subscription]] = {None: []}
     for stored in await d.store.customer_subscriptions(env, customer_id):
         sub = decode(stored)
+        sub = held.get(sub.id, sub)
         if sub.start < at and status_at(timeline_of(sub), at) in RUNNING:
             by_resource.setdefault(sub.resource_id, []).append(sub)
     windows = []
@@ -125,19 +144,18 @@ async def settle_promotion(d: Domain, env: str, customer_id: str, doc: Promotion
             windows=tuple(windows), others=others, written_before=at if expired else None))
 
 
-async def settle_expired_promotions(d: Domain, env: str, customer_id: str, upto: int,
-                                    promos: list[Promotion] | None = None) -> None:
+async def settle_expired_promotions(d: Domain, env: str, customer_id: str, upto: int, *,
+                                    current: Sequence[Subscription] = ()) -> None:
     """Settle, at its end date, each of the customer's promotions that expired by `upto`
-    and was not settled yet, and record it. Called before anything reads or writes usage
-    under the terms that follow (`entitlements._effective`), and before a subscription
-    changes (`settle_usage`): the settling reads the subscriptions as stored, which must
-    still be as they were at that end date. Settling twice (two readers at once) changes
-    nothing."""
-    if promos is None:
-        promos = await d.store.promotions(env, customer_id)
-    for promo in promos:
-        if (promo.archived_at is None and promo.end is not None and promo.end <= upto
-                and not promo.usage_settled):
-            await settle_promotion(d, env, customer_id, promo, promo.end, expired=True)
+    and was not settled yet, and record it; the caller holds the customer's subscription
+    lock (`catch_up.lock_of`), so no subscription changes meanwhile. Called before
+    anything reads or writes usage under the terms that follow (`entitlements._effective`),
+    and before a subscription changes (`settle_usage`, `current` the subscriptions as they
+    stand before that change): the settling reads the subscriptions as they were at that
+    end date."""
+    for promo in await d.store.promotions(env, customer_id):
+        if expired_unsettled(promo, upto):
+            await settle_promotion(d, env, customer_id, promo, promo.end or upto,
+                                   expired=True, current=current)
             await d.store.settled_promotion(env, customer_id, promo)
             promo.usage_settled = True
