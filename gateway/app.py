@@ -148,8 +148,6 @@ def _store_limits(settings: Settings, url: str | None) -> dict[str, Any]:
         options["pool_max"] = settings.pg_pool_max
         options["pool_min"] = min(2, settings.pg_pool_max)
         options["command_timeout_s"] = settings.db_timeout_s
-        options["vacuum"] = settings.pg_vacuum
-        options["vacuum_interval_s"] = settings.pg_vacuum_interval_s
     return options
 
 

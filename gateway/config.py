@@ -14,7 +14,6 @@
 | memory, queues | CREDITD_MEMORY_MB, CREDITD_RESIDENT_MAX, … (`LIMITS`) | docs/operations.md |
 | portal, widgets | CREDITD_TOKEN_READS_*, CREDITD_PORTAL_FRAME_ANCESTORS | docs/portal.md |
 | metrics | CREDITD_METRICS, CREDITD_METRICS_TOKEN | on; none (docs/metrics.md) |
-| PostgreSQL upkeep | CREDITD_PG_VACUUM(_INTERVAL_S) | auto; 180 s (docs/operations.md) |
 
 A bad value is refused at start-up with a message naming the variable, never a traceback.
 """
@@ -82,7 +81,6 @@ LIMITS: dict[str, type] = {
     "workers": int, "passivate_after_s": float,
     "flush_rows_max": int, "backlog_rows_max": int,  # group commit
     "sqlite_cache_mb": int, "pg_pool_max": int, "db_timeout_s": float,  # the database
-    "pg_vacuum_interval_s": float,
     "key_filter_mb": int,  # the store's filter of keys surely never written
     "cache_entries_max": int,  # catalog documents per table; customers' entitlements
     "body_bytes_max": int,
@@ -127,10 +125,6 @@ class Settings:
     sqlite_cache_mb: int = 32
     pg_pool_max: int = 8
     db_timeout_s: float = 10.0
-    # VACUUM (ANALYZE) of creditd's tables: "auto" when the server's autovacuum is off,
-    # "always", or "never" (persistence/postgres.py, `_maintenance`).
-    pg_vacuum: str = "auto"
-    pg_vacuum_interval_s: float = 180.0
     key_filter_mb: int = 32
     cache_entries_max: int = 100_000
     recharge_concurrency_max: int = 16
@@ -190,9 +184,6 @@ class Settings:
     def __post_init__(self) -> None:
         if self.durability not in ("sync", "async"):
             raise ConfigError(f"CREDITD_DURABILITY: {self.durability!r} is not 'sync' or 'async'")
-        if self.pg_vacuum not in ("auto", "always", "never"):
-            raise ConfigError(f"CREDITD_PG_VACUUM: {self.pg_vacuum!r} is not 'auto', 'always' "
-                              "or 'never'")
         if self.webhooks_client not in ("pooled", "httpx"):
             raise ConfigError(f"CREDITD_WEBHOOKS_CLIENT: {self.webhooks_client!r} is not "
                               "'pooled' or 'httpx'")
@@ -268,7 +259,6 @@ class Settings:
         values["recharge_provider"] = os.environ.get("CREDITD_RECHARGE_PROVIDER", "record")
         values["clock"] = os.environ.get("CREDITD_CLOCK") or "system"
         values["metrics"] = (os.environ.get("CREDITD_METRICS") or "on").strip().lower()
-        values["pg_vacuum"] = (os.environ.get("CREDITD_PG_VACUUM") or "auto").strip().lower()
         values["metrics_token"] = (os.environ.get("CREDITD_METRICS_TOKEN") or "").strip() or None
         values["cluster"] = (os.environ.get("CREDITD_CLUSTER") or "auto").strip().lower()
         values["cluster_host"] = os.environ.get("CREDITD_CLUSTER_HOST") or cls.cluster_host

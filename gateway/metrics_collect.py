@@ -201,15 +201,6 @@ def _store(s: dict[str, Any], backlog_rows_max: int | None) -> Iterator[Metric]:
             labels=["state"]), "state",
             [("in_use", s["pool_size"] - s["pool_idle"]), ("idle", s["pool_idle"])])
         yield _gauge(p + "pool_connections_max", "CREDITD_PG_POOL_MAX", s["pool_max"])
-    if "vacuums" in s:
-        yield _gauge(p + "vacuuming", "PostgreSQL only: 1 if creditd vacuums its own tables "
-                     "(CREDITD_PG_VACUUM; autovacuum off)", int(s["vacuuming"]))
-        yield _counter(p + "vacuums", "PostgreSQL only: rounds of VACUUM (ANALYZE) of "
-                       "creditd's tables", s["vacuums"])
-        yield _counter(p + "vacuum_failures", "PostgreSQL only: rounds that failed (the "
-                       "next one tries again)", s["vacuum_failures"])
-        yield _counter(p + "vacuum_seconds", "PostgreSQL only: time spent in the rounds",
-                       s["vacuum_s"])
 
 
 def _webhooks(s: Any, outbox_last_id: int | None) -> Iterator[Metric]:

@@ -20,15 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
 import asyncpg
 import msgspec
-import structlog
 
 from engine.runtime.errors import StoreUnavailable
 from persistence import sql
@@ -135,14 +132,6 @@ _MIGRATION_LOCK = 0x63726564  # "cred"
 # Serializes key-generation rotations and new runs across a cluster's nodes (transaction-
 # scoped, so it works behind a transaction-mode pooler): one node empties a generation.
 _GENERATIONS_LOCK = 0x63726466  # "crdf"
-# One node of a cluster at a time runs the table maintenance (`_maintenance`).
-_MAINTENANCE_LOCK = 0x63726476  # "crdv"
-# creditd's tables: those of the schema the connection works in.
-_TABLES = ("SELECT quote_ident(c.relname) FROM pg_class c JOIN pg_namespace n "
-           "ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r' "
-           "ORDER BY c.relname")
-
-log = structlog.get_logger("creditd.postgres")
 
 
 @functools.lru_cache(maxsize=16)
@@ -213,18 +202,12 @@ class PostgresStore(DurableStore):
     checks_ahead = True
 
     def __init__(self, dsn: str, *, pool_min: int = 2, pool_max: int = 8,
-                 command_timeout_s: float = 10.0, vacuum: str = "auto",
-                 vacuum_interval_s: float = 180.0, **kwargs: Any) -> None:
+                 command_timeout_s: float = 10.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.dsn = dsn
         self.pool_min = pool_min
         self.pool_max = pool_max
         self.command_timeout_s = command_timeout_s
-        self.vacuum = vacuum  # "auto" (when the server's autovacuum is off), "always", "never"
-        self.vacuum_interval_s = vacuum_interval_s
-        self.vacuuming = False  # decided as the store opens (`_opened`)
-        self.vacuums = self.vacuum_failures = 0
-        self.vacuum_s = 0.0
         self._pool: asyncpg.Pool | None = None
 
     async def _connect(self) -> None:
@@ -248,62 +231,11 @@ class PostgresStore(DurableStore):
             self._pool = None
 
     def statistics(self) -> dict[str, int | float | bool]:
-        """The durable store's counters, the pool's connections (open, idle, at most) and
-        the table maintenance's runs."""
+        """The durable store's counters, and the pool's connections: open, idle, at most."""
         pool = self._pool
         return {**super().statistics(), "pool_max": self.pool_max,
                 "pool_size": pool.get_size() if pool is not None else 0,
-                "pool_idle": pool.get_idle_size() if pool is not None else 0,
-                "vacuuming": self.vacuuming, "vacuums": self.vacuums,
-                "vacuum_failures": self.vacuum_failures, "vacuum_s": self.vacuum_s}
-
-    async def _opened(self) -> None:
-        await super()._opened()
-        autovacuum = None
-        if self.vacuum == "auto":
-            (row,) = await self._fetch("SHOW autovacuum")
-            autovacuum = str(row[0])
-        self.vacuuming = self.vacuum == "always" or autovacuum == "off"
-        if self.vacuuming and self.vacuum == "auto":
-            log.warning("the PostgreSQL server runs with autovacuum off: creditd vacuums and "
-                        "analyzes its own tables every CREDITD_PG_VACUUM_INTERVAL_S seconds",
-                        interval_s=self.vacuum_interval_s)
-
-    def _tasks(self) -> list[Callable[[], Awaitable[None]]]:
-        return [*super()._tasks(), *([self._maintenance] if self.vacuuming else [])]
-
-    async def _maintenance(self) -> None:
-        """VACUUM (ANALYZE) of creditd's tables every `vacuum_interval_s`, where the
-        server's autovacuum does not (it is off): without it a server soaked for 30 minutes
-        ran at 80-86 % of a fresh one on a new database, loaded in turn, and with it at
-        99-106 % (docs/benchmarks.md, "Soak"). A failure is logged and counted; the next
-        round tries again."""
-        while True:
-            await anyio.sleep(self.vacuum_interval_s)
-            started = time.perf_counter()
-            try:
-                if await self.vacuum_tables():
-                    self.vacuums += 1
-            except Exception as exc:  # noqa: BLE001 (the database may be away: next round)
-                self.vacuum_failures += 1
-                log.warning("table maintenance failed", error=repr(exc))
-            self.vacuum_s += time.perf_counter() - started
-
-    async def vacuum_tables(self) -> bool:
-        """VACUUM (ANALYZE) each of creditd's tables, one statement each (a long one does
-        not hold the others' locks), on a connection of its own outside the pool; False if
-        another node of the cluster is at it (a session lock)."""
-        conn = await asyncpg.connect(self.dsn, timeout=self.command_timeout_s)
-        try:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _MAINTENANCE_LOCK):
-                return False
-            for (table,) in await conn.fetch(_TABLES):
-                # VACUUM takes a lock that lets reads and writes go on (SHARE UPDATE
-                # EXCLUSIVE); no statement timeout: a large table takes what it takes.
-                await conn.execute(f"VACUUM (ANALYZE) {table}", timeout=None)
-            return True
-        finally:
-            await conn.close()  # (ends the session: its lock goes with it)
+                "pool_idle": pool.get_idle_size() if pool is not None else 0}
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:

@@ -33,8 +33,6 @@ def creditd(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     ({"CREDITD_LEASE_TTL_S": "long"}, "CREDITD_LEASE_TTL_S: 'long' is not a number"),
     ({"CREDITD_LEASE_RENEW_S": "2"}, "CREDITD_LEASE_RENEW_S: must be positive and under half"),
     ({"CREDITD_CLUSTER_PORT": "99999"}, "CREDITD_CLUSTER_PORT: not a port number"),
-    ({"CREDITD_PG_VACUUM": "weekly"}, "CREDITD_PG_VACUUM: 'weekly' is not 'auto', 'always'"),
-    ({"CREDITD_PG_VACUUM_INTERVAL_S": "0"}, "CREDITD_PG_VACUUM_INTERVAL_S: must be positive"),
 ])
 def test_bad_settings_exit_2_naming_the_variable(env, message) -> None:
     r = creditd("serve", **env)

@@ -216,10 +216,7 @@ def test_every_exposed_family_is_documented_and_every_documented_one_exposed(
                      "creditd_store_checkpoint_failures_total",
                      "creditd_store_sqlite_memory_bytes"}  # SQLite's own
     else:
-        expected -= {"creditd_store_pool_connections", "creditd_store_pool_connections_max",
-                     "creditd_store_vacuuming", "creditd_store_vacuums_total",
-                     "creditd_store_vacuum_failures_total",
-                     "creditd_store_vacuum_seconds_total"}  # PostgreSQL's own
+        expected -= {"creditd_store_pool_connections", "creditd_store_pool_connections_max"}
         # Only a PostgreSQL process is a cluster node (docs/operations.md).
         expected -= {name for name in documented if name.startswith("creditd_cluster_")}
     assert expected - exposed == set(), "documented families the server does not expose"
