@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.gateway.test_issue9_hardening import Cat
-from tests.gateway.test_issue9_review2 import DAY, HOUR, feat, usage
-
-CLOCK_START = "2026-01-01T00:00:00+00:00"
-SERVER_ENV = {"CREDITD_CLOCK": f"manual:{CLOCK_START}"}
+from tests.gateway.test_issue9_review2 import (  # noqa: F401 (SERVER_ENV: its manual clock)
+    DAY,
+    HOUR,
+    SERVER_ENV,
+    feat,
+    usage,
+)
 
 
 @pytest.fixture
@@ -34,6 +38,46 @@ def promote(raw: httpx.Client, cat: Cat, customer: str, feature: str,
 
 def revoke(raw: httpx.Client, cat: Cat, customer: str, feature: str) -> None:
     cat.ok(raw.delete(f"/api/v1/customers/{customer}/promotional-entitlements/{feature}"))
+
+
+def ending(day: datetime) -> dict[str, str]:
+    """A promotion's terms that end on `day`."""
+    return {"period": "custom", "customEndDate": day.isoformat()}
+
+
+def plan_on_site_1_and_promotion_to_day_45(raw: httpx.Client, cat: Cat,
+                                          start: datetime) -> tuple[str, str, dict[str, Any]]:
+    """A customer on a plan granting 10 of a feature for good on resource site-1, and a
+    monthly promotion of 5 more ending on day 45: (feature, customer, subscription)."""
+    api = cat.feature()
+    customer = cat.customer()
+    sub = cat.provision(customer, cat.plan(credits=0, entitlements=[feat(10)(api)]),
+                        resourceId="site-1")
+    promote(raw, cat, customer, api, **ending(start + 45 * DAY))
+    return api, customer, sub
+
+
+def yearly_plan_changing_at_its_period_end(raw: httpx.Client, cat: Cat, start: datetime,
+                                           ) -> tuple[str, str, dict[str, Any], str]:
+    """A customer on a yearly-reset plan changing to one without a reset at its period's
+    end (day 31), with a weekly promotion ending on day 40, who used 8 on day 2 (the
+    clock left there): (feature, customer, subscription, the plan without a reset)."""
+    api = cat.feature()
+    customer = cat.customer()
+    sub = cat.provision(customer, cat.plan(credits=0, entitlements=[feat(10, "YEAR")(api)]))
+    lifetime = cat.plan(credits=0, entitlements=[feat(10)(api)])
+    promote(raw, cat, customer, api, resetPeriod="WEEK", **ending(start + 40 * DAY))
+    raw.put("/api/v1/test-clock", json={"now": (start + 2 * DAY).isoformat()}
+            ).raise_for_status()
+    assert usage(raw, customer, api, 8).status_code == 200
+    cat.ok(raw.patch(f"/api/v1/subscriptions/{sub['id']}",
+                     json={"planId": lifetime, "scheduleStrategy": "END_OF_BILLING_PERIOD"}))
+    return api, customer, sub, lifetime
+
+
+def cancel_on(raw: httpx.Client, cat: Cat, sub: dict[str, Any], day: datetime) -> None:
+    cat.ok(raw.post(f"/api/v1/subscriptions/{sub['id']}/cancel", json={
+        "cancellationTime": "SPECIFIC_DATE", "endDate": day.isoformat()}))
 
 
 def lifetime_plan_and_monthly_promotion(raw: httpx.Client, cat: Cat,
@@ -73,7 +117,7 @@ def test_usage_that_reset_stays_reset_when_the_promotion_stops(raw, clock, cat,
 def test_usage_that_reset_stays_reset_when_the_promotion_expires(raw, clock, cat) -> None:
     start = clock.now()
     api, customer = lifetime_plan_and_monthly_promotion(
-        raw, cat, period="custom", customEndDate=(start + 45 * DAY).isoformat())
+        raw, cat, **ending(start + 45 * DAY))
     clock.move(to=start + 40 * DAY)
     assert usage(raw, customer, api, 2).status_code == 200  # the second month's
     clock.move(to=start + 50 * DAY)  # expired by the clock, nothing else happened
@@ -87,7 +131,7 @@ def test_usage_written_first_after_the_expiry_counts_from_the_last_window(raw, c
                                                                           cat) -> None:
     start = clock.now()
     api, customer = lifetime_plan_and_monthly_promotion(
-        raw, cat, period="custom", customEndDate=(start + 45 * DAY).isoformat())
+        raw, cat, **ending(start + 45 * DAY))
     clock.move(to=start + 50 * DAY)
     # The first thing after the end is a usage report: written on the settled counter.
     assert usage(raw, customer, api, 4).status_code == 200
@@ -123,13 +167,8 @@ def test_a_subscriptions_window_is_kept_when_a_promotion_stops(raw, clock, cat) 
 
 
 def test_usage_on_a_resource_stays_reset_when_the_promotion_expires(raw, clock, cat) -> None:
-    api = cat.feature()
-    customer = cat.customer()
     start = clock.now()
-    cat.provision(customer, cat.plan(credits=0, entitlements=[feat(10)(api)]),
-                  resourceId="site-1")
-    promote(raw, cat, customer, api, period="custom",
-            customEndDate=(start + 45 * DAY).isoformat())
+    api, customer, _ = plan_on_site_1_and_promotion_to_day_45(raw, cat, start)
     assert usage(raw, customer, api, 8, resource="site-1").status_code == 200
     clock.move(to=start + 50 * DAY)
     assert cat.check(customer, api, resourceId="site-1")["currentUsage"] == 0
@@ -148,8 +187,7 @@ def test_a_plan_change_after_an_expiry_settles_it_on_the_terms_before(raw, clock
     sub = cat.provision(customer, cat.plan(credits=0, entitlements=[feat(10, "MONTH")(api)]))
     lifetime = cat.plan(credits=0, entitlements=[feat(10)(api)])
     clock.move(to=start + 9 * DAY)
-    promote(raw, cat, customer, api, resetPeriod="WEEK", period="custom",
-            customEndDate=(start + 40 * DAY).isoformat())
+    promote(raw, cat, customer, api, resetPeriod="WEEK", **ending(start + 40 * DAY))
     clock.move(to=start + 33 * DAY)
     assert usage(raw, customer, api, 8).status_code == 200
     clock.move(to=start + 42 * DAY)
@@ -164,12 +202,7 @@ def test_a_plan_change_after_an_expiry_settles_it_on_the_terms_before(raw, clock
 def test_a_transfer_after_an_expiry_settles_the_resource_it_leaves(raw, clock, cat,
                                                                    read_between) -> None:
     start = clock.now()
-    api = cat.feature()
-    customer = cat.customer()
-    sub = cat.provision(customer, cat.plan(credits=0, entitlements=[feat(10)(api)]),
-                        resourceId="site-1")
-    promote(raw, cat, customer, api, period="custom",
-            customEndDate=(start + 45 * DAY).isoformat())
+    api, customer, sub = plan_on_site_1_and_promotion_to_day_45(raw, cat, start)
     assert usage(raw, customer, api, 8, resource="site-1").status_code == 200
     clock.move(to=start + 50 * DAY)
     if read_between:
@@ -183,12 +216,7 @@ def test_a_transfer_after_an_expiry_settles_the_resource_it_leaves(raw, clock, c
 
 def test_usage_on_a_resource_only_the_promotion_granted_stays_reset(raw, clock, cat) -> None:
     start = clock.now()
-    api = cat.feature()
-    customer = cat.customer()
-    cat.provision(customer, cat.plan(credits=0, entitlements=[feat(10)(api)]),
-                  resourceId="site-1")
-    promote(raw, cat, customer, api, period="custom",
-            customEndDate=(start + 45 * DAY).isoformat())
+    api, customer, _ = plan_on_site_1_and_promotion_to_day_45(raw, cat, start)
     assert usage(raw, customer, api, 4, resource="site-2").status_code == 200
     clock.move(to=start + 50 * DAY)
     cat.provision(customer, cat.plan(credits=0, entitlements=[feat(10)(api)],
@@ -237,18 +265,8 @@ def test_one_catch_up_over_a_change_an_expiry_and_a_stop_settles_them_in_turn(
     counts, so the 8 used on day 2 read 0 — and stay 0 once the promotion has ended: its
     end is settled on the plan it ended under (the changed one), not the stored one."""
     start = clock.now()
-    api = cat.feature()
-    customer = cat.customer()
-    sub = cat.provision(customer, cat.plan(credits=0, entitlements=[feat(10, "YEAR")(api)]))
-    lifetime = cat.plan(credits=0, entitlements=[feat(10)(api)])
-    promote(raw, cat, customer, api, resetPeriod="WEEK", period="custom",
-            customEndDate=(start + 40 * DAY).isoformat())
-    clock.move(to=start + 2 * DAY)
-    assert usage(raw, customer, api, 8).status_code == 200
-    cat.ok(raw.patch(f"/api/v1/subscriptions/{sub['id']}",
-                     json={"planId": lifetime, "scheduleStrategy": "END_OF_BILLING_PERIOD"}))
-    cat.ok(raw.post(f"/api/v1/subscriptions/{sub['id']}/cancel", json={
-        "cancellationTime": "SPECIFIC_DATE", "endDate": (start + 50 * DAY).isoformat()}))
+    api, customer, sub, lifetime = yearly_plan_changing_at_its_period_end(raw, cat, start)
+    cancel_on(raw, cat, sub, start + 50 * DAY)
     if read_between:
         clock.move(to=start + 35 * DAY)
         assert cat.check(customer, api)["currentUsage"] == 0
@@ -263,19 +281,9 @@ def test_one_scheduler_step_over_two_subscriptions_settles_on_the_changed_one(
     feature): both come due in one step of the scheduler, which writes what it changed at
     the end of the step; the expiry between them is settled on the changed plan."""
     start = clock.now()
-    api = cat.feature()
-    customer = cat.customer()
-    sub = cat.provision(customer, cat.plan(credits=0, entitlements=[feat(10, "YEAR")(api)]))
-    lifetime = cat.plan(credits=0, entitlements=[feat(10)(api)])
+    api, customer, _, _ = yearly_plan_changing_at_its_period_end(raw, cat, start)
     other = cat.provision(customer, cat.plan(credits=0, entitlements=[],
                                              product=cat.new_product()))
-    promote(raw, cat, customer, api, resetPeriod="WEEK", period="custom",
-            customEndDate=(start + 40 * DAY).isoformat())
-    clock.move(to=start + 2 * DAY)
-    assert usage(raw, customer, api, 8).status_code == 200
-    cat.ok(raw.patch(f"/api/v1/subscriptions/{sub['id']}",
-                     json={"planId": lifetime, "scheduleStrategy": "END_OF_BILLING_PERIOD"}))
-    cat.ok(raw.post(f"/api/v1/subscriptions/{other['id']}/cancel", json={
-        "cancellationTime": "SPECIFIC_DATE", "endDate": (start + 50 * DAY).isoformat()}))
+    cancel_on(raw, cat, other, start + 50 * DAY)
     clock.move(to=start + 55 * DAY)
     assert cat.check(customer, api)["currentUsage"] == 0

@@ -45,8 +45,18 @@ __all__ = ["expired_unsettled", "promotion_stop", "settle_expired_promotions",
            "settle_promotion", "settle_usage", "usage_windows"]
 
 
+async def _subscriptions(d: Domain, env: str, customer_id: str,
+                         held: Sequence[Subscription]) -> list[Subscription]:
+    """The customer's subscriptions as stored, but those in `held` as the caller holds
+    them (changed in a catch-up step, not written yet)."""
+    mine = {sub.id: sub for sub in held}
+    return [mine.get(sub.id, sub) for sub in map(
+        decode, await d.store.customer_subscriptions(env, customer_id))]
+
+
 async def usage_windows(d: Domain, env: str, sub: Subscription, at: int, *,
                         ending: bool = False, pending: Sequence[Subscription] = (),
+                        promos: list[Promotion] | None = None,
                         ) -> dict[str, tuple[int, int]]:
     """feature id -> the customer's effective usage window at `at`, for each feature
     `sub` grants whose effective entitlement resets then. `sub` as it is before the
@@ -54,14 +64,11 @@ async def usage_windows(d: Domain, env: str, sub: Subscription, at: int, *,
     as it ran until then. Other subscriptions are read as stored (or as `pending` holds
     them: changed in this catch-up step, not written yet), with their status at `at` from
     their dates (no catch-up: the caller holds the customer's lock), those that started
-    before `at`."""
+    before `at`. `promos`: the customer's promotions, if the caller has read them."""
     if not ending and status_at(timeline_of(sub), at) not in RUNNING:
         return {}  # not started (or over): its terms count for nothing at `at`
     running: list[Subscription] = []
-    held = {other.id: other for other in pending}  # changed, not written yet
-    for stored in await d.store.customer_subscriptions(env, sub.customer_id):
-        other = decode(stored)
-        other = held.get(other.id, other)
+    for other in await _subscriptions(d, env, sub.customer_id, pending):
         if other.id == sub.id:
             running.append(sub)  # in its place: the first source found wins
         elif other.resource_id == sub.resource_id and other.start < at and (
@@ -72,8 +79,10 @@ async def usage_windows(d: Domain, env: str, sub: Subscription, at: int, *,
             running.append(other)
     if all(s.id != sub.id for s in running):
         running.append(sub)
-    promos = [p for p in await d.store.promotions(env, sub.customer_id) if promo_active(p, at)]
-    effective, _ = await combine(d, env, running, promos, at)
+    if promos is None:
+        promos = await d.store.promotions(env, sub.customer_id)
+    active = [p for p in promos if promo_active(p, at)]
+    effective, _ = await combine(d, env, running, active, at)
     own, _ = await combine(d, env, [sub], [], at)
     return {f: e.window for f, e in effective.features.items()
             if e.window is not None and f in own.features}
@@ -86,8 +95,11 @@ async def settle_usage(d: Domain, env: str, sub: Subscription, at: int, *,
     customer's other subscriptions changed and not written yet (a catch-up step)."""
     # Promotions that ended before `at` are settled with the subscriptions as they were
     # then: before this one changes.
-    await settle_expired_promotions(d, env, sub.customer_id, at, current=(*pending, sub))
-    windows = await usage_windows(d, env, sub, at, ending=ending, pending=pending)
+    promos = await d.store.promotions(env, sub.customer_id)
+    await settle_expired_promotions(d, env, sub.customer_id, at, current=(*pending, sub),
+                                    promos=promos)
+    windows = await usage_windows(d, env, sub, at, ending=ending, pending=pending,
+                                  promos=promos)
     if windows:
         await d.runtime.submit(engine_id(env, sub.customer_id), RollUsage(windows=tuple(
             (feature_id, sub.resource_id, start) for feature_id, (start, _) in windows.items())))
@@ -122,12 +134,9 @@ async def settle_promotion(d: Domain, env: str, customer_id: str, doc: Promotion
     `current`: subscriptions as the caller holds them, changed since they were stored (a
     catch-up applying what came due in turn, writing them afterwards), read in place of
     their stored versions."""
-    held = {sub.id: sub for sub in current}
     counted = msgspec.structs.replace(doc, end=None, archived_at=None)
     by_resource: dict[str | None, list[Subscription]] = {None: []}
-    for stored in await d.store.customer_subscriptions(env, customer_id):
-        sub = decode(stored)
-        sub = held.get(sub.id, sub)
+    for sub in await _subscriptions(d, env, customer_id, current):
         if sub.start < at and status_at(timeline_of(sub), at) in RUNNING:
             by_resource.setdefault(sub.resource_id, []).append(sub)
     windows = []
@@ -145,17 +154,21 @@ async def settle_promotion(d: Domain, env: str, customer_id: str, doc: Promotion
 
 
 async def settle_expired_promotions(d: Domain, env: str, customer_id: str, upto: int, *,
-                                    current: Sequence[Subscription] = ()) -> None:
+                                    current: Sequence[Subscription] = (),
+                                    promos: list[Promotion] | None = None) -> None:
     """Settle, at its end date, each of the customer's promotions that expired by `upto`
     and was not settled yet, and record it; the caller holds the customer's subscription
     lock (`catch_up.lock_of`), so no subscription changes meanwhile. Called before
     anything reads or writes usage under the terms that follow (`entitlements._effective`),
     and before a subscription changes (`settle_usage`, `current` the subscriptions as they
     stand before that change): the settling reads the subscriptions as they were at that
-    end date."""
-    for promo in await d.store.promotions(env, customer_id):
+    end date. `promos`: the customer's promotions, read under that lock."""
+    if promos is None:
+        promos = await d.store.promotions(env, customer_id)
+    for promo in promos:
         if expired_unsettled(promo, upto):
-            await settle_promotion(d, env, customer_id, promo, promo.end or upto,
+            assert promo.end is not None  # (expired)
+            await settle_promotion(d, env, customer_id, promo, promo.end,
                                    expired=True, current=current)
             await d.store.settled_promotion(env, customer_id, promo)
             promo.usage_settled = True
