@@ -287,3 +287,19 @@ def test_one_scheduler_step_over_two_subscriptions_settles_on_the_changed_one(
     cancel_on(raw, cat, other, start + 50 * DAY)
     clock.move(to=start + 55 * DAY)
     assert cat.check(customer, api)["currentUsage"] == 0
+
+
+
+def test_usage_of_the_last_window_carries_over_an_expiry_on_its_reset(raw, clock,
+                                                                      cat) -> None:
+    """A promotion of a month that resets monthly ends where its window would reset: the
+    usage of its last window counted until the end and carries over; the reset it never
+    reached does not happen. (A revocation at a reset is another matter: the promotion
+    still counted at that moment, its new window had begun.)"""
+    api, customer = lifetime_plan_and_monthly_promotion(raw, cat, period="1 month")
+    end = cat.check(customer, api)["usagePeriodEnd"]
+    clock.move(to=datetime.fromisoformat(end) + DAY)
+    d = cat.check(customer, api)
+    assert (d["usageLimit"], d["resetPeriod"], d["currentUsage"]) == (10, None, 8)
+    assert usage(raw, customer, api, 1).status_code == 200
+    assert cat.check(customer, api)["currentUsage"] == 9

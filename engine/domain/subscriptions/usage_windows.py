@@ -135,17 +135,22 @@ async def settle_promotion(d: Domain, env: str, customer_id: str, doc: Promotion
     catch-up applying what came due in turn, writing them afterwards), read in place of
     their stored versions."""
     counted = msgspec.structs.replace(doc, end=None, archived_at=None)
+    # The last moment the promotion counted: a revoked one at `at` itself (it was active
+    # then, a window of its that began then had begun), an expired one the millisecond
+    # before its end date (it is not active at it: a reset falling on the end date is one
+    # it never reached, and the usage of its last window carries over).
+    last = at - 1 if expired else at
     by_resource: dict[str | None, list[Subscription]] = {None: []}
     for sub in await _subscriptions(d, env, customer_id, current):
-        if sub.start < at and status_at(timeline_of(sub), at) in RUNNING:
+        if sub.start < at and status_at(timeline_of(sub), last) in RUNNING:
             by_resource.setdefault(sub.resource_id, []).append(sub)
     windows = []
     for resource_id, subs in by_resource.items():
-        effective, _ = await combine(d, env, subs, [counted], at)
+        effective, _ = await combine(d, env, subs, [counted], last)
         got = effective.features.get(doc.feature_id)
         if got is not None and got.window is not None:
             windows.append((doc.feature_id, resource_id, got.window[0]))
-    alone, _ = await combine(d, env, [], [counted], at)
+    alone, _ = await combine(d, env, [], [counted], last)
     got = alone.features.get(doc.feature_id)
     others = ((doc.feature_id, got.window[0]),) if got is not None and got.window else ()
     if windows or others:
