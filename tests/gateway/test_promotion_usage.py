@@ -290,16 +290,28 @@ def test_one_scheduler_step_over_two_subscriptions_settles_on_the_changed_one(
 
 
 
-def test_usage_of_the_last_window_carries_over_an_expiry_on_its_reset(raw, clock,
-                                                                      cat) -> None:
+@pytest.mark.parametrize("then", ["read after it", "revoked at its end",
+                                  "granted again at its end"])
+def test_usage_of_the_last_window_carries_over_an_expiry_on_its_reset(raw, clock, cat,
+                                                                      then) -> None:
     """A promotion of a month that resets monthly ends where its window would reset: the
     usage of its last window counted until the end and carries over; the reset it never
-    reached does not happen. (A revocation at a reset is another matter: the promotion
-    still counted at that moment, its new window had begun.)"""
+    reached does not happen — however the expiry comes to be settled, a revocation or a
+    new grant at that very moment included. (A revocation at a reset of a promotion that
+    goes on is another matter: the promotion still counted then, its new window had
+    begun.)"""
     api, customer = lifetime_plan_and_monthly_promotion(raw, cat, period="1 month")
-    end = cat.check(customer, api)["usagePeriodEnd"]
-    clock.move(to=datetime.fromisoformat(end) + DAY)
+    end = datetime.fromisoformat(cat.check(customer, api)["usagePeriodEnd"])
+    limit = 10
+    if then != "read after it":
+        clock.move(to=end)
+        if then == "revoked at its end":
+            revoke(raw, cat, customer, api)
+        else:
+            promote(raw, cat, customer, api, usageLimit=3, resetPeriod=None)
+            limit = 13
+    clock.move(to=end + DAY)
     d = cat.check(customer, api)
-    assert (d["usageLimit"], d["resetPeriod"], d["currentUsage"]) == (10, None, 8)
+    assert (d["usageLimit"], d["resetPeriod"], d["currentUsage"]) == (limit, None, 8)
     assert usage(raw, customer, api, 1).status_code == 200
     assert cat.check(customer, api)["currentUsage"] == 9
