@@ -180,8 +180,7 @@ async def grant(d: Domain, env: str, customer_id: str,
         for old in await d.store.promotions(env, customer_id):
             stop = promotion_stop(old, now) if old.feature_id in seen else None
             if stop is not None:
-                await settle_promotion(d, env, customer_id, old, stop,
-                                       expired=stop == old.end)
+                await settle_promotion(d, env, customer_id, old, stop)
         await d.store.save_promotions(env, customer_id, docs, now)
     d.entitlements_changed(env, customer_id)
     return docs
@@ -241,7 +240,7 @@ async def revoke(d: Domain, env: str, customer_id: str, feature_id: str) -> Prom
         now = d.documents.now_ms()
         stop = promotion_stop(doc, now)
         if stop is not None:  # the usage it counted, settled where its terms stop
-            await settle_promotion(d, env, customer_id, doc, stop, expired=stop == doc.end)
+            await settle_promotion(d, env, customer_id, doc, stop)
         if doc.end is None or doc.end > now:
             doc.end = now  # it ends now: it shows Expired from here on
         doc.archived_at = doc.updated_at = now

@@ -124,17 +124,17 @@ def promotion_stop(doc: Promotion, now: int) -> int | None:
 
 
 async def settle_promotion(d: Domain, env: str, customer_id: str, doc: Promotion,
-                           at: int, *, expired: bool = False,
-                           current: Sequence[Subscription] = ()) -> None:
+                           at: int, *, current: Sequence[Subscription] = ()) -> None:
     """Bring the customer's counters of `doc`'s feature to the effective windows at `at`,
     the promotion counted, before it stops there (the module docstring): per resource,
     with the customer's subscriptions of it running then, and on every other resource
-    with the promotion alone (it counted on all of them). `expired`: it stopped at its
-    end date, settled afterwards; a counter written since then is left as it is.
+    with the promotion alone (it counted on all of them). Stopped at its end date (`at`
+    is `doc.end`), it expired: a counter written since then is left as it is.
     `current`: subscriptions as the caller holds them, changed since they were stored (a
     catch-up applying what came due in turn, writing them afterwards), read in place of
     their stored versions."""
     counted = msgspec.structs.replace(doc, end=None, archived_at=None)
+    expired = at == doc.end
     # The last moment the promotion counted: a revoked one at `at` itself (it was active
     # then, a window of its that began then had begun), an expired one the millisecond
     # before its end date (it is not active at it: a reset falling on the end date is one
@@ -173,7 +173,6 @@ async def settle_expired_promotions(d: Domain, env: str, customer_id: str, upto:
     for promo in promos:
         if expired_unsettled(promo, upto):
             assert promo.end is not None  # (expired)
-            await settle_promotion(d, env, customer_id, promo, promo.end,
-                                   expired=True, current=current)
+            await settle_promotion(d, env, customer_id, promo, promo.end, current=current)
             await d.store.settled_promotion(env, customer_id, promo)
             promo.usage_settled = True
