@@ -478,51 +478,90 @@ def compare_fresh(label: str, aged: Server, database_url: str, args: argparse.Na
     empty), loaded in turn, aged-fresh-fresh-aged and so on, --compare-seconds each: what
     the machine does meanwhile (this host's speed drifts by 10-20 % from minute to minute)
     falls on both alike, so their ratio is what the server's age costs. The first and the
-    last minute of the soak compare the same server across that drift."""
+    last minute of the soak compare the same server across that drift.
+
+    Then a new process on the soaked database against the fresh one, the same way: what
+    the database's age costs apart from the process's. SQLite's is on a copy of the file,
+    beside the soaked server; PostgreSQL's on the soaked database itself, once the soaked
+    server has stopped (a copy of a database in use cannot be made). Each run's CPU per
+    answer is printed too: the server's event loop and, on PostgreSQL, the database
+    server's processes (every one on the machine: the others are idle meanwhile)."""
     if not args.compare_rounds:
         return {}
     fresh_url, drop = _fresh_database(database_url, args)
     servers: dict[str, Server] = {"aged": aged}
+    pg = not database_url.startswith("sqlite:///")
     try:
         servers["fresh"] = Server(fresh_url, args.env, log)
         provision(servers["fresh"], args.customers)
-        if database_url.startswith("sqlite:///"):
-            # A new process on a copy of the soaked database: what the database's age
-            # costs, apart from what the process's age costs. Measured once it has read
-            # the stored keys into its key filter (millions after a long soak, seconds of
-            # CPU beside the load) and had one run to warm up, as the fresh server has had
-            # its provisioning: its first seconds are a restart's cost, not the database's.
-            servers["restarted"] = Server(_copy_sqlite(database_url), args.env, log)
-            _key_filter_ready(servers["restarted"])
-            wrk(servers["restarted"], script, args.connections, args.compare_seconds,
-                args.customers, f"cmp-{label}-restarted-warm-{secrets.token_hex(3)}",
-                timeout_s=WRK_TIMEOUT_S)
-        rps: dict[str, list[float]] = {which: [] for which in servers}
-        for n in range(args.compare_rounds):
-            order = list(servers) if n % 2 == 0 else list(reversed(servers))
-            for which in order:
-                r = wrk(servers[which], script, args.connections, args.compare_seconds,
-                        args.customers, f"cmp-{label}-{which}-{n}-{secrets.token_hex(3)}",
-                        timeout_s=WRK_TIMEOUT_S)
-                rps[which].append(r["rps"])
-        medians = {which: statistics.median(runs) for which, runs in rps.items()}
-        print(f"  {' vs '.join(servers)}, {args.compare_rounds} rounds of "
-              f"{args.compare_seconds} s each, alternating: " + "; ".join(
-                  f"{which} {', '.join(f'{x:,.0f}' for x in runs)}"
-                  for which, runs in rps.items()) + " req/s", flush=True)
-        out = {"aged_rps": medians["aged"], "fresh_rps": medians["fresh"],
-               "aged_vs_fresh": medians["aged"] / medians["fresh"], "compare_runs": rps}
-        if "restarted" in medians:
-            out |= {"restarted_rps": medians["restarted"],
-                    "restarted_vs_fresh": medians["restarted"] / medians["fresh"]}
-            print(f"  a new process on a copy of the soaked database: "
-                  f"{100 * out['restarted_vs_fresh']:.1f} % of fresh", flush=True)
+        out = _in_turn(label, servers, args, script, "aged", pg)
+        # A new process on the soaked database, measured once it has read the stored keys
+        # into its key filter (millions after a long soak, seconds of CPU beside the load)
+        # and had one run to warm up, as the fresh server has had its provisioning: its
+        # first seconds are a restart's cost, not the database's.
+        if pg:
+            aged.stop()
+            restarted = Server(database_url, args.env, log)
+        else:
+            restarted = Server(_copy_sqlite(database_url), args.env, log)
+        servers = {"restarted": restarted, "fresh": servers["fresh"]}
+        _key_filter_ready(restarted)
+        wrk(restarted, script, args.connections, args.compare_seconds, args.customers,
+            f"cmp-{label}-restarted-warm-{secrets.token_hex(3)}", timeout_s=WRK_TIMEOUT_S)
+        again = _in_turn(label, servers, args, script, "restarted", pg)
+        out |= {"restarted_rps": again["restarted_rps"],
+                "restarted_fresh_rps": again["fresh_rps"],
+                "restarted_vs_fresh": again["restarted_rps"] / again["fresh_rps"],
+                "compare_runs_restarted": again["compare_runs"]}
+        print(f"  a new process on the soaked database: "
+              f"{100 * out['restarted_vs_fresh']:.1f} % of fresh", flush=True)
         return out
     finally:
         for which, server in servers.items():
             if which != "aged":
                 server.stop()
         drop()
+
+
+def _in_turn(label: str, servers: dict[str, Server], args: argparse.Namespace, script: Path,
+             first: str, pg: bool) -> dict[str, Any]:
+    """--compare-rounds rounds of `servers` loaded in turn; their median rates."""
+    rps: dict[str, list[float]] = {which: [] for which in servers}
+    cpu: dict[str, list[str]] = {which: [] for which in servers}
+    for n in range(args.compare_rounds):
+        order = list(servers) if n % 2 == 0 else list(reversed(servers))
+        for which in order:
+            db_before = postgres_cpu_s() if pg else 0.0
+            r = wrk(servers[which], script, args.connections, args.compare_seconds,
+                    args.customers, f"cmp-{label}-{which}-{n}-{secrets.token_hex(3)}",
+                    timeout_s=WRK_TIMEOUT_S)
+            rps[which].append(r["rps"])
+            db = (postgres_cpu_s() - db_before) / max(r["requests"], 1) * 1e6
+            cpu[which].append(f"{r['loop_us']:.0f}" + (f"+{db:.0f}" if pg else ""))
+    medians = {which: statistics.median(runs) for which, runs in rps.items()}
+    print(f"  {' vs '.join(servers)}, {args.compare_rounds} rounds of "
+          f"{args.compare_seconds} s each, alternating: " + "; ".join(
+              f"{which} {', '.join(f'{x:,.0f}' for x in runs)}"
+              for which, runs in rps.items()) + " req/s", flush=True)
+    print("    CPU per answer, µs (the server's loop" + (" + PostgreSQL's processes" if pg
+          else "") + "): " + "; ".join(f"{which} {', '.join(c)}" for which, c in cpu.items()),
+          flush=True)
+    return {f"{first}_rps": medians[first], "fresh_rps": medians["fresh"],
+            f"{first}_vs_fresh": medians[first] / medians["fresh"], "compare_runs": rps}
+
+
+def postgres_cpu_s() -> float:
+    """CPU seconds (user + system) of every PostgreSQL server process on the machine."""
+    total = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with suppress(OSError):
+            stat = (proc / "stat").read_text()
+            if stat[stat.index("(") + 1:stat.rindex(")")] == "postgres":
+                fields = stat.rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+    return total / TICKS
 
 
 def _key_filter_ready(server: Server, timeout_s: float = 300) -> None:
@@ -596,7 +635,7 @@ def print_verdict(label: str, v: dict[str, Any], warmup: float) -> None:
             mark(v["aged_vs_fresh"] >= MIN_THROUGHPUT_RATIO))]),
         *([] if v.get("restarted_vs_fresh") is None else [(
             "new process on the soaked database",
-            (f"{v['restarted_rps']:,.0f} / {v['fresh_rps']:,.0f} req/s "
+            (f"{v['restarted_rps']:,.0f} / {v['restarted_fresh_rps']:,.0f} req/s "
              f"= {100 * v['restarted_vs_fresh']:.1f} %"), "", "")]),
         ("bytes on disk per consumption",
          "no 2xx answers" if bpo is None else
