@@ -1,8 +1,9 @@
 """PostgreSQL backend (asyncpg, pooled connections): production.
 
-The writer takes one pooled connection per flush and writes the whole flush in one
-statement: a data-modifying CTE for each table the flush writes, over that table's rows
-passed as one jsonb parameter (`_flush_statement`); reads use the pool. A broken connection is
+The writer writes the whole flush in one statement: a data-modifying CTE for each table
+the flush writes, over that table's rows passed as one jsonb parameter
+(`_flush_statement`), on a connection of its own whose session runs prepared statements
+on their generic plan (`_FLUSH_SETTINGS`); everything else uses the pool. A broken connection is
 dropped by the pool and replaced on the next acquire, so the store reconnects by itself
 once the server is reachable again.
 
@@ -197,6 +198,19 @@ _PURGES = [_numbered(q) for q in sql.purge_statements("ctid")]
 KEY_PAGE_BLOCKS = 128
 
 
+# The flush's session. PostgreSQL plans a prepared statement anew for each execution
+# (a custom plan) or once (the generic plan), and decides by comparing their estimated
+# costs; for the flush statement the decision came out differently with the tables' sizes
+# and statistics, so a server on a database that had grown, or been analyzed since the
+# statement was prepared, re-planned every flush. That cost PostgreSQL 95-105 us of CPU per
+# consumption against 60-65 us on the generic plan, which does not depend on the values:
+# every part inserts the rows of its jsonb parameter, by the table's key where it
+# upserts. Forcing the generic plan took the soaked database's slowdown (a new process on
+# it answered ~90 % of one on an empty database) away (docs/benchmarks.md, "PostgreSQL's
+# plans for the flush"). Only the flush's session: reads keep PostgreSQL's own choice.
+_FLUSH_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
+
+
 class PostgresStore(DurableStore):
     dialect = "postgresql"
     checks_ahead = True
@@ -209,6 +223,7 @@ class PostgresStore(DurableStore):
         self.pool_max = pool_max
         self.command_timeout_s = command_timeout_s
         self._pool: asyncpg.Pool | None = None
+        self._flush_pool: asyncpg.Pool | None = None  # one connection: flushes are serial
 
     async def _connect(self) -> None:
         settings = None
@@ -224,11 +239,20 @@ class PostgresStore(DurableStore):
             command_timeout=self.command_timeout_s, server_settings=settings,
             reset=_keep_session,
         )
+        try:
+            self._flush_pool = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=1, command_timeout=self.command_timeout_s,
+                server_settings={**(settings or {}), **_FLUSH_SETTINGS}, reset=_keep_session,
+            )
+        except BaseException:
+            await self._disconnect()
+            raise
 
     async def _disconnect(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        for pool in (self._flush_pool, self._pool):
+            if pool is not None:
+                await pool.close()
+        self._pool = self._flush_pool = None
 
     def statistics(self) -> dict[str, int | float | bool]:
         """The durable store's counters, and the pool's connections: open, idle, at most."""
@@ -238,14 +262,16 @@ class PostgresStore(DurableStore):
                 "pool_idle": pool.get_idle_size() if pool is not None else 0}
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection for one unit of work. Getting one is where a database that
-        is away shows itself (the pool opens a new connection when a broken one was
-        dropped), and returning one resets it: whatever either raises, the database is
-        unavailable. Waiting for a free connection is bounded by the command timeout."""
-        assert self._pool is not None
+    async def _connection(self, flush: bool = False) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection for one unit of work (the flush's own with `flush`). Getting
+        one is where a database that is away shows itself (the pool opens a new connection
+        when a broken one was dropped), and returning one resets it: whatever either
+        raises, the database is unavailable. Waiting for a free connection is bounded by
+        the command timeout."""
+        pool = self._flush_pool if flush else self._pool
+        assert pool is not None
         try:
-            conn = await self._pool.acquire(timeout=self.command_timeout_s)
+            conn = await pool.acquire(timeout=self.command_timeout_s)
         except Exception as exc:
             raise StoreUnavailable(f"cannot get a PostgreSQL connection: {exc!r}",
                                    retry_after_s=1.0) from exc
@@ -262,7 +288,7 @@ class PostgresStore(DurableStore):
             raise
         finally:
             try:
-                await self._pool.release(conn)
+                await pool.release(conn)
             except Exception as exc:
                 # The connection broke on the way back; the pool replaces it. If the work
                 # itself failed, its own error is the one to report.
@@ -361,7 +387,7 @@ class PostgresStore(DurableStore):
             params = [_encode([r[1:] for r in rows[w.unit]] if w.unit == "outbox"
                               else _one_per_key(w, rows[w.unit])).decode()
                       for w in sql.WRITES]  # a fenced flush's outbox ids come from the counter
-            async with self._connection() as conn:
+            async with self._connection(flush=True) as conn:
                 ok, base = await conn.fetchrow(
                     _fenced_flush_statement(self._written_tables()), *self._fence_args,
                     len(rows["outbox"]), *params)
@@ -374,7 +400,7 @@ class PostgresStore(DurableStore):
         params = [_encode(_one_per_key(w, rows[w.unit])).decode()
                   for w in sql.WRITES if rows[w.unit]]
         flush = _flush_statement(self._written_tables(), present)
-        async with self._connection() as conn:
+        async with self._connection(flush=True) as conn:
             await conn.execute(flush, *params)
 
     async def _rotate(self, generation: int, period: int, tables: list[str]) -> None:
