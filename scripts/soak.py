@@ -537,7 +537,10 @@ def _in_turn(label: str, servers: dict[str, Server], args: argparse.Namespace, s
                     timeout_s=WRK_TIMEOUT_S)
             rps[which].append(r["rps"])
             db = (postgres_cpu_s() - db_before) / max(r["requests"], 1) * 1e6
-            cpu[which].append(f"{r['loop_us']:.0f}" + (f"+{db:.0f}" if pg else ""))
+            # (A PostgreSQL process that ended during the run takes its CPU time with it:
+            # the sum can fall, and the run's figure is unknown.)
+            cpu[which].append(f"{r['loop_us']:.0f}" + (
+                (f"+{db:.0f}" if db >= 0 else "+?") if pg else ""))
     medians = {which: statistics.median(runs) for which, runs in rps.items()}
     print(f"  {' vs '.join(servers)}, {args.compare_rounds} rounds of "
           f"{args.compare_seconds} s each, alternating: " + "; ".join(
