@@ -511,7 +511,7 @@ def compare_fresh(label: str, aged: Server, database_url: str, args: argparse.Na
         again = _in_turn(label, servers, args, script, "restarted", pg)
         out |= {"restarted_rps": again["restarted_rps"],
                 "restarted_fresh_rps": again["fresh_rps"],
-                "restarted_vs_fresh": again["restarted_rps"] / again["fresh_rps"],
+                "restarted_vs_fresh": again["restarted_vs_fresh"],
                 "compare_runs_restarted": again["compare_runs"]}
         print(f"  a new process on the soaked database: "
               f"{100 * out['restarted_vs_fresh']:.1f} % of fresh", flush=True)
@@ -536,11 +536,12 @@ def _in_turn(label: str, servers: dict[str, Server], args: argparse.Namespace, s
                     args.customers, f"cmp-{label}-{which}-{n}-{secrets.token_hex(3)}",
                     timeout_s=WRK_TIMEOUT_S)
             rps[which].append(r["rps"])
-            db = (postgres_cpu_s() - db_before) / max(r["requests"], 1) * 1e6
-            # (A PostgreSQL process that ended during the run takes its CPU time with it:
-            # the sum can fall, and the run's figure is unknown.)
-            cpu[which].append(f"{r['loop_us']:.0f}" + (
-                (f"+{db:.0f}" if db >= 0 else "+?") if pg else ""))
+            cpu[which].append(f"{r['loop_us']:.0f}")
+            if pg:
+                db = (postgres_cpu_s() - db_before) / max(r["requests"], 1) * 1e6
+                # (A PostgreSQL process that ended during the run takes its CPU time with
+                # it: the sum can fall, and the run's figure is unknown.)
+                cpu[which][-1] += f"+{db:.0f}" if db >= 0 else "+?"
     medians = {which: statistics.median(runs) for which, runs in rps.items()}
     print(f"  {' vs '.join(servers)}, {args.compare_rounds} rounds of "
           f"{args.compare_seconds} s each, alternating: " + "; ".join(
@@ -557,13 +558,10 @@ def postgres_cpu_s() -> float:
     """CPU seconds (user + system) of every PostgreSQL server process on the machine."""
     total = 0
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        with suppress(OSError):
-            stat = (proc / "stat").read_text()
-            if stat[stat.index("(") + 1:stat.rindex(")")] == "postgres":
-                fields = stat.rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])
+        if proc.name.isdigit():
+            with suppress(OSError):  # (it may have just ended)
+                if (proc / "comm").read_text().strip() == "postgres":
+                    total += bench_http.stat_ticks(str(proc / "stat")) or 0
     return total / TICKS
 
 
