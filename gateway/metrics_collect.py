@@ -184,6 +184,11 @@ def _store(s: dict[str, Any], backlog_rows_max: int | None) -> Iterator[Metric]:
             p + "key_filter_keys", "New keys the filter answered: surely new (passed) or "
             "checked against the database (held)", labels=["answer"]), "answer",
             [("passed", s["key_filter_passed"]), ("held", s["key_filter_held"])])
+    if "key_filter_saves" in s:
+        yield _counter(p + "key_filter_saves", "Key filter bits saved in the database (as a "
+                       "key generation starts a new run)", s["key_filter_saves"])
+        yield _gauge(p + "key_filter_keys_read", "Keys read back into the filter since start "
+                     "(the runs its saved bits did not hold)", s["key_filter_keys_read"])
     if "checkpoints" in s:
         yield _counter(p + "checkpoints", "SQLite only: checkpoints run beside the writer",
                        s["checkpoints"])

@@ -35,6 +35,7 @@ StoreUnavailable, which makes the runtime reload them from what is durable.
 
 from __future__ import annotations
 
+import secrets
 import time
 from bisect import bisect_left
 from collections import deque
@@ -166,6 +167,13 @@ class DurableStore:
         # Set once the read-back of the keys written before open is over (or there is no
         # filter): `key_filter.ready` says whether the filter holds them.
         self.keys_indexed = anyio.Event()
+        # Generations whose filter bits are due to be saved (a new run started), and the
+        # counts a restart's read-back is judged by: runs taken from saved bits, keys read.
+        self._filter_saves: set[int] = set()
+        self._filter_save_due = anyio.Event()
+        self.key_filter_saves = 0
+        self.key_filter_runs_restored = 0
+        self.key_filter_keys_read = 0
         # Key lookups waiting for the reader (bounded: one per actor batch in flight).
         self._lookups: deque[_Lookup] = deque()
         self._lookup_work = anyio.Event()
@@ -307,7 +315,18 @@ class DurableStore:
             raise
         self._next_outbox_id = int(row[0]) + 1
         # A fresh filter each time the store opens: keys may have been written meanwhile.
-        self.key_filter = KeyFilter(self.key_filter_bytes) if self.key_filter_bytes > 0 else None
+        # Its positions are keyed with the database's own secret, the same in every
+        # process, so that saved bits can be taken back (persistence/key_filter.py).
+        self.key_filter = None
+        if self.key_filter_bytes > 0:
+            try:
+                salt = await self.server_secret("key_filter", secrets.token_hex(32),
+                                                int(time.time() * 1000))
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self._disconnect()
+                raise
+            self.key_filter = KeyFilter(self.key_filter_bytes, bytes.fromhex(salt))
         self.keys_indexed = anyio.Event()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
@@ -317,6 +336,8 @@ class DurableStore:
             self._tg.start_soon(task)
         if self.fence is None:
             self._tg.start_soon(self._index_keys)
+            if self.key_filter is not None:
+                self._tg.start_soon(self._filter_saver)
         else:
             # A cluster node reads the keys back per shard it takes (`reindex_keys`).
             if self.key_filter is not None:
@@ -336,6 +357,10 @@ class DurableStore:
                 last = self._batches[-1] if self._batches else self._inflight
                 assert last is not None
                 await last.done.wait()
+        # A run started since the last save: save its generation's bits now, so that the
+        # next start reads back only the run being written.
+        with anyio.move_on_after(10):
+            await self._save_filters()
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
         try:
@@ -364,7 +389,13 @@ class DurableStore:
                 "outbox_last_id": self._next_outbox_id - 1,
                 "flush_seconds_buckets": tuple(self._flush_seconds),
                 "flush_units_buckets": tuple(self._flush_units),
-                **(self.key_filter.statistics() if self.key_filter is not None else {})}
+                **(self._filter_statistics() if self.key_filter is not None else {})}
+
+    def _filter_statistics(self) -> dict[str, int | bool]:
+        assert self.key_filter is not None
+        return {**self.key_filter.statistics(), "key_filter_saves": self.key_filter_saves,
+                "key_filter_runs_restored": self.key_filter_runs_restored,
+                "key_filter_keys_read": self.key_filter_keys_read}
 
     async def load(self, customer_id: str) -> CustomerState:
         epoch = None
@@ -563,17 +594,19 @@ class DurableStore:
         await self._read_keys()
         fence.trusted |= {s for s, e in shards.items() if fence.current(s, e)}
 
-    async def _read_keys(self) -> None:
-        """Add every key of every run there is now to the key filter (later runs hold
-        only keys written since, which the writer added)."""
+    async def _read_keys(self, first_runs: Sequence[int] = (0, 0)) -> None:
+        """Add every key of every run there is now, from each generation's run
+        `first_runs[generation]` on, to the key filter (later runs hold only keys written
+        since, which the writer added)."""
         filt = self.key_filter
         assert filt is not None
         for generation in range(len(sql.KEY_TABLES)):
             def take(page: Sequence[Sequence[Any]], generation: int = generation) -> None:
                 for row in page:
                     filt.add(generation, row[0], row[1])
+                self.key_filter_keys_read += len(page)
 
-            for table in self._tables(generation):
+            for table in self._tables(generation)[first_runs[generation]:]:
                 await self._scan_keys(table, take)
 
     async def refresh_key_generations(self) -> None:
@@ -604,7 +637,7 @@ class DurableStore:
         delay = 1.0
         while True:
             try:
-                await self._read_keys()
+                await self._read_keys(await self._restore_filter())
                 break
             except Exception as exc:  # noqa: BLE001 - sorted here: outage or bug
                 if self._unavailable(exc) is None:
@@ -617,6 +650,61 @@ class DurableStore:
                 delay = min(delay * 2, 60.0)
         filt.ready = True
         self.keys_indexed.set()
+        # Every run before each generation's current one is in the filter now: save them,
+        # so that the next start need not read them again.
+        self._due_filter_save(*range(len(sql.KEY_TABLES)))
+
+    async def _restore_filter(self) -> list[int]:
+        """Take back each generation's saved filter bits that are of its current period
+        (and of this filter's size); the runs they hold, which need no reading back."""
+        filt = self.key_filter
+        assert filt is not None
+        covered = [0] * len(sql.KEY_TABLES)
+        for g, table in enumerate(sql.KEY_FILTER_TABLES):
+            for period, runs, bits in await self._fetch(
+                    f"SELECT period, runs, bits FROM {table}"):
+                if int(period) == self._generations[g] and filt.restore(g, bytes(bits)):
+                    covered[g] = min(int(runs), self._runs[g])
+        self.key_filter_runs_restored = sum(covered)
+        return covered
+
+    def _due_filter_save(self, *generations: int) -> None:
+        """Have the saver save these generations' bits (it does only once the filter is
+        ready, and never in a cluster, whose nodes each hold only their shards' keys)."""
+        if self.key_filter is None or self.fence is not None:
+            return
+        self._filter_saves.update(generations)
+        self._filter_save_due.set()
+
+    async def _filter_saver(self) -> None:
+        while True:
+            await self._filter_save_due.wait()
+            self._filter_save_due = anyio.Event()
+            await self._save_filters()
+
+    async def _save_filters(self) -> None:
+        """Save the bits of the generations due, each with the runs they hold: every run
+        before the one being written (full runs are never written again, and the writer
+        adds a key to the filter before writing it). The bits are copied at once with the
+        period and run they go with; a rotation meanwhile leaves them of a period the
+        generation no longer holds, which no start takes. A failure is logged: the next
+        start reads back more, no more."""
+        filt = self.key_filter
+        if filt is None or not filt.ready:
+            return
+        while self._filter_saves:
+            g = self._filter_saves.pop()
+            period, runs = self._generations[g], self._run[g]
+            if runs == 0:
+                continue
+            empty, insert = sql.save_key_filter(self.dialect, g)
+            steps = [(empty, [()]), (insert, [(period, runs, filt.snapshot(g))])]
+            try:
+                await self.transact(steps)
+            except Exception as exc:  # noqa: BLE001 - an outage or a bug: it only costs reads
+                log.warning("key filter not saved", generation=g, error=repr(exc))
+                return
+            self.key_filter_saves += 1
 
     async def _scan_keys(self, table: str,
                          take: Callable[[Sequence[Sequence[Any]]], None]) -> None:
@@ -1052,6 +1140,7 @@ class DurableStore:
                 self._run[generation] = run
                 self._runs[generation] = max(self._runs[generation], run + 1)
                 self._run_rows[generation] = 0
+                self._due_filter_save(generation)
 
     def _rotations(self, rows: dict[str, list[tuple]]) -> list[tuple[int, int]]:
         """The generation tables to empty before these rows' keys go in, and their new

@@ -23,6 +23,17 @@ One process writes a database's keys (docs/architecture.md); a process that did 
 write them does not know them, so scale-out must fill the filter for the customers it
 takes over, or answer "maybe" for them.
 
+Reading every key back is slow on a large database: after a 30-minute soak (10 M keys)
+a new process answered 24 % of a fresh one's rate in its first 20 s, its loop and
+PostgreSQL busy reading and checking keys the filter did not hold yet
+(docs/benchmarks.md). So a table's bits are saved in the database (`snapshot`), each
+time its generation starts a new run (a full run is never written again: the saved bits
+hold every key of the runs before), and a process that opens the store takes them back
+(`restore`) and reads only the runs written since. For that the positions must be the
+same in every process: they come from a BLAKE2b of the pair keyed with a secret of the
+database (so keys cannot be chosen to all land on set bits), not from the interpreter's
+hash, which is salted per process.
+
 Fixed size, allocated when the store opens (`CREDITD_KEY_FILTER_MB`, split between the
 two tables, each half rounded down to a power of two). With n keys in a table of m bits
 and 4 hashes, the share of new keys checked anyway is about (1 - e^(-4n/m))^4: 0.3 % at
@@ -32,21 +43,26 @@ queries, not correctness.
 
 from __future__ import annotations
 
+import hashlib
+
 __all__ = ["KeyFilter"]
 
 _HASHES = 4
-_U64 = (1 << 64) - 1
+# What a saved table starts with: the positions' scheme. Bits saved by another scheme (or
+# another size) are refused, never merged: they would not hold the keys they claim to.
+_FORMAT = b"creditd key filter v1: blake2b-64, 4 positions\n"
 
 
 class KeyFilter:
     """Two Bloom filters of (customer id, key) pairs, one per key generation table.
 
-    Positions come from the interpreter's hash of the pair (salted per process: the
-    filter lives and dies with the process) by double hashing."""
+    Positions come from a 64-bit BLAKE2b of the pair keyed with `salt` (the database's:
+    the same in every process, so saved bits can be taken back) by double hashing."""
 
-    __slots__ = ("_bits", "_mask", "added", "bytes", "held", "passed", "ready")
+    __slots__ = ("_bits", "_hasher", "_mask", "added", "bytes", "held", "passed", "ready")
 
-    def __init__(self, bytes_max: int) -> None:
+    def __init__(self, bytes_max: int, salt: bytes = b"") -> None:
+        self._hasher = hashlib.blake2b(digest_size=8, key=salt[:64])
         per_table = max(bytes_max // 2, 1)
         bits = 1 << (per_table * 8).bit_length() - 1  # a power of two: positions by mask
         self._mask = bits - 1
@@ -59,9 +75,15 @@ class KeyFilter:
         self.passed = 0  # pairs asked about that need no check (surely new)
         self.held = 0  # pairs asked about that may be remembered (checked)
 
+    def _hash(self, customer_id: str, key: str) -> int:
+        h = self._hasher.copy()
+        # The id's length first: ("ab", "c") and ("a", "bc") are different pairs.
+        h.update(f"{len(customer_id)}:{customer_id}{key}".encode("utf-8", "surrogatepass"))
+        return int.from_bytes(h.digest(), "little")
+
     def add(self, generation: int, customer_id: str, key: str) -> None:
         """Remember that (customer id, key) is written to the table of `generation`."""
-        h = hash((customer_id, key)) & _U64
+        h = self._hash(customer_id, key)
         step = (h >> 32) | 1
         mask = self._mask
         bits = self._bits[generation]
@@ -76,7 +98,7 @@ class KeyFilter:
         if not self.ready:
             self.held += 1
             return True
-        h = hash((customer_id, key)) & _U64
+        h = self._hash(customer_id, key)
         step = (h >> 32) | 1
         mask = self._mask
         a, b = self._bits
@@ -101,6 +123,22 @@ class KeyFilter:
         """The table of `generation` was emptied."""
         bits = self._bits[generation]
         bits[:] = bytes(len(bits))
+
+    def snapshot(self, generation: int) -> bytes:
+        """The table of `generation`'s bits, to be saved and given to `restore`."""
+        return _FORMAT + self._bits[generation]
+
+    def restore(self, generation: int, saved: bytes) -> bool:
+        """Add the keys of a `snapshot` (by a filter of the same size and salt) to the table
+        of `generation`; False, changing nothing, for bits of another size or scheme."""
+        bits = self._bits[generation]
+        if len(saved) != len(_FORMAT) + len(bits) or not saved.startswith(_FORMAT):
+            return False
+        size = len(bits)
+        merged = int.from_bytes(bits, "little") | int.from_bytes(
+            memoryview(saved)[len(_FORMAT):], "little")
+        bits[:] = merged.to_bytes(size, "little")
+        return True
 
     def statistics(self) -> dict[str, int | bool]:
         return {"key_filter_bytes": self.bytes, "key_filter_ready": self.ready,

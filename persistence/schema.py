@@ -8,7 +8,13 @@ engine/core/amounts.py); every stored amount is bounded by 10^17 units.
 
 from __future__ import annotations
 
-from persistence.sql import KEY_GENERATION_MS, KEY_TABLES, LEDGER_KINDS, key_table_statements
+from persistence.sql import (
+    KEY_FILTER_TABLES,
+    KEY_GENERATION_MS,
+    KEY_TABLES,
+    LEDGER_KINDS,
+    key_table_statements,
+)
 
 __all__ = ["MIGRATIONS", "SchemaTooNew", "LATEST_VERSION"]
 
@@ -538,6 +544,22 @@ def _v11(dialect: str) -> list[str]:
     return _dialect(statements, dialect)
 
 
+# v12: each key generation's filter bits (persistence/key_filter.py), saved as it starts a
+# new run: they hold every key of the generation's runs before `runs` in `period`, so a
+# process that opens the store reads back only the runs after. One table per generation,
+# of one row, replaced whole (a TRUNCATE on PostgreSQL: no dead copy of megabytes left for
+# vacuum); bits of a period the generation no longer holds are not taken.
+def _v12(dialect: str) -> list[str]:
+    statements = []
+    for table in KEY_FILTER_TABLES:
+        statements.append(f"CREATE TABLE {table} (period BIGINT NOT NULL, "
+                          "runs INTEGER NOT NULL, bits BYTES NOT NULL)")
+        if dialect == "postgresql":
+            # Random bits do not compress: store them without trying.
+            statements.append(f"ALTER TABLE {table} ALTER COLUMN bits SET STORAGE EXTERNAL")
+    return _dialect(statements, dialect)
+
+
 def _dialect(statements: list[str], dialect: str) -> list[str]:
     if dialect == "postgresql":
         return [s.replace("BYTES", "BYTEA") for s in statements]
@@ -548,8 +570,8 @@ _VERSIONS = [_COMMON_V1, _COMMON_V2, _COMMON_V3, _COMMON_V4, _COMMON_V5, _COMMON
              _COMMON_V7, _COMMON_V8]
 MIGRATIONS: dict[str, list[list[str]]] = {
     dialect: [*(_dialect(statements, dialect) for statements in _VERSIONS), _v9(dialect),
-              _V10, _v11(dialect)]
+              _V10, _v11(dialect), _v12(dialect)]
     for dialect in ("sqlite", "postgresql")
 }
-LATEST_VERSION = len(_VERSIONS) + 3
+LATEST_VERSION = len(_VERSIONS) + 4
 assert all(len(m) == LATEST_VERSION for m in MIGRATIONS.values())

@@ -11,7 +11,7 @@ __all__ = ["SELECT_CUSTOMER", "MAX_CUSTOMER_NUM", "SELECT_GRANTS",
            "SELECT_RESERVATIONS", "SELECT_POOLS", "KEY_GENERATION_MS", "KEY_TABLES",
            "SELECT_KEY_GENERATIONS", "LEDGER_KINDS", "select_ledger_page", "select_ledger_count",
            "select_keys_of_pg", "select_keys_of", "KEY_RUN_ROWS", "KEY_RUN_DOUBLING",
-           "KEY_TABLES_PER_QUERY", "key_table", "key_run_rows", "key_table_statements", "writes_into", "KEY_UNITS", "SELECT_LEDGER", "SELECT_OUTBOX_AFTER", "SELECT_DUE",
+           "KEY_TABLES_PER_QUERY", "KEY_FILTER_TABLES", "save_key_filter", "key_table", "key_run_rows", "key_table_statements", "writes_into", "KEY_UNITS", "SELECT_LEDGER", "SELECT_OUTBOX_AFTER", "SELECT_DUE",
            "MAX_OUTBOX_ID", "SELECT_CUSTOMER_OUTBOX", "SELECT_PENDING_RECHARGES", "numbered", "Write", "WRITES", "conflict_clause",
            "insert_statement", "PURGES", "purge_statements", "SELECT_USAGE", "SELECT_UNIQUES", "SELECT_EVENT_KEYS_IN"]
 
@@ -179,6 +179,17 @@ KEY_RUN_ROWS = 1 << 18
 KEY_RUN_DOUBLING = 16
 KEY_TABLES = ("idempotency_keys_0", "idempotency_keys_1")  # the first run of each generation
 SELECT_KEY_GENERATIONS = "SELECT generation, period, runs, run FROM key_generations"
+# Each generation's saved key filter bits (persistence/key_filter.py), a row in a table of
+# its own (persistence/schema.py, v12).
+KEY_FILTER_TABLES = ("key_filter_0", "key_filter_1")
+
+
+def save_key_filter(dialect: str, generation: int) -> list[str]:
+    """The statements that replace a generation's saved bits, run in one transaction with
+    no parameters for the first and (period, runs, bits) for the second."""
+    table = KEY_FILTER_TABLES[generation]
+    empty = f"DELETE FROM {table}" if dialect == "sqlite" else f"TRUNCATE {table}"
+    return [empty, f"INSERT INTO {table} (period, runs, bits) VALUES (?, ?, ?)"]
 
 
 def key_table(generation: int, run: int) -> str:

@@ -65,3 +65,45 @@ def test_clearing_one_generation_keeps_every_key_of_the_other(kept, dropped,
         f.add(1 - generation, cid, key)
     f.clear(generation)
     assert all(f.may_hold(cid, key) for cid, key in kept)
+
+
+@given(added=pairs, generation=st.sampled_from([0, 1]))
+def test_saved_bits_hold_every_key_in_another_filter_with_the_salt(added, generation) -> None:
+    """What a store saves and a new process takes back: the same salt gives the same
+    positions, so every key of the saved filter may be held by the one restored."""
+    f = KeyFilter(1 << 12, b"salt")
+    for cid, key in added:
+        f.add(generation, cid, key)
+    g = KeyFilter(1 << 12, b"salt")
+    g.ready = True
+    g.add(generation, "later", "key")  # restoring adds to what is there
+    assert g.restore(generation, f.snapshot(generation))
+    assert all(g.may_hold(cid, key) for cid, key in added)
+    assert g.may_hold("later", "key")
+
+
+def test_positions_depend_on_the_salt_and_the_pair() -> None:
+    a, b = KeyFilter(1 << 12, b"one"), KeyFilter(1 << 12, b"two")
+    for f in (a, b):
+        for i in range(50):
+            f.add(0, f"c{i}", f"k{i}")
+    assert a.snapshot(0) != b.snapshot(0)
+    c, d = KeyFilter(1 << 12, b"one"), KeyFilter(1 << 12, b"one")
+    c.add(0, "ab", "c")
+    d.add(0, "a", "bc")  # the same characters, another pair
+    assert c.snapshot(0) != d.snapshot(0)
+
+
+def test_bits_of_another_size_or_scheme_are_refused() -> None:
+    f = KeyFilter(1 << 12, b"s")
+    f.add(0, "c", "k")
+    saved = f.snapshot(0)
+    g = KeyFilter(1 << 13, b"s")
+    g.ready = True
+    assert not g.restore(0, saved)
+    h = KeyFilter(1 << 12, b"s")
+    h.ready = True
+    assert not h.restore(0, b"another scheme" + saved[14:])
+    assert not h.restore(0, saved[:-1])
+    assert not g.may_hold("c", "k") and not h.may_hold("c", "k")
+    assert h.restore(0, saved) and h.may_hold("c", "k")

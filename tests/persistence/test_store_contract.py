@@ -794,6 +794,74 @@ async def test_a_generation_is_written_in_runs(store_url, engine, raw_sql, monke
 
 
 @pytest.mark.anyio
+async def test_the_key_filter_is_saved_as_runs_start_and_taken_back_at_open(
+        store_url, engine, raw_sql, monkeypatch) -> None:
+    """A generation's filter bits are saved each time it starts a new run, and a store that
+    opens takes them back and reads back only the runs written since: the keys of the
+    earlier runs are then held by the saved bits alone, so they must be the same positions
+    in the new process (the database's salt, not the interpreter's hash). Bits of another
+    size, or of a period the generation no longer holds, are not taken."""
+    monkeypatch.setattr(sql, "KEY_RUN_ROWS", 4)
+    monkeypatch.setattr(sql, "KEY_RUN_DOUBLING", 2)  # runs of 4, 4, 8, 8, 16 keys
+    start = (ManualClock().now_ms() // WEEK + 1) * WEEK
+    generation = start // WEEK % 2
+    clock = ManualClock(start)
+    replies: dict[tuple[str, str], Any] = {}
+
+    async def saved() -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in await raw_sql(
+            store_url, f"SELECT period, runs FROM {sql.KEY_FILTER_TABLES[generation]}")]
+
+    async with engine(store_url, clock, key_filter_bytes=1 << 16) as (store, rt):
+        with anyio.fail_after(10):
+            await store.keys_indexed.wait()
+        for cid in "ab":
+            ok(await rt.submit(cid, grant(f"{cid}-g", 1_000_000)), GrantReply)
+        for i in range(30):  # runs of 4, 4, 8, 8, and 6 keys in the fifth
+            cid, key = "ab"[i % 2], f"k{i}"
+            replies[cid, key] = ok(await rt.submit(cid, Consume(
+                currency_id=CUR, amount=1 + i % 3, idempotency_key=key)), ConsumeReply)
+    period = start // WEEK
+    assert await saved() == [(period, 4)]  # the four full runs
+
+    async with engine(store_url, clock, key_filter_bytes=1 << 16) as (store, rt):
+        with anyio.fail_after(10):
+            await store.keys_indexed.wait()
+        stats = store.statistics()
+        assert stats["key_filter_runs_restored"] == 4
+        assert stats["key_filter_keys_read"] == 6  # the fifth run's only
+        assert store.key_filter.ready
+        assert all(store.key_filter.may_hold(cid, key) for cid, key in replies)
+        for (cid, key), reply in list(replies.items())[:8]:  # the first two runs' keys
+            assert await rt.submit(cid, Consume(currency_id=CUR, amount=reply.amount,
+                                                idempotency_key=key)) == reply
+
+    # Another size: the saved bits are not taken, every run is read back.
+    async with engine(store_url, clock, key_filter_bytes=1 << 17) as (store, rt):
+        with anyio.fail_after(10):
+            await store.keys_indexed.wait()
+        stats = store.statistics()
+        assert (stats["key_filter_runs_restored"], stats["key_filter_keys_read"]) == (0, 30)
+        assert all(store.key_filter.may_hold(cid, key) for cid, key in replies)
+
+    # The generation's next period empties it: bits of the old one are not taken.
+    clock.advance(2 * WEEK)
+    async with engine(store_url, clock, key_filter_bytes=1 << 16) as (store, rt):
+        with anyio.fail_after(10):
+            await store.keys_indexed.wait()
+        ok(await rt.submit("a", Consume(currency_id=CUR, amount=1, idempotency_key="new")),
+           ConsumeReply)
+    assert await saved() == [(period, 4)]  # of a period the generation no longer holds
+    async with engine(store_url, clock, key_filter_bytes=1 << 16) as (store, rt):
+        with anyio.fail_after(10):
+            await store.keys_indexed.wait()
+        stats = store.statistics()
+        assert (stats["key_filter_runs_restored"], stats["key_filter_keys_read"]) == (0, 1)
+        assert not store.key_filter.may_hold("a", "k0")  # forgotten with its period
+        assert store.key_filter.may_hold("a", "new")
+
+
+@pytest.mark.anyio
 async def test_purge_keeps_outbox_rows_a_tailer_has_not_read(store_url, engine, raw_sql) -> None:
     """The outbox is the source of truth for the webhook relay: an old row goes only once
     the relay's cursor (table webhook_relay) is past it."""
