@@ -69,6 +69,7 @@ from persistence.codec import (
     reservation_from,
     stored_from,
 )
+from persistence.key_filter import SCHEME as KEY_FILTER_SCHEME
 from persistence.key_filter import KeyFilter
 from persistence.schema import LATEST_VERSION, SchemaTooNew
 
@@ -116,6 +117,12 @@ class _Batch:
 LOOKUP_PAIRS_MAX = 512
 # Rows per page when the key filter reads the key tables at start.
 KEY_PAGE_ROWS = 10_000
+# Bytes of the key filter's bits per saved row, and per transaction and copy when saving:
+# a whole table (16 MiB by default) at once held the writer ~0.1 s and raised the server's
+# and SQLite writer's resident memory by 48 MiB for a moment, and parts of 1 MiB left
+# 6 MiB of them in the allocators' heaps (tests/gateway/test_soak.py); 256 KiB parts take
+# 1.5-2.5 ms each, 0.1-0.16 s for a table, between flushes.
+FILTER_PART_BYTES = 1 << 18
 
 
 class _Lookup:
@@ -171,6 +178,7 @@ class DurableStore:
         # counts a restart's read-back is judged by: runs taken from saved bits, keys read.
         self._filter_saves: set[int] = set()
         self._filter_save_due = anyio.Event()
+        self._filter_save_lock = anyio.Lock()
         self.key_filter_saves = 0
         self.key_filter_runs_restored = 0
         self.key_filter_keys_read = 0
@@ -655,16 +663,24 @@ class DurableStore:
         self._due_filter_save(*range(len(sql.KEY_TABLES)))
 
     async def _restore_filter(self) -> list[int]:
-        """Take back each generation's saved filter bits that are of its current period
-        (and of this filter's size); the runs they hold, which need no reading back."""
+        """Take back each generation's saved filter bits when they are whole, of its
+        current period and of this filter's size and scheme; the runs they hold, which
+        need no reading back."""
         filt = self.key_filter
         assert filt is not None
         covered = [0] * len(sql.KEY_TABLES)
         for g, table in enumerate(sql.KEY_FILTER_TABLES):
-            for period, runs, bits in await self._fetch(
-                    f"SELECT period, runs, bits FROM {table}"):
-                if int(period) == self._generations[g] and filt.restore(g, bytes(bits)):
-                    covered[g] = min(int(runs), self._runs[g])
+            parts = await self._fetch(
+                f"SELECT part, period, runs, scheme, length(bits) FROM {table} ORDER BY part")
+            runs = _whole_filter(parts, self._generations[g], filt.table_bytes())
+            if runs is None:
+                continue
+            offset = 0
+            for part, *_, size in parts:
+                (row,) = await self._fetch(f"SELECT bits FROM {table} WHERE part = ?", part)
+                filt.restore_part(g, offset, bytes(row[0]))
+                offset += int(size)
+            covered[g] = min(runs, self._runs[g])
         self.key_filter_runs_restored = sum(covered)
         return covered
 
@@ -685,26 +701,34 @@ class DurableStore:
     async def _save_filters(self) -> None:
         """Save the bits of the generations due, each with the runs they hold: every run
         before the one being written (full runs are never written again, and the writer
-        adds a key to the filter before writing it). The bits are copied at once with the
-        period and run they go with; a rotation meanwhile leaves them of a period the
-        generation no longer holds, which no start takes. A failure is logged: the next
+        adds a key to the filter before writing it). A part at a time, each its own short
+        transaction and copy (FILTER_PART_BYTES), so that neither the writer nor memory
+        takes the whole table at once; parts copied later hold more keys, never fewer,
+        unless the generation was emptied meanwhile, and then the parts saved are of a
+        period it no longer holds, which no start takes. A failure is logged: the next
         start reads back more, no more."""
         filt = self.key_filter
         if filt is None or not filt.ready:
             return
-        while self._filter_saves:
-            g = self._filter_saves.pop()
-            period, runs = self._generations[g], self._run[g]
-            if runs == 0:
-                continue
-            empty, insert = sql.save_key_filter(self.dialect, g)
-            steps = [(empty, [()]), (insert, [(period, runs, filt.snapshot(g))])]
-            try:
-                await self.transact(steps)
-            except Exception as exc:  # noqa: BLE001 - an outage or a bug: it only costs reads
-                log.warning("key filter not saved", generation=g, error=repr(exc))
-                return
-            self.key_filter_saves += 1
+        async with self._filter_save_lock:  # one save at a time: parts of one set
+            while self._filter_saves:
+                g = self._filter_saves.pop()
+                period, runs = self._generations[g], self._run[g]
+                if runs == 0:
+                    continue
+                empty, insert = sql.save_key_filter(self.dialect, g)
+                try:
+                    for part, offset in enumerate(range(0, filt.table_bytes(),
+                                                        FILTER_PART_BYTES)):
+                        if self._generations[g] != period:
+                            break  # emptied: what was saved is of the period before
+                        row = (part, period, runs, KEY_FILTER_SCHEME,
+                               filt.part(g, offset, FILTER_PART_BYTES))
+                        await self.transact([(empty, [()])] * (part == 0) + [(insert, [row])])
+                except Exception as exc:  # noqa: BLE001 - an outage or a bug: costs reads
+                    log.warning("key filter not saved", generation=g, error=repr(exc))
+                    return
+                self.key_filter_saves += 1
 
     async def _scan_keys(self, table: str,
                          take: Callable[[Sequence[Sequence[Any]]], None]) -> None:
@@ -1173,6 +1197,20 @@ class DurableStore:
             raise exc
         return translated
 
+
+
+def _whole_filter(parts: Sequence[Sequence[Any]], period: int, size: int) -> int | None:
+    """The runs a generation's saved filter parts (part, period, runs, scheme, length) hold,
+    if they are one whole save of `period` in this filter's size and scheme; else None."""
+    if not parts:
+        return None
+    first = parts[0]
+    whole = (all(int(p[0]) == i for i, p in enumerate(parts))
+             and all((p[1], p[2], p[3]) == (first[1], first[2], first[3]) for p in parts)
+             and sum(int(p[4]) for p in parts) == size)
+    if not whole or int(first[1]) != period or first[3] != KEY_FILTER_SCHEME:
+        return None
+    return int(first[2])
 
 def _ledger_params(customer_id: str, event_types: Sequence[str], currency_id: str | None,
                    resource_id: str | None, reservation_id: str | None, since: int | None,

@@ -26,10 +26,10 @@ takes over, or answer "maybe" for them.
 Reading every key back is slow on a large database: after a 30-minute soak (10 M keys)
 a new process answered 24 % of a fresh one's rate in its first 20 s, its loop and
 PostgreSQL busy reading and checking keys the filter did not hold yet
-(docs/benchmarks.md). So a table's bits are saved in the database (`snapshot`), each
-time its generation starts a new run (a full run is never written again: the saved bits
-hold every key of the runs before), and a process that opens the store takes them back
-(`restore`) and reads only the runs written since. For that the positions must be the
+(docs/benchmarks.md). So a table's bits are saved in the database, a part at a time
+(`part`), each time its generation starts a new run (a full run is never written again:
+the saved bits hold every key of the runs before), and a process that opens the store
+takes them back (`restore_part`) and reads only the runs written since. For that the positions must be the
 same in every process: they come from a BLAKE2b of the pair keyed with a secret of the
 database (so keys cannot be chosen to all land on set bits), not from the interpreter's
 hash, which is salted per process.
@@ -48,9 +48,9 @@ import hashlib
 __all__ = ["KeyFilter"]
 
 _HASHES = 4
-# What a saved table starts with: the positions' scheme. Bits saved by another scheme (or
-# another size) are refused, never merged: they would not hold the keys they claim to.
-_FORMAT = b"creditd key filter v1: blake2b-64, 4 positions\n"
+# The positions' scheme, saved with the bits: bits of another scheme (or another size) are
+# refused, never merged, since they would not hold the keys they claim to.
+SCHEME = "blake2b-64 keyed, 4 positions"
 
 
 class KeyFilter:
@@ -124,21 +124,24 @@ class KeyFilter:
         bits = self._bits[generation]
         bits[:] = bytes(len(bits))
 
-    def snapshot(self, generation: int) -> bytes:
-        """The table of `generation`'s bits, to be saved and given to `restore`."""
-        return _FORMAT + self._bits[generation]
+    def table_bytes(self) -> int:
+        """The size of each generation's table of bits."""
+        return len(self._bits[0])
 
-    def restore(self, generation: int, saved: bytes) -> bool:
-        """Add the keys of a `snapshot` (by a filter of the same size and salt) to the table
-        of `generation`; False, changing nothing, for bits of another size or scheme."""
+    def part(self, generation: int, offset: int, size: int) -> bytes:
+        """A copy of `size` bytes of the table of `generation` from `offset`, to be saved.
+        Parts copied one after the other hold every key added before the first: bits are
+        only ever set, but by `clear`."""
+        return bytes(self._bits[generation][offset:offset + size])
+
+    def restore_part(self, generation: int, offset: int, saved: bytes) -> None:
+        """Add a saved `part` (of a filter of the same size and salt) to the table of
+        `generation`: its bits are set here too."""
         bits = self._bits[generation]
-        if len(saved) != len(_FORMAT) + len(bits) or not saved.startswith(_FORMAT):
-            return False
-        size = len(bits)
-        merged = int.from_bytes(bits, "little") | int.from_bytes(
-            memoryview(saved)[len(_FORMAT):], "little")
-        bits[:] = merged.to_bytes(size, "little")
-        return True
+        end = offset + len(saved)
+        assert 0 <= offset and end <= len(bits)
+        merged = int.from_bytes(bits[offset:end], "little") | int.from_bytes(saved, "little")
+        bits[offset:end] = merged.to_bytes(len(saved), "little")
 
     def statistics(self) -> dict[str, int | bool]:
         return {"key_filter_bytes": self.bytes, "key_filter_ready": self.ready,

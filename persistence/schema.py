@@ -547,13 +547,15 @@ def _v11(dialect: str) -> list[str]:
 # v12: each key generation's filter bits (persistence/key_filter.py), saved as it starts a
 # new run: they hold every key of the generation's runs before `runs` in `period`, so a
 # process that opens the store reads back only the runs after. One table per generation,
-# of one row, replaced whole (a TRUNCATE on PostgreSQL: no dead copy of megabytes left for
-# vacuum); bits of a period the generation no longer holds are not taken.
+# emptied (a TRUNCATE on PostgreSQL: no dead copy of megabytes left for vacuum) and filled
+# again a part of the bits per row; only a whole set of parts of the period the generation
+# holds is taken back.
 def _v12(dialect: str) -> list[str]:
     statements = []
     for table in KEY_FILTER_TABLES:
-        statements.append(f"CREATE TABLE {table} (period BIGINT NOT NULL, "
-                          "runs INTEGER NOT NULL, bits BYTES NOT NULL)")
+        statements.append(f"CREATE TABLE {table} (part INTEGER PRIMARY KEY, "
+                          "period BIGINT NOT NULL, runs INTEGER NOT NULL, "
+                          "scheme TEXT NOT NULL, bits BYTES NOT NULL)")
         if dialect == "postgresql":
             # Random bits do not compress: store them without trying.
             statements.append(f"ALTER TABLE {table} ALTER COLUMN bits SET STORAGE EXTERNAL")

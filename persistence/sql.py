@@ -184,12 +184,13 @@ SELECT_KEY_GENERATIONS = "SELECT generation, period, runs, run FROM key_generati
 KEY_FILTER_TABLES = ("key_filter_0", "key_filter_1")
 
 
-def save_key_filter(dialect: str, generation: int) -> list[str]:
-    """The statements that replace a generation's saved bits, run in one transaction with
-    no parameters for the first and (period, runs, bits) for the second."""
+def save_key_filter(dialect: str, generation: int) -> tuple[str, str]:
+    """The statements that empty a generation's saved bits (no parameters) and add a part
+    (part, period, runs, scheme, bits)."""
     table = KEY_FILTER_TABLES[generation]
     empty = f"DELETE FROM {table}" if dialect == "sqlite" else f"TRUNCATE {table}"
-    return [empty, f"INSERT INTO {table} (period, runs, bits) VALUES (?, ?, ?)"]
+    return empty, (f"INSERT INTO {table} (part, period, runs, scheme, bits) "
+                   "VALUES (?, ?, ?, ?, ?)")
 
 
 def key_table(generation: int, run: int) -> str:

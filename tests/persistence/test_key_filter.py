@@ -67,17 +67,24 @@ def test_clearing_one_generation_keeps_every_key_of_the_other(kept, dropped,
     assert all(f.may_hold(cid, key) for cid, key in kept)
 
 
-@given(added=pairs, generation=st.sampled_from([0, 1]))
-def test_saved_bits_hold_every_key_in_another_filter_with_the_salt(added, generation) -> None:
-    """What a store saves and a new process takes back: the same salt gives the same
-    positions, so every key of the saved filter may be held by the one restored."""
+def saved(f: KeyFilter, generation: int, part: int) -> list[tuple[int, bytes]]:
+    return [(offset, f.part(generation, offset, part))
+            for offset in range(0, f.table_bytes(), part)]
+
+
+@given(added=pairs, generation=st.sampled_from([0, 1]), part=st.sampled_from([100, 512]))
+def test_saved_bits_hold_every_key_in_another_filter_with_the_salt(added, generation,
+                                                                   part) -> None:
+    """What a store saves and a new process takes back, in parts: the same salt gives the
+    same positions, so every key of the saved filter may be held by the one restored."""
     f = KeyFilter(1 << 12, b"salt")
     for cid, key in added:
         f.add(generation, cid, key)
     g = KeyFilter(1 << 12, b"salt")
     g.ready = True
     g.add(generation, "later", "key")  # restoring adds to what is there
-    assert g.restore(generation, f.snapshot(generation))
+    for offset, bits in saved(f, generation, part):
+        g.restore_part(generation, offset, bits)
     assert all(g.may_hold(cid, key) for cid, key in added)
     assert g.may_hold("later", "key")
 
@@ -87,23 +94,29 @@ def test_positions_depend_on_the_salt_and_the_pair() -> None:
     for f in (a, b):
         for i in range(50):
             f.add(0, f"c{i}", f"k{i}")
-    assert a.snapshot(0) != b.snapshot(0)
+    assert saved(a, 0, 512) != saved(b, 0, 512)
     c, d = KeyFilter(1 << 12, b"one"), KeyFilter(1 << 12, b"one")
     c.add(0, "ab", "c")
     d.add(0, "a", "bc")  # the same characters, another pair
-    assert c.snapshot(0) != d.snapshot(0)
+    assert saved(c, 0, 512) != saved(d, 0, 512)
 
 
-def test_bits_of_another_size_or_scheme_are_refused() -> None:
-    f = KeyFilter(1 << 12, b"s")
-    f.add(0, "c", "k")
-    saved = f.snapshot(0)
-    g = KeyFilter(1 << 13, b"s")
-    g.ready = True
-    assert not g.restore(0, saved)
-    h = KeyFilter(1 << 12, b"s")
-    h.ready = True
-    assert not h.restore(0, b"another scheme" + saved[14:])
-    assert not h.restore(0, saved[:-1])
-    assert not g.may_hold("c", "k") and not h.may_hold("c", "k")
-    assert h.restore(0, saved) and h.may_hold("c", "k")
+def test_only_a_whole_save_of_the_period_size_and_scheme_is_taken() -> None:
+    """The store takes saved parts back only when they are one whole save (a crash or a
+    second save midway leaves a mix) of the generation's current period, in the filter's
+    size and scheme: anything else could lack keys the tables hold."""
+    from persistence.durable import _whole_filter
+    from persistence.key_filter import SCHEME
+
+    def parts(*rows: tuple) -> list[tuple]:
+        return [(i, *row) for i, row in enumerate(rows)]
+
+    whole = parts((7, 3, SCHEME, 100), (7, 3, SCHEME, 28))
+    assert _whole_filter(whole, 7, 128) == 3
+    assert _whole_filter(whole, 9, 128) is None  # emptied since
+    assert _whole_filter(whole, 7, 256) is None  # another size
+    assert _whole_filter(whole[:1], 7, 128) is None  # a part missing
+    assert _whole_filter([whole[0], (2, *whole[1][1:])], 7, 128) is None  # not in order
+    assert _whole_filter(parts((7, 3, SCHEME, 100), (7, 4, SCHEME, 28)), 7, 128) is None
+    assert _whole_filter(parts((7, 3, "another", 128)), 7, 128) is None
+    assert _whole_filter([], 7, 128) is None
