@@ -23,10 +23,9 @@ One process writes a database's keys (docs/architecture.md); a process that did 
 write them does not know them, so scale-out must fill the filter for the customers it
 takes over, or answer "maybe" for them.
 
-Reading every key back is slow on a large database: after a 30-minute soak (10 M keys)
-a new process answered 24 % of a fresh one's rate in its first 20 s, its loop and
-PostgreSQL busy reading and checking keys the filter did not hold yet
-(docs/benchmarks.md). So a table's bits are saved in the database, a part at a time
+Reading every key back is slow on a large database: 25-29 s for 10 M keys with no load
+(scripts/bench_restart.py), longer beside load, and until it is done every new key is
+checked against the database. So a table's bits are saved in the database, a part at a time
 (`part`), each time its generation starts a new run (a full run is never written again:
 the saved bits hold every key of the runs before), and a process that opens the store
 takes them back (`restore_part`) and reads only the runs written since. For that the positions must be the
