@@ -725,10 +725,11 @@ class DurableStore:
                         row = (part, period, runs, KEY_FILTER_SCHEME,
                                filt.part(g, offset, FILTER_PART_BYTES))
                         await self.transact([(empty, [()])] * (part == 0) + [(insert, [row])])
+                    else:
+                        self.key_filter_saves += 1
                 except Exception as exc:  # noqa: BLE001 - an outage or a bug: costs reads
                     log.warning("key filter not saved", generation=g, error=repr(exc))
                     return
-                self.key_filter_saves += 1
 
     async def _scan_keys(self, table: str,
                          take: Callable[[Sequence[Sequence[Any]]], None]) -> None:
@@ -1198,7 +1199,6 @@ class DurableStore:
         return translated
 
 
-
 def _whole_filter(parts: Sequence[Sequence[Any]], period: int, size: int) -> int | None:
     """The runs a generation's saved filter parts (part, period, runs, scheme, length) hold,
     if they are one whole save of `period` in this filter's size and scheme; else None."""
@@ -1211,6 +1211,7 @@ def _whole_filter(parts: Sequence[Sequence[Any]], period: int, size: int) -> int
     if not whole or int(first[1]) != period or first[3] != KEY_FILTER_SCHEME:
         return None
     return int(first[2])
+
 
 def _ledger_params(customer_id: str, event_types: Sequence[str], currency_id: str | None,
                    resource_id: str | None, reservation_id: str | None, since: int | None,
