@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import anyio  # noqa: E402
 import asyncpg  # noqa: E402
+import bench_store  # noqa: E402
 
 from engine.core.commands import CreateGrant  # noqa: E402
 from engine.core.model import GrantType  # noqa: E402
@@ -179,18 +180,11 @@ async def main() -> None:
             await bench("sqlite", f"sqlite:///{Path(tmp) / 'restart.db'}", args.keys,
                         args.customers, args.runs)
     if args.only != "sqlite":
-        admin = await asyncpg.connect(args.pg)
-        name = "creditd_bench_restart"
+        name, url = await bench_store.fresh_pg_database(args.pg)
         try:
-            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            await admin.execute(f"CREATE DATABASE {name}")
-            try:
-                await bench("postgresql", args.pg.rsplit("/", 1)[0] + "/" + name,
-                            args.keys, args.customers, args.runs)
-            finally:
-                await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            await bench("postgresql", url, args.keys, args.customers, args.runs)
         finally:
-            await admin.close()
+            await bench_store.drop_pg_database(args.pg, name)
 
 
 if __name__ == "__main__":
