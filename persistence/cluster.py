@@ -108,6 +108,14 @@ class Leases:
     def is_leader(self) -> bool:
         return self.holds(LEADER)
 
+    def trusts_every_shard(self) -> bool:
+        """Whether this node holds every shard and its key filter holds their keys: then
+        no other node writes keys (flushes are fenced) and the filter holds every key
+        there is, as a lone process's does (what saved filter bits must hold)."""
+        trusted = self.trusted
+        return len(trusted) >= SHARDS and all(
+            s in trusted and self.holds(s) for s in range(SHARDS))
+
     def statistics(self) -> dict[str, Any]:
         shards = sorted(s for s in self.held if s != LEADER)
         return {"node": self.node_id, "address": self.address, "leader": self.is_leader(),

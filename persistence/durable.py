@@ -342,10 +342,10 @@ class DurableStore:
         self._tg.start_soon(self._reader)
         for task in self._tasks():
             self._tg.start_soon(task)
+        if self.key_filter is not None:
+            self._tg.start_soon(self._filter_saver)
         if self.fence is None:
             self._tg.start_soon(self._index_keys)
-            if self.key_filter is not None:
-                self._tg.start_soon(self._filter_saver)
         else:
             # A cluster node reads the keys back per shard it takes (`reindex_keys`).
             if self.key_filter is not None:
@@ -599,8 +599,19 @@ class DurableStore:
         fence = self.fence
         if self.key_filter is None or fence is None:
             return
-        await self._read_keys()
+        # Saved bits hold every key of the runs they name (only a node holding every key
+        # saves them, `_may_save_filter`), whoever saved them: take them, read the rest.
+        # The generations as the database has them now: a stale view would skip runs that
+        # another node's rotation has filled again since.
+        await self.refresh_key_generations()
+        periods = list(self._generations)
+        await self._read_keys(await self._restore_filter())
+        await self.refresh_key_generations()
+        if self._generations != periods:
+            await self._read_keys()  # rotated meanwhile: every run of the new period
         fence.trusted |= {s for s, e in shards.items() if fence.current(s, e)}
+        if fence.trusts_every_shard():
+            self._due_filter_save(*range(len(sql.KEY_TABLES)))
 
     async def _read_keys(self, first_runs: Sequence[int] = (0, 0)) -> None:
         """Add every key of every run there is now, from each generation's run
@@ -685,12 +696,24 @@ class DurableStore:
         return covered
 
     def _due_filter_save(self, *generations: int) -> None:
-        """Have the saver save these generations' bits (it does only once the filter is
-        ready, and never in a cluster, whose nodes each hold only their shards' keys)."""
-        if self.key_filter is None or self.fence is not None:
+        """Have the saver save these generations' bits (it does only while the filter
+        holds every key, `_may_save_filter`)."""
+        if self.key_filter is None:
             return
         self._filter_saves.update(generations)
         self._filter_save_due.set()
+
+    def _may_save_filter(self) -> bool:
+        """Whether the filter holds every key written so far: a lone process's once it
+        has read back the keys from before it opened; a cluster node's only while it holds
+        every shard and has read their keys (`Leases.trusts_every_shard`: no other node
+        writes keys then). A node holding some shards holds only their keys, and keys
+        written by others meanwhile, even to earlier runs (each node starts runs by its
+        own count), are in no filter of its."""
+        filt = self.key_filter
+        if filt is None or not filt.ready:
+            return False
+        return self.fence is None or self.fence.trusts_every_shard()
 
     async def _filter_saver(self) -> None:
         while True:
@@ -708,10 +731,11 @@ class DurableStore:
         period it no longer holds, which no start takes. A failure is logged: the next
         start reads back more, no more."""
         filt = self.key_filter
-        if filt is None or not filt.ready:
-            return
         async with self._filter_save_lock:  # one save at a time: parts of one set
             while self._filter_saves:
+                if filt is None or not self._may_save_filter():
+                    self._filter_saves.clear()  # due again when it holds every key
+                    return
                 g = self._filter_saves.pop()
                 period, runs = self._generations[g], self._run[g]
                 if runs == 0:

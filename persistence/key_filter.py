@@ -19,16 +19,18 @@ every key in the tables:
   answers "maybe" for every key;
 - a generation table and its filter are emptied together, by the writer (`clear`).
 
-One process writes a database's keys (docs/architecture.md); a process that did not
-write them does not know them, so scale-out must fill the filter for the customers it
-takes over, or answer "maybe" for them.
+A process that did not write a key does not know it: a cluster node (PostgreSQL's
+default, one or many) answers "maybe" for the shards it takes until it has read the keys
+back (`DurableStore.reindex_keys`), and saves its bits only while it holds every shard and
+their keys (`Leases.trusts_every_shard`), when it knows every key as a lone process does.
 
 Reading every key back is slow on a large database: 25-29 s for 10 M keys with no load
 (scripts/bench_restart.py), longer beside load, and until it is done every new key is
 checked against the database. So a table's bits are saved in the database, a part at a time
 (`part`), each time its generation starts a new run (a full run is never written again:
 the saved bits hold every key of the runs before), and a process that opens the store
-takes them back (`restore_part`) and reads only the runs written since. For that the positions must be the
+(or a cluster node that takes shards) takes them back (`restore_part`) and reads only the
+runs written since. For that the positions must be the
 same in every process: they come from a BLAKE2b of the pair keyed with a secret of the
 database (so keys cannot be chosen to all land on set bits), not from the interpreter's
 hash, which is salted per process.

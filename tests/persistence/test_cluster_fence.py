@@ -36,8 +36,8 @@ class Node:
 
 
 @asynccontextmanager
-async def node(url: str, name: str, clock: ManualClock) -> AsyncIterator[Node]:
-    store = open_store(url)
+async def node(url: str, name: str, clock: ManualClock, **options: Any) -> AsyncIterator[Node]:
+    store = open_store(url, **options)
     leases = Leases(name, f"{name}:1", ttl_s=30.0, renew_s=1.0)
     store.fence = leases
     async with store, Runtime(store, clock) as runtime:
@@ -288,3 +288,95 @@ async def test_a_round_held_up_does_not_hold_up_the_heartbeat(pg_database, raw_s
                     await anyio.sleep(0.01)
                 tg.cancel_scope.cancel()
         assert len(leases.held) == SHARDS + 1
+
+
+WEEK = 7 * 24 * 3_600_000
+
+
+async def test_filter_bits_are_saved_only_by_a_node_holding_every_key_and_taken_by_the_next(
+        pg_database, raw_sql, monkeypatch) -> None:
+    """A cluster node's filter holds every key only while it holds every shard and has
+    read their keys (a lone node: PostgreSQL's default): then it saves its bits as runs
+    start, as a lone process does. Nodes sharing the shards do not (each holds its shards'
+    keys alone). A node taking shards over takes the saved bits back and reads only the
+    runs written since: after a restart on a database of millions of keys, it read them
+    all for half a minute beside the load, every new key looked up meanwhile
+    (docs/benchmarks.md)."""
+    from persistence import sql
+
+    monkeypatch.setattr(sql, "KEY_RUN_ROWS", 4)
+    monkeypatch.setattr(sql, "KEY_RUN_DOUBLING", 2)  # runs of 4, 4, 8, 8, 16 keys
+    monkeypatch.setattr("persistence.durable.FILTER_PART_BYTES", 10_000)
+    url = pg_database.url()
+    start = (ManualClock().now_ms() // WEEK + 1) * WEEK
+    generation, period = start // WEEK % 2, start // WEEK
+    clock = ManualClock(start)
+    customers = [f"default/c{i}" for i in range(4)]
+    replies: dict[tuple[str, str], Any] = {}
+
+    async def saved() -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in await raw_sql(
+            url, "SELECT period, runs, count(*) FROM "
+            f"{sql.KEY_FILTER_TABLES[generation]} GROUP BY period, runs")]
+
+    async def trust_held(n: Node) -> None:
+        await n.store.reindex_keys({s: lease.epoch for s, lease in n.leases.held.items()
+                                    if s >= 0})
+
+    async def consume(n: Node, i: int) -> None:
+        cid, key = customers[i % len(customers)], f"k{i}"
+        replies[cid, key] = await n.runtime.submit(cid, Consume(
+            currency_id=CUR, amount=1 + i % 3, idempotency_key=key))
+        assert isinstance(replies[cid, key], ConsumeReply)
+
+    async with node(url, "a", clock, key_filter_bytes=1 << 16) as a:
+        await a.manager.round()
+        await trust_held(a)
+        assert a.leases.trusts_every_shard()
+        for cid in customers:
+            assert isinstance(await a.runtime.submit(cid, grant(f"g-{cid}", 10**6)),
+                              GrantReply)
+        for i in range(30):  # runs of 4, 4, 8, 8, and 6 keys in the fifth
+            await consume(a, i)
+        await a.manager.leave()
+    assert await saved() == [(period, 4, 4)]  # the four full runs, in 4 parts
+
+    # Two nodes share the shards: neither holds every key, neither saves, even as a
+    # run starts (run five is full after 10 more keys).
+    async with node(url, "b", clock, key_filter_bytes=1 << 16) as b, \
+            node(url, "c", clock, key_filter_bytes=1 << 16) as c:
+        await b.manager.round()
+        for _ in range(8):  # c is live now; b gives its surplus up, c takes it
+            await c.manager.round()
+            await b.manager.round()
+        assert {len([s for s in n.leases.held if s >= 0]) for n in (b, c)} == {SHARDS // 2}
+        for n in (b, c):
+            await trust_held(n)
+            stats = n.store.statistics()
+            # The saved bits hold the first four runs: only the fifth is read.
+            assert (stats["key_filter_runs_restored"], stats["key_filter_keys_read"]) == (4, 6)
+            assert not n.leases.trusts_every_shard()
+        for i in range(30, 44):
+            owner = b if b.leases.holds(shard_of(customers[i % len(customers)])) else c
+            await consume(owner, i)
+        assert max(b.store._run[generation], c.store._run[generation]) >= 5
+        for n in (b, c):
+            assert n.store.statistics()["key_filter_saves"] == 0
+            await n.manager.leave()
+    assert await saved() == [(period, 4, 4)]
+
+    # A lone node again: it takes the bits back, reads the runs after them, holds every
+    # key and answers replays of every run with their first outcomes.
+    async with node(url, "d", clock, key_filter_bytes=1 << 16) as d:
+        await d.manager.round()
+        await trust_held(d)
+        stats = d.store.statistics()
+        assert stats["key_filter_runs_restored"] == 4
+        assert stats["key_filter_keys_read"] == 44 - 24  # runs five and six
+        assert all(d.store.key_filter.may_hold(cid, key) for cid, key in replies)
+        for (cid, key), reply in replies.items():
+            again = await d.runtime.submit(cid, Consume(currency_id=CUR, amount=reply.amount,
+                                                        idempotency_key=key))
+            assert again == reply
+        assert d.leases.trusts_every_shard()
+        await d.manager.leave()
