@@ -11,6 +11,12 @@ opens the store in this process, in turn: with the saved bits removed (every run
 back) and with them (only the run being written is), --runs times each, and prints the
 median time until the filter is ready and the keys read.
 
+It opens the store without a cluster, as `creditd serve` on SQLite (or with
+CREDITD_CLUSTER=off) does. On PostgreSQL `creditd serve` is a cluster node by default, which
+takes the same saved bits back when it reads the keys back for the shards it takes
+(`DurableStore.reindex_keys`); docs/benchmarks.md has that start measured on a soaked
+database ("A new process on the soaked database: the cluster node's read-back").
+
 Usage: .venv/bin/python scripts/bench_restart.py [--keys 5000000] [--customers 2000]
        [--runs 3] [--only sqlite|postgresql] [--pg postgresql://postgres@127.0.0.1:5432/postgres]
 """
