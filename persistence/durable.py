@@ -688,10 +688,18 @@ class DurableStore:
                 continue
             offset = 0
             for part, *_, size in parts:
-                (row,) = await self._fetch(f"SELECT bits FROM {table} WHERE part = ?", part)
-                filt.restore_part(g, offset, bytes(row[0]))
+                rows = await self._fetch(
+                    f"SELECT period, runs, bits FROM {table} WHERE part = ?", part)
+                # In a cluster another node may be saving meanwhile: a part of a later
+                # save of the period holds every key of at least as many runs (any
+                # saver held every key), a missing one or one of another period none.
+                if not rows or int(rows[0][0]) != self._generations[g] or int(
+                        rows[0][1]) < runs or len(rows[0][2]) != int(size):
+                    break  # the bits taken so far are extra bits, never wrong ones
+                filt.restore_part(g, offset, bytes(rows[0][2]))
                 offset += int(size)
-            covered[g] = min(runs, self._runs[g])
+            else:
+                covered[g] = min(runs, self._runs[g])
         self.key_filter_runs_restored = sum(covered)
         return covered
 

@@ -840,6 +840,35 @@ async def test_the_key_filter_is_saved_as_runs_start_and_taken_back_at_open(
             assert await rt.submit(cid, Consume(currency_id=CUR, amount=reply.amount,
                                                 idempotency_key=key)) == reply
 
+    # Another save under way as the bits are taken (in a cluster, a lone node saving as
+    # another node takes shards): a part of a later save of the period holds every key
+    # of at least as many runs and is taken; a part gone (the table emptied for the next
+    # save) ends the restore, and every run is read.
+    table = sql.KEY_FILTER_TABLES[generation]
+    for meanwhile, restored, read in (
+            (f"UPDATE {table} SET runs = runs + 1", 4, 6),
+            (f"DELETE FROM {table} WHERE part > 0", 0, 30)):
+        fetch = type(store)._fetch
+        done: list[str] = []
+
+        async def racing(self: Any, query: str, *args: Any, meanwhile: str = meanwhile,
+                         fetch: Any = fetch, done: list[str] = done) -> Any:
+            if "bits FROM" in query and "WHERE part" in query and not done:
+                done.append(query)
+                await raw_sql(store_url, meanwhile)
+            return await fetch(self, query, *args)
+
+        monkeypatch.setattr(type(store), "_fetch", racing)
+        async with engine(store_url, clock, key_filter_bytes=1 << 16) as (store, rt):
+            with anyio.fail_after(10):
+                await store.keys_indexed.wait()
+            stats = store.statistics()
+            assert (stats["key_filter_runs_restored"], stats["key_filter_keys_read"]) == (
+                restored, read)
+            assert all(store.key_filter.may_hold(cid, key) for cid, key in replies)
+        monkeypatch.setattr(type(store), "_fetch", fetch)
+        assert done
+
     # Another size: the saved bits are not taken, every run is read back.
     async with engine(store_url, clock, key_filter_bytes=1 << 17) as (store, rt):
         with anyio.fail_after(10):
