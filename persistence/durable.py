@@ -401,7 +401,14 @@ class DurableStore:
 
     def _filter_statistics(self) -> dict[str, int | bool]:
         assert self.key_filter is not None
-        return {**self.key_filter.statistics(), "key_filter_saves": self.key_filter_saves,
+        stats = self.key_filter.statistics()
+        fence = self.fence
+        if fence is not None:
+            # A node's filter answers per shard: ready once it holds the keys of every
+            # shard the node holds (it reads them back after taking them).
+            held = {s for s in fence.held if s >= 0}
+            stats["key_filter_ready"] = bool(held) and held <= fence.trusted
+        return {**stats, "key_filter_saves": self.key_filter_saves,
                 "key_filter_runs_restored": self.key_filter_runs_restored,
                 "key_filter_keys_read": self.key_filter_keys_read}
 

@@ -330,9 +330,12 @@ async def test_filter_bits_are_saved_only_by_a_node_holding_every_key_and_taken_
         assert isinstance(replies[cid, key], ConsumeReply)
 
     async with node(url, "a", clock, key_filter_bytes=1 << 16) as a:
+        assert not a.store.statistics()["key_filter_ready"]  # no shard held yet
         await a.manager.round()
+        assert not a.store.statistics()["key_filter_ready"]  # their keys not read yet
         await trust_held(a)
         assert a.leases.trusts_every_shard()
+        assert a.store.statistics()["key_filter_ready"]
         for cid in customers:
             assert isinstance(await a.runtime.submit(cid, grant(f"g-{cid}", 10**6)),
                               GrantReply)
