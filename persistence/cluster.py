@@ -108,13 +108,17 @@ class Leases:
     def is_leader(self) -> bool:
         return self.holds(LEADER)
 
+    def trusts_held_shards(self) -> bool:
+        """Whether this node holds shards and its key filter holds the keys of each (it
+        reads them back after taking them): the filter's `ready` on a node."""
+        held = {s for s in self.held if s != LEADER}
+        return bool(held) and held <= self.trusted
+
     def trusts_every_shard(self) -> bool:
         """Whether this node holds every shard and its key filter holds their keys: then
         no other node writes keys (flushes are fenced) and the filter holds every key
         there is, as a lone process's does (what saved filter bits must hold)."""
-        trusted = self.trusted
-        return len(trusted) >= SHARDS and all(
-            s in trusted and self.holds(s) for s in range(SHARDS))
+        return self.trusts_held_shards() and all(self.holds(s) for s in range(SHARDS))
 
     def statistics(self) -> dict[str, Any]:
         shards = sorted(s for s in self.held if s != LEADER)

@@ -402,12 +402,8 @@ class DurableStore:
     def _filter_statistics(self) -> dict[str, int | bool]:
         assert self.key_filter is not None
         stats = self.key_filter.statistics()
-        fence = self.fence
-        if fence is not None:
-            # A node's filter answers per shard: ready once it holds the keys of every
-            # shard the node holds (it reads them back after taking them).
-            held = {s for s in fence.held if s >= 0}
-            stats["key_filter_ready"] = bool(held) and held <= fence.trusted
+        if self.fence is not None:  # a node's filter answers per shard
+            stats["key_filter_ready"] = self.fence.trusts_held_shards()
         return {**stats, "key_filter_saves": self.key_filter_saves,
                 "key_filter_runs_restored": self.key_filter_runs_restored,
                 "key_filter_keys_read": self.key_filter_keys_read}
@@ -748,7 +744,7 @@ class DurableStore:
         filt = self.key_filter
         async with self._filter_save_lock:  # one save at a time: parts of one set
             while self._filter_saves:
-                if filt is None or not self._may_save_filter():
+                if not self._may_save_filter():
                     self._filter_saves.clear()  # due again when it holds every key
                     return
                 g = self._filter_saves.pop()
